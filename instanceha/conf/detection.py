@@ -1,0 +1,62 @@
+"""[detection] options: how the controller decides that a host failed."""
+
+from oslo_config import cfg
+
+GROUP = "detection"
+
+group = cfg.OptGroup(
+    GROUP,
+    title="Failure detection",
+    help="Windows and intervals of the controller's failure detector. All times "
+    "are measured on the controller's own monotonic clock.",
+)
+
+opts = [
+    cfg.FloatOpt(
+        "heartbeat_stale_after",
+        default=1.5,
+        min=0.1,
+        max=300.0,
+        help="A host whose last data heartbeat is older than this, in seconds, is "
+        "suspect. Together with the loss of its coordinator membership it is "
+        "failed. Must be longer than [agent] heartbeat_interval (3 intervals "
+        "recommended).",
+    ),
+    cfg.FloatOpt(
+        "hung_after",
+        default=2.0,
+        min=0.2,
+        max=3600.0,
+        help="A host whose membership is still alive but whose heartbeat is older "
+        "than this, in seconds, is failed: its agent (or the host) is hung while "
+        "its coordinator session lives on. Must be longer than "
+        "heartbeat_stale_after.",
+    ),
+    cfg.FloatOpt(
+        "reconnect_grace",
+        default=0.0,
+        min=0.0,
+        max=300.0,
+        help="After the controller's own coordinator session connects or "
+        "reconnects, no host is declared failed until this many seconds have "
+        "passed, in addition to one heartbeat_stale_after window that always "
+        "applies. Set it to cover slow networks.",
+    ),
+    cfg.FloatOpt(
+        "tick_interval",
+        default=0.2,
+        min=0.01,
+        max=60.0,
+        help="Interval between two reconciliation ticks of the controller "
+        "(observe every host, decide, act), in seconds.",
+    ),
+]
+
+
+def register_opts(conf):
+    conf.register_group(group)
+    conf.register_opts(opts, group=group)
+
+
+def list_opts():
+    return {group: opts}

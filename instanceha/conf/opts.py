@@ -1,0 +1,29 @@
+"""The explicit list of instanceha's options for oslo-config-generator.
+
+Published on the ``oslo.config.opts`` entry point as
+``instanceha = instanceha.conf.opts:list_opts``. A new option group is a new
+module in this package, named in ``_MODULES`` below.
+"""
+
+import importlib
+
+# one module per option group, in the order the sample file shows them
+_MODULES = (
+    "default",
+    "coordination",
+    "agent",
+    "detection",
+)
+
+
+def modules():
+    return [importlib.import_module(f"instanceha.conf.{name}") for name in _MODULES]
+
+
+def list_opts():
+    """Return [(group, [opts])] for every group, as oslo-config-generator wants."""
+    result = {}
+    for module in modules():
+        for group, opts in module.list_opts().items():
+            result.setdefault(group, []).extend(opts)
+    return [(group, opts) for group, opts in result.items()]

@@ -1,0 +1,195 @@
+"""The failure detector: a transition table as data, and ``decide()``.
+
+Each tick, the controller hands ``decide()`` one host's observation, the
+previous view of that host, its own session state, the policy and the time.
+``decide()`` derives the *signals* the observation carries, walks ``RULES`` in
+order and takes the first rule whose signals are all present. One guard then
+applies: no host becomes FAILED while the controller's own session is not
+connected or has not been connected for ``policy.settle_time`` (the heartbeat
+ages it observes cannot be trusted yet); such a host is held in SUSPECT.
+
+The table, in order (first match wins):
+
+==================  ==================================  ==========
+rule                signals required                    phase
+==================  ==================================  ==========
+planned-stop        PLANNED_STOP                        STOPPED
+dead                MEMBER_LOST + HEARTBEAT_STALE       FAILED
+hung                HEARTBEAT_HUNG                      FAILED
+member-lost         MEMBER_LOST                         SUSPECT
+heartbeat-stale     HEARTBEAT_STALE                     SUSPECT
+service-down        SERVICE_DOWN                        DEGRADED
+alive               (none)                              HEALTHY
+==================  ==================================  ==========
+
+``tests/unit/engine/test_detection.py`` checks this docstring against
+``RULES`` and tests the table as a grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from instanceha.engine.model import (
+    ControllerObservation,
+    DetectionPolicy,
+    HostObservation,
+    HostView,
+    Phase,
+    SessionState,
+)
+
+NOVA_COMPUTE = "nova-compute"
+
+
+class Signal(str, enum.Enum):
+    MEMBER_LOST = "MEMBER_LOST"
+    """The agent's session-bound membership is gone."""
+    HEARTBEAT_STALE = "HEARTBEAT_STALE"
+    """No heartbeat seen for longer than heartbeat_stale_after."""
+    HEARTBEAT_HUNG = "HEARTBEAT_HUNG"
+    """No heartbeat seen for longer than hung_after."""
+    PLANNED_STOP = "PLANNED_STOP"
+    """The agent announced a planned stop and is not a member."""
+    SERVICE_DOWN = "SERVICE_DOWN"
+    """The agent reports nova-compute not running, or Nova reports it down."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    name: str
+    signals: frozenset[Signal]
+    phase: Phase
+    reason: str
+
+
+def _rule(name: str, signals: tuple[Signal, ...], phase: Phase, reason: str) -> Rule:
+    return Rule(name, frozenset(signals), phase, reason)
+
+
+S = Signal
+RULES: tuple[Rule, ...] = (
+    _rule("planned-stop", (S.PLANNED_STOP,), Phase.STOPPED, "the agent announced a planned stop"),
+    _rule(
+        "dead",
+        (S.MEMBER_LOST, S.HEARTBEAT_STALE),
+        Phase.FAILED,
+        "membership lost and heartbeat stale for {age:.1f} s",
+    ),
+    _rule(
+        "hung",
+        (S.HEARTBEAT_HUNG,),
+        Phase.FAILED,
+        "heartbeat stale for {age:.1f} s while the session lives: agent or host hung",
+    ),
+    _rule("member-lost", (S.MEMBER_LOST,), Phase.SUSPECT, "membership lost, heartbeat still fresh"),
+    _rule(
+        "heartbeat-stale",
+        (S.HEARTBEAT_STALE,),
+        Phase.SUSPECT,
+        "heartbeat stale for {age:.1f} s, membership alive",
+    ),
+    _rule("service-down", (S.SERVICE_DOWN,), Phase.DEGRADED, "{service_reason}"),
+    _rule("alive", (), Phase.HEALTHY, "member with a fresh heartbeat"),
+)
+del S
+
+HOLD_RULE = "held-controller-unsettled"
+
+
+def signals(obs: HostObservation, policy: DetectionPolicy) -> frozenset[Signal]:
+    """The signals one observation carries."""
+    found = set()
+    if not obs.member:
+        found.add(Signal.MEMBER_LOST)
+        if obs.planned_stop:
+            found.add(Signal.PLANNED_STOP)
+    if obs.heartbeat_age > policy.heartbeat_stale_after:
+        found.add(Signal.HEARTBEAT_STALE)
+    if obs.heartbeat_age > policy.hung_after:
+        found.add(Signal.HEARTBEAT_HUNG)
+    if obs.member and (obs.services.get(NOVA_COMPUTE) is False or obs.nova_service_up is False):
+        found.add(Signal.SERVICE_DOWN)
+    return frozenset(found)
+
+
+def match(found: frozenset[Signal]) -> Rule:
+    """The first rule whose signals are all in ``found``."""
+    for rule in RULES:
+        if rule.signals <= found:
+            return rule
+    raise AssertionError("RULES ends with a rule that needs no signal")  # pragma: no cover
+
+
+def controller_settled(ctl: ControllerObservation, policy: DetectionPolicy) -> bool:
+    return ctl.session is SessionState.CONNECTED and ctl.connected_for >= policy.settle_time
+
+
+def _service_reason(obs: HostObservation) -> str:
+    if obs.services.get(NOVA_COMPUTE) is False:
+        return "agent alive, nova-compute not running on the host"
+    return "agent alive, Nova reports the nova-compute service down"
+
+
+def decide(
+    previous: HostView | None,
+    obs: HostObservation,
+    ctl: ControllerObservation,
+    policy: DetectionPolicy,
+    now: float,
+) -> HostView:
+    """Decide one host's phase. Pure: same inputs, same answer."""
+    found = signals(obs, policy)
+    rule = match(found)
+    phase = rule.phase
+    reason = rule.reason.format(age=obs.heartbeat_age, service_reason=_service_reason(obs))
+    rule_name = rule.name
+    if phase is Phase.FAILED and not controller_settled(ctl, policy):
+        if previous is None or previous.phase is not Phase.FAILED:
+            phase = Phase.SUSPECT
+            rule_name = HOLD_RULE
+            reason = (
+                f"would be FAILED ({rule.name}: {reason}), but the controller's own "
+                f"session is {ctl.session.value} and connected for {ctl.connected_for:.1f} s "
+                f"(< {policy.settle_time:.1f} s): its observations are not trusted yet"
+            )
+    since = previous.since if previous is not None and previous.phase is phase else now
+    incarnation = obs.incarnation if obs.member else (previous.incarnation if previous else None)
+    boot_id = obs.boot_id or (previous.boot_id if previous else None)
+    rejoined = bool(
+        previous is not None
+        and obs.member
+        and previous.incarnation is not None
+        and obs.incarnation is not None
+        and obs.incarnation != previous.incarnation
+    )
+    rebooted = bool(
+        rejoined and previous.boot_id and obs.boot_id and previous.boot_id != obs.boot_id
+    )
+    if rejoined:
+        reason += " (rejoined as a new incarnation" + (
+            ", boot id changed: the host rebooted)" if rebooted else ")"
+        )
+    return HostView(
+        host=obs.host,
+        phase=phase,
+        since=since,
+        reason=reason,
+        rule=rule_name,
+        incarnation=incarnation,
+        boot_id=boot_id,
+        rejoined=rejoined,
+        rebooted=rebooted,
+    )
+
+
+def decide_all(
+    previous: dict[str, HostView],
+    observations: list[HostObservation],
+    ctl: ControllerObservation,
+    policy: DetectionPolicy,
+    now: float,
+) -> dict[str, HostView]:
+    """``decide()`` for every observed host; hosts no longer observed are dropped."""
+    return {o.host: decide(previous.get(o.host), o, ctl, policy, now) for o in observations}

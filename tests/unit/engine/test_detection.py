@@ -1,0 +1,185 @@
+"""The failure detector's transition table, tested as a grid. No clock, no sleep."""
+
+import re
+
+import pytest
+
+from instanceha.engine import detection
+from instanceha.engine.detection import Signal, decide
+from instanceha.engine.model import (
+    ControllerObservation,
+    DetectionPolicy,
+    HostObservation,
+    HostView,
+    Phase,
+    PolicyError,
+    SessionState,
+)
+
+POLICY = DetectionPolicy(heartbeat_interval=0.5, heartbeat_stale_after=1.5, hung_after=2.0)
+SETTLED = ControllerObservation(SessionState.CONNECTED, connected_for=60.0)
+FRESH, STALE, HUNG = 0.3, 1.8, 2.5
+UP = {"nova-compute": True, "libvirtd": True}
+DOWN = {"nova-compute": False, "libvirtd": True}
+
+
+def obs(member=True, age=FRESH, planned=False, services=UP, nova_up=None, inc=7, boot="b1"):
+    return HostObservation(
+        host="compute1",
+        member=member,
+        heartbeat_age=age,
+        incarnation=inc if member else None,
+        boot_id=boot,
+        planned_stop=planned,
+        services=services,
+        nova_service_up=nova_up,
+    )
+
+
+# member, heartbeat age, planned stop, services, nova up  ->  phase, rule
+GRID = [
+    (True, FRESH, False, UP, None, Phase.HEALTHY, "alive"),
+    (True, FRESH, False, UP, True, Phase.HEALTHY, "alive"),
+    (True, FRESH, False, DOWN, None, Phase.DEGRADED, "service-down"),
+    (True, FRESH, False, UP, False, Phase.DEGRADED, "service-down"),
+    (True, FRESH, False, {}, None, Phase.HEALTHY, "alive"),
+    (True, STALE, False, UP, None, Phase.SUSPECT, "heartbeat-stale"),
+    (True, STALE, False, DOWN, None, Phase.SUSPECT, "heartbeat-stale"),
+    (True, HUNG, False, UP, None, Phase.FAILED, "hung"),
+    (True, HUNG, False, DOWN, False, Phase.FAILED, "hung"),
+    (False, FRESH, False, UP, None, Phase.SUSPECT, "member-lost"),
+    (False, STALE, False, UP, None, Phase.FAILED, "dead"),
+    (False, HUNG, False, UP, None, Phase.FAILED, "dead"),
+    (False, STALE, False, DOWN, False, Phase.FAILED, "dead"),
+    (False, FRESH, True, UP, None, Phase.STOPPED, "planned-stop"),
+    (False, HUNG, True, UP, None, Phase.STOPPED, "planned-stop"),
+    # a planned-stop marker with a live member is stale: the agent rejoined
+    (True, FRESH, True, UP, None, Phase.HEALTHY, "alive"),
+    (True, HUNG, True, UP, None, Phase.FAILED, "hung"),
+]
+
+
+@pytest.mark.parametrize("member,age,planned,services,nova_up,phase,rule", GRID)
+def test_grid(member, age, planned, services, nova_up, phase, rule):
+    view = decide(None, obs(member, age, planned, services, nova_up), SETTLED, POLICY, now=100.0)
+    assert (view.phase, view.rule) == (phase, rule)
+    assert view.since == 100.0
+    assert view.reason
+
+
+@pytest.mark.parametrize(
+    "ctl",
+    [
+        ControllerObservation(SessionState.SUSPENDED, connected_for=0.0),
+        ControllerObservation(SessionState.LOST, connected_for=0.0),
+        ControllerObservation(SessionState.CONNECTED, connected_for=0.0),
+        ControllerObservation(SessionState.CONNECTED, connected_for=1.49),
+    ],
+    ids=["suspended", "lost", "just-connected", "not-settled"],
+)
+@pytest.mark.parametrize("member,age", [(False, STALE), (True, HUNG)], ids=["dead", "hung"])
+def test_never_failed_while_controller_unsettled(ctl, member, age):
+    view = decide(None, obs(member, age), ctl, POLICY, now=5.0)
+    assert view.phase is Phase.SUSPECT
+    assert view.rule == detection.HOLD_RULE
+    assert "not trusted" in view.reason
+
+
+def test_settles_after_stale_window_plus_grace():
+    policy = DetectionPolicy(heartbeat_stale_after=1.5, hung_after=2.0, reconnect_grace=3.0)
+    dead = obs(member=False, age=STALE)
+    unsettled = ControllerObservation(SessionState.CONNECTED, connected_for=4.4)
+    settled = ControllerObservation(SessionState.CONNECTED, connected_for=4.5)
+    assert decide(None, dead, unsettled, policy, 1.0).phase is Phase.SUSPECT
+    assert decide(None, dead, settled, policy, 1.0).phase is Phase.FAILED
+
+
+def test_failed_is_kept_while_unsettled_but_alive_wins():
+    failed = decide(None, obs(False, STALE), SETTLED, POLICY, now=10.0)
+    assert failed.phase is Phase.FAILED
+    unsettled = ControllerObservation(SessionState.SUSPENDED, 0.0)
+    again = decide(failed, obs(False, HUNG), unsettled, POLICY, now=11.0)
+    assert again.phase is Phase.FAILED and again.since == 10.0
+    back = decide(failed, obs(True, FRESH, inc=8), unsettled, POLICY, now=12.0)
+    assert back.phase is Phase.HEALTHY
+
+
+def test_since_is_kept_while_phase_unchanged_and_reset_on_change():
+    v1 = decide(None, obs(True, FRESH), SETTLED, POLICY, now=1.0)
+    v2 = decide(v1, obs(True, FRESH), SETTLED, POLICY, now=2.0)
+    v3 = decide(v2, obs(True, STALE), SETTLED, POLICY, now=3.0)
+    v4 = decide(v3, obs(True, HUNG), SETTLED, POLICY, now=4.0)
+    assert [v.since for v in (v1, v2, v3, v4)] == [1.0, 1.0, 3.0, 4.0]
+    assert [v.phase for v in (v2, v3, v4)] == [Phase.HEALTHY, Phase.SUSPECT, Phase.FAILED]
+
+
+@pytest.mark.parametrize(
+    "new_inc,new_boot,rejoined,rebooted",
+    [(7, "b1", False, False), (9, "b1", True, False), (9, "b2", True, True)],
+    ids=["same", "agent-restarted", "host-rebooted"],
+)
+def test_new_incarnation_between_two_looks_is_seen(new_inc, new_boot, rejoined, rebooted):
+    before = decide(None, obs(inc=7, boot="b1"), SETTLED, POLICY, now=1.0)
+    after = decide(before, obs(inc=new_inc, boot=new_boot), SETTLED, POLICY, now=2.0)
+    assert (after.rejoined, after.rebooted) == (rejoined, rebooted)
+    assert after.incarnation == new_inc
+    if rebooted:
+        assert "rebooted" in after.reason
+
+
+def test_incarnation_remembered_while_absent():
+    before = decide(None, obs(inc=7), SETTLED, POLICY, now=1.0)
+    gone = decide(before, obs(member=False, age=STALE), SETTLED, POLICY, now=2.0)
+    assert gone.incarnation == 7
+    back = decide(gone, obs(inc=11), SETTLED, POLICY, now=3.0)
+    assert back.rejoined and back.phase is Phase.HEALTHY
+
+
+def test_signals():
+    s = detection.signals(obs(member=False, age=HUNG, planned=True, services=DOWN), POLICY)
+    assert s == {Signal.MEMBER_LOST, Signal.HEARTBEAT_STALE, Signal.HEARTBEAT_HUNG,
+                 Signal.PLANNED_STOP}
+    # SERVICE_DOWN only counts for a host whose agent is alive
+    assert Signal.SERVICE_DOWN in detection.signals(obs(services=DOWN), POLICY)
+
+
+def test_docstring_table_matches_rules():
+    rows = re.findall(r"^(\S+)\s{2,}(.+?)\s{2,}(\w+)\s*$", detection.__doc__, re.M)
+    table = [(n, s.strip(), p) for n, s, p in rows if n not in ("rule",) and not n.startswith("=")]
+    expected = [
+        (r.name, " + ".join(s.value for s in sorted(r.signals, key=_order)) or "(none)",
+         r.phase.value)
+        for r in detection.RULES
+    ]
+    assert table == expected
+
+
+def _order(sig):
+    return list(Signal).index(sig)
+
+
+def test_every_phase_but_nothing_unreachable():
+    phases = {r.phase for r in detection.RULES}
+    assert phases == set(Phase)
+
+
+def test_decide_all_drops_unobserved_hosts():
+    prev = {"gone": HostView("gone", Phase.HEALTHY, 0.0, "x", "alive")}
+    out = detection.decide_all(prev, [obs()], SETTLED, POLICY, now=1.0)
+    assert list(out) == ["compute1"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(heartbeat_interval=0.5, heartbeat_stale_after=0.4), "heartbeat_stale_after"),
+        (dict(heartbeat_interval=0.5, heartbeat_stale_after=0.5), "heartbeat_stale_after"),
+        (dict(heartbeat_stale_after=1.5, hung_after=1.5), "hung_after"),
+        (dict(heartbeat_interval=0.0), "heartbeat_interval"),
+        (dict(reconnect_grace=-1.0), "reconnect_grace"),
+    ],
+)
+def test_policy_rejects_contradictions(kwargs, field):
+    with pytest.raises(PolicyError) as e:
+        DetectionPolicy(**kwargs)
+    assert e.value.field == field

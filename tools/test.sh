@@ -1,0 +1,25 @@
+#!/bin/bash
+# The test command: installs what is missing, then runs every check and test.
+#
+#   tools/test.sh [pytest args...]
+#
+# Order: static checks (ruff, import-linter contracts, shellcheck), unit tests,
+# then functional tests against real services that the project's harness
+# starts on loopback (ZooKeeper, BMC emulators, RabbitMQ, the mini-cloud).
+set -euo pipefail
+TOP=$(cd "$(dirname "$0")/.." && pwd -P)
+cd "$TOP"
+"$TOP/tools/install.sh"
+VENV=${INSTANCEHA_VENV:-$TOP/.venv}
+export PATH="$VENV/bin:$PATH"
+T0=$(date +%s)
+say() { echo "[test $(( $(date +%s) - T0 ))s] $*"; }
+
+say "ruff"
+ruff check instanceha tests tools benchmarks
+say "import-linter contracts"
+lint-imports
+say "shellcheck"
+shellcheck -x tools/*.sh .ci/run $(find devstack tools -name '*.sh' -o -name plugin.sh | sort -u)
+say "pytest"
+python -m pytest "$@"

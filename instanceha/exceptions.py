@@ -81,3 +81,10 @@ class NotLeader(CoordinationError):
 
 class UnknownBackend(InstanceHAError):
     message = "Unknown coordination backend %(scheme)r in %(url_option)s; known: %(known)s"
+
+
+class SessionTimeoutRejected(InstanceHAError):
+    message = (
+        "The coordinator granted a session timeout of %(granted)s s instead of the "
+        "%(requested)s s requested: ZooKeeper clamps it to [2, 20] x tickTime"
+    )

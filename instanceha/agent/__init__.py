@@ -1,0 +1,1 @@
+"""instanceha-agent: one per compute node, heartbeats through the coordinator."""

@@ -1,0 +1,1 @@
+"""Console scripts: the only place, with service set-up, that reads CONF."""

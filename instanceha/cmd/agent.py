@@ -1,0 +1,62 @@
+"""instanceha-agent: heartbeat for this compute node."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from oslo_log import log as logging
+
+from instanceha import coordination, exceptions
+from instanceha.agent import health
+from instanceha.agent.service import Agent, AgentSettings
+from instanceha.cmd import common
+from instanceha.conf import policy
+
+LOG = logging.getLogger(__name__)
+PROG = "instanceha-agent"
+
+
+def build(conf) -> Agent:
+    policy.detection_policy(conf)  # the agent's interval must fit the detector's windows
+    policy.check_backend(conf)
+    c = conf.coordination
+    coordinator = coordination.get_coordinator(
+        c.backend_url,
+        session_timeout=c.session_timeout,
+        connect_timeout=c.connect_timeout,
+        reconnect_max_delay=c.reconnect_max_delay,
+        root_path=c.root_path,
+    )
+    settings = AgentSettings(
+        host=conf.host,
+        heartbeat_interval=conf.agent.heartbeat_interval,
+        health_check_interval=conf.agent.health_check_interval,
+        reconnect_max_delay=c.reconnect_max_delay,
+    )
+    return Agent(coordinator, settings, health.ProcessProbe(conf.agent.watched_processes))
+
+
+def main(argv=None) -> int:
+    conf = common.make_conf()
+    common.load(conf, sys.argv[1:] if argv is None else argv, PROG)
+    agent = common.build_or_refuse(PROG, build, conf)
+    stop = threading.Event()
+    common.on_stop_signals(lambda name: (LOG.info("%s received: planned stop", name), stop.set(),
+                                         agent.stopping.set()))
+    LOG.info("%s starting as host %s", PROG, conf.host)
+    rejected = None
+    try:
+        agent.run()
+    except exceptions.SessionTimeoutRejected as e:
+        rejected = e
+    finally:
+        if stop.is_set():
+            agent.shutdown(planned=True, reason="agent stopped by signal")
+    if rejected is not None:
+        common.refuse(PROG, policy.session_timeout_error(conf, rejected))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Set-up shared by the console scripts: config, logging, signals."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from instanceha import conf as ih_conf
+from instanceha import exceptions
+from instanceha.version import __version__
+
+LOG = logging.getLogger(__name__)
+PROJECT = "instanceha"
+
+
+def make_conf() -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    ih_conf.register_all(conf)
+    logging.register_options(conf)
+    return conf
+
+
+def load(conf: cfg.ConfigOpts, argv: list[str], prog: str, with_logging: bool = True) -> None:
+    """Parse argv and the config files; exit 2 with a clear message on bad config."""
+    try:
+        conf(argv, project=PROJECT, prog=prog, version=__version__,
+             default_config_files=cfg.find_config_files(PROJECT, prog) or None)
+    except (cfg.Error, ValueError) as e:
+        sys.stderr.write(f"{prog}: configuration error: {e}\n")
+        sys.exit(2)
+    if with_logging:
+        logging.setup(conf, PROJECT)
+
+
+def build_or_refuse(prog: str, build, conf):
+    """``build(conf)``, or exit 2 naming what is wrong in the configuration."""
+    error = None
+    try:
+        return build(conf)
+    except exceptions.InstanceHAError as e:
+        error = e
+    refuse(prog, error)
+
+
+def refuse(prog: str, error: exceptions.InstanceHAError) -> None:
+    sys.stderr.write(f"{prog}: refusing to start: {error}\n")
+    LOG.error("refusing to start: %s", error)
+    sys.exit(2)
+
+
+def on_stop_signals(callback) -> None:
+    def handler(signum, frame):
+        callback(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

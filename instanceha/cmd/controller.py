@@ -1,0 +1,59 @@
+"""instanceha-controller: detect failed hosts; the leader hands them to fencing."""
+
+from __future__ import annotations
+
+import sys
+
+from oslo_log import log as logging
+
+from instanceha import coordination, exceptions
+from instanceha.cmd import common
+from instanceha.conf import policy
+from instanceha.controller.executor import LogOnlyHandler
+from instanceha.controller.service import ControllerService, ControllerSettings
+
+LOG = logging.getLogger(__name__)
+PROG = "instanceha-controller"
+
+
+def build(conf) -> ControllerService:
+    detection = policy.detection_policy(conf)
+    policy.check_backend(conf)
+    c = conf.coordination
+    coordinator = coordination.get_coordinator(
+        c.backend_url,
+        session_timeout=c.session_timeout,
+        connect_timeout=c.connect_timeout,
+        reconnect_max_delay=c.reconnect_max_delay,
+        root_path=c.root_path,
+    )
+    settings = ControllerSettings(
+        name=conf.host,
+        policy=detection,
+        tick_interval=conf.detection.tick_interval,
+        session_timeout=c.session_timeout,
+        reconnect_max_delay=c.reconnect_max_delay,
+    )
+    return ControllerService(coordinator, settings, LogOnlyHandler())
+
+
+def main(argv=None) -> int:
+    conf = common.make_conf()
+    common.load(conf, sys.argv[1:] if argv is None else argv, PROG)
+    service = common.build_or_refuse(PROG, build, conf)
+    common.on_stop_signals(lambda name: service.stopping.set())
+    LOG.info("%s starting as %s", PROG, conf.host)
+    rejected = None
+    try:
+        service.run()
+    except exceptions.SessionTimeoutRejected as e:
+        rejected = e
+    finally:
+        service.shutdown()
+    if rejected is not None:
+        common.refuse(PROG, policy.session_timeout_error(conf, rejected))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The edge: turn a parsed ConfigOpts into frozen settings, or refuse to start.
+
+Cross-option checks live here (a single option's bounds are oslo.config's
+job). Every error names the option, its group and the file that set it.
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+from instanceha import exceptions
+from instanceha.engine.model import DetectionPolicy, PolicyError
+
+# engine policy field -> (group, option)
+_POLICY_OPTS = {
+    "heartbeat_interval": ("agent", "heartbeat_interval"),
+    "heartbeat_stale_after": ("detection", "heartbeat_stale_after"),
+    "hung_after": ("detection", "hung_after"),
+    "reconnect_grace": ("detection", "reconnect_grace"),
+}
+
+
+def where(conf: cfg.ConfigOpts, group: str, name: str) -> str:
+    """The file (or other source) that set an option."""
+    try:
+        loc = conf.get_location(name, None if group == "DEFAULT" else group)
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        return "(unregistered option)"
+    if loc is None:
+        return "(unknown source)"
+    if loc.location is cfg.Locations.opt_default:
+        return "(default value)"
+    if loc.location is cfg.Locations.command_line:
+        return "(command line)"
+    if loc.location is cfg.Locations.environment:
+        return "(environment)"
+    return loc.detail or "(unknown source)"
+
+
+def config_error(conf, group: str, option: str, reason: str) -> exceptions.ConfigError:
+    return exceptions.ConfigError(
+        group=group, option=option, file=where(conf, group, option), reason=reason
+    )
+
+
+def detection_policy(conf: cfg.ConfigOpts) -> DetectionPolicy:
+    values = {
+        field: conf[group][opt] if group != "DEFAULT" else conf[opt]
+        for field, (group, opt) in _POLICY_OPTS.items()
+    }
+    try:
+        return DetectionPolicy(**values)
+    except PolicyError as e:
+        group, opt = _POLICY_OPTS[e.field]
+        reason = e.reason
+        if e.other:
+            og, oo = _POLICY_OPTS[e.other]
+            reason += f" (compare [{og}] {oo} in {where(conf, og, oo)})"
+        raise config_error(conf, group, opt, reason)
+
+
+def check_backend(conf: cfg.ConfigOpts) -> None:
+    from instanceha import coordination
+
+    try:
+        coordination.backend_class(conf.coordination.backend_url)
+    except exceptions.UnknownBackend as e:
+        raise config_error(conf, "coordination", "backend_url", str(e))
+
+
+def session_timeout_error(conf, e: exceptions.SessionTimeoutRejected) -> exceptions.ConfigError:
+    return config_error(
+        conf,
+        "coordination",
+        "session_timeout",
+        f"{e}; choose a value the server grants (or change its tickTime/"
+        f"minSessionTimeout/maxSessionTimeout)",
+    )

@@ -1,0 +1,1 @@
+"""instanceha-controller: observe every host, decide with the pure engine, act."""

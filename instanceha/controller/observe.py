@@ -1,0 +1,47 @@
+"""Turn what the coordinator saw into the engine's observations (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from instanceha.coordination import ClusterSnapshot, ConnectionState
+from instanceha.engine.model import ControllerObservation, HostObservation, SessionState
+
+_SESSION = {
+    ConnectionState.CONNECTED: SessionState.CONNECTED,
+    ConnectionState.SUSPENDED: SessionState.SUSPENDED,
+    ConnectionState.LOST: SessionState.LOST,
+}
+
+
+def controller(snapshot: ClusterSnapshot) -> ControllerObservation:
+    return ControllerObservation(
+        session=_SESSION[snapshot.state], connected_for=snapshot.connected_for
+    )
+
+
+def hosts(
+    snapshot: ClusterSnapshot, nova_service_up: Mapping[str, bool] | None = None
+) -> list[HostObservation]:
+    """One observation per host known to the registry or present as a member."""
+    nova = nova_service_up or {}
+    result = []
+    for name in sorted(set(snapshot.hosts) | set(snapshot.members)):
+        member = snapshot.members.get(name)
+        record = snapshot.hosts.get(name)
+        caps = member.capabilities if member else {}
+        services = caps.get("services") if isinstance(caps.get("services"), dict) else {}
+        boot = caps.get("boot_id")
+        result.append(
+            HostObservation(
+                host=name,
+                member=member is not None,
+                heartbeat_age=snapshot.heartbeat_age(name),
+                incarnation=member.incarnation if member else None,
+                boot_id=boot if isinstance(boot, str) else None,
+                planned_stop=bool(record and record.planned_stop),
+                services={k: bool(v) for k, v in services.items()},
+                nova_service_up=nova.get(name),
+            )
+        )
+    return result

@@ -1,0 +1,116 @@
+"""The controller's run loop: leadership upkeep, then one tick, forever.
+
+Every controller observes all the time (hot standby: its view is warm when it
+takes over); only the leader's executor acts. A tick that starts much later
+than planned (the process was frozen, or the machine stalled) acts on
+nothing: the session may have expired meanwhile, and ``verify()`` is the
+second line of defence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from instanceha import exceptions
+from instanceha.controller.executor import Executor, FailureHandler
+from instanceha.controller.reconciler import Reconciler
+from instanceha.coordination import Coordinator
+from instanceha.engine.model import DetectionPolicy
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerSettings:
+    name: str
+    policy: DetectionPolicy
+    tick_interval: float = 0.2
+    session_timeout: float = 2.0
+    reconnect_max_delay: float = 5.0
+
+    @property
+    def max_tick_gap(self) -> float:
+        """A tick starting later than this after the previous one acts on nothing."""
+        return max(3 * self.tick_interval, self.session_timeout / 2)
+
+
+class ControllerService:
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        settings: ControllerSettings,
+        handler: FailureHandler,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.coordinator = coordinator
+        self.settings = settings
+        self.clock = clock
+        self.stopping = threading.Event()
+        self.leadership = None
+        self.handler = handler
+        self.reconciler: Reconciler | None = None
+        self._was_leader = False
+        self._last_tick: float | None = None
+
+    def _start(self) -> None:
+        backoff = 0.1
+        while not self.stopping.is_set():
+            try:
+                self.coordinator.start()
+                break
+            except exceptions.SessionTimeoutRejected:
+                raise
+            except exceptions.CoordinationError as e:
+                LOG.warning("%s; %s, next try in %.1f s", e, e.action.value, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, self.settings.reconnect_max_delay)
+        self.leadership = self.coordinator.leadership(self.settings.name)
+        self.reconciler = Reconciler(
+            self.coordinator, self.settings.policy, Executor(self.leadership, self.handler)
+        )
+        LOG.info("controller %s observing; candidate for leadership", self.settings.name)
+
+    def step(self) -> None:
+        now = self.clock()
+        gap = None if self._last_tick is None else now - self._last_tick
+        self._last_tick = now
+        self.leadership.ensure()
+        leader = self.leadership.is_leader()
+        if leader != self._was_leader:
+            if leader:
+                LOG.warning("leadership gained by %s (token %s)", self.settings.name,
+                            self.leadership.token)
+            else:
+                LOG.warning("leadership lost by %s; now %s leads", self.settings.name,
+                            self.leadership.leader())
+            self._was_leader = leader
+        act = True
+        if gap is not None and gap > self.settings.max_tick_gap:
+            LOG.warning(
+                "tick started %.1f s after the previous one (> %.1f s): acting on nothing "
+                "this tick", gap, self.settings.max_tick_gap)
+            act = False
+        self.reconciler.tick(act=act)
+
+    def run(self) -> None:
+        self._start()
+        while not self.stopping.is_set():
+            started = self.clock()
+            try:
+                self.step()
+            except exceptions.CoordinationError as e:
+                LOG.warning("tick failed: %s; %s", e, e.action.value)
+            elapsed = self.clock() - started
+            self.stopping.wait(max(0.0, self.settings.tick_interval - elapsed))
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        try:
+            if self.leadership is not None:
+                self.leadership.resign()
+        finally:
+            self.coordinator.stop()

@@ -1,0 +1,195 @@
+"""The coordination contract: what the agent and the controller need, no more.
+
+One small API in the manner of tooz, one file per backend, backends loaded
+by stevedore from the URL scheme (``instanceha.coordination.get_coordinator``):
+
+* membership with an *incarnation* per member: every join gets a new one, so
+  a host that reboots and rejoins between two looks is still seen as new;
+* a *data heartbeat* that the agent's main loop writes, so a hung agent goes
+  stale while its session lives on;
+* a host registry that survives the agent (a controller that starts after a
+  host died still knows the host), with a "planned stop" announcement;
+* leadership with an immediate "lost" signal and a fencing token, and a
+  ``verify()`` round trip to re-check it before every action;
+* the connection state, with the time it last became connected.
+
+The controller side is *observed*, not pushed: backends keep watches as an
+optimisation and hand out a consistent :class:`ClusterSnapshot` on demand.
+All times are seconds of the injected monotonic clock.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+import time
+from collections.abc import Callable, Mapping
+
+
+class ConnectionState(str, enum.Enum):
+    CONNECTED = "CONNECTED"
+    SUSPENDED = "SUSPENDED"
+    """Connection lost; the session may still be alive. Not leader, not safe."""
+    LOST = "LOST"
+    """Session expired or closed; ephemeral state is gone."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberRecord:
+    """A live member (an agent's session-bound membership)."""
+
+    member_id: str
+    incarnation: int
+    capabilities: Mapping[str, object]
+
+
+@dataclasses.dataclass(frozen=True)
+class HostRecord:
+    """A registered host: outlives its agent's session."""
+
+    host: str
+    planned_stop: Mapping[str, object] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterSnapshot:
+    """What a controller observed of the cluster at ``taken_at``."""
+
+    taken_at: float
+    state: ConnectionState
+    connected_since: float | None
+    watching_since: float | None
+    """When the current observation started: heartbeat ages count from here at most."""
+    hosts: Mapping[str, HostRecord]
+    members: Mapping[str, MemberRecord]
+    heartbeats: Mapping[str, float]
+    """member id -> when this controller last saw its heartbeat change."""
+
+    def heartbeat_age(self, host: str) -> float:
+        seen = self.heartbeats.get(host)
+        start = self.watching_since if self.watching_since is not None else self.taken_at
+        last = start if seen is None else max(seen, start)
+        return max(0.0, self.taken_at - last)
+
+    @property
+    def connected_for(self) -> float:
+        if self.state is not ConnectionState.CONNECTED or self.connected_since is None:
+            return 0.0
+        return max(0.0, self.taken_at - self.connected_since)
+
+
+StateListener = Callable[[ConnectionState], None]
+
+
+class Leadership(abc.ABC):
+    """One candidate's stake in the election."""
+
+    @abc.abstractmethod
+    def is_leader(self) -> bool:
+        """Local and instant: False from the moment the session is suspended or lost."""
+
+    @property
+    @abc.abstractmethod
+    def token(self) -> int | None:
+        """Fencing token of the current term: grows with every new term."""
+
+    @abc.abstractmethod
+    def verify(self) -> int:
+        """Re-check leadership with a round trip to the coordinator.
+
+        Returns the fencing token, or raises :class:`instanceha.exceptions.NotLeader`.
+        Call it right before every action that changes the world."""
+
+    @abc.abstractmethod
+    def leader(self) -> str | None:
+        """The candidate id of the current leader, as last observed."""
+
+    @abc.abstractmethod
+    def ensure(self) -> None:
+        """Level-triggered upkeep, called every tick: (re)enter the election
+        after a session loss and re-evaluate who leads."""
+
+    @abc.abstractmethod
+    def resign(self) -> None:
+        """Leave the election."""
+
+
+class Coordinator(abc.ABC):
+    """A connection to the coordination backend, for one agent or controller."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        session_timeout: float = 2.0,
+        connect_timeout: float = 10.0,
+        reconnect_max_delay: float = 5.0,
+        root_path: str = "/instanceha",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.session_timeout = session_timeout
+        self.connect_timeout = connect_timeout
+        self.reconnect_max_delay = reconnect_max_delay
+        self.root_path = root_path.rstrip("/")
+        self.clock = clock
+
+    # -- connection ------------------------------------------------------
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Connect. Raises CoordinatorUnavailable (retry) or
+        SessionTimeoutRejected (the server grants another session timeout)."""
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def state(self) -> ConnectionState: ...
+
+    @property
+    @abc.abstractmethod
+    def granted_session_timeout(self) -> float | None:
+        """The session timeout the server granted, in seconds."""
+
+    @abc.abstractmethod
+    def add_state_listener(self, listener: StateListener) -> None:
+        """Called from the backend's thread: must not block."""
+
+    # -- agent side ------------------------------------------------------
+    @abc.abstractmethod
+    def join(self, member_id: str, capabilities: Mapping[str, object]) -> int:
+        """Register the host, clear its planned-stop mark, create the
+        session-bound membership and heartbeat. Returns the incarnation.
+        Idempotent within one session. Raises MemberConflict while another
+        session (a previous run of this agent) still holds the membership."""
+
+    @abc.abstractmethod
+    def joined(self) -> bool:
+        """True while the membership created by ``join`` lives in the current session."""
+
+    @abc.abstractmethod
+    def heartbeat(self, seq: int) -> None:
+        """Write the data heartbeat. Must not block the caller for long."""
+
+    @abc.abstractmethod
+    def update_capabilities(self, capabilities: Mapping[str, object]) -> None: ...
+
+    @abc.abstractmethod
+    def leave(self, reason: str, planned: bool = True) -> None:
+        """Leave the group; with ``planned`` the host is marked as stopped on
+        purpose so that no controller treats it as a crash."""
+
+    # -- controller side -------------------------------------------------
+    @abc.abstractmethod
+    def snapshot(self) -> ClusterSnapshot:
+        """Observe the cluster (level-triggered: also re-arms what a session
+        loss dropped)."""
+
+    @abc.abstractmethod
+    def forget_host(self, host: str) -> None:
+        """Remove a host from the registry (decommissioned)."""
+
+    @abc.abstractmethod
+    def leadership(self, candidate_id: str) -> Leadership: ...

@@ -1,0 +1,160 @@
+"""A real ZooKeeper (Debian package ``zookeeper``) started by hand on loopback.
+
+    python tools/harness/zookeeper.py start DIR [--port P] [--tick-ms 200]
+    python tools/harness/zookeeper.py stop DIR
+
+In tests: ``ZooKeeperServer(tmpdir, tick_ms=200).start()``; ``.stop()``,
+``.restart()``, ``.freeze()``/``.thaw()``. A fresh data dir per server, its
+own port, admin server off, 4lw ``ruok,srvr,stat,mntr,cons,conf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from harness import procs  # noqa: E402
+
+CLASSPATH = ":".join(
+    ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar"]
+    + [
+        f"/usr/share/java/{j}"
+        for j in ("zookeeper-jute.jar", "slf4j-api.jar", "netty.jar", "jline.jar")
+        if os.path.exists(f"/usr/share/java/{j}")
+    ]
+)
+
+
+def four_letter(port: int, word: bytes = b"ruok", timeout: float = 1.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(word)
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+
+
+class ZooKeeperServer:
+    def __init__(self, base_dir: str, port: int | None = None, tick_ms: int = 200,
+                 max_session_ms: int | None = None) -> None:
+        self.base_dir = os.path.abspath(base_dir)
+        self.port = port or procs.free_port()
+        self.tick_ms = tick_ms
+        self.max_session_ms = max_session_ms
+        self.proc: subprocess.Popen | None = None
+        self.data_dir = os.path.join(self.base_dir, "data")
+        self.cfg = os.path.join(self.base_dir, "zoo.cfg")
+        self.log = os.path.join(self.base_dir, "zookeeper.log")
+
+    @property
+    def url(self) -> str:
+        return f"zookeeper://127.0.0.1:{self.port}"
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _write_cfg(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        lines = [
+            f"tickTime={self.tick_ms}",
+            f"dataDir={self.data_dir}",
+            f"clientPort={self.port}",
+            "clientPortAddress=127.0.0.1",
+            "admin.enableServer=false",
+            "4lw.commands.whitelist=ruok,srvr,stat,mntr,cons,conf",
+            "maxClientCnxns=0",
+            "initLimit=10",
+            "syncLimit=5",
+            # tests fsync on a shared disk: don't let a slow fsync stall everyone
+            "forceSync=no",
+        ]
+        if self.max_session_ms:
+            lines.append(f"maxSessionTimeout={self.max_session_ms}")
+        with open(self.cfg, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 30.0) -> ZooKeeperServer:
+        self._write_cfg()
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            ["java", "-Xmx256m", "-Dzookeeper.jmx.log4j.disable=true", "-cp", CLASSPATH,
+             "org.apache.zookeeper.server.quorum.QuorumPeerMain", self.cfg],
+            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        logf.close()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ZooKeeper exited with {self.proc.returncode}; see {self.log}")
+            try:
+                return four_letter(self.port) == b"imok"
+            except OSError:
+                return False
+
+        procs.wait_for(ready, timeout, f"ZooKeeper on 127.0.0.1:{self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            procs.stop(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def freeze(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("start")
+    s.add_argument("dir")
+    s.add_argument("--port", type=int, default=None)
+    s.add_argument("--tick-ms", type=int, default=200)
+    t = sub.add_parser("stop")
+    t.add_argument("dir")
+    args = p.parse_args(argv)
+    pidfile = os.path.join(os.path.abspath(args.dir), "zookeeper.pid")
+    if args.cmd == "start":
+        os.makedirs(args.dir, exist_ok=True)
+        zk = ZooKeeperServer(args.dir, port=args.port, tick_ms=args.tick_ms).start()
+        with open(pidfile, "w") as f:
+            f.write(f"{zk.proc.pid} {zk.port}\n")
+        print(zk.url)
+        return 0
+    try:
+        pid, _ = open(pidfile).read().split()
+    except FileNotFoundError:
+        print(f"no ZooKeeper recorded in {pidfile}", file=sys.stderr)
+        return 1
+    if procs.alive(int(pid)):
+        os.kill(int(pid), signal.SIGTERM)
+        procs.wait_for(lambda: not procs.alive(int(pid)), 15, "ZooKeeper to stop")
+    os.unlink(pidfile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

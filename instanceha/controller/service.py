@@ -85,8 +85,8 @@ class ControllerService:
                 LOG.warning("leadership gained by %s (token %s)", self.settings.name,
                             self.leadership.token)
             else:
-                LOG.warning("leadership lost by %s; now %s leads", self.settings.name,
-                            self.leadership.leader())
+                LOG.warning("leadership lost by %s; current leader: %s", self.settings.name,
+                            self.leadership.leader() or "unknown (not connected)")
             self._was_leader = leader
         act = True
         if gap is not None and gap > self.settings.max_tick_gap:

@@ -447,6 +447,7 @@ class ZooKeeperLeadership(base.Leadership):
     def _on_state(self, state: base.ConnectionState) -> None:
         if state is not base.ConnectionState.CONNECTED:
             self._leader_flag.clear()
+            self._leader_id = None  # unknown until re-read with a live session
         self._dirty = True
 
     def _on_children(self, event) -> None:

@@ -1,0 +1,141 @@
+"""Fixtures that start real services with the project's harness."""
+
+import itertools
+import logging
+import threading
+import time
+
+import pytest
+
+from harness import daemons
+from harness.zookeeper import ZooKeeperServer
+from instanceha import coordination
+from instanceha.controller.executor import Executor
+from instanceha.controller.reconciler import Reconciler
+from instanceha.engine.model import DetectionPolicy
+
+_ROOTS = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def zookeeper(tmp_path_factory):
+    zk = ZooKeeperServer(str(tmp_path_factory.mktemp("zookeeper")), tick_ms=200).start()
+    yield zk
+    zk.stop()
+
+
+@pytest.fixture
+def root_path():
+    """A fresh coordinator root per test: tests never see each other's hosts."""
+    return f"/ih-test-{next(_ROOTS)}-{int(time.time() * 1000) % 10**8}"
+
+
+@pytest.fixture
+def daemon_factory(tmp_path, zookeeper, root_path):
+    started = []
+
+    def make(kind, name, extra=None, argv_prefix=None, env=None):
+        sections = {
+            "DEFAULT": {"host": name},
+            "coordination": {"backend_url": zookeeper.url, "root_path": root_path,
+                             "session_timeout": 2.0},
+            "agent": {"watched_processes": "init:/sbin/init"},
+            "detection": {"tick_interval": 0.1},
+        }
+        for group, values in (extra or {}).items():
+            sections.setdefault(group, {}).update(values)
+        prog = {"agent": "instanceha-agent", "controller": "instanceha-controller"}[kind]
+        d = daemons.Daemon.instanceha(prog, str(tmp_path), name, sections, env=env,
+                                      argv_prefix=argv_prefix)
+        started.append(d)
+        return d.start()
+
+    yield make
+    for d in started:
+        try:
+            d.thaw()
+        except (ProcessLookupError, TypeError, AttributeError):
+            pass
+        d.terminate()
+
+
+class RecordingHandler:
+    def __init__(self):
+        self.calls = []
+
+    def handle_failed(self, view, token):
+        self.calls.append((view.host, view.rule, token))
+
+
+class Observer:
+    """An in-process controller (real ZooKeeper session, real reconciler) whose
+    decisions the test can read."""
+
+    def __init__(self, url, root_path, policy=None, session_timeout=2.0):
+        self.coordinator = coordination.get_coordinator(
+            url, session_timeout=session_timeout, root_path=root_path)
+        self.coordinator.start()
+        self.leadership = self.coordinator.leadership("observer")
+        self.handler = RecordingHandler()
+        self.policy = policy or DetectionPolicy()
+        self.reconciler = Reconciler(self.coordinator, self.policy,
+                                     Executor(self.leadership, self.handler),
+                                     on_transition=self._record)
+        self.transitions = []
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _record(self, t):
+        with self.lock:
+            self.transitions.append(t)
+
+    def _run(self):
+        while not self.stop_event.is_set():
+            try:
+                self.leadership.ensure()
+                self.reconciler.tick()
+            except Exception:
+                logging.getLogger(__name__).exception("observer tick failed")
+            self.stop_event.wait(0.05)
+
+    def phase(self, host):
+        v = self.reconciler.views.get(host)
+        return v.phase.value if v else None
+
+    def view(self, host):
+        return self.reconciler.views.get(host)
+
+    def wait_phase(self, host, phase, timeout=20.0):
+        return daemons.wait_until(lambda: self.phase(host) == phase, timeout,
+                                  f"{host} to be {phase} (now {self.phase(host)})")
+
+    def phases_seen(self, host):
+        with self.lock:
+            return [t.after.phase.value for t in self.transitions if t.host == host]
+
+    def close(self):
+        self.stop_event.set()
+        self.thread.join(5)
+        self.leadership.resign()
+        self.coordinator.stop()
+
+
+@pytest.fixture
+def observer_factory(zookeeper, root_path):
+    made = []
+
+    def make(policy=None):
+        obs = Observer(zookeeper.url, root_path, policy=policy)
+        made.append(obs)
+        return obs
+
+    yield make
+    for obs in made:
+        obs.close()
+
+
+@pytest.fixture
+def observer(observer_factory):
+    return observer_factory()

@@ -1,0 +1,86 @@
+"""Controllers as real processes: election, fail-over, a frozen leader, a
+coordinator restart. Decisions are read from the daemons' own logs."""
+
+import re
+
+import pytest
+
+from harness import daemons
+
+pytestmark = pytest.mark.functional
+
+GAINED = r"leadership gained by {name} \(token (\d+)\)"
+HANDOVER = r"host={host} phase=FAILED action=none token=(\d+)"
+
+
+def _leader(a, b):
+    def who():
+        for d in (a, b):
+            if re.search(GAINED.format(name=d.name), d.read_log()):
+                return d
+        return None
+
+    return daemons.wait_until(who, 30, "a controller to lead")
+
+
+def test_standby_takes_over_when_the_leader_is_killed(daemon_factory):
+    agent = daemon_factory("agent", "compute1")
+    a = daemon_factory("controller", "ctl-a")
+    b = daemon_factory("controller", "ctl-b")
+    leader = _leader(a, b)
+    standby = b if leader is a else a
+    standby.wait_log(r"host=compute1 phase=\w+->HEALTHY")  # the standby observes too
+    old_token = int(re.search(GAINED.format(name=leader.name), leader.read_log()).group(1))
+    leader.kill()
+    m = standby.wait_log(GAINED.format(name=standby.name))
+    assert int(m.group(1)) > old_token  # a new term has a larger fencing token
+    # the new leader acts: a host that dies now is handed over by it
+    agent.kill()
+    m = standby.wait_log(HANDOVER.format(host="compute1"))
+    assert int(m.group(1)) > old_token
+
+
+def test_frozen_leader_that_resumes_does_not_act(daemon_factory):
+    agent = daemon_factory("agent", "compute1")
+    a = daemon_factory("controller", "ctl-a")
+    b = daemon_factory("controller", "ctl-b")
+    leader = _leader(a, b)
+    standby = b if leader is a else a
+    leader.wait_log(r"host=compute1 phase=\w+->HEALTHY")
+    leader.freeze()
+    standby.wait_log(GAINED.format(name=standby.name))
+    agent.kill()
+    standby.wait_log(HANDOVER.format(host="compute1"))
+    mark = leader.log_size()
+    leader.thaw()
+    # the old leader notices, and never hands the host over with its stale term
+    leader.wait_log(r"leadership lost by " + leader.name, after=mark)
+    leader.wait_log(r"host=compute1 phase=\w+->FAILED", after=mark)
+    assert not re.search(HANDOVER.format(host="compute1"), leader.read_log())
+    assert leader.proc.poll() is None
+
+
+def test_coordinator_restart_fails_no_live_host(daemon_factory, zookeeper):
+    agents = [daemon_factory("agent", f"compute{i}") for i in (1, 2)]
+    ctl = daemon_factory("controller", "ctl-a")
+    ctl.wait_log(GAINED.format(name="ctl-a"))
+    for i in (1, 2):
+        ctl.wait_log(rf"host=compute{i} phase=\w+->HEALTHY")
+    mark = ctl.log_size()
+    zookeeper.restart()
+    # sessions survive a quick restart; agents reconnect and heartbeat again
+    for a in agents:
+        a.wait_log(r"connected|joined", timeout=30)
+    daemons.wait_until(lambda: "leadership gained" in ctl.read_log()[mark:], 30,
+                       "the controller to lead again after the restart")
+    log_after = ctl.read_log()[mark:]
+    assert "->FAILED" not in log_after, log_after
+    assert all(a.proc.poll() is None for a in agents)
+
+
+def test_session_timeout_the_server_cannot_grant_refuses_to_start(daemon_factory):
+    # the test server's tickTime is 200 ms: it grants at most 20 x 0.2 = 4 s
+    ctl = daemon_factory("controller", "ctl-a", extra={"coordination": {"session_timeout": 10}})
+    assert ctl.proc.wait(30) == 2
+    assert "[coordination] session_timeout" in ctl.output()
+    assert "granted a session timeout of 4.0 s" in ctl.output()

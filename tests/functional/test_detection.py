@@ -1,0 +1,110 @@
+"""The failure detector end to end: real agents (processes), a real ZooKeeper."""
+
+import os
+import signal
+import sys
+
+import pytest
+
+from harness import daemons
+from instanceha.engine.model import DetectionPolicy
+
+pytestmark = pytest.mark.functional
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_join_then_planned_stop_is_not_a_crash(daemon_factory, observer):
+    agent = daemon_factory("agent", "compute1")
+    observer.wait_phase("compute1", "HEALTHY")
+    view = observer.view("compute1")
+    assert view.incarnation is not None
+    snap = observer.coordinator.snapshot()
+    caps = snap.members["compute1"].capabilities
+    assert caps["services"] == {"init": True} or caps["services"] == {"init": False}
+    assert caps["boot_id"] and caps["version"]
+    agent.signal(signal.SIGTERM)
+    observer.wait_phase("compute1", "STOPPED")
+    assert agent.proc.wait(10) == 0
+    # wait past every detection window: a planned stop never becomes SUSPECT/FAILED
+    daemons.wait_until(lambda: observer.coordinator.snapshot().heartbeat_age("compute1") > 3.0,
+                       10, "heartbeat age to pass the hung window")
+    observer.reconciler.tick(act=False)
+    assert observer.phase("compute1") == "STOPPED"
+    assert "FAILED" not in observer.phases_seen("compute1")
+    assert "SUSPECT" not in observer.phases_seen("compute1")
+
+
+def test_sigkill_is_failed_by_membership_and_heartbeat(daemon_factory, observer_factory):
+    # a hung window far away: only the two-signal rule (membership + heartbeat) can fire
+    observer = observer_factory(DetectionPolicy(hung_after=30.0))
+    agent = daemon_factory("agent", "compute1")
+    observer.wait_phase("compute1", "HEALTHY")
+    agent.kill()
+    observer.wait_phase("compute1", "FAILED")
+    assert observer.view("compute1").rule == "dead"
+    assert "compute1" not in observer.coordinator.snapshot().members
+    assert [c[0] for c in observer.handler.calls][:1] == ["compute1"]
+
+
+def test_sigstop_is_failed_then_rejoins_after_session_expiry(daemon_factory, observer):
+    agent = daemon_factory("agent", "compute1")
+    observer.wait_phase("compute1", "HEALTHY")
+    first = observer.view("compute1").incarnation
+    agent.freeze()
+    observer.wait_phase("compute1", "FAILED")
+    daemons.wait_until(lambda: "compute1" not in observer.coordinator.snapshot().members, 10,
+                       "the frozen agent's session to expire")
+    mark = agent.log_size()
+    agent.thaw()
+    agent.wait_log(r"joined as compute1 \(incarnation \d+, join #2\)", after=mark)
+    observer.wait_phase("compute1", "HEALTHY")
+    assert observer.view("compute1").incarnation != first
+    assert any(t.after.rejoined for t in observer.transitions if t.host == "compute1")
+
+
+def test_hung_main_loop_is_failed_while_session_lives(daemon_factory, observer, tmp_path):
+    flag = tmp_path / "hang"
+    agent = daemon_factory(
+        "agent", "compute1",
+        extra={"agent": {"health_check_interval": 0.1}},
+        argv_prefix=[sys.executable, os.path.join(HERE, "hang_agent.py")],
+        env={"INSTANCEHA_TEST_HANG_FILE": str(flag)},
+    )
+    observer.wait_phase("compute1", "HEALTHY")
+    flag.write_text("hang")
+    observer.wait_phase("compute1", "FAILED")
+    assert observer.view("compute1").rule == "hung"
+    # the session is alive: membership is still there, only the heartbeat says dead
+    assert "compute1" in observer.coordinator.snapshot().members
+    flag.unlink()
+    observer.wait_phase("compute1", "HEALTHY")
+    assert agent.proc.poll() is None
+
+
+def test_restart_with_same_id_waits_out_previous_session(daemon_factory, observer):
+    first = daemon_factory("agent", "compute1")
+    observer.wait_phase("compute1", "HEALTHY")
+    inc1 = observer.view("compute1").incarnation
+    first.kill()
+    second = daemon_factory("agent", "compute1-second", extra={"DEFAULT": {"host": "compute1"}})
+    second.wait_log(r"already present with another session")
+    second.wait_log(r"joined as compute1 \(incarnation \d+, join #1\)")
+    observer.wait_phase("compute1", "HEALTHY")
+    assert observer.view("compute1").incarnation != inc1
+    assert second.proc.poll() is None
+
+
+def test_new_controller_knows_a_host_that_died_before_it_started(daemon_factory,
+                                                                 observer_factory):
+    first = observer_factory()
+    agent = daemon_factory("agent", "compute2")
+    first.wait_phase("compute2", "HEALTHY")
+    agent.kill()
+    daemons.wait_until(lambda: "compute2" not in first.coordinator.snapshot().members, 10,
+                       "the killed agent's session to expire")
+    # a controller that never saw compute2 alive: the registry still names it, and
+    # it is failed only after a full window of this controller's own observation
+    late = observer_factory()
+    late.wait_phase("compute2", "FAILED")
+    seen = late.phases_seen("compute2")
+    assert seen[0] == "SUSPECT" and seen[-1] == "FAILED"

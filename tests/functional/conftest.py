@@ -6,9 +6,9 @@ import threading
 import time
 
 import pytest
-
 from harness import daemons
 from harness.zookeeper import ZooKeeperServer
+
 from instanceha import coordination
 from instanceha.controller.executor import Executor
 from instanceha.controller.reconciler import Reconciler

@@ -4,7 +4,6 @@ coordinator restart. Decisions are read from the daemons' own logs."""
 import re
 
 import pytest
-
 from harness import daemons
 
 pytestmark = pytest.mark.functional

@@ -5,8 +5,8 @@ import signal
 import sys
 
 import pytest
-
 from harness import daemons
+
 from instanceha.engine.model import DetectionPolicy
 
 pytestmark = pytest.mark.functional

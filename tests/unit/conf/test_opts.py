@@ -1,0 +1,108 @@
+"""The options are published for oslo-config-generator and the sample generates."""
+
+import subprocess
+import sys
+
+import pytest
+from oslo_config import cfg, generator
+from stevedore import named
+
+from instanceha import conf as ih_conf
+from instanceha import exceptions
+from instanceha.conf import opts, policy
+
+
+def test_entry_point_resolves_to_list_opts():
+    mgr = named.NamedExtensionManager("oslo.config.opts", names=["instanceha"],
+                                      invoke_on_load=False)
+    assert [e.plugin for e in mgr] == [opts.list_opts]
+
+
+def test_every_group_is_listed_and_registered():
+    listed = {str(group): [o.dest for o in group_opts] for group, group_opts in opts.list_opts()}
+    for group in ("DEFAULT", "coordination", "agent", "detection"):
+        assert listed[group], group
+    conf = ih_conf.register_all(cfg.ConfigOpts())
+    conf([], default_config_files=[])
+    for group, names in listed.items():
+        for name in names:
+            value = conf[name] if group == "DEFAULT" else conf[group][name]
+            assert value is not None or name in ("inventory_file",), (group, name)
+
+
+def test_every_interval_and_threshold_is_bounded_and_states_its_unit():
+    for group, group_opts in opts.list_opts():
+        for opt in group_opts:
+            if isinstance(opt.type, (cfg.types.Float, cfg.types.Integer)):
+                assert opt.type.min is not None and opt.type.max is not None, (group, opt.name)
+                assert "second" in opt.help or "percent" in opt.help or "count" in opt.help \
+                    or "number" in opt.help.lower() or "port" in opt.name, (group, opt.name)
+
+
+def test_sample_config_generates(tmp_path):
+    out = tmp_path / "instanceha.conf.sample"
+    conf = cfg.ConfigOpts()
+    generator.register_cli_opts(conf)
+    conf(["--namespace", "instanceha", "--output-file", str(out)])
+    generator.generate(conf)
+    text = out.read_text()
+    for needle in ("[coordination]", "#backend_url", "#heartbeat_interval = 0.5",
+                   "#heartbeat_stale_after = 1.5", "#hung_after = 2.0"):
+        assert needle in text
+
+
+def test_genconfig_command_as_tox_runs_it(tmp_path):
+    gen = tmp_path / "gen.conf"
+    gen.write_text(f"[DEFAULT]\noutput_file = {tmp_path}/x.sample\nnamespace = instanceha\n"
+                   "namespace = oslo.log\n")
+    subprocess.run([sys.executable, "-m", "oslo_config.generator", "--config-file", str(gen)],
+                   check=True)
+    assert "[detection]" in (tmp_path / "x.sample").read_text()
+
+
+def _conf(tmp_path, text):
+    path = tmp_path / "instanceha.conf"
+    path.write_text(text)
+    conf = ih_conf.register_all(cfg.ConfigOpts())
+    conf(["--config-file", str(path)], default_config_files=[])
+    return conf, str(path)
+
+
+def test_stale_window_shorter_than_heartbeat_names_both_options_and_the_file(tmp_path):
+    conf, path = _conf(tmp_path, "[agent]\nheartbeat_interval = 1.0\n"
+                                 "[detection]\nheartbeat_stale_after = 0.8\n")
+    with pytest.raises(exceptions.ConfigError) as e:
+        policy.detection_policy(conf)
+    msg = str(e.value)
+    assert "[detection] heartbeat_stale_after" in msg and path in msg
+    assert "[agent] heartbeat_interval" in msg
+
+
+def test_hung_window_not_longer_than_stale_window(tmp_path):
+    conf, path = _conf(tmp_path, "[detection]\nheartbeat_stale_after = 3\nhung_after = 2\n")
+    with pytest.raises(exceptions.ConfigError) as e:
+        policy.detection_policy(conf)
+    assert "[detection] hung_after" in str(e.value) and path in str(e.value)
+
+
+def test_unknown_backend_names_the_option_and_file(tmp_path):
+    conf, path = _conf(tmp_path, "[coordination]\nbackend_url = etcd3://127.0.0.1:2379\n")
+    with pytest.raises(exceptions.ConfigError) as e:
+        policy.check_backend(conf)
+    assert "[coordination] backend_url" in str(e.value) and path in str(e.value)
+    assert "'etcd3'" in str(e.value) and "zookeeper" in str(e.value)
+
+
+def test_out_of_bounds_value_is_refused_by_oslo_config(tmp_path):
+    path = tmp_path / "c.conf"
+    path.write_text("[agent]\nheartbeat_interval = 0\n")
+    conf = ih_conf.register_all(cfg.ConfigOpts())
+    conf(["--config-file", str(path)], default_config_files=[])
+    with pytest.raises(ValueError) as e:
+        _ = conf.agent.heartbeat_interval
+    assert "heartbeat_interval" in str(e.value) or "less than" in str(e.value)
+
+
+def test_backend_url_is_secret():
+    from instanceha.conf import coordination
+    assert [o for o in coordination.opts if o.name == "backend_url"][0].secret

@@ -1,0 +1,169 @@
+"""Reconciler, executor and the controller's step, on a fake coordinator and clock."""
+
+import pytest
+
+from instanceha import exceptions
+from instanceha.controller.executor import Executor, LogOnlyHandler
+from instanceha.controller.reconciler import Reconciler
+from instanceha.controller.service import ControllerService, ControllerSettings
+from instanceha.coordination import ConnectionState
+from instanceha.engine.model import DetectionPolicy, Phase
+from tests.unit.fakes import FakeClock, FakeCoordinator, FakeLeadership
+
+POLICY = DetectionPolicy()
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def handle_failed(self, view, token):
+        self.calls.append((view.host, token))
+
+
+@pytest.fixture
+def world():
+    clock = FakeClock()
+    coord = FakeCoordinator(clock)
+    clock.advance(60)  # the controller has been connected and watching for a minute
+    coord.add_member("compute1")
+    coord.add_member("compute2")
+    return clock, coord
+
+
+def _reconciler(coord, leader=True):
+    rec = Recorder()
+    lead = FakeLeadership(leader=leader)
+    return Reconciler(coord, POLICY, Executor(lead, rec)), rec, lead
+
+
+def test_dead_host_is_failed_and_handed_over_once_per_tick(world):
+    clock, coord = world
+    r, rec, lead = _reconciler(coord)
+    r.tick()
+    assert {h: v.phase for h, v in r.views.items()} == {"compute1": Phase.HEALTHY,
+                                                        "compute2": Phase.HEALTHY}
+    del coord.members["compute1"]
+    clock.advance(1.6)
+    coord.beat("compute2")
+    t = r.tick()
+    assert [(x.host, x.after.phase) for x in t] == [("compute1", Phase.FAILED)]
+    assert rec.calls == [("compute1", 5)]
+    assert lead.verified == 1
+    r.tick()  # level-triggered: still FAILED, handed over again (handlers are idempotent)
+    assert rec.calls == [("compute1", 5), ("compute1", 5)]
+
+
+def test_standby_decides_but_does_not_act(world):
+    clock, coord = world
+    r, rec, lead = _reconciler(coord, leader=False)
+    del coord.members["compute1"]
+    clock.advance(2)
+    r.tick()
+    assert r.views["compute1"].phase is Phase.FAILED
+    assert rec.calls == [] and lead.verified == 0
+
+
+def test_verify_failure_stops_acting_at_once(world):
+    clock, coord = world
+    r, rec, lead = _reconciler(coord)
+    coord.members.clear()
+    clock.advance(2)
+    lead.verify_error = exceptions.NotLeader(reason="deposed")
+    r.tick()
+    assert rec.calls == []
+    assert lead.verified == 1  # stopped at the first refusal, did not try compute2
+
+
+def test_suspended_session_holds_every_host(world):
+    clock, coord = world
+    r, rec, _ = _reconciler(coord)
+    coord.members.clear()
+    coord.set_state(ConnectionState.SUSPENDED)
+    clock.advance(5)
+    r.tick()
+    assert {v.phase for v in r.views.values()} == {Phase.SUSPECT}
+    assert rec.calls == []
+    coord.set_state(ConnectionState.CONNECTED)
+    clock.advance(1.0)
+    r.tick()
+    assert {v.phase for v in r.views.values()} == {Phase.SUSPECT}  # just reconnected
+    clock.advance(0.6)
+    r.tick()
+    assert {v.phase for v in r.views.values()} == {Phase.FAILED}
+
+
+def test_forgotten_host_leaves_the_view(world):
+    clock, coord = world
+    r, _, _ = _reconciler(coord)
+    r.tick()
+    coord.forget_host("compute2")
+    del coord.members["compute2"]
+    r.tick()
+    assert set(r.views) == {"compute1"}
+
+
+def test_nova_down_with_agent_alive_is_degraded_not_failed(world):
+    clock, coord = world
+    rec = Recorder()
+    r = Reconciler(coord, POLICY, Executor(FakeLeadership(), rec),
+                   nova_states=lambda: {"compute1": False})
+    r.tick()
+    assert r.views["compute1"].phase is Phase.DEGRADED
+    assert rec.calls == []
+
+
+def _service(clock, coord, handler):
+    settings = ControllerSettings(name="ctl", policy=POLICY, tick_interval=0.2,
+                                  session_timeout=2.0)
+    svc = ControllerService(coord, settings, handler, clock=clock)
+    svc._start()
+    return svc
+
+
+def test_tick_after_a_long_gap_acts_on_nothing(world):
+    clock, coord = world
+    rec = Recorder()
+    svc = _service(clock, coord, rec)
+    svc.step()
+    coord.members.pop("compute1")
+    clock.advance(5.0)  # the process was frozen for 5 s
+    coord.beat("compute2")
+    svc.step()
+    assert svc.reconciler.views["compute1"].phase is Phase.FAILED
+    assert rec.calls == []
+    clock.advance(0.2)
+    coord.beat("compute2")
+    svc.step()
+    assert rec.calls == [("compute1", 5)]
+
+
+def test_start_retries_an_unreachable_coordinator(world):
+    clock, coord = world
+    coord.start_errors = [exceptions.CoordinatorUnavailable(where="zk", reason="refused")] * 2
+    svc = ControllerService(coord, ControllerSettings(name="c", policy=POLICY), Recorder(),
+                            clock=clock)
+    svc.stopping.wait = lambda timeout: None  # no sleeping in unit tests
+    svc._start()
+    assert coord.started == 3 and svc.reconciler is not None
+
+
+def test_start_refuses_a_rejected_session_timeout(world):
+    clock, coord = world
+    coord.start_errors = [exceptions.SessionTimeoutRejected(granted=4.0, requested=2.0)]
+    svc = ControllerService(coord, ControllerSettings(name="c", policy=POLICY), Recorder(),
+                            clock=clock)
+    with pytest.raises(exceptions.SessionTimeoutRejected):
+        svc._start()
+
+
+def test_log_only_handler_never_claims_a_fence(world, caplog):
+    clock, coord = world
+    h = LogOnlyHandler()
+    r = Reconciler(coord, POLICY, Executor(FakeLeadership(), h))
+    coord.members.clear()
+    clock.advance(2)
+    r.tick()
+    r.tick()
+    assert len(h.handed) == 2  # compute1 and compute2, each recorded once
+    assert "NOT fenced" in caplog.text

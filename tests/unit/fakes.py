@@ -1,0 +1,138 @@
+"""Fakes for the services' unit tests: a coordinator and a clock, no I/O."""
+
+from instanceha import exceptions
+from instanceha.coordination import base
+
+
+class FakeClock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+class FakeLeadership(base.Leadership):
+    def __init__(self, leader=True, token=5):
+        self.leader_flag = leader
+        self._token = token
+        self.verify_error = None
+        self.verified = 0
+        self.ensured = 0
+
+    def is_leader(self):
+        return self.leader_flag
+
+    @property
+    def token(self):
+        return self._token if self.leader_flag else None
+
+    def verify(self):
+        self.verified += 1
+        if self.verify_error:
+            raise self.verify_error
+        if not self.leader_flag:
+            raise exceptions.NotLeader(reason="fake: not leader")
+        return self._token
+
+    def leader(self):
+        return "me" if self.leader_flag else "other"
+
+    def ensure(self):
+        self.ensured += 1
+
+    def resign(self):
+        self.leader_flag = False
+
+
+class FakeCoordinator(base.Coordinator):
+    def __init__(self, clock):
+        super().__init__("fake://", clock=clock)
+        self._state = base.ConnectionState.CONNECTED
+        self.connected_since = clock()
+        self.hosts = {}
+        self.members = {}
+        self.heartbeats = {}
+        self.watching_since = clock()
+        self.started = 0
+        self.start_errors = []
+        self.join_errors = []
+        self.heartbeat_errors = []
+        self.joined_flag = False
+        self.joins = []
+        self.beats = []
+        self.capability_updates = []
+        self.left = []
+        self.leadership_obj = FakeLeadership()
+
+    # connection
+    def start(self):
+        self.started += 1
+        if self.start_errors:
+            raise self.start_errors.pop(0)
+
+    def stop(self):
+        self._state = base.ConnectionState.LOST
+
+    @property
+    def state(self):
+        return self._state
+
+    def set_state(self, state):
+        self._state = state
+        self.connected_since = self.clock() if state is base.ConnectionState.CONNECTED else None
+
+    @property
+    def granted_session_timeout(self):
+        return self.session_timeout
+
+    def add_state_listener(self, listener):
+        pass
+
+    # agent side
+    def join(self, member_id, capabilities):
+        if self.join_errors:
+            raise self.join_errors.pop(0)
+        self.joined_flag = True
+        self.joins.append((member_id, dict(capabilities)))
+        return 100 + len(self.joins)
+
+    def joined(self):
+        return self.joined_flag
+
+    def heartbeat(self, seq):
+        if self.heartbeat_errors:
+            raise self.heartbeat_errors.pop(0)
+        self.beats.append(seq)
+
+    def update_capabilities(self, capabilities):
+        self.capability_updates.append(dict(capabilities))
+
+    def leave(self, reason, planned=True):
+        self.left.append((reason, planned))
+
+    # controller side
+    def add_member(self, host, incarnation=1, services=None, boot_id="b1"):
+        self.hosts[host] = base.HostRecord(host)
+        self.members[host] = base.MemberRecord(
+            host, incarnation, {"services": services or {"nova-compute": True},
+                                "boot_id": boot_id})
+        self.heartbeats[host] = self.clock()
+
+    def beat(self, host):
+        self.heartbeats[host] = self.clock()
+
+    def snapshot(self):
+        return base.ClusterSnapshot(
+            taken_at=self.clock(), state=self._state, connected_since=self.connected_since,
+            watching_since=self.watching_since, hosts=dict(self.hosts),
+            members=dict(self.members), heartbeats=dict(self.heartbeats))
+
+    def forget_host(self, host):
+        self.hosts.pop(host, None)
+
+    def leadership(self, candidate_id):
+        return self.leadership_obj

@@ -355,6 +355,10 @@ class ZooKeeperCoordinator(base.Coordinator):
             data = _loads(raw)
             with self._lock:
                 is_new = h not in self._hosts
+                if is_new:
+                    # a host first seen now gets one full window from now, never
+                    # from when this controller started watching
+                    self._heartbeats.setdefault(h, self.clock())
                 self._hosts[h] = base.HostRecord(host=h, planned_stop=data.get("planned_stop"))
             if is_new or arm_heartbeat:
                 self._arm_heartbeat(h)
@@ -372,6 +376,8 @@ class ZooKeeperCoordinator(base.Coordinator):
                     self._members.pop(m, None)
                 continue
             with self._lock:
+                if m not in self._members:
+                    self._heartbeats.setdefault(m, self.clock())
                 self._members[m] = base.MemberRecord(
                     member_id=m, incarnation=stat.czxid, capabilities=_loads(raw)
                 )

@@ -6,11 +6,12 @@ import sys
 
 import pytest
 from harness import daemons
+import harness
 
 from instanceha.engine.model import DetectionPolicy
 
 pytestmark = pytest.mark.functional
-HERE = os.path.dirname(os.path.abspath(__file__))
+HANG_AGENT = os.path.join(os.path.dirname(harness.__file__), "hang_agent.py")
 
 
 def test_join_then_planned_stop_is_not_a_crash(daemon_factory, observer):
@@ -67,7 +68,7 @@ def test_hung_main_loop_is_failed_while_session_lives(daemon_factory, observer, 
     agent = daemon_factory(
         "agent", "compute1",
         extra={"agent": {"health_check_interval": 0.1}},
-        argv_prefix=[sys.executable, os.path.join(HERE, "hang_agent.py")],
+        argv_prefix=[sys.executable, HANG_AGENT],
         env={"INSTANCEHA_TEST_HANG_FILE": str(flag)},
     )
     observer.wait_phase("compute1", "HEALTHY")
@@ -108,3 +109,14 @@ def test_new_controller_knows_a_host_that_died_before_it_started(daemon_factory,
     late.wait_phase("compute2", "FAILED")
     seen = late.phases_seen("compute2")
     assert seen[0] == "SUSPECT" and seen[-1] == "FAILED"
+
+
+def test_host_joining_a_long_running_controller_is_never_failed_on_first_sight(
+        daemon_factory, observer):
+    # the observer has been watching for longer than the hung window
+    daemons.wait_until(lambda: observer.coordinator.snapshot().connected_for > 3.0, 10,
+                       "the observer to run past the hung window")
+    daemon_factory("agent", "compute3")
+    observer.wait_phase("compute3", "HEALTHY")
+    assert set(observer.phases_seen("compute3")) <= {"SUSPECT", "HEALTHY"}
+    assert observer.handler.calls == []

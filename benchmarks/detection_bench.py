@@ -1,0 +1,270 @@
+"""Detection benchmark: fault -> FAILED on a real ZooKeeper, under load.
+
+For each load (simulated agents: real ZooKeeper sessions writing the data
+heartbeat, see sim_agents.py), a real ``instanceha-agent`` process is
+faulted again and again (SIGKILL, SIGSTOP, hung main loop) and the time from
+the fault to the controller's FAILED decision is measured on one monotonic
+clock (the controller runs in this process: real coordinator adapter, real
+reconciler, default configuration). Then the load idles and every FAILED
+is counted as false. Finally, leader fail-over: SIGKILL of the leading
+``instanceha-controller`` to the standby logging its leadership.
+
+Prints figures; asserts nothing about time (shared, noisy machines).
+
+    python benchmarks/detection_bench.py [--agents 100,1000] [--rounds 10]
+        [--idle-seconds 600] [--failover-rounds 5] [--tick-ms 500] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(TOP, "tools"))
+
+from harness import daemons, procs  # noqa: E402
+from harness.zookeeper import ZooKeeperServer  # noqa: E402
+
+from instanceha import coordination  # noqa: E402
+from instanceha.controller.executor import Executor  # noqa: E402
+from instanceha.controller.reconciler import Reconciler  # noqa: E402
+from instanceha.engine.model import DetectionPolicy, Phase  # noqa: E402
+
+HANG_AGENT = os.path.join(TOP, "tools", "harness", "hang_agent.py")
+PER_PROCESS = 250
+
+
+class NoAction:
+    def handle_failed(self, view, token):
+        pass
+
+
+class Controller:
+    """Real adapter + reconciler, ticking every 0.2 s (the default) in a thread."""
+
+    def __init__(self, url, root, tick=0.2):
+        self.coord = coordination.get_coordinator(url, session_timeout=2.0, root_path=root)
+        self.coord.start()
+        self.lead = self.coord.leadership("bench")
+        self.rec = Reconciler(self.coord, DetectionPolicy(), Executor(self.lead, NoAction()),
+                              on_transition=self._on)
+        self.failed_at: dict[str, float] = {}
+        self.false_failed: list[str] = []
+        self.tick_ms: list[float] = []
+        self.tick = tick
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _on(self, t):
+        if t.after.phase is Phase.FAILED:
+            self.failed_at[t.host] = t.at
+            if t.host.startswith("sim"):
+                self.false_failed.append(t.host)
+
+    def _run(self):
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            self.lead.ensure()
+            self.rec.tick()
+            dt = time.monotonic() - t0
+            self.tick_ms.append(dt * 1000)
+            self.stop.wait(max(0.0, self.tick - dt))
+
+    def phase(self, host):
+        v = self.rec.views.get(host)
+        return v.phase if v else None
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.coord.stop()
+
+
+def all_healthy(ctl, n):
+    views = ctl.rec.views
+    sims = [v for h, v in views.items() if h.startswith("sim")]
+    return len(sims) == n and all(v.phase is Phase.HEALTHY for v in sims)
+
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def agent_conf(work, url, root, name, extra=None):
+    sections = {
+        "DEFAULT": {"host": name, "log_file": os.path.join(work, f"{name}.log")},
+        "coordination": {"backend_url": url, "root_path": root},
+        "agent": {"watched_processes": "init:/sbin/init", "health_check_interval": 0.1},
+    }
+    return daemons.write_conf(os.path.join(work, f"{name}.conf"), sections)
+
+
+def one_fault(ctl, work, url, root, fault, i):
+    name = f"victim-{fault}-{i}"
+    conf = agent_conf(work, url, root, name)
+    env = dict(os.environ)
+    argv = [os.path.join(os.path.dirname(sys.executable), "instanceha-agent")]
+    flag = os.path.join(work, f"{name}.hang")
+    if fault == "hang":
+        argv = [sys.executable, HANG_AGENT]
+        env["INSTANCEHA_TEST_HANG_FILE"] = flag
+    proc = subprocess.Popen(argv + ["--config-file", conf], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        procs.wait_for(lambda: ctl.phase(name) is Phase.HEALTHY, 30, f"{name} HEALTHY")
+        time.sleep(1.0 + (i % 5) * 0.1)  # vary the fault's phase against the heartbeat
+        t0 = time.monotonic()
+        if fault == "sigkill":
+            proc.kill()
+        elif fault == "sigstop":
+            proc.send_signal(signal.SIGSTOP)
+        else:
+            open(flag, "w").close()
+        procs.wait_for(lambda: name in ctl.failed_at, 30, f"{name} FAILED")
+        return ctl.failed_at[name] - t0
+    finally:
+        if os.path.exists(flag):
+            os.unlink(flag)
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+        ctl.coord.forget_host(name)
+
+
+def start_load(url, root, count):
+    loads = []
+    for start in range(0, count, PER_PROCESS):
+        n = min(PER_PROCESS, count - start)
+        p = subprocess.Popen(
+            [sys.executable, os.path.join(TOP, "benchmarks", "sim_agents.py"), url, root,
+             f"sim{start // PER_PROCESS}-", str(n)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        loads.append(p)
+    for p in loads:
+        line = p.stdout.readline()
+        if not line.startswith("ready"):
+            raise RuntimeError("simulated agents failed to start")
+    return loads
+
+
+def failover(work, url, root, rounds):
+    results = []
+    for r in range(rounds):
+        ctls = []
+        for name in (f"ctl-a{r}", f"ctl-b{r}"):
+            sections = {
+                "DEFAULT": {"host": name, "log_file": os.path.join(work, f"{name}.log")},
+                "coordination": {"backend_url": url, "root_path": root + "-fo"},
+            }
+            d = daemons.Daemon.instanceha("instanceha-controller", work, name, sections)
+            ctls.append(d.start())
+        rx = "leadership gained by {}"
+
+        def leader(ctls=ctls, rx=rx):
+            for d in ctls:
+                if re.search(rx.format(d.name), d.read_log()):
+                    return d
+            return None
+
+        lead = procs.wait_for(leader, 30, "a leader")
+        other = ctls[1] if lead is ctls[0] else ctls[0]
+        time.sleep(1.0)
+        killed_at = datetime.datetime.now()
+        lead.kill()
+        m = other.wait_log(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \d+ WARNING \S+ \[-\] "
+                           + rx.format(other.name), timeout=30)
+        gained = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+        results.append((gained - killed_at).total_seconds())
+        for d in ctls:
+            d.terminate()
+    return results
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--agents", default="100,1000")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--idle-seconds", type=float, default=600)
+    p.add_argument("--failover-rounds", type=int, default=5)
+    p.add_argument("--tick-ms", type=int, default=500,
+                   help="ZooKeeper tickTime (a 2 s session needs <= 1000)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="ih-detect-bench-")
+    zk = ZooKeeperServer(os.path.join(work, "zk"), tick_ms=args.tick_ms).start()
+    report = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+              "zookeeper_tick_ms": args.tick_ms, "loads": {}}
+    try:
+        for n in [int(x) for x in args.agents.split(",")]:
+            root = f"/bench-{n}"
+            print(f"== {n} simulated agents: starting load", flush=True)
+            loads = start_load(zk.url, root, n)
+            ctl = Controller(zk.url, root)
+            procs.wait_for(lambda ctl=ctl, n=n: all_healthy(ctl, n), 120,
+                           f"{n} simulated agents HEALTHY")
+            figures = {}
+            for fault in ("sigkill", "sigstop", "hang"):
+                lat = [one_fault(ctl, work, zk.url, root, fault, i) for i in range(args.rounds)]
+                figures[fault] = {"p50": pct(lat, 50), "p95": pct(lat, 95),
+                                  "min": min(lat), "max": max(lat), "n": len(lat)}
+                print(f"   {fault:8s} -> FAILED: p50 {figures[fault]['p50']:.2f} s  "
+                      f"p95 {figures[fault]['p95']:.2f} s  (min {min(lat):.2f}, "
+                      f"max {max(lat):.2f}, n={len(lat)}; target p50 <= 2.5, p95 <= 3.5)",
+                      flush=True)
+            ctl.tick_ms.clear()
+            false_before = len(ctl.false_failed)
+            print(f"   idle {args.idle_seconds:.0f} s ...", flush=True)
+            time.sleep(args.idle_seconds)
+            false_failed = len(ctl.false_failed) - false_before
+            ticks = list(ctl.tick_ms)
+            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            figures["idle"] = {"seconds": args.idle_seconds, "false_failed": false_failed,
+                               "tick_ms_p50": pct(ticks, 50), "tick_ms_p95": pct(ticks, 95),
+                               "ticks": len(ticks), "max_rss_mb_bench_process": rss_mb}
+            print(f"   idle: false FAILED {false_failed} (target 0); controller tick "
+                  f"p50 {pct(ticks, 50):.1f} ms p95 {pct(ticks, 95):.1f} ms over {len(ticks)} "
+                  f"ticks; max RSS of this process {rss_mb:.0f} MB", flush=True)
+            report["loads"][n] = figures
+            ctl.close()
+            for lp in loads:
+                lp.send_signal(signal.SIGTERM)
+            for lp in loads:
+                try:
+                    lp.wait(60)
+                except subprocess.TimeoutExpired:
+                    lp.kill()
+        if args.failover_rounds:
+            fo = failover(work, zk.url, "/bench-failover", args.failover_rounds)
+            report["failover"] = {"p50": pct(fo, 50), "max": max(fo), "n": len(fo)}
+            print(f"== leader fail-over (SIGKILL -> standby leads): p50 {pct(fo, 50):.2f} s, "
+                  f"max {max(fo):.2f} s, n={len(fo)} (target <= 3 s)", flush=True)
+    finally:
+        zk.stop()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

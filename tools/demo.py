@@ -1,0 +1,157 @@
+"""The failover demo: real daemons on a real ZooKeeper, on loopback.
+
+Starts ZooKeeper, one ``instanceha-agent`` per simulated compute node and two
+``instanceha-controller`` processes; waits until every host is HEALTHY; then
+makes one compute fail the way a dead host does (its agent is SIGKILLed, or
+frozen with ``--fault hang``) and prints a timeline, read from the
+controllers' own logs, with the seconds since the failure of each step.
+``--kill-leader`` also SIGKILLs the leading controller right after the
+failure, to show the standby taking over. Everything is torn down at the end.
+
+    tools/demo.sh [--computes 3] [--fault kill|stop|hang] [--kill-leader]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import daemons, procs  # noqa: E402
+from harness.zookeeper import ZooKeeperServer  # noqa: E402
+
+T0 = time.monotonic()
+LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \d+ (\w+) (\S+) \[[^\]]*\] (.*)$")
+
+
+def say(msg: str) -> None:
+    print(f"[demo {time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+def events(d: daemons.Daemon, since: datetime.datetime):
+    for line in d.read_log().splitlines():
+        m = LINE.match(line)
+        if not m:
+            continue
+        at = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+        if at >= since:
+            yield at, d.name, m.group(4)
+
+
+INTERESTING = re.compile(
+    r"host=(\S+) phase=(\S+)|leadership (gained|lost)|acting on nothing|action=")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--computes", type=int, default=3)
+    p.add_argument("--fault", choices=("kill", "stop", "hang"), default="kill",
+                   help="kill: SIGKILL the agent (host gone); stop: SIGSTOP it (host frozen); "
+                        "hang: its main loop hangs while its session lives")
+    p.add_argument("--kill-leader", action="store_true",
+                   help="SIGKILL the leading controller right after the failure")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    args = p.parse_args(argv)
+
+    work = tempfile.mkdtemp(prefix="instanceha-demo-")
+    started: list[daemons.Daemon] = []
+    zk = None
+    try:
+        say(f"starting ZooKeeper (tickTime 500 ms) in {work}")
+        zk = ZooKeeperServer(os.path.join(work, "zookeeper"), tick_ms=500).start()
+        say(f"ZooKeeper up at {zk.hosts}")
+        base = {"coordination": {"backend_url": zk.url, "session_timeout": 2.0}}
+        hang_flag = os.path.join(work, "hang")
+        computes = [f"compute{i}" for i in range(1, args.computes + 1)]
+        victim = computes[-1]
+        for name in computes:
+            sections = dict(base, DEFAULT={"host": name},
+                            agent={"watched_processes": "init:/sbin/init",
+                                   "health_check_interval": 0.2})
+            prefix = None
+            env = None
+            if name == victim and args.fault == "hang":
+                prefix = [sys.executable, os.path.join(os.path.dirname(__file__), "harness",
+                                                       "hang_agent.py")]
+                env = {"INSTANCEHA_TEST_HANG_FILE": hang_flag}
+            started.append(daemons.Daemon.instanceha(
+                "instanceha-agent", work, name, sections, env=env, argv_prefix=prefix).start())
+            say(f"agent {name} started (pid {started[-1].pid})")
+        ctls = []
+        for name in ("controller-a", "controller-b"):
+            d = daemons.Daemon.instanceha("instanceha-controller", work, name,
+                                          dict(base, DEFAULT={"host": name})).start()
+            started.append(d)
+            ctls.append(d)
+            say(f"controller {name} started (pid {d.pid})")
+
+        def leader():
+            for d in ctls:
+                if "leadership gained by " + d.name in d.read_log():
+                    return d
+            return None
+
+        lead = procs.wait_for(leader, 60, "a leading controller")
+        say(f"{lead.name} leads; the other controller is a hot standby")
+        for name in computes:
+            lead.wait_log(rf"host={name} phase=\w+->HEALTHY", timeout=60)
+        say(f"all {len(computes)} hosts HEALTHY; failing {victim} ({args.fault})")
+        time.sleep(1.0)
+        failed_at = datetime.datetime.now()
+        agent = next(d for d in started if d.name == victim)
+        if args.fault == "kill":
+            agent.kill()
+        elif args.fault == "stop":
+            agent.freeze()
+        else:
+            open(hang_flag, "w").close()
+        if args.kill_leader:
+            time.sleep(0.3)
+            lead.kill()
+            say(f"SIGKILLed the leading controller {lead.name}")
+        survivor = [d for d in ctls if d.proc.poll() is None]
+        procs.wait_for(
+            lambda: any(re.search(rf"host={victim} phase=FAILED action=", d.read_log())
+                        for d in survivor), 60, "the FAILED host to be handed over")
+        time.sleep(0.5)
+        print()
+        print(f"timeline (seconds since {victim} failed at {failed_at:%H:%M:%S.%f})")
+        rows = []
+        for d in ctls:
+            for at, who, msg in events(d, failed_at - datetime.timedelta(seconds=0.5)):
+                if INTERESTING.search(msg):
+                    rows.append((at, who, msg))
+        for at, who, msg in sorted(rows):
+            print(f"  +{(at - failed_at).total_seconds():6.2f}s  {who:13s} {msg[:150]}")
+        print()
+        say("tearing down")
+        return 0
+    finally:
+        if os.path.exists(os.path.join(work, "hang")):
+            os.unlink(os.path.join(work, "hang"))
+        for d in started:
+            try:
+                if d.proc.poll() is None:
+                    d.proc.send_signal(signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            d.terminate()
+        if zk is not None:
+            zk.stop()
+        if args.keep:
+            say(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

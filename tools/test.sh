@@ -20,6 +20,7 @@ ruff check instanceha tests tools benchmarks
 say "import-linter contracts"
 lint-imports
 say "shellcheck"
-shellcheck -x tools/*.sh .ci/run $(find devstack tools -name '*.sh' -o -name plugin.sh | sort -u)
+mapfile -t SCRIPTS < <(find tools devstack -name '*.sh' 2> /dev/null | sort -u)
+shellcheck -x .ci/run "${SCRIPTS[@]}"
 say "pytest"
 python -m pytest "$@"

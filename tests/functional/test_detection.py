@@ -2,11 +2,12 @@
 
 import os
 import signal
+import subprocess
 import sys
 
+import harness
 import pytest
 from harness import daemons
-import harness
 
 from instanceha.engine.model import DetectionPolicy
 
@@ -120,3 +121,41 @@ def test_host_joining_a_long_running_controller_is_never_failed_on_first_sight(
     observer.wait_phase("compute3", "HEALTHY")
     assert set(observer.phases_seen("compute3")) <= {"SUSPECT", "HEALTHY"}
     assert observer.handler.calls == []
+
+
+def test_nova_compute_crash_is_degraded_not_failed(daemon_factory, observer, tmp_path):
+    token = f"fake-nova-compute-{tmp_path.name}"
+    fake = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(600)", token])
+    try:
+        daemon_factory("agent", "compute1", extra={"agent": {
+            "watched_processes": f"nova-compute:{token}", "health_check_interval": 0.2}})
+        observer.wait_phase("compute1", "HEALTHY")
+        fake.kill()
+        fake.wait()
+        observer.wait_phase("compute1", "DEGRADED")
+        assert "nova-compute not running" in observer.view("compute1").reason
+        assert observer.handler.calls == []
+    finally:
+        fake.kill()
+        fake.wait()
+
+
+def test_agent_started_before_the_coordinator_joins_when_it_comes(tmp_path, root_path):
+    from harness.zookeeper import ZooKeeperServer
+
+    zk = ZooKeeperServer(str(tmp_path / "late-zk"), tick_ms=200)  # port chosen, not started
+    sections = {
+        "DEFAULT": {"host": "compute9"},
+        "coordination": {"backend_url": zk.url, "root_path": root_path,
+                         "connect_timeout": 1.0, "reconnect_max_delay": 1.0},
+        "agent": {"watched_processes": "init:/sbin/init"},
+    }
+    agent = daemons.Daemon.instanceha("instanceha-agent", str(tmp_path), "late", sections).start()
+    try:
+        agent.wait_log(r"is unreachable: .*retry later, next try in")
+        zk.start()
+        agent.wait_log(r"joined as compute9 \(incarnation \d+, join #1\)")
+        assert agent.proc.poll() is None
+    finally:
+        agent.terminate()
+        zk.stop()

@@ -69,6 +69,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 say "pip install -e .[test] (pinned by tools/constraints.txt)"
 "$VENV/bin/python" -m pip install -q --upgrade pip > /dev/null
-"$VENV/bin/python" -m pip install -q -c "$TOP/tools/constraints.txt" -e "$TOP[test]"
+"$VENV/bin/python" -m pip install -q -c "$TOP/tools/constraints.txt" -e "${TOP}[test]"
 "$VENV/bin/python" -m pip check
 say "done: $VENV"

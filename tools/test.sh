@@ -22,5 +22,6 @@ lint-imports
 say "shellcheck"
 mapfile -t SCRIPTS < <(find tools devstack -name '*.sh' 2> /dev/null | sort -u)
 shellcheck -x .ci/run "${SCRIPTS[@]}"
+shellcheck -s bash devstack/settings
 say "pytest"
 python -m pytest "$@"

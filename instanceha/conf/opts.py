@@ -13,6 +13,7 @@ _MODULES = (
     "coordination",
     "agent",
     "detection",
+    "nova",
 )
 
 

@@ -1,0 +1,139 @@
+"""[nova] options: how the controller talks to Nova, and how it evacuates.
+
+Authentication, TLS, timeouts, region and endpoint selection are
+keystoneauth's own options (the same names as in nova.conf's [placement] or
+[neutron] groups), so the usual ``auth_type = password`` block works::
+
+    [nova]
+    auth_type = password
+    auth_url = https://keystone.example.com/v3
+    username = instanceha
+    password = ...
+    user_domain_name = Default
+    project_name = service
+    project_domain_name = Default
+    region_name = RegionOne
+    valid_interfaces = internal
+
+The account needs Nova's admin rights: it forces services down, lists
+servers of all projects and evacuates them. The compute API microversions are
+pinned in the code, not configurable: force-down and enable/disable by service
+id at 2.53, the migration list at 2.59, evacuate at 2.94 (from 2.95 Nova
+leaves an evacuated server SHUTOFF).
+"""
+
+from keystoneauth1 import loading as ks_loading
+from oslo_config import cfg
+
+GROUP = "nova"
+SERVICE_TYPE = "compute"
+
+group = cfg.OptGroup(GROUP, title="Nova", help="How instanceha reaches Nova and evacuates.")
+
+opts = [
+    cfg.StrOpt(
+        "default_instance_recovery",
+        default="ignore",
+        choices=[
+            ("evacuate", "rebuild the instance on another host"),
+            ("notify", "only notify the instance's owner"),
+            ("ignore", "leave the instance on the failed host"),
+        ],
+        help="What happens to an instance of a failed host when neither its "
+        "server metadata, flavor, image nor host aggregates say (see "
+        "doc/source/instance-policy.rst).",
+    ),
+    cfg.IntOpt(
+        "evacuation_concurrency",
+        default=4,
+        min=1,
+        max=64,
+        help="The number of evacuations of one host that run at a time.",
+    ),
+    cfg.IntOpt(
+        "evacuation_attempts",
+        default=3,
+        min=1,
+        max=10,
+        help="The number of times one server's evacuation is tried before it is "
+        "reported as failed to recover.",
+    ),
+    cfg.FloatOpt(
+        "evacuation_timeout",
+        default=300.0,
+        min=10.0,
+        max=3600.0,
+        help="How long one evacuation attempt may take until its migration is "
+        "done and the server is in its final state on another host, in seconds.",
+    ),
+    cfg.FloatOpt(
+        "poll_interval",
+        default=2.0,
+        min=0.1,
+        max=60.0,
+        help="Interval between two reads of a running evacuation's migration "
+        "and server, in seconds.",
+    ),
+]
+
+
+# keystoneauth's own options that instanceha replaces by bounded ones (same
+# names, so keystoneauth's loaders read them): a Nova call must never hang the
+# controller, and keystoneauth's defaults have no timeout at all
+bounded_ks_opts = [
+    cfg.FloatOpt("timeout", default=60.0, min=1.0, max=600.0,
+                 help="Timeout of one HTTP request to Nova or Keystone, in seconds."),
+    cfg.IntOpt("connect_retries", default=3, min=0, max=10,
+               help="The number of retries of a request that failed to connect."),
+    cfg.FloatOpt("connect_retry_delay", default=0.5, min=0.0, max=60.0,
+                 help="Delay before the first retry of a failed connection, doubled "
+                 "for each later retry, in seconds."),
+    cfg.IntOpt("status_code_retries", default=2, min=0, max=10,
+               help="The number of retries of a request answered with 503 (or one of "
+               "retriable_status_codes)."),
+    cfg.FloatOpt("status_code_retry_delay", default=0.5, min=0.0, max=60.0,
+                 help="Delay before the first retry after a retriable status code, "
+                 "doubled for each later retry, in seconds."),
+]
+_REPLACED = {o.dest for o in bounded_ks_opts} | {"version", "min_version", "max_version"}
+
+
+def _session_opts():
+    return [o for o in ks_loading.get_session_conf_options() if o.dest not in _REPLACED]
+
+
+def _adapter_opts():
+    # the microversions are pinned per call; a configured version would fight them
+    adapter = [o for o in ks_loading.get_adapter_conf_options(include_deprecated=False)
+               if o.dest not in _REPLACED]
+    cfg.set_defaults(adapter, service_type=SERVICE_TYPE, valid_interfaces=["internal", "public"])
+    return adapter
+
+
+def register_opts(conf):
+    conf.register_group(group)
+    conf.register_opts(opts + bounded_ks_opts, group=group)
+    conf.register_opts(_session_opts(), group=group)
+    ks_loading.register_auth_conf_options(conf, GROUP)
+    conf.register_opts(_adapter_opts(), group=group)
+
+
+def keystoneauth_opts():
+    """keystoneauth's own options in this group, each once."""
+    seen, result = set(), []
+    for opt in (
+        bounded_ks_opts
+        + _session_opts()
+        + ks_loading.get_auth_common_conf_options()
+        + ks_loading.get_auth_plugin_conf_options("password")
+        + ks_loading.get_auth_plugin_conf_options("v3applicationcredential")
+        + _adapter_opts()
+    ):
+        if opt.dest not in seen:
+            seen.add(opt.dest)
+            result.append(opt)
+    return result
+
+
+def list_opts():
+    return {group: opts + keystoneauth_opts()}

@@ -33,6 +33,8 @@ def build(conf) -> ControllerService:
         tick_interval=conf.detection.tick_interval,
         session_timeout=c.session_timeout,
         reconnect_max_delay=c.reconnect_max_delay,
+        guard=policy.guard_policy(conf),
+        dry_run=conf.controller.dry_run,
     )
     return ControllerService(coordinator, settings, LogOnlyHandler())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from instanceha import exceptions
+from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import DetectionPolicy, PolicyError
 
 # engine policy field -> (group, option)
@@ -75,4 +76,14 @@ def session_timeout_error(conf, e: exceptions.SessionTimeoutRejected) -> excepti
         "session_timeout",
         f"{e}; choose a value the server grants (or change its tickTime/"
         f"minSessionTimeout/maxSessionTimeout)",
+    )
+
+
+def guard_policy(conf: cfg.ConfigOpts) -> GuardPolicy:
+    c = conf.controller
+    return GuardPolicy(
+        max_failed_hosts=c.max_failed_hosts,
+        max_failed_percent=c.max_failed_percent,
+        max_fences_per_tick=c.max_fences_per_tick,
+        stable_after=c.guard_stable_after,
     )

@@ -2,26 +2,34 @@
 
 Leadership is state re-read before every action, not an event remembered:
 ``leadership.verify()`` makes a round trip to the coordinator right before
-each hand-over and yields the fencing token of the current term.
+each hand-over and yields the fencing token of the current term. Before
+that, three switches can stop everything: an operator's pause, the
+mass-failure guard, and dry-run mode.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from instanceha import exceptions
 from instanceha.coordination import Leadership
-from instanceha.engine.model import HostView, Phase
+from instanceha.engine import guard
+from instanceha.engine.model import HostView
 
 LOG = logging.getLogger(__name__)
+
+PAUSED = "paused"
+GUARD_OVERRIDE_UNTIL = "guard_override_until"
 
 
 class FailureHandler(Protocol):
     def handle_failed(self, view: HostView, token: int) -> None:
         """Make the failed host safe and recover it. Called every tick while the
-        host is FAILED and this controller leads: must be idempotent."""
+        host is FAILED and selected, and this controller leads: must be
+        idempotent and must not block the tick."""
 
 
 class LogOnlyHandler:
@@ -44,22 +52,59 @@ class LogOnlyHandler:
 
 
 class Executor:
-    def __init__(self, leadership: Leadership, handler: FailureHandler) -> None:
+    def __init__(
+        self,
+        leadership: Leadership,
+        handler: FailureHandler,
+        guard_policy: guard.GuardPolicy | None = None,
+        dry_run: bool = False,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.leadership = leadership
         self.handler = handler
+        self.guard_policy = guard_policy or guard.GuardPolicy()
+        self.guard_state = guard.GuardState()
+        self.dry_run = dry_run
+        self.wall = wall
+        self._said: dict[str, str] = {}
 
-    def act(self, views: Mapping[str, HostView]) -> int:
-        """Hand every FAILED host over; returns how many were handed over."""
-        failed = [v for v in views.values() if v.phase is Phase.FAILED]
-        if not failed or not self.leadership.is_leader():
-            return 0
-        done = 0
-        for view in failed:
+    def _say_once(self, key: str, message: str, *args) -> None:
+        text = message % args
+        if self._said.get(key) != text:
+            self._said[key] = text
+            LOG.warning(message, *args)
+
+    def act(self, views: Mapping[str, HostView], now: float = 0.0,
+            control: Mapping[str, object] | None = None) -> list[str]:
+        """Hand the selected FAILED hosts over; returns their names."""
+        control = control or {}
+        override = control.get(GUARD_OVERRIDE_UNTIL)
+        released = isinstance(override, (int, float)) and self.wall() < override
+        state = guard.evaluate(dict(views), self.guard_state, self.guard_policy, now, released)
+        if state.held and not self.guard_state.held:
+            LOG.error("safety hold: fencing held for every host: %s", state.reason)
+        elif self.guard_state.held and not state.held:
+            LOG.warning("safety hold lifted: %s", state.reason or "the picture is stable")
+        self.guard_state = state
+        selected = guard.select(dict(views), state, self.guard_policy)
+        if not selected or not self.leadership.is_leader():
+            return []
+        if control.get(PAUSED):
+            self._say_once("pause", "paused by an operator (%s): not acting on %s",
+                           control[PAUSED], ", ".join(selected))
+            return []
+        self._said.pop("pause", None)
+        done = []
+        for host in selected:
             try:
                 token = self.leadership.verify()
             except exceptions.NotLeader as e:
-                LOG.warning("host=%s action=skipped: %s", view.host, e)
+                LOG.warning("host=%s action=skipped: %s", host, e)
                 return done
-            self.handler.handle_failed(view, token)
-            done += 1
+            if self.dry_run:
+                self._say_once(f"dry:{host}", "DRY-RUN host=%s phase=FAILED token=%d: would "
+                               "fence and recover (%s)", host, token, views[host].reason)
+            else:
+                self.handler.handle_failed(views[host], token)
+            done.append(host)
         return done

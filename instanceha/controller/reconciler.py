@@ -66,5 +66,5 @@ class Reconciler:
                      self.views[gone].phase.value)
         self.views = new
         if act:
-            self.executor.act(new)
+            self.executor.act(new, snap.taken_at, snap.control)
         return transitions

@@ -19,6 +19,7 @@ from instanceha import exceptions
 from instanceha.controller.executor import Executor, FailureHandler
 from instanceha.controller.reconciler import Reconciler
 from instanceha.coordination import Coordinator
+from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import DetectionPolicy
 
 LOG = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class ControllerSettings:
     tick_interval: float = 0.2
     session_timeout: float = 2.0
     reconnect_max_delay: float = 5.0
+    guard: GuardPolicy = dataclasses.field(default_factory=GuardPolicy)
+    dry_run: bool = False
 
     @property
     def max_tick_gap(self) -> float:
@@ -69,10 +72,11 @@ class ControllerService:
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, self.settings.reconnect_max_delay)
         self.leadership = self.coordinator.leadership(self.settings.name)
-        self.reconciler = Reconciler(
-            self.coordinator, self.settings.policy, Executor(self.leadership, self.handler)
-        )
-        LOG.info("controller %s observing; candidate for leadership", self.settings.name)
+        executor = Executor(self.leadership, self.handler, self.settings.guard,
+                            dry_run=self.settings.dry_run)
+        self.reconciler = Reconciler(self.coordinator, self.settings.policy, executor)
+        LOG.info("controller %s observing; candidate for leadership%s", self.settings.name,
+                 " (DRY-RUN: acting on nothing)" if self.settings.dry_run else "")
 
     def step(self) -> None:
         now = self.clock()

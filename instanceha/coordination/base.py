@@ -65,6 +65,8 @@ class ClusterSnapshot:
     members: Mapping[str, MemberRecord]
     heartbeats: Mapping[str, float]
     """member id -> when this controller last saw its heartbeat change."""
+    control: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    """Operator switches shared by every controller (pause, guard release...)."""
 
     def heartbeat_age(self, host: str) -> float:
         seen = self.heartbeats.get(host)
@@ -186,6 +188,10 @@ class Coordinator(abc.ABC):
     def snapshot(self) -> ClusterSnapshot:
         """Observe the cluster (level-triggered: also re-arms what a session
         loss dropped)."""
+
+    @abc.abstractmethod
+    def update_control(self, changes: Mapping[str, object | None]) -> Mapping[str, object]:
+        """Atomically merge operator switches (None removes a key); returns the result."""
 
     @abc.abstractmethod
     def forget_host(self, host: str) -> None:

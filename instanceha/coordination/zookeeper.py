@@ -11,6 +11,7 @@ layout and the recipes below are ours, on kazoo:
 ``<root>/heartbeats/<host>``  ephemeral: the data heartbeat the agent's loop writes
 ``<root>/election/c-<seq>``   ephemeral sequential: candidates; the lowest leads,
                               its czxid is the fencing token
+``<root>/control``            persistent: operator switches (pause, guard release)
 
 Threads: kazoo calls watches and state listeners on its own threads. They
 only record facts (a timestamp, a dirty flag) and never block; every blocking
@@ -140,6 +141,8 @@ class ZooKeeperCoordinator(base.Coordinator):
         self._dirty_members: set[str] = set()
         self._hosts_list_dirty = True
         self._members_list_dirty = True
+        self._control: dict = {}
+        self._control_dirty = True
 
     # -- paths -------------------------------------------------------------
     def _path(self, *parts: str) -> str:
@@ -158,7 +161,7 @@ class ZooKeeperCoordinator(base.Coordinator):
             raise exceptions.SessionTimeoutRejected(
                 granted=granted, requested=self.session_timeout
             )
-        for sub in ("hosts", "members", "heartbeats", "election"):
+        for sub in ("hosts", "members", "heartbeats", "election", "control"):
             self.client.ensure_path(self._path(sub))
 
     def stop(self) -> None:
@@ -303,6 +306,7 @@ class ZooKeeperCoordinator(base.Coordinator):
                 hosts=dict(self._hosts),
                 members=dict(self._members),
                 heartbeats=dict(self._heartbeats),
+                control=dict(self._control),
             )
 
     def _refresh(self) -> None:
@@ -332,6 +336,10 @@ class ZooKeeperCoordinator(base.Coordinator):
                 for gone in set(self._members) - names:
                     del self._members[gone]
                 self._dirty_members.update(names - set(self._members))
+        if resync or self._control_dirty:
+            self._control_dirty = False
+            raw, _ = self.client.get(self._path("control"), watch=self._on_control)
+            self._control = _loads(raw)
         with self._lock:
             hosts, self._dirty_hosts = self._dirty_hosts, set()
             members, self._dirty_members = self._dirty_members, set()
@@ -387,6 +395,10 @@ class ZooKeeperCoordinator(base.Coordinator):
         if event.type != EventType.NONE:
             self._hosts_list_dirty = True
 
+    def _on_control(self, event) -> None:
+        if event.type != EventType.NONE:
+            self._control_dirty = True
+
     def _on_members_list(self, event) -> None:
         if event.type != EventType.NONE:
             self._members_list_dirty = True
@@ -418,6 +430,24 @@ class ZooKeeperCoordinator(base.Coordinator):
                 self._heartbeats[host] = now
         if self.client.state == KazooState.CONNECTED:
             self._arm_heartbeat(host)
+
+    @_translated
+    def update_control(self, changes: Mapping[str, object | None]) -> Mapping[str, object]:
+        path = self._path("control")
+        self.client.ensure_path(path)
+        while True:
+            raw, stat = self.client.get(path)
+            current = _loads(raw)
+            for key, value in changes.items():
+                if value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = value
+            try:
+                self.client.set(path, _dumps(current), version=stat.version)
+                return current
+            except kz_exc.BadVersionError:
+                continue  # another operator wrote meanwhile: merge again
 
     @_translated
     def forget_host(self, host: str) -> None:

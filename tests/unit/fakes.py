@@ -67,6 +67,7 @@ class FakeCoordinator(base.Coordinator):
         self.capability_updates = []
         self.left = []
         self.leadership_obj = FakeLeadership()
+        self.control = {}
 
     # connection
     def start(self):
@@ -129,7 +130,16 @@ class FakeCoordinator(base.Coordinator):
         return base.ClusterSnapshot(
             taken_at=self.clock(), state=self._state, connected_since=self.connected_since,
             watching_since=self.watching_since, hosts=dict(self.hosts),
-            members=dict(self.members), heartbeats=dict(self.heartbeats))
+            members=dict(self.members), heartbeats=dict(self.heartbeats),
+            control=dict(self.control))
+
+    def update_control(self, changes):
+        for key, value in changes.items():
+            if value is None:
+                self.control.pop(key, None)
+            else:
+                self.control[key] = value
+        return dict(self.control)
 
     def forget_host(self, host):
         self.hosts.pop(host, None)

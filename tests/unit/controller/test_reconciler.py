@@ -7,10 +7,13 @@ from instanceha.controller.executor import Executor, LogOnlyHandler
 from instanceha.controller.reconciler import Reconciler
 from instanceha.controller.service import ControllerService, ControllerSettings
 from instanceha.coordination import ConnectionState
+from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import DetectionPolicy, Phase
 from tests.unit.fakes import FakeClock, FakeCoordinator, FakeLeadership
 
 POLICY = DetectionPolicy()
+# two hosts only: every failure would trip the default mass-failure guard
+NO_GUARD = GuardPolicy(max_failed_hosts=100, max_failed_percent=100)
 
 
 class Recorder:
@@ -34,7 +37,7 @@ def world():
 def _reconciler(coord, leader=True):
     rec = Recorder()
     lead = FakeLeadership(leader=leader)
-    return Reconciler(coord, POLICY, Executor(lead, rec)), rec, lead
+    return Reconciler(coord, POLICY, Executor(lead, rec, NO_GUARD)), rec, lead
 
 
 def test_dead_host_is_failed_and_handed_over_once_per_tick(world):
@@ -106,7 +109,7 @@ def test_forgotten_host_leaves_the_view(world):
 def test_nova_down_with_agent_alive_is_degraded_not_failed(world):
     clock, coord = world
     rec = Recorder()
-    r = Reconciler(coord, POLICY, Executor(FakeLeadership(), rec),
+    r = Reconciler(coord, POLICY, Executor(FakeLeadership(), rec, NO_GUARD),
                    nova_states=lambda: {"compute1": False})
     r.tick()
     assert r.views["compute1"].phase is Phase.DEGRADED
@@ -115,7 +118,7 @@ def test_nova_down_with_agent_alive_is_degraded_not_failed(world):
 
 def _service(clock, coord, handler):
     settings = ControllerSettings(name="ctl", policy=POLICY, tick_interval=0.2,
-                                  session_timeout=2.0)
+                                  session_timeout=2.0, guard=NO_GUARD)
     svc = ControllerService(coord, settings, handler, clock=clock)
     svc._start()
     return svc
@@ -160,7 +163,7 @@ def test_start_refuses_a_rejected_session_timeout(world):
 def test_log_only_handler_never_claims_a_fence(world, caplog):
     clock, coord = world
     h = LogOnlyHandler()
-    r = Reconciler(coord, POLICY, Executor(FakeLeadership(), h))
+    r = Reconciler(coord, POLICY, Executor(FakeLeadership(), h, NO_GUARD))
     coord.members.clear()
     clock.advance(2)
     r.tick()

@@ -1,0 +1,57 @@
+"""[controller] options: what the leading controller may do."""
+
+from oslo_config import cfg
+
+GROUP = "controller"
+
+group = cfg.OptGroup(GROUP, title="Controller", help="Options of instanceha-controller.")
+
+opts = [
+    cfg.BoolOpt(
+        "dry_run",
+        default=False,
+        help="Observe, decide, log and notify what would be done, and do nothing: "
+        "no host is fenced, no service forced down, no instance evacuated.",
+    ),
+    cfg.IntOpt(
+        "max_failed_hosts",
+        default=10,
+        min=1,
+        max=100000,
+        help="Mass-failure guard: when more hosts than this number look dead at once "
+        "(SUSPECT or FAILED), every fence is held until an operator releases the hold "
+        "or the picture is back under the limits and stable.",
+    ),
+    cfg.FloatOpt(
+        "max_failed_percent",
+        default=34.0,
+        min=1.0,
+        max=100.0,
+        help="Mass-failure guard: hold every fence when more than this percent of the "
+        "monitored hosts look dead at once.",
+    ),
+    cfg.IntOpt(
+        "max_fences_per_tick",
+        default=5,
+        min=1,
+        max=1000,
+        help="At most this number of hosts are handed over to fencing per tick.",
+    ),
+    cfg.FloatOpt(
+        "guard_stable_after",
+        default=60.0,
+        min=0.0,
+        max=86400.0,
+        help="An automatic safety hold lifts once the hosts looking dead are back under "
+        "the limits and unchanged for this many seconds.",
+    ),
+]
+
+
+def register_opts(conf):
+    conf.register_group(group)
+    conf.register_opts(opts, group=group)
+
+
+def list_opts():
+    return {group: opts}

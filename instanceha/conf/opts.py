@@ -14,6 +14,7 @@ _MODULES = (
     "agent",
     "detection",
     "nova",
+    "controller",
 )
 
 

@@ -2,6 +2,7 @@
 
     instanceha --version
     instanceha [--config-file F] config check
+    instanceha [--config-file F] status | pause | resume | guard ... | host forget
 
 Subcommand modules expose ``register(subparsers)``; each parser sets
 ``handler(args, conf) -> exit code``.
@@ -13,7 +14,7 @@ import argparse
 import sys
 
 from instanceha import exceptions
-from instanceha.cmd import common
+from instanceha.cmd import common, ops_cli
 from instanceha.conf import policy
 from instanceha.version import __version__
 
@@ -39,7 +40,7 @@ def _register_config(sub) -> None:
     c.set_defaults(handler=_config_check)
 
 
-REGISTRARS = [_register_config]
+REGISTRARS = [_register_config, ops_cli.register]
 
 
 def parser() -> argparse.ArgumentParser:

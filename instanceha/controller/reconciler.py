@@ -38,9 +38,11 @@ class Reconciler:
         self.nova_states = nova_states
         self.on_transition = on_transition
         self.views: dict[str, HostView] = {}
+        self.last_snapshot = None
 
     def tick(self, act: bool = True) -> list[Transition]:
         snap = self.coordinator.snapshot()
+        self.last_snapshot = snap
         nova = self.nova_states() if self.nova_states else None
         ctl = observe.controller(snap)
         observations = observe.hosts(snap, nova)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from instanceha import exceptions
+from instanceha.controller import status
 from instanceha.controller.executor import Executor, FailureHandler
 from instanceha.controller.reconciler import Reconciler
 from instanceha.coordination import Coordinator
@@ -58,6 +59,7 @@ class ControllerService:
         self.reconciler: Reconciler | None = None
         self._was_leader = False
         self._last_tick: float | None = None
+        self.publisher = status.StatusPublisher(coordinator)
 
     def _start(self) -> None:
         backoff = 0.1
@@ -99,6 +101,20 @@ class ControllerService:
                 "this tick", gap, self.settings.max_tick_gap)
             act = False
         self.reconciler.tick(act=act)
+        if leader and act:
+            self._publish(now)
+
+    def _publish(self, now: float) -> None:
+        rec = self.reconciler
+        if rec.last_snapshot is None:
+            return
+        doc = status.build(self.settings.name, self.leadership.token, rec.views,
+                           rec.last_snapshot, rec.executor.guard_state, now,
+                           self.publisher.wall())
+        try:
+            self.publisher.maybe_publish(doc, now)
+        except exceptions.CoordinationError as e:
+            LOG.debug("status not published: %s", e)
 
     def run(self) -> None:
         self._start()

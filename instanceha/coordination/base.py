@@ -194,6 +194,13 @@ class Coordinator(abc.ABC):
         """Atomically merge operator switches (None removes a key); returns the result."""
 
     @abc.abstractmethod
+    def publish_status(self, status: Mapping[str, object]) -> None:
+        """The leader's latest view, for operators (``instanceha status``)."""
+
+    @abc.abstractmethod
+    def read_status(self) -> Mapping[str, object] | None: ...
+
+    @abc.abstractmethod
     def forget_host(self, host: str) -> None:
         """Remove a host from the registry (decommissioned)."""
 

@@ -11,7 +11,8 @@ layout and the recipes below are ours, on kazoo:
 ``<root>/heartbeats/<host>``  ephemeral: the data heartbeat the agent's loop writes
 ``<root>/election/c-<seq>``   ephemeral sequential: candidates; the lowest leads,
                               its czxid is the fencing token
-``<root>/control``            persistent: operator switches (pause, guard release)
+``<root>/control``            persistent: operator switches (pause, guard override)
+``<root>/status``             persistent: the leader's latest view (zlib JSON)
 
 Threads: kazoo calls watches and state listeners on its own threads. They
 only record facts (a timestamp, a dirty flag) and never block; every blocking
@@ -24,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import zlib
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -448,6 +450,25 @@ class ZooKeeperCoordinator(base.Coordinator):
                 return current
             except kz_exc.BadVersionError:
                 continue  # another operator wrote meanwhile: merge again
+
+    @_translated
+    def publish_status(self, status: Mapping[str, object]) -> None:
+        data = zlib.compress(_dumps(status))
+        try:
+            self.client.set(self._path("status"), data)
+        except kz_exc.NoNodeError:
+            self.client.create(self._path("status"), data, makepath=True)
+
+    @_translated
+    def read_status(self) -> Mapping[str, object] | None:
+        try:
+            raw, _ = self.client.get(self._path("status"))
+        except kz_exc.NoNodeError:
+            return None
+        try:
+            return _loads(zlib.decompress(raw))
+        except zlib.error:
+            return {"_undecodable": True}
 
     @_translated
     def forget_host(self, host: str) -> None:

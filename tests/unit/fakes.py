@@ -133,6 +133,12 @@ class FakeCoordinator(base.Coordinator):
             members=dict(self.members), heartbeats=dict(self.heartbeats),
             control=dict(self.control))
 
+    def publish_status(self, status):
+        self.status = dict(status)
+
+    def read_status(self):
+        return getattr(self, "status", None)
+
     def update_control(self, changes):
         for key, value in changes.items():
             if value is None:

@@ -1,0 +1,186 @@
+"""Operator subcommands that talk to the coordinator.
+
+    instanceha status [--format table|json]
+    instanceha pause --reason TEXT | instanceha resume
+    instanceha guard override --minutes N | instanceha guard clear
+    instanceha host forget HOST
+
+Exit codes: 0 OK (status: every monitored host HEALTHY or STOPPED),
+1 status shows hosts needing attention, 2 error (coordinator unreachable,
+no leader has published, bad input).
+"""
+
+from __future__ import annotations
+
+import datetime
+import getpass
+import json
+import sys
+import time
+
+from instanceha import coordination, exceptions
+from instanceha.conf import policy
+from instanceha.controller.executor import GUARD_OVERRIDE_UNTIL, PAUSED
+
+
+def _connect(conf):
+    policy.check_backend(conf)
+    c = conf.coordination
+    coord = coordination.get_coordinator(
+        c.backend_url, session_timeout=c.session_timeout, connect_timeout=c.connect_timeout,
+        root_path=c.root_path)
+    coord.start()
+    return coord
+
+
+def _run(conf, body) -> int:
+    coord = None
+    try:
+        coord = _connect(conf)
+        return body(coord)
+    except exceptions.InstanceHAError as e:
+        print(f"error: {e} ({e.action.value})", file=sys.stderr)
+        return 2
+    finally:
+        if coord is not None:
+            coord.stop()
+
+
+def _ago(wall: float | None) -> str:
+    if not wall:
+        return "-"
+    return f"{max(0.0, time.time() - wall):.1f}s"
+
+
+def _status(args, conf) -> int:
+    def body(coord):
+        doc = coord.read_status()
+        snap = coord.snapshot()
+        if not doc:
+            print("error: no leader has published a status yet", file=sys.stderr)
+            return 2
+        if args.format == "json":
+            doc = dict(doc, read_at=round(time.time(), 3))
+            print(json.dumps(doc, indent=2, sort_keys=True))
+        else:
+            _print_table(doc, snap)
+        attention = [h for h, d in doc.get("hosts", {}).items()
+                     if d.get("phase") not in ("HEALTHY", "STOPPED")]
+        return 1 if attention or doc.get("guard", {}).get("held") else 0
+
+    return _run(conf, body)
+
+
+def _print_table(doc, snap) -> None:
+    age = time.time() - doc.get("published_at", 0)
+    print(f"leader: {doc.get('leader')} (token {doc.get('token')}), "
+          f"status published {age:.1f}s ago")
+    guard = doc.get("guard", {})
+    if guard.get("held"):
+        print(f"SAFETY HOLD: {guard.get('reason')}")
+    control = doc.get("control", {})
+    if control.get(PAUSED):
+        print(f"PAUSED: {control[PAUSED]}")
+    rows = [("HOST", "PHASE", "FOR", "HEARTBEAT", "AGENT", "REASON")]
+    for host, d in sorted(doc.get("hosts", {}).items()):
+        services = d.get("services") or {}
+        agent = ",".join(f"{k}={'up' if v else 'DOWN'}" for k, v in sorted(services.items()))
+        hb = d.get("heartbeat_age")
+        rows.append((host, d.get("phase", "?"), _ago(d.get("since")),
+                     f"{hb + age:.1f}s" if isinstance(hb, (int, float)) else "-",
+                     agent or ("-" if d.get("member") else "absent"),
+                     d.get("reason", "")[:70]))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    unpublished = sorted(set(snap.hosts) - set(doc.get("hosts", {})))
+    if unpublished:
+        print(f"registered but not yet in the leader's view: {', '.join(unpublished)}")
+
+
+def _stamp(reason: str) -> dict:
+    return {"reason": reason, "by": getpass.getuser(),
+            "at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+
+
+def _pause(args, conf) -> int:
+    def body(coord):
+        coord.update_control({PAUSED: _stamp(args.reason)})
+        print(f"paused: no controller acts until 'instanceha resume' ({args.reason})")
+        return 0
+
+    return _run(conf, body)
+
+
+def _resume(args, conf) -> int:
+    def body(coord):
+        coord.update_control({PAUSED: None})
+        print("resumed")
+        return 0
+
+    return _run(conf, body)
+
+
+def _guard_override(args, conf) -> int:
+    if not 1 <= args.minutes <= 24 * 60:
+        print("error: --minutes must be between 1 and 1440", file=sys.stderr)
+        return 2
+
+    def body(coord):
+        until = time.time() + args.minutes * 60
+        coord.update_control({GUARD_OVERRIDE_UNTIL: until,
+                              "guard_override": _stamp(args.reason)})
+        print(f"mass-failure guard overridden for {args.minutes} min: failed hosts WILL be "
+              f"fenced even in a storm ({args.reason})")
+        return 0
+
+    return _run(conf, body)
+
+
+def _guard_clear(args, conf) -> int:
+    def body(coord):
+        coord.update_control({GUARD_OVERRIDE_UNTIL: None, "guard_override": None})
+        print("mass-failure guard override cleared")
+        return 0
+
+    return _run(conf, body)
+
+
+def _forget(args, conf) -> int:
+    def body(coord):
+        snap = coord.snapshot()
+        if args.host in snap.members:
+            print(f"error: {args.host} has a live agent; stop it first", file=sys.stderr)
+            return 2
+        if args.host not in snap.hosts:
+            print(f"error: {args.host} is not registered", file=sys.stderr)
+            return 2
+        coord.forget_host(args.host)
+        print(f"{args.host} forgotten: it is no longer monitored")
+        return 0
+
+    return _run(conf, body)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("status", help="the leader's view of every host")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=_status)
+    p = sub.add_parser("pause", help="stop every controller from acting")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(handler=_pause)
+    p = sub.add_parser("resume", help="undo 'pause'")
+    p.set_defaults(handler=_resume)
+    g = sub.add_parser("guard", help="the mass-failure guard")
+    gsub = g.add_subparsers(dest="guard_cmd", required=True)
+    o = gsub.add_parser("override", help="fence despite a safety hold, for a while")
+    o.add_argument("--minutes", type=int, required=True)
+    o.add_argument("--reason", required=True)
+    o.set_defaults(handler=_guard_override)
+    c = gsub.add_parser("clear", help="end an override")
+    c.set_defaults(handler=_guard_clear)
+    h = sub.add_parser("host", help="host registry")
+    hsub = h.add_subparsers(dest="host_cmd", required=True)
+    f = hsub.add_parser("forget", help="stop monitoring a decommissioned host")
+    f.add_argument("host")
+    f.set_defaults(handler=_forget)

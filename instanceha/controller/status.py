@@ -1,0 +1,79 @@
+"""The leader's view, published for operators (``instanceha status``).
+
+Written only when something an operator would see changed, or every
+``refresh`` seconds so that readers can tell a live leader from a dead one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from instanceha.coordination import ClusterSnapshot, Coordinator
+from instanceha.engine.guard import GuardState
+from instanceha.engine.model import HostView
+
+STATUS_VERSION = 1
+
+
+def build(
+    name: str,
+    token: int | None,
+    views: Mapping[str, HostView],
+    snap: ClusterSnapshot,
+    guard: GuardState,
+    now: float,
+    wall: float,
+) -> dict:
+    hosts = {}
+    for host, v in sorted(views.items()):
+        member = snap.members.get(host)
+        caps = member.capabilities if member else {}
+        hosts[host] = {
+            "phase": v.phase.value,
+            "since": round(wall - (now - v.since), 3),
+            "rule": v.rule,
+            "reason": v.reason,
+            "member": member is not None,
+            "incarnation": v.incarnation,
+            "heartbeat_age": round(snap.heartbeat_age(host), 3),
+            "services": caps.get("services", {}),
+            "agent_version": caps.get("version"),
+        }
+    return {
+        "version": STATUS_VERSION,
+        "leader": name,
+        "token": token,
+        "published_at": round(wall, 3),
+        "guard": {"held": guard.held, "reason": guard.reason},
+        "control": dict(snap.control),
+        "hosts": hosts,
+    }
+
+
+def _material(status: Mapping) -> tuple:
+    """What must trigger a new publication (not ages and timestamps)."""
+    return (
+        status["leader"], status["token"], repr(status["guard"]), repr(status["control"]),
+        tuple((h, d["phase"], d["rule"], d["member"], d["incarnation"], repr(d["services"]))
+              for h, d in status["hosts"].items()),
+    )
+
+
+class StatusPublisher:
+    def __init__(self, coordinator: Coordinator, refresh: float = 5.0,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.coordinator = coordinator
+        self.refresh = refresh
+        self.wall = wall
+        self._last: tuple | None = None
+        self._last_at: float | None = None
+
+    def maybe_publish(self, status: dict, now: float) -> bool:
+        material = _material(status)
+        if material == self._last and self._last_at is not None \
+                and now - self._last_at < self.refresh:
+            return False
+        self.coordinator.publish_status(status)
+        self._last, self._last_at = material, now
+        return True

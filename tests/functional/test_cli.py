@@ -1,0 +1,84 @@
+"""The operator CLI against a real ZooKeeper and real daemons."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from harness import daemons
+
+pytestmark = pytest.mark.functional
+CLI = os.path.join(os.path.dirname(sys.executable), "instanceha")
+
+
+@pytest.fixture
+def cli(tmp_path, zookeeper, root_path):
+    conf = daemons.write_conf(str(tmp_path / "cli.conf"), {
+        "coordination": {"backend_url": zookeeper.url, "root_path": root_path}})
+
+    def run(*args):
+        return subprocess.run([CLI, "--config-file", conf, *args], capture_output=True,
+                              text=True, timeout=60)
+
+    return run
+
+
+def test_status_pause_and_forget(daemon_factory, cli):
+    agents = {n: daemon_factory("agent", n) for n in ("compute1", "compute2")}
+    ctl = daemon_factory("controller", "ctl-a")
+    for n in agents:
+        ctl.wait_log(rf"host={n} phase=\w+->HEALTHY")
+
+    def status():
+        r = cli("status", "--format", "json")
+        return r, (json.loads(r.stdout) if r.stdout else None)
+
+    daemons.wait_until(lambda: (s := status()[1]) and len(s["hosts"]) == 2
+                       and all(h["phase"] == "HEALTHY" for h in s["hosts"].values()),
+                       30, "status to show both hosts HEALTHY")
+    r, doc = status()
+    assert r.returncode == 0 and doc["leader"] == "ctl-a" and doc["token"]
+    table = cli("status")
+    assert table.returncode == 0 and "compute1" in table.stdout and "HEALTHY" in table.stdout
+
+    # paused: a dead host is decided FAILED but never handed over
+    assert cli("pause", "--reason", "test window").returncode == 0
+    agents["compute2"].kill()
+    ctl.wait_log(r"host=compute2 phase=\w+->FAILED")
+    ctl.wait_log(r"paused by an operator .*test window.*compute2")
+    assert "action=none" not in ctl.read_log()
+    r, doc = status()
+    assert r.returncode == 1 and doc["hosts"]["compute2"]["phase"] == "FAILED"
+    assert cli("resume").returncode == 0
+    ctl.wait_log(r"host=compute2 phase=FAILED action=none")
+
+    # a live host cannot be forgotten; a dead one can, and leaves the view
+    assert cli("host", "forget", "compute1").returncode == 2
+    assert cli("host", "forget", "compute2").returncode == 0
+    ctl.wait_log(r"host=compute2 phase=FAILED->FORGOTTEN")
+
+
+def test_status_without_a_leader_is_an_error(cli):
+    r = cli("status")
+    assert r.returncode == 2 and "no leader has published" in r.stderr
+
+
+def test_unreachable_coordinator_is_an_error(tmp_path):
+    from harness import procs
+    conf = daemons.write_conf(str(tmp_path / "c.conf"), {"coordination": {
+        "backend_url": f"zookeeper://127.0.0.1:{procs.free_port()}", "connect_timeout": 1}})
+    r = subprocess.run([CLI, "--config-file", conf, "status"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "unreachable" in r.stderr and "retry later" in r.stderr
+
+
+def test_version_and_config_check(tmp_path):
+    r = subprocess.run([CLI, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("instanceha ")
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[detection]\nheartbeat_stale_after = 0.3\n")
+    r = subprocess.run([CLI, "--config-file", str(bad), "config", "check"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2
+    assert "[detection] heartbeat_stale_after" in r.stderr and str(bad) in r.stderr

@@ -110,9 +110,13 @@ class Agent:
         )
 
     # -- the loop --------------------------------------------------------
-    def run(self) -> None:
+    def run(self, on_iteration: Callable[[], None] | None = None) -> None:
+        """Loop until ``stopping``; ``on_iteration`` runs after every step (the
+        edge uses it for systemd's watchdog: a hung loop stops the pings)."""
         while not self.stopping.is_set():
             wait = self.step()
+            if on_iteration is not None:
+                on_iteration()
             self.stopping.wait(wait)
 
     def shutdown(self, planned: bool = True, reason: str = "agent stopped (SIGTERM)") -> None:

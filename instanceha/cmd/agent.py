@@ -10,7 +10,7 @@ from oslo_log import log as logging
 from instanceha import coordination, exceptions
 from instanceha.agent import health
 from instanceha.agent.service import Agent, AgentSettings
-from instanceha.cmd import common
+from instanceha.cmd import common, sdnotify
 from instanceha.conf import policy
 
 LOG = logging.getLogger(__name__)
@@ -45,13 +45,23 @@ def main(argv=None) -> int:
     common.on_stop_signals(lambda name: (LOG.info("%s received: planned stop", name), stop.set(),
                                          agent.stopping.set()))
     LOG.info("%s starting as host %s", PROG, conf.host)
+    sd = sdnotify.Notifier()
+    ready = []
+
+    def on_iteration():
+        if not ready and agent.coordinator.joined():
+            ready.append(True)
+            sd.ready(f"joined as {conf.host}")
+        sd.watchdog()
+
     rejected = None
     try:
-        agent.run()
+        agent.run(on_iteration)
     except exceptions.SessionTimeoutRejected as e:
         rejected = e
     finally:
         if stop.is_set():
+            sd.stopping()
             agent.shutdown(planned=True, reason="agent stopped by signal")
     if rejected is not None:
         common.refuse(PROG, policy.session_timeout_error(conf, rejected))

@@ -7,7 +7,7 @@ import sys
 from oslo_log import log as logging
 
 from instanceha import coordination, exceptions
-from instanceha.cmd import common
+from instanceha.cmd import common, sdnotify
 from instanceha.conf import policy
 from instanceha.controller.executor import LogOnlyHandler
 from instanceha.controller.service import ControllerService, ControllerSettings
@@ -45,12 +45,22 @@ def main(argv=None) -> int:
     service = common.build_or_refuse(PROG, build, conf)
     common.on_stop_signals(lambda name: service.stopping.set())
     LOG.info("%s starting as %s", PROG, conf.host)
+    sd = sdnotify.Notifier()
+    ready = []
+
+    def on_iteration():
+        if not ready and service.reconciler is not None:
+            ready.append(True)
+            sd.ready(f"observing as {conf.host}")
+        sd.watchdog()
+
     rejected = None
     try:
-        service.run()
+        service.run(on_iteration)
     except exceptions.SessionTimeoutRejected as e:
         rejected = e
     finally:
+        sd.stopping()
         service.shutdown()
     if rejected is not None:
         common.refuse(PROG, policy.session_timeout_error(conf, rejected))

@@ -116,7 +116,7 @@ class ControllerService:
         except exceptions.CoordinationError as e:
             LOG.debug("status not published: %s", e)
 
-    def run(self) -> None:
+    def run(self, on_iteration: Callable[[], None] | None = None) -> None:
         self._start()
         while not self.stopping.is_set():
             started = self.clock()
@@ -124,6 +124,8 @@ class ControllerService:
                 self.step()
             except exceptions.CoordinationError as e:
                 LOG.warning("tick failed: %s; %s", e, e.action.value)
+            if on_iteration is not None:
+                on_iteration()
             elapsed = self.clock() - started
             self.stopping.wait(max(0.0, self.settings.tick_interval - elapsed))
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import zlib
 import threading
 import urllib.parse
+import zlib
 from collections.abc import Mapping
 
 from kazoo import exceptions as kz_exc

@@ -1,0 +1,46 @@
+"""systemd notify protocol over a real unix datagram socket (no systemd needed)."""
+
+import socket
+
+from instanceha.cmd.sdnotify import Notifier
+from tests.unit.fakes import FakeClock
+
+
+def _socket(tmp_path):
+    path = str(tmp_path / "notify")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(1)
+    return s, path
+
+
+def test_ready_watchdog_stopping(tmp_path):
+    s, path = _socket(tmp_path)
+    clock = FakeClock(0.0)
+    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "10000000"}, clock=clock)
+    n.ready("joined as compute1")
+    assert s.recv(100) == b"READY=1\nSTATUS=joined as compute1"
+    n.watchdog()
+    assert s.recv(100) == b"WATCHDOG=1"
+    clock.advance(4.9)
+    n.watchdog()  # within half the period: no ping
+    clock.advance(0.1)
+    n.watchdog()
+    assert s.recv(100) == b"WATCHDOG=1"
+    n.stopping()
+    assert s.recv(100) == b"STOPPING=1"
+    s.setblocking(False)
+    try:
+        extra = s.recv(100)
+    except BlockingIOError:
+        extra = None
+    assert extra is None
+    s.close()
+
+
+def test_disabled_without_systemd():
+    n = Notifier({})
+    assert not n.enabled and n.watchdog_interval is None
+    n.ready()
+    n.watchdog()
+    n.stopping()

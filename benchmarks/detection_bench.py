@@ -112,6 +112,7 @@ def agent_conf(work, url, root, name, extra=None):
         "DEFAULT": {"host": name, "log_file": os.path.join(work, f"{name}.log")},
         "coordination": {"backend_url": url, "root_path": root},
         "agent": {"watched_processes": "init:/sbin/init", "health_check_interval": 0.1},
+        "telemetry": {"enabled": "false"},
     }
     return daemons.write_conf(os.path.join(work, f"{name}.conf"), sections)
 
@@ -173,6 +174,7 @@ def failover(work, url, root, rounds):
             sections = {
                 "DEFAULT": {"host": name, "log_file": os.path.join(work, f"{name}.log")},
                 "coordination": {"backend_url": url, "root_path": root + "-fo"},
+                "telemetry": {"enabled": "false"},
             }
             d = daemons.Daemon.instanceha("instanceha-controller", work, name, sections)
             ctls.append(d.start())

@@ -69,7 +69,8 @@ def main(argv=None) -> int:
         say(f"starting ZooKeeper (tickTime 500 ms) in {work}")
         zk = ZooKeeperServer(os.path.join(work, "zookeeper"), tick_ms=500).start()
         say(f"ZooKeeper up at {zk.hosts}")
-        base = {"coordination": {"backend_url": zk.url, "session_timeout": 2.0}}
+        base = {"coordination": {"backend_url": zk.url, "session_timeout": 2.0},
+                "telemetry": {"controller_port": 0, "agent_port": 0}}
         hang_flag = os.path.join(work, "hang")
         computes = [f"compute{i}" for i in range(1, args.computes + 1)]
         victim = computes[-1]

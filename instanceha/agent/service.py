@@ -52,12 +52,22 @@ class Agent:
         self._conflict_logged: str | None = None
         self._backoff = 0.0
         self.joins = 0
+        self.heartbeats = 0
+        self.last_iteration: float | None = None
         self.capabilities_base = {
             "version": __version__,
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "boot_id": health.boot_id(),
             "pid": os.getpid(),
         }
+
+    @property
+    def services(self) -> Mapping[str, bool]:
+        return dict(self._services)
+
+    def is_joined(self) -> bool:
+        return (self._started and self.coordinator.state is ConnectionState.CONNECTED
+                and self.coordinator.joined())
 
     def capabilities(self) -> dict:
         return dict(self.capabilities_base, services=dict(self._services))
@@ -86,6 +96,7 @@ class Agent:
                 self._join()
             self._seq += 1
             self.coordinator.heartbeat(self._seq)
+            self.heartbeats += 1
             self._backoff = 0.0
             return interval
         except exceptions.MemberConflict as e:
@@ -115,6 +126,7 @@ class Agent:
         edge uses it for systemd's watchdog: a hung loop stops the pings)."""
         while not self.stopping.is_set():
             wait = self.step()
+            self.last_iteration = self.clock()
             if on_iteration is not None:
                 on_iteration()
             self.stopping.wait(wait)

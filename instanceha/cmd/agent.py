@@ -9,6 +9,7 @@ from oslo_log import log as logging
 
 from instanceha import coordination, exceptions
 from instanceha.agent import health
+from instanceha.agent.metrics import AgentMetrics
 from instanceha.agent.service import Agent, AgentSettings
 from instanceha.cmd import common, sdnotify
 from instanceha.conf import policy
@@ -45,6 +46,12 @@ def main(argv=None) -> int:
     common.on_stop_signals(lambda name: (LOG.info("%s received: planned stop", name), stop.set(),
                                          agent.stopping.set()))
     LOG.info("%s starting as host %s", PROG, conf.host)
+    metrics = AgentMetrics(agent)
+    telemetry = common.start_telemetry(
+        conf, conf.telemetry.agent_port, metrics.registry,
+        common.loop_health(lambda: agent.last_iteration, agent.clock,
+                           conf.telemetry.stall_after),
+        lambda: (agent.is_joined(), "joined" if agent.is_joined() else "not joined"))
     sd = sdnotify.Notifier()
     ready = []
 
@@ -63,6 +70,8 @@ def main(argv=None) -> int:
         if stop.is_set():
             sd.stopping()
             agent.shutdown(planned=True, reason="agent stopped by signal")
+        if telemetry is not None:
+            telemetry.stop()
     if rejected is not None:
         common.refuse(PROG, policy.session_timeout_error(conf, rejected))
     return 0

@@ -57,3 +57,32 @@ def on_stop_signals(callback) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def start_telemetry(conf, port: int, registry, healthy, ready):
+    """The /metrics /healthz /readyz endpoint, or None when disabled."""
+    from instanceha.telemetry.server import TelemetryServer
+
+    if not conf.telemetry.enabled:
+        return None
+    try:
+        server = TelemetryServer(registry, healthy, ready, conf.telemetry.bind_host, port).start()
+    except OSError as e:
+        refuse("telemetry", exceptions.ConfigError(
+            group="telemetry", option="bind_host/port", file="(see the configuration)",
+            reason=f"cannot listen on {conf.telemetry.bind_host}:{port}: {e.strerror}"))
+    LOG.info("telemetry on http://%s:%d/metrics", *server.address)
+    return server
+
+
+def loop_health(last_iteration, clock, stall_after: float):
+    def healthy():
+        last = last_iteration()
+        if last is None:
+            return False, "starting"
+        age = clock() - last
+        if age > stall_after:
+            return False, f"main loop stalled for {age:.1f} s"
+        return True, f"main loop ran {age:.1f} s ago"
+
+    return healthy

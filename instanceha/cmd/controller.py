@@ -10,6 +10,7 @@ from instanceha import coordination, exceptions
 from instanceha.cmd import common, sdnotify
 from instanceha.conf import policy
 from instanceha.controller.executor import LogOnlyHandler
+from instanceha.controller.metrics import ControllerMetrics
 from instanceha.controller.service import ControllerService, ControllerSettings
 
 LOG = logging.getLogger(__name__)
@@ -45,6 +46,19 @@ def main(argv=None) -> int:
     service = common.build_or_refuse(PROG, build, conf)
     common.on_stop_signals(lambda name: service.stopping.set())
     LOG.info("%s starting as %s", PROG, conf.host)
+    metrics = ControllerMetrics(service)
+    service.on_transition = metrics.on_transition
+
+    def ready():
+        rec = service.reconciler
+        ok = rec is not None and rec.last_snapshot is not None \
+            and rec.last_snapshot.connected_for > 0
+        return ok, "observing" if ok else "not connected to the coordinator"
+
+    telemetry = common.start_telemetry(
+        conf, conf.telemetry.controller_port, metrics.registry,
+        common.loop_health(lambda: service.last_iteration, service.clock,
+                           conf.telemetry.stall_after), ready)
     sd = sdnotify.Notifier()
     ready = []
 
@@ -62,6 +76,8 @@ def main(argv=None) -> int:
     finally:
         sd.stopping()
         service.shutdown()
+        if telemetry is not None:
+            telemetry.stop()
     if rejected is not None:
         common.refuse(PROG, policy.session_timeout_error(conf, rejected))
     return 0

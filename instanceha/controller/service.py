@@ -49,6 +49,7 @@ class ControllerService:
         settings: ControllerSettings,
         handler: FailureHandler,
         clock: Callable[[], float] = time.monotonic,
+        on_transition: Callable | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.settings = settings
@@ -56,6 +57,8 @@ class ControllerService:
         self.stopping = threading.Event()
         self.leadership = None
         self.handler = handler
+        self.on_transition = on_transition
+        self.last_iteration: float | None = None
         self.reconciler: Reconciler | None = None
         self._was_leader = False
         self._last_tick: float | None = None
@@ -76,7 +79,8 @@ class ControllerService:
         self.leadership = self.coordinator.leadership(self.settings.name)
         executor = Executor(self.leadership, self.handler, self.settings.guard,
                             dry_run=self.settings.dry_run)
-        self.reconciler = Reconciler(self.coordinator, self.settings.policy, executor)
+        self.reconciler = Reconciler(self.coordinator, self.settings.policy, executor,
+                                     on_transition=self.on_transition)
         LOG.info("controller %s observing; candidate for leadership%s", self.settings.name,
                  " (DRY-RUN: acting on nothing)" if self.settings.dry_run else "")
 
@@ -124,6 +128,7 @@ class ControllerService:
                 self.step()
             except exceptions.CoordinationError as e:
                 LOG.warning("tick failed: %s; %s", e, e.action.value)
+            self.last_iteration = self.clock()
             if on_iteration is not None:
                 on_iteration()
             elapsed = self.clock() - started

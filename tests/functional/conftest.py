@@ -41,6 +41,7 @@ def daemon_factory(tmp_path, zookeeper, root_path):
                              "session_timeout": 2.0},
             "agent": {"watched_processes": "init:/sbin/init"},
             "detection": {"tick_interval": 0.1},
+            "telemetry": {"controller_port": 0, "agent_port": 0},
         }
         for group, values in (extra or {}).items():
             sections.setdefault(group, {}).update(values)

@@ -149,6 +149,7 @@ def test_agent_started_before_the_coordinator_joins_when_it_comes(tmp_path, root
         "coordination": {"backend_url": zk.url, "root_path": root_path,
                          "connect_timeout": 1.0, "reconnect_max_delay": 1.0},
         "agent": {"watched_processes": "init:/sbin/init"},
+        "telemetry": {"enabled": "false"},
     }
     agent = daemons.Daemon.instanceha("instanceha-agent", str(tmp_path), "late", sections).start()
     try:

@@ -1,0 +1,85 @@
+"""The controller's metrics: a custom collector over its latest view, and
+counters/histograms fed by its decisions.
+
+Per-host series are built at scrape time from the current views only, so a
+forgotten host's labels vanish with it (no stale labels).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from instanceha.controller.reconciler import Transition
+from instanceha.engine.model import Phase
+
+DETECTION_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 60.0)
+
+
+class ControllerMetrics:
+    def __init__(self, service, registry: CollectorRegistry | None = None) -> None:
+        self.service = service
+        self.registry = registry or CollectorRegistry()
+        self.transitions = Counter(
+            "instanceha_phase_transitions_total", "Host phase transitions decided.",
+            ["from_phase", "to_phase"], registry=self.registry)
+        self.detection = Histogram(
+            "instanceha_detection_latency_seconds",
+            "Heartbeat age of a host when it was decided FAILED: time from its last "
+            "heartbeat seen to the decision.", buckets=DETECTION_BUCKETS,
+            registry=self.registry)
+        self.registry.register(_Collector(self))
+
+    def on_transition(self, t: Transition) -> None:
+        before = t.before.phase.value if t.before else "NEW"
+        self.transitions.labels(before, t.after.phase.value).inc()
+        if t.after.phase is Phase.FAILED and (t.before is None or t.before.phase
+                                              is not Phase.FAILED):
+            snap = self.service.reconciler.last_snapshot if self.service.reconciler else None
+            if snap is not None:
+                self.detection.observe(snap.heartbeat_age(t.host))
+
+
+class _Collector:
+    def __init__(self, metrics: ControllerMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        svc = self.metrics.service
+        rec = svc.reconciler
+        views = dict(rec.views) if rec else {}
+        snap = rec.last_snapshot if rec else None
+        lead = svc.leadership
+        leader = GaugeMetricFamily("instanceha_leader",
+                                   "1 while this controller leads, else 0.")
+        leader.add_metric([], 1 if lead is not None and lead.is_leader() else 0)
+        yield leader
+        connected = GaugeMetricFamily("instanceha_coordinator_connected",
+                                      "1 while the coordinator session is connected.")
+        connected.add_metric([], 1 if snap is not None and snap.connected_for > 0 else 0)
+        yield connected
+        by_phase = GaugeMetricFamily("instanceha_hosts", "Hosts by phase.", labels=["phase"])
+        for phase in Phase:
+            by_phase.add_metric([phase.value],
+                                sum(1 for v in views.values() if v.phase is phase))
+        yield by_phase
+        per_host = GaugeMetricFamily("instanceha_host_phase",
+                                     "1 for the current phase of each host.",
+                                     labels=["host", "phase"])
+        age = GaugeMetricFamily("instanceha_host_heartbeat_age_seconds",
+                                "Seconds since the host's last heartbeat was seen.",
+                                labels=["host"])
+        for host, v in sorted(views.items()):
+            per_host.add_metric([host, v.phase.value], 1)
+            if snap is not None:
+                age.add_metric([host], snap.heartbeat_age(host))
+        yield per_host
+        yield age
+        hold = GaugeMetricFamily("instanceha_safety_hold",
+                                 "1 while the mass-failure guard holds every fence.")
+        held = rec is not None and rec.executor.guard_state.held
+        hold.add_metric([], 1 if held else 0)
+        yield hold

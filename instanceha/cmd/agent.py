@@ -43,8 +43,14 @@ def main(argv=None) -> int:
     common.load(conf, sys.argv[1:] if argv is None else argv, PROG)
     agent = common.build_or_refuse(PROG, build, conf)
     stop = threading.Event()
-    common.on_stop_signals(lambda name: (LOG.info("%s received: planned stop", name), stop.set(),
-                                         agent.stopping.set()))
+    received = []
+
+    def on_signal(name):  # no logging in a signal handler: it may hold the log lock
+        received.append(name)
+        stop.set()
+        agent.stopping.set()
+
+    common.on_stop_signals(on_signal)
     LOG.info("%s starting as host %s", PROG, conf.host)
     metrics = AgentMetrics(agent)
     telemetry = common.start_telemetry(
@@ -68,6 +74,7 @@ def main(argv=None) -> int:
         rejected = e
     finally:
         if stop.is_set():
+            LOG.info("%s received: planned stop", received[0] if received else "signal")
             sd.stopping()
             agent.shutdown(planned=True, reason="agent stopped by signal")
         if telemetry is not None:

@@ -1,0 +1,1 @@
+"""The Nova adapter: evacuation and host state through a real Nova (openstacksdk)."""

@@ -56,7 +56,10 @@ def image(ep):
             f.write(b"\0" * 1048576)  # never read by the fake driver
         conn.image.create_image(name=ep["image"], filename=path, disk_format="raw",
                                 container_format="bare", visibility="public", wait=True)
-    print("image", ep["image"], "flavor", ep["flavor"])
+    # tests and benchmarks boot many and big servers: no quota on the admin project
+    project = conn.identity.find_project("admin", domain_id="default")
+    conn.compute.update_quota_set(project.id, instances=-1, cores=-1, ram=-1)
+    print("image", ep["image"], "flavor", ep["flavor"], "admin quotas unlimited")
 
 
 def wait_computes(ep, timeout=150.0):

@@ -9,7 +9,7 @@ from oslo_log import log as logging
 from instanceha import coordination, exceptions
 from instanceha.cmd import common, sdnotify
 from instanceha.conf import policy
-from instanceha.controller.executor import LogOnlyHandler
+from instanceha.controller.executor import LogOnlyActuator
 from instanceha.controller.metrics import ControllerMetrics
 from instanceha.controller.service import ControllerService, ControllerSettings
 
@@ -37,7 +37,7 @@ def build(conf) -> ControllerService:
         guard=policy.guard_policy(conf),
         dry_run=conf.controller.dry_run,
     )
-    return ControllerService(coordinator, settings, LogOnlyHandler())
+    return ControllerService(coordinator, settings, LogOnlyActuator())
 
 
 def main(argv=None) -> int:

@@ -3,8 +3,8 @@
 Leadership is state re-read before every action, not an event remembered:
 ``leadership.verify()`` makes a round trip to the coordinator right before
 each hand-over and yields the fencing token of the current term. Before
-that, three switches can stop everything: an operator's pause, the
-mass-failure guard, and dry-run mode.
+that, two switches can stop everything: an operator's pause and the
+mass-failure guard (dry-run mode is the actuator's).
 """
 
 from __future__ import annotations
@@ -25,46 +25,53 @@ PAUSED = "paused"
 GUARD_OVERRIDE_UNTIL = "guard_override_until"
 
 
-class FailureHandler(Protocol):
-    def handle_failed(self, view: HostView, token: int) -> None:
-        """Make the failed host safe and recover it. Called every tick while the
-        host is FAILED and selected, and this controller leads: must be
-        idempotent and must not block the tick."""
+class Actuator(Protocol):
+    def act(self, views: Mapping[str, HostView], fence_allowed: list[str],
+            verify: Callable[[], int]) -> None:
+        """Drive recovery, called every tick while this controller leads and is
+        not paused. ``fence_allowed``: the FAILED hosts the guard lets it fence
+        this tick. ``verify()`` re-checks leadership (a round trip) and returns
+        the fencing token: call it right before every world-changing action.
+        Must be idempotent and must not block the tick."""
 
 
-class LogOnlyHandler:
-    """Records the hand-over when no fencing is configured: nothing is fenced,
-    nothing is evacuated (an instance is never moved off an unfenced host)."""
+class LogOnlyActuator:
+    """What runs when no fencing is configured: nothing is fenced, nothing is
+    evacuated (an instance is never moved off an unfenced host); each failure
+    is logged once with the term's token."""
 
     def __init__(self) -> None:
         self.handed: dict[tuple[str, float], int] = {}
 
-    def handle_failed(self, view: HostView, token: int) -> None:
-        key = (view.host, view.since)
-        if key not in self.handed:
+    def act(self, views, fence_allowed, verify) -> None:
+        for host in fence_allowed:
+            view = views[host]
+            key = (host, view.since)
+            if key in self.handed:
+                continue
+            try:
+                token = verify()
+            except exceptions.NotLeader as e:
+                LOG.warning("host=%s action=skipped: %s", host, e)
+                return
             self.handed[key] = token
             LOG.warning(
                 "host=%s phase=FAILED action=none token=%d: no fencing configured, "
-                "the host is NOT fenced and nothing is evacuated",
-                view.host,
-                token,
-            )
+                "the host is NOT fenced and nothing is evacuated", host, token)
 
 
 class Executor:
     def __init__(
         self,
         leadership: Leadership,
-        handler: FailureHandler,
+        actuator: Actuator,
         guard_policy: guard.GuardPolicy | None = None,
-        dry_run: bool = False,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.leadership = leadership
-        self.handler = handler
+        self.actuator = actuator
         self.guard_policy = guard_policy or guard.GuardPolicy()
         self.guard_state = guard.GuardState()
-        self.dry_run = dry_run
         self.wall = wall
         self._said: dict[str, str] = {}
 
@@ -87,24 +94,13 @@ class Executor:
             LOG.warning("safety hold lifted: %s", state.reason or "the picture is stable")
         self.guard_state = state
         selected = guard.select(dict(views), state, self.guard_policy)
-        if not selected or not self.leadership.is_leader():
+        if not self.leadership.is_leader():
             return []
         if control.get(PAUSED):
-            self._say_once("pause", "paused by an operator (%s): not acting on %s",
-                           control[PAUSED], ", ".join(selected))
+            if selected:
+                self._say_once("pause", "paused by an operator (%s): not acting on %s",
+                               control[PAUSED], ", ".join(selected))
             return []
         self._said.pop("pause", None)
-        done = []
-        for host in selected:
-            try:
-                token = self.leadership.verify()
-            except exceptions.NotLeader as e:
-                LOG.warning("host=%s action=skipped: %s", host, e)
-                return done
-            if self.dry_run:
-                self._say_once(f"dry:{host}", "DRY-RUN host=%s phase=FAILED token=%d: would "
-                               "fence and recover (%s)", host, token, views[host].reason)
-            else:
-                self.handler.handle_failed(views[host], token)
-            done.append(host)
-        return done
+        self.actuator.act(views, selected, self.leadership.verify)
+        return selected

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from instanceha import exceptions
 from instanceha.controller import status
-from instanceha.controller.executor import Executor, FailureHandler
+from instanceha.controller.executor import Actuator, Executor
 from instanceha.controller.reconciler import Reconciler
 from instanceha.coordination import Coordinator
 from instanceha.engine.guard import GuardPolicy
@@ -47,7 +47,7 @@ class ControllerService:
         self,
         coordinator: Coordinator,
         settings: ControllerSettings,
-        handler: FailureHandler,
+        handler: Actuator,
         clock: Callable[[], float] = time.monotonic,
         on_transition: Callable | None = None,
     ) -> None:
@@ -77,8 +77,7 @@ class ControllerService:
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, self.settings.reconnect_max_delay)
         self.leadership = self.coordinator.leadership(self.settings.name)
-        executor = Executor(self.leadership, self.handler, self.settings.guard,
-                            dry_run=self.settings.dry_run)
+        executor = Executor(self.leadership, self.handler, self.settings.guard)
         self.reconciler = Reconciler(self.coordinator, self.settings.policy, executor,
                                      on_transition=self.on_transition)
         LOG.info("controller %s observing; candidate for leadership%s", self.settings.name,

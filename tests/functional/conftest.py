@@ -61,11 +61,14 @@ def daemon_factory(tmp_path, zookeeper, root_path):
 
 
 class RecordingHandler:
+    """An actuator that records each hand-over (host, rule, token)."""
+
     def __init__(self):
         self.calls = []
 
-    def handle_failed(self, view, token):
-        self.calls.append((view.host, view.rule, token))
+    def act(self, views, fence_allowed, verify):
+        for host in fence_allowed:
+            self.calls.append((host, views[host].rule, verify()))
 
 
 class Observer:

@@ -12,8 +12,10 @@ class Recorder:
     def __init__(self):
         self.calls = []
 
-    def handle_failed(self, view, token):
-        self.calls.append(view.host)
+    def act(self, views, fence_allowed, verify):
+        for host in fence_allowed:
+            verify()
+            self.calls.append(host)
 
 
 def views(healthy, failed):
@@ -43,16 +45,6 @@ def test_pause_stops_everything_and_says_so_once(caplog):
     assert rec.calls == []
     assert caplog.text.count("paused by an operator (maintenance window)") == 1
     assert ex.act(views(20, 1), 4.0, {}) == ["f0"]
-
-
-def test_dry_run_verifies_leadership_but_calls_nothing(caplog):
-    rec = Recorder()
-    lead = FakeLeadership()
-    ex = Executor(lead, rec, POLICY, dry_run=True)
-    with caplog.at_level(logging.WARNING):
-        assert ex.act(views(20, 1), 1.0) == ["f0"]
-    assert rec.calls == [] and lead.verified == 1
-    assert "DRY-RUN host=f0" in caplog.text
 
 
 def test_guard_holds_a_storm_until_an_operator_override(caplog):

@@ -3,7 +3,7 @@
 import pytest
 
 from instanceha import exceptions
-from instanceha.controller.executor import Executor, LogOnlyHandler
+from instanceha.controller.executor import Executor, LogOnlyActuator
 from instanceha.controller.reconciler import Reconciler
 from instanceha.controller.service import ControllerService, ControllerSettings
 from instanceha.coordination import ConnectionState
@@ -17,11 +17,18 @@ NO_GUARD = GuardPolicy(max_failed_hosts=100, max_failed_percent=100)
 
 
 class Recorder:
+    """An actuator that hands each allowed host over, verifying leadership first."""
+
     def __init__(self):
         self.calls = []
 
-    def handle_failed(self, view, token):
-        self.calls.append((view.host, token))
+    def act(self, views, fence_allowed, verify):
+        for host in fence_allowed:
+            try:
+                token = verify()
+            except exceptions.NotLeader:
+                return
+            self.calls.append((host, token))
 
 
 @pytest.fixture
@@ -162,7 +169,7 @@ def test_start_refuses_a_rejected_session_timeout(world):
 
 def test_log_only_handler_never_claims_a_fence(world, caplog):
     clock, coord = world
-    h = LogOnlyHandler()
+    h = LogOnlyActuator()
     r = Reconciler(coord, POLICY, Executor(FakeLeadership(), h, NO_GUARD))
     coord.members.clear()
     clock.advance(2)

@@ -1,0 +1,299 @@
+"""The recovery actuator: fence, force down, evacuate or notify, re-enable.
+
+Level-triggered. Every tick it reads what Nova says of each host (refreshed
+in the background, so a slow Nova never stalls detection), asks the pure
+``engine.recovery.next_stage()`` what to do, and runs that step as a job on a
+bounded pool: one job per host at a time, so one slow BMC or one long
+evacuation never holds up another host. Each step ends by writing the next
+durable marker into Nova; a controller that dies mid-way leaves a marker the
+next leader resumes from.
+
+Leadership is re-verified (a round trip to ZooKeeper) right before each
+world-changing call: every fence, force-down, evacuation, reset and enable.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from instanceha import exceptions
+from instanceha.engine import marker as mk
+from instanceha.engine.instance_policy import Recovery
+from instanceha.engine.instance_policy import decide as decide_instance
+from instanceha.engine.model import HostView
+from instanceha.engine.recovery import HostFacts, RecoveryPolicy, Stage, next_stage
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActuatorSettings:
+    name: str
+    policy: RecoveryPolicy = RecoveryPolicy()
+    default_recovery: Recovery = Recovery.EVACUATE
+    workers: int = 8
+    nova_refresh: float = 2.0
+    retry_backoff: float = 2.0
+    retry_backoff_max: float = 60.0
+    dry_run: bool = False
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class _Guarded:
+    """The Nova client, with leadership verified before every call that changes
+    the world (the evacuator gets this one)."""
+
+    MUTATING = ("force_down", "disable", "enable", "unset_forced_down", "evacuate",
+                "reset_state", "stop")
+
+    def __init__(self, nova, verify: Callable[[], int]) -> None:
+        self._nova = nova
+        self._verify = verify
+
+    def __getattr__(self, name):
+        attr = getattr(self._nova, name)
+        if name not in self.MUTATING:
+            return attr
+
+        def guarded(*args, **kwargs):
+            self._verify()
+            return attr(*args, **kwargs)
+
+        return guarded
+
+
+class RecoveryActuator:
+    def __init__(self, settings: ActuatorSettings, fencer, nova, evacuator_factory,
+                 notifier=None, events=None, failures=None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], datetime.datetime] = _utcnow) -> None:
+        self.settings = settings
+        self.fencer = fencer
+        self.nova = nova
+        self.evacuator_factory = evacuator_factory
+        self.notifier = notifier
+        self.events = events
+        self.failures = failures
+        self.clock = clock
+        self.wall = wall
+        self.pool = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery")
+        self.jobs: dict[str, concurrent.futures.Future] = {}
+        self.next_try: dict[str, float] = {}
+        self.backoff: dict[str, float] = {}
+        self.services: dict[str, object] = {}
+        self.services_at: float | None = None
+        self.services_error: str | None = None
+        self._refreshing: concurrent.futures.Future | None = None
+        self._lock = threading.Lock()
+        self.decisions: dict[str, tuple[Stage, str]] = {}
+
+    # -- Nova's view, refreshed in the background -------------------------
+    def _refresh(self) -> None:
+        try:
+            services = {s.host: s for s in self.nova.services()}
+        except exceptions.InstanceHAError as e:
+            self.services_error = str(e)
+            LOG.warning("nova services not refreshed: %s (%s)", e, e.action.value)
+            return
+        with self._lock:
+            self.services = services
+            self.services_at = self.clock()
+            self.services_error = None
+
+    def _maybe_refresh(self) -> None:
+        now = self.clock()
+        busy = self._refreshing is not None and not self._refreshing.done()
+        due = self.services_at is None or now - self.services_at >= self.settings.nova_refresh
+        if due and not busy:
+            self._refreshing = self.pool.submit(self._refresh)
+
+    def nova_up(self) -> dict[str, bool]:
+        """Nova's liveness view of each host, for the detector's DEGRADED phase."""
+        with self._lock:
+            return {h: s.up and not s.forced_down for h, s in self.services.items()}
+
+    # -- each tick --------------------------------------------------------
+    def act(self, views: Mapping[str, HostView], fence_allowed: list[str],
+            verify: Callable[[], int]) -> None:
+        self._maybe_refresh()
+        with self._lock:
+            services = dict(self.services)
+        if not services:
+            return  # nothing known of Nova yet: no decision without its durable state
+        now = self.clock()
+        for host, view in views.items():
+            svc = services.get(host)
+            if svc is None:
+                continue
+            facts = HostFacts(phase=view.phase, disabled=svc.disabled, marker=svc.marker,
+                              nova_up=svc.up and not svc.forced_down,
+                              recent_failures=self._recent_failures(host))
+            decision = next_stage(facts, self.settings.policy)
+            if self.decisions.get(host, (None, None))[0] is not decision.stage:
+                LOG.info("host=%s recovery=%s reason=%s", host, decision.stage.value,
+                         decision.reason)
+            self.decisions[host] = (decision.stage, decision.reason)
+            if decision.stage in (Stage.IDLE, Stage.LEAVE_ALONE):
+                continue
+            if decision.stage is Stage.FENCE and host not in fence_allowed:
+                continue  # the guard or the per-tick cap holds it
+            job = self.jobs.get(host)
+            if job is not None and not job.done():
+                continue
+            if now < self.next_try.get(host, 0.0):
+                continue
+            if self.settings.dry_run:
+                LOG.warning("DRY-RUN host=%s would run recovery stage %s: %s", host,
+                            decision.stage.value, decision.reason)
+                self.next_try[host] = now + self.settings.retry_backoff_max
+                continue
+            self.jobs[host] = self.pool.submit(self._run, host, view, svc, decision.stage,
+                                               verify)
+
+    def _run(self, host, view, svc, stage, verify) -> None:
+        try:
+            {Stage.FENCE: self._fence, Stage.RECOVER: self._recover,
+             Stage.REENABLE: self._reenable, Stage.HOLD: self._hold}[stage](
+                host, view, svc, verify)
+            self.backoff.pop(host, None)
+            self.next_try.pop(host, None)
+            with self._lock:
+                self.services_at = None  # read Nova's new state at once
+        except exceptions.NotLeader as e:
+            LOG.warning("host=%s recovery=%s stopped: %s", host, stage.value, e)
+        except exceptions.InstanceHAError as e:
+            wait = min(self.backoff.get(host, self.settings.retry_backoff / 2) * 2,
+                       self.settings.retry_backoff_max)
+            self.backoff[host] = wait
+            self.next_try[host] = self.clock() + wait
+            LOG.error("host=%s recovery=%s failed: %s; %s, next try in %.0f s", host,
+                      stage.value, e, e.action.value, wait)
+        except Exception:
+            self.next_try[host] = self.clock() + self.settings.retry_backoff_max
+            LOG.exception("host=%s recovery=%s crashed", host, stage.value)
+
+    # -- helpers ----------------------------------------------------------
+    def _emit(self, name: str, **kwargs) -> None:
+        if self.notifier is None or self.events is None:
+            return
+        try:
+            self.notifier.emit(getattr(self.events, name)(**kwargs))
+        except ValueError as e:  # a payload our schema refuses: a bug, never a stall
+            LOG.error("notification %s not built: %s", name, e)
+
+    def _recent_failures(self, host: str) -> int:
+        if self.failures is None:
+            return 0
+        return self.failures.count(host, self.settings.policy.flap_window)
+
+    def _marker(self, state, token, note="") -> str:
+        return mk.encode(state, at=self.wall(), token=token, note=note)
+
+    # -- the stages ---------------------------------------------------------
+    def _fence(self, host, view, svc, verify) -> None:
+        token = verify()
+        incident = f"{host}-{token}"
+        self._emit("host_failed", host=host, reason=view.reason, incident_id=incident)
+        driver = self.fencer.driver_name(host)  # raises for a host not in the inventory
+        self._emit("fence_start", host=host, driver=driver, incident_id=incident)
+        LOG.warning("host=%s fencing (token %d): %s", host, token, view.reason)
+        token = verify()  # re-checked right before the power-off
+        try:
+            evidence = self.fencer.power_off(host)
+        except exceptions.InstanceHAError as e:
+            self._emit("fence_error", host=host, driver=driver, incident_id=incident,
+                       error=str(e), retrying=True)
+            raise
+        LOG.warning("host=%s fenced: %s read back %s after %d request(s) in %.2f s", host,
+                    driver, evidence.read_back.value, evidence.attempts, evidence.duration)
+        self._emit("fence_end", host=host, driver=driver, incident_id=incident,
+                   duration=evidence.duration)
+        token = verify()
+        note = f"power {evidence.read_back.value} read back via {driver} by {self.settings.name}"
+        nova = _Guarded(self.nova, verify)
+        nova.force_down(host, self._marker(mk.MarkerState.FENCED, token, note))
+        if self.failures is not None:
+            self.failures.record(host)
+        LOG.warning("host=%s forced down and marked fenced (token %d)", host, token)
+
+    def _recover(self, host, view, svc, verify) -> None:
+        started = self.clock()
+        m = svc.marker
+        token = m.token if m and m.token is not None else verify()
+        incident = f"{host}-{token}"
+        nova = _Guarded(self.nova, verify)
+        if m is not None and m.state is mk.MarkerState.FENCED:
+            nova.disable(host, self._marker(mk.MarkerState.RECOVERING, token))
+        servers = self.nova.servers_on_host(host)
+        facts = self.nova.instance_facts(servers, host) if servers else {}
+        plan = {s.id: decide_instance(facts[s.id], self.settings.default_recovery)
+                for s in servers}
+        evacuate = [s for s in servers if plan[s.id].recovery is Recovery.EVACUATE]
+        notify = [s for s in servers if plan[s.id].recovery is Recovery.NOTIFY]
+        LOG.warning("host=%s recovering %d server(s): %d to evacuate, %d to notify, %d ignored",
+                    host, len(servers), len(evacuate), len(notify),
+                    len(servers) - len(evacuate) - len(notify))
+        self._emit("recovery_start", host=host, incident_id=incident, evacuate=len(evacuate),
+                   notify=len(notify))
+        for s in notify:
+            self._emit("recovery_required", host=host, incident_id=incident, instance_id=s.id,
+                       project_id=s.project_id or "unknown", policy="notify")
+        for s in evacuate:
+            self._emit("evacuate_start", host=host, incident_id=incident, instance_id=s.id,
+                       project_id=s.project_id or "unknown", policy="evacuate")
+        results = self.evacuator_factory(nova).evacuate_host(host, evacuate)
+        failed = 0
+        for r in results:
+            server = next(s for s in evacuate if s.id == r.server_id)
+            if r.ok:
+                LOG.warning("host=%s server=%s evacuated to %s (%s) in %.1f s", host,
+                            r.server_id, r.dest_host, r.status, r.seconds)
+                self._emit("evacuate_end", host=host, incident_id=incident,
+                           instance_id=r.server_id, project_id=server.project_id or "unknown",
+                           policy="evacuate", target_host=r.dest_host, duration=r.seconds)
+            else:
+                failed += 1
+                LOG.error("host=%s server=%s NOT recovered (%s): %s", host, r.server_id,
+                          r.outcome.value, r.error)
+                self._emit("evacuate_error", host=host, incident_id=incident,
+                           instance_id=r.server_id, project_id=server.project_id or "unknown",
+                           policy="evacuate", error=str(r.error), retrying=False)
+        note = f"{len(results) - failed} evacuated, {failed} failed, {len(notify)} notified"
+        nova.disable(host, self._marker(mk.MarkerState.RECOVERED, token, note))
+        self._emit("recovery_end", host=host, incident_id=incident,
+                   evacuated=len(results) - failed, failed=failed, notified=len(notify),
+                   duration=self.clock() - started)
+        LOG.warning("host=%s recovered: %s", host, note)
+
+    def _reenable(self, host, view, svc, verify) -> None:
+        pending = [m for m in self.nova.evacuations(source_host=host) if m.status == "done"]
+        if pending:
+            LOG.info("host=%s waiting for nova-compute to clean up %d evacuated instance(s)",
+                     host, len(pending))
+            return
+        _Guarded(self.nova, verify).enable(host, unset_forced_down=True)
+        m = svc.marker
+        incident = f"{host}-{m.token}" if m and m.token is not None else host
+        self._emit("host_restored", host=host, incident_id=incident,
+                   reason="repaired: nova-compute up, evacuations cleaned up")
+        LOG.warning("host=%s back in service: forced-down unset and enabled", host)
+
+    def _hold(self, host, view, svc, verify) -> None:
+        reason = self.decisions.get(host, (None, "held"))[1]
+        m = svc.marker
+        token = m.token if m and m.token is not None else None
+        _Guarded(self.nova, verify).disable(host, self._marker(mk.MarkerState.HELD, token,
+                                                               reason))
+        LOG.error("host=%s HELD for an operator: %s", host, reason)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

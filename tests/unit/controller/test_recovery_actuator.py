@@ -1,0 +1,252 @@
+"""The recovery actuator on fakes: the order of its calls, its markers, its
+events. Jobs run on its real thread pool; tests wait on the jobs' futures."""
+
+import datetime
+
+import pytest
+
+from instanceha import exceptions
+from instanceha.compute.evacuation import EvacuationResult, Outcome
+from instanceha.compute.model import ComputeService, Migration, Server
+from instanceha.controller.recovery import ActuatorSettings, RecoveryActuator
+from instanceha.engine import marker as mk
+from instanceha.engine.instance_policy import InstanceFacts, Recovery
+from instanceha.engine.model import HostView, Phase
+from instanceha.fencing import exceptions as fexc
+from instanceha.notify import events
+from tests.unit.fakes import FakeClock
+
+NOW = datetime.datetime(2026, 11, 21, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+class Log(list):
+    pass
+
+
+class FakeFencer:
+    def __init__(self, log, error=None):
+        self.log, self.error = log, error
+
+    def driver_name(self, host):
+        return "fake"
+
+    def power_off(self, host):
+        self.log.append(("power_off", host))
+        if self.error:
+            raise self.error
+
+        class Evidence:
+            read_back = type("S", (), {"value": "off"})()
+            attempts, duration = 1, 0.2
+
+        return Evidence()
+
+
+class FakeNova:
+    def __init__(self, log, services, servers=(), migrations=()):
+        self.log = log
+        self.svc = {s.host: s for s in services}
+        self.servers = list(servers)
+        self.migrations = list(migrations)
+
+    def services(self, host=None):
+        return list(self.svc.values())
+
+    def _set(self, host, **changes):
+        import dataclasses
+        self.svc[host] = dataclasses.replace(self.svc[host], **changes)
+
+    def force_down(self, host, reason=None):
+        self.log.append(("force_down", host, reason))
+        self._set(host, forced_down=True, status="disabled", disabled_reason=reason)
+
+    def disable(self, host, reason):
+        self.log.append(("disable", host, reason))
+        self._set(host, status="disabled", disabled_reason=reason)
+
+    def enable(self, host, unset_forced_down=True):
+        self.log.append(("enable", host))
+        self._set(host, status="enabled", disabled_reason=None, forced_down=False)
+
+    def evacuate(self, server_id, host=None):
+        self.log.append(("evacuate", server_id))
+
+    def servers_on_host(self, host):
+        return [s for s in self.servers if s.host == host]
+
+    def instance_facts(self, servers, host):
+        return {s.id: InstanceFacts(server_metadata=s.metadata) for s in servers}
+
+    def evacuations(self, server_id=None, source_host=None):
+        return self.migrations
+
+
+class FakeEvacuator:
+    def __init__(self, log, nova):
+        self.log, self.nova = log, nova
+
+    def evacuate_host(self, host, servers):
+        out = []
+        for s in servers:
+            self.nova.evacuate(s.id)  # through the leadership-guarded client
+            out.append(EvacuationResult(s.id, s.name, host, Outcome.EVACUATED, 1, 3.0,
+                                        dest_host="compute2", status="ACTIVE"))
+        return out
+
+
+class Bus:
+    def __init__(self):
+        self.sent = []
+
+    def emit(self, event):
+        self.sent.append(event)
+
+
+def svc(host, reason=None, up=False, forced=False):
+    return ComputeService(id=host, host=host, state="up" if up else "down",
+                          status="disabled" if reason else "enabled", forced_down=forced,
+                          disabled_reason=reason, zone="nova", updated_at=None)
+
+
+def server(sid, policy, host="compute1", project="p1"):
+    meta = {"instanceha:recovery": policy} if policy else {}
+    return Server(id=sid, name=sid, status="ACTIVE", vm_state="active", task_state=None,
+                  host=host, project_id=project, locked=False, metadata=meta,
+                  flavor_extra_specs={}, image_id="img", availability_zone="nova")
+
+
+def view(host, phase):
+    return HostView(host, phase, 0.0, "why", "rule")
+
+
+class Verify:
+    def __init__(self, log, token=42):
+        self.log, self.token, self.deposed = log, token, False
+
+    def __call__(self):
+        self.log.append(("verify",))
+        if self.deposed:
+            raise exceptions.NotLeader(reason="deposed")
+        return self.token
+
+
+def make(log, services, servers=(), fencer_error=None, migrations=(), dry_run=False):
+    nova = FakeNova(log, services, servers, migrations)
+    bus = Bus()
+    act = RecoveryActuator(
+        ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE, dry_run=dry_run),
+        FakeFencer(log, fencer_error), nova, lambda guarded: FakeEvacuator(log, guarded),
+        notifier=bus, events=events, clock=FakeClock(), wall=lambda: NOW)
+    act._refresh()
+    return act, nova, bus
+
+
+def run(act, views, allowed, verify):
+    act.act(views, allowed, verify)
+    for job in list(act.jobs.values()):
+        job.result(timeout=10)
+
+
+def test_fence_then_force_down_with_the_marker():
+    log = Log()
+    act, nova, bus = make(log, [svc("compute1")])
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    calls = [c[0] for c in log]
+    assert calls == ["verify", "verify", "power_off", "verify", "verify", "force_down"]
+    m = mk.decode(nova.svc["compute1"].disabled_reason)
+    assert m.state is mk.MarkerState.FENCED and m.token == 42 and m.at == NOW
+    assert [e.event_type for e in bus.sent] == [events.HOST_FAILED, events.FENCE_START,
+                                                events.FENCE_END]
+    act.close()
+
+
+def test_fence_failure_never_forces_down_and_backs_off():
+    log = Log()
+    err = fexc.BMCUnreachable(host="compute1", address="127.0.0.1", reason="timeout")
+    act, nova, bus = make(log, [svc("compute1")], fencer_error=err)
+    views = {"compute1": view("compute1", Phase.FAILED)}
+    run(act, views, ["compute1"], Verify(log))
+    assert "force_down" not in [c[0] for c in log]
+    assert nova.svc["compute1"].disabled_reason is None
+    assert bus.sent[-1].event_type == events.FENCE_ERROR
+    n = len(log)
+    run(act, views, ["compute1"], Verify(log))  # within the back-off: no new attempt
+    assert len(log) == n
+    act.close()
+
+
+def test_guard_withholds_the_fence():
+    log = Log()
+    act, nova, _ = make(log, [svc("compute1")])
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, [], Verify(log))
+    assert log == []
+    act.close()
+
+
+def test_deposed_leader_stops_before_the_power_off():
+    log = Log()
+    act, nova, _ = make(log, [svc("compute1")])
+    v = Verify(log)
+    v.deposed = True
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], v)
+    assert "power_off" not in [c[0] for c in log]
+    act.close()
+
+
+def test_recover_evacuates_opted_in_and_notifies_notify_only():
+    log = Log()
+    fenced = mk.encode(mk.MarkerState.FENCED, at=NOW, token=40)
+    servers = [server("a", "evacuate"), server("b", "notify"), server("c", None)]
+    act, nova, bus = make(log, [svc("compute1", fenced, forced=True)], servers)
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, [], Verify(log))
+    calls = [c[0] for c in log]
+    # every world-changing call comes right after a leadership round trip
+    assert calls == ["verify", "disable", "verify", "evacuate", "verify", "disable"]
+    assert log[1][:2] == ("disable", "compute1") and "recovering" in log[1][2]
+    assert log[3] == ("evacuate", "a")
+    m = mk.decode(nova.svc["compute1"].disabled_reason)
+    assert m.state is mk.MarkerState.RECOVERED and m.token == 40
+    assert "1 evacuated, 0 failed, 1 notified" in m.note
+    types = [e.event_type for e in bus.sent]
+    assert types == [events.RECOVERY_START, events.RECOVERY_REQUIRED, events.EVACUATE_START,
+                     events.EVACUATE_END, events.RECOVERY_END]
+    required = bus.sent[1].payload
+    assert (required["instance_id"], required["project_id"], required["host"]) == \
+        ("b", "p1", "compute1")
+    assert all(e.payload["incident_id"] == "compute1-40" for e in bus.sent)
+    act.close()
+
+
+def test_repaired_host_is_reenabled_once_clean():
+    log = Log()
+    recovered = mk.encode(mk.MarkerState.RECOVERED, at=NOW, token=40)
+    pending = Migration(1, "u", "a", "evacuation", "done", "compute1", "compute2", None, None)
+    act, nova, bus = make(log, [svc("compute1", recovered, up=True)], migrations=[pending])
+    views = {"compute1": view("compute1", Phase.HEALTHY)}
+    run(act, views, [], Verify(log))
+    assert "enable" not in [c[0] for c in log]  # waiting for the clean-up
+    nova.migrations = [Migration(1, "u", "a", "evacuation", "completed", "compute1",
+                                 "compute2", None, None)]
+    run(act, views, [], Verify(log))
+    assert ("enable", "compute1") in log
+    assert bus.sent[-1].event_type == events.HOST_RESTORED
+    act.close()
+
+
+def test_host_back_mid_recovery_is_held():
+    log = Log()
+    fenced = mk.encode(mk.MarkerState.FENCED, at=NOW, token=40)
+    act, nova, _ = make(log, [svc("compute1", fenced, up=True, forced=True)])
+    run(act, {"compute1": view("compute1", Phase.HEALTHY)}, [], Verify(log))
+    m = mk.decode(nova.svc["compute1"].disabled_reason)
+    assert m.state is mk.MarkerState.HELD and "may run twice" in m.note
+    act.close()
+
+
+@pytest.mark.parametrize("dry_run,reason", [(False, "maintenance by ops"), (True, None)])
+def test_operator_disabled_host_and_dry_run_are_left_alone(dry_run, reason):
+    log = Log()
+    act, nova, bus = make(log, [svc("compute1", reason)], dry_run=dry_run)
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    assert log == [] and bus.sent == []
+    act.close()

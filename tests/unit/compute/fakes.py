@@ -1,0 +1,137 @@
+"""A scripted Nova for the Evacuator's unit tests (no HTTP, no clock)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from instanceha.compute import exceptions as exc
+from instanceha.compute.model import Migration, Server
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        with self.lock:
+            self.now += seconds
+
+
+def server(sid, host="dead", vm_state="active", task_state=None, status=None, **kw):
+    status = status or {"active": "ACTIVE", "stopped": "SHUTOFF", "error": "ERROR"}.get(
+        vm_state, vm_state.upper())
+    return Server(id=sid, name=f"vm-{sid}", status=status, vm_state=vm_state,
+                  task_state=task_state, host=host, project_id="p", locked=False,
+                  metadata={}, flavor_extra_specs={}, image_id="img", availability_zone="nova",
+                  **kw)
+
+
+@dataclasses.dataclass
+class Script:
+    polls_to_finish: int = 2  # reads of the server until an evacuation lands
+    conflicts: int = 0  # 409s before evacuate is accepted
+    no_valid_host: int = 0  # evacuations that fail with NoValidHost
+    fail_migration: int = 0  # evacuations whose migration ends 'error' (no fault)
+    never_finishes: bool = False
+    dest: str = "spare"
+
+
+class FakeNova:
+    def __init__(self, servers, scripts=None):
+        self.servers = {s.id: s for s in servers}
+        self.scripts = scripts or {}
+        self.migrations: list[Migration] = []
+        self.calls: list[tuple] = []
+        self.inflight = 0
+        self.max_inflight = 0
+        self._pending: dict[str, list] = {}  # sid -> [migration index, polls left]
+        self.lock = threading.RLock()
+
+    def script(self, sid):
+        return self.scripts.setdefault(sid, Script())
+
+    # -- the NovaClient surface the Evacuator uses --------------------------------
+
+    def server(self, sid):
+        with self.lock:
+            self.calls.append(("server", sid))
+            self._advance(sid)
+            return self.servers[sid]
+
+    def evacuations(self, sid=None, source_host=None):
+        with self.lock:
+            return sorted((m for m in self.migrations if sid in (None, m.instance_uuid)),
+                          key=lambda m: m.id, reverse=True)
+
+    def reset_state(self, sid, state="active"):
+        with self.lock:
+            self.calls.append(("reset_state", sid, state))
+            s = self.servers[sid]
+            self.servers[sid] = dataclasses.replace(
+                s, vm_state=state, task_state=None, status=state.upper(), fault=None)
+
+    def stop(self, sid):
+        with self.lock:
+            self.calls.append(("stop", sid))
+            s = self.servers[sid]
+            self.servers[sid] = dataclasses.replace(s, vm_state="stopped", status="SHUTOFF")
+
+    def evacuate(self, sid, host=None):
+        with self.lock:
+            self.calls.append(("evacuate", sid, host))
+            sc = self.script(sid)
+            if sc.conflicts:
+                sc.conflicts -= 1
+                raise exc.NovaConflict(operation="evacuate", status=409, reason="still in use")
+            s = self.servers[sid]
+            mig = Migration(id=len(self.migrations) + 1, uuid=None, instance_uuid=sid,
+                            migration_type="evacuation", status="accepted",
+                            source_compute=s.host, dest_compute=None, created_at=None,
+                            updated_at=None)
+            self.migrations.append(mig)
+            self.servers[sid] = dataclasses.replace(s, task_state="rebuilding",
+                                                    status="REBUILD")
+            self._pending[sid] = [len(self.migrations) - 1, sc.polls_to_finish]
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+
+    # -- simulation --------------------------------------------------------------
+
+    def _set_migration(self, index, **changes):
+        self.migrations[index] = dataclasses.replace(self.migrations[index], **changes)
+
+    def _advance(self, sid):
+        if sid not in self._pending:
+            return
+        sc = self.script(sid)
+        index, left = self._pending[sid]
+        if sc.never_finishes:
+            return
+        if left > 0:
+            self._pending[sid][1] -= 1
+            return
+        del self._pending[sid]
+        self.inflight -= 1
+        s = self.servers[sid]
+        if sc.no_valid_host or sc.fail_migration:
+            fault = None
+            if sc.no_valid_host:
+                sc.no_valid_host -= 1
+                fault = "No valid host was found. There are not enough hosts available."
+            else:
+                sc.fail_migration -= 1
+            self._set_migration(index, status="error")
+            self.servers[sid] = dataclasses.replace(s, vm_state="error", status="ERROR",
+                                                    task_state=None, fault=fault)
+            return
+        self._set_migration(index, status="done", dest_compute=sc.dest)
+        # at microversion 2.94 a stopped server comes back stopped, others active
+        status = "SHUTOFF" if s.vm_state == "stopped" else "ACTIVE"
+        self.servers[sid] = dataclasses.replace(
+            s, host=sc.dest, task_state=None, status=status,
+            vm_state="stopped" if status == "SHUTOFF" else "active")

@@ -1,0 +1,161 @@
+"""The Evacuator against a scripted Nova: verification, retries, restored state."""
+
+import pytest
+
+from instanceha.compute import exceptions as exc
+from instanceha.compute.evacuation import EvacuationSettings, Evacuator, Outcome
+from instanceha.exceptions import Action
+
+from .fakes import FakeClock, FakeNova, Script, server
+
+SETTINGS = EvacuationSettings(concurrency=1, attempts=3, timeout=60.0, poll_interval=1.0)
+
+
+def run(servers, scripts=None, settings=SETTINGS, target=None):
+    nova = FakeNova(servers, scripts)
+    clock = FakeClock()
+    reported = []
+    ev = Evacuator(nova, settings, clock=clock, sleep=clock.sleep, on_result=reported.append)
+    results = ev.evacuate_host("dead", servers, target_host=target)
+    assert reported == results
+    return nova, {r.server_id: r for r in results}
+
+
+@pytest.mark.parametrize("vm_state, task_state, want_status, resets, stops", [
+    ("active", None, "ACTIVE", 0, 0),
+    ("stopped", None, "SHUTOFF", 0, 0),  # stays SHUTOFF
+    ("error", None, "ACTIVE", 1, 0),  # reset, then evacuated
+    ("active", "rebooting", "ACTIVE", 1, 0),  # stuck task from the dead host
+    ("stopped", "powering-on", "SHUTOFF", 1, 1),  # reset to active, stopped again after
+    ("paused", None, "ACTIVE", 1, 0),  # Nova refuses to evacuate paused servers
+])
+def test_each_state_ends_where_it_should(vm_state, task_state, want_status, resets, stops):
+    s = server("a", vm_state=vm_state, task_state=task_state)
+    nova, results = run([s])
+    r = results["a"]
+    assert (r.outcome, r.attempts, r.dest_host, r.status) == (
+        Outcome.EVACUATED, 1, "spare", want_status)
+    assert (r.migration_id, r.migration_status) == (1, "done")
+    assert sum(c[0] == "reset_state" for c in nova.calls) == resets
+    assert sum(c[0] == "stop" for c in nova.calls) == stops
+    assert [c for c in nova.calls if c[0] == "evacuate"] == [("evacuate", "a", None)]
+
+
+def test_not_counted_before_the_migration_is_done():
+    # the server reads REBUILD for a while: no success before the record says done
+    nova, results = run([server("a")], {"a": Script(polls_to_finish=5)})
+    assert results["a"].ok
+    assert sum(c[0] == "server" for c in nova.calls) >= 6
+
+
+def test_conflicts_are_retried_within_the_attempt():
+    nova, results = run([server("a")], {"a": Script(conflicts=3)})
+    assert results["a"].ok and results["a"].attempts == 1
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 4
+
+
+def test_failed_attempt_is_retried_after_a_reset():
+    nova, results = run([server("a")], {"a": Script(fail_migration=1)})
+    r = results["a"]
+    assert (r.outcome, r.attempts, r.migration_id) == (Outcome.EVACUATED, 2, 2)
+    assert ("reset_state", "a", "active") in nova.calls  # the ERROR left by attempt 1
+
+
+def test_no_capacity_after_every_attempt():
+    nova, results = run([server("a"), server("b")], {"a": Script(no_valid_host=5)})
+    r = results["a"]
+    assert (r.outcome, r.attempts) == (Outcome.NO_CAPACITY, 3)
+    assert isinstance(r.error, exc.NoCapacity) and r.error.action is Action.ESCALATE
+    assert "No valid host" in str(r.error)
+    assert results["b"].ok  # the rest continue
+
+
+def test_failure_without_fault_is_not_no_capacity():
+    _, results = run([server("a")], {"a": Script(fail_migration=5)},
+                     EvacuationSettings(concurrency=1, attempts=2, timeout=60, poll_interval=1))
+    r = results["a"]
+    assert (r.outcome, r.attempts) == (Outcome.FAILED, 2)
+    assert type(r.error) is exc.EvacuationFailed
+
+
+def test_timeout_per_attempt():
+    nova, results = run([server("a")], {"a": Script(never_finishes=True)},
+                        EvacuationSettings(concurrency=1, attempts=1, timeout=10, poll_interval=1))
+    r = results["a"]
+    assert r.outcome is Outcome.FAILED and "timed out" in str(r.error)
+    assert r.seconds >= 10
+
+
+def test_in_progress_evacuation_is_awaited_not_repeated():
+    nova = FakeNova([server("a")])
+    nova.evacuate("a")  # an earlier controller asked, then died
+    clock = FakeClock()
+    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
+    assert r.ok and r.migration_id == 1
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 1
+
+
+def test_already_evacuated_is_verified_not_repeated():
+    nova, results = run([server("a")])
+    clock = FakeClock()
+    again = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
+    assert again.ok and again.migration_id == results["a"].migration_id
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 1
+
+
+def test_escalating_error_stops_at_once():
+    class Gone(FakeNova):
+        def server(self, sid):
+            raise exc.NovaNotFound(operation="show server", status=404, reason="gone")
+
+    clock = FakeClock()
+    r = Evacuator(Gone([server("a")]), SETTINGS, clock=clock, sleep=clock.sleep
+                  ).evacuate_server(server("a"), "dead")
+    assert (r.outcome, r.attempts) == (Outcome.FAILED, 1)
+    assert isinstance(r.error, exc.NovaNotFound)
+
+
+def test_retryable_error_uses_the_next_attempt():
+    class Flaky(FakeNova):
+        failures = 1
+
+        def evacuations(self, sid=None, source_host=None):
+            if self.failures:
+                self.failures -= 1
+                raise exc.NovaServerError(operation="list", status=503, reason="busy")
+            return super().evacuations(sid, source_host)
+
+    clock = FakeClock()
+    r = Evacuator(Flaky([server("a")]), SETTINGS, clock=clock, sleep=clock.sleep
+                  ).evacuate_server(server("a"), "dead")
+    assert r.ok and r.attempts == 2
+
+
+def test_target_host_is_passed():
+    nova, results = run([server("a")], target="spare")
+    assert ("evacuate", "a", "spare") in nova.calls
+
+
+def test_concurrency_is_bounded():
+    servers = [server(str(i)) for i in range(8)]
+    settings = EvacuationSettings(concurrency=3, attempts=1, timeout=60, poll_interval=1)
+    nova, results = run(servers, settings=settings)
+    assert all(r.ok for r in results.values()) and len(results) == 8
+    assert 1 <= nova.max_inflight <= 3
+
+
+def test_hook_failure_does_not_stop_the_rest():
+    def hook(result):
+        raise RuntimeError("metrics down")
+
+    clock = FakeClock()
+    nova = FakeNova([server("a"), server("b")])
+    results = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep, on_result=hook
+                        ).evacuate_host("dead", [server("a"), server("b")])
+    assert [r.ok for r in results] == [True, True]
+
+
+def test_nothing_to_do():
+    assert Evacuator(FakeNova([]), SETTINGS).evacuate_host("dead", []) == []

@@ -1,0 +1,196 @@
+"""NovaClient with a recorded Nova: pinned microversions, bodies, typed errors."""
+
+import json
+
+import pytest
+from keystoneauth1 import exceptions as ks_exc
+
+from instanceha.compute import exceptions as exc
+from instanceha.compute.nova import NovaClient
+from instanceha.engine.marker import MarkerState
+from instanceha.exceptions import Action
+
+SERVICE = {"binary": "nova-compute", "host": "c1", "id": "svc-1", "zone": "nova",
+           "status": "disabled", "state": "down", "updated_at": "2026-11-21T17:31:36.000000",
+           "disabled_reason": "instanceha:v1:fenced;token=3", "forced_down": True}
+SERVER = {"id": "s1", "name": "vm", "status": "SHUTOFF", "OS-EXT-STS:vm_state": "stopped",
+          "OS-EXT-STS:task_state": None, "OS-EXT-SRV-ATTR:host": "c1", "tenant_id": "p",
+          "locked": True, "metadata": {"instanceha:recovery": "evacuate"},
+          "flavor": {"extra_specs": {"evacuable": "true"}}, "image": "",
+          "OS-EXT-AZ:availability_zone": "nova"}
+
+
+class Response:
+    def __init__(self, status, body=None, text=None):
+        self.status_code = status
+        self._body = body
+        self.text = text if text is not None else json.dumps(body)
+        self.reason = "reason"
+
+    def json(self):
+        if self._body is None:
+            raise ValueError("no json")
+        return self._body
+
+
+class Proxy:
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.requests = []
+
+    def request(self, url, method, microversion=None, json=None, raise_exc=True):
+        assert raise_exc is False  # errors are sorted by the adapter, once
+        self.requests.append((method, url, microversion, json))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class Conn:
+    def __init__(self, *answers, image=()):
+        self.compute = Proxy(answers)
+        self.image = Proxy(image)
+
+
+def test_services_parse_state_and_marker():
+    conn = Conn(Response(200, {"services": [SERVICE]}))
+    (svc,) = NovaClient(conn).services()
+    assert conn.compute.requests == [("GET", "/os-services?binary=nova-compute", "2.53", None)]
+    assert (svc.id, svc.host, svc.up, svc.disabled, svc.forced_down) == (
+        "svc-1", "c1", False, True, True)
+    assert svc.marker.state is MarkerState.FENCED and svc.marker.token == 3
+    assert svc.updated_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("method, args, body", [
+    ("force_down", ("c1", "instanceha:v1:fenced"),
+     {"forced_down": True, "status": "disabled", "disabled_reason": "instanceha:v1:fenced"}),
+    ("force_down", ("c1",), {"forced_down": True}),
+    ("disable", ("c1", "why"), {"status": "disabled", "disabled_reason": "why"}),
+    ("enable", ("c1",), {"status": "enabled", "forced_down": False}),
+    ("enable", ("c1", False), {"status": "enabled"}),
+    ("unset_forced_down", ("c1",), {"forced_down": False}),
+])
+def test_service_updates_by_id_at_2_53(method, args, body):
+    conn = Conn(Response(200, {"services": [SERVICE]}), Response(200, {"service": SERVICE}))
+    getattr(NovaClient(conn), method)(*args)
+    assert conn.compute.requests[1] == ("PUT", "/os-services/svc-1", "2.53", body)
+
+
+def test_unknown_host_is_service_not_found():
+    conn = Conn(Response(200, {"services": []}))
+    with pytest.raises(exc.ServiceNotFound) as e:
+        NovaClient(conn).force_down("c9")
+    assert e.value.action is Action.ESCALATE and "c9" in str(e.value)
+
+
+def test_server_fields_and_volume_backed():
+    conn = Conn(Response(200, {"server": SERVER}))
+    s = NovaClient(conn).server("s1")
+    assert conn.compute.requests[0][2] == "2.73"
+    assert (s.status, s.vm_state, s.host, s.locked, s.volume_backed) == (
+        "SHUTOFF", "stopped", "c1", True, True)
+    assert s.flavor_extra_specs == {"evacuable": "true"}
+
+
+def test_servers_on_host_pages_and_filters():
+    page1 = [dict(SERVER, id=f"s{i}") for i in range(1000)]
+    elsewhere = dict(SERVER, id="x", **{"OS-EXT-SRV-ATTR:host": "c2"})  # moved meanwhile
+    conn = Conn(Response(200, {"servers": page1}),
+                Response(200, {"servers": [dict(SERVER, id="last"), elsewhere]}))
+    got = NovaClient(conn).servers_on_host("c1")
+    assert len(got) == 1001 and got[-1].id == "last"
+    urls = [r[1] for r in conn.compute.requests]
+    assert urls[0] == "/servers/detail?all_tenants=1&host=c1&limit=1000"
+    assert urls[1].endswith("&limit=1000&marker=s999")
+
+
+def test_evacuate_is_pinned_below_2_95():
+    conn = Conn(Response(202, None, text=""), Response(202, None, text=""))
+    NovaClient(conn).evacuate("s1")
+    NovaClient(conn).evacuate("s1", host="spare")
+    assert conn.compute.requests == [
+        ("POST", "/servers/s1/action", "2.94", {"evacuate": {}}),
+        ("POST", "/servers/s1/action", "2.94", {"evacuate": {"host": "spare"}}),
+    ]
+
+
+def test_reset_state_only_to_active_or_error():
+    conn = Conn(Response(202, None, text=""))
+    NovaClient(conn).reset_state("s1", "error")
+    assert conn.compute.requests[0][3] == {"os-resetState": {"state": "error"}}
+    with pytest.raises(ValueError):
+        NovaClient(conn).reset_state("s1", "stopped")
+
+
+def test_evacuations_newest_first_at_2_59():
+    migs = [{"id": i, "instance_uuid": "s1", "status": st, "source_compute": "c1",
+             "dest_compute": "c2", "migration_type": "evacuation"}
+            for i, st in ((1, "error"), (3, "done"), (2, "failed"))]
+    conn = Conn(Response(200, {"migrations": migs}))
+    got = NovaClient(conn).evacuations("s1", source_host="c1")
+    assert conn.compute.requests[0][1:3] == (
+        "/os-migrations?migration_type=evacuation&instance_uuid=s1&source_compute=c1", "2.59")
+    assert [m.id for m in got] == [3, 2, 1]
+    assert got[0].succeeded and got[1].failed and got[2].failed
+
+
+@pytest.mark.parametrize("status, body, error, action", [
+    (500, {"computeFault": {"message": "boom"}}, exc.NovaServerError, Action.RETRY),
+    (503, None, exc.NovaServerError, Action.RETRY),
+    (409, {"conflictingRequest": {"message": "Compute service of c1 is still in use."}},
+     exc.NovaConflict, Action.RETRY),
+    (429, {"overLimit": {"message": "slow down"}}, exc.NovaConflict, Action.RETRY),
+    (400, {"badRequest": {"message": "Invalid state"}}, exc.NovaBadRequest, Action.ESCALATE),
+    (401, None, exc.NovaForbidden, Action.ESCALATE),
+    (403, {"forbidden": {"message": "Policy doesn't allow"}}, exc.NovaForbidden,
+     Action.ESCALATE),
+    (404, {"itemNotFound": {"message": "Instance s1 could not be found."}}, exc.NovaNotFound,
+     Action.ESCALATE),
+])
+def test_http_errors_are_typed(status, body, error, action):
+    conn = Conn(Response(status, body, text="<html>oops</html>" if body is None else None))
+    with pytest.raises(error) as e:
+        NovaClient(conn).evacuate("s1")
+    assert e.value.action is action and e.value.status == status
+    assert "evacuate s1" in str(e.value)
+    if body:
+        assert next(iter(body.values()))["message"] in str(e.value)
+
+
+@pytest.mark.parametrize("raised, error, action", [
+    (ks_exc.ConnectFailure("refused"), exc.NovaUnavailable, Action.RETRY),
+    (ks_exc.ConnectTimeout("slow"), exc.NovaUnavailable, Action.RETRY),
+    (ks_exc.UnknownConnectionError("reset", None), exc.NovaUnavailable, Action.RETRY),
+    (ks_exc.Unauthorized("bad password"), exc.NovaAuthError, Action.ESCALATE),
+    (ks_exc.EndpointNotFound("no compute in RegionTwo"), exc.NovaConfigError, Action.ESCALATE),
+    (ks_exc.InternalServerError("keystone down"), exc.NovaServerError, Action.RETRY),
+    (ks_exc.Forbidden("no"), exc.NovaAuthError, Action.ESCALATE),
+])
+def test_transport_and_auth_failures_are_typed(raised, error, action):
+    with pytest.raises(error) as e:
+        NovaClient(Conn(raised)).services()
+    assert e.value.action is action
+    assert "bad password" not in str(e.value)
+
+
+def test_policy_facts_share_one_image_read():
+    servers = [dict(SERVER, id=f"s{i}", image={"id": "img"}) for i in range(3)]
+    conn = Conn(Response(200, {"servers": servers}),
+                Response(200, {"aggregates": [
+                    {"name": "ha", "hosts": ["c1"], "metadata": {"instanceha:recovery": "notify"}},
+                    {"name": "other", "hosts": ["c2"], "metadata": {"x": "y"}}]}),
+                image=[Response(200, {"id": "img", "instanceha_recovery": "evacuate"})])
+    nova = NovaClient(conn)
+    facts = nova.instance_facts(nova.servers_on_host("c1"), "c1")
+    assert len(facts) == 3 and len(conn.image.requests) == 1
+    f = facts["s0"]
+    assert f.image_properties["instanceha_recovery"] == "evacuate"
+    assert f.aggregates == {"ha": {"instanceha:recovery": "notify"}}
+    assert f.server_metadata == {"instanceha:recovery": "evacuate"}
+
+
+def test_deleted_image_has_no_properties():
+    conn = Conn(image=[Response(404, {"message": "gone"})])
+    assert NovaClient(conn).image_properties("img") == {}

@@ -150,19 +150,19 @@ def one_fault(ctl, work, url, root, fault, i):
         ctl.coord.forget_host(name)
 
 
-def start_load(url, root, count):
+def start_load(url, root, count, work):
     loads = []
     for start in range(0, count, PER_PROCESS):
         n = min(PER_PROCESS, count - start)
+        err = open(os.path.join(work, f"sim-{start}.err"), "w")
         p = subprocess.Popen(
             [sys.executable, os.path.join(TOP, "benchmarks", "sim_agents.py"), url, root,
              f"sim{start // PER_PROCESS}-", str(n)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE, stderr=err, text=True)
         loads.append(p)
-    for p in loads:
-        line = p.stdout.readline()
+        line = p.stdout.readline()  # one process at a time: ready before the next
         if not line.startswith("ready"):
-            raise RuntimeError("simulated agents failed to start")
+            raise RuntimeError(f"simulated agents failed to start; see {err.name}")
     return loads
 
 
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
         for n in [int(x) for x in args.agents.split(",")]:
             root = f"/bench-{n}"
             print(f"== {n} simulated agents: starting load", flush=True)
-            loads = start_load(zk.url, root, n)
+            loads = start_load(zk.url, root, n, work)
             ctl = Controller(zk.url, root)
             procs.wait_for(lambda ctl=ctl, n=n: all_healthy(ctl, n), 120,
                            f"{n} simulated agents HEALTHY")

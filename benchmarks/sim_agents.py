@@ -35,9 +35,19 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     agents = []
     for i in range(args.count):
-        c = get_coordinator(args.url, session_timeout=args.session_timeout, root_path=args.root)
-        c.start()
-        c.join(f"{args.prefix}{i:05d}", {"services": {"nova-compute": True}, "boot_id": "sim"})
+        c = get_coordinator(args.url, session_timeout=args.session_timeout, root_path=args.root,
+                            connect_timeout=30.0)
+        for attempt in range(10):  # a loaded machine may be slow to connect: retry
+            try:
+                c.start()
+                c.join(f"{args.prefix}{i:05d}", {"services": {"nova-compute": True},
+                                                 "boot_id": "sim"})
+                break
+            except exceptions.CoordinationError as e:
+                print(f"agent {i}: {e}; retry {attempt + 1}", file=sys.stderr, flush=True)
+                time.sleep(1.0)
+        else:
+            raise SystemExit(f"agent {i} could not join")
         agents.append(c)
     print(f"ready {len(agents)}", flush=True)
     seq = 0

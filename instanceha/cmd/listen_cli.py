@@ -82,19 +82,39 @@ def run_listen(args, conf) -> int:
 
     common.on_stop_signals(lambda name: done.set())
     try:
-        lst = listener.Listener(conf, topics, pool, on_event, args.event_type).start()
+        lst = listener.Listener(conf, topics, pool, on_event, args.event_type)
     except Exception as e:
-        print(f"listen: cannot subscribe: {type(e).__name__}: {bus.redact(str(e))}",
+        print(f"listen: cannot set up the bus: {type(e).__name__}: {bus.redact(str(e))}",
               file=sys.stderr)
         return 1
-    print(f"listening on topics {','.join(topics)} (pool {pool}); Ctrl-C to stop",
-          file=sys.stderr, flush=True)
-    try:
-        done.wait(args.timeout or None)
-    finally:
-        lst.stop()
-        if args.pool is None:
-            _delete_queue(conf, pool, bus)
+    started = threading.Event()
+    failed = []
+
+    def start():
+        # oslo.messaging retries the first connection for as long as it takes:
+        # keep the main thread free for signals and --timeout
+        try:
+            lst.start()
+        except Exception as e:
+            failed.append(e)
+            done.set()
+            return
+        started.set()
+        print(f"listening on topics {','.join(topics)} (pool {pool}); Ctrl-C to stop",
+              file=sys.stderr, flush=True)
+
+    threading.Thread(target=start, name="listen-start", daemon=True).start()
+    done.wait(args.timeout or None)
+    if failed:
+        print(f"listen: cannot subscribe: {type(failed[0]).__name__}: "
+              f"{bus.redact(str(failed[0]))}", file=sys.stderr)
+        return 1
+    if not started.is_set():
+        print("listen: the notification bus is unreachable", file=sys.stderr)
+        return 1
+    lst.stop()
+    if args.pool is None:
+        _delete_queue(conf, pool, bus)
     if args.count and seen < args.count:
         print(f"listen: {seen} of {args.count} events within {args.timeout} s",
               file=sys.stderr)

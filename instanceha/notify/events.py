@@ -1,0 +1,258 @@
+"""The notifications instanceha emits: event types and payload builders.
+
+Pure: no I/O, no clock, no configuration. The controller builds an event here
+and hands it to the notifier::
+
+    notifier.emit(events.host_failed(host="compute1", reason="membership lost and "
+                                     "heartbeat stale", incident_id=incident))
+
+The event type names below are a public interface (VNF managers route on
+them): never rename one. Every payload carries ``version`` (``MAJOR.MINOR``):
+a new optional field bumps MINOR, anything a consumer could trip on bumps
+MAJOR. The JSON Schema of each event type is
+``doc/notifications/<event_type>.schema.json``; the unit tests validate every
+builder's output against it.
+
+Fields every payload has: ``version``, ``incident_id`` (ties the events of one
+failure together; null only in a safety hold not tied to one incident),
+``dry_run`` (the controller only says what it would do). Host events add
+``host``, the failed host; instance events add ``instance_id``, ``project_id``
+and ``policy`` so an event-alarm service can route them to the owning tenant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Iterable, Mapping
+
+PAYLOAD_VERSION = "1.0"
+
+PREFIX = "instanceha."
+
+HOST_FAILED = "instanceha.host.failed"
+FENCE_START = "instanceha.host.fence.start"
+FENCE_END = "instanceha.host.fence.end"
+FENCE_ERROR = "instanceha.host.fence.error"
+RECOVERY_START = "instanceha.host.recovery.start"
+RECOVERY_END = "instanceha.host.recovery.end"
+RECOVERY_ERROR = "instanceha.host.recovery.error"
+EVACUATE_START = "instanceha.instance.evacuate.start"
+EVACUATE_END = "instanceha.instance.evacuate.end"
+EVACUATE_ERROR = "instanceha.instance.evacuate.error"
+RECOVERY_REQUIRED = "instanceha.instance.recovery_required"
+HOST_RESTORED = "instanceha.host.restored"
+SAFETY_HOLD = "instanceha.safety.hold"
+
+# oslo.messaging priorities (they become the topic suffix: notifications.info)
+INFO = "INFO"
+ERROR = "ERROR"
+
+PRIORITIES: Mapping[str, str] = types.MappingProxyType({
+    HOST_FAILED: INFO,
+    FENCE_START: INFO,
+    FENCE_END: INFO,
+    FENCE_ERROR: ERROR,
+    RECOVERY_START: INFO,
+    RECOVERY_END: INFO,
+    RECOVERY_ERROR: ERROR,
+    EVACUATE_START: INFO,
+    EVACUATE_END: INFO,
+    EVACUATE_ERROR: ERROR,
+    RECOVERY_REQUIRED: INFO,
+    HOST_RESTORED: INFO,
+    SAFETY_HOLD: INFO,
+})
+
+EVENT_TYPES: tuple[str, ...] = tuple(PRIORITIES)
+"""Every event type, in the order of the life of a failure."""
+
+POLICIES = ("evacuate", "notify")
+"""Per-instance policies that produce notifications ("ignore" produces none)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One notification, before the notifier gives it an id and a timestamp."""
+
+    event_type: str
+    priority: str
+    payload: Mapping[str, object]
+
+    def __post_init__(self) -> None:
+        if self.event_type not in PRIORITIES:
+            raise ValueError(f"unknown event type {self.event_type!r}")
+        object.__setattr__(self, "payload", types.MappingProxyType(dict(self.payload)))
+
+    def payload_dict(self) -> dict[str, object]:
+        """A plain, JSON-ready copy of the payload."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.payload.items()}
+
+
+# -- helpers ---------------------------------------------------------------
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _seconds(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, not {value!r}")
+    return float(value)
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a boolean, not {value!r}")
+    return value
+
+
+def _event(event_type: str, incident_id: str | None, dry_run: bool, **fields) -> Event:
+    payload = {
+        "version": PAYLOAD_VERSION,
+        "incident_id": None if incident_id is None else _text("incident_id", incident_id),
+        "dry_run": _flag("dry_run", dry_run),
+    }
+    payload.update(fields)
+    return Event(event_type, PRIORITIES[event_type], payload)
+
+
+def _host_event(event_type, host, incident_id, dry_run, **fields) -> Event:
+    return _event(event_type, _text("incident_id", incident_id), dry_run,
+                  host=_text("host", host), **fields)
+
+
+def _instance_event(event_type, host, incident_id, instance_id, project_id, policy,
+                    dry_run, **fields) -> Event:
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
+    return _host_event(event_type, host, incident_id, dry_run,
+                       instance_id=_text("instance_id", instance_id),
+                       project_id=_text("project_id", project_id),
+                       policy=policy, **fields)
+
+
+# -- host ------------------------------------------------------------------
+
+
+def host_failed(*, host: str, reason: str, incident_id: str, dry_run: bool = False) -> Event:
+    """The controller declared ``host`` failed (it will fence it next)."""
+    return _host_event(HOST_FAILED, host, incident_id, dry_run, reason=_text("reason", reason))
+
+
+def fence_start(*, host: str, driver: str, incident_id: str, attempt: int = 1,
+                dry_run: bool = False) -> Event:
+    """Fencing of ``host`` through ``driver`` begins (attempt counts from 1)."""
+    if _count("attempt", attempt) < 1:
+        raise ValueError("attempt counts from 1")
+    return _host_event(FENCE_START, host, incident_id, dry_run,
+                       driver=_text("driver", driver), attempt=attempt)
+
+
+def fence_end(*, host: str, driver: str, incident_id: str, duration: float | None = None,
+              dry_run: bool = False) -> Event:
+    """``host`` is confirmed powered off (read back OFF, or attested by an
+    operator when ``driver`` says so). Instances on it may now be recovered."""
+    return _host_event(FENCE_END, host, incident_id, dry_run, driver=_text("driver", driver),
+                       duration=_seconds("duration", duration))
+
+
+def fence_error(*, host: str, driver: str, incident_id: str, error: str, retrying: bool,
+                dry_run: bool = False) -> Event:
+    """Fencing failed; ``retrying`` says whether the controller tries again
+    (false: held for an operator). Nothing on the host is recovered meanwhile."""
+    return _host_event(FENCE_ERROR, host, incident_id, dry_run, driver=_text("driver", driver),
+                       error=_text("error", error), retrying=_flag("retrying", retrying))
+
+
+def recovery_start(*, host: str, incident_id: str, evacuate: int, notify: int,
+                   dry_run: bool = False) -> Event:
+    """Recovery of the fenced host's instances begins: ``evacuate`` of them
+    will be evacuated, ``notify`` of them only announced (recovery_required)."""
+    return _host_event(RECOVERY_START, host, incident_id, dry_run,
+                       evacuate=_count("evacuate", evacuate), notify=_count("notify", notify))
+
+
+def recovery_end(*, host: str, incident_id: str, evacuated: int, failed: int, notified: int,
+                 duration: float | None = None, dry_run: bool = False) -> Event:
+    """Recovery finished: counts of evacuated, failed and notify-only instances."""
+    return _host_event(RECOVERY_END, host, incident_id, dry_run,
+                       evacuated=_count("evacuated", evacuated), failed=_count("failed", failed),
+                       notified=_count("notified", notified),
+                       duration=_seconds("duration", duration))
+
+
+def recovery_error(*, host: str, incident_id: str, error: str, retrying: bool,
+                   dry_run: bool = False) -> Event:
+    """Recovery of the host as a whole failed (e.g. Nova unreachable)."""
+    return _host_event(RECOVERY_ERROR, host, incident_id, dry_run, error=_text("error", error),
+                       retrying=_flag("retrying", retrying))
+
+
+def host_restored(*, host: str, incident_id: str, reason: str, dry_run: bool = False) -> Event:
+    """The host is back in service (enabled in Nova again); closes the incident."""
+    return _host_event(HOST_RESTORED, host, incident_id, dry_run, reason=_text("reason", reason))
+
+
+# -- instances ---------------------------------------------------------------
+
+
+def evacuate_start(*, host: str, incident_id: str, instance_id: str, project_id: str,
+                   policy: str = "evacuate", dry_run: bool = False) -> Event:
+    return _instance_event(EVACUATE_START, host, incident_id, instance_id, project_id, policy,
+                           dry_run)
+
+
+def evacuate_end(*, host: str, incident_id: str, instance_id: str, project_id: str,
+                 target_host: str | None, policy: str = "evacuate",
+                 duration: float | None = None, dry_run: bool = False) -> Event:
+    """The instance runs again, on ``target_host`` (verified, not just accepted)."""
+    return _instance_event(EVACUATE_END, host, incident_id, instance_id, project_id, policy,
+                           dry_run,
+                           target_host=None if target_host is None
+                           else _text("target_host", target_host),
+                           duration=_seconds("duration", duration))
+
+
+def evacuate_error(*, host: str, incident_id: str, instance_id: str, project_id: str,
+                   error: str, retrying: bool, policy: str = "evacuate",
+                   dry_run: bool = False) -> Event:
+    return _instance_event(EVACUATE_ERROR, host, incident_id, instance_id, project_id, policy,
+                           dry_run, error=_text("error", error),
+                           retrying=_flag("retrying", retrying))
+
+
+def recovery_required(*, host: str, incident_id: str, instance_id: str, project_id: str,
+                      host_fenced: bool = True, policy: str = "notify",
+                      dry_run: bool = False) -> Event:
+    """The instance's policy is notify-only: its owner (a VNF manager) must
+    recover it. ``host_fenced`` true means the host is confirmed off, so
+    starting a replacement cannot split-brain."""
+    return _instance_event(RECOVERY_REQUIRED, host, incident_id, instance_id, project_id, policy,
+                           dry_run, host_fenced=_flag("host_fenced", host_fenced))
+
+
+# -- safety ----------------------------------------------------------------
+
+
+def safety_hold(*, rule: str, reason: str, hosts: Iterable[str], limit: float, observed: float,
+                incident_id: str | None = None, dry_run: bool = False) -> Event:
+    """A safety guard holds fencing and recovery (e.g. too many hosts look
+    failed at once): ``observed`` exceeded ``limit`` of ``rule``."""
+    hosts = tuple(_text("hosts[]", h) for h in hosts)
+    for name, value in (("limit", limit), ("observed", observed)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, not {value!r}")
+    return _event(SAFETY_HOLD, incident_id, dry_run, rule=_text("rule", rule),
+                  reason=_text("reason", reason), hosts=hosts, limit=limit, observed=observed)

@@ -1,0 +1,235 @@
+"""An in-memory outbox: ``put()`` never blocks; one sender thread delivers in order.
+
+When delivery fails (broker down) the head message is retried with exponential
+backoff; nothing behind it overtakes it. A message not delivered within its
+deadline is dropped, logged and counted in ``stats.lost_deadline``; a message
+that finds the outbox full is refused and counted in ``stats.lost_overflow``.
+The logic lives in ``pump()``, which the tests drive with a fake clock; the
+thread only calls ``pump()`` and waits for the delay it returns.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard the outbox tries, in seconds of the monotonic clock."""
+
+    deadline: float = 600.0
+    """A message not delivered this long after it was emitted is given up."""
+    retry_interval: float = 0.2
+    """First wait after a failed delivery; doubles after each failure..."""
+    retry_max_interval: float = 5.0
+    """...up to this."""
+    max_pending: int = 10000
+    """Messages waiting beyond this are refused (and counted lost)."""
+    close_timeout: float = 5.0
+    """On shutdown, how long pending messages may still be tried."""
+
+    def __post_init__(self) -> None:
+        if self.deadline <= 0 or self.retry_interval <= 0 or self.max_pending < 1:
+            raise ValueError("deadline, retry_interval and max_pending must be positive")
+        if self.retry_max_interval < self.retry_interval:
+            raise ValueError("retry_max_interval must not be shorter than retry_interval")
+
+    def backoff(self, failures: int) -> float:
+        """Wait after the ``failures``-th consecutive failure (1, 2, ...)."""
+        return min(self.retry_max_interval, self.retry_interval * 2 ** min(failures - 1, 30))
+
+
+@dataclasses.dataclass(frozen=True)
+class StatsSnapshot:
+    emitted: int = 0
+    delivered: int = 0
+    failed_attempts: int = 0
+    lost_deadline: int = 0
+    lost_overflow: int = 0
+    lost_shutdown: int = 0
+    pending: int = 0
+
+    @property
+    def lost(self) -> int:
+        return self.lost_deadline + self.lost_overflow + self.lost_shutdown
+
+
+class Stats:
+    """Counters the metrics endpoint can read (``snapshot()`` is consistent)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(
+            ("emitted", "delivered", "failed_attempts", "lost_deadline", "lost_overflow",
+             "lost_shutdown"), 0)
+        self._pending = lambda: 0
+
+    def incr(self, name: str, by: int = 1) -> None:
+        with self._lock:
+            self._values[name] += by
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            return StatsSnapshot(pending=self._pending(), **self._values)
+
+    def __getattr__(self, name: str) -> int:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.snapshot(), name)
+
+
+@dataclasses.dataclass
+class Pending:
+    message: dict
+    emitted_at: float
+    deadline_at: float
+    attempts: int = 0
+    sent_to: set = dataclasses.field(default_factory=set)
+    """Drivers that already took the message (a retry skips them)."""
+
+
+def describe(message: dict) -> str:
+    """What a log line may say about a message: type and id, never the payload."""
+    return f"{message.get('event_type')} {message.get('message_id')}"
+
+
+class Outbox:
+    """``deliver(message, sent_to)`` raises on failure; it is only ever called
+    from one thread at a time (the sender, or ``close()`` after it stopped)."""
+
+    def __init__(self, deliver: Callable[[dict, set], None], policy: DeliveryPolicy,
+                 clock: Callable[[], float] = time.monotonic, name: str = "notifications",
+                 redact: Callable[[str], str] = str) -> None:
+        self._deliver = deliver
+        self.policy = policy
+        self._clock = clock
+        self._redact = redact
+        self.name = name
+        self._queue: collections.deque[Pending] = collections.deque()
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+        self._next_attempt_at = 0.0
+        self.stats = Stats()
+        self.stats._pending = self.pending
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    # -- producer side: never blocks ----------------------------------------
+    def put(self, message: dict) -> bool:
+        now = self._clock()
+        with self._lock:
+            if self._stopping.is_set() or len(self._queue) >= self.policy.max_pending:
+                refused = True
+            else:
+                self._queue.append(Pending(message, now, now + self.policy.deadline))
+                refused = False
+        self.stats.incr("emitted")
+        if refused:
+            self.stats.incr("lost_overflow")
+            LOG.error("notification lost: %s refused (%s closed or %d pending)",
+                      describe(message), self.name, self.policy.max_pending)
+            return False
+        self._wakeup.set()
+        return True
+
+    # -- sender side -----------------------------------------------------------
+    def _drop_expired(self, now: float) -> None:
+        with self._lock:
+            kept = collections.deque(p for p in self._queue if p.deadline_at > now)
+            expired = [p for p in self._queue if p.deadline_at <= now]
+            self._queue = kept
+        for p in expired:
+            self.stats.incr("lost_deadline")
+            LOG.error("notification lost: %s not delivered within %.1f s (%d attempts)",
+                      describe(p.message), self.policy.deadline, p.attempts)
+
+    def pump(self) -> float | None:
+        """Deliver what can be delivered now, in order. Returns the seconds
+        until the next attempt is due, or None when nothing is pending."""
+        while True:
+            now = self._clock()
+            self._drop_expired(now)
+            with self._lock:
+                if not self._queue:
+                    return None
+                head = self._queue[0]
+            if now < self._next_attempt_at:
+                return min(self._next_attempt_at, head.deadline_at) - now
+            head.attempts += 1
+            try:
+                self._deliver(head.message, head.sent_to)
+            except Exception as e:  # any driver failure: retry later
+                self._failed(head, e)
+                continue
+            with self._lock:
+                if self._queue and self._queue[0] is head:
+                    self._queue.popleft()
+            self.stats.incr("delivered")
+            if self._failures:
+                LOG.warning("%s: delivering again after %d failed attempts; %d pending",
+                            self.name, self._failures, self.pending())
+            self._failures = 0
+            self._next_attempt_at = 0.0
+
+    def _failed(self, head: Pending, error: Exception) -> None:
+        self._failures += 1
+        self.stats.incr("failed_attempts")
+        wait = self.policy.backoff(self._failures)
+        self._next_attempt_at = self._clock() + wait
+        # one warning per outage, then debug: a broker down for an hour must
+        # not flood the log
+        log = LOG.warning if self._failures == 1 else LOG.debug
+        log("%s: cannot deliver %s (attempt %d): %s: %s; retrying in %.1f s",
+            self.name, describe(head.message), head.attempts, type(error).__name__,
+            self._redact(str(error)), wait)
+
+    # -- thread ----------------------------------------------------------------
+    def start(self) -> Outbox:
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-sender",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                delay = self.pump()
+            except Exception:  # a bug in pump must not kill the sender silently
+                LOG.exception("%s: sender failed; continuing", self.name)
+                delay = self.policy.retry_max_interval
+            self._wakeup.wait(delay)
+            self._wakeup.clear()
+
+    def close(self, timeout: float | None = None) -> StatsSnapshot:
+        """Refuse new messages, try the pending ones for at most ``timeout``
+        seconds (default ``policy.close_timeout``), count the rest as lost."""
+        timeout = self.policy.close_timeout if timeout is None else timeout
+        self._stopping.set()
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        end = self._clock() + timeout
+        while self.pending() and self._clock() < end:
+            delay = self.pump()
+            if delay is None:
+                break
+            threading.Event().wait(min(delay, max(0.0, end - self._clock())))
+        with self._lock:
+            left, self._queue = list(self._queue), collections.deque()
+        for p in left:
+            self.stats.incr("lost_shutdown")
+            LOG.error("notification lost: %s still pending at shutdown", describe(p.message))
+        return self.stats.snapshot()

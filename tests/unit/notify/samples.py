@@ -1,0 +1,71 @@
+"""One sample of every event, in the order of the life of a failure, and the
+schema checker the unit and functional tests share."""
+
+import functools
+import json
+import os
+
+import jsonschema
+
+from instanceha.notify import events
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+SCHEMA_DIR = os.path.join(TOP, "doc", "notifications")
+
+INCIDENT = "5f0c3d52-4b7e-4d7c-9d43-0a4c1d8e2b11"
+HOST = "compute1"
+
+
+def lifecycle(instances=2, incident=INCIDENT, host=HOST):
+    """Every event of one failure with ``instances`` evacuated and
+    ``instances`` notify-only servers, in the order the controller emits them."""
+    vm = [f"00000000-0000-4000-8000-{i:012d}" for i in range(2 * instances)]
+    out = [
+        events.host_failed(host=host, reason="membership lost and heartbeat stale",
+                           incident_id=incident),
+        events.fence_start(host=host, driver="ipmi", incident_id=incident),
+        events.fence_error(host=host, driver="ipmi", incident_id=incident,
+                           error="BMC 127.0.0.1:623 timed out", retrying=True),
+        events.fence_start(host=host, driver="ipmi", incident_id=incident, attempt=2),
+        events.fence_end(host=host, driver="ipmi", incident_id=incident, duration=1.25),
+        events.recovery_start(host=host, incident_id=incident, evacuate=instances,
+                              notify=instances),
+    ]
+    for i in range(instances):
+        out.append(events.recovery_required(host=host, incident_id=incident,
+                                            instance_id=vm[instances + i],
+                                            project_id="tenant-b"))
+    for i in range(instances):
+        kw = dict(host=host, incident_id=incident, instance_id=vm[i], project_id="tenant-a")
+        out.append(events.evacuate_start(**kw))
+        if i == 0:
+            out.append(events.evacuate_error(**kw, error="No valid host", retrying=True))
+            out.append(events.evacuate_start(**kw))
+        out.append(events.evacuate_end(**kw, target_host="compute2", duration=3.5))
+    out += [
+        events.recovery_end(host=host, incident_id=incident, evacuated=instances, failed=0,
+                            notified=instances, duration=9.0),
+        events.recovery_error(host=host, incident_id=incident, error="Nova API returned 503",
+                              retrying=True),
+        events.safety_hold(rule="max_failed_hosts", reason="3 of 4 hosts look failed",
+                           hosts=["compute2", "compute3", "compute4"], limit=1, observed=3),
+        events.host_restored(host=host, incident_id=incident,
+                             reason="agent rejoined with a new boot id; nova-compute up"),
+    ]
+    return out
+
+
+@functools.cache
+def schema(event_type):
+    with open(os.path.join(SCHEMA_DIR, f"{event_type}.schema.json")) as f:
+        return json.load(f)
+
+
+def validate(event_type, payload):
+    """Raise jsonschema.ValidationError unless ``payload`` matches its schema."""
+    s = schema(event_type)
+    jsonschema.validators.validator_for(s)(s, format_checker=jsonschema.FormatChecker()
+                                           ).validate(payload)
+
+
+ENVELOPE_KEYS = {"message_id", "publisher_id", "event_type", "priority", "payload", "timestamp"}

@@ -154,7 +154,7 @@ class Evacuator:
         else:
             floor = migrations[0].id if migrations else 0
             self._make_evacuable(cur)
-            self._request(server_id, target_host, deadline)
+            self._request(server_id, target_host, floor, deadline)
         cur, mig = self._wait(server_id, host, floor, deadline)
         return self._restore_power(cur, want, deadline), mig
 
@@ -165,12 +165,15 @@ class Evacuator:
                  cur.id, cur.vm_state, cur.task_state)
         self.nova.reset_state(cur.id, "active")
 
-    def _request(self, server_id: str, target_host: str | None, deadline: float) -> None:
+    def _request(self, server_id: str, target_host: str | None, floor: int,
+                 deadline: float) -> None:
         while True:
             try:
                 self.nova.evacuate(server_id, target_host)
                 return
             except exc.NovaConflict as e:  # task still running, service not yet down
+                if any(m.id > floor for m in self.nova.evacuations(server_id)):
+                    return  # a transport retry of an accepted request: it is running
                 if self.clock() >= deadline:
                     raise _AttemptFailed(f"evacuate refused until the deadline: {e}")
                 self.sleep(self.settings.poll_interval)

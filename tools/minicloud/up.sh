@@ -87,9 +87,12 @@ http_ok() { curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$1" | grep -qE 
 port_open() { (echo > "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
 gunicorn_app() {  # name port module config-env
   local name=$1 port=$2 mod=$3; shift 3
-  # --no-control-socket: gunicorn >= 27 shares ~/.gunicorn/gunicorn.ctl otherwise
+  # --no-control-socket: gunicorn >= 27 shares ~/.gunicorn/gunicorn.ctl otherwise.
+  # --keep-alive 120: with the default 2 s, a client reusing a pooled connection
+  # just as gunicorn closes it gets "Connection reset by peer" (nova-scheduler
+  # then reports "no allocation candidates" and the boot ends in ERROR)
   start "$name" env "$@" "$BIN/gunicorn" --no-control-socket --chdir "$MC_DIR/wsgi" \
-      -w 1 --threads 8 -b "127.0.0.1:$port" --timeout 120 "$mod:application"
+      -w 1 --threads 8 --keep-alive 120 -b "127.0.0.1:$port" --timeout 120 "$mod:application"
 }
 URL_KEYSTONE=http://127.0.0.1:$P_KEYSTONE/v3
 

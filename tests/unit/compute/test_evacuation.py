@@ -159,3 +159,18 @@ def test_hook_failure_does_not_stop_the_rest():
 
 def test_nothing_to_do():
     assert Evacuator(FakeNova([]), SETTINGS).evacuate_host("dead", []) == []
+
+
+def test_conflict_after_an_accepted_request_is_not_repeated():
+    class RetriedPost(FakeNova):
+        def evacuate(self, sid, host=None):
+            super().evacuate(sid, host)  # accepted, but the answer was lost ...
+            raise exc.NovaConflict(operation="evacuate", status=409,  # ... and the retry
+                                   reason="Cannot 'evacuate' while in task_state rebuilding")
+
+    clock = FakeClock()
+    nova = RetriedPost([server("a")])
+    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
+    assert r.ok and r.attempts == 1 and r.migration_id == 1
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 1

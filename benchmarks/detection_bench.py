@@ -42,7 +42,7 @@ from instanceha.controller.reconciler import Reconciler  # noqa: E402
 from instanceha.engine.model import DetectionPolicy, Phase  # noqa: E402
 
 HANG_AGENT = os.path.join(TOP, "tools", "harness", "hang_agent.py")
-PER_PROCESS = 250
+PER_PROCESS = 1000
 
 
 class NoAction:

@@ -222,9 +222,9 @@ class Outbox:
             self._thread.join()
             self._thread = None
         end = self._clock() + timeout
-        while self.pending() and self._clock() < end:
+        while self.pending():  # at least one pass, even with timeout 0
             delay = self.pump()
-            if delay is None:
+            if delay is None or self._clock() >= end:
                 break
             threading.Event().wait(min(delay, max(0.0, end - self._clock())))
         with self._lock:

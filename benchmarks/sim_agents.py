@@ -38,7 +38,17 @@ class Session:
         self.xid = 0
         self.pending: dict[int, asyncio.Future] = {}
 
-    async def connect(self) -> None:
+    async def connect(self, attempts: int = 20) -> None:
+        for attempt in range(attempts):
+            try:
+                await self._connect()
+                return
+            except (asyncio.IncompleteReadError, ConnectionError):
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.25)
+
+    async def _connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         body = Connect(0, 0, self.timeout_ms, 0, b"\x00" * 16, False).serialize()
         self.writer.write(_len.pack(len(body)) + bytes(body))

@@ -13,7 +13,6 @@ from instanceha.agent import health
 from instanceha.cmd import agent
 
 
-
 class HangingProbe(health.ProcessProbe):
     hang_file = ""
 

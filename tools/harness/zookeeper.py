@@ -97,7 +97,9 @@ class ZooKeeperServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ZooKeeper exited with {self.proc.returncode}; see {self.log}")
             try:
-                return four_letter(self.port) == b"imok"
+                # 'ruok' says imok before the server serves; 'srvr' names the mode
+                # only once it does
+                return b"Mode: " in four_letter(self.port, b"srvr")
             except OSError:
                 return False
 

@@ -1,0 +1,33 @@
+#!/bin/bash
+# OpenIPMI ipmi_sim chassis control program for the test BMCs:
+#   chassis_control.sh STATEFILE DELAY MCADDR get|set|check ARGS...
+# ipmi_sim rejects power commands without such a program ("Invalid data field
+# in request"). The power bit lives in STATEFILE ("1" on, "0" off). With
+# DELAY > 0 a power change takes effect DELAY seconds after the request, like
+# a slow BMC; reads return the old state until then.
+state=$1; delay=$2; shift 2; shift; op=$1; shift
+[ -f "$state" ] || echo 1 > "$state"
+case $op in
+  get)
+    for p in "$@"; do
+      case $p in
+        power) echo "power:$(cat "$state")" ;;
+        boot)  echo "boot:default" ;;
+      esac
+    done ;;
+  set)
+    while [ $# -gt 0 ]; do
+      p=$1; v=$2; shift 2
+      if [ "$p" = power ]; then
+        if [ "$delay" = 0 ]; then
+          echo "$v" > "$state"
+        else
+          # the delayed writer must not keep ipmi_sim's UDP socket open
+          (for fd in /proc/"$BASHPID"/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done
+           sleep "$delay"; echo "$v" > "$state") > /dev/null 2>&1 &
+        fi
+      fi
+    done ;;
+  check) : ;;
+esac
+exit 0

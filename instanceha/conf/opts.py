@@ -16,6 +16,7 @@ _MODULES = (
     "nova",
     "controller",
     "telemetry",
+    "notifications",
 )
 
 

@@ -146,10 +146,12 @@ class Outbox:
 
     # -- sender side -----------------------------------------------------------
     def _drop_expired(self, now: float) -> None:
+        # every message gets the same deadline on a monotonic clock, so the
+        # expired ones are always at the front
+        expired = []
         with self._lock:
-            kept = collections.deque(p for p in self._queue if p.deadline_at > now)
-            expired = [p for p in self._queue if p.deadline_at <= now]
-            self._queue = kept
+            while self._queue and self._queue[0].deadline_at <= now:
+                expired.append(self._queue.popleft())
         for p in expired:
             self.stats.incr("lost_deadline")
             LOG.error("notification lost: %s not delivered within %.1f s (%d attempts)",

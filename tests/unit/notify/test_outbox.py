@@ -233,3 +233,16 @@ def test_put_returns_at_once_while_the_sender_is_stuck_in_a_delivery():
 def test_policy_refuses_nonsense(kw):
     with pytest.raises(ValueError):
         DeliveryPolicy(**kw)
+
+
+def test_a_full_outbox_drains_in_order_after_a_long_outage(bus, clock):
+    box = make(bus, clock, max_pending=10000, deadline=3600.0)
+    bus.up = False
+    for i in range(10000):
+        box.put(msg(i))
+    clock.advance(box.pump())
+    clock.advance(1800)
+    bus.up = True
+    assert box.pump() is None
+    assert bus.delivered == [f"m{i}" for i in range(10000)]
+    assert box.stats.snapshot().lost == 0

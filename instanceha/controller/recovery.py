@@ -71,6 +71,28 @@ class _Guarded:
         return guarded
 
 
+class FailureHistory:
+    """Fence times per host, kept in the coordinator's host registry (they
+    outlive every controller), for flap damping. ``records()`` returns the
+    latest observed registry (the reconciler's last snapshot): no extra read."""
+
+    def __init__(self, coordinator, records: Callable[[], Mapping],
+                 wall: Callable[[], float] = time.time) -> None:
+        self.coordinator = coordinator
+        self.records = records
+        self.wall = wall
+
+    def record(self, host: str) -> None:
+        self.coordinator.record_failure(host, self.wall())
+
+    def count(self, host: str, window: float) -> int:
+        record = self.records().get(host)
+        if record is None:
+            return 0
+        now = self.wall()
+        return sum(1 for t in record.failures if now - t <= window)
+
+
 class RecoveryActuator:
     def __init__(self, settings: ActuatorSettings, fencer, nova, evacuator_factory,
                  notifier=None, events=None, failures=None,

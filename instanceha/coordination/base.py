@@ -50,6 +50,8 @@ class HostRecord:
 
     host: str
     planned_stop: Mapping[str, object] | None = None
+    failures: tuple[float, ...] = ()
+    """Wall-clock times (epoch seconds) of its recent fences, newest last."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +201,10 @@ class Coordinator(abc.ABC):
 
     @abc.abstractmethod
     def read_status(self) -> Mapping[str, object] | None: ...
+
+    @abc.abstractmethod
+    def record_failure(self, host: str, at: float, keep: int = 10) -> None:
+        """Append a fence time to the host's registry entry (flap damping)."""
 
     @abc.abstractmethod
     def forget_host(self, host: str) -> None:

@@ -211,11 +211,7 @@ class ZooKeeperCoordinator(base.Coordinator):
         sid = self.session_id
         if sid is None:
             raise exceptions.CoordinatorUnavailable(where=self._hosts_arg, reason="not connected")
-        host_path = self._path("hosts", member_id)
-        try:
-            self.client.create(host_path, _dumps({"planned_stop": None}), makepath=True)
-        except kz_exc.NodeExistsError:
-            self.client.set(host_path, _dumps({"planned_stop": None}))
+        self._merge_host(member_id, {"planned_stop": None})
         member_path = self._path("members", member_id)
         try:
             self.client.create(member_path, _dumps(self._capabilities), ephemeral=True)
@@ -283,8 +279,8 @@ class ZooKeeperCoordinator(base.Coordinator):
             return
         member = self._member_id
         if planned:
-            mark = {"planned_stop": {"reason": reason, "incarnation": self._incarnation}}
-            self.client.set(self._path("hosts", member), _dumps(mark))
+            self._merge_host(member, {"planned_stop": {"reason": reason,
+                                                       "incarnation": self._incarnation}})
         for sub in ("heartbeats", "members"):
             try:
                 self.client.delete(self._path(sub, member))
@@ -369,7 +365,11 @@ class ZooKeeperCoordinator(base.Coordinator):
                     # a host first seen now gets one full window from now, never
                     # from when this controller started watching
                     self._heartbeats.setdefault(h, self.clock())
-                self._hosts[h] = base.HostRecord(host=h, planned_stop=data.get("planned_stop"))
+                failures = data.get("failures")
+                self._hosts[h] = base.HostRecord(
+                    host=h, planned_stop=data.get("planned_stop"),
+                    failures=tuple(f for f in failures if isinstance(f, (int, float)))
+                    if isinstance(failures, list) else ())
             if is_new or arm_heartbeat:
                 self._arm_heartbeat(h)
 
@@ -469,6 +469,37 @@ class ZooKeeperCoordinator(base.Coordinator):
             return _loads(zlib.decompress(raw))
         except zlib.error:
             return {"_undecodable": True}
+
+    def _merge_host(self, host: str, changes: Mapping[str, object]) -> dict:
+        """Compare-and-set merge into the host's registry entry."""
+        path = self._path("hosts", host)
+        while True:
+            try:
+                raw, stat = self.client.get(path)
+            except kz_exc.NoNodeError:
+                try:
+                    self.client.create(path, _dumps(dict(changes)), makepath=True)
+                    return dict(changes)
+                except kz_exc.NodeExistsError:
+                    continue
+            data = _loads(raw)
+            data.update(changes)
+            try:
+                self.client.set(path, _dumps(data), version=stat.version)
+                return data
+            except kz_exc.BadVersionError:
+                continue
+
+    @_translated
+    def record_failure(self, host: str, at: float, keep: int = 10) -> None:
+        path = self._path("hosts", host)
+        try:
+            raw, _ = self.client.get(path)
+            failures = _loads(raw).get("failures") or []
+        except kz_exc.NoNodeError:
+            failures = []
+        failures = [f for f in failures if isinstance(f, (int, float))][-(keep - 1):] + [at]
+        self._merge_host(host, {"failures": failures})
 
     @_translated
     def forget_host(self, host: str) -> None:

@@ -147,6 +147,11 @@ class FakeCoordinator(base.Coordinator):
                 self.control[key] = value
         return dict(self.control)
 
+    def record_failure(self, host, at, keep=10):
+        import dataclasses
+        rec = self.hosts[host]
+        self.hosts[host] = dataclasses.replace(rec, failures=(rec.failures + (at,))[-keep:])
+
     def forget_host(self, host):
         self.hosts.pop(host, None)
 

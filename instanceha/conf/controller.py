@@ -48,6 +48,40 @@ opts = [
 ]
 
 
+recovery_opts = [
+    cfg.BoolOpt(
+        "reenable_after_repair",
+        default=True,
+        help="When a recovered host is back (agent joined, nova-compute running, its "
+        "evacuated instances cleaned up), unset forced-down and enable its nova-compute "
+        "service. False keeps it disabled for an operator.",
+    ),
+    cfg.IntOpt(
+        "flap_failures",
+        default=2,
+        min=1,
+        max=100,
+        help="A host fenced this number of times within flap_window stays disabled "
+        "(held) for an operator instead of being re-enabled.",
+    ),
+    cfg.FloatOpt(
+        "flap_window",
+        default=3600.0,
+        min=0.0,
+        max=30 * 86400.0,
+        help="Window of flap_failures, in seconds.",
+    ),
+    cfg.IntOpt(
+        "recovery_workers",
+        default=8,
+        min=1,
+        max=256,
+        help="Hosts whose fencing or recovery steps run at the same time (a count).",
+    ),
+]
+opts = opts + recovery_opts
+
+
 def register_opts(conf):
     conf.register_group(group)
     conf.register_opts(opts, group=group)

@@ -87,3 +87,11 @@ def guard_policy(conf: cfg.ConfigOpts) -> GuardPolicy:
         max_fences_per_tick=c.max_fences_per_tick,
         stable_after=c.guard_stable_after,
     )
+
+
+def recovery_policy(conf: cfg.ConfigOpts):
+    from instanceha.engine.recovery import RecoveryPolicy
+
+    c = conf.controller
+    return RecoveryPolicy(reenable=c.reenable_after_repair, flap_failures=c.flap_failures,
+                          flap_window=c.flap_window)

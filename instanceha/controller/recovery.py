@@ -26,7 +26,7 @@ from instanceha import exceptions
 from instanceha.engine import marker as mk
 from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.instance_policy import decide as decide_instance
-from instanceha.engine.model import HostView
+from instanceha.engine.model import HostView, Phase
 from instanceha.engine.recovery import HostFacts, RecoveryPolicy, Stage, next_stage
 
 LOG = logging.getLogger(__name__)
@@ -139,9 +139,10 @@ class RecoveryActuator:
             self._refreshing = self.pool.submit(self._refresh)
 
     def nova_up(self) -> dict[str, bool]:
-        """Nova's liveness view of each host, for the detector's DEGRADED phase."""
+        """Nova's liveness view of each host, for the detector's DEGRADED phase.
+        A forced-down service reads "down" whatever runs: unknown, so left out."""
         with self._lock:
-            return {h: s.up and not s.forced_down for h, s in self.services.items()}
+            return {h: s.up for h, s in self.services.items() if not s.forced_down}
 
     # -- each tick --------------------------------------------------------
     def act(self, views: Mapping[str, HostView], fence_allowed: list[str],
@@ -156,9 +157,11 @@ class RecoveryActuator:
             svc = services.get(host)
             if svc is None:
                 continue
+            # forced down, Nova's state says "down" whatever runs: then the agent's
+            # report (HEALTHY includes "nova-compute running") is the evidence
+            nova_up = view.phase is Phase.HEALTHY if svc.forced_down else svc.up
             facts = HostFacts(phase=view.phase, disabled=svc.disabled, marker=svc.marker,
-                              nova_up=svc.up and not svc.forced_down,
-                              recent_failures=self._recent_failures(host))
+                              nova_up=nova_up, recent_failures=self._recent_failures(host))
             decision = next_stage(facts, self.settings.policy)
             if self.decisions.get(host, (None, None))[0] is not decision.stage:
                 LOG.info("host=%s recovery=%s reason=%s", host, decision.stage.value,

@@ -27,7 +27,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,7 +138,7 @@ def main(argv=None) -> int:
     if own:
         MiniCloud.install()
         t = time.monotonic()
-        cloud = MiniCloud(tempfile.mkdtemp(prefix="ih-bench-mc-")).up()
+        cloud = MiniCloud.in_run_dir(prefix="bench-").up()
         log(f"mini-cloud up in {time.monotonic() - t:.1f} s")
     else:
         cloud = MiniCloud.attach(a.run_dir)
@@ -161,7 +160,7 @@ def main(argv=None) -> int:
     finally:
         delete(conn, ids)
         if own:
-            cloud.down()
+            cloud.down(wipe=True)
 
     print()
     print(f"{'concurrency':>11} {'servers':>7} {'failed':>6} {'force-down':>10} "

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,8 +52,19 @@ class MiniCloud:
         self._endpoints = None
         return self
 
-    def down(self) -> str:
-        return _run([os.path.join(MINICLOUD_DIR, "down.sh"), self.run_dir], "down.sh", 120)
+    def down(self, wipe: bool = False) -> str:
+        argv = [os.path.join(MINICLOUD_DIR, "down.sh"), self.run_dir] + (["--wipe"] if wipe else [])
+        return _run(argv, "down.sh", 120)
+
+    @classmethod
+    def in_run_dir(cls, prefix: str = "test-", computes: int = 3) -> MiniCloud:
+        """A cloud whose state lives in a fresh dir under <repo>/.run/minicloud.
+
+        Not under pytest's tmp dirs: a concurrent pytest session may prune those
+        while this cloud still runs (seen: the MariaDB datadir vanished)."""
+        base = os.path.join(TOP, ".run", "minicloud")
+        os.makedirs(base, exist_ok=True)
+        return cls(tempfile.mkdtemp(prefix=prefix, dir=base), computes=computes)
 
     @classmethod
     def attach(cls, run_dir: str) -> MiniCloud:

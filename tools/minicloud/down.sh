@@ -6,6 +6,7 @@
 # last: if it dies before beam.smp, the Erlang VM respawns one.
 #
 #   tools/minicloud/down.sh [RUN_DIR] [--wipe]    # --wipe: delete RUN_DIR's state
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
 WIPE=0 RUN_ARG=

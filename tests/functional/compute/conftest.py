@@ -23,18 +23,18 @@ pytestmark = pytest.mark.functional
 
 
 @pytest.fixture(scope="session")
-def minicloud(tmp_path_factory):
+def minicloud():
     run_dir = os.environ.get("INSTANCEHA_MINICLOUD_RUN_DIR")
     if run_dir:
         yield MiniCloud.attach(run_dir)
         return
     MiniCloud.install()
-    cloud = MiniCloud(str(tmp_path_factory.mktemp("minicloud")), computes=3)
+    cloud = MiniCloud.in_run_dir(computes=3)
     try:
         cloud.up()
         yield cloud
     finally:
-        cloud.down()
+        cloud.down(wipe=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables set here are used by the scripts sourcing it
 # Shared by up.sh, down.sh and lib/compute.sh (bash, sourced).
 # Inputs:
 #   RUN_DIR            first argument, else $MINICLOUD_RUN_DIR, else <repo>/.run/minicloud/run
@@ -39,8 +40,9 @@ mc_set_python() {
 # mc_set_ports BASE: the 9 ports of one stack, BASE..BASE+8
 mc_set_ports() {
   local b=$1
-  [[ $b =~ ^[0-9]+$ ]] && [ "$b" -ge 1024 ] && [ "$b" -le 65500 ] ||
+  if ! [[ $b =~ ^[0-9]+$ ]] || [ "$b" -lt 1024 ] || [ "$b" -gt 65500 ]; then
     die "port base must be a number in 1024..65500 (got '$b')"
+  fi
   PORT_BASE=$b
   P_MYSQL=$b P_AMQP=$((b + 1)) P_ERL_DIST=$((b + 2)) P_EPMD=$((b + 3))
   P_KEYSTONE=$((b + 4)) P_PLACEMENT=$((b + 5)) P_GLANCE=$((b + 6))
@@ -52,6 +54,7 @@ mc_set_ports() {
 _stat() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; echo "${s##*) }"; }
 # alive = exists and is not a zombie (some PID 1s reap orphans only lazily)
 alive() { local s; s=$(_stat "$1") || return 1; [ "${s%% *}" != Z ]; }
+# shellcheck disable=SC2086  # split the fields on purpose
 starttime() { local s; s=$(_stat "$1") || return 1; set -- $s; echo "${20}"; }
 
 # pid files hold "PID STARTTIME": a recycled PID is never mistaken for ours

@@ -9,6 +9,8 @@
       exit 1, listing them, if any of these 127.0.0.1 TCP ports is bound.
   mctool.py find-port-base COUNT [START]
       print the first base B >= START (step 10) with B..B+COUNT-1 all free.
+  mctool.py rewrite-ports OLD_BASE NEW_BASE COUNT  < IN > OUT
+      move every "127.0.0.1:PORT" of the block OLD_BASE.. to NEW_BASE.. (one pass).
   mctool.py write-endpoints DST_JSON
       the endpoints file that tests, benchmarks and the demo read.
 
@@ -99,6 +101,17 @@ def find_port_base(count, start=21000):
     raise SystemExit("no free block of %d ports found" % count)
 
 
+def rewrite_ports(old, new, count):
+    rx = re.compile(r"127\.0\.0\.1:(\d+)")
+
+    def sub(m):
+        port = int(m.group(1))
+        return f"127.0.0.1:{new + port - old}" if old <= port < old + count else m.group(0)
+
+    for line in sys.stdin:
+        sys.stdout.write(rx.sub(sub, line))
+
+
 def write_endpoints(dst):
     e = os.environ
     p = {k[len("MC_PORT_"):].lower(): int(v) for k, v in e.items() if k.startswith("MC_PORT_")}
@@ -156,6 +169,8 @@ def main(argv):
         return ports_free(args)
     elif cmd == "find-port-base":
         return find_port_base(int(args[0]), *(int(a) for a in args[1:]))
+    elif cmd == "rewrite-ports":
+        rewrite_ports(*(int(a) for a in args))
     elif cmd == "write-endpoints":
         write_endpoints(args[0])
     else:

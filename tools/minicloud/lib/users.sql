@@ -1,0 +1,3 @@
+CREATE USER 'openstack'@'127.0.0.1' IDENTIFIED BY 'secret';
+GRANT ALL PRIVILEGES ON *.* TO 'openstack'@'127.0.0.1';
+FLUSH PRIVILEGES;

@@ -1,0 +1,73 @@
+"""The fencing driver interface: two primitives, nothing else.
+
+A driver asks its BMC for a power state (``request_power``) and reads the
+power state back (``get_power_state``). It never decides that a host is off:
+``confirm.confirm`` does, from a read-back. Drivers are built from one
+inventory entry, do no I/O in ``__init__`` and raise only the typed errors
+of ``instanceha.fencing.exceptions``.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+
+from instanceha.fencing.inventory import BMCEntry
+
+
+class PowerState(enum.Enum):
+    ON = "on"
+    OFF = "off"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class FenceDriver(abc.ABC):
+    """One BMC, reached with the facts of one inventory entry."""
+
+    #: the entry-point name of the driver (``instanceha.fencing.drivers``)
+    name = "abstract"
+    #: the port used when the inventory entry names none
+    default_port: int | None = None
+
+    def __init__(self, entry: BMCEntry) -> None:
+        self.entry = entry
+
+    @property
+    def host(self) -> str:
+        return self.entry.host
+
+    @property
+    def port(self) -> int | None:
+        return self.entry.port or self.default_port
+
+    @property
+    def address(self) -> str:
+        return f"{self.entry.address}:{self.port}" if self.port else self.entry.address
+
+    @property
+    def call_timeout(self) -> float:
+        """Seconds one BMC call may take (inventory ``timeout``, else 10)."""
+        return self.entry.timeout or 10.0
+
+    def facts(self, **extra: object) -> dict:
+        """Keywords for the typed errors: who, which driver, where (no secret)."""
+        return {"host": self.host, "driver": self.name, "address": self.address, **extra}
+
+    @abc.abstractmethod
+    def request_power(self, state: PowerState, timeout: float | None = None) -> None:
+        """Ask the BMC for a hard power change (off = no OS shutdown).
+
+        Returns once the BMC accepted the request; that proves nothing about
+        the power state. A BMC that says the system already is in ``state``
+        (Redfish 409) has accepted it too. ``timeout`` (seconds) bounds the
+        call; ``None`` means ``call_timeout``.
+        """
+
+    @abc.abstractmethod
+    def get_power_state(self, timeout: float | None = None) -> PowerState:
+        """Read the power state: ON or OFF. Anything else raises a typed error."""
+
+    def close(self) -> None:  # noqa: B027  (optional hook)
+        """Drop any session with the BMC. Called when a Fencer is closed."""

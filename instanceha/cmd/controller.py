@@ -37,7 +37,70 @@ def build(conf) -> ControllerService:
         guard=policy.guard_policy(conf),
         dry_run=conf.controller.dry_run,
     )
-    return ControllerService(coordinator, settings, LogOnlyActuator())
+    holder: list[ControllerService] = []
+
+    def records():
+        rec = holder[0].reconciler if holder else None
+        snap = rec.last_snapshot if rec is not None else None
+        return snap.hosts if snap is not None else {}
+
+    actuator, closers = build_actuator(conf, coordinator, records)
+    service = ControllerService(coordinator, settings, actuator,
+                                nova_states=getattr(actuator, "nova_up", None))
+    service.closers = closers
+    holder.append(service)
+    return service
+
+
+def build_actuator(conf, coordinator, records):
+    """The recovery actuator when fencing is configured, else the log-only one.
+
+    Fencing without Nova (or Nova without fencing) refuses to start: fencing
+    records its durable state in Nova, and Nova is never told to evacuate a
+    host that was not fenced."""
+    if not conf.fencing.inventory_file:
+        LOG.warning("no [fencing] inventory_file: failed hosts are logged, never fenced, "
+                    "never evacuated")
+        return LogOnlyActuator(), []
+    from instanceha import fencing
+    from instanceha.compute.evacuation import EvacuationSettings, Evacuator
+    from instanceha.compute.nova import NovaClient
+    from instanceha.conf import fencing as fencing_conf
+    from instanceha.conf import notifications as notifications_conf
+    from instanceha.controller.recovery import (
+        ActuatorSettings,
+        FailureHistory,
+        RecoveryActuator,
+    )
+    from instanceha.engine.instance_policy import Recovery
+    from instanceha.fencing import inventory
+    from instanceha.notify import events
+    from instanceha.notify import notifier as notifier_mod
+
+    inv = inventory.load(conf.fencing.inventory_file)
+    fencer = fencing.Fencer(inv, fencing_conf.fence_policy(conf))
+    if not conf.nova.auth_type:
+        raise policy.config_error(conf, "nova", "auth_type",
+                                  "fencing is configured but Nova is not: set the [nova] "
+                                  "keystone credentials (auth_type = password, ...)")
+    nova = NovaClient.from_conf(conf)
+    notifier = notifier_mod.make_notifier(conf, notifications_conf.bus_settings(conf),
+                                          notifications_conf.delivery_policy(conf)).start()
+    evacuation = EvacuationSettings.from_conf(conf)
+    settings = ActuatorSettings(
+        name=conf.host,
+        policy=policy.recovery_policy(conf),
+        default_recovery=Recovery.parse(conf.nova.default_instance_recovery),
+        workers=conf.controller.recovery_workers,
+        dry_run=conf.controller.dry_run,
+    )
+    LOG.info("recovery: %d host(s) in the fencing inventory %s; default instance recovery "
+             "%s%s", len(inv), conf.fencing.inventory_file, settings.default_recovery.value,
+             " (DRY-RUN)" if settings.dry_run else "")
+    actuator = RecoveryActuator(settings, fencer, nova, lambda n: Evacuator(n, evacuation),
+                                notifier=notifier, events=events,
+                                failures=FailureHistory(coordinator, records))
+    return actuator, [actuator.close, fencer.close, notifier.close]
 
 
 def main(argv=None) -> int:
@@ -76,6 +139,12 @@ def main(argv=None) -> int:
     finally:
         sd.stopping()
         service.shutdown()
+        for close in getattr(service, "closers", []):
+            try:
+                close()
+            except Exception as e:  # shutting down: report, keep closing the rest
+                LOG.warning("closing %s failed: %s", getattr(close, "__qualname__", close),
+                            type(e).__name__)
         if telemetry is not None:
             telemetry.stop()
     if rejected is not None:

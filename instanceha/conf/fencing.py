@@ -16,9 +16,9 @@ opts = [
         "credentials). Unset: nothing is ever fenced, and so nothing is ever "
         "evacuated (the controller only logs failures)."),
     cfg.FloatOpt("deadline", default=60.0, min=1.0, max=3600.0,
-                 help="Total seconds to confirm one power action by a read-back."),
+                 help="Total time to confirm one power action by a read-back, in seconds."),
     cfg.FloatOpt("poll_interval", default=1.0, min=0.05, max=60.0,
-                 help="Seconds between two power-state read-backs."),
+                 help="Interval between two power-state read-backs, in seconds."),
     cfg.FloatOpt("retry_backoff", default=1.0, min=0.05, max=300.0,
                  help="First wait, in seconds, before re-sending a power request; "
                  "doubles after each try."),

@@ -50,6 +50,7 @@ class ControllerService:
         handler: Actuator,
         clock: Callable[[], float] = time.monotonic,
         on_transition: Callable | None = None,
+        nova_states: Callable | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.settings = settings
@@ -58,6 +59,7 @@ class ControllerService:
         self.leadership = None
         self.handler = handler
         self.on_transition = on_transition
+        self.nova_states = nova_states
         self.last_iteration: float | None = None
         self.reconciler: Reconciler | None = None
         self._was_leader = False
@@ -79,6 +81,7 @@ class ControllerService:
         self.leadership = self.coordinator.leadership(self.settings.name)
         executor = Executor(self.leadership, self.handler, self.settings.guard)
         self.reconciler = Reconciler(self.coordinator, self.settings.policy, executor,
+                                     nova_states=self.nova_states,
                                      on_transition=self.on_transition)
         LOG.info("controller %s observing; candidate for leadership%s", self.settings.name,
                  " (DRY-RUN: acting on nothing)" if self.settings.dry_run else "")

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from instanceha import exceptions
-from instanceha.cmd import common, listen_cli, ops_cli
+from instanceha.cmd import common, fencing_cli, listen_cli, ops_cli
 from instanceha.conf import policy
 from instanceha.version import __version__
 
@@ -40,7 +40,7 @@ def _register_config(sub) -> None:
     c.set_defaults(handler=_config_check)
 
 
-REGISTRARS = [_register_config, ops_cli.register, listen_cli.register]
+REGISTRARS = [_register_config, ops_cli.register, fencing_cli.register, listen_cli.register]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -18,8 +18,6 @@ from instanceha.fencing.base import FenceDriver, PowerState
 _AUTH_HINTS = ("password", "unauthorized", "user", "privilege", "rakp", "authentication",
                "not authorized")
 _STATES = {"on": PowerState.ON, "off": PowerState.OFF}
-# pyghmi's Command constructor and calls are not safe to share across threads
-_LOCK = threading.Lock()
 
 
 class IPMIDriver(FenceDriver):
@@ -29,6 +27,9 @@ class IPMIDriver(FenceDriver):
     def __init__(self, entry) -> None:
         super().__init__(entry)
         self._cmd = None
+        # one pyghmi Command is not safe to share across threads: one lock per BMC,
+        # never a global one (a slow BMC must not hold up the others)
+        self._lock = threading.Lock()
 
     def _translate(self, e: Exception, operation: str) -> exc.FencingError:
         text = str(e).lower()
@@ -56,7 +57,7 @@ class IPMIDriver(FenceDriver):
 
     def _call(self, operation: str, fn):
         try:
-            with _LOCK:
+            with self._lock:
                 return fn(self._command())
         except exc.FencingError:
             raise
@@ -80,7 +81,7 @@ class IPMIDriver(FenceDriver):
         cmd, self._cmd = self._cmd, None
         if cmd is not None:
             try:
-                with _LOCK:
+                with self._lock:
                     cmd.ipmi_session.logout()
             except Exception:  # noqa: S110 (best effort on a session going away)
                 pass

@@ -1,0 +1,92 @@
+"""Fencing benchmark: fence-confirm time per driver, and 20 hosts at once.
+
+On the project's BMC emulators (loopback): OpenIPMI ipmi_sim and the pyghmi
+BMC for ``ipmi``, sushy-emulator (TLS, basic auth) for ``redfish``. "Fence
+confirmed" = power-off requested and OFF read back (the Fencer's evidence).
+Prints figures; asserts nothing about time.
+
+    python benchmarks/fencing_bench.py [--runs 5] [--hosts 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(TOP, "tools"))
+
+from harness.bmc import IpmiSimBMC, PyghmiBMC, SushyEmulator  # noqa: E402
+
+from instanceha.fencing import FencePolicy, Fencer  # noqa: E402
+from instanceha.fencing.inventory import from_data  # noqa: E402
+
+POLICY = FencePolicy(deadline=60.0, poll_interval=0.1, retry_backoff=1.0,
+                     retry_backoff_max=4.0, max_concurrent=32)
+
+
+def per_driver(work: str, runs: int) -> None:
+    for kind in ("ipmi_sim", "pyghmi", "redfish"):
+        if kind == "redfish":
+            bmc = SushyEmulator(os.path.join(work, kind), systems=("c1",)).start()
+            entry, back_on = bmc.entry("c1"), None
+        else:
+            cls = IpmiSimBMC if kind == "ipmi_sim" else PyghmiBMC
+            bmc = cls(os.path.join(work, kind), name=kind).start()
+            entry, back_on = bmc.entry(), bmc.set_power
+        try:
+            fencer = Fencer(from_data({"hosts": {"c1": entry}}), POLICY)
+            times = []
+            for _ in range(runs):
+                if back_on:
+                    back_on(True)
+                else:
+                    fencer.power_on("c1")
+                t0 = time.monotonic()
+                ev = fencer.power_off("c1")
+                times.append(time.monotonic() - t0)
+                assert ev.read_back.value == "off"
+            fencer.close()
+            print(f"{kind:9s} fence confirmed: median {statistics.median(times) * 1000:.0f} ms, "
+                  f"min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f} (n={runs})",
+                  flush=True)
+        finally:
+            bmc.stop()
+
+
+def many(work: str, n: int) -> None:
+    bmcs = [IpmiSimBMC(os.path.join(work, "many"), name=f"bmc{i}").start() for i in range(n)]
+    try:
+        hosts = {f"c{i}": b.entry() for i, b in enumerate(bmcs)}
+        fencer = Fencer(from_data({"hosts": hosts}), POLICY)
+        t0 = time.monotonic()
+        out = fencer.power_off_many(hosts)
+        total = time.monotonic() - t0
+        ok = sum(1 for v in out.values() if not isinstance(v, Exception))
+        slowest = max(v.duration for v in out.values() if not isinstance(v, Exception))
+        print(f"{n} hosts at once (ipmi_sim): all confirmed in {total:.2f} s "
+              f"({ok}/{n} OFF read back; slowest single fence {slowest:.2f} s)", flush=True)
+        fencer.close()
+    finally:
+        for b in bmcs:
+            b.stop()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--hosts", type=int, default=20)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="ih-fence-bench-") as work:
+        per_driver(work, args.runs)
+        many(work, args.hosts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,7 @@ T0=$(date +%s)
 say() { echo "[test $(( $(date +%s) - T0 ))s] $*"; }
 
 say "ruff"
-ruff check instanceha tests tools benchmarks
+ruff check instanceha tests tools benchmarks examples
 say "import-linter contracts"
 lint-imports
 say "shellcheck"

@@ -109,6 +109,7 @@ class RecoveryActuator:
         self.wall = wall
         self.pool = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery")
         self.jobs: dict[str, concurrent.futures.Future] = {}
+        self.job_done_at: dict[str, float] = {}
         self.next_try: dict[str, float] = {}
         self.backoff: dict[str, float] = {}
         self.services: dict[str, object] = {}
@@ -120,6 +121,7 @@ class RecoveryActuator:
 
     # -- Nova's view, refreshed in the background -------------------------
     def _refresh(self) -> None:
+        started = self.clock()
         try:
             services = {s.host: s for s in self.nova.services()}
         except exceptions.InstanceHAError as e:
@@ -128,7 +130,8 @@ class RecoveryActuator:
             return
         with self._lock:
             self.services = services
-            self.services_at = self.clock()
+            # when the read *started*: a read begun before a job ended may miss its write
+            self.services_at = started
             self.services_error = None
 
     def _maybe_refresh(self) -> None:
@@ -174,6 +177,9 @@ class RecoveryActuator:
             job = self.jobs.get(host)
             if job is not None and not job.done():
                 continue
+            done_at = self.job_done_at.get(host)
+            if done_at is not None and (self.services_at is None or self.services_at <= done_at):
+                continue  # decide again only on a view of Nova read after the last step
             if now < self.next_try.get(host, 0.0):
                 continue
             if self.settings.dry_run:
@@ -186,13 +192,19 @@ class RecoveryActuator:
 
     def _run(self, host, view, svc, stage, verify) -> None:
         try:
+            self._step(host, view, svc, stage, verify)
+        finally:
+            self.job_done_at[host] = self.clock()
+            with self._lock:
+                self.services_at = None  # read Nova's new state at once
+
+    def _step(self, host, view, svc, stage, verify) -> None:
+        try:
             {Stage.FENCE: self._fence, Stage.RECOVER: self._recover,
              Stage.REENABLE: self._reenable, Stage.HOLD: self._hold}[stage](
                 host, view, svc, verify)
             self.backoff.pop(host, None)
             self.next_try.pop(host, None)
-            with self._lock:
-                self.services_at = None  # read Nova's new state at once
         except exceptions.NotLeader as e:
             LOG.warning("host=%s recovery=%s stopped: %s", host, stage.value, e)
         except exceptions.InstanceHAError as e:

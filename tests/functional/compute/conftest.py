@@ -82,9 +82,20 @@ def ensure_healthy(cloud: MiniCloud, nova: NovaClient, timeout: float = 120.0) -
     restarted = [h for h in cloud.hosts if not cloud.compute_running(h)]
     for host in restarted:
         cloud.start_compute(host)
-    for svc in nova.services():
-        if svc.forced_down or svc.disabled:
-            nova.enable(svc.host)
+    def enable_all():
+        # Nova refuses to force a host up while `done` evacuation records remain:
+        # the restarted compute turns them `completed` first
+        from instanceha.compute.exceptions import NovaBadRequest
+
+        for svc in nova.services():
+            if svc.forced_down or svc.disabled:
+                try:
+                    nova.enable(svc.host)
+                except NovaBadRequest:
+                    return False
+        return True
+
+    wait_for(enable_all, timeout, "every compute enabled again")
     wait_for(lambda: all(s.up for s in nova.services()), timeout,
              f"all computes up (restarted: {restarted})")
 

@@ -141,7 +141,11 @@ def make(log, services, servers=(), fencer_error=None, migrations=(), dry_run=Fa
     return act, nova, bus
 
 
-def run(act, views, allowed, verify):
+def run(act, views, allowed, verify, refresh=True):
+    """One tick after a fresh read of Nova (as the background refresh does)."""
+    if refresh:
+        act.clock.advance(1.0)
+        act._refresh()
     act.act(views, allowed, verify)
     for job in list(act.jobs.values()):
         job.result(timeout=10)
@@ -249,4 +253,17 @@ def test_operator_disabled_host_and_dry_run_are_left_alone(dry_run, reason):
     act, nova, bus = make(log, [svc("compute1", reason)], dry_run=dry_run)
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
     assert log == [] and bus.sent == []
+    act.close()
+
+
+def test_no_second_step_until_nova_was_read_after_the_first():
+    log = Log()
+    act, nova, bus = make(log, [svc("compute1")])
+    views = {"compute1": view("compute1", Phase.FAILED)}
+    run(act, views, ["compute1"], Verify(log))
+    n = len(log)
+    # the cached view still says "not fenced": acting on it would fence twice
+    run(act, views, ["compute1"], Verify(log), refresh=False)
+    assert len(log) == n
+    assert [e.event_type for e in bus.sent].count(events.FENCE_START) == 1
     act.close()

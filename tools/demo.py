@@ -1,14 +1,21 @@
-"""The failover demo: real daemons on a real ZooKeeper, on loopback.
+"""The failover demo: the whole product on real parts, on loopback.
 
-Starts ZooKeeper, one ``instanceha-agent`` per simulated compute node and two
-``instanceha-controller`` processes; waits until every host is HEALTHY; then
-makes one compute fail the way a dead host does (its agent is SIGKILLed, or
-frozen with ``--fault hang``) and prints a timeline, read from the
-controllers' own logs, with the seconds since the failure of each step.
-``--kill-leader`` also SIGKILLs the leading controller right after the
-failure, to show the standby taking over. Everything is torn down at the end.
+Starts ZooKeeper, the mini-cloud (keystone, placement, glance, neutron API,
+nova with 3 fake-driver computes, MariaDB, RabbitMQ), an IPMI BMC emulator
+(OpenIPMI ipmi_sim) per compute, one ``instanceha-agent`` per compute, two
+``instanceha-controller`` processes and an ``instanceha listen`` consumer;
+boots servers with mixed policies on compute1; then makes compute1 die the
+way a real host does (its agent and nova-compute stop answering, its BMC
+still reports power on) and prints a timeline, read from the controllers'
+logs and the notification bus, with the seconds since the failure of each
+step: suspected, failed, fenced (power read back off), forced down,
+notifications received, each evacuation, recovered. ``--kill-leader`` also
+SIGKILLs the leading controller right after the fence, to show the standby
+taking over mid-recovery. Everything is torn down at the end.
 
-    tools/demo.sh [--computes 3] [--fault kill|stop|hang] [--kill-leader]
+``--no-cloud``: detection only (ZooKeeper, agents, controllers; nothing fenced).
+
+    tools/demo.sh [--kill-leader] [--keep] [--no-cloud [--fault kill|stop|hang]]
 """
 
 from __future__ import annotations
@@ -60,7 +67,13 @@ def main(argv=None) -> int:
     p.add_argument("--kill-leader", action="store_true",
                    help="SIGKILL the leading controller right after the failure")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    p.add_argument("--no-cloud", action="store_true",
+                   help="detection only: no mini-cloud, no BMCs, nothing fenced")
     args = p.parse_args(argv)
+    if not args.no_cloud:
+        from demo_full import run_full
+
+        return run_full(args, say)
 
     work = tempfile.mkdtemp(prefix="instanceha-demo-")
     started: list[daemons.Daemon] = []

@@ -110,6 +110,7 @@ class RecoveryActuator:
         self.pool = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery")
         self.jobs: dict[str, concurrent.futures.Future] = {}
         self.job_done_at: dict[str, float] = {}
+        self._waiting: dict[str, int] = {}
         self.next_try: dict[str, float] = {}
         self.backoff: dict[str, float] = {}
         self.services: dict[str, object] = {}
@@ -204,7 +205,6 @@ class RecoveryActuator:
              Stage.REENABLE: self._reenable, Stage.HOLD: self._hold}[stage](
                 host, view, svc, verify)
             self.backoff.pop(host, None)
-            self.next_try.pop(host, None)
         except exceptions.NotLeader as e:
             LOG.warning("host=%s recovery=%s stopped: %s", host, stage.value, e)
         except exceptions.InstanceHAError as e:
@@ -314,9 +314,13 @@ class RecoveryActuator:
     def _reenable(self, host, view, svc, verify) -> None:
         pending = [m for m in self.nova.evacuations(source_host=host) if m.status == "done"]
         if pending:
-            LOG.info("host=%s waiting for nova-compute to clean up %d evacuated instance(s)",
-                     host, len(pending))
+            if self._waiting.get(host) != len(pending):
+                LOG.info("host=%s waiting for nova-compute to clean up %d evacuated "
+                         "instance(s)", host, len(pending))
+            self._waiting[host] = len(pending)
+            self.next_try[host] = self.clock() + self.settings.nova_refresh
             return
+        self._waiting.pop(host, None)
         _Guarded(self.nova, verify).enable(host, unset_forced_down=True)
         m = svc.marker
         incident = f"{host}-{m.token}" if m and m.token is not None else host

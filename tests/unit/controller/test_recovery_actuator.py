@@ -231,6 +231,10 @@ def test_repaired_host_is_reenabled_once_clean():
     assert "enable" not in [c[0] for c in log]  # waiting for the clean-up
     nova.migrations = [Migration(1, "u", "a", "evacuation", "completed", "compute1",
                                  "compute2", None, None)]
+    n = len(log)
+    run(act, views, [], Verify(log))  # asked again only after [nova] refresh seconds
+    assert len(log) == n
+    act.clock.advance(act.settings.nova_refresh)
     run(act, views, [], Verify(log))
     assert ("enable", "compute1") in log
     assert bus.sent[-1].event_type == events.HOST_RESTORED

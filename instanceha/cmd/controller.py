@@ -46,10 +46,30 @@ def build(conf) -> ControllerService:
 
     actuator, closers = build_actuator(conf, coordinator, records)
     service = ControllerService(coordinator, settings, actuator,
-                                nova_states=getattr(actuator, "nova_up", None))
+                                nova_states=getattr(actuator, "nova_up", None),
+                                on_hold=_hold_notifier(actuator, settings.dry_run))
     service.closers = closers
     holder.append(service)
     return service
+
+
+def _hold_notifier(actuator, dry_run: bool):
+    """A safety hold goes on the bus too (the operators' and VNF managers' alert)."""
+    notifier = getattr(actuator, "notifier", None)
+    if notifier is None:
+        return None
+    from instanceha.notify import events
+
+    def on_hold(state, guard_policy) -> None:
+        try:
+            notifier.emit(events.safety_hold(
+                rule="mass-failure", reason=state.reason, hosts=sorted(state.dead),
+                limit=guard_policy.max_failed_hosts, observed=len(state.dead),
+                dry_run=dry_run))
+        except ValueError as e:
+            LOG.error("safety hold notification not built: %s", e)
+
+    return on_hold
 
 
 def build_actuator(conf, coordinator, records):
@@ -93,6 +113,7 @@ def build_actuator(conf, coordinator, records):
         default_recovery=Recovery.parse(conf.nova.default_instance_recovery),
         workers=conf.controller.recovery_workers,
         dry_run=conf.controller.dry_run,
+        power_on_after_recovery=conf.fencing.power_on_after_recovery,
     )
     LOG.info("recovery: %d host(s) in the fencing inventory %s; default instance recovery "
              "%s%s", len(inv), conf.fencing.inventory_file, settings.default_recovery.value,

@@ -67,12 +67,14 @@ class Executor:
         actuator: Actuator,
         guard_policy: guard.GuardPolicy | None = None,
         wall: Callable[[], float] = time.time,
+        on_hold: Callable[[guard.GuardState, guard.GuardPolicy], None] | None = None,
     ) -> None:
         self.leadership = leadership
         self.actuator = actuator
         self.guard_policy = guard_policy or guard.GuardPolicy()
         self.guard_state = guard.GuardState()
         self.wall = wall
+        self.on_hold = on_hold
         self._said: dict[str, str] = {}
 
     def _say_once(self, key: str, message: str, *args) -> None:
@@ -90,6 +92,8 @@ class Executor:
         state = guard.evaluate(dict(views), self.guard_state, self.guard_policy, now, released)
         if state.held and not self.guard_state.held:
             LOG.error("safety hold: fencing held for every host: %s", state.reason)
+            if self.on_hold is not None and self.leadership.is_leader():
+                self.on_hold(state, self.guard_policy)
         elif self.guard_state.held and not state.held:
             LOG.warning("safety hold lifted: %s", state.reason or "the picture is stable")
         self.guard_state = state

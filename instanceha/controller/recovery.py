@@ -42,6 +42,7 @@ class ActuatorSettings:
     retry_backoff: float = 2.0
     retry_backoff_max: float = 60.0
     dry_run: bool = False
+    power_on_after_recovery: bool = False
 
 
 def _utcnow() -> datetime.datetime:
@@ -310,6 +311,22 @@ class RecoveryActuator:
                    evacuated=len(results) - failed, failed=failed, notified=len(notify),
                    duration=self.clock() - started)
         LOG.warning("host=%s recovered: %s", host, note)
+        if self.settings.power_on_after_recovery:
+            self._power_on(host, verify)
+
+    def _power_on(self, host, verify) -> None:
+        """Optional: power the repaired-or-not host on again once nothing of it can
+        run twice (its instances are recovered); it rejoins and is re-enabled
+        only when its agent and nova-compute are back and clean."""
+        verify()
+        try:
+            evidence = self.fencer.power_on(host)
+        except exceptions.InstanceHAError as e:
+            LOG.error("host=%s power on after recovery failed: %s (%s); the host stays off",
+                      host, e, e.action.value)
+            return
+        LOG.warning("host=%s powered on after recovery: read back %s", host,
+                    evidence.read_back.value)
 
     def _reenable(self, host, view, svc, verify) -> None:
         pending = [m for m in self.nova.evacuations(source_host=host) if m.status == "done"]

@@ -51,6 +51,7 @@ class ControllerService:
         clock: Callable[[], float] = time.monotonic,
         on_transition: Callable | None = None,
         nova_states: Callable | None = None,
+        on_hold: Callable | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.settings = settings
@@ -60,6 +61,7 @@ class ControllerService:
         self.handler = handler
         self.on_transition = on_transition
         self.nova_states = nova_states
+        self.on_hold = on_hold
         self.last_iteration: float | None = None
         self.reconciler: Reconciler | None = None
         self._was_leader = False
@@ -79,7 +81,8 @@ class ControllerService:
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, self.settings.reconnect_max_delay)
         self.leadership = self.coordinator.leadership(self.settings.name)
-        executor = Executor(self.leadership, self.handler, self.settings.guard)
+        executor = Executor(self.leadership, self.handler, self.settings.guard,
+                            on_hold=self.on_hold)
         self.reconciler = Reconciler(self.coordinator, self.settings.policy, executor,
                                      nova_states=self.nova_states,
                                      on_transition=self.on_transition)

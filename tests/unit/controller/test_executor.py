@@ -67,3 +67,18 @@ def test_standby_evaluates_the_guard_but_never_acts():
     ex = Executor(lead, rec, POLICY)
     assert ex.act(views(20, 1), 1.0) == []
     assert lead.verified == 0 and rec.calls == []
+
+
+def test_a_new_safety_hold_is_announced_once_by_the_leader():
+    held = []
+    ex = Executor(FakeLeadership(), Recorder(), POLICY,
+                  on_hold=lambda state, policy: held.append((sorted(state.dead),
+                                                              policy.max_failed_hosts)))
+    storm = views(5, 5)
+    ex.act(storm, 1.0)
+    ex.act(storm, 2.0)
+    assert held == [(["f0", "f1", "f2", "f3", "f4"], 3)]
+    standby = Executor(FakeLeadership(leader=False), Recorder(), POLICY,
+                       on_hold=lambda *a: held.append("standby"))
+    standby.act(storm, 1.0)
+    assert "standby" not in held

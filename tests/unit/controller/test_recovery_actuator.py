@@ -27,6 +27,14 @@ class FakeFencer:
     def __init__(self, log, error=None):
         self.log, self.error = log, error
 
+    def power_on(self, host):
+        self.log.append(("power_on", host))
+
+        class Evidence:
+            read_back = type("S", (), {"value": "on"})()
+
+        return Evidence()
+
     def driver_name(self, host):
         return "fake"
 
@@ -130,11 +138,13 @@ class Verify:
         return self.token
 
 
-def make(log, services, servers=(), fencer_error=None, migrations=(), dry_run=False):
+def make(log, services, servers=(), fencer_error=None, migrations=(), dry_run=False,
+         power_on=False):
     nova = FakeNova(log, services, servers, migrations)
     bus = Bus()
     act = RecoveryActuator(
-        ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE, dry_run=dry_run),
+        ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE, dry_run=dry_run,
+                         power_on_after_recovery=power_on),
         FakeFencer(log, fencer_error), nova, lambda guarded: FakeEvacuator(log, guarded),
         notifier=bus, events=events, clock=FakeClock(), wall=lambda: NOW)
     act._refresh()
@@ -270,4 +280,19 @@ def test_no_second_step_until_nova_was_read_after_the_first():
     run(act, views, ["compute1"], Verify(log), refresh=False)
     assert len(log) == n
     assert [e.event_type for e in bus.sent].count(events.FENCE_START) == 1
+    act.close()
+
+
+@pytest.mark.parametrize("power_on", [False, True])
+def test_power_on_after_recovery_is_optional(power_on):
+    log = Log()
+    fenced = mk.encode(mk.MarkerState.FENCED, at=NOW, token=40)
+    act, nova, _ = make(log, [svc("compute1", fenced, forced=True)], [server("a", "evacuate")],
+                        power_on=power_on)
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, [], Verify(log))
+    calls = [c[0] for c in log]
+    assert ("power_on" in calls) is power_on
+    if power_on:  # only once the RECOVERED marker is written
+        assert calls.index("power_on") > max(i for i, c in enumerate(log)
+                                             if c[0] == "disable" and "recovered" in c[2])
     act.close()

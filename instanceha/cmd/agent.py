@@ -7,7 +7,7 @@ import threading
 
 from oslo_log import log as logging
 
-from instanceha import coordination, exceptions
+from instanceha import exceptions
 from instanceha.agent import health
 from instanceha.agent.metrics import AgentMetrics
 from instanceha.agent.service import Agent, AgentSettings
@@ -20,15 +20,8 @@ PROG = "instanceha-agent"
 
 def build(conf) -> Agent:
     policy.detection_policy(conf)  # the agent's interval must fit the detector's windows
-    policy.check_backend(conf)
     c = conf.coordination
-    coordinator = coordination.get_coordinator(
-        c.backend_url,
-        session_timeout=c.session_timeout,
-        connect_timeout=c.connect_timeout,
-        reconnect_max_delay=c.reconnect_max_delay,
-        root_path=c.root_path,
-    )
+    coordinator = policy.coordinator(conf)
     settings = AgentSettings(
         host=conf.host,
         heartbeat_interval=conf.agent.heartbeat_interval,

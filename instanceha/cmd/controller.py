@@ -6,7 +6,7 @@ import sys
 
 from oslo_log import log as logging
 
-from instanceha import coordination, exceptions
+from instanceha import exceptions
 from instanceha.cmd import common, sdnotify
 from instanceha.conf import policy
 from instanceha.controller.executor import LogOnlyActuator
@@ -19,15 +19,8 @@ PROG = "instanceha-controller"
 
 def build(conf) -> ControllerService:
     detection = policy.detection_policy(conf)
-    policy.check_backend(conf)
     c = conf.coordination
-    coordinator = coordination.get_coordinator(
-        c.backend_url,
-        session_timeout=c.session_timeout,
-        connect_timeout=c.connect_timeout,
-        reconnect_max_delay=c.reconnect_max_delay,
-        root_path=c.root_path,
-    )
+    coordinator = policy.coordinator(conf)
     settings = ControllerSettings(
         name=conf.host,
         policy=detection,

@@ -18,17 +18,13 @@ import json
 import sys
 import time
 
-from instanceha import coordination, exceptions
+from instanceha import exceptions
 from instanceha.conf import policy
 from instanceha.controller.executor import GUARD_OVERRIDE_UNTIL, PAUSED
 
 
 def _connect(conf):
-    policy.check_backend(conf)
-    c = conf.coordination
-    coord = coordination.get_coordinator(
-        c.backend_url, session_timeout=c.session_timeout, connect_timeout=c.connect_timeout,
-        root_path=c.root_path)
+    coord = policy.coordinator(conf)
     coord.start()
     return coord
 

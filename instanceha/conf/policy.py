@@ -69,6 +69,21 @@ def check_backend(conf: cfg.ConfigOpts) -> None:
         raise config_error(conf, "coordination", "backend_url", str(e))
 
 
+def coordinator(conf: cfg.ConfigOpts):
+    """The coordinator ``[coordination]`` describes (built, not started)."""
+    from instanceha import coordination
+
+    check_backend(conf)
+    c = conf.coordination
+    return coordination.get_coordinator(
+        c.backend_url,
+        session_timeout=c.session_timeout,
+        connect_timeout=c.connect_timeout,
+        reconnect_max_delay=c.reconnect_max_delay,
+        root_path=c.root_path,
+    )
+
+
 def session_timeout_error(conf, e: exceptions.SessionTimeoutRejected) -> exceptions.ConfigError:
     return config_error(
         conf,

@@ -111,7 +111,11 @@ def _adapter_opts():
 
 
 def register_opts(conf):
-    conf.register_group(group)
+    # a fresh OptGroup per ConfigOpts: oslo.config keeps the registered group's
+    # options dict, and keystoneauth registers its plugin's options (auth_url,
+    # required) into it at load time; a shared module-level group would leak
+    # them into every other ConfigOpts of the process
+    conf.register_group(cfg.OptGroup(group.name, title=group.title, help=group.help))
     conf.register_opts(opts + bounded_ks_opts, group=group)
     conf.register_opts(_session_opts(), group=group)
     ks_loading.register_auth_conf_options(conf, GROUP)

@@ -117,3 +117,21 @@ def test_out_of_bounds_value_is_refused_by_oslo_config(tmp_path):
 def test_backend_url_is_secret():
     from instanceha.conf import coordination
     assert [o for o in coordination.opts if o.name == "backend_url"][0].secret
+
+
+def test_loading_nova_auth_does_not_leak_into_other_configs(tmp_path):
+    from keystoneauth1 import loading as ks_loading
+
+    from instanceha.conf import nova
+
+    path = tmp_path / "n.conf"
+    path.write_text("[nova]\nauth_type = password\nauth_url = http://127.0.0.1:5000/v3\n"
+                    "username = u\npassword = p\nproject_name = p\nuser_domain_name = D\n"
+                    "project_domain_name = D\n")
+    first = cfg.ConfigOpts()
+    nova.register_opts(first)
+    first(["--config-file", str(path)], default_config_files=[])
+    ks_loading.load_auth_from_conf_options(first, "nova")
+    second = ih_conf.register_all(cfg.ConfigOpts())
+    second([], default_config_files=[])  # no RequiredOptError for [nova] auth_url
+    assert "auth_url" not in second.nova

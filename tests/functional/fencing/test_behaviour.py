@@ -33,8 +33,9 @@ class Rig:
             self.is_on = self.bmc.powered_on
             self.set_on = self.bmc.set_power
         elif kind == "redfish":
-            self.bmc = SushyEmulator(str(tmp_path), systems=("compute1",), password=SECRET,
-                                     power_delay=delay).start()
+            # several systems behind one BMC: fencing one must leave the others on
+            self.bmc = SushyEmulator(str(tmp_path), systems=("compute1", "compute2"),
+                                     password=SECRET, power_delay=delay).start()
             self.entry = self.bmc.entry("compute1", timeout=5)
             self.is_on = lambda: self.bmc.power_state("compute1") == "On"
             self.set_on = None
@@ -77,6 +78,8 @@ def test_power_off_is_proven_by_a_read_back(rig, caplog):
     assert ev.attempts >= 1 and ev.reads >= 1 and ev.finished_at >= ev.started_at
     assert not rig.is_on()
     assert SECRET not in caplog.text and SECRET not in repr(ev.as_dict())
+    if rig.kind == "redfish":
+        assert rig.bmc.power_state("compute2") == "On"
 
 
 def test_already_off_is_success_without_a_request(rig):

@@ -32,6 +32,7 @@ import time
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "tools"))
 
+from harness import procs  # noqa: E402
 from harness.minicloud import MiniCloud  # noqa: E402
 
 from instanceha.compute.evacuation import EvacuationSettings, Evacuator  # noqa: E402
@@ -50,14 +51,10 @@ def log(msg: str) -> None:
 
 
 def wait(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    try:
+        return procs.wait_for(predicate, timeout, what, interval=interval)
+    except TimeoutError as e:
+        raise SystemExit(str(e))
 
 
 def boot(conn, ep, host: str, count: int, opted_out: int) -> list[str]:

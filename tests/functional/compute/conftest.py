@@ -11,10 +11,9 @@ at it; it is then left running::
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
-from harness import daemons
+from harness import daemons, procs
 from harness.minicloud import MiniCloud
 
 from instanceha.compute.nova import NovaClient
@@ -67,14 +66,7 @@ def admin(minicloud):
 
 def wait_for(predicate, timeout, what, interval=0.5):
     """Poll ``predicate`` until it returns something true (no timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    return procs.wait_for(predicate, timeout, what, interval=interval)
 
 
 def ensure_healthy(cloud: MiniCloud, nova: NovaClient, timeout: float = 120.0) -> None:

@@ -52,13 +52,7 @@ def main(argv=None) -> int:
                            conf.telemetry.stall_after),
         lambda: (agent.is_joined(), "joined" if agent.is_joined() else "not joined"))
     sd = sdnotify.Notifier()
-    ready = []
-
-    def on_iteration():
-        if not ready and agent.coordinator.joined():
-            ready.append(True)
-            sd.ready(f"joined as {conf.host}")
-        sd.watchdog()
+    on_iteration = sd.loop_hook(agent.coordinator.joined, f"joined as {conf.host}")
 
     rejected = None
     try:

@@ -137,13 +137,8 @@ def main(argv=None) -> int:
         common.loop_health(lambda: service.last_iteration, service.clock,
                            conf.telemetry.stall_after), ready)
     sd = sdnotify.Notifier()
-    ready = []
-
-    def on_iteration():
-        if not ready and service.reconciler is not None:
-            ready.append(True)
-            sd.ready(f"observing as {conf.host}")
-        sd.watchdog()
+    on_iteration = sd.loop_hook(lambda: service.reconciler is not None,
+                                f"observing as {conf.host}")
 
     rejected = None
     try:

@@ -42,6 +42,19 @@ class Notifier:
     def status(self, text: str) -> None:
         self.send(f"STATUS={text}")
 
+    def loop_hook(self, is_ready, status: str):
+        """The main loop's per-iteration call: READY once ``is_ready()`` first
+        holds, then watchdog pings (a hung loop stops them)."""
+        sent = []
+
+        def on_iteration() -> None:
+            if not sent and is_ready():
+                sent.append(True)
+                self.ready(status)
+            self.watchdog()
+
+        return on_iteration
+
     def watchdog(self) -> None:
         """Call from the main loop: pings only as often as needed."""
         if self.watchdog_interval is None:

@@ -44,3 +44,22 @@ def test_disabled_without_systemd():
     n.ready()
     n.watchdog()
     n.stopping()
+
+
+def test_loop_hook_sends_ready_once_then_only_pings(tmp_path):
+    s, path = _socket(tmp_path)
+    clock = FakeClock(0.0)
+    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}, clock=clock)
+    joined = []
+    hook = n.loop_hook(lambda: bool(joined), "joined as compute1")
+    hook()
+    assert s.recv(100) == b"WATCHDOG=1"  # not ready yet: no READY
+    joined.append(True)
+    clock.advance(1.0)
+    hook()
+    assert s.recv(100) == b"READY=1\nSTATUS=joined as compute1"
+    assert s.recv(100) == b"WATCHDOG=1"
+    clock.advance(1.0)
+    hook()
+    assert s.recv(100) == b"WATCHDOG=1"
+    s.close()

@@ -32,12 +32,19 @@ def build(conf) -> ControllerService:
     )
     holder: list[ControllerService] = []
 
-    def records():
+    def snapshot():
         rec = holder[0].reconciler if holder else None
-        snap = rec.last_snapshot if rec is not None else None
+        return rec.last_snapshot if rec is not None else None
+
+    def records():
+        snap = snapshot()
         return snap.hosts if snap is not None else {}
 
-    actuator, closers = build_actuator(conf, coordinator, records)
+    def control():
+        snap = snapshot()
+        return snap.control if snap is not None else {}
+
+    actuator, closers = build_actuator(conf, coordinator, records, control)
     service = ControllerService(coordinator, settings, actuator,
                                 nova_states=getattr(actuator, "nova_up", None),
                                 on_hold=_hold_notifier(actuator, settings.dry_run))
@@ -65,7 +72,7 @@ def _hold_notifier(actuator, dry_run: bool):
     return on_hold
 
 
-def build_actuator(conf, coordinator, records):
+def build_actuator(conf, coordinator, records, control):
     """The recovery actuator when fencing is configured, else the log-only one.
 
     Fencing without Nova (or Nova without fencing) refuses to start: fencing
@@ -82,6 +89,7 @@ def build_actuator(conf, coordinator, records):
     from instanceha.conf import notifications as notifications_conf
     from instanceha.controller.recovery import (
         ActuatorSettings,
+        Attestations,
         FailureHistory,
         RecoveryActuator,
     )
@@ -113,7 +121,8 @@ def build_actuator(conf, coordinator, records):
              " (DRY-RUN)" if settings.dry_run else "")
     actuator = RecoveryActuator(settings, fencer, nova, lambda n: Evacuator(n, evacuation),
                                 notifier=notifier, events=events,
-                                failures=FailureHistory(coordinator, records))
+                                failures=FailureHistory(coordinator, records),
+                                attestations=Attestations(coordinator, control))
     return actuator, [actuator.close, fencer.close, notifier.close]
 
 

@@ -142,6 +142,29 @@ def _guard_clear(args, conf) -> int:
     return _run(conf, body)
 
 
+def _confirm_down(args, conf) -> int:
+    """An operator attests that HOST is powered off (its BMC cannot confirm it).
+
+    Audited: who, when, why are stored with the attestation, logged by the
+    controller that uses it, and written into Nova's marker for the host."""
+
+    def body(coord):
+        snap = coord.snapshot()
+        if args.host not in snap.hosts:
+            print(f"error: {args.host} is not registered", file=sys.stderr)
+            return 2
+        if args.host in snap.members:
+            print(f"error: {args.host} has a live agent: it is not down", file=sys.stderr)
+            return 2
+        record = dict(_stamp(args.reason), at=time.time())
+        coord.update_control({f"attest:{args.host}": record})
+        print(f"{args.host}: power-off attested by {record['by']} ({args.reason}); the "
+              "leader may now recover its instances even if its BMC cannot confirm")
+        return 0
+
+    return _run(conf, body)
+
+
 def _forget(args, conf) -> int:
     def body(coord):
         snap = coord.snapshot()
@@ -177,6 +200,11 @@ def register(sub) -> None:
     c.set_defaults(handler=_guard_clear)
     h = sub.add_parser("host", help="host registry")
     hsub = h.add_subparsers(dest="host_cmd", required=True)
+    d = hsub.add_parser("confirm-down", help="attest that a failed host is powered off "
+                        "when its BMC cannot confirm it (audited)")
+    d.add_argument("host")
+    d.add_argument("--reason", required=True)
+    d.set_defaults(handler=_confirm_down)
     f = hsub.add_parser("forget", help="stop monitoring a decommissioned host")
     f.add_argument("host")
     f.set_defaults(handler=_forget)

@@ -94,9 +94,27 @@ class FailureHistory:
         return sum(1 for t in record.failures if now - t <= window)
 
 
+class Attestations:
+    """Operators' attestations that a host is powered off (``instanceha host
+    confirm-down``), kept in the coordinator's control node: they outlive any
+    controller; each is consumed by the fence it allowed."""
+
+    PREFIX = "attest:"
+
+    def __init__(self, coordinator, control: Callable[[], Mapping]) -> None:
+        self.coordinator = coordinator
+        self.control = control
+
+    def get(self, host: str):
+        return self.control().get(self.PREFIX + host)
+
+    def consume(self, host: str) -> None:
+        self.coordinator.update_control({self.PREFIX + host: None})
+
+
 class RecoveryActuator:
     def __init__(self, settings: ActuatorSettings, fencer, nova, evacuator_factory,
-                 notifier=None, events=None, failures=None,
+                 notifier=None, events=None, failures=None, attestations=None,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime.datetime] = _utcnow) -> None:
         self.settings = settings
@@ -106,6 +124,7 @@ class RecoveryActuator:
         self.notifier = notifier
         self.events = events
         self.failures = failures
+        self.attestations = attestations
         self.clock = clock
         self.wall = wall
         self.pool = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery")
@@ -228,6 +247,16 @@ class RecoveryActuator:
         except ValueError as e:  # a payload our schema refuses: a bug, never a stall
             LOG.error("notification %s not built: %s", name, e)
 
+    def _attestation(self, host: str, failed_since: datetime.datetime) -> dict | None:
+        """An operator's attestation that ``host`` is off, made during this failure."""
+        if self.attestations is None:
+            return None
+        record = self.attestations.get(host)
+        if not isinstance(record, dict) or not isinstance(record.get("at"), (int, float)):
+            return None
+        at = datetime.datetime.fromtimestamp(record["at"], datetime.timezone.utc)
+        return record if at >= failed_since else None
+
     def _recent_failures(self, host: str) -> int:
         if self.failures is None:
             return 0
@@ -245,12 +274,30 @@ class RecoveryActuator:
         self._emit("fence_start", host=host, driver=driver, incident_id=incident)
         LOG.warning("host=%s fencing (token %d): %s", host, token, view.reason)
         token = verify()  # re-checked right before the power-off
+        failed_since = self.wall() - datetime.timedelta(seconds=self.clock() - view.since)
         try:
             evidence = self.fencer.power_off(host)
         except exceptions.InstanceHAError as e:
-            self._emit("fence_error", host=host, driver=driver, incident_id=incident,
-                       error=str(e), retrying=True)
-            raise
+            attested = self._attestation(host, failed_since)
+            if attested is None:
+                self._emit("fence_error", host=host, driver=driver, incident_id=incident,
+                           error=str(e), retrying=True)
+                raise
+            # the BMC cannot confirm, an operator did: audited, and said everywhere
+            who = f"{attested.get('by', '?')}: {attested.get('reason', '')}"
+            LOG.error("host=%s fence NOT confirmed by the BMC (%s); power-off ATTESTED by "
+                      "operator %s", host, e, who)
+            self._emit("fence_end", host=host, driver="operator-attestation",
+                       incident_id=incident)
+            token = verify()
+            _Guarded(self.nova, verify).force_down(host, self._marker(
+                mk.MarkerState.FENCED, token, f"power-off attested by {who}"))
+            self.attestations.consume(host)
+            if self.failures is not None:
+                self.failures.record(host)
+            LOG.warning("host=%s forced down and marked fenced on attestation (token %d)",
+                        host, token)
+            return
         LOG.warning("host=%s fenced: %s read back %s after %d request(s) in %.2f s", host,
                     driver, evidence.read_back.value, evidence.attempts, evidence.duration)
         self._emit("fence_end", host=host, driver=driver, incident_id=incident,

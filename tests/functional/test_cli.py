@@ -53,6 +53,16 @@ def test_status_pause_and_forget(daemon_factory, cli):
     assert cli("resume").returncode == 0
     ctl.wait_log(r"host=compute2 phase=FAILED action=none")
 
+    # an attestation is refused for a live host, stored (audited) for a dead one
+    r = cli("host", "confirm-down", "compute1", "--reason", "looks off")
+    assert r.returncode == 2 and "live agent" in r.stderr
+    r = cli("host", "confirm-down", "compute2", "--reason", "PDU switched off")
+    assert r.returncode == 0, r.stderr
+    record = daemons.wait_until(lambda: json.loads(
+        cli("status", "--format", "json").stdout)["control"].get("attest:compute2"), 20,
+        "the attestation in the leader's status")
+    assert record["reason"] == "PDU switched off" and record["by"] and record["at"] > 0
+
     # a live host cannot be forgotten; a dead one can, and leaves the view
     assert cli("host", "forget", "compute1").returncode == 2
     assert cli("host", "forget", "compute2").returncode == 0

@@ -296,3 +296,35 @@ def test_power_on_after_recovery_is_optional(power_on):
         assert calls.index("power_on") > max(i for i, c in enumerate(log)
                                              if c[0] == "disable" and "recovered" in c[2])
     act.close()
+
+
+class FakeAttestations:
+    def __init__(self, records):
+        self.records, self.consumed = dict(records), []
+
+    def get(self, host):
+        return self.records.get(host)
+
+    def consume(self, host):
+        self.consumed.append(host)
+        self.records.pop(host, None)
+
+
+@pytest.mark.parametrize("age,used", [(0, True), (5000, False)], ids=["fresh", "stale"])
+def test_operator_attestation_stands_in_for_a_dead_bmc(age, used):
+    log = Log()
+    err = fexc.BMCUnreachable(host="compute1", address="127.0.0.1", reason="no power")
+    act, nova, bus = make(log, [svc("compute1")], fencer_error=err)
+    record = {"by": "alice", "reason": "PDU off", "at": NOW.timestamp() - age}
+    act.attestations = FakeAttestations({"compute1": record})
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    m = mk.decode(nova.svc["compute1"].disabled_reason)
+    if used:
+        assert m.state is mk.MarkerState.FENCED and "attested by alice: PDU off" in m.note
+        assert act.attestations.consumed == ["compute1"]
+        assert bus.sent[-1].event_type == events.FENCE_END
+        assert bus.sent[-1].payload["driver"] == "operator-attestation"
+    else:  # made before this failure began: never reused
+        assert m is None and act.attestations.consumed == []
+        assert bus.sent[-1].event_type == events.FENCE_ERROR
+    act.close()

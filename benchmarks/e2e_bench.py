@@ -94,11 +94,14 @@ def main(argv=None) -> int:
             return d
 
         agents = {h: agent(h, 0) for h in hosts}
-        ctl = daemons.Daemon.instanceha("instanceha-controller", work, "ctl", dict(
-            base, **bus, DEFAULT=dict(bus["DEFAULT"], host="ctl"),
+        sections = dict(base, **bus)
+        sections.update(
+            DEFAULT=dict(bus["DEFAULT"], host="ctl"),
             fencing={"inventory_file": inv_path, "deadline": 20, "poll_interval": 0.2},
             nova=dict(cloud.nova_options(), timeout=30, poll_interval=0.5,
-                      evacuation_concurrency=8))).start()
+                      evacuation_concurrency=8))
+        ctl = daemons.Daemon.instanceha("instanceha-controller", work, "ctl",
+                                        sections).start()
         started.append(ctl)
         ctl.wait_log("leadership gained", timeout=60)
         received = []

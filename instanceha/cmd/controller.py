@@ -134,6 +134,17 @@ def main(argv=None) -> int:
     LOG.info("%s starting as %s", PROG, conf.host)
     metrics = ControllerMetrics(service)
     service.on_transition = metrics.on_transition
+    if hasattr(service.handler, "metrics"):  # the recovery actuator reports to them
+        service.handler.metrics = metrics
+        metrics.notifier = service.handler.notifier
+    previous_hold = service.on_hold
+
+    def on_hold(state, guard_policy):
+        metrics.safety_holds.inc()
+        if previous_hold is not None:
+            previous_hold(state, guard_policy)
+
+    service.on_hold = on_hold
 
     def ready():
         rec = service.reconciler

@@ -8,7 +8,7 @@ forgotten host's labels vanish with it (no stale labels).
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from instanceha.controller.reconciler import Transition
 from instanceha.engine.model import Phase
@@ -28,7 +28,35 @@ class ControllerMetrics:
             "Heartbeat age of a host when it was decided FAILED: time from its last "
             "heartbeat seen to the decision.", buckets=DETECTION_BUCKETS,
             registry=self.registry)
+        self.fences = Counter(
+            "instanceha_fences_total", "Fence attempts by result (ok, attested, error).",
+            ["result"], registry=self.registry)
+        self.fence_duration = Histogram(
+            "instanceha_fence_duration_seconds", "Power-off requested to OFF read back.",
+            buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120), registry=self.registry)
+        self.evacuations = Counter(
+            "instanceha_evacuations_total", "Evacuations by outcome (evacuated, failed, "
+            "no capacity).", ["result"], registry=self.registry)
+        self.evacuation_duration = Histogram(
+            "instanceha_evacuation_duration_seconds", "Evacuation requested to the server "
+            "verified on its new host.", buckets=(2, 5, 10, 20, 30, 60, 120, 300, 600),
+            registry=self.registry)
+        self.safety_holds = Counter(
+            "instanceha_safety_holds_total", "Safety holds raised by the mass-failure guard.",
+            registry=self.registry)
+        self.notifier = None  # set when the bus is configured: its stats are exported
         self.registry.register(_Collector(self))
+
+    # called by the recovery actuator
+    def fence(self, result: str, duration: float | None = None) -> None:
+        self.fences.labels(result).inc()
+        if duration is not None:
+            self.fence_duration.observe(duration)
+
+    def evacuation(self, result: str, seconds: float | None = None) -> None:
+        self.evacuations.labels(result).inc()
+        if seconds is not None and result == "evacuated":
+            self.evacuation_duration.observe(seconds)
 
     def on_transition(self, t: Transition) -> None:
         before = t.before.phase.value if t.before else "NEW"
@@ -78,6 +106,24 @@ class _Collector:
                 age.add_metric([host], snap.heartbeat_age(host))
         yield per_host
         yield age
+        notifier = self.metrics.notifier
+        if notifier is not None:
+            stats = notifier.stats()
+            sent = CounterMetricFamily("instanceha_notifications",
+                                       "Notifications emitted, delivered and lost.",
+                                       labels=["state"])
+            sent.add_metric(["emitted"], stats.emitted)
+            sent.add_metric(["delivered"], stats.delivered)
+            sent.add_metric(["lost"], stats.lost)
+            yield sent
+            failed = CounterMetricFamily("instanceha_notification_delivery_failures",
+                                         "Failed delivery attempts (each retried).")
+            failed.add_metric([], stats.failed_attempts)
+            yield failed
+            pending = GaugeMetricFamily("instanceha_notifications_pending",
+                                        "Notifications waiting for the bus.")
+            pending.add_metric([], stats.pending)
+            yield pending
         hold = GaugeMetricFamily("instanceha_safety_hold",
                                  "1 while the mass-failure guard holds every fence.")
         held = rec is not None and rec.executor.guard_state.held

@@ -114,7 +114,7 @@ class Attestations:
 
 class RecoveryActuator:
     def __init__(self, settings: ActuatorSettings, fencer, nova, evacuator_factory,
-                 notifier=None, events=None, failures=None, attestations=None,
+                 notifier=None, events=None, failures=None, attestations=None, metrics=None,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime.datetime] = _utcnow) -> None:
         self.settings = settings
@@ -125,6 +125,7 @@ class RecoveryActuator:
         self.events = events
         self.failures = failures
         self.attestations = attestations
+        self.metrics = metrics
         self.clock = clock
         self.wall = wall
         self.pool = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery")
@@ -257,6 +258,10 @@ class RecoveryActuator:
         at = datetime.datetime.fromtimestamp(record["at"], datetime.timezone.utc)
         return record if at >= failed_since else None
 
+    def _count(self, what: str, result: str, duration: float | None = None) -> None:
+        if self.metrics is not None:
+            getattr(self.metrics, what)(result, duration)
+
     def _recent_failures(self, host: str) -> int:
         if self.failures is None:
             return 0
@@ -279,6 +284,7 @@ class RecoveryActuator:
             evidence = self.fencer.power_off(host)
         except exceptions.InstanceHAError as e:
             attested = self._attestation(host, failed_since)
+            self._count("fence", "attested" if attested is not None else "error")
             if attested is None:
                 self._emit("fence_error", host=host, driver=driver, incident_id=incident,
                            error=str(e), retrying=True)
@@ -302,6 +308,7 @@ class RecoveryActuator:
                     driver, evidence.read_back.value, evidence.attempts, evidence.duration)
         self._emit("fence_end", host=host, driver=driver, incident_id=incident,
                    duration=evidence.duration)
+        self._count("fence", "ok", evidence.duration)
         token = verify()
         note = f"power {evidence.read_back.value} read back via {driver} by {self.settings.name}"
         nova = _Guarded(self.nova, verify)
@@ -338,6 +345,7 @@ class RecoveryActuator:
         results = self.evacuator_factory(nova).evacuate_host(host, evacuate)
         failed = 0
         for r in results:
+            self._count("evacuation", r.outcome.value, r.seconds)
             server = next(s for s in evacuate if s.id == r.server_id)
             if r.ok:
                 LOG.warning("host=%s server=%s evacuated to %s (%s) in %.1f s", host,

@@ -1,0 +1,59 @@
+"""Controller metrics from a fresh registry: counters fed by the actuator, the
+bus's stats, and per-host series built from the current view only."""
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from instanceha.controller.metrics import ControllerMetrics
+from instanceha.engine.model import HostView, Phase
+from instanceha.notify.outbox import StatsSnapshot
+
+
+class Rec:
+    def __init__(self, views):
+        self.views = views
+        self.last_snapshot = None
+        self.executor = type("E", (), {"guard_state": type("G", (), {"held": False})()})()
+
+
+class Svc:
+    def __init__(self, views):
+        self.reconciler = Rec(views)
+        self.leadership = None
+
+
+class Bus:
+    def stats(self):
+        return StatsSnapshot(emitted=7, delivered=5, failed_attempts=3, lost_deadline=1,
+                             pending=1)
+
+
+def text(m):
+    return generate_latest(m.registry).decode()
+
+
+def test_counters_histograms_and_bus_stats():
+    m = ControllerMetrics(Svc({"c1": HostView("c1", Phase.FAILED, 0, "r", "dead")}),
+                          CollectorRegistry())
+    m.fence("ok", 0.3)
+    m.fence("error")
+    m.evacuation("evacuated", 8.0)
+    m.evacuation("no capacity", 30.0)
+    m.notifier = Bus()
+    out = text(m)
+    assert 'instanceha_fences_total{result="ok"} 1.0' in out
+    assert 'instanceha_fences_total{result="error"} 1.0' in out
+    assert "instanceha_fence_duration_seconds_count 1.0" in out
+    assert 'instanceha_evacuations_total{result="no capacity"} 1.0' in out
+    assert "instanceha_evacuation_duration_seconds_count 1.0" in out
+    assert 'instanceha_notifications_total{state="lost"} 1.0' in out
+    assert "instanceha_notification_delivery_failures_total 3.0" in out
+    assert "instanceha_notifications_pending 1.0" in out
+    assert 'instanceha_host_phase{host="c1",phase="FAILED"} 1.0' in out
+
+
+def test_forgotten_host_has_no_series():
+    svc = Svc({"c1": HostView("c1", Phase.HEALTHY, 0, "r", "alive")})
+    m = ControllerMetrics(svc, CollectorRegistry())
+    assert 'host="c1"' in text(m)
+    svc.reconciler.views = {}
+    assert 'host="c1"' not in text(m)

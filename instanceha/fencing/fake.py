@@ -10,7 +10,6 @@ typed failures as with real BMCs::
     bmc.down = True            # unreachable
     bmc.password = "other"     # the inventory's password is now wrong
     bmc.garbage = True         # answers nonsense
-    bmc.conflict_when_same = True  # like Redfish: 409 for a no-op request
 
 Time comes from the registry's clock (injectable), so unit tests never sleep.
 """
@@ -37,7 +36,6 @@ class FakeBMC:
         self.power_delay = 0.0
         self.down = False
         self.garbage = False
-        self.conflict_when_same = False
         self.requests: list[PowerState] = []
         self.conflicts = 0
 
@@ -109,10 +107,9 @@ class FakeDriver(FenceDriver):
         return bmc
 
     def request_power(self, state: PowerState, timeout: float | None = None) -> None:
-        bmc = self._bmc()
-        if not bmc.request(state) and not bmc.conflict_when_same:
-            return
-        # a conflict ("already in that state") is an accepted no-op, like Redfish 409
+        # a request for the state already there is counted as a conflict and
+        # accepted as a no-op, as the Redfish driver does with a 409
+        self._bmc().request(state)
 
     def get_power_state(self, timeout: float | None = None) -> PowerState:
         return self._bmc().state

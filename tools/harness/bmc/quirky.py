@@ -6,7 +6,9 @@
   ``mode="garbage"``: every request gets ``200 OK`` with a body that is not JSON;
   ``mode="conflict"``: a one-system Redfish service that, like several vendors'
   BMCs, answers ``409 Conflict`` to a Reset that asks for the state the system
-  is already in (ForceOff of a powered-off system).
+  is already in (ForceOff of a powered-off system). ``stale_reads=N`` makes
+  the first N reads of the system say "On" whatever the power is: the race
+  where the host went off between a fencer's read and its request.
 """
 
 from __future__ import annotations
@@ -98,11 +100,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path == f"/redfish/v1/Systems/{SYSTEM_ID}":
             return self._send(200, {
                 "@odata.id": path, "Id": SYSTEM_ID, "Name": SYSTEM_ID,
-                "PowerState": self.server.power,
+                "PowerState": self._read_power(),
                 "Actions": {"#ComputerSystem.Reset": {
                     "target": f"{path}/Actions/ComputerSystem.Reset",
                     "ResetType@Redfish.AllowableValues": ["On", "ForceOff"]}}})
         self._send(404, {"error": {"code": "Base.1.0.ResourceMissingAtURI", "message": path}})
+
+    def _read_power(self) -> str:
+        if self.server.stale_reads > 0:
+            self.server.stale_reads -= 1
+            return "On"
+        return self.server.power
 
     def do_POST(self):
         if self.server.mode == "garbage":
@@ -135,7 +143,7 @@ class QuirkyRedfish:
     kind = "quirky-redfish"
 
     def __init__(self, base_dir: str, mode: str, power: str = "Off", user: str = "admin",
-                 password: str = "password") -> None:
+                 password: str = "password", stale_reads: int = 0) -> None:
         assert mode in ("garbage", "conflict")
         self.dir = os.path.join(os.path.abspath(base_dir), f"quirky-{mode}")
         os.makedirs(self.dir, exist_ok=True)
@@ -148,6 +156,7 @@ class QuirkyRedfish:
         self.httpd.mode, self.httpd.power = mode, power
         self.httpd.user, self.httpd.password = user, password
         self.httpd.conflicts = 0
+        self.httpd.stale_reads = stale_reads
         self.httpd.requests = []
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

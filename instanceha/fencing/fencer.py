@@ -1,0 +1,151 @@
+"""The facade the controller uses: ``Fencer(inventory, policy)``."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from instanceha.fencing import exceptions as exc
+from instanceha.fencing.base import FenceDriver, PowerState
+from instanceha.fencing.confirm import FenceEvidence, FencePolicy, confirm
+from instanceha.fencing.inventory import BMCEntry, Inventory
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """One BMC's health as seen by ``Fencer.check`` (nothing was powered)."""
+
+    host: str
+    driver: str | None
+    address: str | None
+    reachable: bool
+    authenticated: bool | None  # None: not known (the BMC did not get that far)
+    power_state: str | None
+    latency: float  # seconds for the read
+    error: str | None = None
+    error_type: str | None = None
+    action: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "ok": self.ok}
+
+
+class Fencer:
+    """Power actions on the hosts of an inventory, each proved by a read-back.
+
+    Thread-safe: one driver per host, used by one action at a time.
+    """
+
+    def __init__(self, inventory: Inventory, policy: FencePolicy | None = None,
+                 driver_factory: Callable[[BMCEntry], FenceDriver] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        from instanceha.fencing import build_driver
+
+        self.inventory = inventory
+        self.policy = policy or FencePolicy()
+        self._factory = driver_factory or build_driver
+        self._clock, self._wall, self._sleep = clock, wall, sleep
+        self._drivers: dict[str, FenceDriver] = {}
+        self._host_locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def _driver(self, host: str) -> tuple[FenceDriver, threading.Lock]:
+        entry = self.inventory.get(host)  # HostNotInInventory
+        with self._lock:
+            if host not in self._drivers:
+                self._drivers[host] = self._factory(entry)
+                self._host_locks[host] = threading.Lock()
+            return self._drivers[host], self._host_locks[host]
+
+    def _act(self, host: str, state: PowerState) -> FenceEvidence:
+        driver, lock = self._driver(host)
+        with lock:
+            try:
+                ev = confirm(driver, state, self.policy,
+                                         deadline=driver.entry.deadline, clock=self._clock,
+                                         wall=self._wall, sleep=self._sleep)
+            except exc.FencingError as e:
+                LOG.warning("power %s of %s NOT confirmed: %s [%s: %s]", state, host, e,
+                            type(e).__name__, e.action.name)
+                raise
+        LOG.info("power %s of %s confirmed by read-back %s after %d request(s), %.2f s "
+                 "(%s at %s)", state, host, ev.read_back, ev.attempts, ev.duration,
+                 ev.driver, ev.address)
+        return ev
+
+    def power_off(self, host: str) -> FenceEvidence:
+        """Hard power off, proved by a read-back of OFF; raises a FencingError otherwise."""
+        return self._act(host, PowerState.OFF)
+
+    def power_on(self, host: str) -> FenceEvidence:
+        return self._act(host, PowerState.ON)
+
+    def read_power(self, host: str) -> PowerState:
+        driver, lock = self._driver(host)
+        with lock:
+            return driver.get_power_state()
+
+    def _pool(self, n: int) -> concurrent.futures.ThreadPoolExecutor:
+        return concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, min(self.policy.max_concurrent, n)),
+            thread_name_prefix="fence")
+
+    def power_off_many(self, hosts: Iterable[str]) -> dict[str, object]:
+        """Fence hosts concurrently: host -> FenceEvidence, or the exception raised."""
+        hosts = list(dict.fromkeys(hosts))
+        results: dict[str, object] = {}
+        if not hosts:
+            return results
+        with self._pool(len(hosts)) as pool:
+            futures = {pool.submit(self.power_off, h): h for h in hosts}
+            for f in concurrent.futures.as_completed(futures):
+                try:
+                    results[futures[f]] = f.result()
+                except Exception as e:  # handed back, typed, per host
+                    results[futures[f]] = e
+        return {h: results[h] for h in hosts}
+
+    def check_one(self, host: str) -> CheckResult:
+        start = self._clock()
+        try:
+            driver, lock = self._driver(host)
+        except exc.FencingError as e:
+            return CheckResult(host, None, None, False, None, None, 0.0, str(e),
+                               type(e).__name__, e.action.name)
+        try:
+            with lock:
+                state = driver.get_power_state()
+        except exc.FencingError as e:
+            reachable = not isinstance(e, exc.BMCUnreachable)
+            auth = False if isinstance(e, exc.AuthFailed) else None
+            return CheckResult(host, driver.name, driver.address, reachable, auth, None,
+                               self._clock() - start, str(e), type(e).__name__,
+                               e.action.name)
+        return CheckResult(host, driver.name, driver.address, True, True, state.value,
+                           self._clock() - start)
+
+    def check(self, hosts: Iterable[str] | None = None) -> list[CheckResult]:
+        """Read the power state of each BMC (all by default). Never powers anything."""
+        hosts = list(dict.fromkeys(hosts if hosts is not None else self.inventory.hosts()))
+        if not hosts:
+            return []
+        with self._pool(len(hosts)) as pool:
+            return list(pool.map(self.check_one, hosts))
+
+    def close(self) -> None:
+        with self._lock:
+            drivers, self._drivers = list(self._drivers.values()), {}
+        for d in drivers:
+            d.close()

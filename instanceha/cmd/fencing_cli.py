@@ -1,8 +1,9 @@
-"""``instanceha fencing check [HOST...]``: can every BMC be reached and read?
+"""``instanceha fencing check [HOST...]``: read every BMC, power nothing.
 
-Reads the power state of each configured BMC and reports reachability, auth
-and latency per host, without powering anything. Exit code 0 when every BMC
-answered, 1 when one did not, 2 on bad configuration.
+Reports, per host, whether its BMC is reachable, accepts the credentials of
+the inventory, its power state and the latency of the read. Exit code 0 when
+every BMC answered, 1 when at least one did not, 2 when the configuration or
+the inventory is invalid.
 """
 
 from __future__ import annotations
@@ -11,50 +12,51 @@ import json
 import sys
 
 from instanceha import exceptions
+from instanceha.conf import fencing as fencing_conf
 
 
-def _check(args, conf) -> int:
-    from instanceha import fencing
-    from instanceha.conf import fencing as fencing_conf
-    from instanceha.fencing import inventory
+def register(subparsers) -> None:
+    p = subparsers.add_parser("fencing", help="fencing (BMC) tools")
+    sub = p.add_subparsers(dest="fencing_cmd", required=True)
+    c = sub.add_parser("check", help="read the power state of each BMC in the inventory "
+                       "(reachability, credentials, latency); powers nothing")
+    c.add_argument("hosts", nargs="*", metavar="HOST",
+                   help="hosts to check (default: every host of the inventory)")
+    c.add_argument("--format", choices=("table", "json"), default="table")
+    c.set_defaults(handler=run_check)
 
-    if not conf.fencing.inventory_file:
-        print("error: [fencing] inventory_file is not set", file=sys.stderr)
-        return 2
+
+def _yes_no(value) -> str:
+    return {True: "yes", False: "NO", None: "?"}[value]
+
+
+def format_table(results) -> str:
+    header = ("HOST", "DRIVER", "ADDRESS", "REACHABLE", "AUTH", "POWER", "LATENCY", "RESULT")
+    rows = [header]
+    for r in results:
+        rows.append((r.host, r.driver or "-", r.address or "-", _yes_no(r.reachable),
+                     _yes_no(r.authenticated), r.power_state or "-",
+                     f"{r.latency * 1000:.0f} ms", "ok" if r.ok else r.error_type))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    errors = [f"{r.host}: {r.error}" for r in results if not r.ok]
+    return "\n".join(lines + ([""] + errors if errors else []))
+
+
+def run_check(args, conf) -> int:
     try:
-        inv = inventory.load(conf.fencing.inventory_file)
-        unknown = [h for h in args.hosts if h not in inv]
-        if unknown:
-            raise exceptions.InstanceHAError(
-                f"not in the fencing inventory {inv.source}: {', '.join(unknown)}")
+        fencer = fencing_conf.make_fencer(conf)
     except exceptions.InstanceHAError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"fencing check: {e}", file=sys.stderr)
         return 2
-    fencer = fencing.Fencer(inv, fencing_conf.fence_policy(conf))
     try:
         results = fencer.check(args.hosts or None)
     finally:
         fencer.close()
     if args.format == "json":
-        print(json.dumps([r.__dict__ for r in results], indent=2))
+        print(json.dumps({"hosts": [r.as_dict() for r in results],
+                          "ok": all(r.ok for r in results)}, indent=2))
     else:
-        rows = [("HOST", "DRIVER", "ADDRESS", "RESULT", "POWER", "LATENCY")]
-        for r in results:
-            rows.append((r.host, r.driver, r.address, "ok" if r.ok else "FAILED",
-                         r.power or "-", f"{r.latency * 1000:.0f} ms"))
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        for r in results:
-            if not r.ok:
-                print(f"{r.host}: {r.error} ({r.action})")
+        print(format_table(results))
     return 0 if all(r.ok for r in results) else 1
-
-
-def register(sub) -> None:
-    p = sub.add_parser("fencing", help="fencing tools")
-    fsub = p.add_subparsers(dest="fencing_cmd", required=True)
-    c = fsub.add_parser("check", help="read every BMC's power state (powers nothing)")
-    c.add_argument("hosts", nargs="*", metavar="HOST")
-    c.add_argument("--format", choices=("table", "json"), default="table")
-    c.set_defaults(handler=_check)

@@ -99,6 +99,8 @@ def main(argv=None) -> int:
         sections.update(
             DEFAULT=dict(bus["DEFAULT"], host="ctl"),
             fencing={"inventory_file": inv_path, "deadline": 20, "poll_interval": 0.2},
+            # every host fails again and again on purpose: no flap damping here
+            controller={"flap_failures": 100},
             nova=dict(cloud.nova_options(), timeout=30, poll_interval=0.5,
                       evacuation_concurrency=8))
         ctl = daemons.Daemon.instanceha("instanceha-controller", work, "ctl",
@@ -126,19 +128,29 @@ def main(argv=None) -> int:
             victim = hosts[run % len(hosts)]
             for h in hosts:
                 ctl.wait_log(rf"host={h} phase=\w+->HEALTHY", timeout=120)
-            made = [conn.compute.create_server(
-                name=f"bench-{run}-{i}", image_id=image.id, flavor_id=flavor.id,
-                networks="none", metadata={"instanceha:recovery": "evacuate"},
-                availability_zone=f"nova:{victim}") for i in range(args.servers)]
-            ids = [s.id for s in made]
-            boot_failed = None
-            for sid in ids:
-                try:
-                    conn.compute.wait_for_server(conn.compute.get_server(sid),
-                                                 status="ACTIVE", wait=300)
-                except Exception as e:  # a boot refused by Nova is reported, not measured
-                    fault = getattr(conn.compute.get_server(sid), "fault", None) or {}
-                    boot_failed = f"{type(e).__name__}: {fault.get('message', e)}"
+            # a host re-enabled moments ago may not be schedulable yet (Nova syncs its
+            # COMPUTE_STATUS_DISABLED trait on the compute's next resource update):
+            # boot again until it takes, for up to 3 minutes
+            boot_failed, boot_deadline = None, time.monotonic() + 180
+            while True:
+                made = [conn.compute.create_server(
+                    name=f"bench-{run}-{i}", image_id=image.id, flavor_id=flavor.id,
+                    networks="none", metadata={"instanceha:recovery": "evacuate"},
+                    availability_zone=f"nova:{victim}") for i in range(args.servers)]
+                ids = [s.id for s in made]
+                boot_failed = None
+                for sid in ids:
+                    try:
+                        conn.compute.wait_for_server(conn.compute.get_server(sid),
+                                                     status="ACTIVE", wait=300)
+                    except Exception as e:  # a boot Nova refuses is reported, not measured
+                        fault = getattr(conn.compute.get_server(sid), "fault", None) or {}
+                        boot_failed = f"{type(e).__name__}: {fault.get('message', e)}"
+                if not boot_failed or time.monotonic() > boot_deadline:
+                    break
+                for server in made:
+                    conn.compute.delete_server(server)
+                time.sleep(10)
             if boot_failed:
                 skipped.append((run, victim, boot_failed))
                 print(f"run {run + 1}/{args.runs} ({victim}): boot failed, run skipped: "

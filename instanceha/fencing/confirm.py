@@ -9,9 +9,10 @@ and ``get_power_state``. The loop:
    unreachable, busy, in transition) is retried with exponential backoff
    (``retry_backoff`` doubling up to ``retry_backoff_max``); a failure that
    will not pass (ESCALATE: wrong credentials, TLS, garbage) is raised at once;
-3. polls the read-back every ``poll_interval`` until it equals the request,
-   re-sending the request each time the current backoff has elapsed without
-   a match (a lost UDP datagram, a BMC that dropped the request);
+3. once a request was accepted, polls the read-back every ``poll_interval``
+   until it equals the request. An accepted request is not sent again: BMCs
+   (and sushy-emulator) restart a pending transition when asked twice, and
+   pyghmi already retransmits lost datagrams;
 4. stops at the total ``deadline``: the last typed error of a BMC that never
    answered, or ``DeadlineExceeded`` with the last read-back otherwise.
 
@@ -170,16 +171,13 @@ def confirm(driver: FenceDriver, requested: PowerState, policy: FencePolicy,
         return run.evidence()
     backoff = policy.retry_backoff
     while run.left() > 0:
-        sent = run.request()
-        next_request = run.clock() + backoff
-        backoff = min(backoff * 2, policy.retry_backoff_max)
-        if not sent:
-            run.wait(next_request - run.clock())
+        if not run.request():
+            run.wait(backoff)
+            backoff = min(backoff * 2, policy.retry_backoff_max)
             continue
-        while True:
+        while run.left() > 0:
             run.wait(policy.poll_interval)
             if run.read() is requested:
                 return run.evidence()
-            if run.left() <= 0 or run.clock() >= next_request:
-                break
+        break
     raise run.timed_out()

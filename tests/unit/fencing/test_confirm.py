@@ -1,129 +1,202 @@
-"""The one confirm loop on the fake driver with an injected clock: no sleeps."""
+"""The confirm loop: success only from a read-back, typed failures otherwise."""
+
+import dataclasses
 
 import pytest
 
-from instanceha.fencing import FencePolicy, Fencer, PowerState
+from instanceha.exceptions import Action
 from instanceha.fencing import exceptions as exc
-from instanceha.fencing.fake import FakeRegistry
-from instanceha.fencing.inventory import from_data
-from tests.unit.fakes import FakeClock
+from instanceha.fencing import fake
+from instanceha.fencing.base import FenceDriver, PowerState
+from instanceha.fencing.confirm import FenceEvidence, FencePolicy, confirm
+
+from .conftest import make_entry
 
 POLICY = FencePolicy(deadline=10.0, poll_interval=0.5, retry_backoff=1.0, retry_backoff_max=4.0)
 
 
+def run(driver, clock, requested=PowerState.OFF, policy=POLICY, deadline=None):
+    return confirm(driver, requested, policy, deadline=deadline, clock=clock, wall=clock.wall,
+                   sleep=clock.sleep)
+
+
 @pytest.fixture
-def world(monkeypatch):
-    clock = FakeClock(0.0)
-    registry = FakeRegistry(clock=clock)
-    monkeypatch.setattr("instanceha.fencing.fake.REGISTRY", registry)
-    inv = from_data({"hosts": {"compute1": {"driver": "fake", "address": "bmc1",
-                                            "username": "admin", "password": "pw"}}})
-    fencer = Fencer(inv, POLICY, clock=clock, wall=lambda: 1000.0 + clock(),
-                    sleep=clock.advance)
-    bmc = registry.bmc("bmc1")
-    bmc.password = "pw"
-    return fencer, bmc, clock
+def bmc_and_driver(registry, entry):
+    return registry.bmc(entry.address), fake.FakeDriver(entry, registry)
 
 
-def test_off_is_read_back(world):
-    fencer, bmc, clock = world
-    ev = fencer.power_off("compute1")
-    assert (ev.requested, ev.read_back, ev.attempts) == (PowerState.OFF, PowerState.OFF, 1)
-    assert bmc.state is PowerState.OFF
-
-
-def test_already_off_sends_nothing(world):
-    fencer, bmc, _ = world
+def test_already_off_is_success_without_a_request(bmc_and_driver, clock):
+    bmc, driver = bmc_and_driver
     bmc.set_state(PowerState.OFF)
-    ev = fencer.power_off("compute1")
-    assert ev.already and ev.attempts == 0 and ev.reads == 1
+    ev = run(driver, clock)
+    assert (ev.read_back, ev.attempts, ev.reads, ev.already) == (PowerState.OFF, 0, 1, True)
+    assert bmc.requests == [] and clock.sleeps == []
 
 
-def test_slow_bmc_within_the_deadline(world):
-    fencer, bmc, clock = world
-    bmc.power_delay = 3.0
-    ev = fencer.power_off("compute1")
-    assert ev.read_back is PowerState.OFF and 3.0 <= ev.duration <= POLICY.deadline
+def test_off_is_confirmed_by_the_read_back(bmc_and_driver, clock):
+    bmc, driver = bmc_and_driver
+    ev = run(driver, clock)
+    assert ev.requested is ev.read_back is PowerState.OFF
+    assert ev.attempts == 1 and bmc.requests == [PowerState.OFF]
+    assert bmc.state is PowerState.OFF
+    assert ev.host == "compute1" and ev.driver == "fake" and ev.address == "bmc-compute1"
+    assert ev.finished_at >= ev.started_at and ev.duration == pytest.approx(0.5)
 
 
-def test_slow_bmc_past_the_deadline_is_not_fenced(world):
-    fencer, bmc, clock = world
-    bmc.power_delay = 30.0
+def test_slow_bmc_is_polled_until_it_reads_off(bmc_and_driver, clock):
+    bmc, driver = bmc_and_driver
+    bmc.power_delay = 3.2
+    ev = run(driver, clock)
+    assert ev.read_back is PowerState.OFF
+    assert 3.2 <= ev.duration <= 3.2 + POLICY.poll_interval
+    # an accepted request is not sent again (that would restart the transition)
+    assert bmc.requests == [PowerState.OFF] and ev.attempts == 1
+
+
+def test_bmc_slower_than_the_deadline_is_not_fenced(bmc_and_driver, clock):
+    bmc, driver = bmc_and_driver
+    bmc.power_delay = 100.0
+    start = clock.now
     with pytest.raises(exc.DeadlineExceeded) as e:
-        fencer.power_off("compute1")
-    assert "NOT fenced" in str(e.value) and "last read-back was ON" in str(e.value)
-    assert e.value.retryable
-    assert clock() <= POLICY.deadline + 1.0
-
-
-def test_request_is_resent_with_backoff_when_the_bmc_drops_it(world, monkeypatch):
-    fencer, bmc, clock = world
-    dropped = []
-    real = bmc.request
-
-    def lossy(state):
-        if len(dropped) < 2:
-            dropped.append(clock())
-            return False  # accepted on the wire, lost by the BMC
-        return real(state)
-
-    monkeypatch.setattr(bmc, "request", lossy)
-    ev = fencer.power_off("compute1")
-    assert ev.attempts == 3 and ev.read_back is PowerState.OFF
-    assert dropped == [0.0, 1.0]  # re-sent after the first back-off
-
-
-@pytest.mark.parametrize("fault,error", [("down", exc.BMCUnreachable),
-                                         ("garbage", exc.GarbageReply),
-                                         ("password", exc.AuthFailed)])
-def test_broken_bmc_is_never_off(world, fault, error):
-    fencer, bmc, clock = world
-    if fault == "password":
-        bmc.password = "other"
-    else:
-        setattr(bmc, fault, True)
-    with pytest.raises(error):
-        fencer.power_off("compute1")
+        run(driver, clock)
+    assert e.value.action is Action.RETRY
+    assert "last read-back was ON" in str(e.value) and "NOT fenced" in str(e.value)
+    assert clock.now - start == pytest.approx(POLICY.deadline)
     assert bmc.state is PowerState.ON
 
 
-def test_escalate_errors_stop_at_once_retry_errors_use_the_deadline(world):
-    fencer, bmc, clock = world
-    bmc.garbage = True
-    with pytest.raises(exc.GarbageReply):
-        fencer.power_off("compute1")
-    assert clock() == 0.0  # ESCALATE: not retried
-    bmc.garbage = False
+def test_failed_requests_are_resent_with_capped_exponential_backoff(clock):
+    d = Scripted(reads=[PowerState.ON], requests=[unreachable()] * 100)
+    times = []
+    orig = d.request_power
+
+    def spy(state, timeout=None):
+        times.append(clock.now)
+        orig(state, timeout)
+
+    d.request_power = spy
+    with pytest.raises(exc.DeadlineExceeded) as e:
+        run(d, clock, policy=dataclasses.replace(POLICY, deadline=30.0))
+    gaps = [round(b - a, 1) for a, b in zip(times, times[1:], strict=False)]
+    assert gaps[:5] == [1.0, 2.0, 4.0, 4.0, 4.0]
+    assert "BMCUnreachable" in str(e.value)
+
+
+def test_deadline_of_the_entry_overrides_the_policy(bmc_and_driver, clock):
+    bmc, driver = bmc_and_driver
+    bmc.power_delay = 100.0
+    start = clock.now
+    with pytest.raises(exc.DeadlineExceeded) as e:
+        run(driver, clock, deadline=3.0)
+    assert clock.now - start == pytest.approx(3.0) and "within 3.0 s" in str(e.value)
+
+
+def test_unreachable_bmc_is_retried_then_reported_as_unreachable(bmc_and_driver, clock):
+    bmc, driver = bmc_and_driver
     bmc.down = True
-    with pytest.raises(exc.BMCUnreachable):
-        fencer.power_off("compute1")
-    assert clock() >= POLICY.deadline - POLICY.retry_backoff_max  # RETRY: until the deadline
+    start = clock.now
+    with pytest.raises(exc.BMCUnreachable) as e:
+        run(driver, clock)
+    assert e.value.action is Action.RETRY
+    assert clock.now - start == pytest.approx(POLICY.deadline)
+    assert bmc.requests == []
 
 
-def test_driver_returning_nonsense_never_reads_as_off(world, monkeypatch):
-    fencer, bmc, _ = world
-    monkeypatch.setattr(type(fencer.driver("compute1")), "get_power_state",
-                        lambda self, timeout=None: "off")
+@pytest.mark.parametrize("fault, error", [
+    ("password", exc.AuthFailed),
+    ("garbage", exc.GarbageReply),
+])
+def test_failures_that_retrying_cannot_fix_are_raised_at_once(bmc_and_driver, clock, fault,
+                                                              error):
+    bmc, driver = bmc_and_driver
+    if fault == "password":
+        bmc.password = "another one"
+    else:
+        bmc.garbage = True
+    with pytest.raises(error) as e:
+        run(driver, clock)
+    assert e.value.action is Action.ESCALATE
+    assert clock.sleeps == [] and bmc.requests == []
+    assert bmc.state is PowerState.ON
+
+
+class Scripted(FenceDriver):
+    """Answers from a script: each item is a PowerState or an exception."""
+
+    name = "scripted"
+
+    def __init__(self, reads, requests=()):
+        super().__init__(make_entry(driver="scripted"))
+        self.reads, self.requests, self.sent = list(reads), list(requests), 0
+
+    def request_power(self, state, timeout=None):
+        self.sent += 1
+        if self.requests:
+            item = self.requests.pop(0)
+            if isinstance(item, Exception):
+                raise item
+
+    def get_power_state(self, timeout=None):
+        item = self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+def unreachable():
+    return exc.BMCUnreachable(host="h", driver="d", address="a", reason="r")
+
+
+def test_failed_requests_are_retried_until_one_is_accepted(clock):
+    d = Scripted(reads=[PowerState.ON, PowerState.OFF],
+                 requests=[unreachable(), unreachable()])
+    ev = run(d, clock)
+    assert ev.attempts == 3 and d.sent == 3 and ev.read_back is PowerState.OFF
+    assert clock.sleeps[:2] == [1.0, 2.0]
+
+
+def test_transitions_and_lost_reads_are_polled_through(clock):
+    d = Scripted(reads=[PowerState.ON, exc.PowerStateInTransition(host="h", state="PoweringOff"),
+                        unreachable(), PowerState.OFF])
+    ev = run(d, clock)
+    assert ev.read_back is PowerState.OFF and ev.reads == 4
+
+
+def test_a_read_back_that_is_not_a_power_state_is_never_success(clock):
+    d = Scripted(reads=["off"])
     with pytest.raises(exc.GarbageReply):
-        fencer.power_off("compute1")
+        run(d, clock)
 
 
-def test_unknown_host_says_where_to_add_it(world):
-    fencer, _, _ = world
-    with pytest.raises(exc.HostNotInInventory) as e:
-        fencer.power_off("compute9")
-    assert "compute9" in str(e.value) and "hosts:" in str(e.value)
+def test_unreachable_after_a_read_reports_deadline_with_the_last_state(clock):
+    d = Scripted(reads=[PowerState.ON, unreachable()])
+    with pytest.raises(exc.DeadlineExceeded) as e:
+        run(d, clock)
+    assert "ON" in str(e.value) and "BMCUnreachable" in str(e.value)
 
 
-def test_many_hosts_at_once_one_slow_bmc_does_not_block_the_others(monkeypatch):
-    clock = FakeClock(0.0)
-    registry = FakeRegistry(clock=clock)
-    monkeypatch.setattr("instanceha.fencing.fake.REGISTRY", registry)
-    hosts = {f"c{i}": {"driver": "fake", "address": f"b{i}"} for i in range(5)}
-    registry.bmc("b0").down = True
-    fencer = Fencer(from_data({"hosts": hosts}), FencePolicy(deadline=2.0, poll_interval=0.5,
-                                                             retry_backoff=0.5,
-                                                             retry_backoff_max=1.0))
-    out = fencer.power_off_many(hosts)
-    assert isinstance(out["c0"], exc.BMCUnreachable)
-    assert all(out[f"c{i}"].read_back is PowerState.OFF for i in range(1, 5))
+def test_power_on(bmc_and_driver, clock):
+    bmc, driver = bmc_and_driver
+    bmc.set_state(PowerState.OFF)
+    ev = run(driver, clock, requested=PowerState.ON)
+    assert ev.read_back is PowerState.ON and bmc.state is PowerState.ON
+
+
+def test_evidence_is_frozen_and_serialisable(bmc_and_driver, clock):
+    _, driver = bmc_and_driver
+    ev = run(driver, clock)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.read_back = PowerState.ON
+    d = ev.as_dict()
+    assert d["requested"] == d["read_back"] == "off" and d["already"] is False
+    assert d["started_at_iso"].endswith("+00:00")
+    assert isinstance(ev, FenceEvidence)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"deadline": 0}, {"poll_interval": -1}, {"retry_backoff": 5, "retry_backoff_max": 2},
+    {"max_concurrent": 0},
+])
+def test_policy_refuses_nonsense(kwargs):
+    with pytest.raises(ValueError):
+        FencePolicy(**kwargs)

@@ -3,7 +3,7 @@
 Reports, per host, whether its BMC is reachable, accepts the credentials of
 the inventory, its power state and the latency of the read. Exit code 0 when
 every BMC answered, 1 when at least one did not, 2 when the configuration or
-the inventory is invalid.
+the inventory is invalid or a HOST named has no entry in it.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ def run_check(args, conf) -> int:
         fencer = fencing_conf.make_fencer(conf)
     except exceptions.InstanceHAError as e:
         print(f"fencing check: {e}", file=sys.stderr)
+        return 2
+    unknown = [h for h in args.hosts if h not in fencer.inventory]
+    if unknown:
+        print(f"fencing check: not in the fencing inventory {fencer.inventory.source}: "
+              f"{', '.join(unknown)}", file=sys.stderr)
         return 2
     try:
         results = fencer.check(args.hosts or None)

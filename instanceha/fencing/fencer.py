@@ -61,6 +61,14 @@ class Fencer:
         self._host_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
+    def driver(self, host: str) -> FenceDriver:
+        """The driver of host's BMC (built once); HostNotInInventory if none."""
+        return self._driver(host)[0]
+
+    def driver_name(self, host: str) -> str:
+        """The inventory's driver name for host; HostNotInInventory if none."""
+        return self.inventory.get(host).driver
+
     def _driver(self, host: str) -> tuple[FenceDriver, threading.Lock]:
         entry = self.inventory.get(host)  # HostNotInInventory
         with self._lock:

@@ -129,7 +129,10 @@ class IPMIDriver(FenceDriver):
 
         return command.Command(bmc=self.entry.address, port=self.port,
                                userid=self.entry.username,
-                               password=self.entry.password.reveal())
+                               password=self.entry.password.reveal(),
+                               # no background keepalive traffic to hundreds of idle
+                               # BMCs: a fence logs in afresh when its session expired
+                               keepalive=False)
 
     def _run(self, what: str, fn, timeout: float | None):
         timeout = timeout or self.call_timeout

@@ -32,9 +32,13 @@ def test_check_reports_each_bmc_and_powers_nothing(tmp_path):
         r = subprocess.run([CLI, "--config-file", conf, "fencing", "check", "--format", "json"],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 1, r.stderr
-        rows = {x["host"]: x for x in json.loads(r.stdout)}
-        assert rows["compute1"]["ok"] and rows["compute1"]["power"] == "on"
-        assert rows["compute2"]["ok"] and rows["compute2"]["power"] == "on"
+        report = json.loads(r.stdout)
+        assert report["ok"] is False
+        rows = {x["host"]: x for x in report["hosts"]}
+        assert rows["compute1"]["ok"] and rows["compute1"]["power_state"] == "on"
+        assert rows["compute2"]["ok"] and rows["compute2"]["power_state"] == "on"
+        assert rows["compute4"]["authenticated"] is False
+        assert rows["compute3"]["reachable"] is False
         assert not rows["compute3"]["ok"] and "unreachable" in rows["compute3"]["error"]
         assert not rows["compute4"]["ok"] and "refused the credentials" in rows["compute4"]["error"]
         for secret in ("Ipmi-Secret-9", "Rf-Secret-9", "wrong"):

@@ -59,13 +59,12 @@ def test_all_answer_table(tmp_path, capsys):
 
 def test_failures_give_exit_1_and_json(tmp_path, capsys):
     fake.REGISTRY.bmc("bmc-c2").password = "other"
-    code = fencing_cli.run_check(args("c1", "c2", "c3", fmt="json"), make_conf(tmp_path, INV))
+    code = fencing_cli.run_check(args("c1", "c2", fmt="json"), make_conf(tmp_path, INV))
     data = json.loads(capsys.readouterr().out)
     assert code == 1 and data["ok"] is False
     by_host = {h["host"]: h for h in data["hosts"]}
     assert by_host["c1"]["ok"] and by_host["c1"]["power_state"] == "on"
     assert by_host["c2"]["error_type"] == "AuthFailed" and by_host["c2"]["authenticated"] is False
-    assert by_host["c3"]["error_type"] == "HostNotInInventory"
     assert "pw" not in json.dumps(by_host["c2"]["error"]).replace("password", "")
 
 
@@ -74,6 +73,12 @@ def test_table_lists_errors_under_the_table(tmp_path, capsys):
     assert fencing_cli.run_check(args(), make_conf(tmp_path, INV)) == 1
     out = capsys.readouterr().out
     assert "BMCUnreachable" in out and "c1: BMC of c1" in out
+
+
+def test_a_host_not_in_the_inventory_is_exit_2(tmp_path, capsys):
+    assert fencing_cli.run_check(args("c1", "c9"), make_conf(tmp_path, INV)) == 2
+    err = capsys.readouterr().err
+    assert "c9" in err and "inv.yaml" in err
 
 
 def test_no_inventory_is_exit_2(tmp_path, capsys):

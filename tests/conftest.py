@@ -5,3 +5,5 @@ import sys
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "tools"))
+
+pytest_plugins = ["tests.faults"]

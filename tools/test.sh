@@ -24,4 +24,4 @@ mapfile -t SCRIPTS < <(find tools devstack -name '*.sh' 2> /dev/null | sort -u)
 shellcheck -x .ci/run "${SCRIPTS[@]}"
 shellcheck -s bash devstack/settings
 say "pytest"
-python -m pytest "$@"
+python -m pytest --fault-report "$TOP/.run/faults.json" "$@"

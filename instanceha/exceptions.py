@@ -75,6 +75,10 @@ class MemberConflict(CoordinationError):
     )
 
 
+class IncidentNotFound(InstanceHAError):
+    message = "No incident %(incident_id)s in the journal (it may have been pruned by retention)"
+
+
 class NotLeader(CoordinationError):
     message = "This controller does not hold leadership: %(reason)s"
 

@@ -60,6 +60,22 @@ class LogOnlyActuator:
                 "the host is NOT fenced and nothing is evacuated", host, token)
 
 
+class Verifier:
+    """``verify()`` for the actuator: a round trip that re-checks leadership and
+    returns the fencing token; ``token`` is the term as known locally (no round
+    trip), for bookkeeping only (the incident journal notices a new term)."""
+
+    def __init__(self, leadership: Leadership) -> None:
+        self._leadership = leadership
+
+    def __call__(self) -> int:
+        return self._leadership.verify()
+
+    @property
+    def token(self) -> int | None:
+        return self._leadership.token
+
+
 class Executor:
     def __init__(
         self,
@@ -75,6 +91,7 @@ class Executor:
         self.guard_state = guard.GuardState()
         self.wall = wall
         self.on_hold = on_hold
+        self.verifier = Verifier(leadership)
         self._said: dict[str, str] = {}
 
     def _say_once(self, key: str, message: str, *args) -> None:
@@ -106,5 +123,5 @@ class Executor:
                                control[PAUSED], ", ".join(selected))
             return []
         self._said.pop("pause", None)
-        self.actuator.act(views, selected, self.leadership.verify)
+        self.actuator.act(views, selected, self.verifier)
         return selected

@@ -24,7 +24,7 @@ import abc
 import dataclasses
 import enum
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 
 class ConnectionState(str, enum.Enum):
@@ -212,3 +212,22 @@ class Coordinator(abc.ABC):
 
     @abc.abstractmethod
     def leadership(self, candidate_id: str) -> Leadership: ...
+
+    # -- incident journal (written by the leader, read by operators) ---------
+    @abc.abstractmethod
+    def incident_write(self, incident_id: str, summary: Mapping[str, object],
+                       entries: Sequence[Mapping[str, object]] = ()) -> None:
+        """Create or replace the incident's summary and append ``entries`` after
+        the ones it has, in order. Outlives every controller."""
+
+    @abc.abstractmethod
+    def incidents(self) -> dict[str, Mapping[str, object]]:
+        """Every stored incident's summary, by incident id."""
+
+    @abc.abstractmethod
+    def incident_entries(self, incident_id: str) -> list[Mapping[str, object]]:
+        """The incident's entries, oldest first. Raises IncidentNotFound."""
+
+    @abc.abstractmethod
+    def incident_delete(self, incident_id: str) -> None:
+        """Remove an incident and its entries (retention); absent is fine."""

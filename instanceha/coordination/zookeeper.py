@@ -28,7 +28,7 @@ import logging
 import threading
 import urllib.parse
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from kazoo import exceptions as kz_exc
 from kazoo.client import KazooClient
@@ -38,6 +38,7 @@ from kazoo.retry import KazooRetry
 
 from instanceha import exceptions
 from instanceha.coordination import base
+from instanceha.coordination.zk_incidents import ZooKeeperIncidentStore
 
 LOG = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ class ZooKeeperCoordinator(base.Coordinator):
         self._members_list_dirty = True
         self._control: dict = {}
         self._control_dirty = True
+        self._incidents = ZooKeeperIncidentStore(self.client, self._path("incidents"))
 
     # -- paths -------------------------------------------------------------
     def _path(self, *parts: str) -> str:
@@ -507,6 +509,23 @@ class ZooKeeperCoordinator(base.Coordinator):
             self.client.delete(self._path("hosts", host))
         except kz_exc.NoNodeError:
             pass
+
+    @_translated
+    def incident_write(self, incident_id: str, summary: Mapping[str, object],
+                       entries: Sequence[Mapping[str, object]] = ()) -> None:
+        self._incidents.write(incident_id, summary, entries)
+
+    @_translated
+    def incidents(self) -> dict[str, Mapping[str, object]]:
+        return self._incidents.summaries()
+
+    @_translated
+    def incident_entries(self, incident_id: str) -> list[Mapping[str, object]]:
+        return self._incidents.entries(incident_id)
+
+    @_translated
+    def incident_delete(self, incident_id: str) -> None:
+        self._incidents.delete(incident_id)
 
     def leadership(self, candidate_id: str) -> base.Leadership:
         return ZooKeeperLeadership(self, candidate_id)

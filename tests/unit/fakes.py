@@ -157,3 +157,31 @@ class FakeCoordinator(base.Coordinator):
 
     def leadership(self, candidate_id):
         return self.leadership_obj
+
+    # incident journal: in memory, with a switch to make writes fail
+    journal_down = False
+
+    def _journal(self):
+        if not hasattr(self, "_incidents"):
+            self._incidents = {}
+        return self._incidents
+
+    def incident_write(self, incident_id, summary, entries=()):
+        from instanceha import exceptions
+        if self.journal_down:
+            raise exceptions.CoordinatorUnavailable(where="fake", reason="journal_down")
+        record = self._journal().setdefault(incident_id, {"summary": {}, "entries": []})
+        record["summary"] = dict(summary)
+        record["entries"].extend(dict(e) for e in entries)
+
+    def incidents(self):
+        return {i: dict(r["summary"]) for i, r in self._journal().items()}
+
+    def incident_entries(self, incident_id):
+        from instanceha import exceptions
+        if incident_id not in self._journal():
+            raise exceptions.IncidentNotFound(incident_id=incident_id)
+        return list(self._journal()[incident_id]["entries"])
+
+    def incident_delete(self, incident_id):
+        self._journal().pop(incident_id, None)

@@ -1,0 +1,329 @@
+"""The incident journal: what happened to each failed host, across leaders.
+
+One incident per failure of a host. It records the signals the detector saw,
+each decision with its reason, the fence evidence (or the operator's
+attestation), each instance's outcome and the host's return, each entry
+with its wall-clock time, the controller that wrote it and its term. It
+lives in the coordinator (``Coordinator.incident_write``), not in a process:
+a leader that dies mid-recovery leaves its entries, and the next leader
+appends to the *same* incident (it finds the host's open incident in the
+store), so ``instanceha incidents show ID`` tells one story.
+
+Incident ids are ``<host>-<token>``: the host and the fencing token of the
+term that opened it (``.2``, ``.3``... if a term opens several for one host).
+
+Resolution (which incident an entry belongs to, state changes) happens in
+memory under a lock, synchronously and in call order; only the writes to
+the coordinator are deferred to a background writer that retries while the
+coordinator is away. So the recovery never waits on the journal and never
+fails because of it. Retention is bounded: closed incidents beyond ``keep``
+or older than ``max_age`` are deleted when a new incident opens.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from instanceha import exceptions
+
+LOG = logging.getLogger(__name__)
+
+MAX_TEXT = 2000
+
+
+class State(str, enum.Enum):
+    DETECTED = "detected"
+    """FAILED and to be fenced; not fenced yet (guard, per-tick cap, pause)."""
+    FENCING = "fencing"
+    """A fence started; its result is not recorded in Nova yet."""
+    FENCE_FAILED = "fence-failed"
+    """The last fence attempt failed; retried with back-off."""
+    FENCED = "fenced"
+    """Power-off confirmed (or attested) and the service forced down."""
+    RECOVERING = "recovering"
+    RECOVERED = "recovered"
+    """Every instance handled; waiting for the host to come back."""
+    HELD = "held"
+    """Kept disabled for an operator."""
+    CLOSED = "closed"
+
+
+OPEN = frozenset(State) - {State.CLOSED}
+CONTINUED_BY_A_FENCE = frozenset({State.DETECTED, State.FENCING, State.FENCE_FAILED})
+"""A new fence of the host continues an incident in these states (a leader
+died before recording its fence in Nova); any other open one is over."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    keep: int = 500
+    """Closed incidents kept (the newest)."""
+    max_age: float = 90 * 86400.0
+    """Closed incidents older than this (seconds since their last entry) are deleted."""
+
+    def __post_init__(self) -> None:
+        if self.keep < 1 or self.max_age <= 0:
+            raise ValueError("incident retention must keep at least 1 incident for some time")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Item:
+    host: str
+    kind: str
+    text: str
+    facts: Mapping[str, object]
+    at: float
+    state: State | None
+    opens: bool
+    close_if: frozenset[State]
+    counts: Mapping[str, int]
+
+
+class IncidentJournal:
+    def __init__(self, store, name: str, retention: Retention = Retention(),
+                 wall: Callable[[], float] = time.time, max_queue: int = 10000,
+                 background: bool = True, retry_max: float = 10.0) -> None:
+        self.store = store
+        self.name = name
+        self.retention = retention
+        self.wall = wall
+        self.max_queue = max_queue
+        self.retry_max = retry_max
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._index: dict[str, dict] | None = None
+        self._term: int | None = None
+        self._loaded_term: int | None = None
+        self._early: list[_Item] = []
+        self._out: collections.deque = collections.deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.dropped = 0
+        self.write_errors = 0
+        self._thread = None
+        if background:
+            self._thread = threading.Thread(target=self._writer, name="incident-journal",
+                                            daemon=True)
+            self._thread.start()
+
+    # -- the term ------------------------------------------------------------
+    def term(self, token: int | None) -> None:
+        """The leader's current term, as known locally (called every tick).
+        A new term re-reads the store: another leader may have written since."""
+        if token is not None and token != self._term:
+            self._term = token
+            self._wake.set()
+
+    def _ready(self) -> bool:
+        return self._index is not None and self._loaded_term == self._term
+
+    def load(self) -> bool:
+        """Read the store's incidents for this term (I/O outside the lock).
+        Then entries buffered meanwhile are applied, in their order."""
+        with self._lock:
+            if self._ready():
+                return True
+            term = self._term
+        try:
+            summaries = self.store.incidents()
+        except exceptions.InstanceHAError as e:
+            LOG.warning("incident journal not loaded: %s (%s)", e, e.action.value)
+            return False
+        with self._lock:
+            if self._term != term:
+                return False  # another term began meanwhile: the next load reads again
+            self._index = {i: dict(s) for i, s in summaries.items()
+                           if isinstance(s, Mapping) and "host" in s}
+            self._loaded_term = term
+            early, self._early = self._early, []
+            for item in early:
+                self._apply(item)
+        return True
+
+    # -- recording (any thread; never blocks on the store) --------------------
+    def record(self, host: str, kind: str, text: str, *, state: State | None = None,
+               opens: bool = False, close_if: frozenset[State] = frozenset(),
+               counts: Mapping[str, int] | None = None, **facts) -> str | None:
+        """Add an entry to the host's open incident; ``opens`` starts one if
+        the host has none (or only one a new fence does not continue).
+        Returns the incident id, or None when not resolved yet (the store is
+        not read yet: the entry is applied, in order, once it is)."""
+        item = _Item(host, kind, text[:MAX_TEXT], dict(facts), self.wall(), state, opens,
+                     close_if, dict(counts or {}))
+        with self._lock:
+            if not self._ready():
+                if len(self._early) >= self.max_queue:
+                    self.dropped += 1
+                    LOG.error("incident journal: entry dropped (store unread, %d buffered): "
+                              "host=%s %s", len(self._early), host, kind)
+                    return None
+                self._early.append(item)
+                self._wake.set()
+                return None
+            return self._apply(item)
+
+    def open(self, host: str, token: int, kind: str, text: str, **kwargs) -> str:
+        """Record an entry that opens (or continues) the host's incident and
+        return its id; reads the store first if needed (job threads only)."""
+        self.term(token)
+        if not self._ready():
+            self.load()
+        incident = self.record(host, kind, text, opens=True, **kwargs)
+        return incident if incident is not None else f"{host}-{token}"
+
+    def current(self, host: str) -> str | None:
+        """The host's open incident (job threads: may read the store)."""
+        if not self._ready():
+            self.load()
+        with self._lock:
+            return self._open_for(host) if self._index is not None else None
+
+    # -- in memory, lock held --------------------------------------------------
+    def _open_for(self, host: str) -> str | None:
+        candidates = [(s.get("opened_at", 0.0), i) for i, s in self._index.items()
+                      if s.get("host") == host and s.get("state") in OPEN]
+        return max(candidates)[1] if candidates else None
+
+    def _new_id(self, host: str) -> str:
+        base = f"{host}-{self._term if self._term is not None else 0}"
+        incident, n = base, 1
+        while incident in self._index:
+            n += 1
+            incident = f"{base}.{n}"
+        return incident
+
+    def _apply(self, item: _Item) -> str | None:
+        incident = self._open_for(item.host)
+        if item.opens and incident is not None and \
+                self._index[incident]["state"] not in CONTINUED_BY_A_FENCE:
+            self._transition(incident, item.at, "closed", "superseded: the host failed again "
+                             "after being back in service", State.CLOSED)
+            incident = None
+        if incident is None:
+            if not item.opens:
+                return None  # nothing open for this host: not an incident's business
+            incident = self._new_id(item.host)
+            self._index[incident] = {
+                "id": incident, "host": item.host, "state": State.DETECTED.value,
+                "opened_at": item.at, "opened_by": self.name, "term": self._term,
+                "updated_at": item.at, "closed_at": None, "entries": 0, "reason": "",
+            }
+            self._prune(item.at)
+        summary = self._index[incident]
+        state = item.state
+        if state is None and item.close_if and State(summary["state"]) in item.close_if:
+            state = State.CLOSED
+        for key, value in item.counts.items():
+            summary[key] = summary.get(key, 0) + value
+        if "fence" in item.facts:
+            summary["fence"] = item.facts["fence"]
+        self._transition(incident, item.at, item.kind, item.text, state, item.facts)
+        return incident
+
+    def _transition(self, incident: str, at: float, kind: str, text: str,
+                    state: State | None, facts: Mapping[str, object] | None = None) -> None:
+        summary = self._index[incident]
+        if state is not None:
+            summary["state"] = state.value
+            summary["reason"] = text
+            if state is State.CLOSED:
+                summary["closed_at"] = at
+        summary["updated_at"] = at
+        summary["entries"] = summary.get("entries", 0) + 1
+        entry = {"at": at, "kind": kind, "text": text, "by": self.name, "term": self._term}
+        if state is not None:
+            entry["state"] = state.value
+        entry.update(facts or {})
+        self._push(("write", incident, dict(summary), entry))
+
+    def _prune(self, now: float) -> None:
+        closed = sorted((s.get("updated_at", 0.0), i) for i, s in self._index.items()
+                        if s.get("state") == State.CLOSED.value)
+        doomed = {i for t, i in closed if now - t > self.retention.max_age}
+        excess = len(closed) - self.retention.keep
+        doomed.update(i for _, i in closed[:max(0, excess)])
+        for incident in sorted(doomed):
+            del self._index[incident]
+            self._push(("delete", incident, None, None))
+
+    def _push(self, op) -> None:
+        if len(self._out) >= self.max_queue:
+            self._out.popleft()
+            self.dropped += 1
+            LOG.error("incident journal: %d writes queued (the coordinator is away): the "
+                      "oldest was dropped", self.max_queue)
+        self._out.append(op)
+        self._wake.set()
+
+    # -- the writer ---------------------------------------------------------------
+    def flush(self) -> bool:
+        """Write what is queued, in order; False if the store refused (kept queued)."""
+        with self._flush_lock:
+            return self._flush()
+
+    def _flush(self) -> bool:
+        if not self._ready() and (self._early or self._term is not None):
+            if not self.load():
+                return False
+        while True:
+            with self._lock:
+                if not self._out:
+                    return True
+                op, incident, summary, entry = self._out[0]
+                batch = [entry] if entry is not None else []
+                n = 1
+                if op == "write":
+                    # consecutive writes to one incident: one round trip
+                    while n < len(self._out) and self._out[n][0] == "write" \
+                            and self._out[n][1] == incident:
+                        summary = self._out[n][2]
+                        batch.append(self._out[n][3])
+                        n += 1
+            try:
+                if op == "write":
+                    self.store.incident_write(incident, summary, batch)
+                else:
+                    self.store.incident_delete(incident)
+            except exceptions.InstanceHAError as e:
+                self.write_errors += 1
+                LOG.warning("incident journal: %s %s not written: %s (%s); kept queued",
+                            op, incident, e, e.action.value)
+                return False
+            with self._lock:
+                for _ in range(n):
+                    self._out.popleft()
+
+    def _writer(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self.flush():
+                delay = 0.5
+                continue
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.retry_max)
+            self._wake.set()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._out) + len(self._early)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Try to write what is queued (bounded), then stop the writer."""
+        deadline = time.monotonic() + timeout
+        while self.pending() and time.monotonic() < deadline:
+            if not self.flush():
+                break
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

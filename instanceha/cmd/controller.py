@@ -87,6 +87,7 @@ def build_actuator(conf, coordinator, records, control):
     from instanceha.compute.nova import NovaClient
     from instanceha.conf import fencing as fencing_conf
     from instanceha.conf import notifications as notifications_conf
+    from instanceha.controller.journal import IncidentJournal
     from instanceha.controller.recovery import (
         ActuatorSettings,
         Attestations,
@@ -122,7 +123,9 @@ def build_actuator(conf, coordinator, records, control):
     actuator = RecoveryActuator(settings, fencer, nova, lambda n: Evacuator(n, evacuation),
                                 notifier=notifier, events=events,
                                 failures=FailureHistory(coordinator, records),
-                                attestations=Attestations(coordinator, control))
+                                attestations=Attestations(coordinator, control),
+                                journal=IncidentJournal(coordinator, conf.host,
+                                                        policy.journal_retention(conf)))
     return actuator, [actuator.close, fencer.close, notifier.close]
 
 

@@ -79,7 +79,26 @@ recovery_opts = [
         help="Hosts whose fencing or recovery steps run at the same time (a count).",
     ),
 ]
-opts = opts + recovery_opts
+
+journal_opts = [
+    cfg.IntOpt(
+        "incident_retention_count",
+        default=500,
+        min=1,
+        max=100000,
+        help="Incident journal: the number of closed incidents kept (the newest); older "
+        "ones are deleted when a new incident opens. Open incidents are always kept.",
+    ),
+    cfg.FloatOpt(
+        "incident_retention_days",
+        default=90.0,
+        min=0.01,
+        max=3650.0,
+        help="Incident journal: closed incidents whose last entry is older than this "
+        "number of days are deleted.",
+    ),
+]
+opts = opts + recovery_opts + journal_opts
 
 
 def register_opts(conf):

@@ -110,3 +110,11 @@ def recovery_policy(conf: cfg.ConfigOpts):
     c = conf.controller
     return RecoveryPolicy(reenable=c.reenable_after_repair, flap_failures=c.flap_failures,
                           flap_window=c.flap_window)
+
+
+def journal_retention(conf: cfg.ConfigOpts):
+    from instanceha.controller.journal import Retention
+
+    c = conf.controller
+    return Retention(keep=c.incident_retention_count,
+                     max_age=c.incident_retention_days * 86400.0)

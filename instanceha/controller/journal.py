@@ -81,6 +81,7 @@ class _Item:
     at: float
     state: State | None
     opens: bool
+    new_failure: bool
     close_if: frozenset[State]
     counts: Mapping[str, int]
 
@@ -148,14 +149,16 @@ class IncidentJournal:
 
     # -- recording (any thread; never blocks on the store) --------------------
     def record(self, host: str, kind: str, text: str, *, state: State | None = None,
-               opens: bool = False, close_if: frozenset[State] = frozenset(),
+               opens: bool = False, new_failure: bool = False,
+               close_if: frozenset[State] = frozenset(),
                counts: Mapping[str, int] | None = None, **facts) -> str | None:
         """Add an entry to the host's open incident; ``opens`` starts one if
-        the host has none (or only one a new fence does not continue).
+        the host has none; ``new_failure`` (a fence is due) also closes an open
+        one that a new fence does not continue (the host was back in service).
         Returns the incident id, or None when not resolved yet (the store is
         not read yet: the entry is applied, in order, once it is)."""
-        item = _Item(host, kind, text[:MAX_TEXT], dict(facts), self.wall(), state, opens,
-                     close_if, dict(counts or {}))
+        item = _Item(host, kind, text[:MAX_TEXT], dict(facts), self.wall(), state,
+                     opens or new_failure, new_failure, close_if, dict(counts or {}))
         with self._lock:
             if not self._ready():
                 if len(self._early) >= self.max_queue:
@@ -174,7 +177,7 @@ class IncidentJournal:
         self.term(token)
         if not self._ready():
             self.load()
-        incident = self.record(host, kind, text, opens=True, **kwargs)
+        incident = self.record(host, kind, text, new_failure=True, **kwargs)
         return incident if incident is not None else f"{host}-{token}"
 
     def current(self, host: str) -> str | None:
@@ -200,7 +203,7 @@ class IncidentJournal:
 
     def _apply(self, item: _Item) -> str | None:
         incident = self._open_for(item.host)
-        if item.opens and incident is not None and \
+        if item.new_failure and incident is not None and \
                 self._index[incident]["state"] not in CONTINUED_BY_A_FENCE:
             self._transition(incident, item.at, "closed", "superseded: the host failed again "
                              "after being back in service", State.CLOSED)

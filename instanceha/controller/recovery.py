@@ -14,6 +14,7 @@ world-changing call: every fence, force-down, evacuation, reset and enable.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import datetime
@@ -28,6 +29,8 @@ from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.instance_policy import decide as decide_instance
 from instanceha.engine.model import HostView, Phase
 from instanceha.engine.recovery import HostFacts, RecoveryPolicy, Stage, next_stage
+
+from .journal import State as Incident
 
 LOG = logging.getLogger(__name__)
 
@@ -115,7 +118,7 @@ class Attestations:
 class RecoveryActuator:
     def __init__(self, settings: ActuatorSettings, fencer, nova, evacuator_factory,
                  notifier=None, events=None, failures=None, attestations=None, metrics=None,
-                 clock: Callable[[], float] = time.monotonic,
+                 journal=None, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime.datetime] = _utcnow) -> None:
         self.settings = settings
         self.fencer = fencer
@@ -126,6 +129,8 @@ class RecoveryActuator:
         self.failures = failures
         self.attestations = attestations
         self.metrics = metrics
+        self.journal = journal
+        self.signals: dict[str, collections.deque] = {}
         self.clock = clock
         self.wall = wall
         self.pool = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery")
@@ -140,6 +145,7 @@ class RecoveryActuator:
         self._refreshing: concurrent.futures.Future | None = None
         self._lock = threading.Lock()
         self.decisions: dict[str, tuple[Stage, str]] = {}
+        self._held: dict[str, float] = {}
 
     # -- Nova's view, refreshed in the background -------------------------
     def _refresh(self) -> None:
@@ -173,6 +179,9 @@ class RecoveryActuator:
     def act(self, views: Mapping[str, HostView], fence_allowed: list[str],
             verify: Callable[[], int]) -> None:
         self._maybe_refresh()
+        if self.journal is not None:
+            self.journal.term(getattr(verify, "token", None))
+        self._observe(views)
         with self._lock:
             services = dict(self.services)
         if not services:
@@ -191,10 +200,15 @@ class RecoveryActuator:
             if self.decisions.get(host, (None, None))[0] is not decision.stage:
                 LOG.info("host=%s recovery=%s reason=%s", host, decision.stage.value,
                          decision.reason)
+                self._journal_decision(host, view, decision)
             self.decisions[host] = (decision.stage, decision.reason)
             if decision.stage in (Stage.IDLE, Stage.LEAVE_ALONE):
                 continue
             if decision.stage is Stage.FENCE and host not in fence_allowed:
+                if self._held.get(host) != view.since:
+                    self._held[host] = view.since
+                    self._record(host, "held", "not handed to fencing: the mass-failure guard "
+                                 "holds every fence, or the per-tick cap was reached")
                 continue  # the guard or the per-tick cap holds it
             job = self.jobs.get(host)
             if job is not None and not job.done():
@@ -239,6 +253,41 @@ class RecoveryActuator:
             self.next_try[host] = self.clock() + self.settings.retry_backoff_max
             LOG.exception("host=%s recovery=%s crashed", host, stage.value)
 
+    # -- the incident journal -----------------------------------------------
+    def _observe(self, views: Mapping[str, HostView]) -> None:
+        """Keep each host's last phase changes: the signals an incident starts with."""
+        now = self.wall().timestamp()
+        for host, view in views.items():
+            seen = self.signals.setdefault(host, collections.deque(maxlen=8))
+            if seen and seen[-1]["phase"] == view.phase.value and \
+                    seen[-1]["since"] == view.since:
+                continue
+            seen.append({"at": now, "since": view.since, "phase": view.phase.value,
+                         "rule": view.rule, "reason": view.reason})
+
+    def _record(self, host: str, kind: str, text: str, **kwargs) -> str | None:
+        if self.journal is None:
+            return None
+        return self.journal.record(host, kind, text, **kwargs)
+
+    def _journal_decision(self, host: str, view: HostView, decision) -> None:
+        if self.journal is None:
+            return
+        text = f"decided {decision.stage.value}: {decision.reason}"
+        if decision.stage is Stage.FENCE:
+            signals = [{k: v for k, v in s.items() if k != "since"}
+                       for s in self.signals.get(host, ())]
+            self.journal.record(host, "decision", text, new_failure=True, signals=signals,
+                                phase=view.phase.value)
+        else:
+            # back before any fence: that incident is over
+            self.journal.record(host, "decision", text, phase=view.phase.value,
+                                close_if=frozenset({Incident.DETECTED}))
+
+    def _incident(self, host: str, token: int | None) -> str:
+        incident = self.journal.current(host) if self.journal is not None else None
+        return incident or f"{host}-{token}"
+
     # -- helpers ----------------------------------------------------------
     def _emit(self, name: str, **kwargs) -> None:
         if self.notifier is None or self.events is None:
@@ -274,8 +323,16 @@ class RecoveryActuator:
     def _fence(self, host, view, svc, verify) -> None:
         token = verify()
         incident = f"{host}-{token}"
+        if self.journal is not None:
+            incident = self.journal.open(host, token, "fence_start",
+                                         f"fencing: {view.reason}", state=Incident.FENCING)
         self._emit("host_failed", host=host, reason=view.reason, incident_id=incident)
-        driver = self.fencer.driver_name(host)  # raises for a host not in the inventory
+        try:
+            driver = self.fencer.driver_name(host)  # raises for a host not in the inventory
+        except exceptions.InstanceHAError as e:
+            self._record(host, "fence_error", str(e), state=Incident.FENCE_FAILED,
+                         action=e.action.value)
+            raise
         self._emit("fence_start", host=host, driver=driver, incident_id=incident)
         LOG.warning("host=%s fencing (token %d): %s", host, token, view.reason)
         token = verify()  # re-checked right before the power-off
@@ -288,6 +345,9 @@ class RecoveryActuator:
             if attested is None:
                 self._emit("fence_error", host=host, driver=driver, incident_id=incident,
                            error=str(e), retrying=True)
+                self._record(host, "fence_error", f"{driver}: {e}",
+                             state=Incident.FENCE_FAILED, action=e.action.value,
+                             driver=driver)
                 raise
             # the BMC cannot confirm, an operator did: audited, and said everywhere
             who = f"{attested.get('by', '?')}: {attested.get('reason', '')}"
@@ -301,6 +361,11 @@ class RecoveryActuator:
             self.attestations.consume(host)
             if self.failures is not None:
                 self.failures.record(host)
+            self._record(host, "forced_down", f"BMC could not confirm ({e}); power-off "
+                         f"attested by operator {who}; forced down and marked fenced",
+                         state=Incident.FENCED,
+                         fence={"driver": "operator-attestation", "by": attested.get("by"),
+                                "reason": attested.get("reason"), "bmc_error": str(e)})
             LOG.warning("host=%s forced down and marked fenced on attestation (token %d)",
                         host, token)
             return
@@ -309,19 +374,27 @@ class RecoveryActuator:
         self._emit("fence_end", host=host, driver=driver, incident_id=incident,
                    duration=evidence.duration)
         self._count("fence", "ok", evidence.duration)
+        self._record(host, "fence_ok", f"power {evidence.read_back.value} read back via "
+                     f"{driver} after {evidence.attempts} request(s) in "
+                     f"{evidence.duration:.2f} s",
+                     fence={"driver": driver, "read_back": evidence.read_back.value,
+                            "attempts": evidence.attempts,
+                            "duration": round(evidence.duration, 3)})
         token = verify()
         note = f"power {evidence.read_back.value} read back via {driver} by {self.settings.name}"
         nova = _Guarded(self.nova, verify)
         nova.force_down(host, self._marker(mk.MarkerState.FENCED, token, note))
         if self.failures is not None:
             self.failures.record(host)
+        self._record(host, "forced_down", "nova-compute forced down and marked fenced",
+                     state=Incident.FENCED)
         LOG.warning("host=%s forced down and marked fenced (token %d)", host, token)
 
     def _recover(self, host, view, svc, verify) -> None:
         started = self.clock()
         m = svc.marker
         token = m.token if m and m.token is not None else verify()
-        incident = f"{host}-{token}"
+        incident = self._incident(host, token)
         nova = _Guarded(self.nova, verify)
         if m is not None and m.state is mk.MarkerState.FENCED:
             nova.disable(host, self._marker(mk.MarkerState.RECOVERING, token))
@@ -336,6 +409,16 @@ class RecoveryActuator:
                     len(servers) - len(evacuate) - len(notify))
         self._emit("recovery_start", host=host, incident_id=incident, evacuate=len(evacuate),
                    notify=len(notify))
+        self._record(host, "recovery_start", f"{len(servers)} server(s): {len(evacuate)} to "
+                     f"evacuate, {len(notify)} to notify, "
+                     f"{len(servers) - len(evacuate) - len(notify)} ignored",
+                     state=Incident.RECOVERING)
+        for s in servers:
+            if plan[s.id].recovery is not Recovery.EVACUATE:
+                outcome = "notified" if plan[s.id].recovery is Recovery.NOTIFY else "ignored"
+                self._record(host, "instance", f"{s.name}: {outcome} ({plan[s.id].reason})",
+                             counts={outcome: 1}, instance_id=s.id, outcome=outcome,
+                             status=s.status)
         for s in notify:
             self._emit("recovery_required", host=host, incident_id=incident, instance_id=s.id,
                        project_id=s.project_id or "unknown", policy="notify")
@@ -353,6 +436,12 @@ class RecoveryActuator:
                 self._emit("evacuate_end", host=host, incident_id=incident,
                            instance_id=r.server_id, project_id=server.project_id or "unknown",
                            policy="evacuate", target_host=r.dest_host, duration=r.seconds)
+                self._record(host, "instance", f"{server.name}: evacuated to {r.dest_host} "
+                             f"({r.status}) in {r.seconds:.1f} s ({plan[r.server_id].reason})",
+                             counts={"evacuated": 1}, instance_id=r.server_id,
+                             outcome=r.outcome.value, target_host=r.dest_host,
+                             status=r.status, attempts=r.attempts,
+                             seconds=round(r.seconds, 2))
             else:
                 failed += 1
                 LOG.error("host=%s server=%s NOT recovered (%s): %s", host, r.server_id,
@@ -360,12 +449,19 @@ class RecoveryActuator:
                 self._emit("evacuate_error", host=host, incident_id=incident,
                            instance_id=r.server_id, project_id=server.project_id or "unknown",
                            policy="evacuate", error=str(r.error), retrying=False)
+                self._record(host, "instance", f"{server.name}: NOT recovered "
+                             f"({r.outcome.value}): {r.error}", counts={"failed": 1},
+                             instance_id=r.server_id, outcome=r.outcome.value,
+                             status=r.status, attempts=r.attempts,
+                             seconds=round(r.seconds, 2))
         note = f"{len(results) - failed} evacuated, {failed} failed, {len(notify)} notified"
         nova.disable(host, self._marker(mk.MarkerState.RECOVERED, token, note))
         self._emit("recovery_end", host=host, incident_id=incident,
                    evacuated=len(results) - failed, failed=failed, notified=len(notify),
                    duration=self.clock() - started)
         LOG.warning("host=%s recovered: %s", host, note)
+        self._record(host, "recovery_end", f"recovered: {note}", state=Incident.RECOVERED,
+                     seconds=round(self.clock() - started, 2))
         if self.settings.power_on_after_recovery:
             self._power_on(host, verify)
 
@@ -379,7 +475,11 @@ class RecoveryActuator:
         except exceptions.InstanceHAError as e:
             LOG.error("host=%s power on after recovery failed: %s (%s); the host stays off",
                       host, e, e.action.value)
+            self._record(host, "power_on", f"power on after recovery failed: {e}",
+                         action=e.action.value)
             return
+        self._record(host, "power_on", f"powered on after recovery: read back "
+                     f"{evidence.read_back.value}")
         LOG.warning("host=%s powered on after recovery: read back %s", host,
                     evidence.read_back.value)
 
@@ -395,7 +495,9 @@ class RecoveryActuator:
         self._waiting.pop(host, None)
         _Guarded(self.nova, verify).enable(host, unset_forced_down=True)
         m = svc.marker
-        incident = f"{host}-{m.token}" if m and m.token is not None else host
+        incident = self._incident(host, m.token if m and m.token is not None else None)
+        self._record(host, "restored", "back in service: nova-compute up, evacuations "
+                     "cleaned up; forced-down unset and enabled", state=Incident.CLOSED)
         self._emit("host_restored", host=host, incident_id=incident,
                    reason="repaired: nova-compute up, evacuations cleaned up")
         LOG.warning("host=%s back in service: forced-down unset and enabled", host)
@@ -407,6 +509,10 @@ class RecoveryActuator:
         _Guarded(self.nova, verify).disable(host, self._marker(mk.MarkerState.HELD, token,
                                                                reason))
         LOG.error("host=%s HELD for an operator: %s", host, reason)
+        self._record(host, "held", f"held for an operator: {reason}", state=Incident.HELD,
+                     opens=True)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.journal is not None:
+            self.journal.close()

@@ -139,14 +139,14 @@ class Verify:
 
 
 def make(log, services, servers=(), fencer_error=None, migrations=(), dry_run=False,
-         power_on=False):
+         power_on=False, journal=None):
     nova = FakeNova(log, services, servers, migrations)
     bus = Bus()
     act = RecoveryActuator(
         ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE, dry_run=dry_run,
                          power_on_after_recovery=power_on),
         FakeFencer(log, fencer_error), nova, lambda guarded: FakeEvacuator(log, guarded),
-        notifier=bus, events=events, clock=FakeClock(), wall=lambda: NOW)
+        notifier=bus, events=events, clock=FakeClock(), wall=lambda: NOW, journal=journal)
     act._refresh()
     return act, nova, bus
 
@@ -327,4 +327,64 @@ def test_operator_attestation_stands_in_for_a_dead_bmc(age, used):
     else:  # made before this failure began: never reused
         assert m is None and act.attestations.consumed == []
         assert bus.sent[-1].event_type == events.FENCE_ERROR
+    act.close()
+
+
+def test_the_incident_journal_tells_the_whole_failure():
+    """Detected -> fenced -> recovered -> restored: one incident, every step,
+    the notifications carrying its id."""
+    from instanceha.controller.journal import IncidentJournal
+    from tests.unit.fakes import FakeCoordinator
+
+    log = Log()
+    store = FakeCoordinator(FakeClock())
+    journal = IncidentJournal(store, "ctl-a", wall=lambda: NOW.timestamp(), background=False)
+    servers = [server("a", "evacuate"), server("b", "notify"), server("c", None)]
+    act, nova, bus = make(log, [svc("compute1")], servers, journal=journal)
+    verify = Verify(log)
+    suspect = {"compute1": HostView("compute1", Phase.SUSPECT, 0.0, "heartbeat late", "r1")}
+    run(act, suspect, [], verify)
+    failed = {"compute1": HostView("compute1", Phase.FAILED, 1.0, "heartbeat stale", "r2")}
+    run(act, failed, [], verify)  # the guard holds it once
+    run(act, failed, ["compute1"], verify)  # fenced, forced down
+    run(act, failed, [], verify)  # recovered
+    nova._set("compute1", state="up")
+    healthy = {"compute1": HostView("compute1", Phase.HEALTHY, 9.0, "back", "r3")}
+    act.clock.advance(act.settings.nova_refresh)
+    run(act, healthy, [], verify)  # re-enabled
+    assert journal.flush()
+    (incident,) = store.incidents()
+    assert incident == "compute1-42"
+    entries = store.incident_entries(incident)
+    assert [e["kind"] for e in entries] == [
+        "decision", "held", "fence_start", "fence_ok", "forced_down", "decision",
+        "recovery_start", "instance", "instance", "instance", "recovery_end", "decision",
+        "restored"]
+    assert [s["phase"] for s in entries[0]["signals"]] == ["SUSPECT", "FAILED"]
+    assert entries[3]["fence"]["read_back"] == "off"
+    outcomes = {e["instance_id"]: e["outcome"] for e in entries if e["kind"] == "instance"}
+    assert outcomes == {"a": "evacuated", "b": "notified", "c": "ignored"}
+    summary = store.incidents()[incident]
+    assert summary["state"] == "closed"
+    assert (summary["evacuated"], summary["notified"], summary["ignored"]) == (1, 1, 1)
+    assert {e.payload["incident_id"] for e in bus.sent} == {incident}
+    act.close()
+
+
+def test_a_failed_fence_is_in_the_journal_and_the_incident_stays_open():
+    from instanceha.controller.journal import IncidentJournal
+    from tests.unit.fakes import FakeCoordinator
+
+    log = Log()
+    store = FakeCoordinator(FakeClock())
+    journal = IncidentJournal(store, "ctl-a", wall=lambda: NOW.timestamp(), background=False)
+    err = fexc.BMCUnreachable(host="compute1", address="127.0.0.1", reason="timeout")
+    act, nova, bus = make(log, [svc("compute1")], fencer_error=err, journal=journal)
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    assert journal.flush()
+    (incident,) = store.incidents()
+    summary = store.incidents()[incident]
+    assert summary["state"] == "fence-failed" and "unreachable" in summary["reason"]
+    last = store.incident_entries(incident)[-1]
+    assert last["kind"] == "fence_error" and last["action"] == "retry later"
     act.close()

@@ -2,7 +2,7 @@
 
     instanceha --version
     instanceha [--config-file F] config check
-    instanceha [--config-file F] status | pause | resume | guard ... | host forget
+    instanceha [--config-file F] status | incidents | pause | resume | guard ... | host ...
 
 Subcommand modules expose ``register(subparsers)``; each parser sets
 ``handler(args, conf) -> exit code``.
@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from instanceha import exceptions
-from instanceha.cmd import common, fencing_cli, listen_cli, ops_cli
+from instanceha.cmd import common, fencing_cli, incidents_cli, listen_cli, ops_cli
 from instanceha.conf import policy
 from instanceha.version import __version__
 
@@ -40,7 +40,8 @@ def _register_config(sub) -> None:
     c.set_defaults(handler=_config_check)
 
 
-REGISTRARS = [_register_config, ops_cli.register, fencing_cli.register, listen_cli.register]
+REGISTRARS = [_register_config, ops_cli.register, incidents_cli.register, fencing_cli.register,
+              listen_cli.register]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -137,6 +137,8 @@ class IncidentJournal:
             LOG.warning("incident journal not loaded: %s (%s)", e, e.action.value)
             return False
         with self._lock:
+            if self._ready():
+                return True  # another thread loaded meanwhile: its index may hold more
             if self._term != term:
                 return False  # another term began meanwhile: the next load reads again
             self._index = {i: dict(s) for i, s in summaries.items()

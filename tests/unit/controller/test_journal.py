@@ -172,3 +172,23 @@ def test_long_texts_are_cut(store):
 def test_retention_refuses_nonsense():
     with pytest.raises(ValueError):
         Retention(keep=0)
+
+
+def test_a_slow_load_never_overwrites_what_another_thread_loaded_and_recorded(store):
+    """The writer and a fence job both load the store at a term's start; the
+    slower read (older) must not replace the index the other one already used."""
+    j = journal(store)
+    calls = []
+    read = store.incidents
+
+    def slow_incidents():
+        calls.append(1)
+        before = read()  # the slow reader's (old) view
+        if len(calls) == 1:
+            j.open("compute1", 5, "fence_start", "fencing")  # meanwhile, another thread
+        return before
+
+    store.incidents = slow_incidents
+    assert j.load()
+    assert j.current("compute1") == "compute1-5"
+    assert j.flush() and list(read()) == ["compute1-5"]

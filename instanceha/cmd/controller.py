@@ -140,6 +140,7 @@ def main(argv=None) -> int:
     if hasattr(service.handler, "metrics"):  # the recovery actuator reports to them
         service.handler.metrics = metrics
         metrics.notifier = service.handler.notifier
+        metrics.journal = getattr(service.handler, "journal", None)
     previous_hold = service.on_hold
 
     def on_hold(state, guard_policy):

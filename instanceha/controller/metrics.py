@@ -45,6 +45,7 @@ class ControllerMetrics:
             "instanceha_safety_holds_total", "Safety holds raised by the mass-failure guard.",
             registry=self.registry)
         self.notifier = None  # set when the bus is configured: its stats are exported
+        self.journal = None  # set when the incident journal runs: its backlog is exported
         self.registry.register(_Collector(self))
 
     # called by the recovery actuator
@@ -124,6 +125,18 @@ class _Collector:
                                         "Notifications waiting for the bus.")
             pending.add_metric([], stats.pending)
             yield pending
+        journal = self.metrics.journal
+        if journal is not None:
+            backlog = GaugeMetricFamily("instanceha_incident_journal_pending",
+                                        "Incident journal entries not yet written to the "
+                                        "coordinator.")
+            backlog.add_metric([], journal.pending())
+            yield backlog
+            lost = CounterMetricFamily("instanceha_incident_journal_dropped",
+                                       "Incident journal entries dropped (queue full while "
+                                       "the coordinator was away).")
+            lost.add_metric([], journal.dropped)
+            yield lost
         hold = GaugeMetricFamily("instanceha_safety_hold",
                                  "1 while the mass-failure guard holds every fence.")
         held = rec is not None and rec.executor.guard_state.held

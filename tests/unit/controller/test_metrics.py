@@ -51,6 +51,15 @@ def test_counters_histograms_and_bus_stats():
     assert 'instanceha_host_phase{host="c1",phase="FAILED"} 1.0' in out
 
 
+def test_incident_journal_backlog_is_exported():
+    m = ControllerMetrics(Svc({}), CollectorRegistry())
+    assert "instanceha_incident_journal" not in text(m)  # no journal, no series
+    m.journal = type("J", (), {"pending": lambda self: 4, "dropped": 2})()
+    out = text(m)
+    assert "instanceha_incident_journal_pending 4.0" in out
+    assert "instanceha_incident_journal_dropped_total 2.0" in out
+
+
 def test_forgotten_host_has_no_series():
     svc = Svc({"c1": HostView("c1", Phase.HEALTHY, 0, "r", "alive")})
     m = ControllerMetrics(svc, CollectorRegistry())

@@ -79,9 +79,11 @@ def run_full(args, say) -> int:
         say(f"mini-cloud up: {', '.join(hosts)}")
 
         inventory = {"hosts": {}}
+        bmc_of = {}
         for h in hosts:
             bmc = IpmiSimBMC(os.path.join(work, "bmc"), name=h, password=f"bmc-{h}-pw").start()
             bmcs.append(bmc)
+            bmc_of[h] = bmc
             inventory["hosts"][h] = bmc.entry(timeout=3)
         inv_path = os.path.join(work, "fencing-inventory.yaml")
         with open(inv_path, "w") as f:
@@ -160,6 +162,13 @@ def run_full(args, say) -> int:
         survivor = [d for d in ctls if d.proc.poll() is None]
         procs.wait_for(lambda: any(re.search(rf"host={victim} recovered", d.read_log())
                                    for d in survivor), 600, "the recovery to finish")
+        say(f"{victim} recovered; now repairing it: power on through its BMC, nova-compute "
+            "and the agent start again")
+        bmc_of[victim].set_power(True)
+        cloud.start_compute(victim)
+        agents[victim].start()
+        procs.wait_for(lambda: any(re.search(rf"host={victim} back in service", d.read_log())
+                                   for d in survivor), 600, f"{victim} to be re-enabled")
         time.sleep(2.0)  # let the last notifications arrive
         rows = []
         for d in ctls:
@@ -174,6 +183,15 @@ def run_full(args, say) -> int:
             s = conn.compute.get_server(sid)
             print(f"  {name:8s} policy={policy or 'ignore':8s} now on {s.compute_host} "
                   f"({s.status})")
+        print()
+        cli_conf = daemons.write_conf(os.path.join(work, "cli.conf"), base)
+        cli = [os.path.join(BIN, "instanceha"), "--config-file", cli_conf, "incidents"]
+        listed = json.loads(subprocess.run(cli + ["--host", victim, "--format", "json"],
+                                           capture_output=True, text=True,
+                                           check=True).stdout)
+        print(f"the incident journal (instanceha incidents show {listed[0]['id']}):")
+        shown = subprocess.run(cli + ["show", listed[0]["id"]], capture_output=True, text=True)
+        print("  " + shown.stdout.rstrip().replace("\n", "\n  "))
         print()
         return 0
     finally:

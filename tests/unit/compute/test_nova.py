@@ -194,3 +194,25 @@ def test_policy_facts_share_one_image_read():
 def test_deleted_image_has_no_properties():
     conn = Conn(image=[Response(404, {"message": "gone"})])
     assert NovaClient(conn).image_properties("img") == {}
+
+
+def test_endpoint_override_bypasses_the_catalog(tmp_path, monkeypatch):
+    """[nova] endpoint_override (keystoneauth's adapter option) reaches the
+    compute proxy: the chaos suite points the controller at a fault proxy so."""
+    from openstack import connection
+    from oslo_config import cfg
+
+    from instanceha.conf import nova as nova_conf
+
+    made = {}
+    monkeypatch.setattr(connection, "Connection", lambda **kw: made.update(kw) or object())
+    path = tmp_path / "nova.conf"
+    path.write_text("[nova]\nauth_type = password\nauth_url = http://192.0.2.1:5000/v3\n"
+                    "username = u\npassword = p\nproject_name = p\n"
+                    "endpoint_override = http://127.0.0.1:8999/v2.1\n")
+    conf = cfg.ConfigOpts()
+    nova_conf.register_opts(conf)
+    conf([], default_config_files=[str(path)])
+    NovaClient.from_conf(conf)
+    assert made["compute_endpoint_override"] == "http://127.0.0.1:8999/v2.1"
+    assert "endpoint_override" in {o.dest for o in nova_conf.keystoneauth_opts()}

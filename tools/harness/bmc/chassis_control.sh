@@ -4,7 +4,9 @@
 # ipmi_sim rejects power commands without such a program ("Invalid data field
 # in request"). The power bit lives in STATEFILE ("1" on, "0" off). With
 # DELAY > 0 a power change takes effect DELAY seconds after the request, like
-# a slow BMC; reads return the old state until then.
+# a slow BMC; reads return the old state until then. Every power request is
+# appended to STATEFILE.requests (one line: the requested bit), so a test can
+# count them.
 state=$1; delay=$2; shift 2; shift; op=$1; shift
 [ -f "$state" ] || echo 1 > "$state"
 case $op in
@@ -19,6 +21,7 @@ case $op in
     while [ $# -gt 0 ]; do
       p=$1; v=$2; shift 2
       if [ "$p" = power ]; then
+        echo "$v" >> "$state.requests"
         if [ "$delay" = 0 ]; then
           echo "$v" > "$state"
         else

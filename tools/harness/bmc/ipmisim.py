@@ -104,6 +104,17 @@ class IpmiSimBMC:
         with open(self.state_file, "w") as f:
             f.write("1\n" if on else "0\n")
 
+    def power_requests(self) -> list[bool]:
+        """Every power request the BMC received, in order (True: on, False: off)."""
+        try:
+            with open(self.state_file + ".requests") as f:
+                return [line.strip() == "1" for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def power_off_requests(self) -> int:
+        return self.power_requests().count(False)
+
     def entry(self, **extra) -> dict:
         """An inventory entry (a dict as in the YAML file) for this BMC."""
         return {"driver": "ipmi", "address": "127.0.0.1", "port": self.port,

@@ -77,7 +77,7 @@ def _print_table(doc, snap) -> None:
     control = doc.get("control", {})
     if control.get(PAUSED):
         print(f"PAUSED: {control[PAUSED]}")
-    rows = [("HOST", "PHASE", "FOR", "HEARTBEAT", "AGENT", "REASON")]
+    rows = [("HOST", "PHASE", "FOR", "HEARTBEAT", "AGENT", "NOVA", "RECOVERY", "REASON")]
     for host, d in sorted(doc.get("hosts", {}).items()):
         services = d.get("services") or {}
         agent = ",".join(f"{k}={'up' if v else 'DOWN'}" for k, v in sorted(services.items()))
@@ -85,6 +85,7 @@ def _print_table(doc, snap) -> None:
         rows.append((host, d.get("phase", "?"), _ago(d.get("since")),
                      f"{hb + age:.1f}s" if isinstance(hb, (int, float)) else "-",
                      agent or ("-" if d.get("member") else "absent"),
+                     _nova(d.get("nova")), (d.get("nova") or {}).get("recovery") or "-",
                      d.get("reason", "")[:70]))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -92,6 +93,18 @@ def _print_table(doc, snap) -> None:
     unpublished = sorted(set(snap.hosts) - set(doc.get("hosts", {})))
     if unpublished:
         print(f"registered but not yet in the leader's view: {', '.join(unpublished)}")
+
+
+def _nova(nova) -> str:
+    """``up/enabled``, ``down/disabled,forced:fenced``...; ``-`` without Nova."""
+    if not nova:
+        return "-"
+    text = f"{nova.get('state', '?')}/{nova.get('status', '?')}"
+    if nova.get("forced_down"):
+        text += ",forced"
+    if nova.get("marker"):
+        text += f":{nova['marker']}"
+    return text
 
 
 def _stamp(reason: str) -> dict:

@@ -29,8 +29,10 @@ from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.instance_policy import decide as decide_instance
 from instanceha.engine.model import HostView, Phase
 from instanceha.engine.recovery import HostFacts, RecoveryPolicy, Stage, next_stage
+from instanceha.engine.reserved import TargetPolicy
 
 from .journal import State as Incident
+from .placement import Placement
 
 LOG = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class ActuatorSettings:
     retry_backoff_max: float = 60.0
     dry_run: bool = False
     power_on_after_recovery: bool = False
+    target: TargetPolicy = TargetPolicy()  # [recovery]: the scheduler, or reserved spares
 
 
 def _utcnow() -> datetime.datetime:
@@ -146,6 +149,7 @@ class RecoveryActuator:
         self._lock = threading.Lock()
         self.decisions: dict[str, tuple[Stage, str]] = {}
         self._held: dict[str, float] = {}
+        self.placement = Placement(settings.target, nova, self._phases)
 
     # -- Nova's view, refreshed in the background -------------------------
     def _refresh(self) -> None:
@@ -174,6 +178,21 @@ class RecoveryActuator:
         A forced-down service reads "down" whatever runs: unknown, so left out."""
         with self._lock:
             return {h: s.up for h, s in self.services.items() if not s.forced_down}
+
+    def nova_status(self) -> dict[str, dict]:
+        """Nova's view of each host and this controller's recovery decision,
+        for ``instanceha status``."""
+        with self._lock:
+            services = dict(self.services)
+        out = {}
+        for host, s in services.items():
+            out[host] = {"state": "up" if s.up else "down",
+                         "status": "disabled" if s.disabled else "enabled",
+                         "forced_down": s.forced_down,
+                         "marker": s.marker.state.value if s.marker else None,
+                         "recovery": self.decisions.get(host, (None, None))[0].value
+                         if host in self.decisions else None}
+        return out
 
     # -- each tick --------------------------------------------------------
     def act(self, views: Mapping[str, HostView], fence_allowed: list[str],
@@ -316,8 +335,12 @@ class RecoveryActuator:
             return 0
         return self.failures.count(host, self.settings.policy.flap_window)
 
-    def _marker(self, state, token, note="") -> str:
-        return mk.encode(state, at=self.wall(), token=token, note=note)
+    def _marker(self, state, token, note="", spares=()) -> str:
+        return mk.encode(state, at=self.wall(), token=token, note=note, spares=spares)
+
+    def _phases(self) -> dict[str, Phase]:
+        """The detector's last phase of each host (spares must be HEALTHY)."""
+        return {h: Phase(seen[-1]["phase"]) for h, seen in dict(self.signals).items() if seen}
 
     # -- the stages ---------------------------------------------------------
     def _fence(self, host, view, svc, verify) -> None:
@@ -425,7 +448,11 @@ class RecoveryActuator:
         for s in evacuate:
             self._emit("evacuate_start", host=host, incident_id=incident, instance_id=s.id,
                        project_id=s.project_id or "unknown", policy="evacuate")
-        results = self.evacuator_factory(nova).evacuate_host(host, evacuate)
+        results, spares = self.placement.evacuate(
+            host, evacuate, self.evacuator_factory(nova), nova, m,
+            lambda used: nova.disable(host, self._marker(mk.MarkerState.RECOVERING, token,
+                                                         spares=used)),
+            lambda kind, text, **kw: self._record(host, kind, text, **kw))
         failed = 0
         for r in results:
             self._count("evacuation", r.outcome.value, r.seconds)
@@ -455,7 +482,7 @@ class RecoveryActuator:
                              status=r.status, attempts=r.attempts,
                              seconds=round(r.seconds, 2))
         note = f"{len(results) - failed} evacuated, {failed} failed, {len(notify)} notified"
-        nova.disable(host, self._marker(mk.MarkerState.RECOVERED, token, note))
+        nova.disable(host, self._marker(mk.MarkerState.RECOVERED, token, note, spares))
         self._emit("recovery_end", host=host, incident_id=incident,
                    evacuated=len(results) - failed, failed=failed, notified=len(notify),
                    duration=self.clock() - started)

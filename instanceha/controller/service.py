@@ -117,9 +117,10 @@ class ControllerService:
         rec = self.reconciler
         if rec.last_snapshot is None:
             return
+        nova_status = getattr(self.handler, "nova_status", None)
         doc = status.build(self.settings.name, self.leadership.token, rec.views,
                            rec.last_snapshot, rec.executor.guard_state, now,
-                           self.publisher.wall())
+                           self.publisher.wall(), nova_status() if nova_status else None)
         try:
             self.publisher.maybe_publish(doc, now)
         except exceptions.CoordinationError as e:

@@ -24,7 +24,10 @@ def build(
     guard: GuardState,
     now: float,
     wall: float,
+    nova: Mapping[str, Mapping] | None = None,
 ) -> dict:
+    """``nova``: Nova's view of each host and the recovery decision (the
+    recovery actuator's ``nova_status()``), when Nova is configured."""
     hosts = {}
     for host, v in sorted(views.items()):
         member = snap.members.get(host)
@@ -39,6 +42,7 @@ def build(
             "heartbeat_age": round(snap.heartbeat_age(host), 3),
             "services": caps.get("services", {}),
             "agent_version": caps.get("version"),
+            "nova": dict((nova or {}).get(host) or {}),
         }
     return {
         "version": STATUS_VERSION,
@@ -55,7 +59,8 @@ def _material(status: Mapping) -> tuple:
     """What must trigger a new publication (not ages and timestamps)."""
     return (
         status["leader"], status["token"], repr(status["guard"]), repr(status["control"]),
-        tuple((h, d["phase"], d["rule"], d["member"], d["incarnation"], repr(d["services"]))
+        tuple((h, d["phase"], d["rule"], d["member"], d["incarnation"], repr(d["services"]),
+               repr(d.get("nova")))
               for h, d in status["hosts"].items()),
     )
 

@@ -388,3 +388,28 @@ def test_a_failed_fence_is_in_the_journal_and_the_incident_stays_open():
     last = store.incident_entries(incident)[-1]
     assert last["kind"] == "fence_error" and last["action"] == "retry later"
     act.close()
+
+
+def test_status_shows_novas_view_and_the_recovery_decision():
+    from instanceha.cmd.ops_cli import _nova
+    from instanceha.controller import status
+    from instanceha.engine.guard import GuardState
+    from tests.unit.fakes import FakeCoordinator
+
+    log = Log()
+    act, nova, _ = make(log, [svc("compute1"), svc("compute2", up=True)])
+    run(act, {"compute1": view("compute1", Phase.FAILED),
+              "compute2": view("compute2", Phase.HEALTHY)}, ["compute1"], Verify(log))
+    act.clock.advance(1.0)
+    act._refresh()
+    seen = act.nova_status()
+    assert seen["compute1"] == {"state": "down", "status": "disabled", "forced_down": True,
+                                "marker": "fenced", "recovery": "fence"}
+    assert _nova(seen["compute1"]) == "down/disabled,forced:fenced"
+    assert _nova(seen["compute2"]) == "up/enabled" and _nova({}) == "-"
+    snap = FakeCoordinator(FakeClock()).snapshot()
+    doc = status.build("ctl-a", 42, {"compute1": view("compute1", Phase.FAILED)}, snap,
+                       GuardState(),
+                       now=10.0, wall=1000.0, nova=seen)
+    assert doc["hosts"]["compute1"]["nova"]["marker"] == "fenced"
+    act.close()

@@ -11,7 +11,9 @@ opts = [
         "dry_run",
         default=False,
         help="Observe, decide, log and notify what would be done, and do nothing: "
-        "no host is fenced, no service forced down, no instance evacuated.",
+        "no host is fenced, no service forced down, no instance evacuated. Each failure "
+        "that would be fenced sends one instanceha.host.failed notification with "
+        "dry_run=true and is recorded in the incident journal.",
     ),
     cfg.IntOpt(
         "max_failed_hosts",

@@ -149,6 +149,7 @@ class RecoveryActuator:
         self._lock = threading.Lock()
         self.decisions: dict[str, tuple[Stage, str]] = {}
         self._held: dict[str, float] = {}
+        self._dry_said: dict[str, tuple] = {}
         self.placement = Placement(settings.target, nova, self._phases)
 
     # -- Nova's view, refreshed in the background -------------------------
@@ -241,6 +242,16 @@ class RecoveryActuator:
                 LOG.warning("DRY-RUN host=%s would run recovery stage %s: %s", host,
                             decision.stage.value, decision.reason)
                 self.next_try[host] = now + self.settings.retry_backoff_max
+                if self._dry_said.get(host) != (decision.stage, view.since):
+                    self._dry_said[host] = (decision.stage, view.since)
+                    self._record(host, "dry_run", f"DRY-RUN: would run {decision.stage.value}"
+                                 f": {decision.reason}")
+                    if decision.stage is Stage.FENCE:
+                        token = getattr(verify, "token", None)
+                        incident = (self.journal.current(host) if self.journal else None) \
+                            or f"{host}-{token}"
+                        self._emit("host_failed", host=host, reason=view.reason,
+                                   incident_id=incident, dry_run=True)
                 continue
             self.jobs[host] = self.pool.submit(self._run, host, view, svc, decision.stage,
                                                verify)

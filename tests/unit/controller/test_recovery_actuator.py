@@ -261,12 +261,25 @@ def test_host_back_mid_recovery_is_held():
     act.close()
 
 
-@pytest.mark.parametrize("dry_run,reason", [(False, "maintenance by ops"), (True, None)])
-def test_operator_disabled_host_and_dry_run_are_left_alone(dry_run, reason):
+def test_operator_disabled_host_is_left_alone():
     log = Log()
-    act, nova, bus = make(log, [svc("compute1", reason)], dry_run=dry_run)
+    act, nova, bus = make(log, [svc("compute1", "maintenance by ops")])
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
     assert log == [] and bus.sent == []
+    act.close()
+
+
+def test_dry_run_touches_nothing_and_says_what_it_would_do_once():
+    log = Log()
+    act, nova, bus = make(log, [svc("compute1")], dry_run=True)
+    views = {"compute1": view("compute1", Phase.FAILED)}
+    run(act, views, ["compute1"], Verify(log))
+    act.clock.advance(act.settings.retry_backoff_max)
+    run(act, views, ["compute1"], Verify(log))
+    assert log == []  # not even a leadership round trip: nothing is about to change
+    assert [(e.event_type, e.payload["dry_run"]) for e in bus.sent] == \
+        [(events.HOST_FAILED, True)]
+    assert bus.sent[0].payload["incident_id"] == "compute1-42"
     act.close()
 
 

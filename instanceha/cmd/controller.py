@@ -116,9 +116,14 @@ def build_actuator(conf, coordinator, records, control):
         workers=conf.controller.recovery_workers,
         dry_run=conf.controller.dry_run,
         power_on_after_recovery=conf.fencing.power_on_after_recovery,
+        target=policy.target_policy(conf),
     )
+    target = settings.target
     LOG.info("recovery: %d host(s) in the fencing inventory %s; default instance recovery "
-             "%s%s", len(inv), conf.fencing.inventory_file, settings.default_recovery.value,
+             "%s; method %s%s%s", len(inv), conf.fencing.inventory_file,
+             settings.default_recovery.value, target.method.value,
+             f" (match {target.match.value}, fallback to the scheduler "
+             f"{'on' if target.fallback_to_scheduler else 'off'})" if target.reserved else "",
              " (DRY-RUN)" if settings.dry_run else "")
     actuator = RecoveryActuator(settings, fencer, nova, lambda n: Evacuator(n, evacuation),
                                 notifier=notifier, events=events,

@@ -199,6 +199,15 @@ class NovaClient:
         return {a["name"]: dict(a.get("metadata") or {}) for a in body.get("aggregates", [])
                 if host in (a.get("hosts") or [])}
 
+    def host_aggregates(self) -> dict[str, frozenset[str]]:
+        """The names of the aggregates of every host that is in one (spare matching)."""
+        body = self._nova("GET", "/os-aggregates", "list aggregates", MV_AGGREGATES).json()
+        found: dict[str, set[str]] = {}
+        for a in body.get("aggregates", []):
+            for h in a.get("hosts") or []:
+                found.setdefault(h, set()).add(a["name"])
+        return {h: frozenset(names) for h, names in found.items()}
+
     def image_properties(self, image_id: str) -> dict[str, object]:
         resp = self._call("GET", f"/images/{image_id}", f"show image {image_id}", None,
                           service="image")

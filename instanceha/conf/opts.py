@@ -15,6 +15,7 @@ _MODULES = (
     "detection",
     "nova",
     "controller",
+    "recovery",
     "fencing",
     "telemetry",
     "notifications",

@@ -118,3 +118,12 @@ def journal_retention(conf: cfg.ConfigOpts):
     c = conf.controller
     return Retention(keep=c.incident_retention_count,
                      max_age=c.incident_retention_days * 86400.0)
+
+
+def target_policy(conf: cfg.ConfigOpts):
+    """[recovery]: the scheduler, or reserved spare hosts."""
+    from instanceha.engine.reserved import Match, Method, TargetPolicy
+
+    c = conf.recovery
+    return TargetPolicy(method=Method(c.method), match=Match(c.reserved_match),
+                        fallback_to_scheduler=c.reserved_fallback_to_scheduler)

@@ -7,6 +7,7 @@ reads it back from Nova and resumes instead of fencing again. One format,
 encoded and decoded only here::
 
     instanceha:v1:fenced;token=42;at=2026-11-21T17:30:05Z
+    instanceha:v1:recovering;token=42;at=2026-11-21T17:30:09Z;spares=compute7
     instanceha:v1:reserved;at=2026-11-21T08:00:00Z;note=spare for aggregate rack-3
 
 * ``instanceha:`` prefix: a reason without it is not ours. ``decode`` returns
@@ -15,10 +16,12 @@ encoded and decoded only here::
   is understood (unknown fields are ignored), never mistaken for a foreign one.
 * fields are ``;``-separated ``key=value`` pairs (ISO 8601 times contain ``:``).
   ``token`` is the fencing token of the recovery; ``at`` when the state was
-  entered (UTC, whole seconds); ``note`` free text for humans.
+  entered (UTC, whole seconds); ``spares`` the reserved spare hosts this
+  recovery enabled as evacuation targets, oldest first (``,``-separated; a
+  new leader resumes with the last one); ``note`` free text for humans.
 
 Nova limits ``disabled_reason`` to 255 characters; ``encode`` trims the note
-to fit and never emits anything longer.
+(then drops the oldest spares) to fit and never emits anything longer.
 
 Pure: no I/O, no clock. The caller passes the time.
 """
@@ -37,6 +40,7 @@ MAX_LENGTH = 255  # nova's services.disabled_reason column
 _HEAD = re.compile(r"^instanceha:v(?P<version>\d+):(?P<state>[A-Za-z_-]*)\s*(?:;(?P<fields>.*))?$",
                    re.DOTALL)
 _NOTE_BAD = re.compile(r"[;\r\n\t]+")
+_HOST_OK = re.compile(r"^[^;,=\s]+$")
 
 
 class MarkerState(enum.Enum):
@@ -58,6 +62,7 @@ class Marker:
     note: str = ""
     version: int = VERSION
     raw: str = ""  # the reason as read from Nova (decode only)
+    spares: tuple[str, ...] = ()  # spare hosts enabled as targets, oldest first
 
     @property
     def known(self) -> bool:
@@ -76,17 +81,25 @@ def _format_time(at: datetime.datetime) -> str:
 
 
 def encode(state: MarkerState, at: datetime.datetime | None = None, token: int | None = None,
-           note: str = "") -> str:
+           note: str = "", spares: tuple[str, ...] | list[str] = ()) -> str:
     """The ``disabled_reason`` text for a state (at most 255 characters)."""
     if state is MarkerState.UNKNOWN:
         raise ValueError("cannot encode the UNKNOWN marker state")
     if token is not None and (isinstance(token, bool) or not isinstance(token, int) or token < 0):
         raise ValueError(f"marker token must be a non-negative int, got {token!r}")
+    bad = [h for h in spares if not isinstance(h, str) or not _HOST_OK.match(h)]
+    if bad:
+        raise ValueError(f"marker spares must be host names without ';,=' or spaces: {bad!r}")
     text = f"{PREFIX}v{VERSION}:{state.value}"
     if token is not None:
         text += f";token={token}"
     if at is not None:
         text += f";at={_format_time(at)}"
+    spares = list(spares)
+    while spares and len(text) + len(";spares=") + len(",".join(spares)) > MAX_LENGTH:
+        spares.pop(0)  # the newest spare is the one a new leader resumes with
+    if spares:
+        text += ";spares=" + ",".join(spares)
     note = _NOTE_BAD.sub(" ", note or "").strip()
     if note:
         room = MAX_LENGTH - len(text) - len(";note=")
@@ -132,5 +145,7 @@ def decode(reason: str | None) -> Marker | None:
     if fields.get("token", "").isdigit():
         token = int(fields["token"])
     at = _parse_time(fields["at"]) if "at" in fields else None
+    spares = tuple(h for h in (x.strip() for x in fields.get("spares", "").split(","))
+                   if h and _HOST_OK.match(h))
     return Marker(state=state, token=token, at=at, note=fields.get("note", ""),
-                  version=version, raw=raw)
+                  version=version, raw=raw, spares=spares)

@@ -88,3 +88,30 @@ def test_note_is_sanitised_and_trimmed():
 def test_encode_refuses_bad_input(kwargs):
     with pytest.raises(ValueError):
         marker.encode(**kwargs)
+
+
+def test_spares_round_trip_and_stay_before_the_note():
+    text = marker.encode(MarkerState.RECOVERING, at=T, token=42, note="x", spares=["c3", "c4"])
+    assert text == "instanceha:v1:recovering;token=42;at=2026-11-21T17:30:05Z;spares=c3,c4;note=x"
+    m = marker.decode(text)
+    assert (m.state, m.token, m.spares, m.note) == (MarkerState.RECOVERING, 42, ("c3", "c4"), "x")
+    assert marker.decode(marker.encode(MarkerState.FENCED, token=1)).spares == ()
+
+
+@pytest.mark.parametrize("bad", ["a;b", "a,b", "a=b", "a b", ""])
+def test_spares_must_be_plain_host_names(bad):
+    with pytest.raises(ValueError):
+        marker.encode(MarkerState.RECOVERING, spares=[bad])
+
+
+def test_too_many_spares_keep_the_newest_within_255():
+    spares = [f"compute-{i:03d}.rack-{i:03d}.example.com" for i in range(20)]
+    text = marker.encode(MarkerState.RECOVERING, at=T, token=42, note="n" * 300, spares=spares)
+    assert len(text) <= marker.MAX_LENGTH
+    m = marker.decode(text)
+    assert m.spares and m.spares[-1] == spares[-1] and m.spares == tuple(spares[-len(m.spares):])
+
+
+def test_garbled_spares_are_dropped_not_fatal():
+    m = marker.decode("instanceha:v1:recovering;token=3;spares=c3,,bad host,c4")
+    assert (m.state, m.token, m.spares) == (MarkerState.RECOVERING, 3, ("c3", "c4"))

@@ -13,6 +13,14 @@ from instanceha import coordination
 from instanceha.controller.executor import Executor
 from instanceha.controller.reconciler import Reconciler
 from instanceha.engine.model import DetectionPolicy
+from tests.functional.cloud import (  # noqa: F401 - the mini-cloud fixtures, one per session
+    admin,
+    healthy_cloud,
+    minicloud,
+    nova,
+    nova_conf_file,
+    servers,
+)
 
 _ROOTS = itertools.count(1)
 

@@ -1,157 +1,17 @@
-"""The real mini-cloud, once per test session, and helpers to use it.
+"""The compute tests run on the real mini-cloud: its fixtures (``minicloud``,
+``nova``, ``admin``, ``servers``, ``healthy_cloud``) live in
+tests/functional/cloud.py, shared with the chaos suite through
+tests/functional/conftest.py, so one session brings up one cloud.
 
-The cloud comes from tools/minicloud (install.sh, then up.sh into a tmp dir;
-down.sh at the end). To iterate quickly, start one by hand and point the tests
-at it; it is then left running::
+To iterate quickly, start one by hand and point the tests at it; it is then
+left running::
 
     tools/minicloud/up.sh
     INSTANCEHA_MINICLOUD_RUN_DIR=.run/minicloud/run pytest tests/functional/compute
 """
 
-from __future__ import annotations
-
-import os
-
 import pytest
-from harness import daemons, procs
-from harness.minicloud import MiniCloud
 
-from instanceha.compute.nova import NovaClient
+from tests.functional.cloud import Servers, ensure_healthy, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.functional
-
-
-@pytest.fixture(scope="session")
-def minicloud():
-    run_dir = os.environ.get("INSTANCEHA_MINICLOUD_RUN_DIR")
-    if run_dir:
-        yield MiniCloud.attach(run_dir)
-        return
-    MiniCloud.install()
-    cloud = MiniCloud.in_run_dir(computes=3)
-    try:
-        cloud.up()
-        yield cloud
-    finally:
-        cloud.down(wipe=True)
-
-
-@pytest.fixture(scope="session")
-def nova_conf_file(minicloud, tmp_path_factory):
-    """A [nova] section as an operator would write it, for this cloud."""
-    path = tmp_path_factory.mktemp("nova-conf") / "instanceha.conf"
-    daemons.write_conf(str(path), {"nova": dict(minicloud.nova_options(),
-                                                valid_interfaces="public", timeout=30)})
-    return str(path)
-
-
-@pytest.fixture(scope="session")
-def nova(nova_conf_file):
-    """The adapter under test, built from [nova] options like the controller does."""
-    from oslo_config import cfg
-
-    from instanceha.conf import nova as nova_conf
-
-    conf = cfg.ConfigOpts()
-    nova_conf.register_opts(conf)
-    conf([], default_config_files=[nova_conf_file])
-    return NovaClient.from_conf(conf)
-
-
-@pytest.fixture(scope="session")
-def admin(minicloud):
-    """openstacksdk as the cloud admin, for the tests' own set-up."""
-    return minicloud.connection()
-
-
-def wait_for(predicate, timeout, what, interval=0.5):
-    """Poll ``predicate`` until it returns something true (no timed assertion)."""
-    return procs.wait_for(predicate, timeout, what, interval=interval)
-
-
-def ensure_healthy(cloud: MiniCloud, nova: NovaClient, timeout: float = 120.0) -> None:
-    """Every compute running, enabled, not forced down and reported up by Nova."""
-    restarted = [h for h in cloud.hosts if not cloud.compute_running(h)]
-    for host in restarted:
-        cloud.start_compute(host)
-    def enable_all():
-        # Nova refuses to force a host up while `done` evacuation records remain:
-        # the restarted compute turns them `completed` first
-        from instanceha.compute.exceptions import NovaBadRequest
-
-        for svc in nova.services():
-            if svc.forced_down or svc.disabled:
-                try:
-                    nova.enable(svc.host)
-                except NovaBadRequest:
-                    return False
-        return True
-
-    wait_for(enable_all, timeout, "every compute enabled again")
-    wait_for(lambda: all(s.up for s in nova.services()), timeout,
-             f"all computes up (restarted: {restarted})")
-
-
-@pytest.fixture
-def healthy_cloud(minicloud, nova):
-    ensure_healthy(minicloud, nova)
-    yield minicloud
-    ensure_healthy(minicloud, nova)
-
-
-class Servers:
-    """Boots test servers on a chosen host and deletes them afterwards."""
-
-    def __init__(self, admin, endpoints):
-        self.admin = admin
-        self.ep = endpoints
-        self.ids: list[str] = []
-        self._image = None
-        self._flavors = {}
-
-    def flavor(self, name=None, ram=128, extra_specs=None):
-        name = name or self.ep["flavor"]
-        if name not in self._flavors:
-            f = self.admin.compute.find_flavor(name)
-            if f is None:
-                f = self.admin.compute.create_flavor(name=name, ram=ram, vcpus=1, disk=1)
-            if extra_specs:
-                self.admin.compute.create_flavor_extra_specs(f, extra_specs)
-            self._flavors[name] = f
-        return self._flavors[name]
-
-    def boot(self, name, host, metadata=None, flavor=None):
-        image = self._image = self._image or self.admin.image.find_image(self.ep["image"])
-        s = self.admin.compute.create_server(
-            name=name, image_id=image.id, flavor_id=(flavor or self.flavor()).id,
-            networks="none", availability_zone=f"nova:{host}", metadata=metadata or {})
-        self.ids.append(s.id)
-        return s
-
-    def wait_status(self, server_id, status, timeout=120):
-        def check():
-            s = self.admin.compute.get_server(server_id)
-            if s.status == "ERROR" and status != "ERROR":
-                raise AssertionError(f"{server_id} went to ERROR: {s.fault}")
-            return s if s.status == status and not s.task_state else None
-
-        return wait_for(check, timeout, f"{server_id} {status}")
-
-    def delete_all(self):
-        for sid in self.ids:
-            try:
-                self.admin.compute.delete_server(sid)
-            except Exception:  # already gone
-                pass
-        for sid in self.ids:
-            try:
-                self.admin.compute.wait_for_delete(self.admin.compute.get_server(sid), wait=60)
-            except Exception:
-                pass
-
-
-@pytest.fixture
-def servers(admin, minicloud):
-    made = Servers(admin, minicloud.endpoints)
-    yield made
-    made.delete_all()

@@ -6,6 +6,11 @@
 In tests: ``ZooKeeperServer(tmpdir, tick_ms=200).start()``; ``.stop()``,
 ``.restart()``, ``.freeze()``/``.thaw()``. A fresh data dir per server, its
 own port, admin server off, 4lw ``ruok,srvr,stat,mntr,cons,conf``.
+
+``ZooKeeperEnsemble(tmpdir, size=3, tick_ms=200).start()``: that many servers
+on loopback (``server.N=127.0.0.1:peer:election`` lines, a ``myid`` each);
+``.url`` names them all; ``.servers[i]`` can be stopped, killed, frozen and
+started again one by one; ``.leader()`` is the one in ``Mode: leader``.
 """
 
 from __future__ import annotations
@@ -44,11 +49,14 @@ def four_letter(port: int, word: bytes = b"ruok", timeout: float = 1.0) -> bytes
 
 class ZooKeeperServer:
     def __init__(self, base_dir: str, port: int | None = None, tick_ms: int = 200,
-                 max_session_ms: int | None = None) -> None:
+                 max_session_ms: int | None = None, myid: int | None = None,
+                 peers: list[str] | None = None) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.port = port or procs.free_port()
         self.tick_ms = tick_ms
         self.max_session_ms = max_session_ms
+        self.myid = myid
+        self.peers = peers or []  # "server.N=host:peer:election" lines of an ensemble
         self.proc: subprocess.Popen | None = None
         self.data_dir = os.path.join(self.base_dir, "data")
         self.cfg = os.path.join(self.base_dir, "zoo.cfg")
@@ -79,10 +87,30 @@ class ZooKeeperServer:
         ]
         if self.max_session_ms:
             lines.append(f"maxSessionTimeout={self.max_session_ms}")
+        lines += self.peers
         with open(self.cfg, "w") as f:
             f.write("\n".join(lines) + "\n")
+        if self.myid is not None:
+            with open(os.path.join(self.data_dir, "myid"), "w") as f:
+                f.write(f"{self.myid}\n")
 
-    def start(self, timeout: float = 30.0) -> ZooKeeperServer:
+    def mode(self) -> str | None:
+        """``standalone``, ``leader`` or ``follower`` while serving, else None."""
+        try:
+            out = four_letter(self.port, b"srvr")
+        except OSError:
+            return None
+        for line in out.decode(errors="replace").splitlines():
+            if line.startswith("Mode: "):
+                return line.split(": ", 1)[1].strip()
+        return None
+
+    def serving(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"ZooKeeper exited with {self.proc.returncode}; see {self.log}")
+        return self.mode() is not None
+
+    def start(self, timeout: float = 30.0, wait: bool = True) -> ZooKeeperServer:
         self._write_cfg()
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
@@ -92,18 +120,10 @@ class ZooKeeperServer:
             start_new_session=True,
         )
         logf.close()
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ZooKeeper exited with {self.proc.returncode}; see {self.log}")
-            try:
-                # 'ruok' says imok before the server serves; 'srvr' names the mode
-                # only once it does
-                return b"Mode: " in four_letter(self.port, b"srvr")
-            except OSError:
-                return False
-
-        procs.wait_for(ready, timeout, f"ZooKeeper on 127.0.0.1:{self.port}")
+        if wait:
+            # 'ruok' says imok before the server serves; 'srvr' names the mode
+            # only once it does
+            procs.wait_for(self.serving, timeout, f"ZooKeeper on 127.0.0.1:{self.port}")
         return self
 
     def stop(self) -> None:
@@ -126,6 +146,60 @@ class ZooKeeperServer:
 
     def thaw(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
+
+
+class ZooKeeperEnsemble:
+    """``size`` servers on loopback forming one ensemble."""
+
+    def __init__(self, base_dir: str, size: int = 3, tick_ms: int = 200) -> None:
+        self.base_dir = os.path.abspath(base_dir)
+        ports = [(procs.free_port(), procs.free_port(), procs.free_port()) for _ in range(size)]
+        peers = [f"server.{i + 1}=127.0.0.1:{peer}:{election}"
+                 for i, (_, peer, election) in enumerate(ports)]
+        self.servers = [
+            ZooKeeperServer(os.path.join(self.base_dir, f"zk{i + 1}"), port=client,
+                            tick_ms=tick_ms, myid=i + 1, peers=peers)
+            for i, (client, _, _) in enumerate(ports)
+        ]
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(s.hosts for s in self.servers)
+
+    @property
+    def url(self) -> str:
+        return f"zookeeper://{self.hosts}"
+
+    def start(self, timeout: float = 60.0) -> ZooKeeperEnsemble:
+        for s in self.servers:
+            s.start(wait=False)
+        self.wait_serving(self.servers, timeout)
+        return self
+
+    def wait_serving(self, servers=None, timeout: float = 60.0) -> None:
+        servers = self.servers if servers is None else servers
+        procs.wait_for(lambda: all(s.serving() for s in servers), timeout,
+                       f"ZooKeeper ensemble {self.hosts} to serve")
+
+    def running(self) -> list[ZooKeeperServer]:
+        return [s for s in self.servers if s.proc is not None]
+
+    def leader(self) -> ZooKeeperServer | None:
+        for s in self.running():
+            if s.mode() == "leader":
+                return s
+        return None
+
+    def by_port(self, port: int) -> ZooKeeperServer:
+        return next(s for s in self.servers if s.port == port)
+
+    def stop(self) -> None:
+        for s in self.servers:
+            try:
+                s.thaw()
+            except (ProcessLookupError, AttributeError):
+                pass
+            s.stop()
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,19 @@
+import os
+
 project = "instanceha"
 copyright = "instanceha developers"
-extensions = ["oslo_config.sphinxext"]
+extensions = [
+    # ".. show-options::" renders the options from the code (the
+    # oslo.config.opts entry points), so the reference never drifts
+    "oslo_config.sphinxext",
+    # writes _static/instanceha.conf.sample at each build, with the same
+    # generator input as "tox -e genconfig"
+    "oslo_config.sphinxconfiggen",
+]
+_top = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+config_generator_config_file = [
+    (os.path.join(_top, "etc", "instanceha", "instanceha-config-generator.conf"),
+     "_static/instanceha"),
+]
 exclude_patterns = []
 html_theme = "alabaster"

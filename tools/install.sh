@@ -67,8 +67,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating venv $VENV"
   python3 -m venv "$VENV"
 fi
-say "pip install -e .[test] (pinned by tools/constraints.txt)"
+say "pip install -e .[test,docs] (pinned by tools/constraints.txt)"
 "$VENV/bin/python" -m pip install -q --upgrade pip > /dev/null
-"$VENV/bin/python" -m pip install -q -c "$TOP/tools/constraints.txt" -e "${TOP}[test]"
+"$VENV/bin/python" -m pip install -q -c "$TOP/tools/constraints.txt" -e "${TOP}[test,docs]"
 "$VENV/bin/python" -m pip check
 say "done: $VENV"

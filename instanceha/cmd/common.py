@@ -31,6 +31,13 @@ def load(conf: cfg.ConfigOpts, argv: list[str], prog: str, with_logging: bool = 
     except (cfg.Error, ValueError) as e:
         sys.stderr.write(f"{prog}: configuration error: {e}\n")
         sys.exit(2)
+    from instanceha.conf import validate
+
+    try:
+        validate.validate_values(conf)
+    except exceptions.ConfigError as e:
+        sys.stderr.write(f"{prog}: configuration error: {e}\n")
+        sys.exit(2)
     if with_logging:
         logging.setup(conf, PROJECT)
 

@@ -34,13 +34,18 @@ opts = [
     ),
     cfg.FloatOpt(
         "reconnect_grace",
-        default=0.0,
+        default=None,
         min=0.0,
         max=300.0,
         help="After the controller's own coordinator session connects or "
         "reconnects, no host is declared failed until this many seconds have "
         "passed, in addition to one heartbeat_stale_after window that always "
-        "applies. Set it to cover slow networks.",
+        "applies. It must cover the agents' own reconnection after a coordinator "
+        "outage (their sessions may expire while their clients back off, and a "
+        "live host then looks dead until it re-joins). Unset: 1.2 x [coordination] "
+        "reconnect_max_delay + [agent] heartbeat_interval (6.5 s with the "
+        "defaults), which assumes the agents use the same reconnect_max_delay; "
+        "set it when they use a longer one.",
     ),
     cfg.FloatOpt(
         "tick_interval",

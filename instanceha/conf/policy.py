@@ -9,6 +9,7 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from instanceha import exceptions
+from instanceha.engine.detection import default_reconnect_grace
 from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import DetectionPolicy, PolicyError
 
@@ -49,6 +50,9 @@ def detection_policy(conf: cfg.ConfigOpts) -> DetectionPolicy:
         field: conf[group][opt] if group != "DEFAULT" else conf[opt]
         for field, (group, opt) in _POLICY_OPTS.items()
     }
+    if values["reconnect_grace"] is None:
+        values["reconnect_grace"] = default_reconnect_grace(
+            conf.coordination.reconnect_max_delay, values["heartbeat_interval"])
     try:
         return DetectionPolicy(**values)
     except PolicyError as e:

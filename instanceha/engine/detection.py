@@ -97,6 +97,24 @@ del S
 
 HOLD_RULE = "held-controller-unsettled"
 
+RECONNECT_JITTER = 0.2
+"""The coordinator client's back-off may sleep this share past its bound (kazoo's
+``max_jitter`` as coordination/zookeeper.py configures it)."""
+
+
+def default_reconnect_grace(reconnect_max_delay: float, heartbeat_interval: float) -> float:
+    """The ``reconnect_grace`` that covers the agents' own reconnection.
+
+    An outage of the coordinator that the controller sees (a lost quorum, a
+    restart) cut the agents off too. When it ends, an agent's client may still
+    sleep up to ``reconnect_max_delay`` (plus jitter) before its next attempt;
+    if that is longer than the session timeout its session has expired
+    meanwhile: its membership is gone and its heartbeat stale although it is
+    alive, until it reconnects and re-joins (one more heartbeat interval). A
+    controller that trusts its observations sooner than that declares live
+    hosts FAILED (measured: tests/functional/chaos, quorum loss)."""
+    return round(reconnect_max_delay * (1 + RECONNECT_JITTER) + heartbeat_interval, 3)
+
 
 def signals(obs: HostObservation, policy: DetectionPolicy) -> frozenset[Signal]:
     """The signals one observation carries."""

@@ -89,6 +89,24 @@ def test_stale_window_shorter_than_heartbeat_names_both_options_and_the_file(tmp
     assert "[agent] heartbeat_interval" in msg
 
 
+def test_reconnect_grace_unset_covers_the_agents_reconnect_back_off(tmp_path):
+    conf, _ = _conf(tmp_path, "")
+    assert policy.detection_policy(conf).reconnect_grace == 6.5  # 1.2 x 5 + 0.5
+    conf, _ = _conf(tmp_path, "[coordination]\nreconnect_max_delay = 2\n"
+                              "[agent]\nheartbeat_interval = 0.25\n")
+    assert policy.detection_policy(conf).reconnect_grace == 2.65
+    conf, _ = _conf(tmp_path, "[detection]\nreconnect_grace = 0\n")
+    assert policy.detection_policy(conf).reconnect_grace == 0.0
+
+
+def test_reconnect_jitter_is_the_zookeeper_clients():
+    from instanceha.coordination.zookeeper import ZooKeeperCoordinator
+    from instanceha.engine.detection import RECONNECT_JITTER
+
+    coord = ZooKeeperCoordinator("zookeeper://127.0.0.1:1", session_timeout=2.0)
+    assert coord.client._conn_retry.max_jitter == RECONNECT_JITTER
+
+
 def test_hung_window_not_longer_than_stale_window(tmp_path):
     conf, path = _conf(tmp_path, "[detection]\nheartbeat_stale_after = 3\nhung_after = 2\n")
     with pytest.raises(exceptions.ConfigError) as e:

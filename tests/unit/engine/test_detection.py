@@ -95,6 +95,32 @@ def test_settles_after_stale_window_plus_grace():
     assert decide(None, dead, settled, policy, 1.0).phase is Phase.FAILED
 
 
+def test_default_grace_outlasts_an_agent_backing_off_after_a_coordinator_outage():
+    # quorum comes back at t=0 and the controller reconnects at once (the worst
+    # case); an agent whose session expired meanwhile may sleep up to
+    # reconnect_max_delay x 1.2 before it reconnects, then re-joins within one
+    # heartbeat interval: until then it is no member and its heartbeat is stale
+    max_delay, interval = 5.0, 0.5
+    back = max_delay * (1 + detection.RECONNECT_JITTER) + interval
+    grace = detection.default_reconnect_grace(max_delay, interval)
+    policy = DetectionPolicy(heartbeat_interval=interval, heartbeat_stale_after=1.5,
+                             hung_after=2.0, reconnect_grace=grace)
+    no_grace = DetectionPolicy(heartbeat_interval=interval, heartbeat_stale_after=1.5,
+                               hung_after=2.0)
+    seen_failed_without = False
+    view = view0 = decide(None, obs(), SETTLED, POLICY, now=-1.0)
+    for step in range(int(back * 10)):
+        t = step / 10
+        ctl = ControllerObservation(SessionState.CONNECTED, connected_for=t)
+        for member in (True, False):  # session kept (hung rule) or expired (dead rule)
+            view = decide(view0, obs(member=member, age=t), ctl, policy, now=t)
+            assert view.phase is not Phase.FAILED, (t, member, view.reason)
+            seen_failed_without |= decide(view0, obs(member=member, age=t), ctl, no_grace,
+                                          now=t).phase is Phase.FAILED
+    assert seen_failed_without  # what happened before the grace had this default
+    assert grace == 6.5
+
+
 def test_failed_is_kept_while_unsettled_but_alive_wins():
     failed = decide(None, obs(False, STALE), SETTLED, POLICY, now=10.0)
     assert failed.phase is Phase.FAILED

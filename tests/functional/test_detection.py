@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import harness
 import pytest
@@ -13,6 +14,15 @@ from instanceha.engine.model import DetectionPolicy
 
 pytestmark = pytest.mark.functional
 HANG_AGENT = os.path.join(os.path.dirname(harness.__file__), "hang_agent.py")
+
+
+def _entered(observer, host, phase, since):
+    """Seconds from ``since`` (monotonic) to the observer's first decision of
+    ``phase`` for ``host`` after it."""
+    with observer.lock:
+        at = [t.at for t in observer.transitions
+              if t.host == host and t.after.phase.value == phase and t.at >= since]
+    return at[0] - since
 
 
 def test_join_then_planned_stop_is_not_a_crash(daemon_factory, observer):
@@ -36,11 +46,16 @@ def test_join_then_planned_stop_is_not_a_crash(daemon_factory, observer):
     assert "SUSPECT" not in observer.phases_seen("compute1")
 
 
-def test_sigkill_is_failed_by_membership_and_heartbeat(daemon_factory, observer_factory):
+@pytest.mark.fault("Agent killed (SIGKILL)", component="agent",
+                   expect="FAILED by the dead rule (membership lost and heartbeat stale) "
+                          "after about one session timeout; handed to fencing")
+def test_sigkill_is_failed_by_membership_and_heartbeat(daemon_factory, observer_factory,
+                                                       fault):
     # a hung window far away: only the two-signal rule (membership + heartbeat) can fire
     observer = observer_factory(DetectionPolicy(hung_after=30.0))
     agent = daemon_factory("agent", "compute1")
     observer.wait_phase("compute1", "HEALTHY")
+    killed = time.monotonic()
     agent.kill()
     observer.wait_phase("compute1", "FAILED")
     assert observer.view("compute1").rule == "dead"
@@ -48,25 +63,41 @@ def test_sigkill_is_failed_by_membership_and_heartbeat(daemon_factory, observer_
     # the executor acts right after the views are published in the same tick
     daemons.wait_until(lambda: observer.handler.calls, 5, "the hand-over")
     assert observer.handler.calls[0][:2] == ("compute1", "dead")
+    fault.observed(f"FAILED (rule dead) {_entered(observer, 'compute1', 'FAILED', killed):.2f} s "
+                   f"after SIGKILL (session timeout 2 s); phases "
+                   f"{'->'.join(observer.phases_seen('compute1'))}; handed to fencing")
 
 
-def test_sigstop_is_failed_then_rejoins_after_session_expiry(daemon_factory, observer):
+@pytest.mark.fault("Agent hung (SIGSTOP), then resumed", component="agent",
+                   expect="FAILED while frozen; once resumed, the agent re-joins as a new "
+                          "incarnation and the host is HEALTHY again")
+def test_sigstop_is_failed_then_rejoins_after_session_expiry(daemon_factory, observer, fault):
     agent = daemon_factory("agent", "compute1")
     observer.wait_phase("compute1", "HEALTHY")
     first = observer.view("compute1").incarnation
+    frozen = time.monotonic()
     agent.freeze()
     observer.wait_phase("compute1", "FAILED")
+    rule = observer.view("compute1").rule
     daemons.wait_until(lambda: "compute1" not in observer.coordinator.snapshot().members, 10,
                        "the frozen agent's session to expire")
     mark = agent.log_size()
+    thawed = time.monotonic()
     agent.thaw()
     agent.wait_log(r"joined as compute1 \(incarnation \d+, join #2\)", after=mark)
     observer.wait_phase("compute1", "HEALTHY")
     assert observer.view("compute1").incarnation != first
     assert any(t.after.rejoined for t in observer.transitions if t.host == "compute1")
+    fault.observed(f"FAILED (rule {rule}) {_entered(observer, 'compute1', 'FAILED', frozen):.2f} s "
+                   f"after SIGSTOP; resumed after its session expired: re-joined as a new "
+                   f"incarnation, HEALTHY "
+                   f"{_entered(observer, 'compute1', 'HEALTHY', thawed):.2f} s after SIGCONT")
 
 
-def test_hung_main_loop_is_failed_while_session_lives(daemon_factory, observer, tmp_path):
+@pytest.mark.fault("Agent main loop hung, its ZooKeeper session alive", component="agent",
+                   expect="FAILED by the hung rule (heartbeat stale past hung_after while the "
+                          "membership lives); HEALTHY again when the loop resumes")
+def test_hung_main_loop_is_failed_while_session_lives(daemon_factory, observer, tmp_path, fault):
     flag = tmp_path / "hang"
     agent = daemon_factory(
         "agent", "compute1",
@@ -75,14 +106,20 @@ def test_hung_main_loop_is_failed_while_session_lives(daemon_factory, observer, 
         env={"INSTANCEHA_TEST_HANG_FILE": str(flag)},
     )
     observer.wait_phase("compute1", "HEALTHY")
+    hung = time.monotonic()
     flag.write_text("hang")
     observer.wait_phase("compute1", "FAILED")
     assert observer.view("compute1").rule == "hung"
     # the session is alive: membership is still there, only the heartbeat says dead
     assert "compute1" in observer.coordinator.snapshot().members
+    resumed = time.monotonic()
     flag.unlink()
     observer.wait_phase("compute1", "HEALTHY")
     assert agent.proc.poll() is None
+    fault.observed(f"FAILED (rule hung, membership still present) "
+                   f"{_entered(observer, 'compute1', 'FAILED', hung):.2f} s after the loop hung; "
+                   f"HEALTHY {_entered(observer, 'compute1', 'HEALTHY', resumed):.2f} s after "
+                   f"it resumed")
 
 
 def test_restart_with_same_id_waits_out_previous_session(daemon_factory, observer):
@@ -125,18 +162,28 @@ def test_host_joining_a_long_running_controller_is_never_failed_on_first_sight(
     assert observer.handler.calls == []
 
 
-def test_nova_compute_crash_is_degraded_not_failed(daemon_factory, observer, tmp_path):
+@pytest.mark.fault("nova-compute dead, the agent alive", component="agent",
+                   expect="DEGRADED, never FAILED: the host is not fenced")
+def test_nova_compute_crash_is_degraded_not_failed(daemon_factory, observer, tmp_path, fault):
     token = f"fake-nova-compute-{tmp_path.name}"
     fake = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(600)", token])
     try:
         daemon_factory("agent", "compute1", extra={"agent": {
             "watched_processes": f"nova-compute:{token}", "health_check_interval": 0.2}})
         observer.wait_phase("compute1", "HEALTHY")
+        crashed = time.monotonic()
         fake.kill()
         fake.wait()
         observer.wait_phase("compute1", "DEGRADED")
         assert "nova-compute not running" in observer.view("compute1").reason
+        # past the hung window: still DEGRADED, never FAILED, nothing handed over
+        daemons.wait_until(lambda: time.monotonic() - crashed > 3.0, 10, "the hung window")
+        assert observer.phase("compute1") == "DEGRADED"
+        assert "FAILED" not in observer.phases_seen("compute1")
         assert observer.handler.calls == []
+        fault.observed(f"DEGRADED {_entered(observer, 'compute1', 'DEGRADED', crashed):.2f} s "
+                       f"after nova-compute died (probe every 0.2 s); still DEGRADED 3 s later; "
+                       f"phases {'->'.join(observer.phases_seen('compute1'))}; 0 hand-overs")
     finally:
         fake.kill()
         fake.wait()

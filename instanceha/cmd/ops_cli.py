@@ -4,6 +4,7 @@
     instanceha pause --reason TEXT | instanceha resume
     instanceha guard override --minutes N | instanceha guard clear
     instanceha host forget HOST
+    instanceha host reserve|unreserve HOST   (reserve_cli: Nova, not the coordinator)
 
 Exit codes: 0 OK (status: every monitored host HEALTHY or STOPPED),
 1 status shows hosts needing attention, 2 error (coordinator unreachable,
@@ -19,6 +20,7 @@ import sys
 import time
 
 from instanceha import exceptions
+from instanceha.cmd import reserve_cli
 from instanceha.conf import policy
 from instanceha.controller.executor import GUARD_OVERRIDE_UNTIL, PAUSED
 
@@ -221,3 +223,4 @@ def register(sub) -> None:
     f = hsub.add_parser("forget", help="stop monitoring a decommissioned host")
     f.add_argument("host")
     f.set_defaults(handler=_forget)
+    reserve_cli.register(hsub)

@@ -89,7 +89,10 @@ def next_stage(facts: HostFacts, policy: RecoveryPolicy) -> Decision:
     m = facts.marker
     if m is None and facts.disabled:
         return Decision(Stage.LEAVE_ALONE, "disabled by an operator (reason not ours): left alone")
-    if m is not None and m.state in (MarkerState.HELD, MarkerState.RESERVED):
+    if m is not None and m.state is MarkerState.RESERVED:
+        return Decision(Stage.IDLE, "reserved spare: enabled when a failed host needs it "
+                        "([recovery] method = reserved_hosts)")
+    if m is not None and m.state is MarkerState.HELD:
         return Decision(Stage.IDLE, f"marked {m.state.value}: waiting for an operator")
     if m is not None and m.state is MarkerState.UNKNOWN:
         return Decision(Stage.HOLD, f"our marker is unreadable ({m.raw!r}): held for an operator")

@@ -1,0 +1,324 @@
+"""The real controller daemon recovers a failed compute of the mini-cloud.
+
+* the whole mix (keep-running, notify-only, not opted in, SHUTOFF, ERROR,
+  locked) on one compute: it dies (agent and nova-compute stop, its ipmi_sim
+  BMC is powered off by the controller), every server's final host, state and
+  migration are checked, then the host comes back and is re-enabled;
+* reserved spares: compute2 and compute3 are reserved (``instanceha host
+  reserve``), only compute3 shares an aggregate with compute1; compute1 dies
+  and its servers land on compute3, which is enabled and stays in service;
+* no capacity: a server no host has room for is reported as failed to
+  recover (log, ``instanceha_evacuations_total{result="no capacity"}`` on the
+  controller's /metrics, ``evacuate_error`` on the bus); the others move.
+
+Real: ZooKeeper, Nova with the fake virt driver, RabbitMQ, ipmi_sim, and
+instanceha's agents, controller and ``instanceha listen`` as processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+import yaml
+from harness import daemons, procs
+from harness.bmc import IpmiSimBMC
+
+from instanceha.engine import marker as mk
+from instanceha.notify import events as ev
+
+from .conftest import ensure_healthy, wait_for
+
+pytestmark = pytest.mark.functional
+BIN = os.path.dirname(sys.executable)
+KEEP = {"instanceha:recovery": "evacuate"}
+
+
+class Bus:
+    """``instanceha listen`` as a process: every notification, one JSON line each."""
+
+    def __init__(self, tmp_path, transport_url):
+        self.sections = {"DEFAULT": {"transport_url": transport_url},
+                         "oslo_messaging_notifications": {"driver": "messagingv2"}}
+        conf = daemons.write_conf(str(tmp_path / "listen.conf"), self.sections)
+        self.path = tmp_path / "events.jsonl"
+        self.out = open(self.path, "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN, "instanceha"), "--config-file", conf, "listen", "--format",
+             "json", "--timeout", "900"], stdout=self.out, stderr=subprocess.DEVNULL)
+
+    def events(self, kind, **payload):
+        lines = [json.loads(x) for x in self.path.read_text().splitlines() if x.strip()]
+        return [e for e in lines if e.get("event_type") == kind
+                and all(e["payload"].get(k) == v for k, v in payload.items())]
+
+    def wait(self, kind, timeout=60, **payload):
+        return wait_for(lambda: self.events(kind, **payload), timeout,
+                        f"{kind} {payload} on the bus")
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.out.close()
+
+
+def metric(port, name, **labels) -> float | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    m = re.search(rf"^{re.escape(name)}{{{re.escape(want)}}} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def inventory(tmp_path, hosts, bmcs):
+    """Fake BMCs, except the real ones given (ipmi_sim)."""
+    inv = {"hosts": {h: {"driver": "fake", "address": f"fake-{h}"} for h in hosts}}
+    for host, bmc in bmcs.items():
+        inv["hosts"][host] = bmc.entry(timeout=3)
+    path = tmp_path / "fencing-inventory.yaml"
+    path.write_text(yaml.safe_dump(inv))
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def agent(daemon_factory, host, name=None):
+    n = host[len("compute"):]
+    return daemon_factory("agent", name or host, extra={
+        "DEFAULT": {"host": host},
+        "agent": {"watched_processes": f"nova-compute:nova-compute{n}.conf",
+                  "health_check_interval": 0.5}})
+
+
+def controller(daemon_factory, minicloud, inv, port, bus=None, **sections):
+    extra = {
+        "fencing": {"inventory_file": inv, "deadline": 20, "poll_interval": 0.2},
+        "nova": dict(minicloud.nova_options(), timeout=30, evacuation_timeout=120,
+                     evacuation_attempts=2, poll_interval=0.5),
+        "controller": {"max_failed_percent": 100},
+        "telemetry": {"controller_port": port},
+    }
+    if bus is not None:
+        extra.update(bus.sections)
+    for group, values in sections.items():
+        extra.setdefault(group, {}).update(values)
+    ctl = daemon_factory("controller", "ctl", extra=extra)
+    ctl.wait_log(r"leadership gained", timeout=60)
+    for h in minicloud.hosts:
+        ctl.wait_log(rf"host={h} phase=\w+->HEALTHY", timeout=60)
+    return ctl
+
+
+def recovered(nova, host, timeout=300):
+    return wait_for(lambda: (m := nova.service(host).marker) and
+                    m.state is mk.MarkerState.RECOVERED and m, timeout,
+                    f"the recovery of {host} to finish")
+
+
+def assert_moved(nova, sid, victim, status, dest=None):
+    s = nova.server(sid)
+    assert (s.status, s.task_state) == (status, None), (sid, s.status, s.task_state)
+    assert s.host not in (None, victim), (sid, s.host)
+    if dest is not None:
+        assert s.host == dest, (sid, s.host)
+    (mig,) = nova.evacuations(sid)  # exactly one evacuation: never done twice
+    assert mig.status in ("done", "completed") and mig.source_compute == victim, mig
+    assert mig.dest_compute == s.host, mig
+    return s
+
+
+def assert_stayed(nova, sid, victim):
+    assert nova.server(sid).host == victim
+    assert nova.evacuations(sid) == []
+
+
+def test_controller_recovers_the_whole_mix_then_reenables_the_host(
+        minicloud, nova, admin, servers, daemon_factory, tmp_path):
+    ensure_healthy(minicloud, nova)
+    hosts, victim = minicloud.hosts, minicloud.hosts[0]
+    bmc = IpmiSimBMC(str(tmp_path), name=f"bmc-{victim}", password="bmc-Secret-2").start()
+    inv = inventory(tmp_path, hosts, {victim: bmc})
+
+    boot = {
+        "active": servers.boot("mix-active", victim, KEEP),
+        "shutoff": servers.boot("mix-shutoff", victim, KEEP),
+        "error": servers.boot("mix-error", victim, KEEP),
+        "locked": servers.boot("mix-locked", victim, KEEP),
+        "notify": servers.boot("mix-notify", victim, {"instanceha:recovery": "notify"}),
+        "plain": servers.boot("mix-plain", victim),
+    }
+    ids = {k: s.id for k, s in boot.items()}
+    for sid in ids.values():
+        servers.wait_status(sid, "ACTIVE")
+    admin.compute.stop_server(ids["shutoff"])
+    servers.wait_status(ids["shutoff"], "SHUTOFF")
+    admin.compute.lock_server(ids["locked"])
+    nova.reset_state(ids["error"], "error")
+    servers.wait_status(ids["error"], "ERROR")
+
+    agents = {h: agent(daemon_factory, h) for h in hosts}
+    bus = Bus(tmp_path, minicloud.endpoints["transport_url"])
+    port = procs.free_port()
+    ctl = None
+    try:
+        ctl = controller(daemon_factory, minicloud, inv, port, bus)
+
+        # compute1 dies: its agent and nova-compute stop; its BMC still says ON
+        assert bmc.powered_on()
+        agents[victim].kill()
+        minicloud.kill_compute(victim)
+        ctl.wait_log(rf"host={victim} fenced: ipmi read back off", timeout=120)
+        assert not bmc.powered_on()
+
+        m = recovered(nova, victim)
+        assert "4 evacuated, 0 failed, 1 notified" in m.note, m.note
+        assert m.spares == ()  # method = scheduler: no spare involved
+
+        # every server: final host, state and migration
+        want = {"active": "ACTIVE", "shutoff": "SHUTOFF", "error": "ACTIVE", "locked": "ACTIVE"}
+        for key, status in want.items():
+            assert_moved(nova, ids[key], victim, status)
+        assert nova.server(ids["locked"]).locked  # the lock stays
+        for key in ("notify", "plain"):
+            assert_stayed(nova, ids[key], victim)
+
+        # what the owners and the operators were told
+        for key in want:
+            (end,) = bus.wait(ev.EVACUATE_END, instance_id=ids[key])
+            assert end["payload"]["target_host"] == nova.server(ids[key]).host
+        (required,) = bus.wait(ev.RECOVERY_REQUIRED, instance_id=ids["notify"])
+        assert required["payload"]["host"] == victim
+        (summary,) = bus.wait(ev.RECOVERY_END, host=victim)
+        assert (summary["payload"]["evacuated"], summary["payload"]["failed"],
+                summary["payload"]["notified"]) == (4, 0, 1)
+        assert not bus.events(ev.EVACUATE_START, instance_id=ids["plain"])
+        assert not bus.events(ev.EVACUATE_ERROR)
+        assert metric(port, "instanceha_evacuations_total", result="evacuated") == 4.0
+        assert metric(port, "instanceha_evacuations_total", result="no capacity") is None
+
+        # the host is repaired: power on, nova-compute and its agent come back
+        bmc.set_power(True)
+        minicloud.start_compute(victim)
+        agent(daemon_factory, victim, f"{victim}-back")
+        ctl.wait_log(rf"host={victim} back in service", timeout=240)
+        svc = nova.service(victim)
+        assert (svc.status, svc.forced_down, svc.marker) == ("enabled", False, None)
+        for key in want:  # the returning compute cleaned up after each evacuation
+            assert nova.evacuations(ids[key])[0].status == "completed", key
+        bus.wait(ev.HOST_RESTORED, host=victim)
+        assert "bmc-Secret-2" not in ctl.read_log()
+    finally:
+        if ctl is not None:
+            ctl.terminate()
+        bus.close()
+        bmc.stop()
+        ensure_healthy(minicloud, nova)
+
+
+def test_reserved_spare_in_the_failed_hosts_aggregate_takes_its_servers(
+        minicloud, nova, nova_conf_file, admin, servers, daemon_factory, tmp_path):
+    ensure_healthy(minicloud, nova)
+    hosts = minicloud.hosts
+    victim, decoy, spare = hosts[0], hosts[1], hosts[2]
+    aggregates = []
+    try:
+        for name, members in (("ih-rack-a", [victim, spare]), ("ih-rack-b", [decoy])):
+            agg = admin.compute.create_aggregate(name=name)
+            aggregates.append(agg)
+            for h in members:
+                admin.compute.add_host_to_aggregate(agg, h)
+        a = servers.boot("rs-active", victim, KEEP)
+        b = servers.boot("rs-shutoff", victim, KEEP)
+        c = servers.boot("rs-plain", victim)
+        for s in (a, b, c):
+            servers.wait_status(s.id, "ACTIVE")
+        admin.compute.stop_server(b.id)
+        servers.wait_status(b.id, "SHUTOFF")
+
+        # the operator keeps compute2 and compute3 as spares, with the CLI
+        for h in (decoy, spare):
+            out = subprocess.run([os.path.join(BIN, "instanceha"), "--config-file",
+                                  nova_conf_file, "host", "reserve", h, "--note",
+                                  f"spare of test {h}"],
+                                 capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            svc = nova.service(h)
+            assert svc.disabled and svc.marker.state is mk.MarkerState.RESERVED
+
+        agents = {h: agent(daemon_factory, h) for h in hosts}
+        port = procs.free_port()
+        ctl = controller(daemon_factory, minicloud, inventory(tmp_path, hosts, {}), port,
+                         recovery={"method": "reserved_hosts", "reserved_match": "aggregate",
+                                   "reserved_fallback_to_scheduler": "false"})
+        try:
+            agents[victim].kill()
+            minicloud.kill_compute(victim)
+            m = recovered(nova, victim)
+            assert "2 evacuated, 0 failed, 0 notified" in m.note, m.note
+            assert m.spares == (spare,)
+            ctl.wait_log(rf"host={victim} spare={spare} enabled")
+
+            assert_moved(nova, a.id, victim, "ACTIVE", dest=spare)
+            assert_moved(nova, b.id, victim, "SHUTOFF", dest=spare)
+            assert_stayed(nova, c.id, victim)
+            # the spare stays in service; the other spare (another aggregate) stays reserved
+            svc = nova.service(spare)
+            assert (svc.status, svc.marker) == ("enabled", None)
+            svc = nova.service(decoy)
+            assert svc.disabled and svc.marker.state is mk.MarkerState.RESERVED
+            assert metric(port, "instanceha_evacuations_total", result="evacuated") == 2.0
+        finally:
+            ctl.terminate()
+    finally:
+        for agg in aggregates:
+            for h in admin.compute.get_aggregate(agg).hosts or []:
+                admin.compute.remove_host_from_aggregate(agg, h)
+            admin.compute.delete_aggregate(agg)
+        ensure_healthy(minicloud, nova)
+
+
+def test_no_capacity_is_reported_by_the_controller(
+        minicloud, nova, servers, daemon_factory, tmp_path):
+    ensure_healthy(minicloud, nova)
+    hosts, victim = minicloud.hosts, minicloud.hosts[0]
+    others = [h for h in hosts if h != victim]
+    big = servers.flavor("ih.test.big", ram=600000)  # one per host at most
+    fillers = [servers.boot(f"nc-filler-{h}", h, flavor=big) for h in others]
+    too_big = servers.boot("nc-big", victim, KEEP, flavor=big)
+    small = servers.boot("nc-small", victim, KEEP)
+    for s in fillers + [too_big, small]:
+        servers.wait_status(s.id, "ACTIVE")
+
+    agents = {h: agent(daemon_factory, h) for h in hosts}
+    bus = Bus(tmp_path, minicloud.endpoints["transport_url"])
+    port = procs.free_port()
+    ctl = None
+    try:
+        ctl = controller(daemon_factory, minicloud, inventory(tmp_path, hosts, {}), port, bus)
+        agents[victim].kill()
+        minicloud.kill_compute(victim)
+        m = recovered(nova, victim)
+        assert "1 evacuated, 1 failed, 0 notified" in m.note, m.note
+
+        ctl.wait_log(rf"host={victim} server={too_big.id} NOT recovered \(no capacity\)")
+        s = nova.server(too_big.id)
+        assert (s.host, s.status) == (victim, "ERROR")
+        assert nova.evacuations(too_big.id)[0].status == "error"
+        assert_moved(nova, small.id, victim, "ACTIVE")
+
+        (error,) = bus.wait(ev.EVACUATE_ERROR, instance_id=too_big.id)
+        assert "No valid host" in error["payload"]["error"]
+        assert error["payload"]["host"] == victim
+        (summary,) = bus.wait(ev.RECOVERY_END, host=victim)
+        assert (summary["payload"]["evacuated"], summary["payload"]["failed"]) == (1, 1)
+        assert metric(port, "instanceha_evacuations_total", result="no capacity") == 1.0
+        assert metric(port, "instanceha_evacuations_total", result="evacuated") == 1.0
+    finally:
+        if ctl is not None:
+            ctl.terminate()
+        bus.close()
+        ensure_healthy(minicloud, nova)

@@ -93,6 +93,9 @@ class Executor:
         self.on_hold = on_hold
         self.verifier = Verifier(leadership)
         self._said: dict[str, str] = {}
+        self._admitted: dict[str, float] = {}
+        """Hosts handed over, with the ``since`` of the failure they were handed
+        over for: they stay handed over; the per-tick cap paces the others."""
 
     def _say_once(self, key: str, message: str, *args) -> None:
         text = message % args
@@ -114,8 +117,9 @@ class Executor:
         elif self.guard_state.held and not state.held:
             LOG.warning("safety hold lifted: %s", state.reason or "the picture is stable")
         self.guard_state = state
-        selected = guard.select(dict(views), state, self.guard_policy)
+        selected = guard.select(dict(views), state, self.guard_policy, self._admitted)
         if not self.leadership.is_leader():
+            self._admitted = {}
             return []
         if control.get(PAUSED):
             if selected:
@@ -123,5 +127,6 @@ class Executor:
                                control[PAUSED], ", ".join(selected))
             return []
         self._said.pop("pause", None)
+        self._admitted = {host: views[host].since for host in selected}
         self.actuator.act(views, selected, self.verifier)
         return selected

@@ -15,6 +15,7 @@ the time and whether an operator released the hold.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from instanceha.engine.model import HostView, Phase
 
@@ -81,11 +82,19 @@ def evaluate(
     return GuardState(False, "", None, dead, changed_at)
 
 
-def select(views: dict[str, HostView], state: GuardState, policy: GuardPolicy) -> list[str]:
-    """The FAILED hosts to hand to fencing this tick: none while held, else the
-    longest-failed first, at most ``max_fences_per_tick``."""
+def select(views: dict[str, HostView], state: GuardState, policy: GuardPolicy,
+           admitted: Mapping[str, float] | None = None) -> list[str]:
+    """The FAILED hosts to hand to fencing this tick: none while held; else the
+    hosts already admitted for their current failure (``admitted``: host -> the
+    ``since`` of the failure it was handed over for, in an earlier tick; its
+    fence may still run or be retried), plus at most ``max_fences_per_tick``
+    more, the longest-failed first. The cap paces how fast fences start; it
+    never limits how many failed hosts are fenced in the end."""
     if state.held:
         return []
+    admitted = admitted or {}
     failed = sorted((v for v in views.values() if v.phase is Phase.FAILED),
                     key=lambda v: (v.since, v.host))
-    return [v.host for v in failed[: policy.max_fences_per_tick]]
+    kept = {v.host for v in failed if admitted.get(v.host) == v.since}
+    new = [v.host for v in failed if v.host not in kept][: policy.max_fences_per_tick]
+    return [v.host for v in failed if v.host in kept or v.host in new]

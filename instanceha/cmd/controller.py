@@ -45,27 +45,47 @@ def build(conf) -> ControllerService:
         return snap.control if snap is not None else {}
 
     actuator, closers = build_actuator(conf, coordinator, records, control)
+    aggregates = _aggregates(conf, actuator, closers)
     service = ControllerService(coordinator, settings, actuator,
                                 nova_states=getattr(actuator, "nova_up", None),
-                                on_hold=_hold_notifier(actuator, settings.dry_run))
+                                on_hold=_hold_notifier(actuator, settings.dry_run),
+                                aggregates=aggregates)
     service.closers = closers
     holder.append(service)
     return service
 
 
+def _aggregates(conf, actuator, closers):
+    """Nova's host aggregates for the guard's per-aggregate limits, read in the
+    background (None without Nova: the cluster-wide limits only)."""
+    nova = getattr(actuator, "nova", None)
+    if nova is None:
+        LOG.warning("no Nova: the mass-failure guard applies its cluster-wide limits "
+                    "only, not the per-aggregate ones")
+        return None
+    from instanceha.controller.aggregates import AggregateCache
+
+    cache = AggregateCache(nova.host_aggregates, refresh=conf.controller.aggregates_refresh)
+    closers.append(cache.close)
+    return cache
+
+
 def _hold_notifier(actuator, dry_run: bool):
-    """A safety hold goes on the bus too (the operators' and VNF managers' alert)."""
+    """A safety hold goes on the bus too (the operators' and VNF managers' alert):
+    the first limit exceeded is the payload's rule, limit and observed value."""
     notifier = getattr(actuator, "notifier", None)
     if notifier is None:
         return None
     from instanceha.notify import events
 
     def on_hold(state, guard_policy) -> None:
+        first = state.breaches[0] if state.breaches else None
         try:
             notifier.emit(events.safety_hold(
-                rule="mass-failure", reason=state.reason, hosts=sorted(state.dead),
-                limit=guard_policy.max_failed_hosts, observed=len(state.dead),
-                dry_run=dry_run))
+                rule=first.rule if first else "mass-failure", reason=state.reason,
+                hosts=sorted(state.dead),
+                limit=first.limit if first else guard_policy.max_failed_hosts,
+                observed=first.observed if first else len(state.dead), dry_run=dry_run))
         except ValueError as e:
             LOG.error("safety hold notification not built: %s", e)
 

@@ -22,7 +22,7 @@ import time
 from instanceha import exceptions
 from instanceha.cmd import reserve_cli
 from instanceha.conf import policy
-from instanceha.controller.executor import GUARD_OVERRIDE_UNTIL, PAUSED
+from instanceha.controller.executor import GUARD_HOLD, GUARD_OVERRIDE_UNTIL, PAUSED
 
 
 def _connect(conf):
@@ -64,7 +64,8 @@ def _status(args, conf) -> int:
             _print_table(doc, snap)
         attention = [h for h, d in doc.get("hosts", {}).items()
                      if d.get("phase") not in ("HEALTHY", "STOPPED")]
-        return 1 if attention or doc.get("guard", {}).get("held") else 0
+        held = doc.get("guard", {}).get("held") or _persisted_hold(snap)
+        return 1 if attention or held else 0
 
     return _run(conf, body)
 
@@ -75,7 +76,26 @@ def _print_table(doc, snap) -> None:
           f"status published {age:.1f}s ago")
     guard = doc.get("guard", {})
     if guard.get("held"):
-        print(f"SAFETY HOLD: {guard.get('reason')}")
+        since = f" for {_ago(guard['since'])}" if guard.get("since") else ""
+        print(f"SAFETY HOLD{since}: {guard.get('reason')}")
+    elif _persisted_hold(snap):
+        hold = snap.control[GUARD_HOLD]
+        print(f"SAFETY HOLD persisted by the leader of term {hold.get('token')} for "
+              f"{_ago(hold.get('since'))} (the next leader starts held): {hold.get('reason')}")
+    until = snap.control.get(GUARD_OVERRIDE_UNTIL)
+    if isinstance(until, (int, float)) and until > time.time():
+        by = snap.control.get("guard_override") or {}
+        print(f"GUARD OVERRIDDEN for another {until - time.time():.0f}s by {by.get('by')}: "
+              f"{by.get('reason')}")
+    aggregates = guard.get("aggregates")
+    if isinstance(aggregates, dict) and (not aggregates.get("known") or aggregates.get("error")):
+        words = ["host aggregates " + ("stale" if aggregates.get("known") else
+                                       "UNKNOWN (the guard assumes the worst grouping)")]
+        if aggregates.get("age") is not None:
+            words.append(f"read {aggregates['age']}s ago")
+        if aggregates.get("error"):
+            words.append(f"last error: {aggregates['error']}")
+        print(", ".join(words))
     control = doc.get("control", {})
     if control.get(PAUSED):
         print(f"PAUSED: {control[PAUSED]}")
@@ -95,6 +115,11 @@ def _print_table(doc, snap) -> None:
     unpublished = sorted(set(snap.hosts) - set(doc.get("hosts", {})))
     if unpublished:
         print(f"registered but not yet in the leader's view: {', '.join(unpublished)}")
+
+
+def _persisted_hold(snap) -> bool:
+    hold = snap.control.get(GUARD_HOLD)
+    return isinstance(hold, dict) and bool(hold.get("held"))
 
 
 def _nova(nova) -> str:

@@ -47,6 +47,57 @@ opts = [
         help="An automatic safety hold lifts once the hosts looking dead are back under "
         "the limits and unchanged for this many seconds.",
     ),
+    cfg.IntOpt(
+        "max_failed_hosts_per_aggregate",
+        default=0,
+        min=0,
+        max=100000,
+        help="Mass-failure guard, per Nova host aggregate: hold every fence when more "
+        "hosts than this number look dead in any one aggregate (a host in several "
+        "aggregates counts in each). 0: no absolute per-aggregate limit.",
+    ),
+    cfg.FloatOpt(
+        "max_failed_percent_per_aggregate",
+        default=50.0,
+        min=1.0,
+        max=100.0,
+        help="Mass-failure guard, per Nova host aggregate: hold every fence when more "
+        "than this percent of the monitored hosts of any one aggregate look dead (at "
+        "least 2 hosts, and only in aggregates of at least aggregate_min_hosts "
+        "monitored hosts). 100: no per-aggregate percent limit. While the aggregates "
+        "were never read from Nova, the guard assumes every host that looks dead may "
+        "be in one aggregate.",
+    ),
+    cfg.IntOpt(
+        "aggregate_min_hosts",
+        default=4,
+        min=1,
+        max=100000,
+        help="max_failed_percent_per_aggregate applies to aggregates of at least this "
+        "number of monitored hosts (a 2-host aggregate losing one host is not a mass "
+        "failure).",
+    ),
+    cfg.FloatOpt(
+        "aggregates_refresh",
+        default=300.0,
+        min=10.0,
+        max=86400.0,
+        help="Seconds between two background reads of Nova's host aggregates for the "
+        "per-aggregate limits (a failed read is retried after at most 30 seconds; "
+        "the last grouping read stays in use meanwhile).",
+    ),
+    cfg.IntOpt(
+        "max_vanished_per_tick",
+        default=3,
+        min=0,
+        max=100000,
+        help="Mass-failure guard: hold every fence when more hosts than this number "
+        "leave HEALTHY/DEGRADED for SUSPECT/FAILED together (between two ticks, or "
+        "within one [agent] heartbeat_interval plus one [detection] tick_interval, "
+        "seconds in which hosts cut off at the same instant are seen going silent), "
+        "as in a network partition or a coordinator failure, even when the "
+        "cluster-wide limits are not exceeded. 0: no such limit.",
+    ),
 ]
 
 

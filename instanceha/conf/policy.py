@@ -105,6 +105,13 @@ def guard_policy(conf: cfg.ConfigOpts) -> GuardPolicy:
         max_failed_percent=c.max_failed_percent,
         max_fences_per_tick=c.max_fences_per_tick,
         stable_after=c.guard_stable_after,
+        max_failed_hosts_per_aggregate=c.max_failed_hosts_per_aggregate,
+        max_failed_percent_per_aggregate=c.max_failed_percent_per_aggregate,
+        aggregate_min_hosts=c.aggregate_min_hosts,
+        max_vanished_per_tick=c.max_vanished_per_tick,
+        # hosts cut off at one instant are seen going silent spread over one
+        # heartbeat interval, observed at the next tick
+        vanish_window=conf.agent.heartbeat_interval + conf.detection.tick_interval,
     )
 
 

@@ -5,6 +5,11 @@ Leadership is state re-read before every action, not an event remembered:
 each hand-over and yields the fencing token of the current term. Before
 that, two switches can stop everything: an operator's pause and the
 mass-failure guard (dry-run mode is the actuator's).
+
+The guard's hold outlives the leader: the leader writes it (``guard_hold``
+in the coordinator's control node, only when it changes) and a controller
+that becomes leader starts from a hold written in another term, level-
+triggered, from the control map of each tick's snapshot.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ LOG = logging.getLogger(__name__)
 
 PAUSED = "paused"
 GUARD_OVERRIDE_UNTIL = "guard_override_until"
+GUARD_HOLD = "guard_hold"
+"""The leader's safety hold: {"held": true, "reason", "since" (epoch s), "token"}."""
+REWRITE_AFTER = 5.0
+"""Seconds before the same guard_hold record is written again when the
+snapshot still does not show it (a write not yet seen, or one undone)."""
+
+AggregatesProvider = Callable[[], guard.Aggregates | None]
 
 
 class Actuator(Protocol):
@@ -84,18 +96,30 @@ class Executor:
         guard_policy: guard.GuardPolicy | None = None,
         wall: Callable[[], float] = time.time,
         on_hold: Callable[[guard.GuardState, guard.GuardPolicy], None] | None = None,
+        aggregates: AggregatesProvider | None = None,
+        persist: Callable[[Mapping[str, object]], object] | None = None,
     ) -> None:
+        """``aggregates``: the host aggregates (name -> hosts), None while unknown;
+        without a provider there is no grouping (cluster-wide limits only). It
+        must answer at once (a cache refreshed elsewhere). ``persist``: the
+        coordinator's ``update_control``, where the leader keeps its hold."""
         self.leadership = leadership
         self.actuator = actuator
         self.guard_policy = guard_policy or guard.GuardPolicy()
         self.guard_state = guard.GuardState()
         self.wall = wall
         self.on_hold = on_hold
+        self.aggregates = aggregates
+        self.persist = persist
         self.verifier = Verifier(leadership)
         self._said: dict[str, str] = {}
         self._admitted: dict[str, float] = {}
         """Hosts handed over, with the ``since`` of the failure they were handed
         over for: they stay handed over; the per-tick cap paces the others."""
+        self.hold_since_wall: float | None = None
+        self._adopted: tuple | None = None
+        self._written: tuple[object, float] | None = None
+        self._aggregates_known: bool | None = None
 
     def _say_once(self, key: str, message: str, *args) -> None:
         text = message % args
@@ -109,15 +133,25 @@ class Executor:
         control = control or {}
         override = control.get(GUARD_OVERRIDE_UNTIL)
         released = isinstance(override, (int, float)) and self.wall() < override
-        state = guard.evaluate(dict(views), self.guard_state, self.guard_policy, now, released)
-        if state.held and not self.guard_state.held:
+        leader = self.leadership.is_leader()
+        token = self.leadership.token if leader else None
+        before = self.guard_state
+        if leader:
+            before = self._take_over(before, control.get(GUARD_HOLD), token, now)
+        state = guard.evaluate(views, before, self.guard_policy, now, released,
+                               self._grouping())
+        if state.held and not before.held:
+            self.hold_since_wall = round(self.wall(), 3)
             LOG.error("safety hold: fencing held for every host: %s", state.reason)
-            if self.on_hold is not None and self.leadership.is_leader():
+            if self.on_hold is not None and leader:
                 self.on_hold(state, self.guard_policy)
-        elif self.guard_state.held and not state.held:
+        elif before.held and not state.held:
+            self.hold_since_wall = None
             LOG.warning("safety hold lifted: %s", state.reason or "the picture is stable")
         self.guard_state = state
-        selected = guard.select(dict(views), state, self.guard_policy, self._admitted)
+        if leader:
+            self._keep_hold(control.get(GUARD_HOLD), token, now)
+        selected = guard.select(views, state, self.guard_policy, self._admitted)
         if not self.leadership.is_leader():
             self._admitted = {}
             return []
@@ -130,3 +164,83 @@ class Executor:
         self._admitted = {host: views[host].since for host in selected}
         self.actuator.act(views, selected, self.verifier)
         return selected
+
+    # -- the per-aggregate grouping -------------------------------------------
+    def _grouping(self) -> guard.Aggregates | None:
+        if self.aggregates is None:
+            return guard.NO_AGGREGATES
+        try:
+            grouping = self.aggregates()
+        except Exception as e:  # a provider must not break the guard: assume the worst
+            LOG.exception("host aggregates provider failed")
+            grouping, error = None, f"{type(e).__name__}"
+        else:
+            error = None
+        known = grouping is not None
+        if known != self._aggregates_known:
+            first = self._aggregates_known is None  # starting: not read yet is expected
+            self._aggregates_known = known
+            if known:
+                LOG.info("host aggregates known (%d aggregates): the per-aggregate limits "
+                         "apply to them", len(grouping))
+            else:
+                (LOG.info if first else LOG.warning)(
+                    "host aggregates unknown%s: the guard assumes every host that looks dead "
+                    "may be in one aggregate", f" ({error})" if error else "")
+        return grouping
+
+    # -- the hold, persisted for the next leader -------------------------------
+    def _take_over(self, state: guard.GuardState, record: object, token: int | None,
+                   now: float) -> guard.GuardState:
+        """Start from a hold written by the leader of another term (once per record)."""
+        if not isinstance(record, Mapping) or not record.get("held"):
+            return state
+        key = (record.get("token"), record.get("since"))
+        if record.get("token") == token or key == self._adopted:
+            return state
+        self._adopted = key
+        if state.held:
+            return state  # already held here: our own record replaces it below
+        since = record.get("since")
+        since = since if isinstance(since, (int, float)) and not isinstance(since, bool) \
+            else self.wall()
+        cause = str(record.get("reason") or "a hold persisted by a previous leader")
+        self.hold_since_wall = since
+        LOG.warning("safety hold taken over from the previous leader (token %s, held for "
+                    "%.0f s): %s", record.get("token"), max(0.0, self.wall() - since), cause)
+        return guard.adopt(state, cause, now - max(0.0, self.wall() - since))
+
+    def _keep_hold(self, current: object, token: int | None, now: float) -> None:
+        """Write ``guard_hold`` when the hold changed (raised, cause, lifted)."""
+        state = self.guard_state
+        desired = None
+        if state.held:
+            desired = {"held": True, "reason": state.cause or state.reason,
+                       "since": self.hold_since_wall, "token": token}
+        if desired == current or self.persist is None:
+            return
+        if self._written is not None and self._written[0] == desired \
+                and now - self._written[1] < REWRITE_AFTER:
+            return  # written already, not seen in the snapshot yet
+        try:
+            self.persist({GUARD_HOLD: desired})
+        except exceptions.CoordinationError as e:
+            self._say_once("persist", "safety hold not persisted (a new leader may not "
+                           "honour it): %s; retrying", e)
+            return
+        self._said.pop("persist", None)
+        self._written = (desired, now)
+
+    def guard_report(self) -> dict:
+        """The guard's part of the published status."""
+        state = self.guard_state
+        describe = getattr(self.aggregates, "describe", None)
+        if self.aggregates is None:
+            aggregates: object = "not configured (cluster-wide limits only)"
+        elif describe is not None:
+            aggregates = describe()
+        else:
+            aggregates = "known" if state.aggregates_known else "unknown"
+        return {"held": state.held, "reason": state.reason, "cause": state.cause,
+                "since": self.hold_since_wall if state.held else None,
+                "rules": list(state.rules), "aggregates": aggregates}

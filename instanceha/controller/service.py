@@ -52,7 +52,10 @@ class ControllerService:
         on_transition: Callable | None = None,
         nova_states: Callable | None = None,
         on_hold: Callable | None = None,
+        aggregates: Callable | None = None,
     ) -> None:
+        """``aggregates``: the host aggregates provider of the mass-failure guard
+        (a cache that answers at once; None: no grouping, no Nova)."""
         self.coordinator = coordinator
         self.settings = settings
         self.clock = clock
@@ -62,6 +65,7 @@ class ControllerService:
         self.on_transition = on_transition
         self.nova_states = nova_states
         self.on_hold = on_hold
+        self.aggregates = aggregates
         self.last_iteration: float | None = None
         self.reconciler: Reconciler | None = None
         self._was_leader = False
@@ -82,7 +86,8 @@ class ControllerService:
                 backoff = min(backoff * 2, self.settings.reconnect_max_delay)
         self.leadership = self.coordinator.leadership(self.settings.name)
         executor = Executor(self.leadership, self.handler, self.settings.guard,
-                            on_hold=self.on_hold)
+                            on_hold=self.on_hold, aggregates=self.aggregates,
+                            persist=self.coordinator.update_control)
         self.reconciler = Reconciler(self.coordinator, self.settings.policy, executor,
                                      nova_states=self.nova_states,
                                      on_transition=self.on_transition)
@@ -120,7 +125,8 @@ class ControllerService:
         nova_status = getattr(self.handler, "nova_status", None)
         doc = status.build(self.settings.name, self.leadership.token, rec.views,
                            rec.last_snapshot, rec.executor.guard_state, now,
-                           self.publisher.wall(), nova_status() if nova_status else None)
+                           self.publisher.wall(), nova_status() if nova_status else None,
+                           guard_report=rec.executor.guard_report())
         try:
             self.publisher.maybe_publish(doc, now)
         except exceptions.CoordinationError as e:

@@ -25,9 +25,12 @@ def build(
     now: float,
     wall: float,
     nova: Mapping[str, Mapping] | None = None,
+    guard_report: Mapping[str, object] | None = None,
 ) -> dict:
     """``nova``: Nova's view of each host and the recovery decision (the
-    recovery actuator's ``nova_status()``), when Nova is configured."""
+    recovery actuator's ``nova_status()``), when Nova is configured.
+    ``guard_report``: the executor's account of the mass-failure guard (since
+    when it holds, the rules exceeded, the host aggregates)."""
     hosts = {}
     for host, v in sorted(views.items()):
         member = snap.members.get(host)
@@ -49,16 +52,22 @@ def build(
         "leader": name,
         "token": token,
         "published_at": round(wall, 3),
-        "guard": {"held": guard.held, "reason": guard.reason},
+        "guard": dict(guard_report or {}, held=guard.held, reason=guard.reason),
         "control": dict(snap.control),
         "hosts": hosts,
     }
 
 
 def _material(status: Mapping) -> tuple:
-    """What must trigger a new publication (not ages and timestamps)."""
+    """What must trigger a new publication (not ages and timestamps, nor the
+    guard's reason, which counts seconds while a hold waits to lift)."""
+    g = status["guard"]
+    aggregates = g.get("aggregates")
+    guard = (g.get("held"), g.get("cause"), g.get("since"), repr(g.get("rules")),
+             repr({k: v for k, v in aggregates.items() if k != "age"})
+             if isinstance(aggregates, Mapping) else repr(aggregates))
     return (
-        status["leader"], status["token"], repr(status["guard"]), repr(status["control"]),
+        status["leader"], status["token"], guard, repr(status["control"]),
         tuple((h, d["phase"], d["rule"], d["member"], d["incarnation"], repr(d["services"]),
                repr(d.get("nova")))
               for h, d in status["hosts"].items()),

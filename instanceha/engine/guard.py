@@ -2,25 +2,53 @@
 
 A rack losing power and a controller cut off from half the cloud look alike
 from the controller: many hosts going silent together. Fencing them all in
-the second case reboots healthy hosts by the dozen. So, when more hosts look
-dead than the policy allows (absolute count or share of the monitored
-hosts), the guard *holds* every fence, raises an alert, and lifts the hold
-only when the picture is back under the limits and has stayed unchanged for
-``stable_after`` seconds, or when an operator releases it.
+the second case reboots healthy hosts by the dozen. So the guard *holds*
+every fence, raises an alert, and lifts the hold only when the picture is
+back under the limits and has stayed unchanged for ``stable_after`` seconds,
+or when an operator releases it. It holds when:
+
+* more hosts look dead (SUSPECT or FAILED) than ``max_failed_hosts``, or more
+  than ``max_failed_percent`` of the monitored hosts;
+* in any host aggregate, more hosts look dead than
+  ``max_failed_hosts_per_aggregate``, or more than
+  ``max_failed_percent_per_aggregate`` of its monitored hosts (only counted in
+  aggregates of at least ``aggregate_min_hosts`` monitored hosts). A host may
+  be in several aggregates: each is counted on its own. When the grouping is
+  *unknown* (never read from Nova), the guard assumes the worst grouping that
+  is possible: every dead-looking host in one aggregate, padded up to
+  ``aggregate_min_hosts`` hosts;
+* more than ``max_vanished_per_tick`` hosts left HEALTHY/DEGRADED for
+  SUSPECT/FAILED together: within one tick, or within ``vanish_window``
+  seconds (hosts cut off at the same instant stop heartbeating at once but are
+  seen falling silent spread over one heartbeat interval). A partition or a
+  coordinator failure looks like this, even when the share is small.
+
+A hold outlives a change of leader: the executor persists it in the
+coordinator and a new leader starts from it (``adopt``).
 
 Pure: the controller passes the views, the previous guard state, the policy,
-the time and whether an operator released the hold.
+the time, the aggregates and whether an operator released the hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Mapping
 
 from instanceha.engine.model import HostView, Phase
 
 DEAD_LOOKING = frozenset({Phase.SUSPECT, Phase.FAILED})
-MONITORED = frozenset({Phase.HEALTHY, Phase.DEGRADED, Phase.SUSPECT, Phase.FAILED})
+ALIVE = frozenset({Phase.HEALTHY, Phase.DEGRADED})
+MONITORED = ALIVE | DEAD_LOOKING
+
+Aggregates = Mapping[str, frozenset[str]]
+"""Host aggregate name -> the hosts in it (a host may be in several)."""
+NO_AGGREGATES: Aggregates = types.MappingProxyType({})
+"""Known to be no grouping (no Nova): only the cluster-wide limits apply."""
+
+MAX_LISTED = 3
+"""Aggregates over their limits named in a reason; the others are counted."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +61,45 @@ class GuardPolicy:
     """At most this many hosts are handed to fencing per tick."""
     stable_after: float = 60.0
     """An automatic hold lifts once back under the limits and unchanged this long."""
+    max_failed_hosts_per_aggregate: int = 0
+    """More hosts than this looking dead in one aggregate: hold (0: no such limit)."""
+    max_failed_percent_per_aggregate: float = 50.0
+    """More than this share of one aggregate's monitored hosts looking dead: hold
+    (100: no such limit)."""
+    aggregate_min_hosts: int = 4
+    """The per-aggregate percent applies to aggregates of at least this many
+    monitored hosts (a 2-host aggregate losing one is not a mass failure)."""
+    max_vanished_per_tick: int = 3
+    """More hosts than this leaving HEALTHY/DEGRADED together: hold (0: no such limit)."""
+    vanish_window: float = 0.0
+    """Hosts leaving within this many seconds count as leaving together (0: the
+    same tick only)."""
 
     def __post_init__(self) -> None:
         if self.max_failed_hosts < 1 or self.max_fences_per_tick < 1:
             raise ValueError("max_failed_hosts and max_fences_per_tick must be at least 1")
-        if not 0 < self.max_failed_percent <= 100:
-            raise ValueError("max_failed_percent must be in (0, 100]")
+        for name in ("max_failed_percent", "max_failed_percent_per_aggregate"):
+            if not 0 < getattr(self, name) <= 100:
+                raise ValueError(f"{name} must be in (0, 100]")
+        if self.max_failed_hosts_per_aggregate < 0 or self.max_vanished_per_tick < 0:
+            raise ValueError("max_failed_hosts_per_aggregate and max_vanished_per_tick "
+                             "must not be negative")
+        if self.aggregate_min_hosts < 1:
+            raise ValueError("aggregate_min_hosts must be at least 1")
+        if self.stable_after < 0 or self.vanish_window < 0:
+            raise ValueError("stable_after and vanish_window must not be negative")
+
+
+@dataclasses.dataclass(frozen=True)
+class Breach:
+    """One limit exceeded: ``observed`` > ``limit`` of ``rule`` (an option name)."""
+
+    rule: str
+    limit: float
+    observed: float
+    text: str
+    aggregate: str | None = None
+    """The aggregate at fault; None for a cluster-wide limit (or an unknown grouping)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,41 +109,160 @@ class GuardState:
     since: float | None = None
     dead: frozenset[str] = frozenset()
     dead_changed_at: float | None = None
+    breaches: tuple[Breach, ...] = ()
+    """The limits exceeded at this evaluation (empty while waiting to lift)."""
+    cause: str = ""
+    """While held: what raised the hold (or last kept it raised), also while it
+    waits to lift; this is what is persisted for the next leader."""
+    left: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Dead-looking hosts -> when they were seen leaving HEALTHY/DEGRADED, for
+    those that left within the vanish window."""
+    alive: frozenset[str] = frozenset()
+    """The HEALTHY/DEGRADED hosts at this evaluation (what can vanish next)."""
+    aggregates_known: bool = True
+    """False when the evaluation had no grouping (worst case assumed)."""
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(b.rule for b in self.breaches))
+
+
+def _overall(dead: int, monitored: int, policy: GuardPolicy) -> list[Breach]:
+    out = []
+    if dead > policy.max_failed_hosts:
+        out.append(Breach("max_failed_hosts", policy.max_failed_hosts, dead,
+                          f"{dead} hosts look dead (> {policy.max_failed_hosts})"))
+    share = 100.0 * dead / monitored if monitored else 0.0
+    if dead > 1 and share > policy.max_failed_percent:
+        out.append(Breach("max_failed_percent", policy.max_failed_percent, round(share, 1),
+                          f"{share:.0f}% of {monitored} monitored hosts look dead "
+                          f"(> {policy.max_failed_percent:g}%)"))
+    return out
+
+
+def _per_aggregate(aggregates: Aggregates, monitored: frozenset[str], dead: frozenset[str],
+                   policy: GuardPolicy) -> list[Breach]:
+    out = []
+    limit, pct = policy.max_failed_hosts_per_aggregate, policy.max_failed_percent_per_aggregate
+    for name in sorted(aggregates):
+        members = aggregates[name] & monitored
+        n_dead = len(members & dead)
+        if limit and n_dead > limit:
+            out.append(Breach("max_failed_hosts_per_aggregate", limit, n_dead,
+                              f"aggregate {name}: {n_dead} hosts look dead (> {limit})",
+                              aggregate=name))
+        if len(members) >= policy.aggregate_min_hosts and n_dead > 1:
+            share = 100.0 * n_dead / len(members)
+            if share > pct:
+                out.append(Breach("max_failed_percent_per_aggregate", pct, round(share, 1),
+                                  f"aggregate {name}: {n_dead} of {len(members)} monitored "
+                                  f"hosts look dead ({share:.0f}% > {pct:g}%)",
+                                  aggregate=name))
+    return out
+
+
+def _unknown_aggregates(dead: int, policy: GuardPolicy) -> list[Breach]:
+    """The grouping is unknown: hold if *some* grouping could be over a limit,
+    i.e. if every dead-looking host were in one aggregate of
+    max(aggregate_min_hosts, dead) monitored hosts."""
+    out = []
+    limit = policy.max_failed_hosts_per_aggregate
+    if limit and dead > limit:
+        out.append(Breach("max_failed_hosts_per_aggregate", limit, dead,
+                          f"host aggregates unknown: {dead} hosts look dead and may share one "
+                          f"aggregate (> {limit} per aggregate)"))
+    size = max(policy.aggregate_min_hosts, dead)
+    share = 100.0 * dead / size
+    if dead > 1 and share > policy.max_failed_percent_per_aggregate:
+        out.append(Breach("max_failed_percent_per_aggregate",
+                          policy.max_failed_percent_per_aggregate, round(share, 1),
+                          f"host aggregates unknown: {dead} hosts look dead and may be "
+                          f"{share:.0f}% of one aggregate of {size} "
+                          f"(> {policy.max_failed_percent_per_aggregate:g}%)"))
+    return out
+
+
+def _vanished(left: Mapping[str, float], policy: GuardPolicy) -> list[Breach]:
+    n = len(left)
+    if not policy.max_vanished_per_tick or n <= policy.max_vanished_per_tick:
+        return []
+    within = f"within {policy.vanish_window:g} s" if policy.vanish_window else "in one tick"
+    return [Breach("max_vanished_per_tick", policy.max_vanished_per_tick, n,
+                   f"{n} hosts vanished together {within} (> {policy.max_vanished_per_tick}): "
+                   f"left HEALTHY/DEGRADED at once, as in a partition or a coordinator "
+                   f"failure ({_names(left)})")]
+
+
+def _names(hosts, limit: int = 5) -> str:
+    names = sorted(hosts)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _reason(breaches: list[Breach]) -> str:
+    texts, by_aggregate = [], []
+    for b in breaches:
+        (by_aggregate if b.aggregate is not None else texts).append(b.text)
+    texts.extend(by_aggregate[:MAX_LISTED])
+    if len(by_aggregate) > MAX_LISTED:
+        texts.append(f"{len(by_aggregate) - MAX_LISTED} more aggregate limits exceeded")
+    return "; ".join(texts)
 
 
 def evaluate(
-    views: dict[str, HostView],
+    views: Mapping[str, HostView],
     previous: GuardState,
     policy: GuardPolicy,
     now: float,
     released: bool = False,
+    aggregates: Aggregates | None = NO_AGGREGATES,
 ) -> GuardState:
-    monitored = [v for v in views.values() if v.phase in MONITORED]
-    dead = frozenset(v.host for v in monitored if v.phase in DEAD_LOOKING)
+    """The guard's state after this tick. ``aggregates``: the grouping, or None
+    when it is unknown (then the worst possible grouping is assumed)."""
+    phases = {v.host: v.phase for v in views.values()}
+    monitored = frozenset(h for h, p in phases.items() if p in MONITORED)
+    dead = frozenset(h for h in monitored if phases[h] in DEAD_LOOKING)
+    alive = monitored - dead
     changed_at = now if dead != previous.dead or previous.dead_changed_at is None \
         else previous.dead_changed_at
-    share = 100.0 * len(dead) / len(monitored) if monitored else 0.0
-    over = []
-    if len(dead) > policy.max_failed_hosts:
-        over.append(f"{len(dead)} hosts look dead (> {policy.max_failed_hosts})")
-    if len(dead) > 1 and share > policy.max_failed_percent:
-        over.append(f"{share:.0f}% of {len(monitored)} monitored hosts look dead "
-                    f"(> {policy.max_failed_percent:g}%)")
+    left = {h: t for h, t in previous.left.items()
+            if h in dead and now - t <= policy.vanish_window}
+    left.update({h: now for h in previous.alive & dead})
+    breaches = _overall(len(dead), len(monitored), policy)
+    if aggregates is None:
+        breaches += _unknown_aggregates(len(dead), policy)
+    else:
+        breaches += _per_aggregate(aggregates, monitored, dead, policy)
+    breaches += _vanished(left, policy)
+    common = dict(dead=dead, dead_changed_at=changed_at, breaches=tuple(breaches), left=left,
+                  alive=alive, aggregates_known=aggregates is not None)
     if released:
-        return GuardState(False, "released by an operator", None, dead, changed_at)
-    if over:
+        return GuardState(held=False, reason="released by an operator", **common)
+    if breaches:
+        cause = _reason(breaches)
         since = previous.since if previous.held else now
-        return GuardState(True, "; ".join(over), since, dead, changed_at)
+        return GuardState(held=True, reason=cause, since=since, cause=cause, **common)
     if previous.held and now - changed_at < policy.stable_after:
         return GuardState(
-            True,
-            f"back under the limits, waiting for {policy.stable_after:g} s without change "
-            f"({now - changed_at:.0f} s so far)",
-            previous.since, dead, changed_at)
-    return GuardState(False, "", None, dead, changed_at)
+            held=True,
+            reason=f"back under the limits, waiting for {policy.stable_after:g} s without "
+                   f"change ({now - changed_at:.0f} s so far); held for: {previous.cause}",
+            since=previous.since, cause=previous.cause, **common)
+    return GuardState(**common)
 
 
-def select(views: dict[str, HostView], state: GuardState, policy: GuardPolicy,
+def adopt(state: GuardState, cause: str, since: float) -> GuardState:
+    """Take over a hold persisted by a previous leader: held from now on as if
+    raised here (at ``since``); it lifts by the usual rules (back under the
+    limits and stable, or an operator's release). A state already held keeps
+    its own cause."""
+    if state.held:
+        return state
+    return dataclasses.replace(state, held=True, since=since, cause=cause,
+                               reason=f"held by a previous leader: {cause}")
+
+
+def select(views: Mapping[str, HostView], state: GuardState, policy: GuardPolicy,
            admitted: Mapping[str, float] | None = None) -> list[str]:
     """The FAILED hosts to hand to fencing this tick: none while held; else the
     hosts already admitted for their current failure (``admitted``: host -> the
@@ -98,3 +278,12 @@ def select(views: dict[str, HostView], state: GuardState, policy: GuardPolicy,
     kept = {v.host for v in failed if admitted.get(v.host) == v.since}
     new = [v.host for v in failed if v.host not in kept][: policy.max_fences_per_tick]
     return [v.host for v in failed if v.host in kept or v.host in new]
+
+
+def by_aggregate(host_aggregates: Mapping[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+    """Invert host -> aggregate names (Nova's view per host) into aggregate -> hosts."""
+    out: dict[str, set[str]] = {}
+    for host, names in host_aggregates.items():
+        for name in names:
+            out.setdefault(name, set()).add(host)
+    return {name: frozenset(hosts) for name, hosts in out.items()}

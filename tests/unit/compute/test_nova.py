@@ -216,3 +216,13 @@ def test_endpoint_override_bypasses_the_catalog(tmp_path, monkeypatch):
     NovaClient.from_conf(conf)
     assert made["compute_endpoint_override"] == "http://127.0.0.1:8999/v2.1"
     assert "endpoint_override" in {o.dest for o in nova_conf.keystoneauth_opts()}
+
+
+def test_host_aggregates_one_read_at_2_41_per_host():
+    conn = Conn(Response(200, {"aggregates": [
+        {"name": "rack1", "hosts": ["c1", "c2"], "metadata": {}},
+        {"name": "gpu", "hosts": ["c2"], "metadata": {}},
+        {"name": "empty", "hosts": None, "metadata": {}}]}))
+    assert NovaClient(conn).host_aggregates() == {"c1": frozenset({"rack1"}),
+                                                  "c2": frozenset({"rack1", "gpu"})}
+    assert conn.compute.requests == [("GET", "/os-aggregates", "2.41", None)]

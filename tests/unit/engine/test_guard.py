@@ -1,5 +1,7 @@
 """The mass-failure guard as a grid: no clock, no sleep."""
 
+import dataclasses
+
 import pytest
 
 from instanceha.engine import guard
@@ -75,5 +77,284 @@ def test_select_nothing_while_held_and_oldest_first_capped():
 @pytest.mark.parametrize("kwargs", [dict(max_failed_hosts=0), dict(max_fences_per_tick=0),
                                     dict(max_failed_percent=0), dict(max_failed_percent=101)])
 def test_policy_bounds(kwargs):
+    with pytest.raises(ValueError):
+        GuardPolicy(**kwargs)
+
+
+# -- per-aggregate limits ---------------------------------------------------------------
+
+AGG = GuardPolicy(max_failed_hosts=100, max_failed_percent=100, max_fences_per_tick=5,
+                  stable_after=30.0, max_failed_percent_per_aggregate=50.0,
+                  aggregate_min_hosts=4, max_vanished_per_tick=0)
+
+
+def cloud(dead=(), stopped=(), healthy_extra=20):
+    """rack-a: a1..a4, rack-b: b1..b4 (b1 is also in rack-a's 'gpu' aggregate),
+    pair: p1, p2, trio: t1..t3; plus ``healthy_extra`` hosts in no aggregate."""
+    names = [f"a{i}" for i in range(1, 5)] + [f"b{i}" for i in range(1, 5)] + \
+        ["p1", "p2", "t1", "t2", "t3"] + [f"x{i}" for i in range(healthy_extra)]
+    out = {}
+    for n in names:
+        phase = Phase.FAILED if n in dead else Phase.STOPPED if n in stopped else Phase.HEALTHY
+        out[n] = HostView(n, phase, 0.0, "r", "rule")
+    return out
+
+
+AGGREGATES = {
+    "rack-a": frozenset({"a1", "a2", "a3", "a4"}),
+    "rack-b": frozenset({"b1", "b2", "b3", "b4"}),
+    "gpu": frozenset({"a3", "a4", "b1", "b2"}),
+    "pair": frozenset({"p1", "p2"}),
+    "trio": frozenset({"t1", "t2", "t3"}),
+    "with-strangers": frozenset({"t1", "t2", "nova-only-1", "nova-only-2"}),
+}
+
+
+@pytest.mark.parametrize(
+    "dead,stopped,policy,over",
+    [
+        ((), (), AGG, []),
+        (("a1", "a2"), (), AGG, []),                          # 50% of rack-a: not more
+        (("a1", "a2", "a3"), (), AGG, ["rack-a"]),            # 75% of rack-a
+        (("a4", "b1"), (), AGG, []),                          # 2 of gpu, 1 of each rack
+        (("a3", "a4", "b1"), (), AGG, ["gpu"]),               # overlapping: gpu over, racks not
+        (("a3", "a4", "b1", "b2"), (), AGG, ["gpu"]),         # 2 of each rack: 50%, gpu 100%
+        (("a2", "a3", "a4", "b1"), (), AGG, ["gpu", "rack-a"]),
+        (("p1", "p2"), (), AGG, []),                          # 2-host aggregate: too small
+        (("t1", "t2", "t3"), (), AGG, []),                    # 3 < aggregate_min_hosts
+        (("t1", "t2", "t3"), (), dataclasses.replace(AGG, aggregate_min_hosts=3), ["trio"]),
+        (("a1", "a2"), ("a3",), AGG, []),                     # a3 stopped: 3 monitored < 4
+        (("a1", "a2"), ("a3",), dataclasses.replace(AGG, aggregate_min_hosts=3),
+         ["rack-a"]),                                         # 2 of 3 monitored: 67%
+        (("x1", "x2", "x3", "x4", "x5"), (), AGG, []),        # in no aggregate
+        (("a1",), (), dataclasses.replace(AGG, aggregate_min_hosts=1), []),  # one is never mass
+        (("b2", "b3", "b4"), (), dataclasses.replace(AGG, max_failed_percent_per_aggregate=100),
+         []),                                                 # 100: no percent limit
+        (("b2", "b3"), (), dataclasses.replace(AGG, max_failed_hosts_per_aggregate=1,
+                                               max_failed_percent_per_aggregate=100),
+         ["rack-b"]),                                         # absolute: 2 > 1
+        (("b2", "b3"), (), dataclasses.replace(AGG, max_failed_hosts_per_aggregate=2), []),
+    ],
+)
+def test_per_aggregate_grid(dead, stopped, policy, over):
+    state = guard.evaluate(cloud(dead, stopped), GuardState(), policy, 0.0, aggregates=AGGREGATES)
+    assert sorted(b.aggregate for b in state.breaches) == sorted(over)
+    assert state.held is bool(over)
+    for name in over:
+        assert f"aggregate {name}:" in state.reason
+    assert state.aggregates_known
+
+
+def test_aggregate_hosts_unknown_to_instanceha_are_not_counted():
+    # with-strangers: t1, t2 monitored, the two others known to Nova only
+    state = guard.evaluate(cloud(("t1", "t2")), GuardState(), AGG, 0.0, aggregates=AGGREGATES)
+    assert not state.held  # 2 monitored hosts < aggregate_min_hosts
+    state = guard.evaluate(cloud(("t1", "t2")), GuardState(),
+                           dataclasses.replace(AGG, aggregate_min_hosts=2), 0.0,
+                           aggregates=AGGREGATES)
+    assert {b.aggregate for b in state.breaches} == {"with-strangers", "trio"}
+    assert "aggregate with-strangers: 2 of 2 monitored hosts look dead (100% > 50%)" \
+        in state.reason
+
+
+def test_per_aggregate_reason_names_a_few_and_counts_the_rest():
+    aggregates = {f"agg{i}": frozenset({f"h{i}-{j}" for j in range(4)}) for i in range(6)}
+    views_ = {f"h{i}-{j}": HostView(f"h{i}-{j}", Phase.FAILED if j < 3 else Phase.HEALTHY,
+                                    0.0, "r", "rule") for i in range(6) for j in range(4)}
+    views_.update({f"ok{i}": HostView(f"ok{i}", Phase.HEALTHY, 0.0, "r", "rule")
+                   for i in range(200)})
+    state = guard.evaluate(views_, GuardState(), AGG, 0.0, aggregates=aggregates)
+    assert state.held and len(state.breaches) == 6
+    assert state.reason.count("aggregate agg") == 3
+    assert "3 more aggregate limits exceeded" in state.reason
+    assert state.rules == ("max_failed_percent_per_aggregate",)
+
+
+@pytest.mark.parametrize(
+    "n_dead,policy,held",
+    [
+        (1, AGG, False),
+        (2, AGG, False),       # 2 of an aggregate of (at least) 4: 50%, not more
+        (3, AGG, True),        # 3 may be 75% of one aggregate of 4
+        (3, dataclasses.replace(AGG, aggregate_min_hosts=6), False),   # 3 of 6: 50%
+        (4, dataclasses.replace(AGG, aggregate_min_hosts=6), True),
+        (9, dataclasses.replace(AGG, max_failed_percent_per_aggregate=100), False),
+        (2, dataclasses.replace(AGG, max_failed_hosts_per_aggregate=1,
+                                max_failed_percent_per_aggregate=100), True),
+    ],
+)
+def test_unknown_aggregates_assume_the_worst_grouping(n_dead, policy, held):
+    dead = [f"x{i}" for i in range(n_dead)]
+    state = guard.evaluate(cloud(dead), GuardState(), policy, 0.0, aggregates=None)
+    assert state.held is held
+    assert not state.aggregates_known
+    if held:
+        assert "host aggregates unknown" in state.reason
+        assert all(b.aggregate is None for b in state.breaches)
+
+
+def test_unknown_aggregates_keep_the_cluster_wide_limits():
+    policy = dataclasses.replace(AGG, max_failed_hosts=1, max_failed_percent_per_aggregate=100)
+    state = guard.evaluate(cloud(("x1", "x2")), GuardState(), policy, 0.0, aggregates=None)
+    assert state.held and state.rules == ("max_failed_hosts",)
+
+
+def test_no_grouping_means_cluster_wide_limits_only():
+    dead = ("a1", "a2", "a3", "a4")
+    assert guard.evaluate(cloud(dead), GuardState(), AGG, 0.0).held is False
+    assert guard.evaluate(cloud(dead), GuardState(), AGG, 0.0, aggregates={}).held is False
+
+
+def test_by_aggregate_inverts_nova_host_view():
+    assert guard.by_aggregate({"c1": frozenset({"a", "b"}), "c2": frozenset({"b"}),
+                               "c3": frozenset()}) == {"a": frozenset({"c1"}),
+                                                      "b": frozenset({"c1", "c2"})}
+
+
+# -- many hosts vanishing at once -----------------------------------------------------
+
+VANISH = GuardPolicy(max_failed_hosts=100, max_failed_percent=100, stable_after=30.0,
+                     max_vanished_per_tick=3, vanish_window=0.0)
+
+
+def fleet(n=50, **phases):
+    out = {f"h{i}": HostView(f"h{i}", Phase.HEALTHY, 0.0, "r", "rule") for i in range(n)}
+    for host, phase in phases.items():
+        out[host] = HostView(host, phase, 0.0, "r", "rule")
+    return out
+
+
+def run(policy, ticks, state=None):
+    """``ticks``: (now, views) in order; returns the states."""
+    state = state or GuardState()
+    out = []
+    for now, v in ticks:
+        state = guard.evaluate(v, state, policy, now)
+        out.append(state)
+    return out
+
+
+S, F, D = Phase.SUSPECT, Phase.FAILED, Phase.DEGRADED
+
+
+def test_burst_of_vanished_hosts_holds_and_says_how_many():
+    s0, s1 = run(VANISH, [(0.0, fleet()), (0.2, fleet(h1=S, h2=S, h3=F, h4=S))])
+    assert not s0.held
+    assert s1.held and s1.rules == ("max_vanished_per_tick",)
+    assert "4 hosts vanished together in one tick (> 3)" in s1.reason
+    assert "h1, h2, h3, h4" in s1.reason
+    (b,) = s1.breaches
+    assert (b.limit, b.observed) == (3, 4)
+
+
+@pytest.mark.parametrize(
+    "after,held",
+    [
+        (dict(h1=S, h2=S, h3=S), False),                 # 3: not more than 3
+        (dict(h1=S, h2=S, h3=S, h4=D), False),           # DEGRADED is alive
+        (dict(h1=S, h2=S, h3=Phase.STOPPED, h4=Phase.STOPPED), False),  # planned stops
+        (dict(h1=F, h2=F, h3=F, h4=F), True),
+    ],
+)
+def test_vanish_grid(after, held):
+    _, s1 = run(VANISH, [(0.0, fleet()), (0.2, fleet(**after))])
+    assert s1.held is held
+
+
+def test_degraded_hosts_vanishing_count_and_forgotten_hosts_do_not():
+    before = fleet(h1=D, h2=D)
+    after = {h: v for h, v in fleet(h1=F, h2=F, h3=S).items() if h not in ("h4", "h5")}
+    _, s1 = run(VANISH, [(0.0, before), (0.2, after)])
+    assert not s1.held and set(s1.left) == {"h1", "h2", "h3"}
+    _, s1 = run(VANISH, [(0.0, before), (0.2, fleet(h1=F, h2=F, h3=S, h4=S))])
+    assert s1.held
+
+
+def test_slow_trickle_never_trips_the_vanish_limit():
+    policy = dataclasses.replace(VANISH, vanish_window=0.7)
+    ticks, lost = [(0.0, fleet())], {}
+    for i in range(1, 9):  # one more host lost every second: 8 dead in the end
+        lost[f"h{i}"] = S
+        ticks.append((float(i), fleet(**lost)))
+    states = run(policy, ticks)
+    assert not any(s.held for s in states)
+    assert states[-1].dead == frozenset(lost)
+
+
+def test_hosts_lost_within_the_window_count_together():
+    # cut off at one instant, seen going silent over ~one heartbeat interval
+    ticks = [(0.0, fleet()), (0.2, fleet(h1=S, h2=S)), (0.4, fleet(h1=S, h2=S, h3=S)),
+             (0.6, fleet(h1=S, h2=S, h3=S, h4=S))]
+    states = run(dataclasses.replace(VANISH, vanish_window=0.7), ticks)
+    assert [s.held for s in states] == [False, False, False, True]
+    assert "4 hosts vanished together within 0.7 s" in states[-1].reason
+    states = run(dataclasses.replace(VANISH, vanish_window=0.3), ticks)
+    assert not any(s.held for s in states)  # never more than 2 within 0.3 s
+    states = run(VANISH, ticks)  # one tick only
+    assert not any(s.held for s in states)
+
+
+def test_a_fresh_state_counts_no_vanish():
+    (s,) = run(VANISH, [(0.0, fleet(h1=F, h2=F, h3=F, h4=F, h5=F))])
+    assert not s.held
+
+
+def test_vanish_limit_zero_is_off():
+    _, s1 = run(dataclasses.replace(VANISH, max_vanished_per_tick=0),
+                [(0.0, fleet()), (0.2, fleet(**{f"h{i}": F for i in range(20)}))])
+    assert not s1.held
+
+
+def test_vanish_hold_lifts_only_after_the_stable_period():
+    burst = fleet(h1=F, h2=F, h3=F, h4=F)
+    states = run(VANISH, [(0.0, fleet()), (1.0, burst), (2.0, burst), (30.9, burst),
+                          (31.0, burst)])
+    assert [s.held for s in states] == [False, True, True, True, False]
+    assert "waiting" in states[2].reason and "4 hosts vanished" in states[2].reason
+    assert states[3].since == 1.0
+    assert guard.select(burst, states[-1], VANISH) == ["h1", "h2", "h3", "h4"]
+
+
+# -- a hold taken over from a previous leader --------------------------------------------
+
+def test_adopted_hold_waits_for_the_stable_period_then_lifts():
+    calm = views(healthy=9, failed=1)
+    fresh = guard.evaluate(calm, GuardState(), POLICY, now=100.0)
+    assert not fresh.held  # on its own, a new leader would fence failed0 at once
+    adopted = guard.adopt(fresh, "5 hosts look dead (> 3)", since=90.0)
+    assert adopted.held and adopted.since == 90.0 and "previous leader" in adopted.reason
+    assert guard.select(calm, adopted, POLICY) == []
+    s1 = guard.evaluate(calm, adopted, POLICY, now=101.0)
+    assert s1.held and "waiting" in s1.reason and s1.cause == "5 hosts look dead (> 3)"
+    s2 = guard.evaluate(calm, s1, POLICY, now=130.0)  # unchanged since 100.0 for 30 s
+    assert not s2.held and guard.select(calm, s2, POLICY) == ["failed0"]
+
+
+def test_adopted_hold_is_released_by_an_operator():
+    calm = views(healthy=9, failed=1)
+    adopted = guard.adopt(guard.evaluate(calm, GuardState(), POLICY, 1.0), "storm", 0.0)
+    s = guard.evaluate(calm, adopted, POLICY, 2.0, released=True)
+    assert not s.held and "operator" in s.reason
+
+
+def test_adopting_keeps_a_hold_of_its_own():
+    storm = views(healthy=5, failed=5)
+    own = guard.evaluate(storm, GuardState(), POLICY, 1.0)
+    assert guard.adopt(own, "something else", 0.0) is own
+
+
+def test_cause_survives_while_waiting_and_is_cleared_on_lift():
+    s1 = guard.evaluate(views(healthy=5, failed=5), GuardState(), POLICY, 0.0)
+    s2 = guard.evaluate(views(healthy=9, failed=1), s1, POLICY, 1.0)
+    assert s2.cause == s1.cause == s1.reason and s2.breaches == ()
+    s3 = guard.evaluate(views(healthy=9, failed=1), s2, POLICY, 31.0)
+    assert not s3.held and s3.cause == ""
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(max_failed_percent_per_aggregate=0), dict(max_failed_percent_per_aggregate=101),
+    dict(max_failed_hosts_per_aggregate=-1), dict(max_vanished_per_tick=-1),
+    dict(aggregate_min_hosts=0), dict(vanish_window=-0.1), dict(stable_after=-1)])
+def test_new_policy_bounds(kwargs):
     with pytest.raises(ValueError):
         GuardPolicy(**kwargs)

@@ -137,6 +137,15 @@ class _Collector:
                                        "the coordinator was away).")
             lost.add_metric([], journal.dropped)
             yield lost
+        describe = getattr(svc.aggregates, "describe", None)
+        if describe is not None:
+            info = describe()
+            age = GaugeMetricFamily("instanceha_aggregates_age_seconds",
+                                    "Seconds since Nova's host aggregates were last read for "
+                                    "the guard's per-aggregate limits (absent: never read).")
+            if info.get("age") is not None:
+                age.add_metric([], info["age"])
+            yield age
         hold = GaugeMetricFamily("instanceha_safety_hold",
                                  "1 while the mass-failure guard holds every fence.")
         held = rec is not None and rec.executor.guard_state.held

@@ -19,6 +19,7 @@ class Svc:
     def __init__(self, views):
         self.reconciler = Rec(views)
         self.leadership = None
+        self.aggregates = None
 
 
 class Bus:
@@ -58,6 +59,17 @@ def test_incident_journal_backlog_is_exported():
     out = text(m)
     assert "instanceha_incident_journal_pending 4.0" in out
     assert "instanceha_incident_journal_dropped_total 2.0" in out
+
+
+def test_age_of_the_guards_aggregates_is_exported_when_known():
+    svc = Svc({})
+    m = ControllerMetrics(svc, CollectorRegistry())
+    assert "instanceha_aggregates_age_seconds" not in text(m)  # no Nova: no series
+    info = {"known": False, "count": None, "age": None, "error": "403"}
+    svc.aggregates = type("A", (), {"describe": lambda self: info})()
+    assert "\ninstanceha_aggregates_age_seconds " not in text(m)  # never read: no sample
+    info.update(known=True, count=2, age=12.5)
+    assert "instanceha_aggregates_age_seconds 12.5" in text(m)
 
 
 def test_forgotten_host_has_no_series():

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from kazoo import exceptions as kz_exc
 from kazoo.client import KazooClient
 from kazoo.protocol.connection import ConnectionHandler
-from kazoo.protocol.states import EventType, KazooState
+from kazoo.protocol.states import EventType, KazooState, KeeperState
 from kazoo.retry import KazooRetry
 
 from instanceha import exceptions
@@ -106,6 +106,24 @@ class _RecordingHandler(ConnectionHandler):
         return read_timeout, connect_timeout
 
 
+class _FailFastClient(KazooClient):
+    """A request made while the connection is down fails at once.
+
+    kazoo queues such a request until the connection is back, so a
+    synchronous call blocks its caller for as long as ZooKeeper is unreachable
+    and the session not yet known expired (measured in the chaos suite: a
+    leader cut off by a black hole stalled its whole tick loop on a status
+    write, and never logged that it had lost leadership). Every caller here
+    retries on its next loop anyway: ConnectionLoss, as for a request in
+    flight when the connection drops."""
+
+    def _call(self, request, async_object):
+        if self._state == KeeperState.CONNECTING:
+            async_object.set_exception(kz_exc.ConnectionLoss("not connected to ZooKeeper"))
+            return False
+        return super()._call(request, async_object)
+
+
 class ZooKeeperCoordinator(base.Coordinator):
     def __init__(self, url: str, **kwargs) -> None:
         super().__init__(url, **kwargs)
@@ -113,7 +131,7 @@ class ZooKeeperCoordinator(base.Coordinator):
         retry = KazooRetry(
             max_tries=-1, delay=0.1, backoff=2, max_jitter=0.2, max_delay=self.reconnect_max_delay
         )
-        self.client = KazooClient(
+        self.client = _FailFastClient(
             hosts=self._hosts_arg,
             timeout=self.session_timeout,
             connection_retry=retry,

@@ -10,11 +10,14 @@ actuator, after ``verify()``): that line is the "fence" these tests count.
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import pytest
 from harness import daemons, procs
 
+from instanceha import coordination, exceptions
+from instanceha.coordination import ConnectionState
 from tests.functional.chaos import logs
 
 pytestmark = pytest.mark.functional
@@ -100,6 +103,46 @@ def test_leader_cut_off_from_zookeeper(how, fault, zookeeper, daemon_factory, pr
         f"hand-overs: compute1 1 (standby), 0 by the cut-off leader; compute2 (alive) 0; "
         f"cut-off leader's view of compute2: {view}; on reconnect its session "
         f"{'had expired' if expired else 'survived'}")
+
+
+@pytest.mark.fault(
+    "ZooKeeper call made while the client's link is black-holed", component="coordination",
+    expect="the call fails at once (coordinator unavailable); it does not wait for the link")
+def test_call_while_disconnected_fails_at_once(fault, zookeeper, proxy_factory, root_path):
+    proxy = proxy_factory(zookeeper.port)
+    coord = coordination.get_coordinator(f"zookeeper://{proxy.address}", session_timeout=2.0,
+                                         root_path=root_path)
+    coord.start()
+    try:
+        coord.publish_status({"leader": "me"})
+        cut = time.monotonic()
+        proxy.blackhole()
+        daemons.wait_until(lambda: coord.state is not ConnectionState.CONNECTED, 10,
+                           "the client to notice the black hole")
+        noticed = time.monotonic()
+        outcome = {}
+
+        def call():
+            try:
+                coord.publish_status({"leader": "me", "again": True})
+                outcome["result"] = "written"
+            except exceptions.CoordinationError as e:
+                outcome["result"] = e
+            outcome["at"] = time.monotonic()
+
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        worker.join(10)
+        blocked = worker.is_alive()
+        proxy.restore()  # a blocked call can end now: the test does not leak it
+        worker.join(10)
+        assert not blocked, "the call waited for the link to come back"
+        assert isinstance(outcome["result"], exceptions.CoordinatorUnavailable), outcome
+        fault.observed(f"client noticed the black hole {noticed - cut:.2f} s after it; a "
+                       f"status write then failed in {outcome['at'] - noticed:.3f} s "
+                       f"({outcome['result']})")
+    finally:
+        coord.stop()
 
 
 # -- a 3-node ensemble loses one server ------------------------------------------

@@ -2,6 +2,7 @@
 coordinator restart. Decisions are read from the daemons' own logs."""
 
 import re
+import time
 
 import pytest
 from harness import daemons
@@ -22,7 +23,9 @@ def _leader(a, b):
     return daemons.wait_until(who, 30, "a controller to lead")
 
 
-def test_standby_takes_over_when_the_leader_is_killed(daemon_factory):
+@pytest.mark.fault("Leader controller killed (SIGKILL)", component="controller",
+                   expect="the standby leads with a larger fencing token and acts")
+def test_standby_takes_over_when_the_leader_is_killed(daemon_factory, fault):
     agent = daemon_factory("agent", "compute1")
     a = daemon_factory("controller", "ctl-a")
     b = daemon_factory("controller", "ctl-b")
@@ -30,16 +33,24 @@ def test_standby_takes_over_when_the_leader_is_killed(daemon_factory):
     standby = b if leader is a else a
     standby.wait_log(r"host=compute1 phase=\w+->HEALTHY")  # the standby observes too
     old_token = int(re.search(GAINED.format(name=leader.name), leader.read_log()).group(1))
+    killed = time.monotonic()
     leader.kill()
     m = standby.wait_log(GAINED.format(name=standby.name))
+    took_over = time.monotonic() - killed
     assert int(m.group(1)) > old_token  # a new term has a larger fencing token
+    fault.observed(f"standby led about {took_over:.1f} s after the kill (session timeout 2 s), "
+                   f"token {old_token} -> {m.group(1)}")
     # the new leader acts: a host that dies now is handed over by it
     agent.kill()
     m = standby.wait_log(HANDOVER.format(host="compute1"))
     assert int(m.group(1)) > old_token
 
 
-def test_frozen_leader_that_resumes_does_not_act(daemon_factory):
+@pytest.mark.fault("Leader controller frozen (SIGSTOP) past its session, then resumed",
+                   component="controller",
+                   expect="the standby leads and acts; the resumed old leader notices it lost "
+                          "leadership and never hands a host over with its stale term")
+def test_frozen_leader_that_resumes_does_not_act(daemon_factory, fault):
     agent = daemon_factory("agent", "compute1")
     a = daemon_factory("controller", "ctl-a")
     b = daemon_factory("controller", "ctl-b")
@@ -57,9 +68,17 @@ def test_frozen_leader_that_resumes_does_not_act(daemon_factory):
     leader.wait_log(r"host=compute1 phase=\w+->FAILED", after=mark)
     assert not re.search(HANDOVER.format(host="compute1"), leader.read_log())
     assert leader.proc.poll() is None
+    gap = re.search(r"tick started ([\d.]+) s after the previous one", leader.read_log()[mark:])
+    fault.observed("the standby handed compute1 over; the resumed leader logged 'leadership "
+                   "lost', then compute1 FAILED, 0 hand-overs"
+                   + (f"; its first tick after SIGCONT ({gap.group(1)} s gap) acted on nothing"
+                      if gap else ""))
 
 
-def test_coordinator_restart_fails_no_live_host(daemon_factory, zookeeper):
+@pytest.mark.fault("ZooKeeper (single server) restarted", component="zookeeper",
+                   expect="sessions survive a quick restart; no live host FAILED; the "
+                          "controller leads again")
+def test_coordinator_restart_fails_no_live_host(daemon_factory, zookeeper, fault):
     agents = [daemon_factory("agent", f"compute{i}") for i in (1, 2)]
     ctl = daemon_factory("controller", "ctl-a")
     ctl.wait_log(GAINED.format(name="ctl-a"))
@@ -75,6 +94,9 @@ def test_coordinator_restart_fails_no_live_host(daemon_factory, zookeeper):
     log_after = ctl.read_log()[mark:]
     assert "->FAILED" not in log_after, log_after
     assert all(a.proc.poll() is None for a in agents)
+    phases = re.findall(r"host=(compute\d) phase=\w+->(\w+)", log_after)
+    fault.observed(f"no live host FAILED; controller led again; transitions after the "
+                   f"restart: {', '.join(f'{h} {p}' for h, p in phases) or 'none'}")
 
 
 def test_session_timeout_the_server_cannot_grant_refuses_to_start(daemon_factory):

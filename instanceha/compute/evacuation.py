@@ -13,9 +13,16 @@ refuses to evacuate (paused, suspended) are reset to ``active``. Locked
 servers need nothing: the admin account bypasses the lock, which stays.
 
 Each server is tried ``attempts`` times with a ``timeout`` each; up to
-``concurrency`` servers move at once. A server that cannot be moved is
-reported (``on_result``), never raised: the others continue. An evacuation
-found in progress (a controller restarted mid-way) is awaited, not repeated.
+``concurrency`` servers move at once. Within an attempt, a Nova call that
+fails in a way that may pass (5xx, 409, Nova unreachable or timing out) is
+retried with exponential back-off (from ``poll_interval``, doubling up to
+``RETRY_BACKOFF_MAX``) until the attempt's deadline: a Nova API blip never
+uses up the attempts. Before an evacuate request is sent again, the migration
+records say whether the failed one was accepted after all (its answer lost,
+then a transport retry refused), so it is never sent twice. A server that
+cannot be moved is reported (``on_result``), never raised: the others
+continue. An evacuation found in progress (a controller restarted mid-way) is
+awaited, not repeated.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ LOG = logging.getLogger(__name__)
 
 EVACUABLE_VM_STATES = ("active", "stopped")  # anything else is reset to active first
 NO_VALID_HOST = "No valid host"
+RETRY_BACKOFF_MAX = 30.0  # seconds between two tries of a failing Nova call, at most
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,10 +140,25 @@ class Evacuator:
         outcome = Outcome.NO_CAPACITY if no_capacity else Outcome.FAILED
         return self._done(server, host, outcome, attempt, t0, error=error)
 
+    def _retrying(self, deadline: float, call, *args):
+        """``call(*args)``; a failure that may pass is retried with back-off until
+        ``deadline`` (then raised), any other at once."""
+        delay = self.settings.poll_interval
+        while True:
+            try:
+                return call(*args)
+            except InstanceHAError as e:
+                left = deadline - self.clock()
+                if not e.retryable or left <= 0:
+                    raise
+                LOG.info("%s; retrying in %.1f s", e, min(delay, left))
+                self.sleep(min(delay, left))
+                delay = min(delay * 2, RETRY_BACKOFF_MAX)
+
     def _attempt(self, server_id: str, host: str, want: str, target_host: str | None,
                  deadline: float) -> tuple[Server, Migration | None]:
-        cur = self.nova.server(server_id)
-        migrations = self.nova.evacuations(server_id)
+        cur = self._retrying(deadline, self.nova.server, server_id)
+        migrations = self._retrying(deadline, self.nova.evacuations, server_id)
         if cur.host != host:
             # moved by an earlier attempt or an earlier controller: verify, don't redo
             ours = [m for m in migrations if m.source_compute == host]
@@ -153,38 +176,52 @@ class Evacuator:
                      server_id, host, running[0].id)
         else:
             floor = migrations[0].id if migrations else 0
-            self._make_evacuable(cur)
+            self._make_evacuable(cur, deadline)
             self._request(server_id, target_host, floor, deadline)
         cur, mig = self._wait(server_id, host, floor, deadline)
         return self._restore_power(cur, want, deadline), mig
 
-    def _make_evacuable(self, cur: Server) -> None:
+    def _make_evacuable(self, cur: Server, deadline: float) -> None:
         if cur.vm_state in EVACUABLE_VM_STATES and cur.task_state is None:
             return
         LOG.info("resetting %s (vm_state %s, task_state %s) to active before evacuating",
                  cur.id, cur.vm_state, cur.task_state)
-        self.nova.reset_state(cur.id, "active")
+        self._retrying(deadline, self.nova.reset_state, cur.id, "active")
 
     def _request(self, server_id: str, target_host: str | None, floor: int,
                  deadline: float) -> None:
+        delay = self.settings.poll_interval
         while True:
             try:
                 self.nova.evacuate(server_id, target_host)
                 return
-            except exc.NovaConflict as e:  # task still running, service not yet down
-                if any(m.id > floor for m in self.nova.evacuations(server_id)):
-                    return  # a transport retry of an accepted request: it is running
-                if self.clock() >= deadline:
+            except InstanceHAError as e:
+                # accepted after all? Its answer was lost and a transport retry was
+                # refused (409 while it runs, 400 "service in use" once it is done)
+                migrations = self._retrying(deadline, self.nova.evacuations, server_id)
+                if any(m.id > floor for m in migrations):
+                    LOG.info("evacuate of %s failed (%s) but Nova had accepted it: not "
+                             "sent again", server_id, e)
+                    return
+                if not e.retryable:
+                    raise
+                # 409 (task still running, service not yet down), 5xx, Nova away
+                left = deadline - self.clock()
+                if left <= 0:
                     raise _AttemptFailed(f"evacuate refused until the deadline: {e}")
-                self.sleep(self.settings.poll_interval)
+                LOG.info("evacuate of %s failed (%s); retrying in %.1f s", server_id, e,
+                         min(delay, left))
+                self.sleep(min(delay, left))
+                delay = min(delay * 2, RETRY_BACKOFF_MAX)
 
     def _wait(self, server_id: str, host: str, floor: int, deadline: float,
               need_migration: bool = True) -> tuple[Server, Migration | None]:
         """Until a migration newer than ``floor`` is done and the server has landed."""
         while True:
-            migs = [m for m in self.nova.evacuations(server_id) if m.id > floor]
+            migs = [m for m in self._retrying(deadline, self.nova.evacuations, server_id)
+                    if m.id > floor]
             mig = migs[-1] if migs else None  # the oldest one after floor: ours
-            cur = self.nova.server(server_id)
+            cur = self._retrying(deadline, self.nova.server, server_id)
             if (mig is not None and mig.failed) or (cur.status == "ERROR"
                                                      and cur.task_state is None):
                 fault = cur.fault or ""
@@ -204,9 +241,9 @@ class Evacuator:
     def _restore_power(self, cur: Server, want: str, deadline: float) -> Server:
         if want != "SHUTOFF" or cur.status == "SHUTOFF":
             return cur
-        self.nova.stop(cur.id)
+        self._retrying(deadline, self.nova.stop, cur.id)
         while True:
-            cur = self.nova.server(cur.id)
+            cur = self._retrying(deadline, self.nova.server, cur.id)
             if cur.status == "SHUTOFF" and cur.task_state is None:
                 return cur
             if self.clock() >= deadline:

@@ -117,9 +117,9 @@ def test_escalating_error_stops_at_once():
     assert isinstance(r.error, exc.NovaNotFound)
 
 
-def test_retryable_error_uses_the_next_attempt():
+def test_retryable_read_error_is_retried_within_the_attempt():
     class Flaky(FakeNova):
-        failures = 1
+        failures = 2
 
         def evacuations(self, sid=None, source_host=None):
             if self.failures:
@@ -130,7 +130,82 @@ def test_retryable_error_uses_the_next_attempt():
     clock = FakeClock()
     r = Evacuator(Flaky([server("a")]), SETTINGS, clock=clock, sleep=clock.sleep
                   ).evacuate_server(server("a"), "dead")
+    assert r.ok and r.attempts == 1
+
+
+class SleepLog(FakeClock):
+    def __init__(self):
+        super().__init__()
+        self.slept = []
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        super().sleep(seconds)
+
+
+def test_server_errors_on_evacuate_are_retried_with_backoff():
+    # found by the chaos suite: three 500s within 0.4 s used up the 3 attempts and
+    # left the server on the dead host for good ("0 evacuated, 1 failed")
+    class Blip(FakeNova):
+        errors = 3
+
+        def evacuate(self, sid, host=None):
+            if self.errors:
+                self.errors -= 1
+                self.calls.append(("evacuate", sid, host))
+                raise exc.NovaServerError(operation="evacuate", status=500, reason="oops")
+            super().evacuate(sid, host)
+
+    clock = SleepLog()
+    nova = Blip([server("a")])
+    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
+    assert r.ok and r.attempts == 1 and r.migration_id == 1
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 4
+    assert clock.slept[:3] == [1.0, 2.0, 4.0]  # back-off from poll_interval, doubling
+    assert len(nova.migrations) == 1
+
+
+@pytest.mark.parametrize("error", [
+    exc.NovaUnavailable(operation="evacuate", reason="ConnectTimeout"),  # answer lost
+    exc.NovaServerError(operation="evacuate", status=502, reason="bad gateway"),
+    # a transport retry of the accepted request, once the evacuation is over
+    exc.NovaBadRequest(operation="evacuate", status=400,
+                       reason="Compute service of spare is still in use."),
+])
+def test_evacuate_accepted_despite_an_error_is_not_sent_again(error):
+    class LostAnswer(FakeNova):
+        def evacuate(self, sid, host=None):
+            super().evacuate(sid, host)  # Nova did it ...
+            raise error  # ... the caller saw a failure
+
+    clock = FakeClock()
+    nova = LostAnswer([server("a")])
+    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
+    assert r.ok and r.attempts == 1 and r.migration_id == 1
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 1 and len(nova.migrations) == 1
+
+
+def test_nova_away_past_the_deadline_uses_the_next_attempt():
+    class Away(FakeNova):
+        until = None
+
+        def evacuate(self, sid, host=None):
+            self.calls.append(("evacuate-tried", sid))
+            if clock() < self.until:
+                raise exc.NovaUnavailable(operation="evacuate", reason="ConnectFailure")
+            super().evacuate(sid, host)
+
+    clock = SleepLog()
+    nova = Away([server("a")])
+    nova.until = clock() + SETTINGS.timeout + 5
+    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
     assert r.ok and r.attempts == 2
+    # bounded by the back-off: a handful of tries per minute, not a busy loop
+    assert sum(c[0] == "evacuate-tried" for c in nova.calls) <= 12
+    assert max(clock.slept) <= 30.0
 
 
 def test_target_host_is_passed():

@@ -74,6 +74,7 @@ def ensure_healthy(cloud: MiniCloud, nova: NovaClient, timeout: float = 120.0) -
     restarted = [h for h in cloud.hosts if not cloud.compute_running(h)]
     for host in restarted:
         cloud.start_compute(host)
+
     def enable_all():
         # Nova refuses to force a host up while `done` evacuation records remain:
         # the restarted compute turns them `completed` first
@@ -90,6 +91,39 @@ def ensure_healthy(cloud: MiniCloud, nova: NovaClient, timeout: float = 120.0) -
     wait_for(enable_all, timeout, "every compute enabled again")
     wait_for(lambda: all(s.up for s in nova.services()), timeout,
              f"all computes up (restarted: {restarted})")
+    conn = cloud.connection()
+    wait_for(lambda: _disabled_trait_synced(cloud, nova, conn), timeout,
+             "placement's COMPUTE_STATUS_DISABLED trait in sync with the enabled services",
+             interval=1.0)
+
+
+DISABLED_TRAIT = "COMPUTE_STATUS_DISABLED"
+
+
+def _disabled_trait_synced(cloud: MiniCloud, nova: NovaClient, conn) -> bool:
+    """Nova syncs the placement trait COMPUTE_STATUS_DISABLED (the scheduler skips
+    such hosts: NoValidHost) at an enable only when the compute is up then, else
+    at the compute's next resource update, up to a minute later: a host enabled
+    (by a test, or by instanceha) before its restarted nova-compute reported is
+    not schedulable for a while. Once that compute has reported since it started,
+    a disable + enable makes Nova sync the trait at once (an RPC to the compute)."""
+    stale = []
+    for rp in conn.placement.resource_providers():
+        traits = conn.placement.get(f"/resource_providers/{rp.id}/traits",
+                                    microversion="1.6").json()["traits"]
+        if DISABLED_TRAIT in traits:
+            stale.append(rp.name)
+    if not stale:
+        return True
+    services = {s.host: s for s in nova.services()}
+    for host in stale:
+        svc, started = services.get(host), cloud.compute_started_at(host)
+        if svc is None or svc.disabled or started is None or svc.updated_at is None:
+            continue
+        if svc.updated_at.timestamp() > started + 1:  # reported since it started
+            nova.disable(host, f"ensure_healthy: sync {DISABLED_TRAIT}")
+            nova.enable(host)
+    return False
 
 
 @pytest.fixture

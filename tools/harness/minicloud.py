@@ -138,6 +138,16 @@ class MiniCloud:
     def compute_running(self, host: str) -> bool:
         return self.pid(f"nova-{host}") is not None
 
+    def compute_started_at(self, host: str) -> float | None:
+        """When the host's running nova-compute started (epoch seconds), if it runs."""
+        pid = self.pid(f"nova-{host}")
+        ticks = _starttime(pid) if pid is not None else None
+        if ticks is None:
+            return None
+        with open("/proc/stat") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return btime + int(ticks) / os.sysconf("SC_CLK_TCK")
+
     def log(self, name: str) -> str:
         try:
             with open(os.path.join(self.run_dir, "log", f"{name}.log"), errors="replace") as f:

@@ -2,6 +2,9 @@
 
 import itertools
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -23,6 +26,7 @@ from tests.functional.cloud import (  # noqa: F401 - the mini-cloud fixtures, on
 )
 
 _ROOTS = itertools.count(1)
+CLI = os.path.join(os.path.dirname(sys.executable), "instanceha")
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +40,19 @@ def zookeeper(tmp_path_factory):
 def root_path():
     """A fresh coordinator root per test: tests never see each other's hosts."""
     return f"/ih-test-{next(_ROOTS)}-{int(time.time() * 1000) % 10**8}"
+
+
+@pytest.fixture
+def cli(tmp_path, zookeeper, root_path):
+    """``cli("status", "--format", "json")``: the operator CLI on this test's root."""
+    conf = daemons.write_conf(str(tmp_path / "cli.conf"), {
+        "coordination": {"backend_url": zookeeper.url, "root_path": root_path}})
+
+    def run(*args):
+        return subprocess.run([CLI, "--config-file", conf, *args], capture_output=True,
+                              text=True, timeout=60)
+
+    return run
 
 
 @pytest.fixture

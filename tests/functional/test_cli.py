@@ -12,18 +12,6 @@ pytestmark = pytest.mark.functional
 CLI = os.path.join(os.path.dirname(sys.executable), "instanceha")
 
 
-@pytest.fixture
-def cli(tmp_path, zookeeper, root_path):
-    conf = daemons.write_conf(str(tmp_path / "cli.conf"), {
-        "coordination": {"backend_url": zookeeper.url, "root_path": root_path}})
-
-    def run(*args):
-        return subprocess.run([CLI, "--config-file", conf, *args], capture_output=True,
-                              text=True, timeout=60)
-
-    return run
-
-
 def test_status_pause_and_forget(daemon_factory, cli):
     agents = {n: daemon_factory("agent", n) for n in ("compute1", "compute2")}
     ctl = daemon_factory("controller", "ctl-a")

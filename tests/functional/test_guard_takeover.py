@@ -2,10 +2,7 @@
 agents and controllers as processes, decisions read from their logs."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,25 +12,12 @@ from instanceha import coordination
 from instanceha.controller.executor import GUARD_HOLD
 
 pytestmark = pytest.mark.functional
-CLI = os.path.join(os.path.dirname(sys.executable), "instanceha")
 GAINED = r"leadership gained by {name} \(token (\d+)\)"
 HANDOVER = r"host={host} phase=FAILED action=none token=(\d+)"
 # one dead host is allowed, two are a storm; a hold waits 10 minutes to lift by itself
 GUARD = {"controller": {"max_failed_hosts": 1, "max_failed_percent": 100,
                         "guard_stable_after": 600}}
 QUIET = 4.0  # seconds the new leader is watched for a fence it must not hand over
-
-
-@pytest.fixture
-def cli(tmp_path, zookeeper, root_path):
-    conf = daemons.write_conf(str(tmp_path / "cli.conf"), {
-        "coordination": {"backend_url": zookeeper.url, "root_path": root_path}})
-
-    def run(*args):
-        return subprocess.run([CLI, "--config-file", conf, *args], capture_output=True,
-                              text=True, timeout=60)
-
-    return run
 
 
 @pytest.fixture

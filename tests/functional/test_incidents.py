@@ -2,9 +2,6 @@
 ZooKeeper restart loses nothing, and ``instanceha incidents`` reads it."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from harness import daemons
@@ -13,7 +10,6 @@ from instanceha import coordination
 from instanceha.controller.journal import IncidentJournal, State
 
 pytestmark = pytest.mark.functional
-CLI = os.path.join(os.path.dirname(sys.executable), "instanceha")
 
 
 @pytest.fixture
@@ -33,18 +29,11 @@ def coordinators(zookeeper, root_path):
 
 
 @pytest.fixture
-def cli(tmp_path, zookeeper, root_path):
-    conf = daemons.write_conf(str(tmp_path / "cli.conf"), {
-        "coordination": {"backend_url": zookeeper.url, "root_path": root_path}})
-
-    def run(*args):
-        return subprocess.run([CLI, "--config-file", conf, "incidents", *args],
-                              capture_output=True, text=True, timeout=60)
-
-    return run
+def incidents(cli):
+    return lambda *args: cli("incidents", *args)
 
 
-def test_two_leaders_one_story_and_the_cli_reads_it(coordinators, cli):
+def test_two_leaders_one_story_and_the_cli_reads_it(coordinators, incidents):
     a = IncidentJournal(coordinators(), "ctl-a")
     incident = a.open("compute1", 5, "fence_start", "fencing: heartbeat stale 3.1 s",
                       state=State.FENCING)
@@ -61,25 +50,25 @@ def test_two_leaders_one_story_and_the_cli_reads_it(coordinators, cli):
     b.record("compute2", "restored", "back in service", state=State.CLOSED)
     b.close()
 
-    listed = cli("--format", "json")
+    listed = incidents("--format", "json")
     assert listed.returncode == 1, listed.stderr  # compute1 is held: needs an operator
     rows = {r["id"]: r for r in json.loads(listed.stdout)}
     assert set(rows) == {incident, other}
     assert rows[incident]["state"] == "held" and rows[incident]["evacuated"] == 1
     assert rows[incident]["fence"]["read_back"] == "off"
-    table = cli("--open")
+    table = incidents("--open")
     assert incident in table.stdout and other not in table.stdout
     assert "ipmi: off" in table.stdout and "1/0/0/0" in table.stdout
-    assert cli("--host", "compute2").returncode == 0
+    assert incidents("--host", "compute2").returncode == 0
 
-    shown = cli("show", incident, "--format", "json")
+    shown = incidents("show", incident, "--format", "json")
     doc = json.loads(shown.stdout)
     assert [(e["by"], e["kind"]) for e in doc["entries"]] == [
         ("ctl-a", "fence_start"), ("ctl-a", "fence_ok"), ("ctl-b", "fence_start"),
         ("ctl-b", "forced_down"), ("ctl-b", "instance"), ("ctl-b", "held")]
-    text = cli("show", incident).stdout
+    text = incidents("show", incident).stdout
     assert "flapping" in text and "+0.0" in text
-    missing = cli("show", "compute9-1")
+    missing = incidents("show", "compute9-1")
     assert missing.returncode == 2 and "No incident compute9-1" in missing.stderr
 
 

@@ -12,10 +12,7 @@ hosts handed over per tick.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -31,7 +28,6 @@ from tests.functional.chaos import logs
 
 pytestmark = pytest.mark.functional
 
-CLI = os.path.join(os.path.dirname(sys.executable), "instanceha")
 HOSTS = [f"compute{i}" for i in range(1, 7)]
 LIVE, DOOMED = HOSTS[:2], HOSTS[2:]
 LIMITS = {"max_failed_hosts": 3, "max_failed_percent": 100, "max_fences_per_tick": 1,
@@ -39,18 +35,6 @@ LIMITS = {"max_failed_hosts": 3, "max_failed_percent": 100, "max_fences_per_tick
 EXPECT = ("every fence held while more hosts look dead than allowed, the hold reported; "
           "after an operator's release each failed host is handed to fencing once, at most "
           "max_fences_per_tick (1) per tick; live hosts never")
-
-
-@pytest.fixture
-def cli(tmp_path, zookeeper, root_path):
-    conf = daemons.write_conf(str(tmp_path / "cli.conf"), {
-        "coordination": {"backend_url": zookeeper.url, "root_path": root_path}})
-
-    def run(*args):
-        return subprocess.run([CLI, "--config-file", conf, *args], capture_output=True,
-                              text=True, timeout=60)
-
-    return run
 
 
 def _agents(daemon_factory):

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Bring up instanceha's mini-cloud on loopback: MariaDB, RabbitMQ, keystone,
-# placement, glance, neutron (API only), nova-api, nova-conductor,
+# placement, glance, neutron (API only), cinder (api, scheduler, one volume
+# service with cinder's fake logging driver), nova-api, nova-conductor,
 # nova-scheduler and N nova-compute processes (computeN) with nova's fake virt
 # driver and a stable node identity (a compute can be killed and restarted).
 #
@@ -10,7 +11,7 @@
 # Env:
 #   MINICLOUD_PYTHON=PATH    python of tools/minicloud/install.sh's venv
 #                            (default <repo>/.run/minicloud/venv/bin/python)
-#   MINICLOUD_PORT_BASE=N    ports N..N+8; default: the first free block from
+#   MINICLOUD_PORT_BASE=N    ports N..N+9; default: the first free block from
 #                            21000 up (system MariaDB/RabbitMQ are never touched)
 #   MINICLOUD_COMPUTES=3     number of nova-compute processes (1..9)
 # Writes RUN_DIR/endpoints.json (URLs, credentials, transport_url, compute
@@ -45,9 +46,9 @@ MCTOOL() { "$PY" "$MC_DIR/lib/mctool.py" "$@"; }
 find "$RUN_DIR" -mindepth 1 -maxdepth 1 ! -name venv -exec rm -rf {} +
 mkdir -p "$LOG" "$PIDS" "$ETC"
 
-mc_set_ports "${MINICLOUD_PORT_BASE:-$(MCTOOL find-port-base 9)}"
-out=$(MCTOOL ports-free $(seq "$PORT_BASE" $((PORT_BASE + 8)))) ||
-  die "127.0.0.1 ports $PORT_BASE..$((PORT_BASE + 8)) not free ($out); set another MINICLOUD_PORT_BASE"
+mc_set_ports "${MINICLOUD_PORT_BASE:-$(MCTOOL find-port-base 10)}"
+out=$(MCTOOL ports-free $(seq "$PORT_BASE" $((PORT_BASE + 9)))) ||
+  die "127.0.0.1 ports $PORT_BASE..$((PORT_BASE + 9)) not free ($out); set another MINICLOUD_PORT_BASE"
 export PATH=$BIN:$PATH PYTHONWARNINGS=ignore PYTHONDONTWRITEBYTECODE=1
 export OS_CLIENT_CONFIG_FILE=$RUN_DIR/clouds.yaml OS_CLOUD=minicloud
 
@@ -57,7 +58,8 @@ export MC_USER MC_RUN_DIR=$RUN_DIR MC_MINICLOUD_DIR=$MC_DIR MC_ETC=$ETC MC_PYTHO
        MC_COMPUTES=$COMPUTES MC_PORT_BASE=$PORT_BASE
 export MC_PORT_MYSQL=$P_MYSQL MC_PORT_AMQP=$P_AMQP MC_PORT_ERL_DIST=$P_ERL_DIST \
        MC_PORT_EPMD=$P_EPMD MC_PORT_KEYSTONE=$P_KEYSTONE MC_PORT_PLACEMENT=$P_PLACEMENT \
-       MC_PORT_GLANCE=$P_GLANCE MC_PORT_NEUTRON=$P_NEUTRON MC_PORT_NOVA=$P_NOVA
+       MC_PORT_GLANCE=$P_GLANCE MC_PORT_NEUTRON=$P_NEUTRON MC_PORT_NOVA=$P_NOVA \
+       MC_PORT_CINDER=$P_CINDER
 MCTOOL render-tree "$MC_DIR/templates" "$ETC"
 for n in $(seq 1 "$COMPUTES"); do
   MCTOOL render-file "$MC_DIR/templates/nova/nova-compute.conf.tmpl" "$ETC/nova/nova-compute$n.conf" N="$n"
@@ -70,7 +72,7 @@ MCTOOL write-endpoints "$RUN_DIR/endpoints.json"
   printf 'export MINICLOUD_PORT_BASE=%q\n' "$PORT_BASE"
   printf 'export OS_CLIENT_CONFIG_FILE=%q OS_CLOUD=minicloud\n' "$RUN_DIR/clouds.yaml"
 } > "$RUN_DIR/minicloud.env"
-ts "configs rendered in $RUN_DIR (ports $PORT_BASE..$((PORT_BASE + 8)), $COMPUTES computes)"
+ts "configs rendered in $RUN_DIR (ports $PORT_BASE..$((PORT_BASE + 9)), $COMPUTES computes)"
 
 # ---------------------------------------------------------------- helpers
 wait_cmd() {  # wait_cmd TIMEOUT DESCRIPTION CMD...
@@ -129,7 +131,7 @@ SQL=(mariadb --defaults-file="$MYCNF" -uroot)
 # service wrote to them) is cached per version of the pinned packages, the
 # templates and this script, with the ports moved on loading.
 # MINICLOUD_NO_CACHE=1 migrates from scratch; MINICLOUD_CACHE_DIR moves it.
-mkdir -p "$RUN_DIR/keystone" "$RUN_DIR"/glance/{images,staging,tasks,lock} \
+mkdir -p "$RUN_DIR/keystone" "$RUN_DIR"/glance/{images,staging,tasks,lock} "$RUN_DIR/cinder/lock" \
          "$RUN_DIR/neutron/lock" "$RUN_DIR/nova/lock"
 for n in $(seq 1 "$COMPUTES"); do mkdir -p "$RUN_DIR/nova/compute$n"; done
 KC=(--config-file "$ETC/keystone/keystone.conf")
@@ -148,16 +150,17 @@ start_api() {  # start_api NAME: the gunicorn of one API service
     placement) gunicorn_app placement "$P_PLACEMENT" placement_app OS_PLACEMENT_CONFIG_DIR="$ETC/placement" ;;
     glance)    gunicorn_app glance "$P_GLANCE" glance_app OS_GLANCE_CONFIG_DIR="$ETC/glance" ;;
     neutron)   gunicorn_app neutron "$P_NEUTRON" neutron_app OS_NEUTRON_CONFIG_DIR="$ETC/neutron" ;;
+    cinder)    gunicorn_app cinder "$P_CINDER" cinder_app OS_CINDER_CONFIG_DIR="$ETC/cinder" ;;
   esac
 }
 
 if [ "${MINICLOUD_NO_CACHE:-0}" != 1 ] && [ -f "$CACHE/port_base" ]; then
   ( keystone-manage "${KC[@]}" fernet_setup "${KEYS[@]}" &&
     keystone-manage "${KC[@]}" credential_setup "${KEYS[@]}" ) > "$LOG/keystone-manage.log" 2>&1 & P1=$!
-  MCTOOL rewrite-ports "$(cat "$CACHE/port_base")" "$PORT_BASE" 9 < "$CACHE/all.sql" |
+  MCTOOL rewrite-ports "$(cat "$CACHE/port_base")" "$PORT_BASE" 10 < "$CACHE/all.sql" |
     "${SQL[@]}" || die "loading the cached schemas from $CACHE failed (remove it to rebuild)"
   wait $P1 || die "keystone-manage failed, see $LOG/keystone-manage.log"
-  for api in keystone placement glance neutron; do start_api $api; done
+  for api in keystone placement glance neutron cinder; do start_api $api; done
   ts "schemas and catalog loaded from the cache ($CACHE)"
   wait_cmd 90 rabbitmq port_open "$P_AMQP"
   wait_cmd 60 keystone http_ok "$URL_KEYSTONE"
@@ -184,6 +187,8 @@ else
       "mysql+pymysql://openstack:secret@127.0.0.1:$P_MYSQL/nova_cell0?charset=utf8" &&
     nova-manage "${NC[@]}" cell_v2 create_cell --name cell1 &&
     nova-manage "${NC[@]}" db sync ) > "$LOG/nova-manage.log" 2>&1 & P5=$!
+  cinder-manage --config-file "$ETC/cinder/cinder.conf" db sync \
+      > "$LOG/cinder-manage.log" 2>&1 & P6=$!
   wait $P1 || die "keystone-manage failed, see $LOG/keystone-manage.log"
   ts "keystone db + bootstrap done"
   start_api keystone
@@ -196,6 +201,8 @@ else
   dump neutron; start_api neutron
   wait $P5 || die "nova-manage failed, see $LOG/nova-manage.log"
   dump nova_api nova_cell0 nova
+  wait $P6 || die "cinder db sync failed, see $LOG/cinder-manage.log"
+  dump cinder; start_api cinder
   ts "all db migrations done"
 
   wait_cmd 90 rabbitmq port_open "$P_AMQP"
@@ -204,8 +211,8 @@ else
     die "catalog registration failed, see $LOG/bootstrap-catalog.log"
   ts "keystone catalog registered"
   dump keystone
-  cat "$CACHE_TMP"/{keystone,placement,glance,neutron,nova_api}.sql > "$CACHE_TMP/all.sql"
-  rm -f "$CACHE_TMP"/{keystone,placement,glance,neutron,nova_api}.sql
+  cat "$CACHE_TMP"/{keystone,placement,glance,neutron,nova_api,cinder}.sql > "$CACHE_TMP/all.sql"
+  rm -f "$CACHE_TMP"/{keystone,placement,glance,neutron,nova_api,cinder}.sql
   echo "$PORT_BASE" > "$CACHE_TMP/port_base"
   # atomic: a parallel run that cached first wins, this copy is dropped
   mv -T "$CACHE_TMP" "$CACHE" 2> /dev/null || rm -rf "$CACHE_TMP"
@@ -219,6 +226,8 @@ BEAM=$(pgrep -P "$(recorded_pid rabbitmq-wrapper)" -f beam | head -n1) || true
 gunicorn_app nova-api "$P_NOVA" nova_api_app OS_NOVA_CONFIG_DIR="$ETC/nova"
 start nova-conductor "$BIN/nova-conductor" "${NC[@]}"
 start nova-scheduler "$BIN/nova-scheduler" "${NC[@]}"
+start cinder-scheduler "$BIN/cinder-scheduler" --config-file "$ETC/cinder/cinder.conf"
+start cinder-volume "$BIN/cinder-volume" --config-file "$ETC/cinder/cinder.conf"
 for n in $(seq 1 "$COMPUTES"); do
   "$MC_DIR/lib/compute.sh" "$RUN_DIR" "$n" start > /dev/null
 done
@@ -231,9 +240,10 @@ wait_cmd 60 nova-api http_ok "http://127.0.0.1:$P_NOVA/"
 ts "image 'tiny' and flavor 'm1.tiny' ready"
 wait_cmd 60 neutron http_ok "http://127.0.0.1:$P_NEUTRON/"
 wait_cmd 60 placement http_ok "http://127.0.0.1:$P_PLACEMENT/"
+wait_cmd 60 cinder http_ok "http://127.0.0.1:$P_CINDER/"
 "$PY" "$MC_DIR/lib/bootstrap.py" "$RUN_DIR" wait-computes > "$LOG/bootstrap-computes.log" 2>&1 ||
   die "computes did not come up, see $LOG/nova-compute*.log"
-ts "$COMPUTES nova-compute services up"
+ts "$COMPUTES nova-compute services and cinder-volume up"
 nova-manage "${NC[@]}" cell_v2 discover_hosts > "$LOG/discover_hosts.log" 2>&1 ||
   die "discover_hosts failed, see $LOG/discover_hosts.log"
 ts "hosts discovered: mini-cloud ready"

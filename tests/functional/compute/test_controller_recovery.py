@@ -1,9 +1,11 @@
 """The real controller daemon recovers a failed compute of the mini-cloud.
 
 * the whole mix (keep-running, notify-only, not opted in, SHUTOFF, ERROR,
-  locked) on one compute: it dies (agent and nova-compute stop, its ipmi_sim
-  BMC is powered off by the controller), every server's final host, state and
-  migration are checked, then the host comes back and is re-enabled;
+  locked, booted from a Cinder volume) on one compute: it dies (agent and
+  nova-compute stop, its ipmi_sim BMC is powered off by the controller),
+  every server's final host, state and migration are checked (and the
+  volume-backed server's volume is attached to it on its new host), then the
+  host comes back and is re-enabled;
 * reserved spares: compute2 and compute3 are reserved (``instanceha host
   reserve``), only compute3 shares an aggregate with compute1; compute1 dies
   and its servers land on compute3, which is enabled and stays in service;
@@ -11,7 +13,8 @@
   recover (log, ``instanceha_evacuations_total{result="no capacity"}`` on the
   controller's /metrics, ``evacuate_error`` on the bus); the others move.
 
-Real: ZooKeeper, Nova with the fake virt driver, RabbitMQ, ipmi_sim, and
+Real: ZooKeeper, Nova with the fake virt driver, Cinder with its fake
+(logging) volume driver, RabbitMQ, ipmi_sim, and
 instanceha's agents, controller and ``instanceha listen`` as processes.
 """
 
@@ -131,6 +134,30 @@ def assert_moved(nova, sid, victim, status, dest=None):
     return s
 
 
+def boot_from_volume(admin, servers, name, host, metadata):
+    """A server whose root disk is a Cinder volume (deleted with the server)."""
+    volume = admin.block_storage.create_volume(size=1, name=f"{name}-root")
+    volume = admin.block_storage.wait_for_status(volume, "available", failures=["error"],
+                                                 wait=60)
+    admin.block_storage.set_volume_bootable_status(volume, True)
+    server = admin.compute.create_server(
+        name=name, flavor_id=servers.flavor().id, networks="none",
+        availability_zone=f"nova:{host}", metadata=metadata,
+        block_device_mapping=[{"boot_index": 0, "uuid": volume.id, "source_type": "volume",
+                               "destination_type": "volume",
+                               "delete_on_termination": True}])
+    servers.ids.append(server.id)
+    return server, volume
+
+
+def attachment(admin, volume_id):
+    """The volume's only attachment (Cinder's view)."""
+    volume = admin.block_storage.get_volume(volume_id)
+    assert volume.status == "in-use", volume.status
+    (att,) = volume.attachments
+    return att  # a dict: server_id, host_name, attachment_id, ...
+
+
 def assert_stayed(nova, sid, victim):
     assert nova.server(sid).host == victim
     assert nova.evacuations(sid) == []
@@ -139,6 +166,8 @@ def assert_stayed(nova, sid, victim):
 def test_controller_recovers_the_whole_mix_then_reenables_the_host(
         minicloud, nova, admin, servers, daemon_factory, tmp_path):
     ensure_healthy(minicloud, nova)
+    assert "cinder" in minicloud.endpoints, \
+        "this mini-cloud has no Cinder: start it with the current tools/minicloud/up.sh"
     hosts, victim = minicloud.hosts, minicloud.hosts[0]
     bmc = IpmiSimBMC(str(tmp_path), name=f"bmc-{victim}", password="bmc-Secret-2").start()
     inv = inventory(tmp_path, hosts, {victim: bmc})
@@ -151,6 +180,7 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
         "notify": servers.boot("mix-notify", victim, {"instanceha:recovery": "notify"}),
         "plain": servers.boot("mix-plain", victim),
     }
+    boot["volume"], volume = boot_from_volume(admin, servers, "mix-volume", victim, KEEP)
     ids = {k: s.id for k, s in boot.items()}
     for sid in ids.values():
         servers.wait_status(sid, "ACTIVE")
@@ -159,6 +189,9 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
     admin.compute.lock_server(ids["locked"])
     nova.reset_state(ids["error"], "error")
     servers.wait_status(ids["error"], "ERROR")
+    assert nova.server(ids["volume"]).volume_backed
+    before = attachment(admin, volume.id)
+    assert (before["server_id"], before["host_name"]) == (ids["volume"], victim)
 
     agents = {h: agent(daemon_factory, h) for h in hosts}
     bus = Bus(tmp_path, minicloud.endpoints["transport_url"])
@@ -175,14 +208,23 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
         assert not bmc.powered_on()
 
         m = recovered(nova, victim)
-        assert "4 evacuated, 0 failed, 1 notified" in m.note, m.note
+        assert "5 evacuated, 0 failed, 1 notified" in m.note, m.note
         assert m.spares == ()  # method = scheduler: no spare involved
 
         # every server: final host, state and migration
-        want = {"active": "ACTIVE", "shutoff": "SHUTOFF", "error": "ACTIVE", "locked": "ACTIVE"}
+        want = {"active": "ACTIVE", "shutoff": "SHUTOFF", "error": "ACTIVE", "locked": "ACTIVE",
+                "volume": "ACTIVE"}
         for key, status in want.items():
             assert_moved(nova, ids[key], victim, status)
         assert nova.server(ids["locked"]).locked  # the lock stays
+        # the volume-backed server kept its volume, attached again on its new host
+        moved = nova.server(ids["volume"])
+        assert moved.volume_backed
+        after = attachment(admin, volume.id)
+        assert (after["server_id"], after["host_name"]) == (ids["volume"], moved.host)
+        assert after["attachment_id"] != before["attachment_id"]  # new one, the old gone
+        assert [a.volume_id for a in admin.compute.volume_attachments(ids["volume"])] == \
+            [volume.id]
         for key in ("notify", "plain"):
             assert_stayed(nova, ids[key], victim)
 
@@ -194,10 +236,10 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
         assert required["payload"]["host"] == victim
         (summary,) = bus.wait(ev.RECOVERY_END, host=victim)
         assert (summary["payload"]["evacuated"], summary["payload"]["failed"],
-                summary["payload"]["notified"]) == (4, 0, 1)
+                summary["payload"]["notified"]) == (5, 0, 1)
         assert not bus.events(ev.EVACUATE_START, instance_id=ids["plain"])
         assert not bus.events(ev.EVACUATE_ERROR)
-        assert metric(port, "instanceha_evacuations_total", result="evacuated") == 4.0
+        assert metric(port, "instanceha_evacuations_total", result="evacuated") == 5.0
         assert metric(port, "instanceha_evacuations_total", result="no capacity") is None
 
         # the host is repaired: power on, nova-compute and its agent come back
@@ -209,6 +251,7 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
         assert (svc.status, svc.forced_down, svc.marker) == ("enabled", False, None)
         for key in want:  # the returning compute cleaned up after each evacuation
             assert nova.evacuations(ids[key])[0].status == "completed", key
+        assert attachment(admin, volume.id)["host_name"] == moved.host  # left alone
         bus.wait(ev.HOST_RESTORED, host=victim)
         assert "bmc-Secret-2" not in ctl.read_log()
     finally:

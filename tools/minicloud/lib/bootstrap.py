@@ -3,7 +3,8 @@
 
   bootstrap.py RUN_DIR catalog        keystone services + endpoints, 'service' role
   bootstrap.py RUN_DIR image          image 'tiny' (1 MiB raw) and flavor 'm1.tiny'
-  bootstrap.py RUN_DIR wait-computes  until every compute of endpoints.json is 'up'
+  bootstrap.py RUN_DIR wait-computes  until every compute of endpoints.json and
+                                     cinder-volume are 'up'
 
 Idempotent. Reads RUN_DIR/endpoints.json and RUN_DIR/clouds.yaml.
 """
@@ -30,6 +31,7 @@ def catalog(ep):
         ("placement", "placement", ep["placement"]),
         ("glance", "image", ep["glance"]),
         ("neutron", "network", ep["neutron"]),
+        ("cinderv3", "volumev3", ep["cinder"] + "/%(project_id)s"),
     ):
         svc = existing.get(stype) or idn.create_service(name=name, type=stype)
         have = {e.interface for e in idn.endpoints(service_id=svc.id)}
@@ -71,13 +73,18 @@ def wait_computes(ep, timeout=150.0):
         try:
             up = {s.host for s in conn.compute.services(binary="nova-compute")
                   if s.state == "up"}
-        except Exception as e:  # nova-api still starting
+            # volumes can be created once cinder-volume reported to the scheduler
+            if any(s.binary == "cinder-volume" and s.state == "up"
+                   for s in conn.block_storage.services()):
+                up.add("cinder-volume")
+        except Exception as e:  # nova-api or cinder-api still starting
             print("waiting:", type(e).__name__)
-        if up >= want:
-            print("computes up:", " ".join(sorted(up)))
+        if up >= want | {"cinder-volume"}:
+            print("computes and cinder-volume up:", " ".join(sorted(up)))
             return
         time.sleep(0.5)
-    raise SystemExit("computes up after %ss: %s (want %s)" % (timeout, sorted(up), sorted(want)))
+    raise SystemExit("up after %ss: %s (want %s and cinder-volume)"
+                     % (timeout, sorted(up), sorted(want)))
 
 
 def main(argv):

@@ -4,7 +4,7 @@
 # Inputs:
 #   RUN_DIR            first argument, else $MINICLOUD_RUN_DIR, else <repo>/.run/minicloud/run
 #   MINICLOUD_PYTHON   python of the mini-cloud venv, else <repo>/.run/minicloud/venv/bin/python
-#   MINICLOUD_PORT_BASE  ports BASE..BASE+8; unset: up.sh picks a free block and
+#   MINICLOUD_PORT_BASE  ports BASE..BASE+9; unset: up.sh picks a free block and
 #                      records it in RUN_DIR/ports.env (later scripts read it there)
 
 MC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -37,7 +37,7 @@ mc_set_python() {
   BIN=$(dirname "$PY")
 }
 
-# mc_set_ports BASE: the 9 ports of one stack, BASE..BASE+8
+# mc_set_ports BASE: the 10 ports of one stack, BASE..BASE+9
 mc_set_ports() {
   local b=$1
   if ! [[ $b =~ ^[0-9]+$ ]] || [ "$b" -lt 1024 ] || [ "$b" -gt 65500 ]; then
@@ -46,7 +46,7 @@ mc_set_ports() {
   PORT_BASE=$b
   P_MYSQL=$b P_AMQP=$((b + 1)) P_ERL_DIST=$((b + 2)) P_EPMD=$((b + 3))
   P_KEYSTONE=$((b + 4)) P_PLACEMENT=$((b + 5)) P_GLANCE=$((b + 6))
-  P_NEUTRON=$((b + 7)) P_NOVA=$((b + 8))
+  P_NEUTRON=$((b + 7)) P_NOVA=$((b + 8)) P_CINDER=$((b + 9))
 }
 
 # /proc/PID/stat fields after the last ')' (comm may contain spaces/parens):

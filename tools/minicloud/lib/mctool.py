@@ -145,6 +145,7 @@ def write_endpoints(dst):
         "glance": f"http://{lo}:{p['glance']}",
         "neutron": f"http://{lo}:{p['neutron']}",
         "nova": f"http://{lo}:{p['nova']}/v2.1",
+        "cinder": f"http://{lo}:{p['cinder']}/v3",
         "computes": computes,
         "image": "tiny",
         "flavor": "m1.tiny",

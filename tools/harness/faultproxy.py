@@ -60,7 +60,8 @@ class Request:
     action: str = "forwarded"  # forwarded, failed, delayed, held, dropped
     status: int | None = None  # what the client got (None: no answer)
     forwarded: bool = False  # Nova saw it
-    at: float = 0.0
+    at: float = 0.0  # when it arrived (monotonic)
+    wall: float = 0.0  # the same, epoch seconds
 
 
 class Rule:
@@ -228,7 +229,7 @@ class FaultProxy:
         raw = h.rfile.read(length) if length else b""
         body = raw.decode("utf-8", "replace")
         path = urllib.parse.urlsplit(h.path).path
-        entry = Request(h.command, h.path, body, at=time.monotonic())
+        entry = Request(h.command, h.path, body, at=time.monotonic(), wall=time.time())
         with self._lock:
             self.log.append(entry)
             rule = next((r for r in self.rules if r.matches(h.command, path, body) and r.take()),

@@ -115,6 +115,18 @@ class IpmiSimBMC:
     def power_off_requests(self) -> int:
         return self.power_requests().count(False)
 
+    def first_off_at(self) -> float | None:
+        """When a power request first turned the power bit off (epoch seconds)."""
+        try:
+            with open(self.state_file + ".changes") as f:
+                for line in f:
+                    bit, _, at = line.partition(" ")
+                    if bit == "0":
+                        return float(at)
+        except FileNotFoundError:
+            pass
+        return None
+
     def entry(self, **extra) -> dict:
         """An inventory entry (a dict as in the YAML file) for this BMC."""
         return {"driver": "ipmi", "address": "127.0.0.1", "port": self.port,

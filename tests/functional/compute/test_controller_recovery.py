@@ -70,6 +70,21 @@ class Bus:
         self.out.close()
 
 
+@pytest.fixture
+def bus(minicloud, tmp_path):
+    listener = Bus(tmp_path, minicloud.endpoints["transport_url"])
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def victim_bmc(tmp_path):
+    """compute1's BMC: OpenIPMI's ipmi_sim (stopped even when the test fails early)."""
+    bmc = IpmiSimBMC(str(tmp_path), name="bmc-compute1", password="bmc-Secret-2").start()
+    yield bmc
+    bmc.stop()
+
+
 def metric(port, name, **labels) -> float | None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
@@ -164,12 +179,11 @@ def assert_stayed(nova, sid, victim):
 
 
 def test_controller_recovers_the_whole_mix_then_reenables_the_host(
-        minicloud, nova, admin, servers, daemon_factory, tmp_path):
+        minicloud, nova, admin, servers, daemon_factory, bus, victim_bmc, tmp_path):
     ensure_healthy(minicloud, nova)
     assert "cinder" in minicloud.endpoints, \
         "this mini-cloud has no Cinder: start it with the current tools/minicloud/up.sh"
-    hosts, victim = minicloud.hosts, minicloud.hosts[0]
-    bmc = IpmiSimBMC(str(tmp_path), name=f"bmc-{victim}", password="bmc-Secret-2").start()
+    hosts, victim, bmc = minicloud.hosts, minicloud.hosts[0], victim_bmc
     inv = inventory(tmp_path, hosts, {victim: bmc})
 
     boot = {
@@ -194,7 +208,6 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
     assert (before["server_id"], before["host_name"]) == (ids["volume"], victim)
 
     agents = {h: agent(daemon_factory, h) for h in hosts}
-    bus = Bus(tmp_path, minicloud.endpoints["transport_url"])
     port = procs.free_port()
     ctl = None
     try:
@@ -257,8 +270,6 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
     finally:
         if ctl is not None:
             ctl.terminate()
-        bus.close()
-        bmc.stop()
         ensure_healthy(minicloud, nova)
 
 
@@ -325,7 +336,7 @@ def test_reserved_spare_in_the_failed_hosts_aggregate_takes_its_servers(
 
 
 def test_no_capacity_is_reported_by_the_controller(
-        minicloud, nova, servers, daemon_factory, tmp_path):
+        minicloud, nova, servers, daemon_factory, bus, tmp_path):
     ensure_healthy(minicloud, nova)
     hosts, victim = minicloud.hosts, minicloud.hosts[0]
     others = [h for h in hosts if h != victim]
@@ -337,7 +348,6 @@ def test_no_capacity_is_reported_by_the_controller(
         servers.wait_status(s.id, "ACTIVE")
 
     agents = {h: agent(daemon_factory, h) for h in hosts}
-    bus = Bus(tmp_path, minicloud.endpoints["transport_url"])
     port = procs.free_port()
     ctl = None
     try:
@@ -363,5 +373,4 @@ def test_no_capacity_is_reported_by_the_controller(
     finally:
         if ctl is not None:
             ctl.terminate()
-        bus.close()
         ensure_healthy(minicloud, nova)

@@ -2,7 +2,9 @@
 """Render the chaos suite's results (pytest --fault-report) as doc/source/faults.rst.
 
     python -m pytest tests/functional -m fault --fault-report .run/faults.json
-    tools/fault_table.py .run/faults.json > doc/source/faults.rst
+    tools/fault_table.py .run/faults.json [more.json ...] > doc/source/faults.rst
+
+With several reports (runs of parts of the suite), a test's latest run wins.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ Faults tried
 
 Every fault the chaos suite (functional tests marked ``fault``) injects into the
 real components, what instanceha is expected to do, and what the last recorded
-run saw. Run {generated} on {machine}.
+run saw ({runs}).
 
 """
 
@@ -28,8 +30,22 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "/")
 
 
+def merge(reports: list[dict]) -> dict:
+    """One report from several: per test, the latest run's record."""
+    by_test: dict[str, dict] = {}
+    for report in sorted(reports, key=lambda r: r["generated"]):
+        for f in report["faults"]:
+            by_test[f["test"]] = f
+    runs = "; ".join(f"run {r['generated']} on {r['machine']}"
+                     for r in sorted(reports, key=lambda r: r["generated"]))
+    return {"runs": runs, "faults": sorted(by_test.values(),
+                                          key=lambda f: (f["component"], f["name"]))}
+
+
 def render(report: dict) -> str:
-    out = [HEADER.format(generated=report["generated"], machine=report["machine"])]
+    if "runs" not in report:
+        report = merge([report])
+    out = [HEADER.format(runs=report["runs"])]
     out.append(".. list-table::\n   :header-rows: 1\n   :widths: 12 22 28 8 30\n\n")
     out.append("   * - Component\n     - Fault\n     - Expected\n     - Result\n"
                "     - Observed\n")
@@ -45,11 +61,14 @@ def render(report: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    with open(argv[1]) as f:
-        sys.stdout.write(render(json.load(f)))
+    reports = []
+    for path in argv[1:]:
+        with open(path) as f:
+            reports.append(json.load(f))
+    sys.stdout.write(render(merge(reports)))
     return 0
 
 

@@ -531,14 +531,26 @@ class RecoveryActuator:
             self.next_try[host] = self.clock() + self.settings.nova_refresh
             return
         self._waiting.pop(host, None)
+        if svc.forced_down:
+            # First only forced-down: Nova then shows the service up once nova-compute
+            # really reports (a forced-down one reads down whatever runs). Enabling
+            # before that leaves placement's COMPUTE_STATUS_DISABLED trait on the host
+            # (nova-api syncs it at enable time only for a service it sees up) and the
+            # scheduler refuses the host until the compute's next resource update.
+            _Guarded(self.nova, verify).unset_forced_down(host)
+            self._record(host, "unforced", "forced-down unset (still disabled): enabled "
+                         "once Nova itself reports its nova-compute up")
+            LOG.info("host=%s forced-down unset; enabled once Nova reports nova-compute up",
+                     host)
+            return
         _Guarded(self.nova, verify).enable(host, unset_forced_down=True)
         m = svc.marker
         incident = self._incident(host, m.token if m and m.token is not None else None)
         self._record(host, "restored", "back in service: nova-compute up, evacuations "
-                     "cleaned up; forced-down unset and enabled", state=Incident.CLOSED)
+                     "cleaned up; enabled", state=Incident.CLOSED)
         self._emit("host_restored", host=host, incident_id=incident,
                    reason="repaired: nova-compute up, evacuations cleaned up")
-        LOG.warning("host=%s back in service: forced-down unset and enabled", host)
+        LOG.warning("host=%s back in service: enabled (nova-compute reported up)", host)
 
     def _hold(self, host, view, svc, verify) -> None:
         reason = self.decisions.get(host, (None, "held"))[1]

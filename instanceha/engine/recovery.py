@@ -43,7 +43,9 @@ class Stage(enum.Enum):
     RECOVER = "recover"
     """Evacuate or notify each instance by its policy, then mark RECOVERED."""
     REENABLE = "reenable"
-    """Unset forced-down and enable the service: the host is back in service."""
+    """Unset forced-down; once Nova itself reports the service up, enable it: the
+    host is back in service (enabling a service Nova sees down leaves placement's
+    COMPUTE_STATUS_DISABLED trait on it until the compute's next resource update)."""
     HOLD = "hold"
     """Keep the host disabled, marked HELD, for an operator."""
     LEAVE_ALONE = "leave-alone"

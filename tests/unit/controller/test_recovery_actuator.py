@@ -76,6 +76,10 @@ class FakeNova:
         self.log.append(("enable", host))
         self._set(host, status="enabled", disabled_reason=None, forced_down=False)
 
+    def unset_forced_down(self, host):
+        self.log.append(("unset_forced_down", host))
+        self._set(host, forced_down=False)
+
     def evacuate(self, server_id, host=None):
         self.log.append(("evacuate", server_id))
 
@@ -364,6 +368,8 @@ def test_the_incident_journal_tells_the_whole_failure():
     nova._set("compute1", state="up")
     healthy = {"compute1": HostView("compute1", Phase.HEALTHY, 9.0, "back", "r3")}
     act.clock.advance(act.settings.nova_refresh)
+    run(act, healthy, [], verify)  # forced-down unset
+    act.clock.advance(act.settings.nova_refresh)
     run(act, healthy, [], verify)  # re-enabled
     assert journal.flush()
     (incident,) = store.incidents()
@@ -372,7 +378,7 @@ def test_the_incident_journal_tells_the_whole_failure():
     assert [e["kind"] for e in entries] == [
         "decision", "held", "fence_start", "fence_ok", "forced_down", "decision",
         "recovery_start", "instance", "instance", "instance", "recovery_end", "decision",
-        "restored"]
+        "unforced", "restored"]
     assert [s["phase"] for s in entries[0]["signals"]] == ["SUSPECT", "FAILED"]
     assert entries[3]["fence"]["read_back"] == "off"
     outcomes = {e["instance_id"]: e["outcome"] for e in entries if e["kind"] == "instance"}
@@ -425,4 +431,23 @@ def test_status_shows_novas_view_and_the_recovery_decision():
                        GuardState(),
                        now=10.0, wall=1000.0, nova=seen)
     assert doc["hosts"]["compute1"]["nova"]["marker"] == "fenced"
+    act.close()
+
+
+def test_a_forced_down_host_is_enabled_only_once_nova_itself_sees_it_up():
+    """Forced down, Nova reads the service down whatever runs: the agent's word
+    lets instanceha unset forced-down; enabling waits for nova-compute's own
+    report, so nova-api clears placement's COMPUTE_STATUS_DISABLED trait at once."""
+    log = Log()
+    recovered = mk.encode(mk.MarkerState.RECOVERED, at=NOW, token=40)
+    act, nova, bus = make(log, [svc("compute1", recovered, up=False, forced=True)])
+    views = {"compute1": view("compute1", Phase.HEALTHY)}
+    run(act, views, [], Verify(log))
+    assert [c for c in log if c[0] != "verify"] == [("unset_forced_down", "compute1")]
+    assert nova.svc["compute1"].disabled  # still out of service
+    run(act, views, [], Verify(log))  # nova-compute has not reported yet: wait
+    assert ("enable", "compute1") not in log
+    nova._set("compute1", state="up")
+    run(act, views, [], Verify(log))
+    assert ("enable", "compute1") in log and bus.sent[-1].event_type == events.HOST_RESTORED
     act.close()

@@ -262,6 +262,11 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
         ctl.wait_log(rf"host={victim} back in service", timeout=240)
         svc = nova.service(victim)
         assert (svc.status, svc.forced_down, svc.marker) == ("enabled", False, None)
+        # enabled once Nova saw nova-compute up: placement already lets the scheduler in
+        (rp,) = [r for r in admin.placement.resource_providers() if r.name == victim]
+        traits = admin.placement.get(f"/resource_providers/{rp.id}/traits",
+                                     microversion="1.6").json()["traits"]
+        assert "COMPUTE_STATUS_DISABLED" not in traits
         for key in want:  # the returning compute cleaned up after each evacuation
             assert nova.evacuations(ids[key])[0].status == "completed", key
         assert attachment(admin, volume.id)["host_name"] == moved.host  # left alone

@@ -459,28 +459,34 @@ class RecoveryActuator:
         for s in evacuate:
             self._emit("evacuate_start", host=host, incident_id=incident, instance_id=s.id,
                        project_id=s.project_id or "unknown", policy="evacuate")
+        by_id = {s.id: s for s in evacuate}
+        reported: set[str] = set()
+
+        evacuator = self.evacuator_factory(nova)
+        previous = getattr(evacuator, "on_result", None)
+
+        def evacuated(r) -> None:  # as each one completes (the evacuator's worker threads):
+            if previous is not None:  # a leader dying mid-batch has told the bus and the
+                previous(r)  # journal of those done; failures may still find room on the
+            if r.ok and r.server_id not in reported:  # next spare: reported at the end
+                reported.add(r.server_id)
+                self._evacuated(host, incident, r, by_id[r.server_id], plan[r.server_id])
+
+        evacuator.on_result = evacuated
         results, spares = self.placement.evacuate(
-            host, evacuate, self.evacuator_factory(nova), nova, m,
+            host, evacuate, evacuator, nova, m,
             lambda used: nova.disable(host, self._marker(mk.MarkerState.RECOVERING, token,
                                                          spares=used)),
             lambda kind, text, **kw: self._record(host, kind, text, **kw))
         failed = 0
         for r in results:
-            self._count("evacuation", r.outcome.value, r.seconds)
-            server = next(s for s in evacuate if s.id == r.server_id)
+            server = by_id[r.server_id]
             if r.ok:
-                LOG.warning("host=%s server=%s evacuated to %s (%s) in %.1f s", host,
-                            r.server_id, r.dest_host, r.status, r.seconds)
-                self._emit("evacuate_end", host=host, incident_id=incident,
-                           instance_id=r.server_id, project_id=server.project_id or "unknown",
-                           policy="evacuate", target_host=r.dest_host, duration=r.seconds)
-                self._record(host, "instance", f"{server.name}: evacuated to {r.dest_host} "
-                             f"({r.status}) in {r.seconds:.1f} s ({plan[r.server_id].reason})",
-                             counts={"evacuated": 1}, instance_id=r.server_id,
-                             outcome=r.outcome.value, target_host=r.dest_host,
-                             status=r.status, attempts=r.attempts,
-                             seconds=round(r.seconds, 2))
+                if r.server_id not in reported:  # an evacuator without the hook
+                    reported.add(r.server_id)
+                    self._evacuated(host, incident, r, server, plan[r.server_id])
             else:
+                self._count("evacuation", r.outcome.value, r.seconds)
                 failed += 1
                 LOG.error("host=%s server=%s NOT recovered (%s): %s", host, r.server_id,
                           r.outcome.value, r.error)
@@ -502,6 +508,19 @@ class RecoveryActuator:
                      seconds=round(self.clock() - started, 2))
         if self.settings.power_on_after_recovery:
             self._power_on(host, verify)
+
+    def _evacuated(self, host, incident, r, server, decision) -> None:
+        self._count("evacuation", r.outcome.value, r.seconds)
+        LOG.warning("host=%s server=%s evacuated to %s (%s) in %.1f s", host, r.server_id,
+                    r.dest_host, r.status, r.seconds)
+        self._emit("evacuate_end", host=host, incident_id=incident, instance_id=r.server_id,
+                   project_id=server.project_id or "unknown", policy="evacuate",
+                   target_host=r.dest_host, duration=r.seconds)
+        self._record(host, "instance", f"{server.name}: evacuated to {r.dest_host} "
+                     f"({r.status}) in {r.seconds:.1f} s ({decision.reason})",
+                     counts={"evacuated": 1}, instance_id=r.server_id,
+                     outcome=r.outcome.value, target_host=r.dest_host, status=r.status,
+                     attempts=r.attempts, seconds=round(r.seconds, 2))
 
     def _power_on(self, host, verify) -> None:
         """Optional: power the repaired-or-not host on again once nothing of it can

@@ -451,3 +451,45 @@ def test_a_forced_down_host_is_enabled_only_once_nova_itself_sees_it_up():
     run(act, views, [], Verify(log))
     assert ("enable", "compute1") in log and bus.sent[-1].event_type == events.HOST_RESTORED
     act.close()
+
+
+def test_each_evacuation_is_reported_as_it_completes_even_if_the_leader_dies_mid_batch():
+    from instanceha.controller.journal import IncidentJournal
+    from tests.unit.fakes import FakeCoordinator
+
+    class DyingEvacuator:
+        """Reports its first result through the hook, then leadership is lost."""
+
+        on_result = None
+
+        def __init__(self, nova):
+            self.nova = nova
+
+        def evacuate_host(self, host, servers, target_host=None):
+            first = servers[0]
+            self.nova.evacuate(first.id)
+            self.on_result(EvacuationResult(first.id, first.name, host, Outcome.EVACUATED, 1,
+                                            2.0, dest_host="compute2", status="ACTIVE"))
+            raise exceptions.NotLeader(reason="deposed mid-batch")
+
+    log = Log()
+    store = FakeCoordinator(FakeClock())
+    journal = IncidentJournal(store, "ctl-a", wall=lambda: NOW.timestamp(), background=False)
+    fenced = mk.encode(mk.MarkerState.FENCED, at=NOW, token=40)
+    nova = FakeNova(log, [svc("compute1", fenced, forced=True)],
+                    [server("a", "evacuate"), server("b", "evacuate")])
+    bus = Bus()
+    act = RecoveryActuator(ActuatorSettings(name="ctl-a"), FakeFencer(log), nova,
+                           DyingEvacuator, notifier=bus, events=events, clock=FakeClock(),
+                           wall=lambda: NOW, journal=journal)
+    act._refresh()
+    journal.open("compute1", 40, "fence_start", "fenced by this term's leader")
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, [], Verify(log))
+    ends = [e.payload["instance_id"] for e in bus.sent if e.event_type == events.EVACUATE_END]
+    assert ends == ["a"]
+    assert journal.flush()
+    (incident,) = store.incidents()
+    done = [e for e in store.incident_entries(incident) if e["kind"] == "instance"]
+    assert [(e["instance_id"], e["outcome"]) for e in done] == [("a", "evacuated")]
+    assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.RECOVERING
+    act.close()

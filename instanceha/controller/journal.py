@@ -141,8 +141,14 @@ class IncidentJournal:
                 return True  # another thread loaded meanwhile: its index may hold more
             if self._term != term:
                 return False  # another term began meanwhile: the next load reads again
-            self._index = {i: dict(s) for i, s in summaries.items()
-                           if isinstance(s, Mapping) and "host" in s}
+            index = {i: dict(s) for i, s in summaries.items()
+                     if isinstance(s, Mapping) and "host" in s}
+            for op, incident, summary, _ in self._out:  # queued: newer than the store
+                if op == "write":
+                    index[incident] = dict(summary)
+                else:
+                    index.pop(incident, None)
+            self._index = index
             self._loaded_term = term
             early, self._early = self._early, []
             for item in early:

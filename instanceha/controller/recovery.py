@@ -309,10 +309,12 @@ class RecoveryActuator:
                        for s in self.signals.get(host, ())]
             self.journal.record(host, "decision", text, new_failure=True, signals=signals,
                                 phase=view.phase.value)
-        else:
+        elif decision.stage is Stage.IDLE and view.phase in (Phase.HEALTHY, Phase.DEGRADED):
             # back before any fence: that incident is over
             self.journal.record(host, "decision", text, phase=view.phase.value,
                                 close_if=frozenset({Incident.DETECTED}))
+        else:
+            self.journal.record(host, "decision", text, phase=view.phase.value)
 
     def _incident(self, host: str, token: int | None) -> str:
         incident = self.journal.current(host) if self.journal is not None else None

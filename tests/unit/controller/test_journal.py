@@ -192,3 +192,18 @@ def test_a_slow_load_never_overwrites_what_another_thread_loaded_and_recorded(st
     assert j.load()
     assert j.current("compute1") == "compute1-5"
     assert j.flush() and list(read()) == ["compute1-5"]
+
+
+def test_a_new_term_with_writes_still_queued_keeps_them(store):
+    """Leadership lost and regained while the store was away: the re-read of the
+    store is overlaid with what is still queued (newer), nothing is misfiled."""
+    j = journal(store, term=5)
+    store.journal_down = True
+    incident = j.open("compute1", 5, "fence_start", "fencing", state=State.FENCING)
+    assert not j.flush()
+    j.term(9)
+    assert j.current("compute1") == incident
+    j.record("compute1", "forced_down", "forced down", state=State.FENCED)
+    store.journal_down = False
+    assert j.flush()
+    assert kinds(store, incident) == ["fence_start", "forced_down"]

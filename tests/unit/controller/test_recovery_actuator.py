@@ -455,6 +455,7 @@ def test_a_forced_down_host_is_enabled_only_once_nova_itself_sees_it_up():
 
 def test_each_evacuation_is_reported_as_it_completes_even_if_the_leader_dies_mid_batch():
     from instanceha.controller.journal import IncidentJournal
+    from instanceha.controller.journal import State as Incident
     from tests.unit.fakes import FakeCoordinator
 
     class DyingEvacuator:
@@ -483,7 +484,8 @@ def test_each_evacuation_is_reported_as_it_completes_even_if_the_leader_dies_mid
                            DyingEvacuator, notifier=bus, events=events, clock=FakeClock(),
                            wall=lambda: NOW, journal=journal)
     act._refresh()
-    journal.open("compute1", 40, "fence_start", "fenced by this term's leader")
+    journal.open("compute1", 40, "forced_down", "fenced by this term's leader",
+                 state=Incident.FENCED)
     run(act, {"compute1": view("compute1", Phase.FAILED)}, [], Verify(log))
     ends = [e.payload["instance_id"] for e in bus.sent if e.event_type == events.EVACUATE_END]
     assert ends == ["a"]
@@ -492,4 +494,25 @@ def test_each_evacuation_is_reported_as_it_completes_even_if_the_leader_dies_mid
     done = [e for e in store.incident_entries(incident) if e["kind"] == "instance"]
     assert [(e["instance_id"], e["outcome"]) for e in done] == [("a", "evacuated")]
     assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.RECOVERING
+    act.close()
+
+
+@pytest.mark.parametrize("phase,marker,closed", [
+    (Phase.HEALTHY, None, True),  # back before any fence: over
+    (Phase.FAILED, mk.MarkerState.FENCED, False),  # fenced (entries lost): recovering
+])
+def test_only_a_host_back_before_its_fence_closes_a_detected_incident(phase, marker, closed):
+    from instanceha.controller.journal import IncidentJournal
+    from tests.unit.fakes import FakeCoordinator
+
+    log = Log()
+    store = FakeCoordinator(FakeClock())
+    journal = IncidentJournal(store, "ctl-a", wall=lambda: NOW.timestamp(), background=False)
+    reason = mk.encode(marker, at=NOW, token=40) if marker else None
+    act, nova, _ = make(log, [svc("compute1", reason, up=phase is Phase.HEALTHY,
+                                  forced=marker is not None)], journal=journal)
+    incident = journal.open("compute1", 42, "decision", "decided fence")
+    act.act({"compute1": view("compute1", phase)}, [], Verify(log))
+    assert journal.flush()
+    assert (store.incidents()[incident]["state"] == "closed") is closed
     act.close()

@@ -120,7 +120,8 @@ def build_actuator(conf, coordinator, records, control):
     from instanceha.notify import notifier as notifier_mod
 
     inv = inventory.load(conf.fencing.inventory_file)
-    fencer = fencing.Fencer(inv, fencing_conf.fence_policy(conf))
+    fencer = fencing.Fencer(inv, fencing_conf.fence_policy(conf)).watch(
+        conf.fencing.inventory_file, inventory.load)
     if not conf.nova.auth_type:
         raise policy.config_error(conf, "nova", "auth_type",
                                   "fencing is configured but Nova is not: set the [nova] "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +41,14 @@ class CheckResult:
         return {**dataclasses.asdict(self), "ok": self.ok}
 
 
+def _stamp(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 class Fencer:
     """Power actions on the hosts of an inventory, each proved by a read-back.
 
@@ -60,6 +69,42 @@ class Fencer:
         self._drivers: dict[str, FenceDriver] = {}
         self._host_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+        self._watched: tuple[str, tuple | None, Callable[[str], Inventory]] | None = None
+
+    def watch(self, path: str, load: Callable[[str], Inventory]) -> Fencer:
+        """Re-read the inventory file when it changes (checked before each action):
+        a fixed BMC password or address is used by the next retry, no restart.
+        A file that no longer loads is refused, logged, and the last good one kept."""
+        self._watched = (path, _stamp(path), load)
+        return self
+
+    def _reload_if_changed(self) -> None:
+        if self._watched is None:
+            return
+        path, seen, load = self._watched
+        stamp = _stamp(path)
+        if stamp == seen:
+            return
+        with self._lock:
+            if self._watched[1] == stamp:
+                return  # another thread reloaded it
+            self._watched = (path, stamp, load)
+            try:
+                fresh = load(path)
+            except exc.FencingError as e:
+                LOG.error("fencing inventory %s changed but is refused: %s; keeping the "
+                          "previous one", path, e)
+                return
+            hosts = set(fresh.hosts())
+            stale = [(self._drivers.pop(h), self._host_locks[h]) for h, d in
+                     list(self._drivers.items())
+                     if h not in hosts or fresh.get(h) != d.entry]
+            self.inventory = fresh
+        LOG.warning("fencing inventory %s re-read: %d host(s), %d BMC connection(s) "
+                    "renewed", path, len(hosts), len(stale))
+        for driver, lock in stale:  # the host's lock is kept: an action in flight ends first
+            with lock:
+                driver.close()
 
     def driver(self, host: str) -> FenceDriver:
         """The driver of host's BMC (built once); HostNotInInventory if none."""
@@ -70,6 +115,7 @@ class Fencer:
         return self.inventory.get(host).driver
 
     def _driver(self, host: str) -> tuple[FenceDriver, threading.Lock]:
+        self._reload_if_changed()
         entry = self.inventory.get(host)  # HostNotInInventory
         with self._lock:
             if host not in self._drivers:

@@ -119,4 +119,7 @@ def next_stage(facts: HostFacts, policy: RecoveryPolicy) -> Decision:
         if not policy.reenable:
             return Decision(Stage.HOLD, "repaired; automatic re-enable is off")
         return Decision(Stage.REENABLE, "repaired: back in service")
+    if m is not None and m.state is MarkerState.RECOVERED:
+        return Decision(Stage.IDLE, f"marked recovered, host {facts.phase.value}: waiting "
+                        "for it to be HEALTHY")
     return Decision(Stage.IDLE, "nothing to do")

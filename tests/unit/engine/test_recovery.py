@@ -71,3 +71,12 @@ def test_docstring_names_every_stage():
 def test_policy_bounds(kwargs):
     with pytest.raises(ValueError):
         RecoveryPolicy(**kwargs)
+
+
+def test_a_recovered_host_not_healthy_yet_says_what_it_waits_for():
+    from instanceha.engine.marker import decode, encode
+
+    m = decode(encode(MarkerState.RECOVERED, token=3))
+    d = next_stage(HostFacts(Phase.DEGRADED, disabled=True, marker=m, nova_up=False),
+                   RecoveryPolicy())
+    assert d.stage is Stage.IDLE and "recovered, host DEGRADED" in d.reason

@@ -60,6 +60,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--servers", type=int, default=4)
+    p.add_argument("--keep", action="store_true", help="keep the logs (printed at the end)")
     args = p.parse_args(argv)
     work = tempfile.mkdtemp(prefix="ih-e2e-bench-")
     started, bmcs = [], {}
@@ -219,7 +220,10 @@ def main(argv=None) -> int:
             cloud.down(wipe=True)
         if zk is not None:
             zk.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

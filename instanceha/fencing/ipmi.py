@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 
 from instanceha.fencing import exceptions as exc
 from instanceha.fencing.base import FenceDriver, PowerState
@@ -24,10 +23,6 @@ from instanceha.fencing.base import FenceDriver, PowerState
 LOG = logging.getLogger(__name__)
 
 RMCP_HEADER = b"\x06\x00\xff\x07"
-IDLE_RELOGIN = 20.0
-"""Seconds after which an unused session is not trusted: BMCs drop idle
-sessions (ipmi_sim after about a minute, many BMCs sooner), so a fence logs in
-afresh rather than spend its deadline on a session that is gone."""
 # RAKP / open-session refusals that mean "these credentials are not accepted"
 AUTH_ERRORS = ("Incorrect password", "Unauthorized name", "Unauthorized role",
                "Invalid username length", "Unauthorized GUID", "Invalid RAKP4",
@@ -77,26 +72,7 @@ class IPMIDriver(FenceDriver):
     def __init__(self, entry) -> None:
         super().__init__(entry)
         self._command = None
-        self._suspect = False
-        self._used_at: float | None = None
-        self._clock = time.monotonic
         self._lock = threading.Lock()
-
-    def _drop(self) -> None:
-        """Forget the session, and make pyghmi forget it too: its session cache
-        would hand the same (dead) session to the next login, which then times
-        out request after request (seen: a 19 s fence on a BMC last used minutes
-        before, whose session the BMC had dropped)."""
-        command, self._command = self._command, None
-        self._suspect, self._used_at = False, None
-        session = getattr(command, "ipmi_session", None)
-        mark = getattr(session, "_mark_broken", None)
-        if mark is None:
-            return
-        try:
-            mark("dropped by instanceha: suspect or idle")
-        except Exception:  # best effort: a fresh session follows either way
-            LOG.debug("dropping the IPMI session of %s failed", self.address)
 
     # -- plumbing ----------------------------------------------------------
 
@@ -114,7 +90,7 @@ class IPMIDriver(FenceDriver):
         t.start()
         t.join(timeout)
         if t.is_alive():
-            self._suspect = True  # log in afresh next time
+            self._command = None  # the session is suspect; log in again next time
             raise exc.BMCUnreachable(**self.facts(reason=f"no answer to {what} within "
                                                   f"{timeout:.1f} s"))
         if "error" in box:
@@ -122,7 +98,7 @@ class IPMIDriver(FenceDriver):
         return box["value"]
 
     def _translate(self, e: BaseException, what: str) -> exc.FencingError:
-        self._suspect = True
+        self._command = None
         if isinstance(e, exc.FencingError):
             return e
         import pyghmi.exceptions as pe
@@ -162,15 +138,9 @@ class IPMIDriver(FenceDriver):
         timeout = timeout or self.call_timeout
         with self._lock:
             def call():
-                idle = self._used_at is not None and \
-                    self._clock() - self._used_at > IDLE_RELOGIN
-                if self._command is not None and (self._suspect or idle):
-                    self._drop()
                 if self._command is None:
                     self._command = self._login(timeout)
-                value = fn(self._command)
-                self._used_at = self._clock()
-                return value
+                return fn(self._command)
 
             return self._bounded(call, timeout, what)
 
@@ -196,7 +166,6 @@ class IPMIDriver(FenceDriver):
 
     def close(self) -> None:
         command, self._command = self._command, None
-        self._suspect, self._used_at = False, None
         if command is not None:
             try:
                 command.ipmi_session.logout()

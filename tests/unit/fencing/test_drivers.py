@@ -63,46 +63,7 @@ def test_ipmi_call_that_hangs_is_cut_at_the_timeout():
         d.get_power_state(timeout=0.05)
     release.set()
     assert "within 0.1 s" in str(e.value) or "within 0.0 s" in str(e.value)
-    assert d._suspect  # the next call logs in afresh
-
-
-class _Session:
-    def __init__(self):
-        self.marked = None
-
-    def _mark_broken(self, error=None):
-        self.marked = error
-
-
-@pytest.mark.parametrize("why", ["suspect", "idle"])
-def test_ipmi_suspect_or_idle_session_is_dropped_from_pyghmis_cache_too(why, monkeypatch):
-    """pyghmi hands a cached session to the next login: one that the BMC dropped
-    (idle) or that failed must be marked broken, so that a fresh one is made."""
-    from instanceha.fencing import ipmi as ipmi_mod
-
-    d = ipmi()
-    old = types.SimpleNamespace(ipmi_session=_Session(), get_power=lambda: {"powerstate": "on"})
-    fresh = types.SimpleNamespace(ipmi_session=_Session(),
-                                  get_power=lambda: {"powerstate": "off"})
-    d._command = old
-    d._used_at = 100.0
-    now = 100.0 + (1.0 if why == "suspect" else ipmi_mod.IDLE_RELOGIN + 1)
-    d._clock = lambda: now
-    monkeypatch.setattr(d, "_login", lambda timeout: fresh)
-    d._suspect = why == "suspect"
-    assert d.get_power_state(timeout=2) is PowerState.OFF
-    assert old.ipmi_session.marked and d._command is fresh and not d._suspect
-
-
-def test_ipmi_recently_used_session_is_kept(monkeypatch):
-
-    d = ipmi()
-    old = types.SimpleNamespace(ipmi_session=_Session(), get_power=lambda: {"powerstate": "on"})
-    d._command, d._used_at = old, 100.0
-    d._clock = lambda: 105.0
-    monkeypatch.setattr(d, "_login", lambda timeout: pytest.fail("logged in again"))
-    assert d.get_power_state(timeout=2) is PowerState.ON
-    assert old.ipmi_session.marked is None
+    assert d._command is None
 
 
 def test_ipmi_probe_packet_is_a_valid_ipmi_15_message():

@@ -42,6 +42,13 @@ def load(conf: cfg.ConfigOpts, argv: list[str], prog: str, with_logging: bool = 
         logging.setup(conf, PROJECT)
 
 
+def table_lines(rows) -> list[str]:
+    """Rows (the first one the header) as left-aligned columns, for the CLI's tables."""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
+
+
 def build_or_refuse(prog: str, build, conf):
     """``build(conf)``, or exit 2 naming what is wrong in the configuration."""
     error = None

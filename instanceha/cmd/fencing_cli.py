@@ -12,6 +12,7 @@ import json
 import sys
 
 from instanceha import exceptions
+from instanceha.cmd import common
 from instanceha.conf import fencing as fencing_conf
 
 
@@ -37,9 +38,7 @@ def format_table(results) -> str:
         rows.append((r.host, r.driver or "-", r.address or "-", _yes_no(r.reachable),
                      _yes_no(r.authenticated), r.power_state or "-",
                      f"{r.latency * 1000:.0f} ms", "ok" if r.ok else r.error_type))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
+    lines = common.table_lines(rows)
     errors = [f"{r.host}: {r.error}" for r in results if not r.ok]
     return "\n".join(lines + ([""] + errors if errors else []))
 

@@ -18,6 +18,7 @@ import sys
 import time
 
 from instanceha import exceptions
+from instanceha.cmd import common
 from instanceha.cmd.ops_cli import _run
 
 NEEDS_OPERATOR = ("held", "fence-failed")
@@ -46,12 +47,6 @@ def _fence(summary) -> str:
     return f"{fence.get('driver', '?')}: {fence.get('read_back', '?')}"
 
 
-def _table(rows) -> None:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
 def _list(args, conf) -> int:
     if args.limit < 1:
         print("error: --limit must be at least 1", file=sys.stderr)
@@ -78,7 +73,7 @@ def _list(args, conf) -> int:
                 rows.append((s["id"], s.get("host", "?"), s.get("state", "?"),
                              _when(s.get("opened_at")), _age(s.get("updated_at")) + " ago",
                              _fence(s), counts, str(s.get("reason", ""))[:60]))
-            _table(rows)
+            print("\n".join(common.table_lines(rows)))
         return 1 if any(s.get("state") in NEEDS_OPERATOR for s in found) else 0
 
     return _run(conf, body)
@@ -109,7 +104,7 @@ def _show(args, conf) -> int:
                     isinstance(start, (int, float)) else "-"
                 rows.append((since, _when(at), e.get("by", "?"), e.get("kind", "?"),
                              str(e.get("text", ""))[:120]))
-            _table(rows)
+            print("\n".join(common.table_lines(rows)))
         return 1 if summary.get("state") in NEEDS_OPERATOR else 0
 
     return _run(conf, body)

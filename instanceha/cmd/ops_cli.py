@@ -20,7 +20,7 @@ import sys
 import time
 
 from instanceha import exceptions
-from instanceha.cmd import reserve_cli
+from instanceha.cmd import common, reserve_cli
 from instanceha.conf import policy
 from instanceha.controller.executor import GUARD_HOLD, GUARD_OVERRIDE_UNTIL, PAUSED
 
@@ -109,9 +109,7 @@ def _print_table(doc, snap) -> None:
                      agent or ("-" if d.get("member") else "absent"),
                      _nova(d.get("nova")), (d.get("nova") or {}).get("recovery") or "-",
                      d.get("reason", "")[:70]))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print("\n".join(common.table_lines(rows)))
     unpublished = sorted(set(snap.hosts) - set(doc.get("hosts", {})))
     if unpublished:
         print(f"registered but not yet in the leader's view: {', '.join(unpublished)}")

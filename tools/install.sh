@@ -19,6 +19,8 @@ APT_PKGS=(
   openipmi ipmitool                                              # IPMI BMC emulator + client
   rabbitmq-server                                                # notification bus, nova RPC
   mariadb-server mariadb-client                                  # nova/keystone databases
+  libvirt-daemon-system qemu-system-x86                          # real guest events (TCG)
+  libvirt-dev pkg-config                                         # to build libvirt-python
   python3 python3-venv python3-dev gcc                           # the venv
   openssl procps iproute2 ca-certificates curl shellcheck
 )

@@ -231,3 +231,27 @@ class Coordinator(abc.ABC):
     @abc.abstractmethod
     def incident_delete(self, incident_id: str) -> None:
         """Remove an incident and its entries (retention); absent is fine."""
+
+    # -- guest failures (agents append, the leader consumes) --------------------
+    @abc.abstractmethod
+    def guest_event_put(self, event: Mapping[str, object]) -> str:
+        """Append one guest failure an agent saw to the durable queue and return
+        its id. It stays until the leader deletes it (outlives the agent and every
+        controller: a leader that dies mid-way leaves it to the next one)."""
+
+    @abc.abstractmethod
+    def guest_events(self) -> list[tuple[str, Mapping[str, object]]]:
+        """The queued guest failures as (id, event), oldest first. Cheap when
+        nothing changed (backends watch the queue)."""
+
+    @abc.abstractmethod
+    def guest_event_delete(self, event_id: str) -> None:
+        """Remove a handled guest failure; absent is fine."""
+
+    @abc.abstractmethod
+    def guest_restarts(self, instance_id: str) -> list[float]:
+        """Wall-clock times (epoch s) of the restarts requested for an instance."""
+
+    @abc.abstractmethod
+    def guest_restart_record(self, instance_id: str, at: float, keep: int = 20) -> None:
+        """Append a restart time to the instance's record (the newest ``keep``)."""

@@ -38,6 +38,7 @@ from kazoo.retry import KazooRetry
 
 from instanceha import exceptions
 from instanceha.coordination import base
+from instanceha.coordination.zk_guest_events import ZooKeeperGuestEventStore
 from instanceha.coordination.zk_incidents import ZooKeeperIncidentStore
 
 LOG = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ class ZooKeeperCoordinator(base.Coordinator):
         self._control: dict = {}
         self._control_dirty = True
         self._incidents = ZooKeeperIncidentStore(self.client, self._path("incidents"))
+        self.guests = ZooKeeperGuestEventStore(self.client, self._path("guest-events"),
+                                               self._path("guest-restarts"))
 
     # -- paths -------------------------------------------------------------
     def _path(self, *parts: str) -> str:
@@ -544,6 +547,26 @@ class ZooKeeperCoordinator(base.Coordinator):
     @_translated
     def incident_delete(self, incident_id: str) -> None:
         self._incidents.delete(incident_id)
+
+    @_translated
+    def guest_event_put(self, event):
+        return self.guests.put(event)
+
+    @_translated
+    def guest_events(self):
+        return self.guests.pending()
+
+    @_translated
+    def guest_event_delete(self, event_id):
+        self.guests.delete(event_id)
+
+    @_translated
+    def guest_restarts(self, instance_id):
+        return self.guests.restarts(instance_id)
+
+    @_translated
+    def guest_restart_record(self, instance_id, at, keep=20):
+        self.guests.record_restart(instance_id, at, keep)
 
     def leadership(self, candidate_id: str) -> base.Leadership:
         return ZooKeeperLeadership(self, candidate_id)

@@ -1,4 +1,5 @@
-"""What to do with one instance of a failed host: evacuate, notify, or ignore.
+"""What to do with one instance of a failed host (evacuate, notify, or ignore),
+and with one whose guest failed on a healthy host (restart, notify, or ignore).
 
 Pure: the caller gathers the facts (server metadata, flavor extra specs, image
 properties, metadata of the host's aggregates) and the cloud-wide default; this
@@ -20,6 +21,21 @@ aggregate describes where it runs. Values are case-insensitive. An invalid
 value is skipped (and reported in ``notes``); the next source decides.
 Aggregates that disagree: the strongest outcome wins (evacuate > notify >
 ignore), with a note.
+
+Guest failures (``decide_guest``: QEMU died, the guest crashed, hung and fired
+its watchdog, stopped on an I/O error) read the same places, in the same
+order, under their own key, so a host failure and a guest failure of one
+instance can be treated differently::
+
+    1. server metadata     instanceha:guest      (alias HA_Enabled=True|False)
+    2. flavor extra spec   instanceha:guest
+    3. image property      instanceha_guest
+    4. host aggregate      instanceha:guest
+    5. the cloud-wide default ([guest] default_policy)
+
+with the values restart, notify and ignore (aggregates that disagree:
+restart > notify > ignore). ``HA_Enabled`` is Masakari's switch, which covers
+both failure types there: True means restart, False ignore.
 """
 
 from __future__ import annotations
@@ -84,13 +100,17 @@ class Decision:
 
     @property
     def reason(self) -> str:
-        if self.source is Source.DEFAULT:
-            text = f"{self.recovery.value}: {self.source.value}"
-        else:
-            text = f"{self.recovery.value}: {self.source.value} {self.key}={self.value}"
-        if self.notes:
-            text += " (" + "; ".join(self.notes) + ")"
-        return text
+        return _reason(self.recovery, self.source, self.key, self.value, self.notes)
+
+
+def _reason(outcome, source, key, value, notes) -> str:
+    if source is Source.DEFAULT:
+        text = f"{outcome.value}: {source.value}"
+    else:
+        text = f"{outcome.value}: {source.value} {key}={value}"
+    if notes:
+        text += " (" + "; ".join(notes) + ")"
+    return text
 
 
 def _bool_alias(value: object) -> Recovery | None:
@@ -128,25 +148,91 @@ _AGGREGATE_KEYS = (_NATIVE, (EVACUABLE_KEY, _bool_alias))
 
 
 def decide(facts: InstanceFacts, default: Recovery) -> Decision:
+    return _decide(facts, default, _SOURCES, _AGGREGATE_KEYS, _STRENGTH, Decision)
+
+
+def _decide(facts, default, sources, aggregate_keys, strength, result):
     """The recovery of one instance, with the source that decided it."""
+    """The outcome of one instance, with the source that decided it."""
     notes: list[str] = []
-    for source, attr, keys in _SOURCES:
+    for source, attr, keys in sources:
         found = _lookup(getattr(facts, attr) or {}, keys, source.value, notes)
         if found:
             recovery, key, value = found
-            return Decision(recovery, source, key, value, tuple(notes))
+            return result(recovery, source, key, value, tuple(notes))
 
     votes = []
     for name in sorted(facts.aggregates or {}):
-        found = _lookup(facts.aggregates[name] or {}, _AGGREGATE_KEYS,
+        found = _lookup(facts.aggregates[name] or {}, aggregate_keys,
                         f"aggregate {name}", notes)
         if found:
             votes.append((name, *found))
     if votes:
-        name, recovery, key, value = max(votes, key=lambda v: _STRENGTH[v[1]])
+        name, recovery, key, value = max(votes, key=lambda v: strength[v[1]])
         if len({v[1] for v in votes}) > 1:
             notes.append("aggregates disagree: " + ", ".join(
                 f"{n} {k}={v}" for n, _, k, v in votes) + f"; the strongest ({name}) wins")
-        return Decision(recovery, Source.AGGREGATE, key, value, tuple(notes))
+        return result(recovery, Source.AGGREGATE, key, value, tuple(notes))
 
-    return Decision(default, Source.DEFAULT, None, None, tuple(notes))
+    return result(default, Source.DEFAULT, None, None, tuple(notes))
+
+
+# -- guest failures ------------------------------------------------------------
+
+GUEST_KEY = "instanceha:guest"
+GUEST_IMAGE_KEY = "instanceha_guest"
+
+
+class GuestPolicy(enum.Enum):
+    RESTART = "restart"  # ask Nova to hard-reboot (or start) it, a bounded number of times
+    NOTIFY = "notify"  # only tell its owner (instanceha.instance.failed)
+    IGNORE = "ignore"  # do nothing (the failure is still journaled)
+
+    @classmethod
+    def parse(cls, value: object) -> GuestPolicy | None:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            return None
+
+
+_GUEST_STRENGTH = {GuestPolicy.RESTART: 2, GuestPolicy.NOTIFY: 1, GuestPolicy.IGNORE: 0}
+
+
+def _guest_alias(value: object) -> GuestPolicy | None:
+    v = str(value).strip().lower()
+    if v in _TRUE:
+        return GuestPolicy.RESTART
+    if v in _FALSE:
+        return GuestPolicy.IGNORE
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestDecision:
+    policy: GuestPolicy
+    source: Source
+    key: str | None
+    value: str | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        return _reason(self.policy, self.source, self.key, self.value, self.notes)
+
+
+_GUEST_NATIVE = (GUEST_KEY, GuestPolicy.parse)
+_GUEST_SOURCES = (
+    (Source.SERVER, "server_metadata", (_GUEST_NATIVE, (MASAKARI_KEY, _guest_alias))),
+    (Source.FLAVOR, "flavor_extra_specs", (_GUEST_NATIVE,)),
+    (Source.IMAGE, "image_properties", ((GUEST_IMAGE_KEY, GuestPolicy.parse),)),
+)
+_GUEST_AGGREGATE_KEYS = (_GUEST_NATIVE,)
+
+
+def decide_guest(facts: InstanceFacts, default: GuestPolicy) -> GuestDecision:
+    """What to do when the instance's guest failed (its host is fine)."""
+    return _decide(facts, default, _GUEST_SOURCES, _GUEST_AGGREGATE_KEYS, _GUEST_STRENGTH,
+                   GuestDecision)

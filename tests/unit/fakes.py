@@ -185,3 +185,35 @@ class FakeCoordinator(base.Coordinator):
 
     def incident_delete(self, incident_id):
         self._journal().pop(incident_id, None)
+
+    # guest failures: in memory, with a switch to make calls fail
+    guests_down = False
+
+    def _guests(self):
+        if not hasattr(self, "_guest_events"):
+            self._guest_events, self._guest_seq, self._restarts = {}, 0, {}
+        if self.guests_down:
+            from instanceha import exceptions
+            raise exceptions.CoordinatorUnavailable(where="fake", reason="guests_down")
+        return self._guest_events
+
+    def guest_event_put(self, event):
+        events = self._guests()
+        self._guest_seq += 1
+        event_id = f"e-{self._guest_seq:010d}"
+        events[event_id] = dict(event)
+        return event_id
+
+    def guest_events(self):
+        return sorted(self._guests().items())
+
+    def guest_event_delete(self, event_id):
+        self._guests().pop(event_id, None)
+
+    def guest_restarts(self, instance_id):
+        self._guests()
+        return list(self._restarts.get(instance_id, []))
+
+    def guest_restart_record(self, instance_id, at, keep=20):
+        self._guests()
+        self._restarts[instance_id] = (self._restarts.get(instance_id, []) + [at])[-keep:]

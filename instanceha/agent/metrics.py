@@ -34,3 +34,35 @@ class AgentMetrics:
         for name, up in sorted(a.services.items()):
             svc.add_metric([name], 1 if up else 0)
         yield svc
+        monitor = a.guest_monitor
+        if monitor is None:
+            return
+        connected = GaugeMetricFamily("instanceha_agent_libvirt_connected",
+                                      "1 while the instance monitor's libvirt connection "
+                                      "is up (guest failures are seen).")
+        connected.add_metric([], 1 if monitor.status()["state"] == "connected" else 0)
+        yield connected
+        losses = CounterMetricFamily("instanceha_agent_libvirt_connection_losses",
+                                     "libvirt connections lost (libvirtd stopped or restarted, "
+                                     "keepalive timeout).")
+        losses.add_metric([], monitor.losses)
+        yield losses
+        seen = CounterMetricFamily("instanceha_agent_guest_failures",
+                                   "Guest failures seen in libvirt events, by kind.",
+                                   labels=["kind"])
+        for kind, n in sorted(monitor.seen.items()):
+            seen.add_metric([kind], n)
+        yield seen
+        sent = CounterMetricFamily("instanceha_agent_guest_failures_forwarded",
+                                   "Guest failures written to the coordinator for the leader.")
+        sent.add_metric([], monitor.forwarded)
+        yield sent
+        dropped = CounterMetricFamily("instanceha_agent_guest_failures_dropped",
+                                      "Guest failures dropped (queue full while the "
+                                      "coordinator was away).")
+        dropped.add_metric([], monitor.dropped)
+        yield dropped
+        pending = GaugeMetricFamily("instanceha_agent_guest_failures_pending",
+                                    "Guest failures not yet written to the coordinator.")
+        pending.add_metric([], monitor.pending())
+        yield pending

@@ -39,8 +39,13 @@ class Agent:
         settings: AgentSettings,
         probe: Callable[[], Mapping[str, bool]],
         clock: Callable[[], float] = time.monotonic,
+        guest_monitor=None,
     ) -> None:
+        """``guest_monitor``: the instance monitor (agent.guest_monitor), started
+        with the coordinator; its connection state is published with the health."""
         self.coordinator = coordinator
+        self.guest_monitor = guest_monitor
+        self._monitor_state = None
         self.settings = settings
         self.probe = probe
         self.clock = clock
@@ -70,7 +75,10 @@ class Agent:
                 and self.coordinator.joined())
 
     def capabilities(self) -> dict:
-        return dict(self.capabilities_base, services=dict(self._services))
+        caps = dict(self.capabilities_base, services=dict(self._services))
+        if self.guest_monitor is not None:
+            caps["guest_monitor"] = self.guest_monitor.status()
+        return caps
 
     # -- one iteration ----------------------------------------------------
     def step(self) -> float:
@@ -81,15 +89,18 @@ class Agent:
                 self.coordinator.start()
                 self._started = True
                 LOG.info("connected to the coordinator as %s", self.settings.host)
+                if self.guest_monitor is not None:
+                    self.guest_monitor.start()
             if self.coordinator.state is not ConnectionState.CONNECTED:
                 return interval  # kazoo reconnects with its own back-off
             now = self.clock()
             if now >= self._next_health:
                 self._next_health = now + self.settings.health_check_interval
                 services = dict(self.probe())
-                if services != self._services:
+                monitor = self.guest_monitor.status()["state"] if self.guest_monitor else None
+                if services != self._services or monitor != self._monitor_state:
                     LOG.info("local services: %s", _fmt(services))
-                    self._services = services
+                    self._services, self._monitor_state = services, monitor
                     if self.coordinator.joined():
                         self.coordinator.update_capabilities(self.capabilities())
             if not self.coordinator.joined():
@@ -142,6 +153,8 @@ class Agent:
             LOG.warning("could not announce the stop (%s): the controller will see a crash",
                         type(e).__name__)
         finally:
+            if self.guest_monitor is not None:
+                self.guest_monitor.stop()
             if self._started:
                 self.coordinator.stop()
 

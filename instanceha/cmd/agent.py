@@ -28,7 +28,30 @@ def build(conf) -> Agent:
         health_check_interval=conf.agent.health_check_interval,
         reconnect_max_delay=c.reconnect_max_delay,
     )
-    return Agent(coordinator, settings, health.ProcessProbe(conf.agent.watched_processes))
+    return Agent(coordinator, settings, health.ProcessProbe(conf.agent.watched_processes),
+                 guest_monitor=_guest_monitor(conf, coordinator))
+
+
+def _guest_monitor(conf, coordinator):
+    """The instance monitor, when [guest] monitor is on (refuses without libvirt)."""
+    if not conf.guest.monitor:
+        return None
+    from instanceha.agent.guest_monitor import GuestMonitor
+
+    try:
+        import libvirt
+    except ImportError as e:
+        raise policy.config_error(conf, "guest", "monitor", f"the libvirt python binding is "
+                                  f"missing ({e}): install libvirt-python (pip install "
+                                  "'instanceha[libvirt]'), or set monitor = false") from None
+    g = conf.guest
+    monitor = GuestMonitor(g.libvirt_uri, conf.host, coordinator.guest_event_put,
+                           libvirt_module=libvirt,
+                           reconnect_max_delay=conf.coordination.reconnect_max_delay,
+                           keepalive_interval=g.keepalive_interval,
+                           keepalive_count=g.keepalive_count, coalesce=g.coalesce)
+    LOG.info("instance monitor: watching %s for guest failures", g.libvirt_uri)
+    return monitor
 
 
 def main(argv=None) -> int:

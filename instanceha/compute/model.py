@@ -116,3 +116,18 @@ class Migration:
                    source_compute=d.get("source_compute"), dest_compute=d.get("dest_compute"),
                    created_at=parse_time(d.get("created_at")),
                    updated_at=parse_time(d.get("updated_at")))
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceAction:
+    """One entry of Nova's instance action log (``os-instance-actions``)."""
+
+    action: str  # stop, start, reboot, create, evacuate, ...
+    user_id: str | None  # None: Nova itself (e.g. its power-state sync)
+    request_id: str | None
+    start_time: datetime.datetime | None
+
+    @classmethod
+    def from_api(cls, d: Mapping) -> InstanceAction:
+        return cls(action=d.get("action", ""), user_id=d.get("user_id"),
+                   request_id=d.get("request_id"), start_time=parse_time(d.get("start_time")))

@@ -10,6 +10,7 @@ letting openstacksdk negotiate the newest one (which changes behaviour: from
 * 2.73  servers with ``locked`` (2.9), the flavor's extra specs (2.47) and
         ``host`` filtering for admins
 * 2.94  evacuate: the newest version that keeps an ACTIVE server ACTIVE
+* 2.58  instance actions with ``updated_at`` (who stopped, rebooted, started)
 
 Failures become ``instanceha.compute.exceptions`` errors whose ``action`` says
 whether to retry (Nova away, 5xx, 409) or escalate (403, 404, bad config).
@@ -24,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from keystoneauth1 import exceptions as ks_exc
 
 from instanceha.compute import exceptions as exc
-from instanceha.compute.model import ComputeService, Migration, Server
+from instanceha.compute.model import ComputeService, InstanceAction, Migration, Server
 from instanceha.engine.instance_policy import InstanceFacts
 
 LOG = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ MV_AGGREGATES = "2.41"
 MV_MIGRATIONS = "2.59"
 MV_SERVERS = "2.73"
 MV_EVACUATE = "2.94"  # >= 2.95 leaves evacuated servers SHUTOFF
+MV_INSTANCE_ACTIONS = "2.58"
 PAGE = 1000
 
 
@@ -179,6 +181,23 @@ class NovaClient:
 
     def stop(self, server_id: str) -> None:
         self._action(server_id, {"os-stop": None}, "stop", MV_SERVERS)
+
+    def reboot(self, server_id: str, hard: bool = True) -> None:
+        """A hard reboot powers the guest off and on again (from any restartable
+        vm_state); Nova answers 409 while another task runs on the server."""
+        body = {"reboot": {"type": "HARD" if hard else "SOFT"}}
+        self._action(server_id, body, "hard reboot" if hard else "reboot", MV_SERVERS)
+
+    def start(self, server_id: str) -> None:
+        self._action(server_id, {"os-start": None}, "start", MV_SERVERS)
+
+    def instance_actions(self, server_id: str) -> list[InstanceAction]:
+        """What was done to the server (stop, start, reboot...), newest first."""
+        body = self._nova("GET", f"/servers/{server_id}/os-instance-actions",
+                          f"list actions of server {server_id}", MV_INSTANCE_ACTIONS).json()
+        actions = [InstanceAction.from_api(a) for a in body.get("instanceActions", [])]
+        return sorted(actions, key=lambda a: a.start_time.timestamp() if a.start_time else 0.0,
+                      reverse=True)
 
     def evacuations(self, server_id: str | None = None,
                     source_host: str | None = None) -> list[Migration]:

@@ -19,6 +19,7 @@ _MODULES = (
     "fencing",
     "telemetry",
     "notifications",
+    "guest",
 )
 
 

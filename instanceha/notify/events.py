@@ -43,6 +43,7 @@ EVACUATE_ERROR = "instanceha.instance.evacuate.error"
 RECOVERY_REQUIRED = "instanceha.instance.recovery_required"
 HOST_RESTORED = "instanceha.host.restored"
 SAFETY_HOLD = "instanceha.safety.hold"
+INSTANCE_FAILED = "instanceha.instance.failed"
 
 # oslo.messaging priorities (they become the topic suffix: notifications.info)
 INFO = "INFO"
@@ -62,6 +63,7 @@ PRIORITIES: Mapping[str, str] = types.MappingProxyType({
     RECOVERY_REQUIRED: INFO,
     HOST_RESTORED: INFO,
     SAFETY_HOLD: INFO,
+    INSTANCE_FAILED: ERROR,
 })
 
 EVENT_TYPES: tuple[str, ...] = tuple(PRIORITIES)
@@ -69,6 +71,15 @@ EVENT_TYPES: tuple[str, ...] = tuple(PRIORITIES)
 
 POLICIES = ("evacuate", "notify")
 """Per-instance policies that produce notifications ("ignore" produces none)."""
+
+GUEST_POLICIES = ("restart", "notify")
+"""Guest-failure policies that produce instanceha.instance.failed."""
+GUEST_REASONS = ("crashed", "stopped_failed", "shutdown_by_guest", "paused_io_error",
+                 "watchdog", "io_error")
+"""What failed (engine.guest.KINDS)."""
+GUEST_ACTIONS = ("none", "reboot", "start")
+"""What instanceha does about it: nothing (notify-only, or it will not
+restart it: see ``note``), a hard reboot or a start requested from Nova."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +97,8 @@ class Event:
 
     def payload_dict(self) -> dict[str, object]:
         """A plain, JSON-ready copy of the payload."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.payload.items()}
+        return {k: (list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping)
+                    else v) for k, v in self.payload.items()}
 
 
 # -- helpers ---------------------------------------------------------------
@@ -256,3 +268,35 @@ def safety_hold(*, rule: str, reason: str, hosts: Iterable[str], limit: float, o
             raise ValueError(f"{name} must be a number, not {value!r}")
     return _event(SAFETY_HOLD, incident_id, dry_run, rule=_text("rule", rule),
                   reason=_text("reason", reason), hosts=hosts, limit=limit, observed=observed)
+
+
+# -- guest failures ----------------------------------------------------------
+
+
+def instance_failed(*, host: str, incident_id: str, instance_id: str, project_id: str,
+                    policy: str, reason: str, detail: Mapping[str, object], action: str,
+                    note: str, dry_run: bool = False) -> Event:
+    """The instance's guest failed on ``host`` (the host itself is fine):
+    ``reason`` says what failed, ``detail`` carries the hypervisor's facts
+    (libvirt event, detail, watchdog or I/O error action, device), ``action``
+    what instanceha does about it and ``note`` why."""
+    if policy not in GUEST_POLICIES:
+        raise ValueError(f"policy must be one of {GUEST_POLICIES}, not {policy!r}")
+    if reason not in GUEST_REASONS:
+        raise ValueError(f"reason must be one of {GUEST_REASONS}, not {reason!r}")
+    if action not in GUEST_ACTIONS:
+        raise ValueError(f"action must be one of {GUEST_ACTIONS}, not {action!r}")
+    if not isinstance(detail, Mapping):
+        raise ValueError(f"detail must be a mapping, not {detail!r}")
+    facts = {}
+    for key, value in detail.items():
+        if not isinstance(key, str) or not (value is None or isinstance(value, (str, int, float,
+                                                                                  bool))):
+            raise ValueError(f"detail {key!r} must be a string key with a scalar value, "
+                             f"not {value!r}")
+        facts[key] = value
+    return _host_event(INSTANCE_FAILED, host, incident_id, dry_run,
+                       instance_id=_text("instance_id", instance_id),
+                       project_id=_text("project_id", project_id), policy=policy,
+                       reason=reason, detail=types.MappingProxyType(facts), action=action,
+                       note=_text("note", note))

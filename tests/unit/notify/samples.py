@@ -51,6 +51,14 @@ def lifecycle(instances=2, incident=INCIDENT, host=HOST):
                            hosts=["compute2", "compute3", "compute4"], limit=1, observed=3),
         events.host_restored(host=host, incident_id=incident,
                              reason="agent rejoined with a new boot id; nova-compute up"),
+        events.instance_failed(host=host, incident_id=f"{host}-{vm[0][:8]}-7",
+                               instance_id=vm[0], project_id="tenant-a", policy="restart",
+                               reason="stopped_failed",
+                               detail={"event": "lifecycle", "state": "stopped",
+                                       "detail": "failed", "domain": "instance-00000001",
+                                       "source": "event"},
+                               action="reboot", note="hard reboot (restart 1 of at most 3 "
+                               "within 3600 s)"),
     ]
     return out
 

@@ -25,6 +25,7 @@ STABLE = [
     "instanceha.instance.recovery_required",
     "instanceha.host.restored",
     "instanceha.safety.hold",
+    "instanceha.instance.failed",
 ]
 
 
@@ -67,7 +68,24 @@ def test_every_payload_matches_its_schema(event):
 def test_instance_events_carry_what_routing_to_the_tenant_needs(event):
     p = event.payload
     assert p["project_id"] and p["instance_id"] and p["host"] == samples.HOST
-    assert p["policy"] in ("evacuate", "notify")
+    assert p["policy"] in ("evacuate", "notify", "restart")
+
+
+def test_instance_failed_carries_the_hypervisor_detail_and_refuses_bad_facts():
+    kw = dict(host="h", incident_id="i", instance_id="vm", project_id="p", policy="restart",
+              reason="watchdog", detail={"event": "watchdog", "action": "none"},
+              action="reboot", note="hard reboot (restart 1 of at most 3 within 3600 s)")
+    payload = events.instance_failed(**kw).payload_dict()
+    samples.validate(events.INSTANCE_FAILED, payload)
+    assert payload["detail"] == {"event": "watchdog", "action": "none"}
+    assert events.PRIORITIES[events.INSTANCE_FAILED] == "ERROR"
+    for bad in ({"policy": "evacuate"}, {"reason": "exploded"}, {"action": "evacuate"},
+                {"detail": {"nested": {"a": 1}}}, {"detail": "watchdog"}, {"note": ""},
+                {"project_id": ""}):
+        with pytest.raises(ValueError):
+            events.instance_failed(**dict(kw, **bad))
+    with pytest.raises(jsonschema.ValidationError):
+        samples.validate(events.INSTANCE_FAILED, {**payload, "reason": "bored"})
 
 
 def test_schemas_are_not_vacuous():

@@ -49,7 +49,8 @@ def build(conf) -> ControllerService:
     service = ControllerService(coordinator, settings, actuator,
                                 nova_states=getattr(actuator, "nova_up", None),
                                 on_hold=_hold_notifier(actuator, settings.dry_run),
-                                aggregates=aggregates)
+                                aggregates=aggregates,
+                                guests=_guests(conf, coordinator, actuator, closers))
     service.closers = closers
     holder.append(service)
     return service
@@ -68,6 +69,29 @@ def _aggregates(conf, actuator, closers):
     cache = AggregateCache(nova.host_aggregates, refresh=conf.controller.aggregates_refresh)
     closers.append(cache.close)
     return cache
+
+
+def _guests(conf, coordinator, actuator, closers):
+    """The guest actuator: the recovery actuator's Nova, bus and journal (None without Nova)."""
+    if getattr(actuator, "nova", None) is None:
+        LOG.warning("no Nova: guest failures reported by the agents are not handled")
+        return None
+    from instanceha.controller.guests import GuestActuator, GuestActuatorSettings
+    from instanceha.engine.guest import GuestSettings
+    from instanceha.engine.instance_policy import GuestPolicy
+
+    c = conf.guest
+    settings = GuestActuatorSettings(
+        name=conf.host, default_policy=GuestPolicy.parse(c.default_policy),
+        guest=GuestSettings(max_restarts=c.max_restarts, window=c.restart_window,
+                            task_state_wait=c.task_state_wait, coalesce=c.coalesce),
+        dry_run=conf.controller.dry_run)
+    guests = GuestActuator(coordinator, actuator.nova, settings, notifier=actuator.notifier,
+                           events=actuator.events, journal=actuator.journal)
+    closers.insert(0, guests.close)
+    LOG.info("guest failures: default policy %s, at most %d restart(s) per instance within "
+             "%.0f s", c.default_policy, c.max_restarts, c.restart_window)
+    return guests
 
 
 def _hold_notifier(actuator, dry_run: bool):
@@ -167,6 +191,8 @@ def main(argv=None) -> int:
         service.handler.metrics = metrics
         metrics.notifier = service.handler.notifier
         metrics.journal = getattr(service.handler, "journal", None)
+    if service.guests is not None:
+        service.guests.metrics = metrics
     previous_hold = service.on_hold
 
     def on_hold(state, guard_policy):

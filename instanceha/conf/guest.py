@@ -36,7 +36,7 @@ opts = [
         default=3,
         min=1,
         max=20,
-        help="instanceha-agent: keepalive messages without an answer before the "
+        help="instanceha-agent: the number of keepalive messages without an answer before the "
         "libvirt connection counts as lost (it is then reported and re-opened).",
     ),
     cfg.FloatOpt(
@@ -44,9 +44,9 @@ opts = [
         default=10.0,
         min=0.0,
         max=600.0,
-        help="Seconds during which further failures of the same instance are recorded "
-        "with the first (its incident) and not acted on again (a watchdog that fires "
-        "and then pauses the guest is one failure).",
+        help="How long further failures of the same instance are recorded with the "
+        "first (its incident) and not acted on again (a watchdog that fires and then "
+        "pauses the guest is one failure), in seconds.",
     ),
     cfg.StrOpt(
         "default_policy",
@@ -64,7 +64,8 @@ opts = [
         default=3,
         min=1,
         max=100,
-        help="instanceha-controller: restarts of one instance within restart_window; "
+        help="instanceha-controller: the number of restarts of one instance within "
+        "restart_window; "
         "after that instanceha gives up, says so (journal, log, instanceha.instance.failed "
         "with action none) and leaves the instance to its owner.",
     ),

@@ -12,6 +12,11 @@ store), so ``instanceha incidents show ID`` tells one story.
 Incident ids are ``<host>-<token>``: the host and the fencing token of the
 term that opened it (``.2``, ``.3``... if a term opens several for one host).
 
+A guest failure (one instance's guest failed on a host that is fine) is an
+incident of its own, keyed by host *and* instance (``instance=`` on
+``record``): ``<host>-<first 8 of the instance id>-<token>``, with
+``instance_id`` in its summary. It never mixes with the host's incidents.
+
 Resolution (which incident an entry belongs to, state changes) happens in
 memory under a lock, synchronously and in call order; only the writes to
 the coordinator are deferred to a background writer that retries while the
@@ -51,10 +56,14 @@ class State(str, enum.Enum):
     """Every instance handled; waiting for the host to come back."""
     HELD = "held"
     """Kept disabled for an operator."""
+    GAVE_UP = "gave-up"
+    """A guest failure instanceha stopped restarting (too many, or Nova kept busy):
+    left to an operator or the owner. Ends the incident, like closed."""
     CLOSED = "closed"
 
 
-OPEN = frozenset(State) - {State.CLOSED}
+ENDED = frozenset({State.CLOSED, State.GAVE_UP})
+OPEN = frozenset(State) - ENDED
 CONTINUED_BY_A_FENCE = frozenset({State.DETECTED, State.FENCING, State.FENCE_FAILED})
 """A new fence of the host continues an incident in these states (a leader
 died before recording its fence in Nova); any other open one is over."""
@@ -84,6 +93,7 @@ class _Item:
     new_failure: bool
     close_if: frozenset[State]
     counts: Mapping[str, int]
+    instance: str | None = None
 
 
 class IncidentJournal:
@@ -159,14 +169,15 @@ class IncidentJournal:
     def record(self, host: str, kind: str, text: str, *, state: State | None = None,
                opens: bool = False, new_failure: bool = False,
                close_if: frozenset[State] = frozenset(),
-               counts: Mapping[str, int] | None = None, **facts) -> str | None:
+               counts: Mapping[str, int] | None = None, instance: str | None = None,
+               **facts) -> str | None:
         """Add an entry to the host's open incident; ``opens`` starts one if
         the host has none; ``new_failure`` (a fence is due) also closes an open
         one that a new fence does not continue (the host was back in service).
         Returns the incident id, or None when not resolved yet (the store is
         not read yet: the entry is applied, in order, once it is)."""
         item = _Item(host, kind, text[:MAX_TEXT], dict(facts), self.wall(), state,
-                     opens or new_failure, new_failure, close_if, dict(counts or {}))
+                     opens or new_failure, new_failure, close_if, dict(counts or {}), instance)
         with self._lock:
             if not self._ready():
                 if len(self._early) >= self.max_queue:
@@ -196,13 +207,16 @@ class IncidentJournal:
             return self._open_for(host) if self._index is not None else None
 
     # -- in memory, lock held --------------------------------------------------
-    def _open_for(self, host: str) -> str | None:
+    def _open_for(self, host: str, instance: str | None = None) -> str | None:
         candidates = [(s.get("opened_at", 0.0), i) for i, s in self._index.items()
-                      if s.get("host") == host and s.get("state") in OPEN]
+                      if s.get("host") == host and s.get("instance_id") == instance
+                      and s.get("state") in OPEN]
         return max(candidates)[1] if candidates else None
 
-    def _new_id(self, host: str) -> str:
+    def _new_id(self, host: str, instance: str | None = None) -> str:
         base = f"{host}-{self._term if self._term is not None else 0}"
+        if instance is not None:
+            base = f"{host}-{instance[:8]}-{self._term if self._term is not None else 0}"
         incident, n = base, 1
         while incident in self._index:
             n += 1
@@ -210,7 +224,7 @@ class IncidentJournal:
         return incident
 
     def _apply(self, item: _Item) -> str | None:
-        incident = self._open_for(item.host)
+        incident = self._open_for(item.host, item.instance)
         if item.new_failure and incident is not None and \
                 self._index[incident]["state"] not in CONTINUED_BY_A_FENCE:
             self._transition(incident, item.at, "closed", "superseded: the host failed again "
@@ -219,12 +233,14 @@ class IncidentJournal:
         if incident is None:
             if not item.opens:
                 return None  # nothing open for this host: not an incident's business
-            incident = self._new_id(item.host)
+            incident = self._new_id(item.host, item.instance)
             self._index[incident] = {
                 "id": incident, "host": item.host, "state": State.DETECTED.value,
                 "opened_at": item.at, "opened_by": self.name, "term": self._term,
                 "updated_at": item.at, "closed_at": None, "entries": 0, "reason": "",
             }
+            if item.instance is not None:
+                self._index[incident].update(type="guest", instance_id=item.instance)
             self._prune(item.at)
         summary = self._index[incident]
         state = item.state
@@ -243,7 +259,7 @@ class IncidentJournal:
         if state is not None:
             summary["state"] = state.value
             summary["reason"] = text
-            if state is State.CLOSED:
+            if state in ENDED:
                 summary["closed_at"] = at
         summary["updated_at"] = at
         summary["entries"] = summary.get("entries", 0) + 1
@@ -254,8 +270,9 @@ class IncidentJournal:
         self._push(("write", incident, dict(summary), entry))
 
     def _prune(self, now: float) -> None:
+        ended = {s.value for s in ENDED}
         closed = sorted((s.get("updated_at", 0.0), i) for i, s in self._index.items()
-                        if s.get("state") == State.CLOSED.value)
+                        if s.get("state") in ended)
         doomed = {i for t, i in closed if now - t > self.retention.max_age}
         excess = len(closed) - self.retention.keep
         doomed.update(i for _, i in closed[:max(0, excess)])

@@ -44,6 +44,14 @@ class ControllerMetrics:
         self.safety_holds = Counter(
             "instanceha_safety_holds_total", "Safety holds raised by the mass-failure guard.",
             registry=self.registry)
+        self.guest_failures = Counter(
+            "instanceha_guest_failures_total", "Guest failures handled by the leader, by kind "
+            "(crashed, stopped_failed, watchdog...) and outcome (restarted, notified, ignored, "
+            "gave_up, left_alone...).", ["kind", "outcome"], registry=self.registry)
+        self.guest_latency = Histogram(
+            "instanceha_guest_failure_handling_seconds", "Agent saw the guest failure to the "
+            "leader done with it (restart requested, notification emitted...).",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=self.registry)
         self.notifier = None  # set when the bus is configured: its stats are exported
         self.journal = None  # set when the incident journal runs: its backlog is exported
         self.registry.register(_Collector(self))
@@ -58,6 +66,11 @@ class ControllerMetrics:
         self.evacuations.labels(result).inc()
         if seconds is not None and result == "evacuated":
             self.evacuation_duration.observe(seconds)
+
+    def guest(self, kind: str, outcome: str, seconds: float | None = None) -> None:
+        self.guest_failures.labels(kind, outcome).inc()
+        if seconds is not None and outcome not in ("coalesced", "waiting"):
+            self.guest_latency.observe(seconds)
 
     def on_transition(self, t: Transition) -> None:
         before = t.before.phase.value if t.before else "NEW"
@@ -146,6 +159,13 @@ class _Collector:
             if info.get("age") is not None:
                 age.add_metric([], info["age"])
             yield age
+        guests = getattr(svc, "guests", None)
+        if guests is not None:
+            queued = GaugeMetricFamily("instanceha_guest_failures_pending",
+                                       "Guest failures in the coordinator's queue, not yet "
+                                       "handled (leader only).")
+            queued.add_metric([], guests.pending_count)
+            yield queued
         hold = GaugeMetricFamily("instanceha_safety_hold",
                                  "1 while the mass-failure guard holds every fence.")
         held = rec is not None and rec.executor.guard_state.held

@@ -53,9 +53,12 @@ class ControllerService:
         nova_states: Callable | None = None,
         on_hold: Callable | None = None,
         aggregates: Callable | None = None,
+        guests=None,
     ) -> None:
         """``aggregates``: the host aggregates provider of the mass-failure guard
-        (a cache that answers at once; None: no grouping, no Nova)."""
+        (a cache that answers at once; None: no grouping, no Nova). ``guests``:
+        the guest actuator (controller.guests), run by the leader every tick."""
+        self.guests = guests
         self.coordinator = coordinator
         self.settings = settings
         self.clock = clock
@@ -115,6 +118,9 @@ class ControllerService:
                 "this tick", gap, self.settings.max_tick_gap)
             act = False
         self.reconciler.tick(act=act)
+        if self.guests is not None and act and self.leadership.is_leader():
+            self.guests.tick(self.reconciler.views, self.reconciler.last_snapshot.control,
+                             self.reconciler.executor.verifier)
         if leader and act:
             self._publish(now)
 
@@ -126,7 +132,8 @@ class ControllerService:
         doc = status.build(self.settings.name, self.leadership.token, rec.views,
                            rec.last_snapshot, rec.executor.guard_state, now,
                            self.publisher.wall(), nova_status() if nova_status else None,
-                           guard_report=rec.executor.guard_report())
+                           guard_report=rec.executor.guard_report(),
+                           guests=self.guests.report() if self.guests is not None else None)
         try:
             self.publisher.maybe_publish(doc, now)
         except exceptions.CoordinationError as e:

@@ -26,11 +26,13 @@ def build(
     wall: float,
     nova: Mapping[str, Mapping] | None = None,
     guard_report: Mapping[str, object] | None = None,
+    guests: Mapping[str, object] | None = None,
 ) -> dict:
     """``nova``: Nova's view of each host and the recovery decision (the
     recovery actuator's ``nova_status()``), when Nova is configured.
     ``guard_report``: the executor's account of the mass-failure guard (since
-    when it holds, the rules exceeded, the host aggregates)."""
+    when it holds, the rules exceeded, the host aggregates). ``guests``: the guest
+    actuator's report (failures queued, the latest handled)."""
     hosts = {}
     for host, v in sorted(views.items()):
         member = snap.members.get(host)
@@ -45,6 +47,7 @@ def build(
             "heartbeat_age": round(snap.heartbeat_age(host), 3),
             "services": caps.get("services", {}),
             "agent_version": caps.get("version"),
+            "guest_monitor": caps.get("guest_monitor"),
             "nova": dict((nova or {}).get(host) or {}),
         }
     return {
@@ -55,6 +58,7 @@ def build(
         "guard": dict(guard_report or {}, held=guard.held, reason=guard.reason),
         "control": dict(snap.control),
         "hosts": hosts,
+        "guests": dict(guests) if guests is not None else None,
     }
 
 
@@ -66,11 +70,13 @@ def _material(status: Mapping) -> tuple:
     guard = (g.get("held"), g.get("cause"), g.get("since"), repr(g.get("rules")),
              repr({k: v for k, v in aggregates.items() if k != "age"})
              if isinstance(aggregates, Mapping) else repr(aggregates))
+    guests = status.get("guests") or {}
     return (
         status["leader"], status["token"], guard, repr(status["control"]),
         tuple((h, d["phase"], d["rule"], d["member"], d["incarnation"], repr(d["services"]),
-               repr(d.get("nova")))
+               repr(d.get("nova")), repr((d.get("guest_monitor") or {}).get("state")))
               for h, d in status["hosts"].items()),
+        guests.get("pending"), tuple(r.get("incident_id") for r in guests.get("recent", ())),
     )
 
 

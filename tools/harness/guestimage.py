@@ -6,8 +6,9 @@ Built from Debian packages only, never from a downloaded image: ``apt-get
 download`` fetches ``linux-image-amd64`` (to learn the versioned kernel package
 it depends on), that kernel package and ``busybox-static``; ``dpkg-deb`` lets us
 read the kernel, two watchdog modules (``watchdog.ko``, ``i6300esb.ko``) and
-pvpanic's ACPI driver (``pvpanic.ko``, ``pvpanic-mmio.ko``) out of them (nothing is installed). The initramfs is a
-newc cpio written here, gzip-compressed, with busybox and this ``/init``:
+pvpanic's ACPI driver (``pvpanic.ko``, ``pvpanic-mmio.ko``) out of them
+(nothing is installed). The initramfs is a newc cpio written here,
+gzip-compressed, with busybox and this ``/init``:
 
 * load the i6300esb watchdog with a 2 s heartbeat (``ih.heartbeat=N`` on the
   kernel command line changes it) and feed it with busybox ``watchdog``;

@@ -21,7 +21,7 @@ from instanceha import exceptions
 from instanceha.cmd import common
 from instanceha.cmd.ops_cli import _run
 
-NEEDS_OPERATOR = ("held", "fence-failed")
+NEEDS_OPERATOR = ("held", "fence-failed", "gave-up")
 
 
 def _when(epoch) -> str:
@@ -70,7 +70,14 @@ def _list(args, conf) -> int:
             for s in found:
                 counts = "/".join(str(s.get(k, 0)) for k in
                                   ("evacuated", "failed", "notified", "ignored"))
-                rows.append((s["id"], s.get("host", "?"), s.get("state", "?"),
+                host = s.get("host", "?")
+                if s.get("instance_id"):
+                    host = f"{host} (guest {s['instance_id'][:8]})"
+                if s.get("type") == "guest":  # a guest failure: its outcome(s)
+                    counts = ",".join(f"{k}:{s[k]}" for k in (
+                        "restarted", "notified", "gave_up", "left_alone", "ignored",
+                        "not_needed", "dry_run") if s.get(k))
+                rows.append((s["id"], host, s.get("state", "?"),
                              _when(s.get("opened_at")), _age(s.get("updated_at")) + " ago",
                              _fence(s), counts, str(s.get("reason", ""))[:60]))
             print("\n".join(common.table_lines(rows)))

@@ -63,7 +63,8 @@ def _status(args, conf) -> int:
         else:
             _print_table(doc, snap)
         attention = [h for h, d in doc.get("hosts", {}).items()
-                     if d.get("phase") not in ("HEALTHY", "STOPPED")]
+                     if d.get("phase") not in ("HEALTHY", "STOPPED")
+                     or (d.get("guest_monitor") or {}).get("state") == "lost"]
         held = doc.get("guard", {}).get("held") or _persisted_hold(snap)
         return 1 if attention or held else 0
 
@@ -103,6 +104,9 @@ def _print_table(doc, snap) -> None:
     for host, d in sorted(doc.get("hosts", {}).items()):
         services = d.get("services") or {}
         agent = ",".join(f"{k}={'up' if v else 'DOWN'}" for k, v in sorted(services.items()))
+        monitor = d.get("guest_monitor") or {}
+        if monitor.get("state"):
+            agent += f",guests={'watched' if monitor['state'] == 'connected' else 'NOT WATCHED'}"
         hb = d.get("heartbeat_age")
         rows.append((host, d.get("phase", "?"), _ago(d.get("since")),
                      f"{hb + age:.1f}s" if isinstance(hb, (int, float)) else "-",
@@ -110,9 +114,27 @@ def _print_table(doc, snap) -> None:
                      _nova(d.get("nova")), (d.get("nova") or {}).get("recovery") or "-",
                      d.get("reason", "")[:70]))
     print("\n".join(common.table_lines(rows)))
+    _print_guests(doc.get("guests"))
     unpublished = sorted(set(snap.hosts) - set(doc.get("hosts", {})))
     if unpublished:
         print(f"registered but not yet in the leader's view: {', '.join(unpublished)}")
+
+
+def _print_guests(guests) -> None:
+    """The guest failures the leader handled lately (``instanceha incidents`` has them all)."""
+    if not guests:
+        return
+    recent = guests.get("recent") or []
+    print(f"\nGUEST FAILURES: {guests.get('pending', 0)} queued"
+          + (f", queue NOT READ: {guests['read_error']}" if guests.get("read_error") else "")
+          + (f", the latest {len(recent)}:" if recent else ""))
+    if recent:
+        rows = [("AGO", "HOST", "INSTANCE", "KIND", "OUTCOME", "INCIDENT", "NOTE")]
+        for r in recent:
+            rows.append((_ago(r.get("at")), r.get("host", "?"), r.get("instance_id", "?"),
+                         r.get("kind", "?"), r.get("outcome", "?"), r.get("incident_id") or "-",
+                         str(r.get("note", ""))[:60]))
+        print("\n".join(common.table_lines(rows)))
 
 
 def _persisted_hold(snap) -> bool:

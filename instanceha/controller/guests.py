@@ -279,7 +279,7 @@ class GuestActuator:
         if self.journal is None:
             return incident
         return self.journal.record(event.host, kind, text, instance=event.instance_id,
-                                   **kwargs) or incident
+                                   incident=incident, **kwargs) or incident
 
     # -- for instanceha status ----------------------------------------------------------
     def report(self) -> dict:

@@ -94,6 +94,7 @@ class _Item:
     close_if: frozenset[State]
     counts: Mapping[str, int]
     instance: str | None = None
+    target: str | None = None
 
 
 class IncidentJournal:
@@ -170,14 +171,17 @@ class IncidentJournal:
                opens: bool = False, new_failure: bool = False,
                close_if: frozenset[State] = frozenset(),
                counts: Mapping[str, int] | None = None, instance: str | None = None,
-               **facts) -> str | None:
+               incident: str | None = None, **facts) -> str | None:
         """Add an entry to the host's open incident; ``opens`` starts one if
         the host has none; ``new_failure`` (a fence is due) also closes an open
-        one that a new fence does not continue (the host was back in service).
+        one that a new fence does not continue (the host was back in service);
+        ``incident`` adds the entry to that incident, even an ended one (a guest
+        failure coalesced with the one just handled).
         Returns the incident id, or None when not resolved yet (the store is
         not read yet: the entry is applied, in order, once it is)."""
         item = _Item(host, kind, text[:MAX_TEXT], dict(facts), self.wall(), state,
-                     opens or new_failure, new_failure, close_if, dict(counts or {}), instance)
+                     opens or new_failure, new_failure, close_if, dict(counts or {}), instance,
+                     incident)
         with self._lock:
             if not self._ready():
                 if len(self._early) >= self.max_queue:
@@ -224,6 +228,9 @@ class IncidentJournal:
         return incident
 
     def _apply(self, item: _Item) -> str | None:
+        if item.target is not None and item.target in self._index:
+            self._transition(item.target, item.at, item.kind, item.text, item.state, item.facts)
+            return item.target
         incident = self._open_for(item.host, item.instance)
         if item.new_failure and incident is not None and \
                 self._index[incident]["state"] not in CONTINUED_BY_A_FENCE:

@@ -1,0 +1,235 @@
+"""The instance monitor on a fake libvirt binding: no thread, no sleep."""
+
+import pytest
+
+from instanceha import exceptions
+from instanceha.agent import guest_monitor as gm
+from instanceha.engine import guest as kinds
+from tests.unit.fakes import FakeClock
+
+
+class LibvirtError(Exception):
+    pass
+
+
+class FakeDomain:
+    def __init__(self, uuid, name, state=(1, 1)):
+        self.uuid, self._name, self._state = uuid, name, state
+
+    def UUIDString(self):
+        return self.uuid
+
+    def name(self):
+        return self._name
+
+    def state(self):
+        return list(self._state)
+
+
+class FakeConn:
+    def __init__(self, domains):
+        self.domains = domains
+        self.callbacks = {}
+        self.close_cb = None
+        self.closed = False
+        self.keepalive = None
+
+    def setKeepAlive(self, interval, count):
+        self.keepalive = (interval, count)
+
+    def registerCloseCallback(self, cb, opaque):
+        self.close_cb = cb
+
+    def unregisterCloseCallback(self):
+        self.close_cb = None
+
+    def domainEventRegisterAny(self, dom, event_id, cb, opaque):
+        self.callbacks[event_id] = cb
+        return event_id
+
+    def domainEventDeregisterAny(self, cb_id):
+        self.callbacks.pop(cb_id, None)
+
+    def listAllDomains(self, flags):
+        return list(self.domains.values())
+
+    def isAlive(self):
+        return not self.closed
+
+    def close(self):
+        self.closed = True
+
+
+class FakeLibvirt:
+    libvirtError = LibvirtError
+
+    def __init__(self):
+        self.domains = {}
+        self.down = False
+        self.conns = []
+
+    def open(self, uri):
+        if self.down:
+            raise LibvirtError(f"Failed to connect socket to '{uri}': Connection refused")
+        conn = FakeConn(self.domains)
+        self.conns.append(conn)
+        return conn
+
+
+@pytest.fixture
+def lv():
+    return FakeLibvirt()
+
+
+@pytest.fixture
+def monitor(lv):
+    sent = []
+    clock = FakeClock()
+    m = gm.GuestMonitor("qemu:///system", "compute1", lambda r: sent.append(r) or f"e-{len(sent)}",
+                        libvirt_module=lv, wall=lambda: 1.7e9 + clock(), clock=clock,
+                        coalesce=5)
+    m.sent, m.test_clock = sent, clock
+    return m
+
+
+def test_lifecycle_mapping_matches_the_libvirt_binding_when_installed():
+    libvirt = pytest.importorskip("libvirt")
+    assert (gm.STOPPED, gm.STOPPED_FAILED) == (libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                                               libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)
+    assert gm.CRASHED == libvirt.VIR_DOMAIN_EVENT_CRASHED
+    assert gm.SUSPENDED_IOERROR == libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR
+    assert gm.SHUTDOWN_GUEST == libvirt.VIR_DOMAIN_EVENT_SHUTDOWN_GUEST
+    assert gm.EVENT_ID_WATCHDOG == libvirt.VIR_DOMAIN_EVENT_ID_WATCHDOG
+    assert gm.EVENT_ID_IO_ERROR_REASON == libvirt.VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON
+    assert (gm.STATE_SHUTOFF, gm.SHUTOFF_CRASHED) == (libvirt.VIR_DOMAIN_SHUTOFF,
+                                                       libvirt.VIR_DOMAIN_SHUTOFF_CRASHED)
+    assert gm.PAUSED_IOERROR == libvirt.VIR_DOMAIN_PAUSED_IOERROR
+    assert gm.PAUSED_CRASHED == libvirt.VIR_DOMAIN_PAUSED_CRASHED
+
+
+@pytest.mark.parametrize("event,detail,kind", [
+    (gm.STOPPED, gm.STOPPED_FAILED, kinds.STOPPED_FAILED),
+    (gm.STOPPED, gm.STOPPED_CRASHED, kinds.CRASHED),
+    (gm.CRASHED, 0, kinds.CRASHED),
+    (gm.SHUTDOWN, gm.SHUTDOWN_GUEST, kinds.SHUTDOWN_BY_GUEST),
+    (gm.SUSPENDED, gm.SUSPENDED_IOERROR, kinds.PAUSED_IO_ERROR),
+    (gm.STOPPED, 1, None),  # destroyed (Nova's stop or delete)
+    (gm.SHUTDOWN, 2, None),  # host-initiated
+    (gm.SUSPENDED, 0, None),  # paused by a user
+    (gm.SUSPENDED, gm.SUSPENDED_WATCHDOG, None),  # its watchdog event reports it
+])
+def test_lifecycle_events_that_are_failures(event, detail, kind):
+    assert gm.lifecycle_kind(event, detail) == kind
+
+
+def test_events_are_forwarded_with_the_domain_uuid_as_instance_and_the_detail(monitor):
+    monitor.handle_watchdog("uuid-1", "instance-1", 0)
+    monitor.handle_lifecycle("uuid-2", "instance-2", gm.STOPPED, gm.STOPPED_FAILED)
+    monitor.handle_io_error("uuid-3", "instance-3", "/d.qcow2", "virtio-disk0", 1, "enospc")
+    assert monitor.pending() == 3 and monitor.forward_once()
+    w, s, io = monitor.sent
+    assert (w["host"], w["instance_id"], w["kind"]) == ("compute1", "uuid-1", "watchdog")
+    assert w["detail"] == {"event": "watchdog", "action": "none", "source": "event",
+                           "domain": "instance-1"}
+    assert (s["kind"], s["detail"]["state"], s["detail"]["detail"]) == \
+        ("stopped_failed", "stopped", "failed")
+    assert io["detail"]["device"] == "virtio-disk0" and io["detail"]["reason"] == "enospc"
+    assert monitor.pending() == 0 and monitor.forwarded == 3
+
+
+def test_a_coordinator_away_keeps_the_failure_queued_in_order(monitor):
+    calls = []
+
+    def sink(record):
+        calls.append(record["instance_id"])
+        if len(calls) == 1:
+            raise exceptions.CoordinatorUnavailable(where="zk", reason="ConnectionLoss")
+        return "e-1"
+
+    monitor.sink = sink
+    monitor.handle_watchdog("a", "a", 0)
+    monitor.handle_watchdog("b", "b", 0)
+    assert monitor.forward_once() is False and monitor.pending() == 2
+    assert monitor.forward_once() is True
+    assert calls == ["a", "a", "b"] and monitor.forward_errors == 1
+
+
+def test_the_same_failure_again_within_coalesce_is_counted_not_sent(monitor):
+    monitor.handle_watchdog("a", "a", 0)
+    monitor.handle_watchdog("a", "a", 0)
+    monitor.test_clock.advance(6)
+    monitor.handle_watchdog("a", "a", 0)
+    assert monitor.pending() == 2 and monitor.coalesced == 1 and monitor.seen["watchdog"] == 3
+
+
+def test_a_full_queue_drops_the_oldest_and_counts_it(monitor):
+    monitor.max_pending = 2
+    for i in range(3):
+        monitor.handle_watchdog(f"u{i}", "d", 0)
+    assert monitor.pending() == 2 and monitor.dropped == 1
+    monitor.forward_once()
+    assert [r["instance_id"] for r in monitor.sent] == ["u1", "u2"]
+
+
+def test_connect_registers_and_a_lost_connection_is_reported_then_reconnected(monitor, lv,
+                                                                              caplog):
+    lv.domains["u1"] = FakeDomain("u1", "d1")
+    assert monitor.connect_once() and monitor.status()["state"] == "connected"
+    conn = lv.conns[-1]
+    assert set(conn.callbacks) == {gm.EVENT_ID_LIFECYCLE, gm.EVENT_ID_WATCHDOG,
+                                   gm.EVENT_ID_IO_ERROR_REASON}
+    assert conn.keepalive == (2, 3)
+    conn.close_cb(conn, 1, None)  # libvirtd stopped
+    monitor.on_lost(monitor._close_reason)
+    assert monitor.status()["state"] == "lost" and monitor.losses == 1
+    assert "libvirt connection to qemu:///system lost (end of file" in caplog.text
+    assert conn.closed and conn.callbacks == {}
+    lv.down = True
+    assert not monitor.connect_once()
+    assert monitor.status() == {"state": "lost", "since": monitor.since,
+                                "error": "Failed to connect socket to 'qemu:///system': "
+                                "Connection refused", "losses": 1}
+    lv.down = False
+    assert monitor.connect_once() and monitor.status()["state"] == "connected"
+    assert len(lv.conns) == 2
+
+
+def test_failures_missed_while_disconnected_are_found_by_the_reconnect_scan(monitor, lv):
+    lv.domains["old"] = FakeDomain("old", "crashed-before", (gm.STATE_SHUTOFF,
+                                                             gm.SHUTOFF_CRASHED))
+    lv.domains["u1"] = FakeDomain("u1", "d1")
+    lv.domains["u2"] = FakeDomain("u2", "d2")
+    monitor.connect_once()
+    monitor.forward_once()
+    assert monitor.sent == []  # the first connection only records the states
+    monitor.on_lost("end of file")
+    lv.domains["u1"]._state = (gm.STATE_SHUTOFF, gm.SHUTOFF_CRASHED)  # QEMU died meanwhile
+    lv.domains["u2"]._state = (gm.STATE_PAUSED, gm.PAUSED_IOERROR)
+    monitor.connect_once()
+    monitor.forward_once()
+    got = {r["instance_id"]: r for r in monitor.sent}
+    assert set(got) == {"u1", "u2"}
+    assert got["u1"]["kind"] == "stopped_failed"
+    assert got["u1"]["detail"]["source"] == "reconnect_scan"
+    assert got["u2"]["kind"] == "paused_io_error"
+
+
+def test_a_failure_seen_as_an_event_is_not_reported_again_by_the_scan(monitor, lv):
+    lv.domains["u1"] = FakeDomain("u1", "d1")
+    monitor.connect_once()
+    monitor.handle_lifecycle("u1", "d1", gm.STOPPED, gm.STOPPED_FAILED)
+    lv.domains["u1"]._state = (gm.STATE_SHUTOFF, gm.SHUTOFF_CRASHED)
+    monitor.on_lost("keepalive timeout")
+    monitor.test_clock.advance(60)
+    monitor.connect_once()
+    monitor.forward_once()
+    assert [r["kind"] for r in monitor.sent] == ["stopped_failed"]
+
+
+def test_callbacks_never_raise_into_libvirts_loop(monitor):
+    class Broken:
+        def UUIDString(self):
+            raise RuntimeError("boom")
+
+    monitor._on_watchdog(None, Broken(), 0, None)  # logged, not raised
+    assert monitor.pending() == 0

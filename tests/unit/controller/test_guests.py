@@ -14,7 +14,7 @@ from instanceha.controller.executor import Verifier
 from instanceha.controller.guests import GuestActuator, GuestActuatorSettings
 from instanceha.controller.journal import IncidentJournal
 from instanceha.engine.guest import GuestSettings
-from instanceha.engine.instance_policy import GuestPolicy, InstanceFacts
+from instanceha.engine.instance_policy import InstanceFacts
 from instanceha.engine.model import HostView, Phase
 from instanceha.notify import events
 from tests.unit.compute.fakes import server

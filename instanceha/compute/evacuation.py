@@ -364,6 +364,7 @@ class Evacuator:
             floor = migrations[0].id if migrations else 0
             self._make_evacuable(cur, deadline)
             self._request(server_id, target_host, floor, deadline, records)
+            LOG.info("host=%s server=%s evacuate accepted by Nova", host, server_id)
         cur, mig = self._wait(server_id, host, floor, deadline, records, sleep)
         return self._restore_power(cur, want, deadline, sleep), mig
 

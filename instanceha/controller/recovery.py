@@ -58,8 +58,11 @@ class RecoveryActuator:
     def __init__(self, settings: ActuatorSettings, fencer, nova, evacuator_factory,
                  notifier=None, events=None, failures=None, attestations=None, metrics=None,
                  journal=None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], datetime.datetime] = _utcnow) -> None:
+                 wall: Callable[[], datetime.datetime] = _utcnow, nova_events=None) -> None:
+        """``nova_events``: a ``NovaEventFeed`` (Nova's notifications), listened to
+        while leading."""
         self.settings = settings
+        self.nova_events = nova_events
         self.fencer = fencer
         self.nova = nova
         self.evacuator_factory = evacuator_factory
@@ -146,8 +149,15 @@ class RecoveryActuator:
         return out
 
     # -- each tick --------------------------------------------------------
+    def idle(self) -> None:
+        """Not leading (or paused): Nova's notifications are the leader's to read."""
+        if self.nova_events is not None:
+            self.nova_events.stop()
+
     def act(self, views: Mapping[str, HostView], fence_allowed: list[str],
             verify: Callable[[], int]) -> None:
+        if self.nova_events is not None:
+            self.nova_events.ensure()
         self._maybe_refresh()
         if self.journal is not None:
             self.journal.term(getattr(verify, "token", None))
@@ -170,7 +180,9 @@ class RecoveryActuator:
             if self.decisions.get(host, (None, None))[0] is not decision.stage:
                 LOG.info("host=%s recovery=%s reason=%s", host, decision.stage.value,
                          decision.reason)
-                self._journal_decision(host, view, decision)
+                running = host in self.jobs and not self.jobs[host].done()
+                if not running:  # a job under way is already doing it (fence -> recover)
+                    self._journal_decision(host, view, decision)
             self.decisions[host] = (decision.stage, decision.reason)
             if decision.stage in (Stage.IDLE, Stage.LEAVE_ALONE):
                 continue
@@ -287,6 +299,8 @@ class RecoveryActuator:
         return {h: Phase(seen[-1]["phase"]) for h, seen in dict(self.signals).items() if seen}
 
     def close(self) -> None:
+        if self.nova_events is not None:
+            self.nova_events.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.reads.shutdown(wait=False, cancel_futures=True)
         if self.journal is not None:

@@ -40,8 +40,11 @@ def minicloud():
 def nova_conf_file(minicloud, tmp_path_factory):
     """A [nova] section as an operator would write it, for this cloud."""
     path = tmp_path_factory.mktemp("nova-conf") / "instanceha.conf"
+    # cache_ttl 0: the adapter is shared by the whole session, and a test that
+    # changes an aggregate must read it back at once (the cache has unit tests)
     daemons.write_conf(str(path), {"nova": dict(minicloud.nova_options(),
-                                                valid_interfaces="public", timeout=30)})
+                                                valid_interfaces="public", timeout=30,
+                                                cache_ttl=0)})
     return str(path)
 
 

@@ -317,6 +317,10 @@ class GuestMonitor:
     def handle_lifecycle(self, uuid: str, name: str, event: int, detail: int) -> None:
         if event in (STARTED, RESUMED):
             self._states[uuid] = None
+            if event == STARTED:  # a new life of the domain: its failures are new ones
+                with self._lock:
+                    for key in [k for k in self._last_sent if k[0] == uuid]:
+                        del self._last_sent[key]
             return
         kind = lifecycle_kind(event, detail)
         if kind is None:

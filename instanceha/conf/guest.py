@@ -46,7 +46,8 @@ opts = [
         max=600.0,
         help="How long further failures of the same instance are recorded with the "
         "first (its incident) and not acted on again (a watchdog that fires and then "
-        "pauses the guest is one failure), in seconds.",
+        "pauses the guest is one failure), in seconds. A failure after the domain started "
+        "again, or after the restart the leader requested, is always a new one.",
     ),
     cfg.StrOpt(
         "default_policy",

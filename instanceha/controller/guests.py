@@ -77,8 +77,9 @@ class GuestActuator:
         self.backoff: dict[str, float] = {}
         self.first_seen: dict[str, float] = {}  # event id -> clock (how long it waited)
         self._said: dict[str, str] = {}
-        self.last: dict[str, tuple[float, str | None]] = {}
-        """instance -> (time of its last handled failure, its incident)."""
+        self.last: dict[str, tuple[float, str | None, float | None]] = {}
+        """instance -> (time of its last handled failure, its incident, when its
+        restart was requested or None)."""
         self.recent: collections.deque = collections.deque(maxlen=RECENT)
         self.pending_count = 0
         self.read_error: str | None = None
@@ -151,7 +152,8 @@ class GuestActuator:
             self.coordinator.guest_event_delete(event_id)
             return g.Outcome.IGNORED
         last = self.last.get(event.instance_id)
-        if last is not None and 0 <= event.at - last[0] <= self.settings.guest.coalesce:
+        if last is not None and 0 <= event.at - last[0] <= self.settings.guest.coalesce \
+                and (last[2] is None or event.at < last[2]):  # after our restart: a new life
             self._record(event, "coalesced", f"also seen: {event.describe()} (within "
                          f"{self.settings.guest.coalesce:.0f} s of the failure handled)",
                          incident=last[1])
@@ -217,7 +219,7 @@ class GuestActuator:
         incident = self._record(event, "failure", f"guest failure: {event.describe()}; "
                                 f"{policy_text}", opens=True, detail=dict(event.detail),
                                 seen_at=event.at)
-        action = "none"
+        action, restarted_at = "none", None
         if step.action in (g.Action.REBOOT, g.Action.START):
             action = step.action.value
             if self.settings.dry_run:
@@ -231,7 +233,8 @@ class GuestActuator:
                     self.nova.reboot(event.instance_id, hard=True)
                 else:
                     self.nova.start(event.instance_id)
-                self.coordinator.guest_restart_record(event.instance_id, self.wall())
+                restarted_at = self.wall()
+                self.coordinator.guest_restart_record(event.instance_id, restarted_at)
                 LOG.warning("guest failure of %s on %s (%s): %s requested", event.instance_id,
                             event.host, event.kind, step.reason)
         else:
@@ -244,15 +247,16 @@ class GuestActuator:
         self._record(event, outcome.value, note, state=state,
                      counts={outcome.value: 1}, outcome=outcome.value, action=action,
                      policy=decision.policy.value if decision else None)
-        return self._done(event_id, event, outcome, verify, incident, note)
+        return self._done(event_id, event, outcome, verify, incident, note, restarted_at)
 
-    def _done(self, event_id, event, outcome, verify, incident=None, note="") -> g.Outcome:
+    def _done(self, event_id, event, outcome, verify, incident=None, note="",
+              restarted_at=None) -> g.Outcome:
         verify()  # a deposed leader must leave the failure to the next one
         self.coordinator.guest_event_delete(event_id)
         for d in (self.next_try, self.first_seen, self.backoff):
             d.pop(event_id, None)
         if outcome is not g.Outcome.COALESCED:
-            self.last[event.instance_id] = (event.at, incident)
+            self.last[event.instance_id] = (event.at, incident, restarted_at)
             self.recent.appendleft({"at": round(event.at, 3), "host": event.host,
                                     "instance_id": event.instance_id, "kind": event.kind,
                                     "outcome": outcome.value, "incident_id": incident,

@@ -224,6 +224,19 @@ def test_failures_within_coalesce_join_the_first_incident(rig):
     assert kinds == ["failure", "restarted", "coalesced"]
 
 
+def test_a_failure_after_the_restart_requested_is_a_new_one_even_within_coalesce(rig):
+    wall = [WALL]
+    rig.act.wall = rig.journal.wall = lambda: wall[0]
+    boot(rig, "vm1", "restart")
+    put(rig, "vm1", at=WALL - 1)
+    rig.tick()
+    wall[0] = WALL + 2
+    put(rig, "vm1", kind="stopped_failed", at=WALL + 1)  # the rebooted guest died again
+    rig.tick()
+    assert rig.nova.calls == [("reboot", "vm1")] * 2
+    assert rig.coord.guest_restarts("vm1") == [WALL, WALL + 2]
+
+
 def test_a_failed_host_is_left_to_the_host_recovery(rig):
     boot(rig, "vm1", "restart")
     rig.views["c1"] = HostView("c1", Phase.FAILED, rig.clock(), "dead", "gone")

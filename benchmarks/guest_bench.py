@@ -7,20 +7,26 @@ have ``instanceha:guest=notify``, half ``restart``. One at a time, a domain's
 QEMU is SIGKILLed; measured from the agent's own time stamp of the libvirt
 event (the failure's ``at``), for each kind of server:
 
-* notify:  the ``instanceha.instance.failed`` notification received by a
-  consumer (``instanceha listen``) on the mini-cloud's RabbitMQ;
+* notify:  the leader's log line of its decision, and the
+  ``instanceha.instance.failed`` notification received by a consumer
+  (``instanceha listen``) on the mini-cloud's RabbitMQ;
 * restart: the hard reboot requested from Nova (the controller's log line,
   written right after Nova accepted the reboot), and its notification.
 
 Also from the kill: the libvirt event's arrival at the agent (QEMU exit and
-libvirtd's part). Then the agent idles for ``--idle`` seconds with its monitor
-connected and the domains defined: its CPU (utime+stime from /proc) and RSS.
+libvirtd's part). The first ``--warmup`` failures (notify) are printed apart:
+they include the controller's first calls to Nova and RabbitMQ. Then the
+agent idles for ``--idle`` seconds with its monitor connected and the domains
+defined: its CPU (utime+stime from /proc) and RSS.
 
 Real: ZooKeeper, Nova (fake virt driver), RabbitMQ, libvirtd, QEMU,
 instanceha's agent, controller and ``instanceha listen``. Prints p50/p99;
 asserts nothing about time.
 
-    python benchmarks/guest_bench.py [--events 20] [--idle 60]
+    python benchmarks/guest_bench.py [--events 20] [--idle 60] [--run-dir DIR]
+
+``--run-dir``: use the mini-cloud already up in DIR (tools/minicloud/up.sh; its
+servers made here are deleted at the end) instead of starting one.
 """
 
 from __future__ import annotations
@@ -83,27 +89,36 @@ def main(argv=None) -> int:
     p.add_argument("--events", type=int, default=20, help="per policy (notify, restart)")
     p.add_argument("--idle", type=float, default=60.0)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--run-dir", help="a mini-cloud already up (tools/minicloud/up.sh)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="notify-policy failures first, printed apart (the controller's "
+                   "first Nova and RabbitMQ calls), not in the percentiles")
     args = p.parse_args(argv)
     import libvirt
 
     work = tempfile.mkdtemp(prefix="ih-guest-bench-")
     started = []
-    zk = cloud = listener = hv = None
+    zk = cloud = listener = hv = conn = None
+    ids = {}
     try:
-        MiniCloud.install()
         zk = ZooKeeperServer(os.path.join(work, "zk"), tick_ms=500).start()
-        cloud = MiniCloud.in_run_dir(prefix="bench-", computes=1).up()
+        if args.run_dir:
+            cloud = MiniCloud.attach(args.run_dir)
+        else:
+            MiniCloud.install()
+            cloud = MiniCloud.in_run_dir(prefix="bench-", computes=1).up()
         hv = libvirtd.LibvirtDaemon().start()
         ep = cloud.endpoints
         conn = cloud.connection()
         image = conn.image.find_image(ep["image"])
         flavor = conn.compute.find_flavor(ep["flavor"])
-        ids = {}
-        for policy in ("notify", "restart"):
+        for policy, count in (("warmup", args.warmup), ("notify", args.events),
+                              ("restart", args.events)):
             made = [conn.compute.create_server(
                 name=f"gb-{policy}-{i}", image_id=image.id, flavor_id=flavor.id,
-                networks="none", metadata={"instanceha:guest": policy},
-                availability_zone=f"nova:{HOST}") for i in range(args.events)]
+                networks="none", availability_zone=f"nova:{HOST}",
+                metadata={"instanceha:guest": "notify" if policy == "warmup" else policy})
+                for i in range(count)]
             for s in made:
                 conn.compute.wait_for_server(s, status="ACTIVE", wait=300)
             ids[policy] = [s.id for s in made]
@@ -155,10 +170,12 @@ def main(argv=None) -> int:
 
         threading.Thread(target=read_bus, daemon=True).start()
         time.sleep(3)  # the listener's queue is bound
-        results = {k: [] for k in ("kill_to_event", "notify_to_consumer",
+        results = {k: [] for k in ("kill_to_event", "notify_to_decision", "notify_to_consumer",
                                    "restart_to_nova", "restart_to_consumer")}
-        order = [(pol, sid) for pair in zip(ids["notify"], ids["restart"], strict=True)
-                 for pol, sid in zip(("notify", "restart"), pair, strict=True)]
+        warm = []
+        order = [("warmup", sid) for sid in ids["warmup"]]
+        order += [(pol, sid) for pair in zip(ids["notify"], ids["restart"], strict=True)
+                  for pol, sid in zip(("notify", "restart"), pair, strict=True)]
         for n, (policy, sid) in enumerate(order):
             mark = ctl.log_size()
             killed = time.time()
@@ -167,8 +184,16 @@ def main(argv=None) -> int:
                                       f"the notification of {sid}", interval=0.01)
             got_at = received[sid][0]
             seen = _seen_at(agent, sid)
+            decided = log_epoch(ctl, rf"guest failure of {sid} on ", mark)
+            if policy == "warmup":
+                warm.append((seen - killed, decided - seen, got_at - seen))
+                print(f"warm-up {n + 1}: event +{seen - killed:.3f}s after the kill, decision "
+                      f"+{decided - seen:.3f}s, notification +{got_at - seen:.3f}s after the "
+                      "event", flush=True)
+                continue
             results["kill_to_event"].append(seen - killed)
             if policy == "notify":
+                results["notify_to_decision"].append(decided - seen)
                 results["notify_to_consumer"].append(got_at - seen)
             else:
                 requested = log_epoch(ctl, rf"guest failure of {sid} .*requested", mark)
@@ -183,6 +208,9 @@ def main(argv=None) -> int:
         cpu = (cpu_seconds(pid) - c0) / (time.monotonic() - t0) * 100
         rss = rss_mb(pid)
         print()
+        for i, (ev, dec, note) in enumerate(warm):
+            print(f"warm-up failure {i + 1} (not counted): event {ev:.3f} s after the kill, "
+                  f"decision {dec:.3f} s and notification {note:.3f} s after the event")
         print(f"guest failure -> action over {args.events} events per policy (seconds, from "
               "the agent's time stamp of the libvirt event unless said)")
         for k, v in results.items():
@@ -199,7 +227,10 @@ def main(argv=None) -> int:
             d.terminate()
         if hv is not None:
             hv.close()
-        if cloud is not None:
+        if cloud is not None and args.run_dir:
+            for sid in (sid for sids in ids.values() for sid in sids):
+                conn.compute.delete_server(sid, ignore_missing=True)
+        elif cloud is not None:
             cloud.down(wipe=True)
         if zk is not None:
             zk.stop()

@@ -1,13 +1,15 @@
 #!/bin/bash
 # Installs everything instanceha's tests and demo need on a fresh Debian 12
-# machine: Debian packages (ZooKeeper, Java, OpenIPMI, RabbitMQ, MariaDB, ...)
-# and the project's virtualenv (.venv) with instanceha installed in it.
+# machine: Debian packages (ZooKeeper, Java, OpenIPMI, RabbitMQ, MariaDB,
+# libvirt, QEMU, ...), the project's virtualenv (.venv) with instanceha installed
+# in it, and the tiny guest image of the libvirt tests (.run/guest-image, built
+# from Debian packages by tools/harness/guestimage.py).
 #
 #   tools/install.sh            # idempotent; re-running installs only what is missing
 #
 # Env: INSTANCEHA_SKIP_APT=1 skips the Debian part (no root, or already there).
-# System daemons of the packages (mariadb, rabbitmq, epmd, zookeeper) are kept
-# from starting: the project starts its own, by hand, on loopback.
+# System daemons of the packages (mariadb, rabbitmq, epmd, zookeeper, libvirtd)
+# are kept from starting: the project starts its own, by hand, on loopback.
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd -P)
 VENV=${INSTANCEHA_VENV:-$TOP/.venv}
@@ -56,7 +58,10 @@ if [ "${INSTANCEHA_SKIP_APT:-0}" != 1 ]; then
     done
     if [ $CREATED_POLICY = 1 ]; then $SUDO rm -f $POLICY; CREATED_POLICY=0; fi
     if [ -d /run/systemd/system ]; then
-      for u in mariadb.service rabbitmq-server.service epmd.service epmd.socket zookeeper.service; do
+      for u in mariadb.service rabbitmq-server.service epmd.service epmd.socket zookeeper.service \
+               libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket \
+               virtlogd.socket virtlogd-admin.socket virtlockd.socket virtlockd-admin.socket \
+               libvirt-guests.service; do
         $SUDO systemctl disable --now "$u" > /dev/null 2>&1 || true
       done
     fi
@@ -73,4 +78,6 @@ say "pip install -e .[test,docs] (pinned by tools/constraints.txt)"
 "$VENV/bin/python" -m pip install -q --upgrade pip > /dev/null
 "$VENV/bin/python" -m pip install -q -c "$TOP/tools/constraints.txt" -e "${TOP}[test,docs]"
 "$VENV/bin/python" -m pip check
+say "guest image for the libvirt tests (cached in .run/guest-image)"
+"$VENV/bin/python" "$TOP/tools/harness/guestimage.py" build > /dev/null
 say "done: $VENV"

@@ -32,7 +32,10 @@ One story, in order (the controllers allow 2 restarts per server per hour):
 * the twice-rebooted server's QEMU dies a third time: the new leader reads the
   two restarts from ZooKeeper, gives up and says so (no third reboot);
 * the incident journal, ``instanceha status``, the agent's and the controller's
-  /metrics show all of it.
+  /metrics show all of it;
+* controllers paused by an operator, a QEMU dies, then the host fails (its agent
+  hangs): once resumed, the leader leaves the guest failure to the host
+  recovery (no reboot).
 """
 
 from __future__ import annotations
@@ -163,17 +166,18 @@ def start_controller(daemon_factory, minicloud, tmp_path, listener, name, port):
 
 @pytest.mark.fault("guest failures: watchdog fired, QEMU killed, guest panic; libvirtd "
                    "restarted mid-test; Nova busy (task_state); restart limit; leader killed "
-                   "before a guest failure",
+                   "before a guest failure; host failing",
                    component="libvirt",
                    expect="each failure reaches the leader through ZooKeeper and its policy "
                    "runs (Nova hard reboot, or notification); an owner-stopped server is left "
                    "alone; a server Nova acts on waits; no more than max_restarts, then a "
                    "notification that instanceha gave up; the lost libvirt connection is "
                    "reported and the failure missed meanwhile is found by the reconnect scan; "
-                   "nothing is lost across the controller fail-over")
+                   "nothing is lost across the controller fail-over; a failure on a host that "
+                   "fails is left to the host recovery")
 def test_guest_failures_reach_the_leader_and_each_policy_runs(
-        minicloud, nova, admin, servers, hypervisor, daemon_factory, listener, zookeeper,
-        root_path, cli, tmp_path, fault):
+        healthy_cloud, minicloud, nova, admin, servers, hypervisor, daemon_factory, listener,
+        zookeeper, root_path, cli, tmp_path, fault):
     policies = {"watchdog": RESTART, "killed": NOTIFY, "owner": RESTART, "outage": RESTART,
                 "flappy": RESTART, "busy": RESTART, "panic": RESTART}
     ids = {k: servers.boot(f"guest-{k}", HOST, meta).id for k, meta in policies.items()}
@@ -356,5 +360,25 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
     assert metric(agent_port, "instanceha_agent_guest_failures_total", kind="watchdog") >= 1.0
     assert metric(agent_port, "instanceha_agent_guest_failures_total",
                   kind="stopped_failed") >= 6.0
+
+    # 10. a guest failure on a host that then fails is left to the host recovery
+    mark, agent_mark = ctl2.log_size(), agent.log_size()
+    assert cli("pause", "--reason", "guest test").returncode == 0
+    ctl2.wait_log("guest failures: paused by an operator", timeout=30, after=mark)
+    guests["watchdog"].kill_qemu()
+    agent.wait_log(rf"guest failure of {ids['watchdog']} queued for the leader", timeout=30,
+                   after=agent_mark)
+    agent.freeze()  # the host fails (its agent hangs) before the leader handles it
+    try:
+        ctl2.wait_log(rf"host={HOST} phase=\w+->FAILED", timeout=30, after=mark)
+        assert cli("resume").returncode == 0
+        ctl2.wait_log(rf"guest failure of {ids['watchdog']} on {HOST} \(stopped_failed\): host "
+                      rf"{HOST} is FAILED: left to the host recovery", timeout=30, after=mark)
+        assert len(actions(nova, ids["watchdog"], "reboot")) == 1
+        assert metric(port2, "instanceha_guest_failures_total", kind="stopped_failed",
+                      outcome="host_failing") == 1.0
+    finally:
+        agent.thaw()
+    fault.observed("a guest failure queued before its host failed: left to the host recovery")
     ctl2.terminate()
     agent.terminate()

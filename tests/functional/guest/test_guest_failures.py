@@ -181,13 +181,14 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
     policies = {"watchdog": RESTART, "killed": NOTIFY, "owner": RESTART, "outage": RESTART,
                 "flappy": RESTART, "busy": RESTART, "panic": RESTART}
     ids = {k: servers.boot(f"guest-{k}", HOST, meta).id for k, meta in policies.items()}
+    # the ids are known at once: the guests boot while Nova builds the servers
+    guests = {k: hypervisor.guest(f"dom-{k}", uuid=sid, start=k in BOOTED)
+              for k, sid in ids.items()}
     for sid in ids.values():
         servers.wait_status(sid, "ACTIVE")
     project = nova.server(ids["killed"]).project_id
     admin.compute.stop_server(ids["owner"])  # its owner stops it on purpose
     servers.wait_status(ids["owner"], "SHUTOFF")
-    guests = {k: hypervisor.guest(f"dom-{k}", uuid=sid, start=k in BOOTED)
-              for k, sid in ids.items()}
 
     agent_port = procs.free_port()
     agent = daemon_factory("agent", HOST, extra={

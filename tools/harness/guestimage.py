@@ -172,7 +172,8 @@ def build(directory: str = DEFAULT_DIR) -> tuple[str, str]:
     stamp = os.path.join(directory, "recipe")
     try:
         with open(stamp) as f:
-            if f.read().strip() == RECIPE and os.path.exists(kernel) and os.path.exists(initrd):
+            built = f.read().split()  # the recipe, then the kernel package it came from
+            if built[:1] == [RECIPE] and os.path.exists(kernel) and os.path.exists(initrd):
                 return kernel, initrd
     except FileNotFoundError:
         pass

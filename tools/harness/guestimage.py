@@ -7,8 +7,12 @@ download`` fetches ``linux-image-amd64`` (to learn the versioned kernel package
 it depends on), that kernel package and ``busybox-static``; ``dpkg-deb`` lets us
 read the kernel, two watchdog modules (``watchdog.ko``, ``i6300esb.ko``) and
 pvpanic's ACPI driver (``pvpanic.ko``, ``pvpanic-mmio.ko``) out of them
-(nothing is installed). The initramfs is a newc cpio written here,
-gzip-compressed, with busybox and this ``/init``:
+(nothing is installed). The kernel is kept uncompressed (the ELF ``vmlinux``
+inside Debian's xz-compressed bzImage) when it has a PVH entry point, as
+Debian's has: QEMU then loads it directly, which under TCG boots about three
+times faster than decompressing the bzImage in the guest. Otherwise the bzImage
+is used as is. The initramfs is a newc cpio written here, gzip-compressed,
+with busybox and this ``/init``:
 
 * load the i6300esb watchdog with a 2 s heartbeat (``ih.heartbeat=N`` on the
   kernel command line changes it) and feed it with busybox ``watchdog``;
@@ -29,8 +33,9 @@ import argparse
 import glob
 import gzip
 import io
+import lzma
 import os
-import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -38,7 +43,7 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DIR = os.path.join(TOP, ".run", "guest-image")
-RECIPE = "4"  # bump when the init or the module list changes
+RECIPE = "5"  # bump when the init, the module list or the kernel's form changes
 KERNEL_META = "linux-image-amd64"
 BUSYBOX = "busybox-static"
 MODULES = (  # in load order
@@ -163,7 +168,48 @@ def _initramfs(busybox: str, modules: dict[str, bytes]) -> bytes:
 
 
 def paths(directory: str = DEFAULT_DIR) -> tuple[str, str]:
-    return os.path.join(directory, "vmlinuz"), os.path.join(directory, "initrd.gz")
+    return os.path.join(directory, "kernel"), os.path.join(directory, "initrd.gz")
+
+
+XZ_MAGIC = b"\xfd7zXZ\x00"
+PT_NOTE = 4
+XEN_ELFNOTE_PHYS32_ENTRY = 18  # the PVH entry point QEMU boots an ELF kernel by
+
+
+def has_pvh_entry(elf: bytes) -> bool:
+    """Does this ELF64 kernel carry a Xen PHYS32_ENTRY note (PVH boot)?"""
+    if elf[:5] != b"\x7fELF\x02":
+        return False
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", elf,
+                                                                 phoff + i * phentsize)
+        if p_type != PT_NOTE:
+            continue
+        pos, end = p_offset, p_offset + p_filesz
+        while pos + 12 <= end:
+            namesz, descsz, ntype = struct.unpack_from("<III", elf, pos)
+            name = elf[pos + 12:pos + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and ntype == XEN_ELFNOTE_PHYS32_ENTRY:
+                return True
+            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return False
+
+
+def pvh_kernel(bzimage: bytes) -> bytes | None:
+    """The uncompressed ELF kernel inside an xz-compressed bzImage, if it can
+    be booted directly (a PVH entry point); None otherwise."""
+    start = bzimage.find(XZ_MAGIC)
+    while start != -1:
+        try:
+            elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(bzimage[start:])
+        except lzma.LZMAError:
+            elf = b""
+        if elf[:4] == b"\x7fELF":
+            return elf if has_pvh_entry(elf) else None
+        start = bzimage.find(XZ_MAGIC, start + 1)
+    return None
 
 
 def build(directory: str = DEFAULT_DIR) -> tuple[str, str]:
@@ -195,7 +241,10 @@ def build(directory: str = DEFAULT_DIR) -> tuple[str, str]:
             with open(path, "rb") as f:
                 modules[os.path.basename(m)] = f.read()
         image = _initramfs(os.path.join(root, "bin", "busybox"), modules)
-        shutil.copyfile(vmlinuz, kernel + ".tmp")
+        with open(vmlinuz, "rb") as f:
+            bzimage = f.read()
+        with open(kernel + ".tmp", "wb") as f:
+            f.write(pvh_kernel(bzimage) or bzimage)
         os.replace(kernel + ".tmp", kernel)
         with open(initrd + ".tmp", "wb") as f:
             f.write(image)

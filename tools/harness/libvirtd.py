@@ -248,8 +248,8 @@ class Guest:
 
     def xml(self) -> str:
         d = self.daemon
-        kernel = os.path.join(d.images, "vmlinuz")
-        initrd = os.path.join(d.images, "initrd.gz")
+        kernel, initrd = (os.path.join(d.images, os.path.basename(p))
+                          for p in guestimage.paths())
         return f"""<domain type='qemu'>
   <name>{escape(self.name)}</name>
   <uuid>{self.uuid}</uuid>

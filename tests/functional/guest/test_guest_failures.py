@@ -22,6 +22,7 @@ One story, in order (the controllers allow 2 restarts per server per hour):
 * libvirtd is stopped; a QEMU is killed while it is down; libvirtd starts
   again: the agent reports the lost connection, reconnects and reports the
   failure it missed (reconnect scan); the leader restarts that server;
+* the watchdog guest powers itself off (shutdown_by_guest): rebooted again;
 * one server's QEMU dies twice: two hard reboots;
 * a server Nova is busy with (its owner's soft reboot, held by a frozen
   nova-compute: task_state rebooting) loses its QEMU: the failure waits; once
@@ -164,7 +165,8 @@ def start_controller(daemon_factory, minicloud, tmp_path, listener, name, port):
     return ctl
 
 
-@pytest.mark.fault("guest failures: watchdog fired, QEMU killed, guest panic; libvirtd "
+@pytest.mark.fault("guest failures: watchdog fired, QEMU killed, guest panic, guest "
+                   "power-off; libvirtd "
                    "restarted mid-test; Nova busy (task_state); restart limit; leader killed "
                    "before a guest failure; host failing",
                    component="libvirt",
@@ -255,6 +257,14 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
     fault.observed("libvirtd stopped and started: connection loss logged and counted, the "
                    "QEMU killed meanwhile reported by the reconnect scan and restarted")
 
+    # 4b. the watchdog guest powers itself off: shutdown_by_guest, its second (last) reboot
+    guests["watchdog"].send("poweroff")
+    p = failed_event(listener, ids["watchdog"], reason="shutdown_by_guest")["payload"]
+    assert (p["action"], p["detail"]["state"], p["detail"]["detail"]) == \
+        ("reboot", "shutdown", "guest")
+    wait_for(lambda: len(actions(nova, ids["watchdog"], "reboot")) == 2, 30,
+             "the powered-off server's reboot")
+
     # 5. one server's QEMU dies twice (each time after Nova is done with the last reboot
     # and past the coalescing): two hard reboots, the most the controllers allow
     for n in range(1, MAX_RESTARTS + 1):
@@ -335,8 +345,8 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
     for i in json.loads(run.stdout):
         if i.get("instance_id"):
             by_instance.setdefault(i["instance_id"], []).append(i)
-    assert [i["state"] for i in by_instance[ids["watchdog"]]] == ["closed"]
-    assert by_instance[ids["watchdog"]][0].get("restarted") == 1
+    assert [i["state"] for i in by_instance[ids["watchdog"]]] == ["closed", "closed"]
+    assert [i.get("restarted") for i in by_instance[ids["watchdog"]]] == [1, 1]
     assert by_instance[ids["killed"]][0].get("notified") == 1
     assert by_instance[ids["owner"]][0].get("left_alone") == 1
     assert sorted(i["state"] for i in by_instance[ids["flappy"]]) == \
@@ -363,6 +373,7 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
                   kind="stopped_failed") >= 6.0
 
     # 10. a guest failure on a host that then fails is left to the host recovery
+    guests["watchdog"].start()  # powered off in 4b
     mark, agent_mark = ctl2.log_size(), agent.log_size()
     assert cli("pause", "--reason", "guest test").returncode == 0
     ctl2.wait_log("guest failures: paused by an operator", timeout=30, after=mark)
@@ -375,7 +386,7 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
         assert cli("resume").returncode == 0
         ctl2.wait_log(rf"guest failure of {ids['watchdog']} on {HOST} \(stopped_failed\): host "
                       rf"{HOST} is FAILED: left to the host recovery", timeout=30, after=mark)
-        assert len(actions(nova, ids["watchdog"], "reboot")) == 1
+        assert len(actions(nova, ids["watchdog"], "reboot")) == 2
         assert metric(port2, "instanceha_guest_failures_total", kind="stopped_failed",
                       outcome="host_failing") == 1.0
     finally:

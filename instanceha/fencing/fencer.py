@@ -123,6 +123,15 @@ class Fencer:
                 self._host_locks[host] = threading.Lock()
             return self._drivers[host], self._host_locks[host]
 
+    @staticmethod
+    def _end_session(driver: FenceDriver) -> None:
+        """Every action and read logs in afresh: a session kept between fences
+        is one the BMC may have dropped meanwhile (see fencing/ipmi_session)."""
+        try:
+            driver.end_session()
+        except Exception:  # a driver bug must not turn a proved fence into a failure
+            LOG.exception("ending the BMC session of %s failed", driver.host)
+
     def _act(self, host: str, state: PowerState) -> FenceEvidence:
         driver, lock = self._driver(host)
         with lock:
@@ -134,6 +143,8 @@ class Fencer:
                 LOG.warning("power %s of %s NOT confirmed: %s [%s: %s]", state, host, e,
                             type(e).__name__, e.action.name)
                 raise
+            finally:
+                self._end_session(driver)
         LOG.info("power %s of %s confirmed by read-back %s after %d request(s), %.2f s "
                  "(%s at %s)", state, host, ev.read_back, ev.attempts, ev.duration,
                  ev.driver, ev.address)
@@ -149,7 +160,10 @@ class Fencer:
     def read_power(self, host: str) -> PowerState:
         driver, lock = self._driver(host)
         with lock:
-            return driver.get_power_state()
+            try:
+                return driver.get_power_state()
+            finally:
+                self._end_session(driver)
 
     def _pool(self, n: int) -> concurrent.futures.ThreadPoolExecutor:
         return concurrent.futures.ThreadPoolExecutor(
@@ -180,7 +194,10 @@ class Fencer:
                                type(e).__name__, e.action.name)
         try:
             with lock:
-                state = driver.get_power_state()
+                try:
+                    state = driver.get_power_state()
+                finally:
+                    self._end_session(driver)
         except exc.FencingError as e:
             reachable = not isinstance(e, exc.BMCUnreachable)
             auth = False if isinstance(e, exc.AuthFailed) else None

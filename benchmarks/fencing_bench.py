@@ -1,16 +1,23 @@
-"""Fencing benchmark: fence-confirm time per driver, and 20 hosts at once.
+"""Fencing benchmark: fence-confirm time per driver, 20 hosts at once, and the
+re-fence of a BMC that dropped the session of its previous fence.
 
 On the project's BMC emulators (loopback): OpenIPMI ipmi_sim and the pyghmi
 BMC for ``ipmi``, sushy-emulator (TLS, basic auth) for ``redfish``. "Fence
 confirmed" = power-off requested and OFF read back (the Fencer's evidence).
+Re-fence: the same Fencer fences a BMC a second time after the BMC dropped
+every session (its emulator restarted, or, for ipmi_sim, ``--idle`` seconds
+of silence: ipmi_sim drops a session after 30 s); p50/p95 printed beside the
+first fences of the same BMCs and as a ratio to them.
 Prints figures; asserts nothing about time.
 
-    python benchmarks/fencing_bench.py [--runs 5] [--hosts 20]
+    python benchmarks/fencing_bench.py [--runs 5] [--hosts 20] [--idle 40]
+                                       [--only refence]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -85,16 +92,69 @@ def many(work: str, n: int, kind: str) -> None:
             b.stop()
 
 
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (p95 of fewer than 20 samples is the largest)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def timed_fence(fencer: Fencer, host: str) -> float:
+    t0 = time.monotonic()
+    ev = fencer.power_off(host)
+    took = time.monotonic() - t0
+    assert ev.read_back.value == "off"
+    return took
+
+
+def refence(work: str, runs: int, kind: str, drop: str, idle: float) -> None:
+    """``runs`` BMCs, each fenced once, then dropped (restarted, or left idle),
+    then fenced again by the same Fencer (the controller's situation: one
+    process, a BMC fenced minutes after its previous fence)."""
+    cls = IpmiSimBMC if kind == "ipmi_sim" else PyghmiBMC
+    bmcs = {f"c{i}": cls(os.path.join(work, f"re-{kind}-{drop}"), name=f"bmc{i}").start()
+            for i in range(runs)}
+    try:
+        fencer = Fencer(from_data({"hosts": {h: b.entry() for h, b in bmcs.items()}}), POLICY)
+        first, again = [], []
+        for h in bmcs:
+            first.append(timed_fence(fencer, h))
+            bmcs[h].set_power(True)
+        if drop == "idle":
+            time.sleep(idle)  # one wait for all of them: each BMC drops its own session
+        for h, b in bmcs.items():
+            if drop == "restart":
+                b.restart()
+            again.append(timed_fence(fencer, h))
+        fencer.close()
+    finally:
+        for b in bmcs.values():
+            b.stop()
+    why = "its emulator restarted" if drop == "restart" else f"{idle:.0f} s idle"
+    f50, f95, r50, r95 = pct(first, 50), pct(first, 95), pct(again, 50), pct(again, 95)
+    print(f"{kind:9s} re-fence after {why}: p50 {r50 * 1000:.0f} ms, p95 {r95 * 1000:.0f} ms, "
+          f"max {max(again) * 1000:.0f} ms; first fence p50 {f50 * 1000:.0f} ms, "
+          f"p95 {f95 * 1000:.0f} ms; re-fence / first fence: p50 {r50 / f50:.2f}x, "
+          f"p95 {r95 / f95:.2f}x (n={runs})", flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--hosts", type=int, default=20)
+    p.add_argument("--idle", type=float, default=40.0,
+                   help="seconds a BMC stays silent before its idle re-fence (ipmi_sim "
+                   "drops a session after 30 s)")
+    p.add_argument("--only", choices=("refence",), help="run the re-fence cases only")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ih-fence-bench-") as work:
-        per_driver(work, args.runs)
-        many(work, args.hosts, "ipmi_sim")
-        many(work, args.hosts, "redfish")
+        if args.only is None:
+            per_driver(work, args.runs)
+            many(work, args.hosts, "ipmi_sim")
+            many(work, args.hosts, "redfish")
+        for kind, drop in (("ipmi_sim", "restart"), ("pyghmi", "restart"),
+                           ("ipmi_sim", "idle")):
+            refence(work, 2 * args.runs, kind, drop, args.idle)
     return 0
 
 

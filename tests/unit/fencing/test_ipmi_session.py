@@ -114,3 +114,15 @@ def test_the_pyghmi_internals_used_are_there():
     assert hasattr(pyghmi_session, "KEEPALIVE_SESSIONS")
     assert hasattr(pyghmi_session, "WAITING_SESSIONS")
     assert "ipv6support" in vars(pyghmi_session)
+
+
+def test_a_reply_already_queued_is_looked_at_before_waiting(monkeypatch):
+    """pyghmi's wait for a reply starts by sleeping until a wake-up: a reply the
+    I/O thread queued just before was left until the retransmission timer."""
+    order = []
+    s = object.__new__(ipmi_session.FreshSession)
+    monkeypatch.setattr(s, "process_pktqueue", lambda: order.append("look"), raising=False)
+    monkeypatch.setattr(Session, "awaitresponse",
+                        lambda self, retry, netfn, command: order.append(("wait", netfn, command)))
+    s.awaitresponse(True, 1, 1)
+    assert order == ["look", ("wait", 1, 1)]

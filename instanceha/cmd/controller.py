@@ -192,6 +192,7 @@ def main(argv=None) -> int:
         service.handler.metrics = metrics
         metrics.notifier = service.handler.notifier
         metrics.journal = getattr(service.handler, "journal", None)
+        metrics.nova_events = getattr(service.handler, "nova_events", None)
     previous_hold = service.on_hold
 
     def on_hold(state, guard_policy):

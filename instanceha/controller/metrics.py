@@ -46,6 +46,7 @@ class ControllerMetrics:
             registry=self.registry)
         self.notifier = None  # set when the bus is configured: its stats are exported
         self.journal = None  # set when the incident journal runs: its backlog is exported
+        self.nova_events = None  # set when Nova's notifications are listened to
         self.registry.register(_Collector(self))
 
     # called by the recovery actuator
@@ -137,6 +138,20 @@ class _Collector:
                                        "the coordinator was away).")
             lost.add_metric([], journal.dropped)
             yield lost
+        feed = self.metrics.nova_events
+        if feed is not None:
+            seen = CounterMetricFamily("instanceha_nova_notifications",
+                                       "Nova's versioned notifications received, and those "
+                                       "that woke an evacuation waiting on their instance.",
+                                       labels=["state"])
+            seen.add_metric(["received"], feed.received)
+            seen.add_metric(["woke"], feed.woke)
+            yield seen
+            listening = GaugeMetricFamily("instanceha_nova_notifications_listening",
+                                          "1 while this controller listens to Nova's "
+                                          "notifications (the leader only).")
+            listening.add_metric([], 1 if feed.listening else 0)
+            yield listening
         describe = getattr(svc.aggregates, "describe", None)
         if describe is not None:
             info = describe()

@@ -78,3 +78,13 @@ def test_forgotten_host_has_no_series():
     assert 'host="c1"' in text(m)
     svc.reconciler.views = {}
     assert 'host="c1"' not in text(m)
+
+
+def test_nova_notification_counts_are_exported_when_listening():
+    m = ControllerMetrics(Svc({}), CollectorRegistry())
+    assert "instanceha_nova_notifications" not in text(m)  # no feed, no series
+    m.nova_events = type("F", (), {"received": 9, "woke": 4, "listening": True})()
+    out = text(m)
+    assert 'instanceha_nova_notifications_total{state="received"} 9.0' in out
+    assert 'instanceha_nova_notifications_total{state="woke"} 4.0' in out
+    assert "instanceha_nova_notifications_listening 1.0" in out

@@ -48,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from instanceha.compute import calls
 from instanceha.compute import exceptions as exc
 from instanceha.compute.model import Migration, Server
 from instanceha.exceptions import InstanceHAError
@@ -270,8 +271,8 @@ class Evacuator:
         try:
             workers = min(self.settings.concurrency, len(servers))
             with concurrent.futures.ThreadPoolExecutor(workers, "evacuate") as pool:
-                futures = [pool.submit(self.evacuate_server, s, host, target_host, records,
-                                       waker) for s in servers]
+                futures = [calls.submit(pool, self.evacuate_server, s, host, target_host,
+                                        records, waker) for s in servers]
                 return [f.result() for f in futures]
         finally:
             if self.watch is not None:

@@ -518,6 +518,47 @@ def test_pipelined_recovery_reads_during_the_fence_writes_after(rig):
     assert metrics.get('instanceha_nova_notifications_total{state="woke"}', 0) >= 1, metrics
 
 
+# -- the API call budget ----------------------------------------------------------------
+
+BUDGET_PER_SERVER = 10  # API requests per evacuated server, verification included
+
+
+def test_recovery_of_20_servers_stays_within_the_api_call_budget(rig):
+    """Every request the controller sent to the real Nova (the proxy counts them)
+    from the failure to the RECOVERED marker, and the count the incident journal
+    records for the recovery (Nova, Glance, Keystone: every OpenStack call), are
+    at most 10 per evacuated server."""
+    rig.victim_bmc()
+    ids = rig.boot(20, prefix="budget")
+    rig.start_agents()
+    ctl = rig.one_controller()
+
+    rig.fail_victim()
+    rig.wait_marker(mk.MarkerState.RECOVERED)
+    t_recovered = time.time()
+    rig.assert_evacuated_once(ids)
+    to_nova = [r for r in rig.proxy.requests() if rig.t_fail_wall <= r.wall <= t_recovered]
+
+    def journal_count():
+        listed = rig.cli("incidents", "--host", rig.victim, "--format", "json")
+        for inc in json.loads(listed.stdout or "[]"):
+            shown = rig.cli("incidents", "show", inc["id"], "--format", "json")
+            for e in json.loads(shown.stdout or "{}").get("entries", []):
+                if e.get("kind") == "recovery_end":
+                    return e
+        return None
+
+    end = wait_for(journal_count, 60, "the recovery_end entry in the incident journal")
+    by_path = {}
+    for r in to_nova:
+        key = f"{r.method} {urllib.parse.urlsplit(r.path).path.split('/')[2]}"
+        by_path[key] = by_path.get(key, 0) + 1
+    assert len(rig.evacuate_posts()) == len(ids)
+    assert len(ids) <= end["api_calls"] <= BUDGET_PER_SERVER * len(ids), end
+    assert len(to_nova) <= BUDGET_PER_SERVER * len(ids), (len(to_nova), by_path)
+    assert f"{end['api_calls']} API requests since the fence" in ctl.read_log()
+
+
 # -- the notification bus down --------------------------------------------------------
 
 @pytest.mark.fault(

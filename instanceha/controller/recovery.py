@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
+from instanceha.compute.calls import ApiCalls
 from instanceha.engine.model import HostView, Phase
 from instanceha.engine.recovery import HostFacts, Stage, next_stage
 
@@ -58,9 +59,11 @@ class RecoveryActuator:
     def __init__(self, settings: ActuatorSettings, fencer, nova, evacuator_factory,
                  notifier=None, events=None, failures=None, attestations=None, metrics=None,
                  journal=None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], datetime.datetime] = _utcnow, nova_events=None) -> None:
+                 wall: Callable[[], datetime.datetime] = _utcnow, nova_events=None,
+                 calls: ApiCalls | None = None) -> None:
         """``nova_events``: a ``NovaEventFeed`` (Nova's notifications), listened to
-        while leading."""
+        while leading. ``calls``: the ``ApiCalls`` the Nova client reports to
+        (each host's recovery counts its own)."""
         self.settings = settings
         self.nova_events = nova_events
         self.fencer = fencer
@@ -89,11 +92,12 @@ class RecoveryActuator:
         self._held: dict[str, float] = {}
         self._dry_said: dict[str, tuple] = {}
         self.placement = Placement(settings.target, nova, self._phases)
+        self.calls = calls if calls is not None else ApiCalls(clock)
         self.ctx = StageContext(settings=settings, fencer=fencer, nova=nova,
                                 evacuator_factory=evacuator_factory, placement=self.placement,
                                 report=self.report, failures=failures,
                                 attestations=attestations, phases=self._phases, clock=clock,
-                                wall=wall)
+                                wall=wall, calls=self.calls)
 
     # the reports, as the edge wires them (cmd/controller.py sets metrics later)
     notifier = property(lambda self: self.report.notifier,
@@ -146,6 +150,9 @@ class RecoveryActuator:
                          "marker": s.marker.state.value if s.marker else None,
                          "recovery": self.decisions.get(host, (None, None))[0].value
                          if host in self.decisions else None}
+            waiting = self.calls.waiting_on(host)
+            if waiting is not None:  # a recovery waiting on a slow API answer
+                out[host]["waiting_on"] = waiting
         return out
 
     # -- each tick --------------------------------------------------------
@@ -218,7 +225,8 @@ class RecoveryActuator:
 
     def _run(self, host, view, svc, stage, verify) -> None:
         try:
-            self._step(host, view, svc, stage, verify)
+            with self.calls.scope(host):
+                self._step(host, view, svc, stage, verify)
         finally:
             self.job_done_at[host] = self.clock()
             with self._lock:

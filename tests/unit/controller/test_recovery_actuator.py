@@ -607,3 +607,26 @@ def test_only_a_host_back_before_its_fence_closes_a_detected_incident(phase, mar
     assert journal.flush()
     assert (store.incidents()[incident]["state"] == "closed") is closed
     act.close()
+
+
+def test_status_names_the_api_call_a_recovery_waits_on_without_republishing_for_it():
+    from instanceha.controller import status
+
+    log = Log()
+    act, _, _ = make(log, [svc("compute1"), svc("compute2", up=True)])
+    act.clock.advance(1.0)
+    act._refresh()
+    with act.calls.scope("compute1"):
+        act.calls.begin("compute", "GET", "/os-migrations?source_compute=compute1")
+    assert "waiting_on" not in act.nova_status()["compute1"]  # not slow yet
+    act.clock.advance(3.0)
+    seen = act.nova_status()
+    assert seen["compute1"]["waiting_on"] == "compute GET /os-migrations for 3.0 s"
+    assert "waiting_on" not in seen["compute2"]
+    before = dict(seen["compute1"], waiting_on="compute GET /os-migrations for 1.0 s")
+    doc = lambda nova: {"leader": "a", "token": 1, "guard": {}, "control": {},  # noqa: E731
+                        "hosts": {"compute1": {"phase": "FAILED", "rule": "r", "member": False,
+                                               "incarnation": 1, "services": {},
+                                               "nova": nova}}}
+    assert status._material(doc(before)) == status._material(doc(seen["compute1"]))
+    act.close()

@@ -78,6 +78,9 @@ class RecoveryActuator:
         self.pool = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery")
         # the reads made while a fence runs: never queued behind the jobs themselves
         self.reads = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery-read")
+        # Nova's services read on a thread of its own: never queued behind the
+        # jobs of hosts whose recoveries wait on a busy API
+        self.refresher = concurrent.futures.ThreadPoolExecutor(1, "nova-refresh")
         self.jobs: dict[str, concurrent.futures.Future] = {}
         self.job_done_at: dict[str, float] = {}
         self._waiting: dict[str, int] = {}
@@ -129,7 +132,7 @@ class RecoveryActuator:
         busy = self._refreshing is not None and not self._refreshing.done()
         due = self.services_at is None or now - self.services_at >= self.settings.nova_refresh
         if due and not busy:
-            self._refreshing = self.pool.submit(self._refresh)
+            self._refreshing = self.refresher.submit(self._refresh)
 
     def nova_up(self) -> dict[str, bool]:
         """Nova's liveness view of each host, for the detector's DEGRADED phase.
@@ -311,5 +314,6 @@ class RecoveryActuator:
             self.nova_events.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.reads.shutdown(wait=False, cancel_futures=True)
+        self.refresher.shutdown(wait=False, cancel_futures=True)
         if self.journal is not None:
             self.journal.close()

@@ -70,6 +70,7 @@ class EvacuationSettings:
     timeout: float = 300.0  # seconds, per attempt
     poll_interval: float = 2.0  # seconds: the longest wait between two reads
     poll_initial: float = 0.25  # seconds: the first wait, grown by half up to poll_interval
+    lost_write_grace: float = 60.0  # seconds an unanswered evacuate may still be in Nova
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.attempts < 1:
@@ -82,7 +83,16 @@ class EvacuationSettings:
         c = conf[group]
         return cls(concurrency=c.evacuation_concurrency, attempts=c.evacuation_attempts,
                    timeout=c.evacuation_timeout, poll_interval=c.poll_interval,
-                   poll_initial=min(c.poll_initial_interval, c.poll_interval))
+                   poll_initial=min(c.poll_initial_interval, c.poll_interval),
+                   lost_write_grace=c.lost_write_grace)
+
+
+def _unanswered(e: InstanceHAError) -> bool:
+    """No answer from Nova itself (a timeout, a gateway's 502/504): the request
+    may have reached nova-api, which may still act on it."""
+    if isinstance(e, exc.NovaUnavailable):
+        return not e.unsent
+    return getattr(e, "status", None) in (502, 504)
 
 
 class Outcome(enum.Enum):
@@ -399,6 +409,11 @@ class Evacuator:
                     return
                 if not e.retryable:
                     raise
+                if _unanswered(e) and self._accepted_late(server_id, host, floor,
+                                                          records.since, deadline):
+                    LOG.info("evacuate of %s: its answer was lost (%s) and Nova took it "
+                             "later: not sent again", server_id, e)
+                    return
                 # 409 (task still running, service not yet down), 5xx, Nova away
                 left = deadline - self.clock()
                 if left <= 0:
@@ -430,6 +445,22 @@ class Evacuator:
                 return True
             if floor is None and m.created_at is not None and m.created_at >= since:
                 return True
+        return False
+
+    def _accepted_late(self, server_id: str, host: str, floor: int | None,
+                       since: datetime.datetime, deadline: float) -> bool:
+        """An evacuate whose answer never came may still be queued in nova-api
+        (seen: 35 s on a loaded control plane): re-sending it then makes Nova
+        rebuild the server twice. Watch the server's records for
+        ``lost_write_grace`` seconds (or to the deadline) before saying it was
+        not taken."""
+        until = min(deadline, self.clock() + self.settings.lost_write_grace)
+        delay = self.settings.poll_initial
+        while self.clock() < until:
+            self._pause(min(delay, max(0.0, until - self.clock())))
+            if self._accepted(server_id, host, floor, since, deadline):
+                return True
+            delay = min(delay * GROWTH, self.settings.poll_interval)
         return False
 
     def _wait(self, server_id: str, host: str, floor: int, deadline: float,

@@ -101,7 +101,8 @@ class NovaClient:
         try:
             yield
         except (ks_exc.ConnectionError, ks_exc.RetriableConnectionFailure) as e:
-            raise exc.NovaUnavailable(operation=operation, reason=type(e).__name__)
+            raise exc.NovaUnavailable(operation=operation, reason=type(e).__name__,
+                                      unsent="Connection refused" in str(e))
         except ks_exc.Unauthorized as e:
             raise exc.NovaAuthError(operation=operation, reason=type(e).__name__)
         except (ks_exc.EndpointNotFound, ks_exc.CatalogException, ks_exc.AuthPluginException,

@@ -125,6 +125,28 @@ def test_evacuate_whose_answer_was_lost_is_not_sent_again():
     assert sum(c[0] == "evacuate" for c in nova.calls) == 1
 
 
+def test_an_unanswered_evacuate_nova_acts_on_late_is_not_sent_again():
+    # nova-api takes the request in only after several reads of the records (it
+    # was queued there): sending again before would make Nova rebuild twice
+    nova = FakeNova([server("a")], {"a": Script(queued_reads=6)})
+    clock = FakeClock()
+    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
+    assert r.ok and r.attempts == 1 and len(nova.migrations) == 1
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 1
+
+
+def test_an_evacuate_lost_on_the_way_is_sent_again_after_the_grace():
+    nova = FakeNova([server("a")], {"a": Script(dropped=1)})
+    clock = FakeClock()
+    settings = dataclasses.replace(SETTINGS, lost_write_grace=10.0)
+    r = Evacuator(nova, settings, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
+    assert r.ok and r.attempts == 1 and len(nova.migrations) == 1
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 2
+    assert r.seconds >= 10.0  # not before the grace ran out
+
+
 def test_already_evacuated_is_verified_not_repeated():
     nova, results = run([server("a")])
     clock = FakeClock()
@@ -223,7 +245,8 @@ def test_nova_away_past_the_deadline_uses_the_next_attempt():
         def evacuate(self, sid, host=None):
             self.calls.append(("evacuate-tried", sid))
             if clock() < self.until:
-                raise exc.NovaUnavailable(operation="evacuate", reason="ConnectFailure")
+                raise exc.NovaUnavailable(operation="evacuate", reason="ConnectFailure",
+                                          unsent=True)  # connection refused
             super().evacuate(sid, host)
 
     clock = SleepLog()

@@ -350,3 +350,15 @@ def test_a_failing_recorder_never_fails_the_call():
 
     nova = NovaClient(Conn(Response(200, {"services": [SERVICE]})), recorder=Broken())
     assert len(nova.services()) == 1
+
+
+def test_a_refused_connection_is_unsent_a_timeout_is_not():
+    nova = NovaClient(Conn(
+        ks_exc.ConnectFailure("Unable to establish connection to http://nova: "
+                              "[Errno 111] Connection refused"),
+        ks_exc.ConnectTimeout("Request to http://nova timed out")))
+    with pytest.raises(exc.NovaUnavailable) as refused:
+        nova.evacuate("s1")
+    with pytest.raises(exc.NovaUnavailable) as timed_out:
+        nova.evacuate("s1")
+    assert refused.value.unsent and not timed_out.value.unsent

@@ -71,6 +71,10 @@ class FenceEvidence:
     started_at: float  # wall clock, seconds since the epoch
     finished_at: float
     duration: float  # seconds, monotonic
+    level: int = 1  # the fencing level that confirmed (levels.run), counted from 1
+    levels: int = 1  # how many levels the host has
+    devices: tuple = ()  # the devices of that level (BMCEntry.describe())
+    failed_levels: tuple = ()  # the levels tried before and why they did not confirm
 
     @property
     def already(self) -> bool:
@@ -79,6 +83,7 @@ class FenceEvidence:
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["requested"], d["read_back"] = self.requested.value, self.read_back.value
+        d["devices"], d["failed_levels"] = list(self.devices), list(self.failed_levels)
         for k in ("started_at", "finished_at"):
             d[k + "_iso"] = datetime.datetime.fromtimestamp(
                 d[k], datetime.timezone.utc).isoformat(timespec="milliseconds")
@@ -144,7 +149,7 @@ class _Run:
             host=self.driver.host, driver=self.driver.name, address=self.driver.address,
             requested=self.requested, read_back=self.last_state, attempts=self.attempts,
             reads=self.reads, started_at=self.started_at, finished_at=self.wall(),
-            duration=self.clock() - self.start)
+            duration=self.clock() - self.start, devices=(self.driver.entry.describe(),))
 
     def timed_out(self) -> exc.FencingError:
         if self.last_error is not None and self.last_state is None:

@@ -153,6 +153,9 @@ def read_status(answer: Answer, facts: dict, secrets: list[str],
 _KNOWN = (
     ("Connection timed out", exc.BMCUnreachable, "the agent's connection timed out"),
     ("Connection lost", exc.BMCUnreachable, "the agent lost the connection"),
+    ("Timeout: No Response from", exc.BMCUnreachable,
+     "no SNMP answer (the device is unreachable, or the community is wrong: an SNMP agent "
+     "does not answer a community it does not know)"),
     ("Unable to connect/login to fencing device", exc.AgentLoginFailed,
      "Unable to connect/login to fencing device"),
     ("The user does not have the correct privileges", exc.AuthFailed,

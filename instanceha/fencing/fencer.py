@@ -33,6 +33,7 @@ class CheckResult:
     error: str | None = None
     error_type: str | None = None
     action: str | None = None
+    level: int = 1  # the fencing level of the device checked
 
     @property
     def ok(self) -> bool:
@@ -177,32 +178,41 @@ class Fencer:
                     results[futures[f]] = e
         return {h: results[h] for h in hosts}
 
-    def check_one(self, host: str) -> CheckResult:
+    def check_one(self, host: str) -> list[CheckResult]:
+        """Every device of every level of host (a host without levels: its BMC)."""
+        try:
+            levels, lock = self._levels(host)
+        except exc.FencingError as e:
+            return [CheckResult(host, None, None, False, None, None, 0.0, str(e),
+                                type(e).__name__, e.action.name)]
+        with lock:
+            return [self._check_device(host, d, n) for n, level in enumerate(levels, 1)
+                    for d in level]
+
+    def _check_device(self, host: str, driver: FenceDriver, level: int) -> CheckResult:
         start = self._clock()
+        facts = driver.facts()
+        name, address = facts["driver"], facts["address"]
         try:
-            driver, lock = self._driver(host)
+            state = driver.monitor()
         except exc.FencingError as e:
-            return CheckResult(host, None, None, False, None, None, 0.0, str(e),
-                               type(e).__name__, e.action.name)
-        try:
-            with lock:
-                state = driver.get_power_state()
-        except exc.FencingError as e:
-            reachable = not isinstance(e, exc.BMCUnreachable)
+            reachable = not isinstance(e, (exc.BMCUnreachable, exc.AgentTimeout))
             auth = False if isinstance(e, exc.AuthFailed) else None
-            return CheckResult(host, driver.name, driver.address, reachable, auth, None,
+            return CheckResult(host, name, address, reachable, auth, None,
                                self._clock() - start, str(e), type(e).__name__,
-                               e.action.name)
-        return CheckResult(host, driver.name, driver.address, True, True, state.value,
-                           self._clock() - start)
+                               e.action.name, level)
+        return CheckResult(host, name, address, True, True, state.value,
+                           self._clock() - start, level=level)
 
     def check(self, hosts: Iterable[str] | None = None) -> list[CheckResult]:
-        """Read the power state of each BMC (all by default). Never powers anything."""
+        """Check each device of each host (all by default): the device answers and
+        takes the credentials (``monitor``) and its power state reads ON or OFF.
+        Never powers anything."""
         hosts = list(dict.fromkeys(hosts if hosts is not None else self.inventory.hosts()))
         if not hosts:
             return []
         with self._pool(len(hosts)) as pool:
-            return list(pool.map(self.check_one, hosts))
+            return [r for results in pool.map(self.check_one, hosts) for r in results]
 
     def close(self) -> None:
         with self._lock:

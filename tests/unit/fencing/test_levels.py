@@ -175,3 +175,14 @@ def test_one_level_raises_its_own_error(fencer, registry):
     registry.bmc("bmc1").down = True
     with pytest.raises(exc.BMCUnreachable):
         fencer([{"devices": [bmc("bmc1")]}]).power_off("compute1")
+
+
+def test_check_covers_every_device_of_every_level_and_names_the_one_at_fault(fencer,
+                                                                              registry):
+    registry.bmc("pdu-b").down = True
+    results = fencer(two_levels()).check()
+    assert [(r.host, r.level, r.address, r.ok) for r in results] == [
+        ("compute1", 1, "bmc1", True), ("compute1", 2, "pdu-a", True),
+        ("compute1", 2, "pdu-b", False)]
+    assert results[2].error_type == "BMCUnreachable" and "compute1" in results[2].error
+    assert all(registry.bmc(a).requests == [] for a in ("bmc1", "pdu-a", "pdu-b"))

@@ -125,7 +125,7 @@ def _errors(stderr: str) -> list[str]:
     out = []
     for line in stderr.splitlines():
         m = re.search(r"ERROR:(?:root:)?\s*(.*\S)", line)
-        if m and m.group(1) not in out:
+        if m and m.group(1) not in out and not m.group(1).startswith("Please use '-h'"):
             out.append(m.group(1))
     return out
 
@@ -153,6 +153,8 @@ def read_status(answer: Answer, facts: dict, secrets: list[str],
 _KNOWN = (
     ("Connection timed out", exc.BMCUnreachable, "the agent's connection timed out"),
     ("Connection lost", exc.BMCUnreachable, "the agent lost the connection"),
+    ("NewConnectionError", exc.BMCUnreachable, "the agent could not connect"),
+    ("Connection refused", exc.BMCUnreachable, "the connection was refused"),
     ("Timeout: No Response from", exc.BMCUnreachable,
      "no SNMP answer (the device is unreachable, or the community is wrong: an SNMP agent "
      "does not answer a community it does not know)"),

@@ -127,6 +127,8 @@ def test_power_requests_bound_the_agents_own_wait_below_the_timeout():
     (proto.Answer(1, "", "x ERROR: Failed: The user does not have the correct privileges "
                   "to do the requested action.\n"), exc.AuthFailed),
     (proto.Answer(1, "", "Traceback (most recent call last):\n  boom\n"), exc.AgentFailed),
+    (proto.Answer(1, "", "ERROR: Failed: send_get_request: Max retries exceeded (Caused by "
+                  "NewConnectionError(...))\n"), exc.BMCUnreachable),
     (proto.Answer(7, "", ""), exc.AgentFailed),
     (proto.Answer(-9, "Status: OFF\n", ""), exc.AgentFailed),
 ])

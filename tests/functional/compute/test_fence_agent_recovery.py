@@ -23,13 +23,13 @@ import socket
 
 import pytest
 import yaml
-from harness import fakeagents, procs
+from harness import fenceagents, procs
 from harness.bmc import IpmiSimBMC
+from harness.fenceagents import fence_ipmilan
 from harness.snmppdu import ApcPDU
 
 from instanceha.engine import marker as mk
 from instanceha.notify import events as ev
-from tests.functional.fencing.labs import fence_ipmilan
 
 from .conftest import ensure_healthy, wait_for
 from .test_controller_recovery import (
@@ -118,7 +118,7 @@ def test_agents_that_cannot_fence_hold_their_hosts(minicloud, nova, servers, dae
     ensure_healthy(minicloud, nova)
     hosts = minicloud.hosts
     wrong, hang, garbage = hosts[0], hosts[1], hosts[2]
-    agents_dir = fakeagents.install(str(tmp_path / "agents"))
+    agents_dir = fenceagents.install(str(tmp_path / "agents"))
     bmc = IpmiSimBMC(str(tmp_path), name="bmc-wrong", password="right-Secret-5").start()
     try:
         inv = write_inventory(tmp_path, {
@@ -157,9 +157,9 @@ def test_agents_that_cannot_fence_hold_their_hosts(minicloud, nova, servers, dae
                 assert m is None or m.state is not mk.MarkerState.FENCED, (h, m)
             assert bmc.powered_on()
             # the hanging agent and its child were killed, every time
-            runs = fakeagents.runs(agents_dir, "fence_hang")
-            assert runs and not any(fakeagents.alive(int(p)) for r in runs for p in r[1:])
-            assert fakeagents.runs(agents_dir, "fence_garbage")
+            runs = fenceagents.runs(agents_dir, "fence_hang")
+            assert runs and not any(fenceagents.alive(int(p)) for r in runs for p in r[1:])
+            assert fenceagents.runs(agents_dir, "fence_garbage")
             log = ctl.read_log()
             assert "Wrong-Secret-6" not in log and "right-Secret-5" not in log
         finally:

@@ -9,8 +9,9 @@ import socket
 import uuid
 
 import requests
-from harness import fakeagents, procs
+from harness import fenceagents, procs
 from harness.bmc import GarbageUDP, IpmiSimBMC, PyghmiBMC, QuirkyRedfish, SushyEmulator
+from harness.fenceagents import fence_ipmilan, fence_redfish
 from harness.snmppdu import ApcPDU
 
 from instanceha.fencing import PowerState, fake
@@ -143,30 +144,6 @@ class RedfishLab(FakeLab):
 
 # -- the fence_agent driver: ClusterLabs agents against the same emulators --------
 
-# ipmi_sim offers cipher suite 3; ipmitool's default (17) costs ~10 s per call
-# against it (it asks for the cipher suites first and waits)
-IPMILAN_OPTIONS = {"lanplus": 1, "cipher": 3, "power_wait": 0}
-
-
-def fence_ipmilan(e: dict) -> dict:
-    """An ipmi inventory entry of the emulators as a fence_ipmilan device."""
-    return {"driver": "fence_agent", "agent": "fence_ipmilan", "address": e["address"],
-            "port": e["port"], "username": e["username"], "password": e["password"],
-            "options": dict(IPMILAN_OPTIONS)}
-
-
-def fence_redfish(e: dict) -> dict:
-    """A redfish entry of sushy-emulator as a fence_redfish device. fence_redfish
-    verifies TLS against the system CAs only: the emulator's self-signed
-    certificate needs ssl_insecure."""
-    system = e["system_id"]
-    return {"driver": "fence_agent", "agent": "fence_redfish", "address": e["address"],
-            "port": e["port"], "username": e["username"], "password": e["password"],
-            "options": {"ssl": 1, "ssl_insecure": 1, "power_wait": 0,
-                        "systems_uri": system if system.startswith("/") else
-                        f"/redfish/v1/Systems/{system}"}}
-
-
 class AgentLabMixin:
     """The misbehaving agents on PATH; what fence agents can say about a fault."""
 
@@ -178,7 +155,7 @@ class AgentLabMixin:
     garbage_errors = (exc.GarbageReply,)
 
     def _agents(self, base_dir):
-        self.agents_dir = fakeagents.install(os.path.join(base_dir, "agents"))
+        self.agents_dir = fenceagents.install(os.path.join(base_dir, "agents"))
         self._path = os.environ.get("PATH", "")
         os.environ["PATH"] = f"{self._path}:{self.agents_dir}"
 

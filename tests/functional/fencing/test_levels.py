@@ -5,14 +5,13 @@ import os
 import socket
 
 import pytest
-from harness import fakeagents, procs
+from harness import fenceagents, procs
 from harness.bmc import IpmiSimBMC
+from harness.fenceagents import fence_ipmilan
 from harness.snmppdu import ApcPDU
 
 from instanceha.fencing import PowerState
 from instanceha.fencing import exceptions as exc
-
-from .labs import fence_ipmilan
 
 pytestmark = pytest.mark.functional
 
@@ -28,7 +27,7 @@ def pdus(tmp_path_factory):
 
 @pytest.fixture
 def agents_on_path(tmp_path, monkeypatch):
-    d = fakeagents.install(str(tmp_path / "agents"))
+    d = fenceagents.install(str(tmp_path / "agents"))
     monkeypatch.setenv("PATH", f"{os.environ['PATH']}:{d}")
     return d
 
@@ -70,8 +69,8 @@ def test_a_hanging_agent_is_killed_and_the_next_level_fences(pdus, fencer_for,
     f = fencer_for({"compute1": {"levels": [{"devices": [hang]}, outlets(pdus, 3)]}})
     ev = f.power_off("compute1")
     assert ev.level == 2 and "AgentTimeout" in ev.failed_levels[0]
-    runs = fakeagents.runs(agents_on_path, "fence_hang")
-    assert runs and not any(fakeagents.alive(int(p)) for r in runs for p in r[1:])
+    runs = fenceagents.runs(agents_on_path, "fence_hang")
+    assert runs and not any(fenceagents.alive(int(p)) for r in runs for p in r[1:])
 
 
 def test_one_outlet_that_cannot_confirm_fails_its_level(pdus, fencer_for):

@@ -1,5 +1,12 @@
-"""Misbehaving fence agents, written on demand into a directory the tests put
-on ``PATH`` (the fence_agent driver finds agents there after /usr/sbin):
+"""ClusterLabs fence agents in the tests and benchmarks.
+
+``fence_ipmilan(entry)`` / ``fence_redfish(entry)`` turn an emulator's
+``ipmi`` / ``redfish`` inventory entry into a ``fence_agent`` device that
+reaches the same emulator through the real agent (``harness.snmppdu.ApcPDU``
+gives fence_apc_snmp devices itself).
+
+Misbehaving agents, written on demand into a directory the tests put on
+``PATH`` (the fence_agent driver finds agents there after /usr/sbin):
 
 * ``fence_garbage``: reads its stdin, prints bytes that are no answer, exits 2
   for ``status`` (Pacemaker alone would call that OFF) and 0 for the rest;
@@ -31,6 +38,30 @@ echo "$action $$ $!" >> "$(dirname "$0")/fence_hang.log"
 while :; do sleep 1; done
 """,
 }
+
+
+# ipmi_sim offers cipher suite 3; ipmitool's default (17) costs ~10 s per call
+# against it (it asks for the cipher suites first and waits)
+IPMILAN_OPTIONS = {"lanplus": 1, "cipher": 3, "power_wait": 0}
+
+
+def fence_ipmilan(e: dict) -> dict:
+    """An ipmi inventory entry of the emulators as a fence_ipmilan device."""
+    return {"driver": "fence_agent", "agent": "fence_ipmilan", "address": e["address"],
+            "port": e["port"], "username": e["username"], "password": e["password"],
+            "options": dict(IPMILAN_OPTIONS)}
+
+
+def fence_redfish(e: dict) -> dict:
+    """A redfish entry of sushy-emulator as a fence_redfish device. fence_redfish
+    verifies TLS against the system CAs only: the emulator's self-signed
+    certificate needs ssl_insecure."""
+    system = e["system_id"]
+    return {"driver": "fence_agent", "agent": "fence_redfish", "address": e["address"],
+            "port": e["port"], "username": e["username"], "password": e["password"],
+            "options": {"ssl": 1, "ssl_insecure": 1, "power_wait": 0,
+                        "systems_uri": system if system.startswith("/") else
+                        f"/redfish/v1/Systems/{system}"}}
 
 
 def install(directory: str) -> str:

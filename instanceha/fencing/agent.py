@@ -18,11 +18,13 @@ controller's own environment.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 
 from instanceha.fencing import agent_protocol as proto
@@ -39,11 +41,30 @@ class Timeout(Exception):
     """The agent ran past its timeout (and was killed)."""
 
 
+_RUNNING: set[int] = set()  # process groups of the agents running now
+_RUNNING_LOCK = threading.Lock()
+
+
+@atexit.register
+def _kill_running() -> None:
+    """A controller that exits mid-fence leaves no agent behind (they run in
+    their own session, so they would outlive it)."""
+    with _RUNNING_LOCK:
+        groups = list(_RUNNING)
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def run_process(argv: list[str], stdin: str, env: dict, timeout: float) -> proto.Answer:
     """Run ``argv`` in its own process group; SIGKILL the group past ``timeout``."""
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=env, text=True, errors="replace",
                          start_new_session=True, close_fds=True)
+    with _RUNNING_LOCK:
+        _RUNNING.add(p.pid)
     try:
         out, err = p.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -52,6 +73,8 @@ def run_process(argv: list[str], stdin: str, env: dict, timeout: float) -> proto
     finally:
         if p.poll() is None:  # an exception of ours: never leave the agent running
             _kill_group(p)
+        with _RUNNING_LOCK:
+            _RUNNING.discard(p.pid)
     return proto.Answer(p.returncode, out, err)
 
 

@@ -4,7 +4,7 @@ A YAML file (path in ``[fencing] inventory_file``)::
 
     hosts:
       compute1:
-        driver: ipmi                 # ipmi | redfish | fake (entry point name)
+        driver: ipmi                 # ipmi | redfish | fence_agent | fake (entry point)
         address: 10.0.0.11           # BMC host name or IP address
         port: 623                    # optional; ipmi 623, redfish 443
         username: admin

@@ -118,10 +118,11 @@ class _Run:
 
     def read(self) -> PowerState | None:
         self.reads += 1
+        timeout = self.call_timeout()
         try:
-            state = self.driver.get_power_state(timeout=self.call_timeout())
+            state = self.driver.get_power_state(timeout=timeout)
         except exc.FencingError as e:
-            self._failed("read", e)
+            self._failed("read", e, timeout)
             return None
         if not isinstance(state, PowerState):  # a driver bug must never read as OFF
             raise exc.GarbageReply(**self.driver.facts(reason=f"driver returned {state!r}"))
@@ -130,17 +131,22 @@ class _Run:
 
     def request(self) -> bool:
         self.attempts += 1
+        timeout = self.call_timeout()
         try:
-            self.driver.request_power(self.requested, timeout=self.call_timeout())
+            self.driver.request_power(self.requested, timeout=timeout)
         except exc.FencingError as e:
-            self._failed("request", e)
+            self._failed("request", e, timeout)
             return False
         return True
 
-    def _failed(self, what: str, e: exc.FencingError) -> None:
+    def _failed(self, what: str, e: exc.FencingError, timeout: float) -> None:
         if not e.retryable:
             raise e
-        self.last_error = e
+        # an agent run cut short by the deadline that ran out of time says nothing
+        # new: the error before it (a wrong password, say) is the one to report
+        cut = isinstance(e, exc.AgentTimeout) and timeout < self.driver.call_timeout
+        if not (cut and self.last_error is not None):
+            self.last_error = e
         LOG.info("power %s of %s: %s failed (%s), retrying within %.1f s",
                  self.requested, self.driver.host, what, type(e).__name__, self.left())
 

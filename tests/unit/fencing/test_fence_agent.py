@@ -198,11 +198,11 @@ def test_monitor_then_status_for_the_check():
 # -- through the confirm loop ----------------------------------------------------
 
 
-def fencer(agent, clock, **raw):
+def fencer(agent, clock, policy=None, **raw):
     inv = inventory.from_data({"hosts": {"compute1": {
         "driver": "fence_agent", "agent": "fence_redfish", "address": "10.0.0.9",
         "username": "admin", "password": PASSWORD, **raw}}})
-    return Fencer(inv, FencePolicy(deadline=30, poll_interval=1),
+    return Fencer(inv, policy or FencePolicy(deadline=30, poll_interval=1),
                   driver_factory=lambda e: FenceAgentDriver(e, runner=agent,
                                                             find=lambda n: f"/x/{n}"),
                   clock=clock, wall=clock.wall, sleep=clock.sleep)
@@ -277,3 +277,22 @@ def test_shim_refuses_an_unknown_program():
     r = subprocess.run([os.path.join(SHIMS, "secretshim"), "rm", "-rf", "/nonexistent"],
                        capture_output=True, text=True)
     assert r.returncode == 64 and "unknown program" in r.stderr
+
+
+def test_a_run_cut_short_by_the_deadline_does_not_hide_the_error_before_it(clock):
+    """Each run costs time: the last one, squeezed into what is left of the
+    deadline, may time out; the error reported is still the agent's own."""
+    refused = proto.Answer(1, "", "ERROR: Unable to get PowerState: https://10.0.0.9/\n")
+
+    class Slow(FakeAgent):
+        def __call__(self, argv, stdin, env, timeout):
+            clock.now += 4  # every run takes 4 s
+            if timeout < 4:
+                raise Timeout()
+            return super().__call__(argv, stdin, env, timeout)
+
+    agent = Slow({"status": refused, "off": refused})
+    with pytest.raises(exc.AgentFailed, match="Unable to get PowerState"):
+        fencer(agent, clock, FencePolicy(deadline=30, poll_interval=1, retry_backoff=0.5,
+                                         retry_backoff_max=0.5), timeout=5).power_off("compute1")
+    assert clock.now - 1000 >= 30 and len(agent.runs) >= 6

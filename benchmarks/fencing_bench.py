@@ -1,4 +1,5 @@
-"""Fencing benchmark: fence-confirm time per driver, and 20 hosts at once.
+"""Fencing benchmark: fence-confirm time per driver, 20 hosts at once, and the
+re-fence of a BMC that dropped the session of its previous fence.
 
 On the project's BMC emulators (loopback): OpenIPMI ipmi_sim and the pyghmi
 BMC for ``ipmi``, sushy-emulator (TLS, basic auth) for ``redfish``, and the
@@ -6,14 +7,21 @@ BMC for ``ipmi``, sushy-emulator (TLS, basic auth) for ``redfish``, and the
 (``fence_ipmilan`` vs ipmi_sim, ``fence_redfish`` vs sushy-emulator) and
 ``fence_apc_snmp`` against an snmpsim APC PDU (one outlet per host). "Fence
 confirmed" = power-off requested and OFF read back (the Fencer's evidence).
+Re-fence: the same Fencer fences a BMC a second time after the BMC dropped
+every session (its emulator restarted, or, for ipmi_sim, ``--idle`` seconds
+of silence: ipmi_sim drops a session after 30 s); p50/p95 printed beside the
+first fences of the same BMCs and as a ratio to them.
 Prints figures; asserts nothing about time.
 
-    python benchmarks/fencing_bench.py [--runs 5] [--hosts 20] [--only KIND,...]
+    python benchmarks/fencing_bench.py [--runs 5] [--hosts 20] [--kinds KIND,...]
+                                       [--idle 40] [--only refence]
+                                       [--case ipmi_sim-idle ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -28,6 +36,7 @@ from harness.fenceagents import fence_ipmilan, fence_redfish  # noqa: E402
 from harness.snmppdu import ApcPDU  # noqa: E402
 
 from instanceha.fencing import FencePolicy, Fencer  # noqa: E402
+from instanceha.fencing.exceptions import FencingError  # noqa: E402
 from instanceha.fencing.inventory import from_data  # noqa: E402
 
 POLICY = FencePolicy(deadline=60.0, poll_interval=0.1, retry_backoff=1.0,
@@ -101,23 +110,100 @@ def many(work: str, n: int, kind: str) -> None:
             x.stop()
 
 
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (p95 of fewer than 20 samples is the largest)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def timed_fence(fencer: Fencer, host: str) -> float | None:
+    """Seconds to a confirmed power-off; None when the fence was not confirmed
+    (printed, counted apart from the percentiles)."""
+    t0 = time.monotonic()
+    try:
+        ev = fencer.power_off(host)
+    except FencingError as e:
+        print(f"  {host}: fence NOT confirmed after {time.monotonic() - t0:.1f} s "
+              f"({type(e).__name__})", flush=True)
+        return None
+    took = time.monotonic() - t0
+    assert ev.read_back.value == "off"
+    return took
+
+
+def refence(work: str, runs: int, kind: str, drop: str, idle: float) -> None:
+    """``runs`` BMCs, each fenced once, then dropped (restarted, or left idle),
+    then fenced again by the same Fencer (the controller's situation: one
+    process, a BMC fenced minutes after its previous fence)."""
+    cls = IpmiSimBMC if kind == "ipmi_sim" else PyghmiBMC
+    bmcs = {f"c{i}": cls(os.path.join(work, f"re-{kind}-{drop}"), name=f"bmc{i}").start()
+            for i in range(runs)}
+    try:
+        fencer = Fencer(from_data({"hosts": {h: b.entry() for h, b in bmcs.items()}}), POLICY)
+        first, again = [], []
+        for h in bmcs:
+            first.append(timed_fence(fencer, h))
+            bmcs[h].set_power(True)
+        if None in first:
+            print(f"{kind:9s} re-fence after a {drop}: skipped, {first.count(None)} first "
+                  f"fence(s) of {runs} NOT confirmed", flush=True)
+            return
+        if drop == "idle":
+            time.sleep(idle)  # one wait for all of them: each BMC drops its own session
+        for h, b in bmcs.items():
+            if drop == "restart":
+                b.restart()
+            again.append(timed_fence(fencer, h))
+        fencer.close()
+    finally:
+        for b in bmcs.values():
+            b.stop()
+    why = "its emulator restarted" if drop == "restart" else f"{idle:.0f} s idle"
+    failed = again.count(None)
+    again = [t for t in again if t is not None]
+    f50, f95 = pct(first, 50), pct(first, 95)
+    lost = f"; {failed} of {runs} NOT confirmed within {POLICY.deadline:.0f} s" if failed else ""
+    if not again:
+        print(f"{kind:9s} re-fence after {why}: none confirmed{lost}", flush=True)
+        return
+    r50, r95 = pct(again, 50), pct(again, 95)
+    print(f"{kind:9s} re-fence after {why}: p50 {r50 * 1000:.0f} ms, p95 {r95 * 1000:.0f} ms, "
+          f"max {max(again) * 1000:.0f} ms; first fence p50 {f50 * 1000:.0f} ms, "
+          f"p95 {f95 * 1000:.0f} ms; re-fence / first fence: p50 {r50 / f50:.2f}x, "
+          f"p95 {r95 / f95:.2f}x (n={runs}{lost})", flush=True)
+
+
+REFENCE_CASES = ("ipmi_sim-restart", "pyghmi-restart", "ipmi_sim-idle")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--hosts", type=int, default=20)
-    p.add_argument("--only", default=",".join(KINDS),
-                   help=f"comma-separated kinds (default: all of {', '.join(KINDS)})")
+    p.add_argument("--kinds", default=",".join(KINDS),
+                   help=f"comma-separated kinds for the per-driver and many-hosts cases "
+                   f"(default: all of {', '.join(KINDS)})")
+    p.add_argument("--idle", type=float, default=40.0,
+                   help="seconds a BMC stays silent before its idle re-fence (ipmi_sim "
+                   "drops a session after 30 s)")
+    p.add_argument("--only", choices=("refence",), help="run the re-fence cases only")
+    p.add_argument("--case", action="append", choices=REFENCE_CASES,
+                   help="re-fence case to run (repeatable; default: all)")
     args = p.parse_args(argv)
-    kinds = [k for k in args.only.split(",") if k]
+    kinds = [k for k in args.kinds.split(",") if k]
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         p.error(f"unknown kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
     with tempfile.TemporaryDirectory(prefix="ih-fence-bench-") as work:
-        per_driver(work, args.runs, kinds)
-        for kind in kinds:
-            if kind != "pyghmi":  # one process serving one session: not a fleet
-                many(work, args.hosts, kind)
+        if args.only is None:
+            per_driver(work, args.runs, kinds)
+            for kind in kinds:
+                if kind != "pyghmi":  # one process serving one session: not a fleet
+                    many(work, args.hosts, kind)
+        for case in args.case or REFENCE_CASES:
+            kind, drop = case.split("-")
+            refence(work, 2 * args.runs, kind, drop, args.idle)
     return 0
 
 

@@ -48,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from instanceha.compute import calls
 from instanceha.compute import exceptions as exc
 from instanceha.compute.model import Migration, Server
 from instanceha.exceptions import InstanceHAError
@@ -270,8 +271,8 @@ class Evacuator:
         try:
             workers = min(self.settings.concurrency, len(servers))
             with concurrent.futures.ThreadPoolExecutor(workers, "evacuate") as pool:
-                futures = [pool.submit(self.evacuate_server, s, host, target_host, records,
-                                       waker) for s in servers]
+                futures = [calls.submit(pool, self.evacuate_server, s, host, target_host,
+                                        records, waker) for s in servers]
                 return [f.result() for f in futures]
         finally:
             if self.watch is not None:
@@ -336,17 +337,21 @@ class Evacuator:
     def _attempt(self, known: Server | None, server_id: str, host: str, want: str,
                  target_host: str | None, deadline: float, records: HostRecords,
                  sleep) -> tuple[Server, Migration | None]:
-        if known is not None:  # as the caller read it moments ago: act at once ...
-            cur = known
-            migrations = self._retrying(deadline, records.of, server_id, float("inf"))
-            if migrations:
-                # ... unless it was evacuated lately (a controller before this one
-                # asked, maybe still running): then where it is and its task state
-                # decide, read them now
-                cur = self._retrying(deadline, self.nova.server, server_id)
-        else:
+        cur = known
+        migrations = [] if known is None else \
+            self._retrying(deadline, records.of, server_id, float("inf"))
+        fast = not (known is None or migrations or known.task_state is not None)
+        if not fast:
+            # a later attempt, or the server was evacuated lately or is being
+            # acted on (a controller before this one asked, maybe still running):
+            # where it is, its task state and its own records decide, read now
+            # (the records first: an evacuation that ends between the two reads
+            # then shows as running with the server settled, never the reverse,
+            # which would reset a rebuilding server)
+            migrations = [m for m in self._own_records(server_id, deadline)
+                          if m.source_compute in (None, host)]
             cur = self._retrying(deadline, self.nova.server, server_id)
-            migrations = self._retrying(deadline, records.of, server_id, 0.0)
+        # else: as the caller read it moments ago, idle, no record: act at once
         if cur.host != host:
             # moved by an earlier attempt or an earlier controller: verify, don't redo
             mig = migrations[0] if migrations else None
@@ -363,7 +368,10 @@ class Evacuator:
         else:
             floor = migrations[0].id if migrations else 0
             self._make_evacuable(cur, deadline)
-            self._request(server_id, target_host, floor, deadline, records)
+            # fast: the server's older records (of other hosts, or over an hour
+            # old) were not read, so the floor says nothing about them
+            self._request(server_id, host, target_host, None if fast else floor, deadline,
+                          records)
             LOG.info("host=%s server=%s evacuate accepted by Nova", host, server_id)
         cur, mig = self._wait(server_id, host, floor, deadline, records, sleep)
         return self._restore_power(cur, want, deadline, sleep), mig
@@ -375,7 +383,7 @@ class Evacuator:
                  cur.id, cur.vm_state, cur.task_state)
         self._retrying(deadline, self.nova.reset_state, cur.id, "active")
 
-    def _request(self, server_id: str, target_host: str | None, floor: int,
+    def _request(self, server_id: str, host: str, target_host: str | None, floor: int | None,
                  deadline: float, records: HostRecords) -> None:
         delay = self.settings.poll_interval
         while True:
@@ -385,8 +393,7 @@ class Evacuator:
             except InstanceHAError as e:
                 # accepted after all? Its answer was lost (a timeout), or a retry of
                 # ours was refused (409 while it runs, 400 "service in use" once done)
-                migrations = self._retrying(deadline, records.of, server_id, 0.0)
-                if any(m.id > floor for m in migrations):
+                if self._accepted(server_id, host, floor, records.since, deadline):
                     LOG.info("evacuate of %s failed (%s) but Nova had accepted it: not "
                              "sent again", server_id, e)
                     return
@@ -400,6 +407,30 @@ class Evacuator:
                          min(delay, left))
                 self._pause(min(delay, left))
                 delay = min(delay * 2, RETRY_BACKOFF_MAX)
+
+    def _own_records(self, server_id: str, deadline: float) -> list[Migration]:
+        """Every evacuation record of the server, newest first, read now and
+        without ``changes-since``: Nova filters that on ``updated_at``, which a
+        record accepted moments ago does not have yet (it gets one at its first
+        update, seconds later on a busy conductor), so the host's bulk read cannot
+        tell whether an evacuate was accepted; this read can."""
+        return self._retrying(deadline, self.nova.evacuations, server_id)
+
+    def _accepted(self, server_id: str, host: str, floor: int | None,
+                  since: datetime.datetime, deadline: float) -> bool:
+        """Did Nova accept an evacuate of the server from ``host`` after record
+        ``floor`` (None: the older records are unknown, then: one created since
+        ``since``)? An unsettled record is an evacuation running now: accepted."""
+        for m in self._own_records(server_id, deadline):
+            if m.source_compute not in (None, host):
+                continue
+            if not (m.succeeded or m.failed):
+                return True
+            if floor is not None and m.id > floor:
+                return True
+            if floor is None and m.created_at is not None and m.created_at >= since:
+                return True
+        return False
 
     def _wait(self, server_id: str, host: str, floor: int, deadline: float,
               records: HostRecords, sleep,

@@ -50,6 +50,8 @@ class ControllerMetrics:
             registry=self.registry)
         self.notifier = None  # set when the bus is configured: its stats are exported
         self.journal = None  # set when the incident journal runs: its backlog is exported
+        self.nova_events = None  # set when Nova's notifications are listened to
+        self.api_calls = None  # set with Nova: the ApiCalls its client reports to
         self.registry.register(_Collector(self))
 
     # called by the recovery actuator
@@ -144,6 +146,22 @@ class _Collector:
                                        "the coordinator was away).")
             lost.add_metric([], journal.dropped)
             yield lost
+        feed = self.metrics.nova_events
+        if feed is not None:
+            seen = CounterMetricFamily("instanceha_nova_notifications",
+                                       "Nova's versioned notifications received, and those "
+                                       "that woke an evacuation waiting on their instance.",
+                                       labels=["state"])
+            seen.add_metric(["received"], feed.received)
+            seen.add_metric(["woke"], feed.woke)
+            yield seen
+            listening = GaugeMetricFamily("instanceha_nova_notifications_listening",
+                                          "1 while this controller listens to Nova's "
+                                          "notifications (the leader only).")
+            listening.add_metric([], 1 if feed.listening else 0)
+            yield listening
+        if self.metrics.api_calls is not None:
+            yield from _api_calls(self.metrics.api_calls)
         describe = getattr(svc.aggregates, "describe", None)
         if describe is not None:
             info = describe()
@@ -158,3 +176,20 @@ class _Collector:
         held = rec is not None and rec.executor.guard_state.held
         hold.add_metric([], 1 if held else 0)
         yield hold
+
+
+def _api_calls(calls):
+    totals, seconds = calls.snapshot()
+    count = CounterMetricFamily("instanceha_api_requests",
+                                "OpenStack API requests made by this controller, by service, "
+                                "method, path template and status (none: no answer).",
+                                labels=["service", "method", "path", "status"])
+    for key, n in sorted(totals.items()):
+        count.add_metric(list(key), n)
+    yield count
+    spent = CounterMetricFamily("instanceha_api_request_seconds",
+                                "Seconds spent waiting for OpenStack API answers.",
+                                labels=["service", "method", "path"])
+    for key, s in sorted(seconds.items()):
+        spent.add_metric(list(key), s)
+    yield spent

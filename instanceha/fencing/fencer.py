@@ -131,6 +131,15 @@ class Fencer:
         levels, lock = self._levels(host)
         return levels[0][0], lock
 
+    @staticmethod
+    def _end_session(driver: FenceDriver) -> None:
+        """Every action and read logs in afresh: a session kept between fences
+        is one the BMC may have dropped meanwhile (see fencing/ipmi_session)."""
+        try:
+            driver.end_session()
+        except Exception:  # a driver bug must not turn a proved fence into a failure
+            LOG.exception("ending the BMC session of %s failed", driver.host)
+
     def _act(self, host: str, state: PowerState) -> FenceEvidence:
         levels, lock = self._levels(host)
         with lock:
@@ -141,6 +150,9 @@ class Fencer:
                 LOG.warning("power %s of %s NOT confirmed: %s [%s: %s]", state, host, e,
                             type(e).__name__, e.action.name)
                 raise
+            finally:
+                for driver in _flat(levels):  # only the devices used hold a session
+                    self._end_session(driver)
         LOG.info("power %s of %s confirmed by read-back %s after %d request(s), %.2f s "
                  "(level %d of %d: %s)", state, host, ev.read_back, ev.attempts, ev.duration,
                  ev.level, ev.levels, ", ".join(ev.devices))
@@ -156,7 +168,10 @@ class Fencer:
     def read_power(self, host: str) -> PowerState:
         driver, lock = self._driver(host)
         with lock:
-            return driver.get_power_state()
+            try:
+                return driver.get_power_state()
+            finally:
+                self._end_session(driver)
 
     def _pool(self, n: int) -> concurrent.futures.ThreadPoolExecutor:
         return concurrent.futures.ThreadPoolExecutor(
@@ -194,7 +209,10 @@ class Fencer:
         facts = driver.facts()
         name, address = facts["driver"], facts["address"]
         try:
-            state = driver.monitor()
+            try:
+                state = driver.monitor()
+            finally:
+                self._end_session(driver)
         except exc.FencingError as e:
             reachable = not isinstance(e, (exc.BMCUnreachable, exc.AgentTimeout))
             auth = False if isinstance(e, exc.AuthFailed) else None

@@ -38,6 +38,7 @@ class Script:
     no_valid_host: int = 0  # evacuations that fail with NoValidHost
     fail_migration: int = 0  # evacuations whose migration ends 'error' (no fault)
     never_finishes: bool = False
+    lost_answers: int = 0  # evacuations accepted whose answer is lost (a read timeout)
     dest: str = "spare"
 
 
@@ -69,8 +70,11 @@ class FakeNova:
             for pending in list(self._pending):
                 if sid in (None, pending):
                     self._advance(pending)
+            # as Nova: changes-since filters on updated_at, which a record only
+            # gets at its first update (a just-accepted one has none)
             return sorted((m for m in self.migrations if sid in (None, m.instance_uuid)
-                           and source_host in (None, m.source_compute)),
+                           and source_host in (None, m.source_compute)
+                           and (changes_since is None or m.updated_at is not None)),
                           key=lambda m: m.id, reverse=True)
 
     def reset_state(self, sid, state="active"):
@@ -94,6 +98,9 @@ class FakeNova:
                 sc.conflicts -= 1
                 raise exc.NovaConflict(operation="evacuate", status=409, reason="still in use")
             s = self.servers[sid]
+            if s.task_state is not None:  # as Nova's check_instance_state
+                raise exc.NovaConflict(operation="evacuate", status=409,
+                                       reason=f"task_state {s.task_state}")
             mig = Migration(id=len(self.migrations) + 1, uuid=None, instance_uuid=sid,
                             migration_type="evacuation", status="accepted",
                             source_compute=s.host, dest_compute=None, created_at=None,
@@ -104,10 +111,14 @@ class FakeNova:
             self._pending[sid] = [len(self.migrations) - 1, sc.polls_to_finish]
             self.inflight += 1
             self.max_inflight = max(self.max_inflight, self.inflight)
+            if sc.lost_answers:
+                sc.lost_answers -= 1
+                raise exc.NovaUnavailable(operation=f"evacuate {sid}", reason="ReadTimeout")
 
     # -- simulation --------------------------------------------------------------
 
     def _set_migration(self, index, **changes):
+        changes.setdefault("updated_at", "updated")
         self.migrations[index] = dataclasses.replace(self.migrations[index], **changes)
 
     def _advance(self, sid):

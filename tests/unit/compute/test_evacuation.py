@@ -1,5 +1,7 @@
 """The Evacuator against a scripted Nova: verification, retries, restored state."""
 
+import dataclasses
+
 import pytest
 
 from instanceha.compute import exceptions as exc
@@ -93,8 +95,33 @@ def test_in_progress_evacuation_is_awaited_not_repeated():
     nova.evacuate("a")  # an earlier controller asked, then died
     clock = FakeClock()
     r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
-        server("a"), "dead")
+        nova.servers["a"], "dead")  # read after it asked: rebuilding
     assert r.ok and r.migration_id == 1
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 1
+
+
+def test_in_progress_evacuation_seen_through_a_stale_read_is_not_repeated():
+    # the caller read the server before an earlier controller asked, and that
+    # request's record is too new for the host's changes-since read: the POST
+    # Nova refuses (409, task_state) is the only one; the server's own records
+    # show the running evacuation, which is awaited
+    nova = FakeNova([server("a")])
+    nova.evacuate("a")
+    stale = dataclasses.replace(nova.servers["a"], task_state=None, status="ACTIVE")
+    clock = FakeClock()
+    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        stale, "dead")
+    assert r.ok and r.migration_id == 1 and len(nova.migrations) == 1
+
+
+def test_evacuate_whose_answer_was_lost_is_not_sent_again():
+    # Nova accepted it, the answer timed out, and the accepted record has no
+    # updated_at yet (invisible to changes-since): the server's own records say so
+    nova = FakeNova([server("a")], {"a": Script(lost_answers=1)})
+    clock = FakeClock()
+    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
+    assert r.ok and r.attempts == 1 and r.migration_id == 1
     assert sum(c[0] == "evacuate" for c in nova.calls) == 1
 
 

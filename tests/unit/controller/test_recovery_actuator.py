@@ -1,6 +1,8 @@
 """The recovery actuator on fakes: the order of its calls, its markers, its
 events. Jobs run on its real thread pool; tests wait on the jobs' futures."""
 
+import concurrent.futures
+import dataclasses
 import datetime
 
 import pytest
@@ -640,4 +642,49 @@ def test_journal_notifications_and_metrics_say_which_level_fenced():
     assert end.payload["level"] == 2 and end.payload_dict()["devices"] == list(pdus)
     assert act.metrics.registry.get_sample_value(
         "instanceha_fence_level_total", {"level": "2", "devices": ", ".join(pdus)}) == 1
+
+
+def test_status_names_the_api_call_a_recovery_waits_on_without_republishing_for_it():
+    from instanceha.controller import status
+
+    log = Log()
+    act, _, _ = make(log, [svc("compute1"), svc("compute2", up=True)])
+    act.clock.advance(1.0)
+    act._refresh()
+    with act.calls.scope("compute1"):
+        act.calls.begin("compute", "GET", "/os-migrations?source_compute=compute1")
+    assert "waiting_on" not in act.nova_status()["compute1"]  # not slow yet
+    act.clock.advance(3.0)
+    seen = act.nova_status()
+    assert seen["compute1"]["waiting_on"] == "compute GET /os-migrations for 3.0 s"
+    assert "waiting_on" not in seen["compute2"]
+    before = dict(seen["compute1"], waiting_on="compute GET /os-migrations for 1.0 s")
+    doc = lambda nova: {"leader": "a", "token": 1, "guard": {}, "control": {},  # noqa: E731
+                        "hosts": {"compute1": {"phase": "FAILED", "rule": "r", "member": False,
+                                               "incarnation": 1, "services": {},
+                                               "nova": nova}}}
+    assert status._material(doc(before)) == status._material(doc(seen["compute1"]))
+    act.close()
+
+
+def test_nova_is_read_again_while_every_worker_runs_a_recovery():
+    # one worker, held by a fence that waits on the BMC: the services refresh
+    # has a thread of its own and still runs
+    import threading
+
+    log = Log()
+    release = threading.Event()
+    act, nova, fencer, _ = make_gated(log, [server("a", "evacuate")],
+                                      on_power_off=lambda: release.wait(10))
+    act.settings = dataclasses.replace(act.settings, workers=1)
+    act.pool = concurrent.futures.ThreadPoolExecutor(1, "recovery")
+    act.act({"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    (job,) = act.jobs.values()
+    act.clock.advance(act.settings.nova_refresh)
+    before = act.services_at
+    act._maybe_refresh()
+    act._refreshing.result(timeout=10)
+    assert act.services_at > before and not job.done()
+    release.set()
+    job.result(timeout=10)
     act.close()

@@ -31,6 +31,10 @@ class ControllerMetrics:
         self.fences = Counter(
             "instanceha_fences_total", "Fence attempts by result (ok, attested, error).",
             ["result"], registry=self.registry)
+        self.fence_levels = Counter(
+            "instanceha_fence_level_total", "Confirmed power-offs by the fencing level that "
+            "confirmed them (from 1) and its devices (agent or driver, address, plug).",
+            ["level", "devices"], registry=self.registry)
         self.fence_duration = Histogram(
             "instanceha_fence_duration_seconds", "Power-off requested to OFF read back.",
             buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120), registry=self.registry)
@@ -55,6 +59,9 @@ class ControllerMetrics:
         self.fences.labels(result).inc()
         if duration is not None:
             self.fence_duration.observe(duration)
+
+    def fence_level(self, level: int, devices) -> None:
+        self.fence_levels.labels(str(level), ", ".join(devices)).inc()
 
     def evacuation(self, result: str, seconds: float | None = None) -> None:
         self.evacuations.labels(result).inc()

@@ -74,5 +74,11 @@ class FenceDriver(abc.ABC):
         power action or read logs in afresh. The Fencer calls it after each
         one. Must not raise. Default: nothing (no session to end)."""
 
+    def monitor(self, timeout: float | None = None) -> PowerState:
+        """What ``instanceha fencing check`` asks: is the device usable? The
+        power state, or a typed error. Nothing is powered. Drivers with a
+        cheaper or fuller health call override it (fence_agent: monitor + status)."""
+        return self.get_power_state(timeout)
+
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Drop any session with the BMC. Called when a Fencer is closed."""

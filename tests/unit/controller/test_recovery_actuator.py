@@ -14,6 +14,7 @@ from instanceha.controller.recovery import ActuatorSettings, Attestations, Recov
 from instanceha.engine import marker as mk
 from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.model import HostView, Phase
+from instanceha.fencing import FenceEvidence, PowerState
 from instanceha.fencing import exceptions as fexc
 from instanceha.notify import events
 from tests.unit.fakes import FakeClock, FakeNova
@@ -32,10 +33,7 @@ class FakeFencer:
     def power_on(self, host):
         self.log.append(("power_on", host))
 
-        class Evidence:
-            read_back = type("S", (), {"value": "on"})()
-
-        return Evidence()
+        return evidence(host, PowerState.ON)
 
     def driver_name(self, host):
         return "fake"
@@ -45,11 +43,13 @@ class FakeFencer:
         if self.error:
             raise self.error
 
-        class Evidence:
-            read_back = type("S", (), {"value": "off"})()
-            attempts, duration = 1, 0.2
+        return evidence(host, PowerState.OFF)
 
-        return Evidence()
+
+def evidence(host, state):
+    return FenceEvidence(host=host, driver="fake", address=f"bmc-{host}", requested=state,
+                         read_back=state, attempts=1, reads=2, started_at=0.0,
+                         finished_at=0.2, duration=0.2, devices=(f"fake at bmc-{host}",))
 
 
 class FakeEvacuator:
@@ -609,6 +609,39 @@ def test_only_a_host_back_before_its_fence_closes_a_detected_incident(phase, mar
     assert journal.flush()
     assert (store.incidents()[incident]["state"] == "closed") is closed
     act.close()
+
+
+def test_journal_notifications_and_metrics_say_which_level_fenced():
+    import dataclasses
+
+    from prometheus_client import CollectorRegistry
+
+    from instanceha.controller.journal import IncidentJournal
+    from instanceha.controller.metrics import ControllerMetrics
+    from tests.unit.fakes import FakeCoordinator
+
+    log = Log()
+    store = FakeCoordinator(FakeClock())
+    journal = IncidentJournal(store, "ctl-a", wall=lambda: NOW.timestamp(), background=False)
+    act, nova, bus = make(log, [svc("compute1")], journal=journal)
+    pdus = ("fence_apc_snmp at pdu-a plug 3", "fence_apc_snmp at pdu-b plug 3")
+    by_pdu = dataclasses.replace(evidence("compute1", PowerState.OFF), driver="fence_agent",
+                                 level=2, levels=2, devices=pdus,
+                                 failed_levels=("level 1 (fence_ipmilan at bmc3): "
+                                                "AgentTimeout",))
+    act.fencer.power_off = lambda host: by_pdu
+    act.metrics = ControllerMetrics(service=None, registry=CollectorRegistry())
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    assert journal.flush()
+    (incident,) = store.incidents()
+    ok = next(e for e in store.incident_entries(incident) if e["kind"] == "fence_ok")
+    assert (ok["fence"]["level"], ok["fence"]["devices"]) == (2, list(pdus))
+    assert ok["fence"]["failed_levels"] == ["level 1 (fence_ipmilan at bmc3): AgentTimeout"]
+    assert "level 2 of 2" in ok["text"] and "AgentTimeout" in ok["text"]
+    (end,) = [e for e in bus.sent if e.event_type == events.FENCE_END]
+    assert end.payload["level"] == 2 and end.payload_dict()["devices"] == list(pdus)
+    assert act.metrics.registry.get_sample_value(
+        "instanceha_fence_level_total", {"level": "2", "devices": ", ".join(pdus)}) == 1
 
 
 def test_status_names_the_api_call_a_recovery_waits_on_without_republishing_for_it():

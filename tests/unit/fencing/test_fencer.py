@@ -28,7 +28,7 @@ def fencer_for(registry, clock, hosts, **policy):
 
 
 def test_drivers_load_by_entry_point_name():
-    assert driver_names() == ["fake", "ipmi", "redfish"]
+    assert driver_names() == ["fake", "fence_agent", "ipmi", "redfish"]
     assert load_driver_class("fake") is fake.FakeDriver
     assert isinstance(build_driver(make_entry()), fake.FakeDriver)
     with pytest.raises(exc.UnknownDriver) as e:

@@ -58,7 +58,9 @@ LOG = logging.getLogger(__name__)
 EVACUABLE_VM_STATES = ("active", "stopped")  # anything else is reset to active first
 NO_VALID_HOST = "No valid host"
 RETRY_BACKOFF_MAX = 30.0  # seconds between two tries of a failing Nova call, at most
-SERVER_BACKSTOP = 15.0  # seconds: a server whose record does not move is read anyway
+SERVER_BACKSTOP = 60.0  # seconds: a server whose record does not move is read anyway
+# (rare: a server gone ERROR without its record saying so; Nova's rebuild.error
+# notification wakes the wait sooner)
 RECORDS_MARGIN = 3600.0  # seconds before the evacuation starts that its records are read from
 GROWTH = 1.5  # each wait between two reads of a running evacuation, this much longer
 

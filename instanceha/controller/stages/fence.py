@@ -85,17 +85,19 @@ def _attested(ctx: StageContext, host, svc, verify, incident, attested, error):
                        f"BMC could not confirm ({error}); power-off attested by operator "
                        f"{who}; forced down and marked fenced",
                        fence={"driver": "operator-attestation", "by": attested.get("by"),
-                              "reason": attested.get("reason"), "bmc_error": str(error)})
+                              "reason": attested.get("reason"), "bmc_error": str(error)},
+                       how=" on attestation")
     ctx.attestations.consume(host)
     return done
 
 
-def _force_down(ctx: StageContext, host, svc, verify, note: str, journal_text: str, **extra):
+def _force_down(ctx: StageContext, host, svc, verify, note: str, journal_text: str,
+                how: str = "", **extra):
     token = verify()
     reason = ctx.marker(mk.MarkerState.FENCED, token, note)
     ctx.guarded(verify).force_down(host, reason)
     if ctx.failures is not None:
         ctx.failures.record(host)
     ctx.report.record(host, "forced_down", journal_text, state=Incident.FENCED, **extra)
-    LOG.warning("host=%s forced down and marked fenced (token %d)", host, token)
+    LOG.warning("host=%s forced down and marked fenced%s (token %d)", host, how, token)
     return dataclasses.replace(svc, forced_down=True, status="disabled", disabled_reason=reason)

@@ -416,7 +416,8 @@ class FakeAttestations(Attestations):
 
 
 @pytest.mark.parametrize("age,used", [(0, True), (5000, False)], ids=["fresh", "stale"])
-def test_operator_attestation_stands_in_for_a_dead_bmc(age, used):
+def test_operator_attestation_stands_in_for_a_dead_bmc(age, used, caplog):
+    caplog.set_level("WARNING", "instanceha.controller.stages.fence")
     log = Log()
     err = fexc.BMCUnreachable(host="compute1", address="127.0.0.1", reason="no power")
     act, nova, bus = make(log, [svc("compute1")], fencer_error=err)
@@ -432,6 +433,7 @@ def test_operator_attestation_stands_in_for_a_dead_bmc(age, used):
         assert act.attestations.consumed == ["compute1"]
         ends = [e for e in bus.sent if e.event_type == events.FENCE_END]
         assert [e.payload["driver"] for e in ends] == ["operator-attestation"]
+        assert "host=compute1 forced down and marked fenced on attestation" in caplog.text
     else:  # made before this failure began: never reused
         assert m is None and act.attestations.consumed == []
         assert bus.sent[-1].event_type == events.FENCE_ERROR

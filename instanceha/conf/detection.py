@@ -30,7 +30,9 @@ opts = [
         help="A host whose membership is still alive but whose heartbeat is older "
         "than this, in seconds, is failed: its agent (or the host) is hung while "
         "its coordinator session lives on. Must be longer than "
-        "heartbeat_stale_after.",
+        "heartbeat_stale_after, and than [agent] heartbeat_interval + 2/3 x "
+        "[coordination] session_timeout (how late a leader cut off from "
+        "ZooKeeper may notice it; see the configuration guide).",
     ),
     cfg.FloatOpt(
         "reconnect_grace",

@@ -74,7 +74,8 @@ def _material(status: Mapping) -> tuple:
     return (
         status["leader"], status["token"], guard, repr(status["control"]),
         tuple((h, d["phase"], d["rule"], d["member"], d["incarnation"], repr(d["services"]),
-               repr(d.get("nova")), repr((d.get("guest_monitor") or {}).get("state")))
+               repr({k: v for k, v in (d.get("nova") or {}).items() if k != "waiting_on"}),
+               repr((d.get("guest_monitor") or {}).get("state")))
               for h, d in status["hosts"].items()),
         guests.get("pending"), tuple(r.get("incident_id") for r in guests.get("recent", ())),
     )

@@ -269,11 +269,13 @@ class Coordinator(abc.ABC):
         """Write the data heartbeat (``liveness = heartbeat`` only). Must not
         block the caller for long."""
 
+    @abc.abstractmethod
     def report_stall(self, stalled_for: float | None) -> None:
         """The agent's loop watchdog: the main loop has been stalled for
         ``stalled_for`` seconds (None: it runs again). Never blocks; called from
         the watchdog's thread while the main loop may hang anywhere."""
 
+    @abc.abstractmethod
     def end_session(self) -> None:
         """End the session now (its membership goes with it); the next
         ``start()`` opens a new one and the agent joins again. Called from the

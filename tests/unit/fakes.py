@@ -153,7 +153,7 @@ class FakeCoordinator(base.Coordinator):
                 self.changes.reset()
             else:
                 self.changes.record(
-                    h for old, new in zip(self._last, now)
+                    h for old, new in zip(self._last, now, strict=True)
                     for h in old.keys() | new.keys() if old.get(h) != new.get(h))
             self._last = now
         return base.ClusterSnapshot(

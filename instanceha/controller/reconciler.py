@@ -20,13 +20,10 @@ from collections.abc import Callable, Mapping
 from instanceha.controller import observe
 from instanceha.controller.executor import Executor
 from instanceha.coordination import Coordinator
-from instanceha.engine import detection
-from instanceha.engine.model import DetectionPolicy, HostView
+from instanceha.engine import detection, guard
+from instanceha.engine.model import DetectionPolicy, HostView, Phase
 
 LOG = logging.getLogger(__name__)
-
-CROSSING_SLACK = 0.001
-"""A window is crossed when the age is *greater* than it: wake a hair after."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +51,8 @@ class Reconciler:
         self.views: dict[str, HostView] = {}
         """Replaced, never mutated, by a tick that changes a view: safe to read
         from another thread (metrics, status)."""
+        self.phases: dict[Phase, set[str]] = guard.index({})
+        """The views indexed by phase, kept with them (for the guard)."""
         self.last_snapshot = None
         self.touched: frozenset[str] | None = None
         """The hosts observed again in the last tick (None: every host)."""
@@ -90,7 +89,9 @@ class Reconciler:
         if ahead is None:
             self._wake.pop(name, None)
             return
-        due = snap.taken_at + ahead + CROSSING_SLACK
+        # woken at the crossing itself; the age must be *greater* than the window,
+        # so a host woken right on it is decided once more at the next tick
+        due = snap.taken_at + ahead
         self._wake[name] = due
         heapq.heappush(self._timers, (due, name))
 
@@ -153,10 +154,15 @@ class Reconciler:
                      self.views[gone].phase.value)
         if updates or removed:
             views = dict(self.views)
-            views.update(updates)
+            for host, view in updates.items():
+                old = views.get(host)
+                if old is not None:
+                    self.phases[old.phase].discard(host)
+                self.phases[view.phase].add(host)
+                views[host] = view
             for gone in removed:
-                del views[gone]
+                self.phases[views.pop(gone).phase].discard(gone)
             self.views = views
         if act:
-            self.executor.act(self.views, snap.taken_at, snap.control)
+            self.executor.act(self.views, snap.taken_at, snap.control, self.phases)
         return transitions

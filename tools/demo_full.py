@@ -6,24 +6,18 @@ import datetime
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 
-import yaml
 from harness import daemons, procs
-from harness.bmc import IpmiSimBMC
-from harness.minicloud import MiniCloud
-from harness.zookeeper import ZooKeeperServer
+from harness.stack import ActiveWatch, Stack, bmc_off_at, log_times, nova_accepted, seconds
 
 BIN = os.path.dirname(sys.executable)
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \d+ (\w+) (\S+) \[[^\]]*\] (.*)$")
 STEPS = re.compile(
-    r"host=compute1 (phase=\S+|fencing|fenced|forced down|recovering|server=|recovered|back)"
-    r"|leadership (gained|lost)")
+    r"host=compute1 (phase=\S+|fencing|fenced|forced down|recovering|server=\S+ evacuated"
+    r"|recovered|back)|leadership (gained|lost)")
 
 
 def _log_events(d: daemons.Daemon, since: datetime.datetime):
@@ -35,93 +29,23 @@ def _log_events(d: daemons.Daemon, since: datetime.datetime):
                 yield at, d.name, m.group(4)
 
 
-class BusRecorder:
-    """Reads ``instanceha listen --format json`` as it prints, stamping each
-    notification with the time the consumer received it."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.received: list[tuple[datetime.datetime, dict]] = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        for raw in self.proc.stdout:
-            try:
-                self.received.append((datetime.datetime.now(), json.loads(raw)))
-            except ValueError:
-                continue
-
-    def events(self, since: datetime.datetime):
-        for at, e in list(self.received):
-            if at >= since:
-                payload = e.get("payload", {})
-                what = payload.get("instance_id") or payload.get("host", "")
-                yield at, "consumer", f"received {e.get('event_type')} {what}"
-
-
 def run_full(args, say) -> int:
-    work = tempfile.mkdtemp(prefix="instanceha-demo-")
-    started: list[daemons.Daemon] = []
-    bmcs: list[IpmiSimBMC] = []
-    zk = cloud = listener = conn = None
-    server_ids: list[str] = []
-    try:
+    with Stack("instanceha-demo-", keep=args.keep, say=say) as st:
         say("installing/checking the mini-cloud's venv (first run: a few minutes)")
-        MiniCloud.install()
-        say(f"starting ZooKeeper (tickTime 500 ms) in {work}")
-        zk = ZooKeeperServer(os.path.join(work, "zookeeper"), tick_ms=500).start()
+        say(f"starting ZooKeeper (tickTime 500 ms) in {st.work}")
+        st.start_zookeeper(tick_ms=500)
         say("starting the mini-cloud (keystone, placement, glance, neutron, nova, 3 computes)")
-        cloud = MiniCloud.in_run_dir(prefix="demo-", computes=3).up()
-        ep = cloud.endpoints
+        cloud = st.start_cloud(prefix="demo-", computes=3)
         hosts = cloud.hosts
         victim = hosts[0]
         say(f"mini-cloud up: {', '.join(hosts)}")
-
-        inventory = {"hosts": {}}
-        bmc_of = {}
-        for h in hosts:
-            bmc = IpmiSimBMC(os.path.join(work, "bmc"), name=h, password=f"bmc-{h}-pw").start()
-            bmcs.append(bmc)
-            bmc_of[h] = bmc
-            inventory["hosts"][h] = bmc.entry(timeout=3)
-        inv_path = os.path.join(work, "fencing-inventory.yaml")
-        with open(inv_path, "w") as f:
-            yaml.safe_dump(inventory, f)
-        os.chmod(inv_path, 0o600)
-        say(f"{len(bmcs)} IPMI BMCs (ipmi_sim) up, every host powered on")
-
-        base = {"coordination": {"backend_url": zk.url, "session_timeout": 2.0},
-                "telemetry": {"controller_port": 0, "agent_port": 0}}
-        bus = {"DEFAULT": {"transport_url": ep["transport_url"]},
-               "oslo_messaging_notifications": {"driver": "messagingv2"}}
-        agents = {}
-        for h in hosts:
-            n = h[len("compute"):]
-            agents[h] = daemons.Daemon.instanceha(
-                "instanceha-agent", work, f"agent-{h}",
-                dict(base, DEFAULT={"host": h}, agent={
-                    "watched_processes": f"nova-compute:nova-compute{n}.conf",
-                    "health_check_interval": 0.5})).start()
-            started.append(agents[h])
+        st.start_bmcs(password=lambda h: f"bmc-{h}-pw")
+        say(f"{len(st.bmcs)} IPMI BMCs (ipmi_sim) up, every host powered on")
+        agents = {h: st.agent(h) for h in hosts}
         say(f"agents started on {', '.join(hosts)}")
-
-        listen_conf = daemons.write_conf(os.path.join(work, "listen.conf"), bus)
-        listener = subprocess.Popen(
-            [os.path.join(BIN, "instanceha"), "--config-file", listen_conf, "listen",
-             "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        recorder = BusRecorder(listener)
-
-        ctl_sections = dict(base, **bus, fencing={"inventory_file": inv_path, "deadline": 20,
-                                                  "poll_interval": 0.2},
-                            nova=dict(cloud.nova_options(), timeout=30, poll_interval=0.5))
-        ctls = []
-        for name in ("controller-a", "controller-b"):
-            sections = dict(ctl_sections, DEFAULT=dict(bus["DEFAULT"], host=name))
-            d = daemons.Daemon.instanceha("instanceha-controller", work, name,
-                                          sections).start()
-            started.append(d)
-            ctls.append(d)
+        recorder = st.listen()
+        ctls = [st.controller(name)
+                for name in ("controller-a", "controller-b")]
         say("two controllers started (one leads, one hot standby)")
 
         def leader():
@@ -133,27 +57,21 @@ def run_full(args, say) -> int:
             lead.wait_log(rf"host={h} phase=\w+->HEALTHY", timeout=60)
         say(f"{lead.name} leads; all hosts HEALTHY")
 
-        conn = cloud.connection()
-        image = conn.image.find_image(ep["image"])
-        flavor = conn.compute.find_flavor(ep["flavor"])
         plan = [("web-1", "evacuate"), ("web-2", "evacuate"), ("vnf-1", "notify"),
                 ("batch-1", None)]
-        for name, policy in plan:
-            meta = {"instanceha:recovery": policy} if policy else {}
-            s = conn.compute.create_server(name=name, image_id=image.id, flavor_id=flavor.id,
-                                           networks="none", metadata=meta,
-                                           availability_zone=f"nova:{victim}")
-            server_ids.append(s.id)
-        for sid in server_ids:
-            conn.compute.wait_for_server(conn.compute.get_server(sid), status="ACTIVE",
-                                         wait=180)
+        policy = dict(plan)
+        server_ids = st.boot([n for n, _ in plan], victim,
+                             metadata=lambda n: {"instanceha:recovery": policy[n]}
+                             if policy[n] else {})
         say(f"servers ACTIVE on {victim}: " + ", ".join(
             f"{n} ({p or 'default: ignore'})" for n, p in plan))
+        moving = [sid for sid, (_, p) in zip(server_ids, plan, strict=True) if p == "evacuate"]
 
         time.sleep(1.0)
         failed_at = datetime.datetime.now()
         agents[victim].kill()
         cloud.kill_compute(victim)
+        active = ActiveWatch(st.conn, moving, victim).start()
         say(f"{victim} died: agent and nova-compute gone, its BMC still reports power ON")
         if args.kill_leader:
             lead.wait_log(rf"host={victim} fenced", timeout=120)
@@ -162,9 +80,10 @@ def run_full(args, say) -> int:
         survivor = [d for d in ctls if d.proc.poll() is None]
         procs.wait_for(lambda: any(re.search(rf"host={victim} recovered", d.read_log())
                                    for d in survivor), 600, "the recovery to finish")
+        all_active = active.wait(600)
         say(f"{victim} recovered; now repairing it: power on through its BMC, nova-compute "
             "and the agent start again")
-        bmc_of[victim].set_power(True)
+        st.bmcs[victim].set_power(True)
         cloud.start_compute(victim)
         agents[victim].start()
         procs.wait_for(lambda: any(re.search(rf"host={victim} back in service", d.read_log())
@@ -177,14 +96,15 @@ def run_full(args, say) -> int:
         print()
         print(f"timeline (seconds since {victim} failed at {failed_at:%H:%M:%S.%f})")
         for at, who, msg in sorted(rows):
-            print(f"  +{(at - failed_at).total_seconds():7.2f}s  {who:13s} {msg[:140]}")
+            print(f"  +{seconds(failed_at, at):7.2f}s  {who:13s} {msg[:140]}")
         print()
-        for sid, (name, policy) in zip(server_ids, plan, strict=True):
-            s = conn.compute.get_server(sid)
-            print(f"  {name:8s} policy={policy or 'ignore':8s} now on {s.compute_host} "
+        _milestones(st, ctls, victim, moving, failed_at, all_active)
+        for sid, (name, p) in zip(server_ids, plan, strict=True):
+            s = st.conn.compute.get_server(sid)
+            print(f"  {name:8s} policy={p or 'ignore':8s} now on {s.compute_host} "
                   f"({s.status})")
         print()
-        cli_conf = daemons.write_conf(os.path.join(work, "cli.conf"), base)
+        cli_conf = daemons.write_conf(os.path.join(st.work, "cli.conf"), st.base())
         cli = [os.path.join(BIN, "instanceha"), "--config-file", cli_conf, "incidents"]
         listed = json.loads(subprocess.run(cli + ["--host", victim, "--format", "json"],
                                            capture_output=True, text=True,
@@ -194,26 +114,23 @@ def run_full(args, say) -> int:
         print("  " + shown.stdout.rstrip().replace("\n", "\n  "))
         print()
         return 0
-    finally:
-        say("tearing down")
-        if conn is not None:
-            for sid in server_ids:
-                try:
-                    conn.compute.delete_server(sid)
-                except Exception:  # noqa: S110 (tearing down)
-                    pass
-        if listener is not None:
-            listener.kill()
-            listener.wait()
-        for d in started:
-            d.terminate()
-        for b in bmcs:
-            b.stop()
-        if cloud is not None:
-            cloud.down(wipe=True)
-        if zk is not None:
-            zk.stop()
-        if args.keep:
-            say(f"logs kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+
+
+def _milestones(st: Stack, ctls, victim, moving, failed_at, all_active) -> None:
+    """The milestones, as the outside saw them (the BMC, nova-api's log, Nova's
+    API), beside the controllers' own word."""
+    logs = "\n".join(d.read_log() for d in ctls)
+    fenced = [t for t in log_times(logs, rf"host={victim} fenced:") if t >= failed_at]
+    forced = [t for t in log_times(logs, rf"host={victim} forced down") if t >= failed_at]
+    posts = sorted(t for ts in nova_accepted(st.cloud, moving, failed_at).values() for t in ts)
+    off = bmc_off_at(st.bmcs[victim], failed_at)
+    rows = [("the BMC's power bit off (the BMC's own record)", off),
+            ("power-off read back (controller)", fenced[0] if fenced else None),
+            ("nova-compute forced down (controller)", forced[0] if forced else None),
+            ("first evacuate accepted (nova-api's log)", posts[0] if posts else None),
+            ("last evacuate accepted (nova-api's log)", posts[-1] if posts else None),
+            (f"all {len(moving)} opted-in servers ACTIVE elsewhere (Nova's API)", all_active)]
+    print(f"milestones (seconds since {victim} failed)")
+    for what, at in rows:
+        print(f"  {'-' if at is None else f'+{seconds(failed_at, at):.2f}s':>9}  {what}")
+    print()

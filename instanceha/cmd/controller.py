@@ -103,7 +103,7 @@ def build_actuator(conf, coordinator, records, control):
                     "never evacuated")
         return LogOnlyActuator(), []
     from instanceha import fencing
-    from instanceha.compute.evacuation import EvacuationSettings, Evacuator
+    from instanceha.compute.evacuation import CompletionWatch, EvacuationSettings, Evacuator
     from instanceha.compute.nova import NovaClient
     from instanceha.conf import fencing as fencing_conf
     from instanceha.conf import notifications as notifications_conf
@@ -130,6 +130,8 @@ def build_actuator(conf, coordinator, records, control):
     notifier = notifier_mod.make_notifier(conf, notifications_conf.bus_settings(conf),
                                           notifications_conf.delivery_policy(conf)).start()
     evacuation = EvacuationSettings.from_conf(conf)
+    watch = CompletionWatch()
+    nova_events = _nova_events(conf, watch)
     settings = ActuatorSettings(
         name=conf.host,
         policy=policy.recovery_policy(conf),
@@ -146,13 +148,36 @@ def build_actuator(conf, coordinator, records, control):
              f" (match {target.match.value}, fallback to the scheduler "
              f"{'on' if target.fallback_to_scheduler else 'off'})" if target.reserved else "",
              " (DRY-RUN)" if settings.dry_run else "")
-    actuator = RecoveryActuator(settings, fencer, nova, lambda n: Evacuator(n, evacuation),
-                                notifier=notifier, events=events,
+    actuator = RecoveryActuator(settings, fencer, nova,
+                                lambda n: Evacuator(n, evacuation, watch=watch),
+                                notifier=notifier, events=events, nova_events=nova_events,
                                 failures=FailureHistory(coordinator, records),
                                 attestations=Attestations(coordinator, control),
                                 journal=IncidentJournal(coordinator, conf.host,
                                                         policy.journal_retention(conf)))
     return actuator, [actuator.close, fencer.close, notifier.close]
+
+
+def _nova_events(conf, watch):
+    """The feed of Nova's versioned notifications ([nova_notifications]), or None."""
+    from instanceha.conf import notifications as notifications_conf
+    from instanceha.controller.nova_events import NovaEventFeed
+
+    c = conf.nova_notifications
+    if not c.enabled:
+        LOG.info("[nova_notifications] disabled: evacuations are checked by reading Nova")
+        return None
+    notifications_conf.register_oslo_messaging_opts(conf)
+
+    def make_listener(on_event):
+        from instanceha.notify.listener import Listener
+
+        return Listener(conf, (c.topic,), c.pool,
+                        lambda r: on_event(r.event_type, r.payload),
+                        event_type_pattern=r"^instance\.", url=c.transport_url,
+                        exchange=c.exchange)
+
+    return NovaEventFeed(make_listener, watch)
 
 
 def main(argv=None) -> int:

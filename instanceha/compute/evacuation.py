@@ -13,24 +13,38 @@ refuses to evacuate (paused, suspended) are reset to ``active``. Locked
 servers need nothing: the admin account bypasses the lock, which stays.
 
 Each server is tried ``attempts`` times with a ``timeout`` each; up to
-``concurrency`` servers move at once. Within an attempt, a Nova call that
-fails in a way that may pass (5xx, 409, Nova unreachable or timing out) is
-retried with exponential back-off (from ``poll_interval``, doubling up to
-``RETRY_BACKOFF_MAX``) until the attempt's deadline: a Nova API blip never
-uses up the attempts. Before an evacuate request is sent again, the migration
-records say whether the failed one was accepted after all (its answer lost,
-then a transport retry refused), so it is never sent twice. A server that
-cannot be moved is reported (``on_result``), never raised: the others
+``concurrency`` servers move at once (sized so that a host's servers do not
+queue behind each other: Nova does the work, the controller only waits).
+Within an attempt, a Nova call that fails in a way that may pass (5xx, 409,
+Nova unreachable or timing out) is retried with exponential back-off (from
+``poll_interval``, doubling up to ``RETRY_BACKOFF_MAX``) until the attempt's
+deadline: a Nova API blip never uses up the attempts. Before an evacuate
+request is sent again, the migration records say whether the failed one was
+accepted after all (its answer lost), so it is never sent twice. A server
+that cannot be moved is reported (``on_result``), never raised: the others
 continue. An evacuation found in progress (a controller restarted mid-way) is
 awaited, not repeated.
+
+Waiting costs Nova little and loses no time. The first attempt starts from
+the state the caller read (the recovery reads the host's servers in one list
+while the fence runs) and sends its evacuate at once. Completion is learned
+from the failed host's evacuation records, read in **one bulk request for
+the whole host** (``changes-since`` the failure) and shared by every server
+waiting on it; a server itself is read only once its record is done or
+failed. The wait between two reads starts at ``poll_initial`` and grows by
+half up to ``poll_interval``; Nova's own word (its versioned notifications
+about the instance, fed to a ``CompletionWatch``) cuts the wait short and
+starts the fast reads again. Without notifications, the reads alone.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -43,20 +57,31 @@ LOG = logging.getLogger(__name__)
 EVACUABLE_VM_STATES = ("active", "stopped")  # anything else is reset to active first
 NO_VALID_HOST = "No valid host"
 RETRY_BACKOFF_MAX = 30.0  # seconds between two tries of a failing Nova call, at most
+SERVER_BACKSTOP = 15.0  # seconds: a server whose record does not move is read anyway
+RECORDS_MARGIN = 3600.0  # seconds before the evacuation starts that its records are read from
+GROWTH = 1.5  # each wait between two reads of a running evacuation, this much longer
 
 
 @dataclasses.dataclass(frozen=True)
 class EvacuationSettings:
-    concurrency: int = 4
+    concurrency: int = 32
     attempts: int = 3
     timeout: float = 300.0  # seconds, per attempt
-    poll_interval: float = 2.0  # seconds
+    poll_interval: float = 2.0  # seconds: the longest wait between two reads
+    poll_initial: float = 0.25  # seconds: the first wait, grown by half up to poll_interval
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.attempts < 1:
+            raise ValueError("concurrency and attempts must be >= 1")
+        if not 0 < self.poll_initial <= self.poll_interval:
+            raise ValueError("poll_initial must be > 0 and <= poll_interval")
 
     @classmethod
     def from_conf(cls, conf, group: str = "nova") -> EvacuationSettings:
         c = conf[group]
         return cls(concurrency=c.evacuation_concurrency, attempts=c.evacuation_attempts,
-                   timeout=c.evacuation_timeout, poll_interval=c.poll_interval)
+                   timeout=c.evacuation_timeout, poll_interval=c.poll_interval,
+                   poll_initial=min(c.poll_initial_interval, c.poll_interval))
 
 
 class Outcome(enum.Enum):
@@ -84,6 +109,128 @@ class EvacuationResult:
         return self.outcome is Outcome.EVACUATED
 
 
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class Waker:
+    """An interruptible wait: ``wait(s, since)`` returns True at once when
+    ``poke()``d after ``since`` (a ``mark()``; Nova said something about a
+    server being waited on), else False after ``s`` seconds."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    def mark(self) -> int:
+        with self._cond:
+            return self._generation
+
+    def wait(self, seconds: float, since: int | None = None) -> bool:
+        with self._cond:
+            seen = self._generation if since is None else since
+            return self._cond.wait_for(lambda: self._generation != seen, seconds)
+
+    def poke(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+
+class Pause:
+    """One waiter's pauses on a ``Waker``: ``mark()`` before reading Nova, then
+    ``pause(s)`` ends early if Nova's word came in since the mark (a word that
+    arrives during the read is not lost)."""
+
+    def __init__(self, waker: Waker) -> None:
+        self.waker = waker
+        self._since: int | None = None
+
+    def mark(self) -> None:
+        self._since = self.waker.mark()
+
+    def __call__(self, seconds: float) -> bool:
+        return self.waker.wait(seconds, self._since)
+
+
+class CompletionWatch:
+    """Routes Nova's word about an instance (a versioned notification: rebuild
+    end or error, update) to the evacuations waiting on it. Thread-safe; one
+    per controller, fed by the notification listener."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, Waker] = {}
+        self.pokes = 0
+        """Notifications that woke a waiting evacuation."""
+
+    def subscribe(self, server_ids: Iterable[str], waker: Waker) -> None:
+        with self._lock:
+            for sid in server_ids:
+                self._waiting[sid] = waker
+
+    def unsubscribe(self, server_ids: Iterable[str]) -> None:
+        with self._lock:
+            for sid in server_ids:
+                self._waiting.pop(sid, None)
+
+    def poke(self, server_id: str) -> bool:
+        with self._lock:
+            waker = self._waiting.get(server_id)
+            if waker is not None:
+                self.pokes += 1
+        if waker is None:
+            return False
+        waker.poke()
+        return True
+
+
+class HostRecords:
+    """The evacuation migration records of one failed host, read in one bulk
+    request and shared: a caller gets the last read when it is younger than
+    ``max_age``, else reads (or waits for the read another caller started)."""
+
+    def __init__(self, nova, host: str, since: datetime.datetime,
+                 clock: Callable[[], float]) -> None:
+        self.nova = nova
+        self.host = host
+        self.since = since
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._reading = False
+        self._at: float | None = None
+        self._records: list[Migration] = []
+        self.reads = 0
+
+    def of(self, server_id: str, max_age: float) -> list[Migration]:
+        """This server's records from the host, newest first."""
+        return [m for m in self.read(max_age) if m.instance_uuid == server_id]
+
+    def read(self, max_age: float) -> list[Migration]:
+        """The records as read less than ``max_age`` seconds ago (0: read now)."""
+        with self._cond:
+            while True:
+                if self._at is not None and self.clock() - self._at < max_age:
+                    return self._records
+                if not self._reading:
+                    self._reading = True
+                    break
+                self._cond.wait()
+        try:
+            started = self.clock()
+            records = self.nova.evacuations(source_host=self.host, changes_since=self.since)
+        except BaseException:
+            with self._cond:
+                self._reading = False
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._records, self._at, self._reading = records, started, False
+            self.reads += 1
+            self._cond.notify_all()
+            return records
+
+
 class _AttemptFailed(Exception):
     def __init__(self, reason: str, no_capacity: bool = False) -> None:
         super().__init__(reason)
@@ -94,37 +241,64 @@ class _AttemptFailed(Exception):
 class Evacuator:
     def __init__(self, nova, settings: EvacuationSettings = EvacuationSettings(),
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep,
-                 on_result: Callable[[EvacuationResult], None] | None = None) -> None:
+                 sleep: Callable[[float], object] | None = None,
+                 on_result: Callable[[EvacuationResult], None] | None = None,
+                 watch: CompletionWatch | None = None,
+                 wall: Callable[[], datetime.datetime] = _utcnow) -> None:
+        """``sleep``: how a wait is spent (tests inject a fake clock's); by default
+        an interruptible wait that Nova's notifications (``watch``) cut short."""
         self.nova = nova
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
         self.on_result = on_result
+        self.watch = watch
+        self.wall = wall
 
     def evacuate_host(self, host: str, servers: Iterable[Server],
                       target_host: str | None = None) -> list[EvacuationResult]:
-        """Evacuate ``servers`` of the fenced ``host``; one result per server."""
+        """Evacuate ``servers`` of the fenced ``host`` (as the caller read them);
+        one result per server, in order."""
         servers = list(servers)
         if not servers:
             return []
-        workers = min(self.settings.concurrency, len(servers))
-        with concurrent.futures.ThreadPoolExecutor(workers, "evacuate") as pool:
-            futures = [pool.submit(self.evacuate_server, s, host, target_host) for s in servers]
-            return [f.result() for f in futures]
+        waker = Waker()
+        records = self._records(host)
+        ids = [s.id for s in servers]
+        if self.watch is not None:
+            self.watch.subscribe(ids, waker)
+        try:
+            workers = min(self.settings.concurrency, len(servers))
+            with concurrent.futures.ThreadPoolExecutor(workers, "evacuate") as pool:
+                futures = [pool.submit(self.evacuate_server, s, host, target_host, records,
+                                       waker) for s in servers]
+                return [f.result() for f in futures]
+        finally:
+            if self.watch is not None:
+                self.watch.unsubscribe(ids)
+
+    def _records(self, host: str) -> HostRecords:
+        since = self.wall() - datetime.timedelta(seconds=RECORDS_MARGIN)
+        return HostRecords(self.nova, host, since, self.clock)
 
     # -- one server -------------------------------------------------------------
 
-    def evacuate_server(self, server: Server, host: str,
-                        target_host: str | None = None) -> EvacuationResult:
+    def evacuate_server(self, server: Server, host: str, target_host: str | None = None,
+                        records: HostRecords | None = None,
+                        waker: Waker | None = None) -> EvacuationResult:
+        """``server`` as last read: the first attempt acts on it without reading it
+        again; every later attempt reads it afresh."""
         t0 = self.clock()
+        records = records or self._records(host)
+        sleep = self.sleep or Pause(waker or Waker())
         # the pre-failure power state to restore; ERROR and the rest come back ACTIVE
         want = "SHUTOFF" if server.vm_state == "stopped" else "ACTIVE"
         reason, no_capacity, attempt = "", False, 0
         for attempt in range(1, self.settings.attempts + 1):
             deadline = self.clock() + self.settings.timeout
             try:
-                cur, mig = self._attempt(server.id, host, want, target_host, deadline)
+                cur, mig = self._attempt(server if attempt == 1 else None, server.id, host,
+                                         want, target_host, deadline, records, sleep)
             except _AttemptFailed as e:
                 reason, no_capacity = e.reason, e.no_capacity
             except InstanceHAError as e:
@@ -152,24 +326,36 @@ class Evacuator:
                 if not e.retryable or left <= 0:
                     raise
                 LOG.info("%s; retrying in %.1f s", e, min(delay, left))
-                self.sleep(min(delay, left))
+                self._pause(min(delay, left))
                 delay = min(delay * 2, RETRY_BACKOFF_MAX)
 
-    def _attempt(self, server_id: str, host: str, want: str, target_host: str | None,
-                 deadline: float) -> tuple[Server, Migration | None]:
-        cur = self._retrying(deadline, self.nova.server, server_id)
-        migrations = self._retrying(deadline, self.nova.evacuations, server_id)
+    def _pause(self, seconds: float) -> None:
+        """A back-off that nothing cuts short."""
+        (self.sleep or time.sleep)(seconds)
+
+    def _attempt(self, known: Server | None, server_id: str, host: str, want: str,
+                 target_host: str | None, deadline: float, records: HostRecords,
+                 sleep) -> tuple[Server, Migration | None]:
+        if known is not None:  # as the caller read it moments ago: act at once ...
+            cur = known
+            migrations = self._retrying(deadline, records.of, server_id, float("inf"))
+            if migrations:
+                # ... unless it was evacuated lately (a controller before this one
+                # asked, maybe still running): then where it is and its task state
+                # decide, read them now
+                cur = self._retrying(deadline, self.nova.server, server_id)
+        else:
+            cur = self._retrying(deadline, self.nova.server, server_id)
+            migrations = self._retrying(deadline, records.of, server_id, 0.0)
         if cur.host != host:
             # moved by an earlier attempt or an earlier controller: verify, don't redo
-            ours = [m for m in migrations if m.source_compute == host]
-            mig = ours[0] if ours else None
+            mig = migrations[0] if migrations else None
             if mig is not None and mig.failed:
                 raise _AttemptFailed(f"left {host} but its evacuation migration is {mig.status}")
             cur, mig = self._wait(server_id, host, (mig.id - 1) if mig else 0, deadline,
-                                  need_migration=mig is not None)
-            return self._restore_power(cur, want, deadline), mig
-        running = [m for m in migrations if m.source_compute == host
-                   and not m.succeeded and not m.failed]
+                                  records, sleep, need_migration=mig is not None)
+            return self._restore_power(cur, want, deadline, sleep), mig
+        running = [m for m in migrations if not m.succeeded and not m.failed]
         if running and cur.task_state is not None:
             floor = running[0].id - 1  # an evacuation in progress: wait for it
             LOG.info("evacuation of %s from %s already in progress (migration %s)",
@@ -177,9 +363,10 @@ class Evacuator:
         else:
             floor = migrations[0].id if migrations else 0
             self._make_evacuable(cur, deadline)
-            self._request(server_id, target_host, floor, deadline)
-        cur, mig = self._wait(server_id, host, floor, deadline)
-        return self._restore_power(cur, want, deadline), mig
+            self._request(server_id, target_host, floor, deadline, records)
+            LOG.info("host=%s server=%s evacuate accepted by Nova", host, server_id)
+        cur, mig = self._wait(server_id, host, floor, deadline, records, sleep)
+        return self._restore_power(cur, want, deadline, sleep), mig
 
     def _make_evacuable(self, cur: Server, deadline: float) -> None:
         if cur.vm_state in EVACUABLE_VM_STATES and cur.task_state is None:
@@ -189,16 +376,16 @@ class Evacuator:
         self._retrying(deadline, self.nova.reset_state, cur.id, "active")
 
     def _request(self, server_id: str, target_host: str | None, floor: int,
-                 deadline: float) -> None:
+                 deadline: float, records: HostRecords) -> None:
         delay = self.settings.poll_interval
         while True:
             try:
                 self.nova.evacuate(server_id, target_host)
                 return
             except InstanceHAError as e:
-                # accepted after all? Its answer was lost and a transport retry was
-                # refused (409 while it runs, 400 "service in use" once it is done)
-                migrations = self._retrying(deadline, self.nova.evacuations, server_id)
+                # accepted after all? Its answer was lost (a timeout), or a retry of
+                # ours was refused (409 while it runs, 400 "service in use" once done)
+                migrations = self._retrying(deadline, records.of, server_id, 0.0)
                 if any(m.id > floor for m in migrations):
                     LOG.info("evacuate of %s failed (%s) but Nova had accepted it: not "
                              "sent again", server_id, e)
@@ -211,45 +398,69 @@ class Evacuator:
                     raise _AttemptFailed(f"evacuate refused until the deadline: {e}")
                 LOG.info("evacuate of %s failed (%s); retrying in %.1f s", server_id, e,
                          min(delay, left))
-                self.sleep(min(delay, left))
+                self._pause(min(delay, left))
                 delay = min(delay * 2, RETRY_BACKOFF_MAX)
 
     def _wait(self, server_id: str, host: str, floor: int, deadline: float,
+              records: HostRecords, sleep,
               need_migration: bool = True) -> tuple[Server, Migration | None]:
-        """Until a migration newer than ``floor`` is done and the server has landed."""
+        """Until a migration newer than ``floor`` is done and the server has landed.
+
+        The host's records are read in bulk (shared); the server only once its
+        record is done or failed, without a record to wait for, or every
+        ``SERVER_BACKSTOP`` seconds (a server that went ERROR without its record
+        saying so)."""
+        delay = self.settings.poll_initial
+        cur: Server | None = None
+        read_at = self.clock()
+        mark = getattr(sleep, "mark", None)
         while True:
-            migs = [m for m in self._retrying(deadline, self.nova.evacuations, server_id)
+            if mark is not None:
+                mark()
+            migs = [m for m in self._retrying(deadline, records.of, server_id, delay / 2)
                     if m.id > floor]
             mig = migs[-1] if migs else None  # the oldest one after floor: ours
-            cur = self._retrying(deadline, self.nova.server, server_id)
-            if (mig is not None and mig.failed) or (cur.status == "ERROR"
-                                                     and cur.task_state is None):
-                fault = cur.fault or ""
-                raise _AttemptFailed(
-                    f"migration {mig.status if mig else 'missing'}, server {cur.status}"
-                    + (f": {fault}" if fault else ""), no_capacity=NO_VALID_HOST in fault)
-            landed = (cur.host not in (None, host) and cur.task_state is None
-                      and cur.status in ("ACTIVE", "SHUTOFF"))
-            if landed and ((mig is not None and mig.succeeded) or not need_migration):
-                return cur, mig
+            settled = mig is not None and (mig.succeeded or mig.failed)
+            if settled or not need_migration or self.clock() - read_at >= SERVER_BACKSTOP:
+                cur = self._retrying(deadline, self.nova.server, server_id)
+                read_at = self.clock()
+                if (mig is not None and mig.failed) or (cur.status == "ERROR"
+                                                         and cur.task_state is None):
+                    fault = cur.fault or ""
+                    raise _AttemptFailed(
+                        f"migration {mig.status if mig else 'missing'}, server {cur.status}"
+                        + (f": {fault}" if fault else ""), no_capacity=NO_VALID_HOST in fault)
+                landed = (cur.host not in (None, host) and cur.task_state is None
+                          and cur.status in ("ACTIVE", "SHUTOFF"))
+                if landed and ((mig is not None and mig.succeeded) or not need_migration):
+                    return cur, mig
             if self.clock() >= deadline:
+                where = (f"server {cur.status} on {cur.host} (task {cur.task_state})"
+                         if cur is not None else "server not read")
                 raise _AttemptFailed(
-                    f"timed out: migration {mig.status if mig else 'not created'}, server "
-                    f"{cur.status} on {cur.host} (task {cur.task_state})")
-            self.sleep(self.settings.poll_interval)
+                    f"timed out: migration {mig.status if mig else 'not created'}, {where}")
+            poked = sleep(min(delay, max(0.0, deadline - self.clock())))
+            delay = self.settings.poll_initial if poked is True else \
+                min(delay * GROWTH, self.settings.poll_interval)
 
-    def _restore_power(self, cur: Server, want: str, deadline: float) -> Server:
+    def _restore_power(self, cur: Server, want: str, deadline: float, sleep) -> Server:
         if want != "SHUTOFF" or cur.status == "SHUTOFF":
             return cur
         self._retrying(deadline, self.nova.stop, cur.id)
+        delay = self.settings.poll_initial
+        mark = getattr(sleep, "mark", None)
         while True:
+            if mark is not None:
+                mark()
             cur = self._retrying(deadline, self.nova.server, cur.id)
             if cur.status == "SHUTOFF" and cur.task_state is None:
                 return cur
             if self.clock() >= deadline:
                 raise _AttemptFailed(f"evacuated to {cur.host} but did not stop "
                                      f"(status {cur.status}, task {cur.task_state})")
-            self.sleep(self.settings.poll_interval)
+            poked = sleep(delay)
+            delay = self.settings.poll_initial if poked is True else \
+                min(delay * GROWTH, self.settings.poll_interval)
 
     def _done(self, server: Server, host: str, outcome: Outcome, attempts: int, t0: float,
               cur: Server | None = None, mig: Migration | None = None,

@@ -13,17 +13,31 @@ letting openstacksdk negotiate the newest one (which changes behaviour: from
 
 Failures become ``instanceha.compute.exceptions`` errors whose ``action`` says
 whether to retry (Nova away, 5xx, 409) or escalate (403, 404, bad config).
+
+Writes (PUT, POST) are never re-sent by the transport: keystoneauth's
+``connect_retries`` and ``status_code_retries`` also fire after a *read*
+timeout, when Nova may have executed the request, so a write is sent with
+both at 0 and retried only by instanceha, which first reads whether the
+earlier one took effect (a service update here; an evacuation by its
+migration records, in ``evacuation.py``). Reads keep the configured retries.
+
+What the recovery reads of every failed host alike (aggregates, image
+properties) is cached for ``cache_ttl`` seconds and shared across hosts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 from keystoneauth1 import exceptions as ks_exc
 
 from instanceha.compute import exceptions as exc
+from instanceha.compute.cache import TTLCache
 from instanceha.compute.model import ComputeService, Migration, Server
 from instanceha.engine.instance_policy import InstanceFacts
 
@@ -35,13 +49,27 @@ MV_MIGRATIONS = "2.59"
 MV_SERVERS = "2.73"
 MV_EVACUATE = "2.94"  # >= 2.95 leaves evacuated servers SHUTOFF
 PAGE = 1000
+WRITE_TRIES = 3  # a service update whose answer was lost: read back, then send again
+WRITE_RETRY_DELAY = 0.5  # seconds before the 2nd try, doubled for the 3rd
 
 
 class NovaClient:
     """Nova as instanceha needs it. Build once (``from_conf``) and share."""
 
-    def __init__(self, connection) -> None:
+    def __init__(self, connection, cache_ttl: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 recorder: Callable[..., None] | None = None) -> None:
         self._conn = connection  # its proxies authenticate lazily, on first use
+        self._sleep = sleep
+        self._clock = clock
+        self.recorder = recorder
+        """``recorder(service, method, url, status, seconds)`` after every request
+        (status None: no answer); the controller counts its API calls with it."""
+        self._service_ids: dict[str, str] = {}
+        self._ids_lock = threading.Lock()
+        self._aggregates = TTLCache(cache_ttl, clock)
+        self._images = TTLCache(cache_ttl, clock)
 
     @classmethod
     def from_conf(cls, conf, group: str = "nova") -> NovaClient:
@@ -63,7 +91,7 @@ class NovaClient:
             compute_status_code_retries=c.status_code_retries,
             app_name="instanceha", app_version="1",
         )
-        return cls(conn)
+        return cls(conn, cache_ttl=c.cache_ttl)
 
     # -- plumbing ------------------------------------------------------------
 
@@ -83,12 +111,27 @@ class NovaClient:
             cls = exc.NovaServerError if (e.http_status or 0) >= 500 else exc.NovaAuthError
             raise cls(operation=operation, status=e.http_status, reason=type(e).__name__)
 
-    def _call(self, method: str, url: str, operation: str, microversion: str,
+    def _call(self, method: str, url: str, operation: str, microversion: str | None,
               json: Mapping | None = None, service: str = "compute"):
-        with self._errors(operation):
-            resp = getattr(self._conn, service).request(
-                url, method, microversion=microversion, json=json, raise_exc=False)
-        return resp
+        kwargs: dict = {}
+        if method in ("PUT", "POST", "DELETE"):
+            # no transport re-send of a write: after a read timeout Nova may have done it
+            kwargs.update(connect_retries=0, status_code_retries=0)
+        started = self._clock()
+        status = None
+        try:
+            with self._errors(operation):
+                resp = getattr(self._conn, service).request(
+                    url, method, microversion=microversion, json=json, raise_exc=False,
+                    **kwargs)
+            status = resp.status_code
+            return resp
+        finally:
+            if self.recorder is not None:
+                try:
+                    self.recorder(service, method, url, status, self._clock() - started)
+                except Exception:  # counting must never fail a call
+                    LOG.exception("API call recorder failed")
 
     def _nova(self, method, url, operation, microversion, json=None):
         """A compute API call; an HTTP error status raises its typed error."""
@@ -112,7 +155,10 @@ class NovaClient:
         """Every nova-compute service (or the one of ``host``) with its state."""
         url = "/os-services?binary=nova-compute" + (f"&host={host}" if host else "")
         body = self._nova("GET", url, "list compute services", MV_SERVICES).json()
-        return [ComputeService.from_api(s) for s in body.get("services", [])]
+        found = [ComputeService.from_api(s) for s in body.get("services", [])]
+        with self._ids_lock:
+            self._service_ids.update((s.host, s.id) for s in found)
+        return found
 
     def service(self, host: str) -> ComputeService:
         found = [s for s in self.services(host) if s.host == host]
@@ -120,11 +166,47 @@ class NovaClient:
             raise exc.ServiceNotFound(operation="find compute service", host=host)
         return found[0]
 
+    def _service_id(self, host: str) -> str:
+        with self._ids_lock:
+            known = self._service_ids.get(host)
+        return known if known is not None else self.service(host).id
+
     def _update_service(self, host: str, body: dict, operation: str) -> ComputeService:
-        svc = self.service(host)
-        resp = self._nova("PUT", f"/os-services/{svc.id}", f"{operation} {host}", MV_SERVICES,
-                          json=body)
-        return ComputeService.from_api(resp.json()["service"])
+        """PUT ``body`` on the host's service. The service id comes from the last
+        list (no extra read on the recovery's path). When the answer is lost
+        (Nova unreachable or timing out), the service is read back: a change
+        that took effect is not sent again; otherwise it is sent again, up to
+        ``WRITE_TRIES`` times in all."""
+        delay = WRITE_RETRY_DELAY
+        for attempt in range(1, WRITE_TRIES + 1):
+            service_id = self._service_id(host)
+            try:
+                resp = self._nova("PUT", f"/os-services/{service_id}", f"{operation} {host}",
+                                  MV_SERVICES, json=body)
+            except exc.NovaNotFound:
+                with self._ids_lock:
+                    stale = self._service_ids.pop(host, None) == service_id
+                if not stale or attempt == WRITE_TRIES:
+                    raise
+                continue  # the service was re-created under a new id: look it up again
+            except exc.NovaUnavailable as e:
+                if attempt == WRITE_TRIES:
+                    raise
+                try:
+                    now = self.service(host)
+                except exc.ComputeError:
+                    now = None
+                if now is not None and _applied(now, body):
+                    LOG.info("%s %s: the answer was lost (%s) but Nova had applied it: "
+                             "not sent again", operation, host, e)
+                    return now
+                LOG.info("%s %s failed (%s), not applied: sending it again in %.1f s",
+                         operation, host, e, delay)
+                self._sleep(delay)
+                delay *= 2
+                continue
+            return ComputeService.from_api(resp.json()["service"])
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def force_down(self, host: str, reason: str | None = None) -> ComputeService:
         """Mark the host's nova-compute down at once (the host must be fenced)
@@ -180,40 +262,52 @@ class NovaClient:
     def stop(self, server_id: str) -> None:
         self._action(server_id, {"os-stop": None}, "stop", MV_SERVERS)
 
-    def evacuations(self, server_id: str | None = None,
-                    source_host: str | None = None) -> list[Migration]:
-        """Evacuation migration records, newest first."""
+    def evacuations(self, server_id: str | None = None, source_host: str | None = None,
+                    changes_since: datetime.datetime | None = None) -> list[Migration]:
+        """Evacuation migration records, newest first (``changes_since``: only
+        those updated since then, one bulk read for a whole failed host)."""
         url = "/os-migrations?migration_type=evacuation"
         if server_id:
             url += f"&instance_uuid={server_id}"
         if source_host:
             url += f"&source_compute={source_host}"
+        if changes_since is not None:
+            stamp = changes_since.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+            url += f"&changes-since={stamp.isoformat(timespec='seconds')}"
         items = self._nova("GET", url, "list evacuations", MV_MIGRATIONS).json()
         migs = [Migration.from_api(m) for m in items.get("migrations", [])]
         return sorted(migs, key=lambda m: m.id, reverse=True)
 
     # -- what the per-instance policy reads ------------------------------------
 
+    def _all_aggregates(self, fresh: bool = False) -> list[dict]:
+        """Every aggregate (name, hosts, metadata): one read per ``cache_ttl``."""
+        read = lambda: self._nova("GET", "/os-aggregates", "list aggregates",  # noqa: E731
+                                  MV_AGGREGATES).json().get("aggregates", [])
+        return self._aggregates.get("all", read, fresh=fresh)
+
     def aggregates_of(self, host: str) -> dict[str, dict[str, str]]:
-        body = self._nova("GET", "/os-aggregates", "list aggregates", MV_AGGREGATES).json()
-        return {a["name"]: dict(a.get("metadata") or {}) for a in body.get("aggregates", [])
+        return {a["name"]: dict(a.get("metadata") or {}) for a in self._all_aggregates()
                 if host in (a.get("hosts") or [])}
 
-    def host_aggregates(self) -> dict[str, frozenset[str]]:
-        """The names of the aggregates of every host that is in one (spare matching)."""
-        body = self._nova("GET", "/os-aggregates", "list aggregates", MV_AGGREGATES).json()
+    def host_aggregates(self, fresh: bool = True) -> dict[str, frozenset[str]]:
+        """The names of the aggregates of every host that is in one (spare matching,
+        the guard's grouping: read afresh unless ``fresh`` is False)."""
         found: dict[str, set[str]] = {}
-        for a in body.get("aggregates", []):
+        for a in self._all_aggregates(fresh=fresh):
             for h in a.get("hosts") or []:
                 found.setdefault(h, set()).add(a["name"])
         return {h: frozenset(names) for h, names in found.items()}
 
     def image_properties(self, image_id: str) -> dict[str, object]:
-        resp = self._call("GET", f"/images/{image_id}", f"show image {image_id}", None,
-                          service="image")
-        if resp.status_code == 404:
-            return {}  # image deleted since boot: no properties to read
-        return dict(exc.raise_for_response(resp, f"show image {image_id}").json())
+        def read() -> dict[str, object]:
+            resp = self._call("GET", f"/images/{image_id}", f"show image {image_id}", None,
+                              service="image")
+            if resp.status_code == 404:
+                return {}  # image deleted since boot: no properties to read
+            return dict(exc.raise_for_response(resp, f"show image {image_id}").json())
+
+        return self._images.get(image_id, read)
 
     def instance_facts(self, servers: Iterable[Server], host: str) -> dict[str, InstanceFacts]:
         """The policy inputs of each server (one image GET per distinct image)."""
@@ -228,3 +322,12 @@ class NovaClient:
                 image_properties=images.get(s.image_id, {}) if s.image_id else {},
                 aggregates=aggregates)
         return facts
+
+
+def _applied(svc: ComputeService, body: Mapping) -> bool:
+    """Does the service already show every field of a PUT ``body``?"""
+    if "forced_down" in body and svc.forced_down != bool(body["forced_down"]):
+        return False
+    if "status" in body and svc.status != body["status"]:
+        return False
+    return "disabled_reason" not in body or svc.disabled_reason == body["disabled_reason"]

@@ -45,10 +45,13 @@ opts = [
     ),
     cfg.IntOpt(
         "evacuation_concurrency",
-        default=4,
+        default=32,
         min=1,
-        max=64,
-        help="The number of evacuations of one host that run at a time.",
+        max=256,
+        help="The number of evacuations of one host that run at a time. Nova does "
+        "the work; the controller only waits for each, so the default lets the "
+        "servers of a typical host move together instead of queueing; lower it to "
+        "spare a small control plane.",
     ),
     cfg.IntOpt(
         "evacuation_attempts",
@@ -71,8 +74,28 @@ opts = [
         default=2.0,
         min=0.1,
         max=60.0,
-        help="Interval between two reads of a running evacuation's migration "
-        "and server, in seconds.",
+        help="Longest wait between two reads of the failed host's running "
+        "evacuations (one bulk read of its migration records for all its "
+        "servers), in seconds.",
+    ),
+    cfg.FloatOpt(
+        "poll_initial_interval",
+        default=0.25,
+        min=0.05,
+        max=60.0,
+        help="First wait between two reads of the failed host's running "
+        "evacuations, in seconds; each later wait is half as long again, up to "
+        "poll_interval. Nova's versioned notifications about an instance being "
+        "evacuated (see [nova_notifications]) start the short waits again.",
+    ),
+    cfg.FloatOpt(
+        "cache_ttl",
+        default=30.0,
+        min=0.0,
+        max=3600.0,
+        help="How long the host aggregates and image properties read for the "
+        "per-instance policy are reused, in seconds (shared by the recoveries of "
+        "several hosts failing together).",
     ),
 ]
 

@@ -14,6 +14,7 @@ _MODULES = (
     "agent",
     "detection",
     "nova",
+    "nova_notifications",
     "controller",
     "recovery",
     "fencing",

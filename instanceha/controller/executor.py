@@ -44,7 +44,9 @@ class Actuator(Protocol):
         not paused. ``fence_allowed``: the FAILED hosts the guard lets it fence
         this tick. ``verify()`` re-checks leadership (a round trip) and returns
         the fencing token: call it right before every world-changing action.
-        Must be idempotent and must not block the tick."""
+        Must be idempotent and must not block the tick. An actuator may also
+        have ``idle()``, called on every tick it is not given (not leading,
+        paused), which must not block either."""
 
 
 class LogOnlyActuator:
@@ -156,16 +158,25 @@ class Executor:
         selected = guard.select(views, state, self.guard_policy, self._admitted, phases)
         if not self.leadership.is_leader():
             self._admitted = {}
+            self._idle()
             return []
         if control.get(PAUSED):
             if selected:
                 self._say_once("pause", "paused by an operator (%s): not acting on %s",
                                control[PAUSED], ", ".join(selected))
+            self._idle()
             return []
         self._said.pop("pause", None)
         self._admitted = {host: views[host].since for host in selected}
         self.actuator.act(views, selected, self.verifier)
         return selected
+
+    def _idle(self) -> None:
+        """A tick this controller does not act on (not leading, paused): the
+        actuator's ``idle()``, if it has one, lets go of what only a leader uses."""
+        idle = getattr(self.actuator, "idle", None)
+        if idle is not None:
+            idle()
 
     # -- the per-aggregate grouping -------------------------------------------
     def _grouping(self) -> guard.Aggregates | None:

@@ -12,6 +12,12 @@ or are reported as failed to recover.
 Spare choices are serialized across the actuator's recovery jobs (two hosts
 failing at once never get the same spare): enabling a spare removes its
 reserved marker, and the next choice reads Nova after that.
+
+``prepare()`` makes the choice ahead, while the failed host is being fenced
+(a read; nothing changes): the spare is held in memory for that host, so no
+other recovery picks it, and ``evacuate()`` records and enables it after the
+fence without reading Nova again. ``release()`` drops a hold that was not
+used (the fence failed).
 """
 
 from __future__ import annotations
@@ -35,6 +41,32 @@ class Placement:
         self.nova = nova  # reads only; changes go through the caller's guarded client
         self.phases = phases
         self._lock = threading.Lock()
+        self._held: dict[str, str] = {}
+        """failed host -> the spare chosen for it ahead, not recorded yet"""
+
+    def _held_for_others(self, host: str) -> set[str]:
+        return {spare for failed, spare in self._held.items() if failed != host}
+
+    def prepare(self, host: str, marker) -> Choice | None:
+        """Choose ``host``'s spare ahead of its fence and hold it for ``host``
+        (None with ``method = scheduler``). Reads Nova; writes nothing."""
+        if not self.policy.reserved:
+            return None
+        with self._lock:
+            hosts = self._hosts()
+            choice = resume_spare(marker, hosts.values())
+            if choice is None:
+                used = set(marker.spares) if marker is not None else set()
+                choice = choose_spare(hosts.get(host) or HostInfo(host), hosts.values(),
+                                      self.policy.match,
+                                      taken=used | self._held_for_others(host))
+            if choice.host is not None:
+                self._held[host] = choice.host
+            return choice
+
+    def release(self, host: str) -> None:
+        with self._lock:
+            self._held.pop(host, None)
 
     def _hosts(self) -> dict[str, HostInfo]:
         services = self.nova.services()
@@ -49,12 +81,22 @@ class Placement:
     def evacuate(self, host: str, servers: Sequence, evacuator, guarded, marker,
                  record_spares: Callable[[tuple[str, ...]], object],
                  journal: Callable[..., object] | None = None,
+                 prepared: Choice | None = None,
                  ) -> tuple[list[EvacuationResult], tuple[str, ...]]:
         """Evacuate ``servers`` of the fenced ``host``; one result per server, in
         order, and the spares used (oldest first).
 
         ``marker``: the failed host's marker as read (its ``spares`` resume an
-        interrupted recovery); ``record_spares(spares)`` writes them into it."""
+        interrupted recovery); ``record_spares(spares)`` writes them into it;
+        ``prepared``: the choice ``prepare()`` made ahead."""
+        try:
+            return self._evacuate(host, servers, evacuator, guarded, marker, record_spares,
+                                  journal, prepared)
+        finally:
+            self.release(host)
+
+    def _evacuate(self, host, servers, evacuator, guarded, marker, record_spares, journal,
+                  prepared):
         if not self.policy.reserved or not servers:
             return evacuator.evacuate_host(host, servers), ()
         say = journal or (lambda *a, **k: None)
@@ -62,11 +104,13 @@ class Placement:
         used = list(marker.spares) if marker is not None else []
         remaining = list(servers)
         current: Choice | None = None
-        if used:
+        if prepared is not None and prepared.host is not None:
+            current = prepared
+        elif used:
             with self._lock:
                 current = resume_spare(marker, self._hosts().values())
-            if current is not None:
-                LOG.warning("host=%s spare=%s resumed: %s", host, current.host, current.reason)
+        if current is not None and used and current.host == used[-1]:
+            LOG.warning("host=%s spare=%s resumed: %s", host, current.host, current.reason)
         none_left = ""
         while remaining:
             with self._lock:
@@ -74,10 +118,11 @@ class Placement:
                     hosts = self._hosts()
                     failed = hosts.get(host) or HostInfo(host)
                     current = choose_spare(failed, hosts.values(), self.policy.match,
-                                           taken=used)
+                                           taken=set(used) | self._held_for_others(host))
                     if current.host is None:
                         none_left = current.reason
                         break
+                if not used or used[-1] != current.host:
                     used.append(current.host)
                     record_spares(tuple(used))  # durable before the spare changes
                     LOG.warning("host=%s spare=%s chosen for %d server(s): %s", host,

@@ -86,10 +86,13 @@ class Listener:
 
     def __init__(self, conf, topics: tuple[str, ...], pool: str,
                  on_event: Callable[[Received], object],
-                 event_type_pattern: str = "^" + re.escape(events.PREFIX)) -> None:
+                 event_type_pattern: str = "^" + re.escape(events.PREFIX),
+                 url: str | None = None, exchange: str | None = None) -> None:
+        """``url``: another bus than the configured one; ``exchange``: another
+        project's (Nova notifies on ``nova``)."""
         self.pool = pool
-        self.transport = oslo_messaging.get_notification_transport(conf)
-        targets = [oslo_messaging.Target(topic=t) for t in topics]
+        self.transport = oslo_messaging.get_notification_transport(conf, url=url)
+        targets = [oslo_messaging.Target(topic=t, exchange=exchange) for t in topics]
         self.server = oslo_messaging.get_notification_listener(
             self.transport, targets, [_Endpoint(on_event, event_type_pattern)],
             executor="threading", pool=pool, allow_requeue=True)

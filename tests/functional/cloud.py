@@ -40,8 +40,11 @@ def minicloud():
 def nova_conf_file(minicloud, tmp_path_factory):
     """A [nova] section as an operator would write it, for this cloud."""
     path = tmp_path_factory.mktemp("nova-conf") / "instanceha.conf"
+    # cache_ttl 0: the adapter is shared by the whole session, and a test that
+    # changes an aggregate must read it back at once (the cache has unit tests)
     daemons.write_conf(str(path), {"nova": dict(minicloud.nova_options(),
-                                                valid_interfaces="public", timeout=30)})
+                                                valid_interfaces="public", timeout=30,
+                                                cache_ttl=0)})
     return str(path)
 
 
@@ -89,12 +92,32 @@ def ensure_healthy(cloud: MiniCloud, nova: NovaClient, timeout: float = 120.0) -
         return True
 
     wait_for(enable_all, timeout, "every compute enabled again")
-    wait_for(lambda: all(s.up for s in nova.services()), timeout,
-             f"all computes up (restarted: {restarted})")
+    wait_for(lambda: not stale_up(cloud, nova.services()), timeout,
+             f"all computes up, each reported by its running process (restarted: {restarted})")
     conn = cloud.connection()
     wait_for(lambda: _disabled_trait_synced(cloud, nova, conn), timeout,
              "placement's COMPUTE_STATUS_DISABLED trait in sync with the enabled services",
              interval=1.0)
+
+
+def stale_up(cloud: MiniCloud, services) -> list[str]:
+    """The computes not yet up *by their running process's own report*.
+
+    Nova calls a service up while its last report is younger than
+    ``service_down_time`` (20 s here), whoever sent it: right after a restart,
+    the killed process's last report still reads "up" for the rest of those
+    20 s while the new process needs 10-15 s to report. Waiting for "up" alone
+    let a test start in that window and read the compute "down" moments later
+    (test_services_report_every_compute failed so on a clean clone). So a
+    compute counts only once its ``updated_at`` is later than the start of the
+    process now running (``updated_at`` has whole seconds: 1 s of margin)."""
+    waiting = []
+    for s in services:
+        started = cloud.compute_started_at(s.host)
+        if not s.up or started is None or s.updated_at is None \
+                or s.updated_at.timestamp() <= started + 1:
+            waiting.append(s.host)
+    return waiting
 
 
 DISABLED_TRAIT = "COMPUTE_STATUS_DISABLED"

@@ -33,7 +33,7 @@ def server(sid, host="dead", vm_state="active", task_state=None, status=None, **
 
 @dataclasses.dataclass
 class Script:
-    polls_to_finish: int = 2  # reads of the server until an evacuation lands
+    polls_to_finish: int = 2  # reads (of the server or the records) until an evacuation lands
     conflicts: int = 0  # 409s before evacuate is accepted
     no_valid_host: int = 0  # evacuations that fail with NoValidHost
     fail_migration: int = 0  # evacuations whose migration ends 'error' (no fault)
@@ -63,9 +63,14 @@ class FakeNova:
             self._advance(sid)
             return self.servers[sid]
 
-    def evacuations(self, sid=None, source_host=None):
+    def evacuations(self, sid=None, source_host=None, changes_since=None):
         with self.lock:
-            return sorted((m for m in self.migrations if sid in (None, m.instance_uuid)),
+            self.calls.append(("evacuations", sid, source_host))
+            for pending in list(self._pending):
+                if sid in (None, pending):
+                    self._advance(pending)
+            return sorted((m for m in self.migrations if sid in (None, m.instance_uuid)
+                           and source_host in (None, m.source_compute)),
                           key=lambda m: m.id, reverse=True)
 
     def reset_state(self, sid, state="active"):

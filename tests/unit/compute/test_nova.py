@@ -37,10 +37,12 @@ class Proxy:
     def __init__(self, answers):
         self.answers = list(answers)
         self.requests = []
+        self.retries = []  # the transport retries each request was allowed
 
-    def request(self, url, method, microversion=None, json=None, raise_exc=True):
+    def request(self, url, method, microversion=None, json=None, raise_exc=True, **kwargs):
         assert raise_exc is False  # errors are sorted by the adapter, once
         self.requests.append((method, url, microversion, json))
+        self.retries.append((kwargs.get("connect_retries"), kwargs.get("status_code_retries")))
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -226,3 +228,109 @@ def test_host_aggregates_one_read_at_2_41_per_host():
     assert NovaClient(conn).host_aggregates() == {"c1": frozenset({"rack1"}),
                                                   "c2": frozenset({"rack1", "gpu"})}
     assert conn.compute.requests == [("GET", "/os-aggregates", "2.41", None)]
+
+
+# -- writes: never re-sent by the transport; our own retry reads back first -------
+
+def test_writes_have_no_transport_retries_reads_keep_theirs():
+    conn = Conn(Response(200, {"services": [SERVICE]}), Response(200, {"service": SERVICE}),
+                Response(202, None, text=""))
+    nova = NovaClient(conn)
+    nova.force_down("c1", "instanceha:v1:fenced")
+    nova.evacuate("s1")
+    assert [r[0] for r in conn.compute.requests] == ["GET", "PUT", "POST"]
+    assert conn.compute.retries == [(None, None), (0, 0), (0, 0)]
+
+
+def test_service_id_of_the_last_list_spares_a_read():
+    conn = Conn(Response(200, {"services": [SERVICE]}), Response(200, {"service": SERVICE}),
+                Response(200, {"service": SERVICE}))
+    nova = NovaClient(conn)
+    nova.services()
+    nova.force_down("c1", "r1")
+    nova.disable("c1", "r2")
+    assert [r[0] for r in conn.compute.requests] == ["GET", "PUT", "PUT"]
+
+
+def test_a_lost_answer_to_an_applied_write_is_not_sent_again():
+    applied = dict(SERVICE, disabled_reason="r1", forced_down=True, status="disabled")
+    conn = Conn(Response(200, {"services": [SERVICE]}), ks_exc.ConnectTimeout("read timed out"),
+                Response(200, {"services": [applied]}))
+    nova = NovaClient(conn, sleep=lambda s: pytest.fail("must not wait"))
+    nova.services()
+    svc = nova.force_down("c1", "r1")
+    assert svc.disabled_reason == "r1"
+    assert [r[0] for r in conn.compute.requests] == ["GET", "PUT", "GET"]
+
+
+def test_a_write_that_was_not_applied_is_sent_again_after_a_back_off():
+    slept = []
+    conn = Conn(Response(200, {"services": [SERVICE]}), ks_exc.ConnectFailure("refused"),
+                Response(200, {"services": [SERVICE]}), Response(200, {"service": SERVICE}))
+    nova = NovaClient(conn, sleep=slept.append)
+    nova.services()
+    nova.disable("c1", "new reason")
+    assert [r[0] for r in conn.compute.requests] == ["GET", "PUT", "GET", "PUT"]
+    assert slept == [0.5]
+
+
+def test_a_write_that_keeps_failing_is_raised_after_three_tries():
+    conn = Conn(Response(200, {"services": [SERVICE]}),
+                *[x for _ in range(2) for x in (ks_exc.ConnectTimeout("t"),
+                                                 Response(200, {"services": [SERVICE]}))],
+                ks_exc.ConnectTimeout("t"))
+    nova = NovaClient(conn, sleep=lambda s: None)
+    nova.services()
+    with pytest.raises(exc.NovaUnavailable) as e:
+        nova.disable("c1", "new reason")
+    assert e.value.action is Action.RETRY
+    assert [r[0] for r in conn.compute.requests].count("PUT") == 3
+
+
+def test_a_recreated_service_is_looked_up_again():
+    moved = dict(SERVICE, id="svc-2")
+    conn = Conn(Response(200, {"services": [SERVICE]}),
+                Response(404, {"itemNotFound": {"message": "Service svc-1 not found."}}),
+                Response(200, {"services": [moved]}), Response(200, {"service": moved}))
+    nova = NovaClient(conn)
+    nova.services()
+    nova.force_down("c1", "r")
+    assert conn.compute.requests[-1][:2] == ("PUT", "/os-services/svc-2")
+
+
+def test_bulk_records_of_a_host_since_the_failure():
+    import datetime
+
+    conn = Conn(Response(200, {"migrations": []}))
+    since = datetime.datetime(2026, 11, 21, 17, 0, 5, 123, tzinfo=datetime.timezone.utc)
+    NovaClient(conn).evacuations(source_host="c1", changes_since=since)
+    assert conn.compute.requests[0][1] == ("/os-migrations?migration_type=evacuation"
+                                           "&source_compute=c1"
+                                           "&changes-since=2026-11-21T17:00:05")
+
+
+def test_aggregates_and_images_are_cached_for_cache_ttl():
+    now = [0.0]
+    aggregates = Response(200, {"aggregates": [{"name": "ha", "hosts": ["c1"],
+                                                "metadata": {}}]})
+    conn = Conn(aggregates, aggregates, image=[Response(200, {"id": "img"})] * 2)
+    nova = NovaClient(conn, cache_ttl=30, clock=lambda: now[0])
+    for _ in range(3):
+        nova.aggregates_of("c1")
+        nova.image_properties("img")
+    assert len(conn.compute.requests) == 1 and len(conn.image.requests) == 1
+    now[0] = 31.0
+    nova.aggregates_of("c1")
+    nova.image_properties("img")
+    assert len(conn.compute.requests) == 2 and len(conn.image.requests) == 2
+
+
+def test_every_call_is_recorded():
+    seen = []
+    conn = Conn(Response(200, {"services": [SERVICE]}), ks_exc.ConnectFailure("x"))
+    nova = NovaClient(conn, recorder=lambda *a: seen.append(a[:4]))
+    nova.services()
+    with pytest.raises(exc.NovaUnavailable):
+        nova.services()
+    assert seen == [("compute", "GET", "/os-services?binary=nova-compute", 200),
+                    ("compute", "GET", "/os-services?binary=nova-compute", None)]

@@ -4,7 +4,6 @@ writes them into the failed host's marker."""
 
 import dataclasses
 import datetime
-import threading
 
 import pytest
 
@@ -13,13 +12,14 @@ from instanceha.compute import exceptions as exc
 from instanceha.compute.evacuation import EvacuationResult, Outcome
 from instanceha.compute.model import ComputeService, Server
 from instanceha.controller.placement import Placement
-from instanceha.controller.recovery import ActuatorSettings, RecoveryActuator, _Guarded
+from instanceha.controller.recovery import ActuatorSettings, Guarded, RecoveryActuator
 from instanceha.engine import marker as mk
-from instanceha.engine.instance_policy import InstanceFacts, Recovery
+from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.model import HostView, Phase
 from instanceha.engine.reserved import Match, Method, TargetPolicy
 from instanceha.notify import events
 from tests.unit.fakes import FakeClock
+from tests.unit.fakes import FakeNova as SharedFakeNova
 
 NOW = datetime.datetime(2026, 11, 21, 12, 0, 0, tzinfo=datetime.timezone.utc)
 RESERVED = mk.encode(mk.MarkerState.RESERVED, at=NOW, note="spare")
@@ -41,56 +41,10 @@ def server(sid, host="c1", policy="evacuate"):
                   image_id="img", availability_zone="az1")
 
 
-class FakeNova:
-    def __init__(self, log, services, servers=(), aggregates=None, on_read=None):
-        self.log = log
-        self.svc = {s.host: s for s in services}
-        self.servers = list(servers)
-        self.aggregates = aggregates or {}
-        self.on_read = on_read
-        self.lock = threading.Lock()
-
-    def services(self, host=None):
-        with self.lock:
-            found = list(self.svc.values())
-        if self.on_read is not None:
-            self.on_read()
-        return found
-
-    def host_aggregates(self):
-        return {h: frozenset(a) for h, a in self.aggregates.items()}
-
-    def _set(self, host, **changes):
-        with self.lock:
-            self.svc[host] = dataclasses.replace(self.svc[host], **changes)
-
-    def force_down(self, host, reason=None):
-        self.log.append(("force_down", host, reason))
-        self._set(host, forced_down=True, status="disabled", disabled_reason=reason)
-
-    def disable(self, host, reason):
-        self.log.append(("disable", host, reason))
-        self._set(host, status="disabled", disabled_reason=reason)
-
-    def enable(self, host, unset_forced_down=True):
-        self.log.append(("enable", host))
-        with self.lock:
-            m = self.svc[host].marker
-            assert self.svc[host].disabled, f"{host} enabled twice"
-            assert m is not None and m.state is mk.MarkerState.RESERVED, host
-        self._set(host, status="enabled", disabled_reason=None)
-
-    def evacuate(self, server_id, host=None):
-        self.log.append(("evacuate", server_id, host))
-
-    def servers_on_host(self, host):
-        return [s for s in self.servers if s.host == host]
-
-    def instance_facts(self, servers, host):
-        return {s.id: InstanceFacts(server_metadata=s.metadata) for s in servers}
-
-    def evacuations(self, server_id=None, source_host=None):
-        return []
+def FakeNova(log, services, servers=(), aggregates=None, on_read=None):  # noqa: N802
+    """The shared fake, strict about enables: here only reserved spares are enabled."""
+    return SharedFakeNova(log, services, servers, aggregates=aggregates, on_read=on_read,
+                          enable_only_reserved=True)
 
 
 class FakeEvacuator:
@@ -130,7 +84,7 @@ class Verify:
 def place(policy, nova, log, servers, marker=None, room=None, phases=None, verify=None):
     placement = Placement(policy, nova, lambda: dict(phases or {}))
     recorded = []
-    guarded = _Guarded(nova, verify or Verify(log))
+    guarded = Guarded(nova, verify or Verify(log))
 
     def record(spares):
         recorded.append(spares)
@@ -257,7 +211,7 @@ def test_two_hosts_failing_at_once_never_get_the_same_spare():
                           svc("c3", RESERVED), svc("c4", RESERVED)],
                     on_read=lambda: reads.append(placement._lock.locked()))
     placement = Placement(SPARES, nova)
-    guarded = _Guarded(nova, Verify(log))
+    guarded = Guarded(nova, Verify(log))
     used = {}
     for host in ("c1", "c2"):
         _, used[host] = placement.evacuate(
@@ -323,3 +277,42 @@ def test_the_actuator_reports_servers_left_without_a_spare():
     errors = [e for e in bus.sent if e.event_type == events.EVACUATE_ERROR]
     assert "no host is reserved" in errors[0].payload["error"]
     assert metrics.counted == ["no capacity"]
+
+
+# -- the choice made ahead, while the failed host is fenced --------------------
+
+def test_a_spare_chosen_ahead_is_held_for_its_host_then_recorded_after_the_fence():
+    log = []
+    nova = FakeNova(log, [svc("c1", FENCED, forced=True), svc("c2", FENCED, forced=True),
+                          svc("c3", RESERVED), svc("c4", RESERVED)])
+    placement = Placement(SPARES, nova)
+    ahead = placement.prepare("c1", None)
+    assert ahead.host == "c3" and log == []  # a read: nothing changed
+    # another host failing meanwhile does not get the spare held for c1
+    assert placement.prepare("c2", None).host == "c4"
+    guarded = Guarded(nova, Verify(log))
+    reads = len(nova.reads)
+    recorded = []
+    results, used = placement.evacuate("c1", [server("a")], FakeEvacuator(log, guarded),
+                                       guarded, None, recorded.append, prepared=ahead)
+    assert len(nova.reads) == reads  # no second read of Nova for the choice
+    assert used == ("c3",) and recorded == [("c3",)] and ("enable", "c3") in log
+    assert [r.dest_host for r in results] == ["c3"]
+    placement.release("c2")
+    assert placement.prepare("c2", None).host == "c4"
+
+
+def test_a_released_hold_frees_the_spare():
+    nova = FakeNova([], [svc("c1", FENCED, forced=True), svc("c2", FENCED, forced=True),
+                         svc("c3", RESERVED)])
+    placement = Placement(SPARES, nova)
+    assert placement.prepare("c1", None).host == "c3"
+    assert placement.prepare("c2", None).host is None  # held for c1
+    placement.release("c1")  # c1's fence failed
+    assert placement.prepare("c2", None).host == "c3"
+
+
+def test_nothing_is_prepared_with_the_scheduler():
+    nova = FakeNova([], [svc("c1", FENCED, forced=True), svc("c3", RESERVED)])
+    assert Placement(TargetPolicy(), nova).prepare("c1", None) is None
+    assert nova.reads == []

@@ -8,13 +8,13 @@ import pytest
 from instanceha import exceptions
 from instanceha.compute.evacuation import EvacuationResult, Outcome
 from instanceha.compute.model import ComputeService, Migration, Server
-from instanceha.controller.recovery import ActuatorSettings, RecoveryActuator
+from instanceha.controller.recovery import ActuatorSettings, Attestations, RecoveryActuator
 from instanceha.engine import marker as mk
-from instanceha.engine.instance_policy import InstanceFacts, Recovery
+from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.model import HostView, Phase
 from instanceha.fencing import exceptions as fexc
 from instanceha.notify import events
-from tests.unit.fakes import FakeClock
+from tests.unit.fakes import FakeClock, FakeNova
 
 NOW = datetime.datetime(2026, 11, 21, 12, 0, 0, tzinfo=datetime.timezone.utc)
 
@@ -50,57 +50,14 @@ class FakeFencer:
         return Evidence()
 
 
-class FakeNova:
-    def __init__(self, log, services, servers=(), migrations=()):
-        self.log = log
-        self.svc = {s.host: s for s in services}
-        self.servers = list(servers)
-        self.migrations = list(migrations)
-
-    def services(self, host=None):
-        return list(self.svc.values())
-
-    def _set(self, host, **changes):
-        import dataclasses
-        self.svc[host] = dataclasses.replace(self.svc[host], **changes)
-
-    def force_down(self, host, reason=None):
-        self.log.append(("force_down", host, reason))
-        self._set(host, forced_down=True, status="disabled", disabled_reason=reason)
-
-    def disable(self, host, reason):
-        self.log.append(("disable", host, reason))
-        self._set(host, status="disabled", disabled_reason=reason)
-
-    def enable(self, host, unset_forced_down=True):
-        self.log.append(("enable", host))
-        self._set(host, status="enabled", disabled_reason=None, forced_down=False)
-
-    def unset_forced_down(self, host):
-        self.log.append(("unset_forced_down", host))
-        self._set(host, forced_down=False)
-
-    def evacuate(self, server_id, host=None):
-        self.log.append(("evacuate", server_id))
-
-    def servers_on_host(self, host):
-        return [s for s in self.servers if s.host == host]
-
-    def instance_facts(self, servers, host):
-        return {s.id: InstanceFacts(server_metadata=s.metadata) for s in servers}
-
-    def evacuations(self, server_id=None, source_host=None):
-        return self.migrations
-
-
 class FakeEvacuator:
     def __init__(self, log, nova):
         self.log, self.nova = log, nova
 
-    def evacuate_host(self, host, servers):
+    def evacuate_host(self, host, servers, target_host=None):
         out = []
         for s in servers:
-            self.nova.evacuate(s.id)  # through the leadership-guarded client
+            self.nova.evacuate(s.id, target_host)  # through the leadership-guarded client
             out.append(EvacuationResult(s.id, s.name, host, Outcome.EVACUATED, 1, 3.0,
                                         dest_host="compute2", status="ACTIVE"))
         return out
@@ -165,16 +122,142 @@ def run(act, views, allowed, verify, refresh=True):
         job.result(timeout=10)
 
 
-def test_fence_then_force_down_with_the_marker():
+MUTATING = ("power_off", "force_down", "disable", "enable", "unset_forced_down", "evacuate")
+
+
+def mutations(log):
+    return [c for c in log if c[0] in MUTATING]
+
+
+def test_fence_force_down_then_recover_in_one_job():
     log = Log()
     act, nova, bus = make(log, [svc("compute1")])
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
     calls = [c[0] for c in log]
-    assert calls == ["verify", "verify", "power_off", "verify", "verify", "force_down"]
-    m = mk.decode(nova.svc["compute1"].disabled_reason)
-    assert m.state is mk.MarkerState.FENCED and m.token == 42 and m.at == NOW
+    # fence: a round trip before the incident opens, before the power-off and before
+    # the force-down; then, in the same job, the markers RECOVERING and RECOVERED
+    assert calls[:6] == ["verify", "verify", "power_off", "verify", "verify", "force_down"]
+    fenced = mk.decode(log[5][2])
+    assert fenced.state is mk.MarkerState.FENCED and fenced.token == 42 and fenced.at == NOW
+    assert [mk.decode(c[2]).state for c in log[6:] if c[0] == "disable"] == [
+        mk.MarkerState.RECOVERING, mk.MarkerState.RECOVERED]
+    assert calls.count("verify") == 4 + 2  # every later write verified too
     assert [e.event_type for e in bus.sent] == [events.HOST_FAILED, events.FENCE_START,
-                                                events.FENCE_END]
+                                                events.FENCE_END, events.RECOVERY_START,
+                                                events.RECOVERY_END]
+    act.close()
+
+
+class GatedFencer(FakeFencer):
+    """Holds the power-off until the recovery's list of the host's servers was
+    read (proof that the read runs while the fence does); records what Nova had
+    been asked by then."""
+
+    def __init__(self, log, nova, on_power_off=None):
+        super().__init__(log)
+        self.nova, self.on_power_off = nova, on_power_off
+        self.reads_before_power_off = None
+
+    def power_off(self, host):
+        import threading
+
+        deadline = threading.Event()
+        for _ in range(500):  # a wait for another thread (bounded), not a sleep
+            if "servers_on_host" in self.nova.reads:
+                break
+            deadline.wait(0.01)
+        self.reads_before_power_off = list(self.nova.reads)
+        if self.on_power_off is not None:
+            self.on_power_off()
+        return super().power_off(host)
+
+
+def make_gated(log, servers, on_power_off=None, relisted=()):
+    class Relisting(FakeNova):
+        listed = 0
+
+        def servers_on_host(self, host):
+            self.listed += 1
+            if self.listed == 2:
+                self.servers.extend(relisted)
+            return super().servers_on_host(host)
+
+    nova = Relisting(log, [svc("compute1")], servers)
+    fencer = GatedFencer(log, nova, on_power_off)
+    bus = Bus()
+    act = RecoveryActuator(
+        ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE), fencer, nova,
+        lambda guarded: FakeEvacuator(log, guarded), notifier=bus, events=events,
+        clock=FakeClock(), wall=lambda: NOW)
+    act._refresh()
+    return act, nova, fencer, bus
+
+
+def test_the_plan_is_read_while_the_fence_runs_and_nothing_moves_before_it():
+    log = Log()
+    servers = [server("a", "evacuate"), server("b", "evacuate")]
+    act, nova, fencer, bus = make_gated(log, servers)
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    assert "servers_on_host" in fencer.reads_before_power_off
+    calls = [c[0] for c in log]
+    assert [c for c in calls[:calls.index("power_off")] if c != "verify"] == []
+    # the first evacuate leaves after the force-down, before the host is listed again
+    assert calls.index("force_down") < calls.index("evacuate")
+    assert [c[1] for c in log if c[0] == "evacuate"] == ["a", "b"]
+    assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.RECOVERED
+    act.close()
+
+
+def test_a_server_that_landed_during_the_fence_is_recovered_too():
+    log = Log()
+    act, nova, _, bus = make_gated(log, [server("a", "evacuate")],
+                                   relisted=[server("late", "evacuate")])
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    assert [c[1] for c in log if c[0] == "evacuate"] == ["a", "late"]
+    m = mk.decode(nova.svc["compute1"].disabled_reason)
+    assert m.state is mk.MarkerState.RECOVERED and "2 evacuated" in m.note
+    ends = [e.payload["instance_id"] for e in bus.sent if e.event_type == events.EVACUATE_END]
+    assert ends == ["a", "late"]
+    act.close()
+
+
+def test_a_host_back_alive_during_its_fence_is_left_to_the_next_tick():
+    log = Log()
+    act = None
+
+    def back():  # the detector sees the host again while its BMC answers
+        act._observe({"compute1": view("compute1", Phase.HEALTHY)})
+
+    act, nova, _, bus = make_gated(log, [server("a", "evacuate")], on_power_off=back)
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    assert "evacuate" not in [c[0] for c in log]
+    assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.FENCED
+    nova._set("compute1", state="up")
+    run(act, {"compute1": view("compute1", Phase.HEALTHY)}, [], Verify(log))
+    assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.HELD
+    act.close()
+
+
+def test_a_plan_read_that_failed_during_the_fence_is_read_again():
+    from instanceha.compute import exceptions as cexc
+
+    class Blip(FakeNova):
+        failures = 1
+
+        def servers_on_host(self, host):
+            if self.failures:
+                self.failures -= 1
+                raise cexc.NovaServerError(operation="list servers", status=503, reason="x")
+            return super().servers_on_host(host)
+
+    log = Log()
+    nova = Blip(log, [svc("compute1")], [server("a", "evacuate")])
+    act = RecoveryActuator(ActuatorSettings(name="ctl-a"), FakeFencer(log), nova,
+                           lambda guarded: FakeEvacuator(log, guarded), clock=FakeClock(),
+                           wall=lambda: NOW)
+    act._refresh()
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    assert [c[1] for c in log if c[0] == "evacuate"] == ["a"]
     act.close()
 
 
@@ -218,13 +301,16 @@ def test_recover_evacuates_opted_in_and_notifies_notify_only():
     act, nova, bus = make(log, [svc("compute1", fenced, forced=True)], servers)
     run(act, {"compute1": view("compute1", Phase.FAILED)}, [], Verify(log))
     calls = [c[0] for c in log]
-    # every world-changing call comes right after a leadership round trip
-    assert calls == ["verify", "disable", "verify", "evacuate", "verify", "disable"]
-    assert log[1][:2] == ("disable", "compute1") and "recovering" in log[1][2]
-    assert log[3] == ("evacuate", "a")
+    # every world-changing call has its own leadership round trip (the RECOVERING
+    # marker is written beside the evacuation: their order may vary)
+    assert sorted(c for c in calls if c != "verify") == ["disable", "disable", "evacuate"]
+    assert calls.count("verify") == 3
+    changes = mutations(log)
+    assert "recovering" in changes[0][2] or "recovering" in changes[1][2]
+    assert ("evacuate", "a", None) in changes
     m = mk.decode(nova.svc["compute1"].disabled_reason)
-    assert m.state is mk.MarkerState.RECOVERED and m.token == 40
-    assert "1 evacuated, 0 failed, 1 notified" in m.note
+    assert changes[-1][0] == "disable" and m.state is mk.MarkerState.RECOVERED
+    assert m.token == 40 and "1 evacuated, 0 failed, 1 notified" in m.note
     types = [e.event_type for e in bus.sent]
     assert types == [events.RECOVERY_START, events.RECOVERY_REQUIRED, events.EVACUATE_START,
                      events.EVACUATE_END, events.RECOVERY_END]
@@ -315,7 +401,7 @@ def test_power_on_after_recovery_is_optional(power_on):
     act.close()
 
 
-class FakeAttestations:
+class FakeAttestations(Attestations):
     def __init__(self, records):
         self.records, self.consumed = dict(records), []
 
@@ -333,14 +419,17 @@ def test_operator_attestation_stands_in_for_a_dead_bmc(age, used):
     err = fexc.BMCUnreachable(host="compute1", address="127.0.0.1", reason="no power")
     act, nova, bus = make(log, [svc("compute1")], fencer_error=err)
     record = {"by": "alice", "reason": "PDU off", "at": NOW.timestamp() - age}
-    act.attestations = FakeAttestations({"compute1": record})
+    act.attestations = act.ctx.attestations = FakeAttestations({"compute1": record})
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
     m = mk.decode(nova.svc["compute1"].disabled_reason)
     if used:
-        assert m.state is mk.MarkerState.FENCED and "attested by alice: PDU off" in m.note
+        fenced = mk.decode(next(c[2] for c in log if c[0] == "force_down"))
+        assert fenced.state is mk.MarkerState.FENCED
+        assert "attested by alice: PDU off" in fenced.note
+        assert m.state is mk.MarkerState.RECOVERED  # and recovered right after
         assert act.attestations.consumed == ["compute1"]
-        assert bus.sent[-1].event_type == events.FENCE_END
-        assert bus.sent[-1].payload["driver"] == "operator-attestation"
+        ends = [e for e in bus.sent if e.event_type == events.FENCE_END]
+        assert [e.payload["driver"] for e in ends] == ["operator-attestation"]
     else:  # made before this failure began: never reused
         assert m is None and act.attestations.consumed == []
         assert bus.sent[-1].event_type == events.FENCE_ERROR
@@ -363,8 +452,8 @@ def test_the_incident_journal_tells_the_whole_failure():
     run(act, suspect, [], verify)
     failed = {"compute1": HostView("compute1", Phase.FAILED, 1.0, "heartbeat stale", "r2")}
     run(act, failed, [], verify)  # the guard holds it once
-    run(act, failed, ["compute1"], verify)  # fenced, forced down
-    run(act, failed, [], verify)  # recovered
+    run(act, failed, ["compute1"], verify)  # fenced, forced down, recovered at once
+    run(act, failed, [], verify)  # nothing more to do while it is down
     nova._set("compute1", state="up")
     healthy = {"compute1": HostView("compute1", Phase.HEALTHY, 9.0, "back", "r3")}
     act.clock.advance(act.settings.nova_refresh)
@@ -375,10 +464,12 @@ def test_the_incident_journal_tells_the_whole_failure():
     (incident,) = store.incidents()
     assert incident == "compute1-42"
     entries = store.incident_entries(incident)
+    # recovered in the fence's job (no "decided recover" in between); then the
+    # decisions "recovered, waiting for the host" and "re-enable"
     assert [e["kind"] for e in entries] == [
-        "decision", "held", "fence_start", "fence_ok", "forced_down", "decision",
+        "decision", "held", "fence_start", "fence_ok", "forced_down",
         "recovery_start", "instance", "instance", "instance", "recovery_end", "decision",
-        "unforced", "restored"]
+        "decision", "unforced", "restored"]
     assert [s["phase"] for s in entries[0]["signals"]] == ["SUSPECT", "FAILED"]
     assert entries[3]["fence"]["read_back"] == "off"
     outcomes = {e["instance_id"]: e["outcome"] for e in entries if e["kind"] == "instance"}
@@ -423,14 +514,14 @@ def test_status_shows_novas_view_and_the_recovery_decision():
     act._refresh()
     seen = act.nova_status()
     assert seen["compute1"] == {"state": "down", "status": "disabled", "forced_down": True,
-                                "marker": "fenced", "recovery": "fence"}
-    assert _nova(seen["compute1"]) == "down/disabled,forced:fenced"
+                                "marker": "recovered", "recovery": "fence"}
+    assert _nova(seen["compute1"]) == "down/disabled,forced:recovered"
     assert _nova(seen["compute2"]) == "up/enabled" and _nova({}) == "-"
     snap = FakeCoordinator(FakeClock()).snapshot()
     doc = status.build("ctl-a", 42, {"compute1": view("compute1", Phase.FAILED)}, snap,
                        GuardState(),
                        now=10.0, wall=1000.0, nova=seen)
-    assert doc["hosts"]["compute1"]["nova"]["marker"] == "fenced"
+    assert doc["hosts"]["compute1"]["nova"]["marker"] == "recovered"
     act.close()
 
 

@@ -1,0 +1,122 @@
+"""Nova's versioned notifications, read by the leading controller: each one
+about an instance being evacuated wakes the evacuation waiting on it, which
+then reads Nova at once instead of at its next scheduled read.
+
+An optimisation, never a dependency: the evacuations read Nova on their own
+schedule whether or not a notification comes. Only the leader listens (one
+queue for all controllers, see ``[nova_notifications]``); starting and
+stopping happen in a background thread, so a broker that is down never stalls
+a tick, and a failed start is tried again ``retry`` seconds later.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+LOG = logging.getLogger(__name__)
+
+RETRY = 10.0  # seconds between two tries to start listening
+
+
+def instance_uuid(payload: object) -> str | None:
+    """The instance a versioned notification is about (its payload's
+    ``nova_object.data.uuid``), or None."""
+    if not isinstance(payload, Mapping):
+        return None
+    data = payload.get("nova_object.data")
+    uuid = data.get("uuid") if isinstance(data, Mapping) else None
+    return uuid if isinstance(uuid, str) else None
+
+
+class NovaEventFeed:
+    def __init__(self, make_listener: Callable[[Callable[[str, object], None]], object],
+                 watch, clock: Callable[[], float] = time.monotonic,
+                 retry: float = RETRY) -> None:
+        """``make_listener(on_event)``: a stopped listener that calls
+        ``on_event(event_type, payload)`` for each notification; ``watch``: the
+        evacuations' ``CompletionWatch``."""
+        self._make = make_listener
+        self.watch = watch
+        self.clock = clock
+        self.retry = retry
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, "nova-events")
+        self._lock = threading.Lock()
+        self._want = False
+        self._listener = None
+        self._pending: concurrent.futures.Future | None = None
+        self._failed_at: float | None = None
+        self.error: str | None = None
+        self.received = 0
+        self.woke = 0
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None
+
+    def on_event(self, event_type: str, payload: object) -> None:
+        self.received += 1
+        uuid = instance_uuid(payload)
+        if uuid is not None and self.watch.poke(uuid):
+            self.woke += 1
+            LOG.debug("nova %s for %s: its evacuation reads Nova now", event_type, uuid)
+
+    def ensure(self) -> None:
+        """Called every tick while leading: listen (started in the background)."""
+        with self._lock:
+            self._want = True
+            if self._listener is not None or self._busy():
+                return
+            if self._failed_at is not None and self.clock() - self._failed_at < self.retry:
+                return
+            self._pending = self._worker.submit(self._start)
+
+    def stop(self) -> None:
+        """Called every tick while not leading: stop listening (in the background)."""
+        with self._lock:
+            self._want = False
+            if self._listener is None or self._busy():
+                return
+            self._pending = self._worker.submit(self._stop)
+
+    def _busy(self) -> bool:
+        return self._pending is not None and not self._pending.done()
+
+    def _start(self) -> None:
+        try:
+            listener = self._make(self.on_event)
+            listener.start()
+        except Exception as e:  # the bus is away: the evacuations read Nova anyway
+            with self._lock:
+                first = self.error is None
+                self.error, self._failed_at = f"{type(e).__name__}: {e}", self.clock()
+            (LOG.warning if first else LOG.debug)(
+                "not listening to Nova's notifications (%s); evacuations are checked by "
+                "reading Nova; trying again in %.0f s", type(e).__name__, self.retry)
+            return
+        with self._lock:
+            self._listener, self.error, self._failed_at = listener, None, None
+            keep = self._want
+        LOG.info("listening to Nova's versioned notifications")
+        if not keep:  # leadership lost while starting
+            self._stop()
+
+    def _stop(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        try:
+            listener.stop()
+        except Exception as e:  # stopping: report, nothing else to do
+            LOG.warning("stopping the Nova notification listener failed: %s", type(e).__name__)
+        LOG.info("stopped listening to Nova's notifications (not leading)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._want = False
+        self._worker.submit(self._stop)
+        self._worker.shutdown(wait=True, cancel_futures=False)

@@ -1,0 +1,91 @@
+"""Stage FENCE: power the failed host off, read the power-off back, force its
+nova-compute down and mark it FENCED in Nova.
+
+Order, never changed: fence read back (or an operator's audited attestation
+when the BMC cannot confirm) -> force-down with the FENCED marker. Leadership
+is verified before the power-off and before the force-down. Returns the
+service as the force-down left it, so the recovery can go on at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+
+from instanceha import exceptions
+from instanceha.engine import marker as mk
+
+from .context import StageContext
+from .report import Incident
+
+LOG = logging.getLogger(__name__)
+
+
+def run(ctx: StageContext, host: str, view, svc, verify):
+    token = verify()
+    incident = ctx.report.open(host, token, "fence_start", f"fencing: {view.reason}",
+                               state=Incident.FENCING)
+    ctx.report.emit("host_failed", host=host, reason=view.reason, incident_id=incident)
+    try:
+        driver = ctx.fencer.driver_name(host)  # raises for a host not in the inventory
+    except exceptions.InstanceHAError as e:
+        ctx.report.record(host, "fence_error", str(e), state=Incident.FENCE_FAILED,
+                          action=e.action.value)
+        raise
+    ctx.report.emit("fence_start", host=host, driver=driver, incident_id=incident)
+    LOG.warning("host=%s fencing (token %d): %s", host, token, view.reason)
+    verify()  # re-checked right before the power-off
+    failed_since = ctx.wall() - datetime.timedelta(seconds=ctx.clock() - view.since)
+    try:
+        evidence = ctx.fencer.power_off(host)
+    except exceptions.InstanceHAError as e:
+        attested = ctx.attestations.since(host, failed_since) if ctx.attestations else None
+        ctx.report.count("fence", "attested" if attested is not None else "error")
+        if attested is None:
+            ctx.report.emit("fence_error", host=host, driver=driver, incident_id=incident,
+                            error=str(e), retrying=True)
+            ctx.report.record(host, "fence_error", f"{driver}: {e}",
+                              state=Incident.FENCE_FAILED, action=e.action.value, driver=driver)
+            raise
+        return _attested(ctx, host, svc, verify, incident, attested, e)
+    LOG.warning("host=%s fenced: %s read back %s after %d request(s) in %.2f s", host,
+                driver, evidence.read_back.value, evidence.attempts, evidence.duration)
+    ctx.report.emit("fence_end", host=host, driver=driver, incident_id=incident,
+                    duration=evidence.duration)
+    ctx.report.count("fence", "ok", evidence.duration)
+    ctx.report.record(host, "fence_ok", f"power {evidence.read_back.value} read back via "
+                      f"{driver} after {evidence.attempts} request(s) in "
+                      f"{evidence.duration:.2f} s",
+                      fence={"driver": driver, "read_back": evidence.read_back.value,
+                             "attempts": evidence.attempts,
+                             "duration": round(evidence.duration, 3)})
+    note = f"power {evidence.read_back.value} read back via {driver} by {ctx.settings.name}"
+    return _force_down(ctx, host, svc, verify, note, "nova-compute forced down and marked "
+                       "fenced")
+
+
+def _attested(ctx: StageContext, host, svc, verify, incident, attested, error):
+    """The BMC cannot confirm, an operator did: audited, and said everywhere."""
+    who = f"{attested.get('by', '?')}: {attested.get('reason', '')}"
+    LOG.error("host=%s fence NOT confirmed by the BMC (%s); power-off ATTESTED by "
+              "operator %s", host, error, who)
+    ctx.report.emit("fence_end", host=host, driver="operator-attestation", incident_id=incident)
+    done = _force_down(ctx, host, svc, verify, f"power-off attested by {who}",
+                       f"BMC could not confirm ({error}); power-off attested by operator "
+                       f"{who}; forced down and marked fenced",
+                       fence={"driver": "operator-attestation", "by": attested.get("by"),
+                              "reason": attested.get("reason"), "bmc_error": str(error)})
+    ctx.attestations.consume(host)
+    return done
+
+
+def _force_down(ctx: StageContext, host, svc, verify, note: str, journal_text: str, **extra):
+    token = verify()
+    reason = ctx.marker(mk.MarkerState.FENCED, token, note)
+    ctx.guarded(verify).force_down(host, reason)
+    if ctx.failures is not None:
+        ctx.failures.record(host)
+    ctx.report.record(host, "forced_down", journal_text, state=Incident.FENCED, **extra)
+    LOG.warning("host=%s forced down and marked fenced (token %d)", host, token)
+    return dataclasses.replace(svc, forced_down=True, status="disabled", disabled_reason=reason)

@@ -1,0 +1,48 @@
+"""A failed host, from fence to recovery in one job, without waiting for a tick.
+
+While the fence runs, the recovery's reads are made (plan, and the spare with
+``reserved_hosts``); nothing is written before the power-off is read back.
+Once forced down, the host is recovered at once if the detector still sees it
+FAILED (a host back alive meanwhile is left to the next tick, which holds it).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+
+from instanceha import exceptions
+
+from . import fence, recover
+from .context import StageContext
+from .plan import read_plan
+
+LOG = logging.getLogger(__name__)
+
+
+def fence_then_recover(ctx: StageContext, reads: concurrent.futures.Executor, host: str, view,
+                       svc, verify) -> None:
+    plan = reads.submit(read_plan, ctx.nova, host, ctx.settings.default_recovery)
+    spare = reads.submit(ctx.placement.prepare, host, svc.marker)
+    try:
+        fenced = fence.run(ctx, host, view, svc, verify)
+        if not ctx.still_failed(host):
+            LOG.warning("host=%s fenced but no longer FAILED (%s): the next tick decides",
+                        host, ctx.phases().get(host))
+            return
+        recover.run(ctx, host, fenced, verify, plan=_ready(host, plan, "plan"),
+                    prepared=_ready(host, spare, "spare choice"))
+    finally:
+        if not spare.cancel():  # a choice still being made would hold the spare again
+            concurrent.futures.wait([spare])
+        ctx.placement.release(host)
+
+
+def _ready(host: str, future: concurrent.futures.Future, what: str):
+    """The prepared read, or None when it failed (the stage reads it itself)."""
+    try:
+        return future.result()
+    except exceptions.InstanceHAError as e:
+        LOG.warning("host=%s %s read during the fence failed (%s): read again now", host,
+                    what, e)
+        return None

@@ -1,0 +1,62 @@
+"""The read-only half of a recovery, prepared while the fence runs.
+
+A plan is what Nova says of the failed host's servers (one detailed list for
+the host, with each flavor's extra specs), the policy inputs of each (image
+properties and the host's aggregates, cached and shared across hosts) and the
+engine's decision for each: evacuate, notify or ignore. Reading it changes
+nothing, so the fence stage starts it at once and the recover stage finds it
+ready when the power-off is read back: the first evacuate leaves right after
+the force-down.
+
+``new_in()`` keeps what a second list, read after the force-down, adds (a
+server that landed on the host while it was being fenced): nothing on the
+host is left out because the first list was read early.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from instanceha.compute.model import Server
+from instanceha.engine.instance_policy import Decision, Recovery
+from instanceha.engine.instance_policy import decide as decide_instance
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    host: str
+    servers: tuple[Server, ...]
+    decisions: Mapping[str, Decision]
+
+    def _with(self, recovery: Recovery) -> list[Server]:
+        return [s for s in self.servers if self.decisions[s.id].recovery is recovery]
+
+    @property
+    def evacuate(self) -> list[Server]:
+        return self._with(Recovery.EVACUATE)
+
+    @property
+    def notify(self) -> list[Server]:
+        return self._with(Recovery.NOTIFY)
+
+    @property
+    def ignored(self) -> list[Server]:
+        return self._with(Recovery.IGNORE)
+
+    def summary(self) -> str:
+        return (f"{len(self.servers)} server(s): {len(self.evacuate)} to evacuate, "
+                f"{len(self.notify)} to notify, {len(self.ignored)} ignored")
+
+    def new_in(self, later: Plan) -> Plan:
+        """The part of a ``later`` read of the host that this plan does not hold."""
+        known = {s.id for s in self.servers}
+        fresh = tuple(s for s in later.servers if s.id not in known)
+        return Plan(self.host, fresh, {s.id: later.decisions[s.id] for s in fresh})
+
+
+def read_plan(nova, host: str, default: Recovery) -> Plan:
+    """Read the host's servers and their policy facts; decide each (no write)."""
+    servers = tuple(nova.servers_on_host(host))
+    facts = nova.instance_facts(servers, host) if servers else {}
+    return Plan(host, servers, {s.id: decide_instance(facts[s.id], default) for s in servers})

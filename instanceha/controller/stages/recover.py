@@ -1,0 +1,178 @@
+"""Stage RECOVER: evacuate or notify each instance of the fenced host by its
+policy, then mark the host RECOVERED.
+
+Entered right after the fence (same job, with the plan read while the fence
+ran) or by a later tick (a new leader resuming from the FENCED or RECOVERING
+marker, which reads the plan itself). The first evacuate is sent at once;
+what the second read of the host finds (a server that landed there while it
+was fenced) is recovered after the first batch. Each evacuation is reported
+(bus, journal, metric) as it completes, not after the batch: a leader dying
+mid-batch has told consumers and the journal of the servers it moved.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+
+from instanceha import exceptions
+from instanceha.engine import marker as mk
+
+from .context import StageContext
+from .plan import Plan, read_plan
+from .report import Incident
+
+LOG = logging.getLogger(__name__)
+
+
+def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
+        prepared=None) -> None:
+    """``plan``: read before the force-down (then the host is listed again, to
+    catch late arrivals); None: read it now. ``prepared``: the spare chosen ahead."""
+    started = ctx.clock()
+    m = svc.marker
+    token = m.token if m and m.token is not None else verify()
+    incident = ctx.report.incident(host, token)
+    nova = ctx.guarded(verify)
+    early = plan is not None
+    marking = None
+    with concurrent.futures.ThreadPoolExecutor(2, f"recover-{host}") as side:
+        if m is not None and m.state is mk.MarkerState.FENCED:
+            recovering = ctx.marker(mk.MarkerState.RECOVERING, token)
+            if ctx.settings.target.reserved:
+                nova.disable(host, recovering)  # before the spare is recorded in it
+            else:  # beside the first evacuations, not before them
+                marking = side.submit(nova.disable, host, recovering)
+        if plan is None:
+            plan = read_plan(ctx.nova, host, ctx.settings.default_recovery)
+        relisted = side.submit(read_plan, ctx.nova, host, ctx.settings.default_recovery) \
+            if early else None
+        outcome = _Outcome()
+        spares = _recover(ctx, host, plan, nova, m, token, incident, outcome, prepared)
+        if relisted is not None:
+            late = plan.new_in(relisted.result())
+            if late.servers:
+                LOG.warning("host=%s %d more server(s) found after the force-down",
+                            host, len(late.servers))
+                ctx.report.record(host, "relisted", f"{len(late.servers)} more server(s) "
+                                  "found on the host after the force-down")
+                fresh = mk.Marker(mk.MarkerState.RECOVERING, token=token, spares=spares) \
+                    if spares else m
+                spares = _recover(ctx, host, late, nova, fresh, token, incident, outcome,
+                                  None) or spares
+        if marking is not None:
+            marking.result()  # raises a failed write: RECOVERED is never written first
+    note = f"{outcome.evacuated} evacuated, {outcome.failed} failed, {outcome.notified} notified"
+    nova.disable(host, ctx.marker(mk.MarkerState.RECOVERED, token, note, spares))
+    ctx.report.emit("recovery_end", host=host, incident_id=incident,
+                    evacuated=outcome.evacuated, failed=outcome.failed,
+                    notified=outcome.notified, duration=ctx.clock() - started)
+    LOG.warning("host=%s recovered: %s", host, note)
+    ctx.report.record(host, "recovery_end", f"recovered: {note}", state=Incident.RECOVERED,
+                      seconds=round(ctx.clock() - started, 2))
+    if ctx.settings.power_on_after_recovery:
+        power_on(ctx, host, verify)
+
+
+class _Outcome:
+    def __init__(self) -> None:
+        self.evacuated = self.failed = self.notified = 0
+
+
+def _recover(ctx: StageContext, host, plan: Plan, nova, marker, token, incident,
+             outcome: _Outcome, prepared) -> tuple[str, ...]:
+    """One batch: report the plan, notify, evacuate; returns the spares used."""
+    evacuate, notify = plan.evacuate, plan.notify
+    LOG.warning("host=%s recovering %s", host, plan.summary())
+    ctx.report.emit("recovery_start", host=host, incident_id=incident, evacuate=len(evacuate),
+                    notify=len(notify))
+    ctx.report.record(host, "recovery_start", plan.summary(), state=Incident.RECOVERING)
+    to_evacuate, to_notify = {s.id for s in evacuate}, {s.id for s in notify}
+    for s in plan.servers:
+        decision = plan.decisions[s.id]
+        if s.id in to_evacuate:
+            continue
+        what = "notified" if s.id in to_notify else "ignored"
+        ctx.report.record(host, "instance", f"{s.name}: {what} ({decision.reason})",
+                          counts={what: 1}, instance_id=s.id, outcome=what, status=s.status)
+    for s in notify:
+        ctx.report.emit("recovery_required", host=host, incident_id=incident, instance_id=s.id,
+                        project_id=s.project_id or "unknown", policy="notify")
+    outcome.notified += len(notify)
+    for s in evacuate:
+        ctx.report.emit("evacuate_start", host=host, incident_id=incident, instance_id=s.id,
+                        project_id=s.project_id or "unknown", policy="evacuate")
+    if not evacuate:
+        return ()
+    by_id = {s.id: s for s in evacuate}
+    reported: set[str] = set()
+    evacuator = ctx.evacuator_factory(nova)
+    previous = getattr(evacuator, "on_result", None)
+
+    def evacuated(r) -> None:  # as each one completes (the evacuator's worker threads):
+        if previous is not None:  # failures may still find room on the next spare:
+            previous(r)  # those are reported at the end
+        if r.ok and r.server_id not in reported:
+            reported.add(r.server_id)
+            _evacuated(ctx, host, incident, r, by_id[r.server_id], plan.decisions[r.server_id])
+
+    evacuator.on_result = evacuated
+    results, spares = ctx.placement.evacuate(
+        host, evacuate, evacuator, nova, marker,
+        lambda used: nova.disable(host, ctx.marker(mk.MarkerState.RECOVERING, token,
+                                                   spares=used)),
+        lambda kind, text, **kw: ctx.report.record(host, kind, text, **kw),
+        prepared=prepared)
+    for r in results:
+        server = by_id[r.server_id]
+        if r.ok:
+            outcome.evacuated += 1
+            if r.server_id not in reported:  # an evacuator without the hook
+                reported.add(r.server_id)
+                _evacuated(ctx, host, incident, r, server, plan.decisions[r.server_id])
+            continue
+        outcome.failed += 1
+        ctx.report.count("evacuation", r.outcome.value, r.seconds)
+        LOG.error("host=%s server=%s NOT recovered (%s): %s", host, r.server_id,
+                  r.outcome.value, r.error)
+        ctx.report.emit("evacuate_error", host=host, incident_id=incident,
+                        instance_id=r.server_id, project_id=server.project_id or "unknown",
+                        policy="evacuate", error=str(r.error), retrying=False)
+        ctx.report.record(host, "instance", f"{server.name}: NOT recovered "
+                          f"({r.outcome.value}): {r.error}", counts={"failed": 1},
+                          instance_id=r.server_id, outcome=r.outcome.value, status=r.status,
+                          attempts=r.attempts, seconds=round(r.seconds, 2))
+    return spares
+
+
+def _evacuated(ctx: StageContext, host, incident, r, server, decision) -> None:
+    ctx.report.count("evacuation", r.outcome.value, r.seconds)
+    LOG.warning("host=%s server=%s evacuated to %s (%s) in %.1f s", host, r.server_id,
+                r.dest_host, r.status, r.seconds)
+    ctx.report.emit("evacuate_end", host=host, incident_id=incident, instance_id=r.server_id,
+                    project_id=server.project_id or "unknown", policy="evacuate",
+                    target_host=r.dest_host, duration=r.seconds)
+    ctx.report.record(host, "instance", f"{server.name}: evacuated to {r.dest_host} "
+                      f"({r.status}) in {r.seconds:.1f} s ({decision.reason})",
+                      counts={"evacuated": 1}, instance_id=r.server_id,
+                      outcome=r.outcome.value, target_host=r.dest_host, status=r.status,
+                      attempts=r.attempts, seconds=round(r.seconds, 2))
+
+
+def power_on(ctx: StageContext, host: str, verify) -> None:
+    """Optional: power the repaired-or-not host on again once nothing of it can
+    run twice (its instances are recovered); it rejoins and is re-enabled
+    only when its agent and nova-compute are back and clean."""
+    verify()
+    try:
+        evidence = ctx.fencer.power_on(host)
+    except exceptions.InstanceHAError as e:
+        LOG.error("host=%s power on after recovery failed: %s (%s); the host stays off",
+                  host, e, e.action.value)
+        ctx.report.record(host, "power_on", f"power on after recovery failed: {e}",
+                          action=e.action.value)
+        return
+    ctx.report.record(host, "power_on", f"powered on after recovery: read back "
+                      f"{evidence.read_back.value}")
+    LOG.warning("host=%s powered on after recovery: read back %s", host,
+                evidence.read_back.value)

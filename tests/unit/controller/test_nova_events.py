@@ -1,0 +1,111 @@
+"""The feed of Nova's notifications: only while leading, started and stopped
+in the background, a failed start tried again later, each notification waking
+the evacuation of its instance."""
+
+from instanceha.compute.evacuation import CompletionWatch, Waker
+from instanceha.controller.executor import Executor
+from instanceha.controller.nova_events import NovaEventFeed, instance_uuid
+from instanceha.engine.model import HostView, Phase
+from tests.unit.fakes import FakeClock, FakeLeadership
+
+REBUILT = {"nova_object.name": "InstanceActionPayload",
+           "nova_object.data": {"uuid": "u1", "state": "active", "task_state": None}}
+
+
+class FakeListener:
+    def __init__(self, on_event, fail=None):
+        self.on_event, self.fail = on_event, fail
+        self.started = self.stopped = 0
+
+    def start(self):
+        if self.fail:
+            raise self.fail
+        self.started += 1
+
+    def stop(self):
+        self.stopped += 1
+
+
+def settle(feed):
+    if feed._pending is not None:
+        feed._pending.result(timeout=10)
+
+
+def make(fail=None):
+    made = []
+
+    def factory(on_event):
+        made.append(FakeListener(on_event, fail))
+        return made[-1]
+
+    clock = FakeClock()
+    watch = CompletionWatch()
+    return NovaEventFeed(factory, watch, clock=clock, retry=10.0), made, clock, watch
+
+
+def test_listens_only_while_leading():
+    feed, made, _, _ = make()
+    feed.ensure()
+    settle(feed)
+    assert feed.listening and made[0].started == 1
+    feed.ensure()  # every tick: nothing more
+    settle(feed)
+    assert len(made) == 1
+    feed.stop()
+    settle(feed)
+    assert not feed.listening and made[0].stopped == 1
+    feed.close()
+
+
+def test_a_failed_start_is_tried_again_after_retry_seconds():
+    feed, made, clock, _ = make(fail=ConnectionError("broker down"))
+    feed.ensure()
+    settle(feed)
+    assert not feed.listening and "broker down" in feed.error
+    feed.ensure()
+    settle(feed)
+    assert len(made) == 1  # within the retry window: not again
+    clock.advance(10.0)
+    feed.ensure()
+    settle(feed)
+    assert len(made) == 2
+    feed.close()
+
+
+def test_a_notification_wakes_the_evacuation_of_its_instance():
+    feed, _, _, watch = make()
+    waker = Waker()
+    watch.subscribe(["u1"], waker)
+    seen = waker.mark()
+    feed.on_event("instance.rebuild.end", REBUILT)
+    feed.on_event("instance.rebuild.end", {"nova_object.data": {"uuid": "other"}})
+    feed.on_event("instance.update", "not a payload")
+    assert waker.wait(0.0, since=seen) is True
+    assert (feed.received, feed.woke) == (3, 1)
+    assert instance_uuid(REBUILT) == "u1" and instance_uuid({}) is None
+    feed.close()
+
+
+class Recorder:
+    def __init__(self):
+        self.acted = self.idled = 0
+
+    def act(self, views, allowed, verify):
+        self.acted += 1
+
+    def idle(self):
+        self.idled += 1
+
+
+def test_the_executor_tells_the_actuator_when_it_is_not_given_the_tick():
+    leadership = FakeLeadership(leader=True)
+    actuator = Recorder()
+    ex = Executor(leadership, actuator, wall=lambda: 0.0)
+    views = {"c1": HostView("c1", Phase.HEALTHY, 0.0, "ok", "alive")}
+    ex.act(views, now=1.0)
+    assert (actuator.acted, actuator.idled) == (1, 0)
+    ex.act(views, now=2.0, control={"paused": "ops"})
+    assert (actuator.acted, actuator.idled) == (1, 1)
+    leadership.leader_flag = False
+    ex.act(views, now=3.0)
+    assert (actuator.acted, actuator.idled) == (1, 2)

@@ -105,6 +105,29 @@ class ZooKeeperServer:
                 return line.split(": ", 1)[1].strip()
         return None
 
+    def zxid(self) -> int:
+        """The last transaction id this server applied: every write (and every
+        session created or closed) adds one; a ping adds nothing."""
+        out = four_letter(self.port, b"srvr").decode(errors="replace")
+        for line in out.splitlines():
+            if line.startswith("Zxid: "):
+                return int(line.split(": ", 1)[1].strip(), 16)
+        raise RuntimeError(f"no Zxid in the srvr answer of 127.0.0.1:{self.port}: {out!r}")
+
+    def connections(self) -> dict[int, dict[str, str]]:
+        """The ``cons`` answer: session id -> that connection's fields (``lop``:
+        its last operation, ``lcxid``: the xid of its last request, pings
+        excluded, ``recved``/``sent`` packets...)."""
+        out = four_letter(self.port, b"cons").decode(errors="replace")
+        found = {}
+        for line in out.splitlines():
+            if "(" not in line or "sid=" not in line:
+                continue
+            fields = dict(kv.split("=", 1) for kv in
+                          line[line.index("(") + 1:line.rindex(")")].split(",") if "=" in kv)
+            found[int(fields["sid"], 16)] = fields
+        return found
+
     def serving(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"ZooKeeper exited with {self.proc.returncode}; see {self.log}")

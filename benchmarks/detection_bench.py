@@ -54,6 +54,14 @@ PER_PROCESS = 2500
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far (its threads included)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -282,6 +290,7 @@ def measure(n, liveness, args, zk, work):
         "controller_cpu_percent_of_one_core": cpu_share,
         "zookeeper_transactions_per_s": (zx1 - zx0) / elapsed,
         "zookeeper_cpu_percent_of_one_core": (zk1 - zk0) / elapsed * 100,
+        "zookeeper_rss_mb": rss_mb(pids["zookeeper"]),
         "load_generator_cpu_percent_of_one_core": (load1 - load0) / elapsed * 100,
         "watch_events_per_s": rate("watch_events"),
         "controller_reads_per_s": rate("reads"),
@@ -295,11 +304,17 @@ def measure(n, liveness, args, zk, work):
           f"one core; max RSS of this process {rss_mb:.0f} MB", flush=True)
     print(f"   steady state: ZooKeeper {i['zookeeper_transactions_per_s']:.1f} transactions/s "
           f"({i['zookeeper_transactions_per_s'] / n * 100:.2f} per 100 hosts; target <= 1), "
-          f"ZooKeeper CPU {i['zookeeper_cpu_percent_of_one_core']:.0f}% of a core; controller "
+          f"ZooKeeper CPU {i['zookeeper_cpu_percent_of_one_core']:.0f}% of a core, RSS "
+          f"{i['zookeeper_rss_mb']:.0f} MB; controller "
           f"{i['watch_events_per_s']:.1f} watch events/s, {i['controller_reads_per_s']:.1f} "
           f"reads/s (consistency read), {i['consistency_repairs']} repairs; load generator "
           f"CPU {i['load_generator_cpu_percent_of_one_core']:.0f}% of a core", flush=True)
-    ctl.close()
+    closer = threading.Thread(target=ctl.close, daemon=True)
+    closer.start()
+    closer.join(30)
+    if closer.is_alive():
+        print("   (the controller's kazoo client did not stop within 30 s; left behind)",
+              flush=True)
     rejoins = 0
     for lp in loads:
         lp.send_signal(signal.SIGTERM)
@@ -327,12 +342,16 @@ def main(argv=None) -> int:
     p.add_argument("--failover-rounds", type=int, default=5)
     p.add_argument("--tick-ms", type=int, default=500,
                    help="ZooKeeper tickTime (a 2 s session needs <= 1000)")
+    p.add_argument("--zk-heap-mb", type=int, default=256,
+                   help="ZooKeeper's Java heap (-Xmx), in MB")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     work = tempfile.mkdtemp(prefix="ih-detect-bench-")
-    zk = ZooKeeperServer(os.path.join(work, "zk"), tick_ms=args.tick_ms).start()
+    zk = ZooKeeperServer(os.path.join(work, "zk"), tick_ms=args.tick_ms,
+                         heap_mb=args.zk_heap_mb).start()
     report = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-              "zookeeper_tick_ms": args.tick_ms, "date": datetime.date.today().isoformat(),
+              "zookeeper_tick_ms": args.tick_ms, "zookeeper_heap_mb": args.zk_heap_mb,
+              "date": datetime.date.today().isoformat(),
               "argv": sys.argv[1:], "loads": {}}
     try:
         for n in [int(x) for x in args.agents.split(",")]:

@@ -165,7 +165,18 @@ async def run(args) -> int:
         return s
 
     sessions: dict[str, Session] = {}
+    rejoining: set[str] = set()
     rejoins = 0
+
+    async def rejoin(name: str) -> None:
+        # in its own task: the other sessions' pings must not wait for it
+        try:
+            sessions[name] = await join(name)
+        except (ConnectionError, OSError) as e:
+            print(f"{name}: re-join failed ({e}), next pass tries again", file=sys.stderr,
+                  flush=True)
+        finally:
+            rejoining.discard(name)
     # session mode: a ping every T/3 (kazoo pings after read_timeout/2 = T/3 idle);
     # heartbeat mode: the data heartbeat every interval (it keeps the session too)
     period = args.session_timeout / 3 if session_mode else args.interval
@@ -180,6 +191,8 @@ async def run(args) -> int:
             seq += 1
             beat = str(seq).encode()
             for name, s in list(sessions.items()):
+                if name in rejoining:
+                    continue
                 try:
                     if session_mode:
                         s.ping()
@@ -188,7 +201,8 @@ async def run(args) -> int:
                 except ConnectionError:
                     rejoins += 1
                     print(f"{name}: session lost, joining again", file=sys.stderr, flush=True)
-                    sessions[name] = await join(name)  # like the agent: re-join
+                    rejoining.add(name)  # like the agent: re-join
+                    loop.create_task(rejoin(name))
             try:
                 await asyncio.wait_for(stop.wait(), max(0.0, period - (loop.time() - started)))
             except asyncio.TimeoutError:

@@ -47,8 +47,9 @@ def test_join_then_planned_stop_is_not_a_crash(daemon_factory, observer):
 
 
 @pytest.mark.fault("Agent killed (SIGKILL)", component="agent",
-                   expect="FAILED by the dead rule (membership lost and heartbeat stale) "
-                          "after about one session timeout; handed to fencing")
+                   expect="FAILED by the dead rule (membership lost, and silent for the "
+                          "session timeout its expiry proves) after about one session "
+                          "timeout; handed to fencing")
 def test_sigkill_is_failed_by_membership_and_heartbeat(daemon_factory, observer_factory,
                                                        fault):
     # a hung window far away: only the two-signal rule (membership + heartbeat) can fire

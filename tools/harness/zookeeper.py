@@ -50,13 +50,14 @@ def four_letter(port: int, word: bytes = b"ruok", timeout: float = 1.0) -> bytes
 class ZooKeeperServer:
     def __init__(self, base_dir: str, port: int | None = None, tick_ms: int = 200,
                  max_session_ms: int | None = None, myid: int | None = None,
-                 peers: list[str] | None = None) -> None:
+                 peers: list[str] | None = None, heap_mb: int = 256) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.port = port or procs.free_port()
         self.tick_ms = tick_ms
         self.max_session_ms = max_session_ms
         self.myid = myid
         self.peers = peers or []  # "server.N=host:peer:election" lines of an ensemble
+        self.heap_mb = heap_mb
         self.proc: subprocess.Popen | None = None
         self.data_dir = os.path.join(self.base_dir, "data")
         self.cfg = os.path.join(self.base_dir, "zoo.cfg")
@@ -137,7 +138,7 @@ class ZooKeeperServer:
         self._write_cfg()
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            ["java", "-Xmx256m", "-Dzookeeper.jmx.log4j.disable=true", "-cp", CLASSPATH,
+            ["java", f"-Xmx{self.heap_mb}m", "-Dzookeeper.jmx.log4j.disable=true", "-cp", CLASSPATH,
              "org.apache.zookeeper.server.quorum.QuorumPeerMain", self.cfg],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,

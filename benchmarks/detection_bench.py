@@ -48,13 +48,14 @@ from instanceha import coordination  # noqa: E402
 from instanceha.controller.executor import Executor  # noqa: E402
 from instanceha.controller.reconciler import Reconciler  # noqa: E402
 from instanceha.engine.model import DetectionPolicy, Phase  # noqa: E402
+from instanceha.exceptions import CoordinationError as coordination_errors  # noqa: E402
 
 HANG_AGENT = os.path.join(TOP, "tools", "harness", "hang_agent.py")
 PER_PROCESS = 2500
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pid: int) -> float:
+def proc_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
@@ -182,7 +183,20 @@ def one_fault(ctl, work, url, root, fault, i, liveness):
         proc.send_signal(signal.SIGCONT)
         proc.kill()
         proc.wait()
-        ctl.coord.forget_host(name)
+        forget(ctl, name)
+
+
+def forget(ctl, name, tries=20):
+    """Remove a victim from the registry; the controller's connection may be
+    down for a moment under load (a ConnectionLoss is retried, not fatal)."""
+    for _ in range(tries):
+        try:
+            ctl.coord.forget_host(name)
+            return
+        except coordination_errors as e:
+            print(f"   (forgetting {name}: {e}; retrying)", flush=True)
+            time.sleep(0.5)
+    print(f"   ({name} left in the registry)", flush=True)
 
 
 def start_load(url, root, count, work, liveness):
@@ -242,11 +256,12 @@ def measure(n, liveness, args, zk, work):
     started = time.monotonic()
     loads = start_load(zk.url, root, n, work, liveness)
     ctl = Controller(zk.url, root)
+    # polled once a second: a loop over every view holds the GIL from kazoo's thread
     procs.wait_for(lambda: all_healthy(ctl, n), 120 + n / 20,
-                   f"{n} simulated agents HEALTHY")
+                   f"{n} simulated agents HEALTHY", interval=1.0)
     print(f"   {n} joined and HEALTHY in {time.monotonic() - started:.0f} s", flush=True)
     figures = {}
-    for fault in ("sigkill", "sigstop", "hang"):
+    for fault in ("sigkill", "sigstop", "hang") if args.rounds else ():
         before = len(ctl.victims_false_failed)
         lat = [one_fault(ctl, work, zk.url, root, fault, i, liveness)
                for i in range(args.rounds)]
@@ -290,7 +305,7 @@ def measure(n, liveness, args, zk, work):
         "controller_cpu_percent_of_one_core": cpu_share,
         "zookeeper_transactions_per_s": (zx1 - zx0) / elapsed,
         "zookeeper_cpu_percent_of_one_core": (zk1 - zk0) / elapsed * 100,
-        "zookeeper_rss_mb": rss_mb(pids["zookeeper"]),
+        "zookeeper_rss_mb": proc_rss_mb(pids["zookeeper"]),
         "load_generator_cpu_percent_of_one_core": (load1 - load0) / elapsed * 100,
         "watch_events_per_s": rate("watch_events"),
         "controller_reads_per_s": rate("reads"),

@@ -195,9 +195,11 @@ def test_restart_with_same_id_waits_out_previous_session(daemon_factory, observe
     first = daemon_factory("agent", "compute1")
     observer.wait_phase("compute1", "HEALTHY")
     inc1 = observer.view("compute1").incarnation
-    first.kill()
+    # the second starts while the first's session lives (its start-up may take
+    # longer than the 2 s session on a loaded machine: then it would never meet it)
     second = daemon_factory("agent", "compute1-second", extra={"DEFAULT": {"host": "compute1"}})
     second.wait_log(r"already present with another session")
+    first.kill()
     second.wait_log(r"joined as compute1 \(incarnation \d+, join #1\)")
     observer.wait_phase("compute1", "HEALTHY")
     assert observer.view("compute1").incarnation != inc1

@@ -23,16 +23,27 @@ ACTIVE elsewhere. So "ours" = power-off read back -> all ACTIVE, against
 Victims rotate over the computes, so every BMC is fenced again minutes after
 its previous fence: fence times are split into first fences and re-fences.
 
+With ``--api-load N`` every configuration (Nova's floor included) runs twice
+in each round, without and then with N read requests a second on nova-api
+from another process (``benchmarks/nova_load.py``), and the report puts them
+side by side. The API requests instanceha made for each recovery are read
+from its incident line (``N API requests since the fence``) against the
+budget of 10 per evacuated server.
+
 Prints figures and ratios; asserts nothing about time.
 
-    python benchmarks/e2e_bench.py [--reps 3] [--sizes 4,20] [--faults dead,hung] [--keep]
+    python benchmarks/e2e_bench.py [--reps 3] [--sizes 4,20] [--faults dead,hung]
+                                   [--api-load N] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -53,6 +64,7 @@ from harness.stack import (  # noqa: E402
 )
 
 BIN = os.path.dirname(sys.executable)
+BUDGET = 10  # API requests per evacuated server
 
 
 def pct(values, p):
@@ -79,6 +91,7 @@ class Bench:
         self.fenced_before: set[str] = set()
         self.results: list[dict] = []
         self.floors: list[dict] = []
+        self.load = 0  # nova-api read requests per second from the load process
 
     # -- set-up ----------------------------------------------------------------
     def start(self) -> None:
@@ -91,6 +104,28 @@ class Bench:
         self.ctl = st.controller("ctl", {"controller": {"flap_failures": 100}})
         self.ctl.wait_log("leadership gained", timeout=60)
         self.cli_conf = daemons.write_conf(os.path.join(st.work, "cli.conf"), st.base())
+
+    @contextlib.contextmanager
+    def api_load(self, rate: float):
+        """``rate`` read requests a second on nova-api from another process."""
+        if rate <= 0:
+            yield
+            return
+        path = os.path.join(self.st.work, "endpoints.json")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump(self.st.cloud.endpoints, f)
+        out = open(os.path.join(self.st.work, f"nova_load-{rate:g}.log"), "a")
+        proc = subprocess.Popen([sys.executable, os.path.join(TOP, "benchmarks", "nova_load.py"),
+                                 path, str(rate)], stdout=out, stderr=subprocess.STDOUT)
+        self.load = rate
+        try:
+            time.sleep(3)  # authenticated and at its rate
+            yield
+        finally:
+            self.load = 0
+            proc.terminate()
+            proc.wait(30)
+            out.close()
 
     def cli(self, *argv) -> None:
         subprocess.run([os.path.join(BIN, "instanceha"), "--config-file", self.cli_conf,
@@ -139,7 +174,10 @@ class Bench:
         off = bmc_off_at(st.bmcs[victim], failed_at)
         refence = victim in self.fenced_before
         self.fenced_before.add(victim)
+        m = re.search(rf"host={victim} recovered: .*\((\d+) API requests since the fence\)",
+                      log)
         r = {"fault": fault, "servers": n, "victim": victim, "refence": refence,
+             "load": self.load, "api_calls": int(m.group(1)) if m else None,
              "failed": seconds(failed_at, log_times(log, rf"host={victim} phase=\w+->FAILED")[0]),
              "fence": seconds(fence_start, off if off else read_back),
              "read_back": seconds(failed_at, read_back),
@@ -153,7 +191,8 @@ class Bench:
               f"fence {r['fence']:.2f}s{' (re-fence)' if refence else ''}, read back "
               f"+{r['read_back']:.2f}s, first POST +{r['first_post']:.2f}s "
               f"({r['first_post_after_read_back']:.2f}s after the read-back), all ACTIVE "
-              f"+{r['all_active']:.2f}s", flush=True)
+              f"+{r['all_active']:.2f}s; {r['api_calls']} API requests"
+              + (f" (nova-api under {self.load:g} req/s)" if self.load else ""), flush=True)
         self.repair(victim, fault, tag)
         st.delete(ids)
 
@@ -189,7 +228,8 @@ class Bench:
                              microversion="2.94").raise_for_status()
             sent = datetime.datetime.now()
             done = ActiveWatch(st.conn, ids, victim).start().wait(600)
-            f = {"servers": n, "floor": seconds(t0, done), "sending": seconds(t0, sent)}
+            f = {"servers": n, "floor": seconds(t0, done), "sending": seconds(t0, sent),
+                 "load": self.load}
             if record:
                 self.floors.append(f)
             print(f"  {tag}: Nova's floor, {n} servers: all ACTIVE {f['floor']:.2f}s after the "
@@ -215,13 +255,16 @@ class Bench:
     def report(self) -> None:
         print()
         print("end to end, seconds from the host's failure (measured from the outside)")
-        for n in self.args.sizes:
-            floor = [f["floor"] for f in self.floors if f["servers"] == n]
+        loads = sorted({r["load"] for r in self.results})
+        for load, n in ((load, n) for n in self.args.sizes for load in loads):
+            floor = [f["floor"] for f in self.floors if f["servers"] == n and f["load"] == load]
             for fault in self.args.faults:
-                rs = [r for r in self.results if r["servers"] == n and r["fault"] == fault]
+                rs = [r for r in self.results if r["servers"] == n and r["fault"] == fault
+                      and r["load"] == load]
                 if not rs:
                     continue
-                print(f" {n} servers, {fault} host ({len(rs)} runs)")
+                under = f", nova-api under {load:g} read req/s" if load else ""
+                print(f" {n} servers, {fault} host{under} ({len(rs)} runs)")
                 for key, what in (("failed", "FAILED decided"),
                                   ("read_back", "power-off read back"),
                                   ("first_post", "first evacuate accepted by Nova"),
@@ -237,7 +280,12 @@ class Bench:
                     print(f"  {'Nova floor (force-down -> all ACTIVE)':44s} p50 {base:6.2f}s"
                           f"  (n={len(floor)})")
                     print(f"  ours / floor = {ours / base:.2f}  (ours - floor = "
-                          f"{ours - base:+.2f} s; target <= +2 s)")
+                          f"{ours - base:+.2f} s; target <= +2 s"
+                          + ("; under load: ratio <= 1.5)" if load else ")"))
+                calls = [r["api_calls"] / n for r in rs if r["api_calls"] is not None]
+                if calls:
+                    print(f"  API requests per evacuated server: max {max(calls):.1f} "
+                          f"(budget {BUDGET})")
         first = [r["fence"] for r in self.results if not r["refence"]]
         again = [r["fence"] for r in self.results if r["refence"]]
         print(" fencing (fence start -> the BMC's power bit off)")
@@ -256,6 +304,8 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=3, help="runs of each size and fault")
     p.add_argument("--sizes", default="4,20", help="opted-in servers per run")
     p.add_argument("--faults", default="dead,hung")
+    p.add_argument("--api-load", type=float, default=0, metavar="N",
+                   help="also run everything under N read requests/s on nova-api")
     p.add_argument("--keep", action="store_true", help="keep the logs (printed at the end)")
     args = p.parse_args(argv)
     args.sizes = [int(x) for x in args.sizes.split(",")]
@@ -271,13 +321,17 @@ def main(argv=None) -> int:
         # one round before anything is measured
         bench.floor(4, hosts[-1], "warm-up", record=False)
         k = 0
+        loads = [0] + ([args.api_load] if args.api_load > 0 else [])
         for rep in range(args.reps):
             for n in args.sizes:
-                bench.floor(n, hosts[k % len(hosts)], f"floor{rep}-{n}")
-                k += 1
-                for fault in args.faults:
-                    bench.run(fault, n, hosts[k % len(hosts)], f"r{rep}-{fault}-{n}")
-                    k += 1
+                for load in loads:
+                    with bench.api_load(load):
+                        tag = f"{rep}-{n}" + (f"-load{load:g}" if load else "")
+                        bench.floor(n, hosts[k % len(hosts)], f"floor{tag}")
+                        k += 1
+                        for fault in args.faults:
+                            bench.run(fault, n, hosts[k % len(hosts)], f"r{tag}-{fault}")
+                            k += 1
         bench.report()
         return 0
     finally:

@@ -17,6 +17,7 @@ say() { echo "[install $(( $(date +%s) - T0 ))s] $*"; }
 APT_PKGS=(
   zookeeper libzookeeper-java libslf4j-java default-jre-headless  # coordinator
   openipmi ipmitool                                              # IPMI BMC emulator + client
+  fence-agents snmp                                              # ClusterLabs fence agents (fence_agent driver); snmpget/snmpset for fence_apc_snmp
   rabbitmq-server                                                # notification bus, nova RPC
   mariadb-server mariadb-client                                  # nova/keystone databases
   python3 python3-venv python3-dev gcc                           # the venv

@@ -103,6 +103,7 @@ def build_actuator(conf, coordinator, records, control):
                     "never evacuated")
         return LogOnlyActuator(), []
     from instanceha import fencing
+    from instanceha.compute.calls import ApiCalls
     from instanceha.compute.evacuation import CompletionWatch, EvacuationSettings, Evacuator
     from instanceha.compute.nova import NovaClient
     from instanceha.conf import fencing as fencing_conf
@@ -126,7 +127,9 @@ def build_actuator(conf, coordinator, records, control):
         raise policy.config_error(conf, "nova", "auth_type",
                                   "fencing is configured but Nova is not: set the [nova] "
                                   "keystone credentials (auth_type = password, ...)")
+    calls = ApiCalls()
     nova = NovaClient.from_conf(conf)
+    nova.recorder = calls
     notifier = notifier_mod.make_notifier(conf, notifications_conf.bus_settings(conf),
                                           notifications_conf.delivery_policy(conf)).start()
     evacuation = EvacuationSettings.from_conf(conf)
@@ -151,6 +154,7 @@ def build_actuator(conf, coordinator, records, control):
     actuator = RecoveryActuator(settings, fencer, nova,
                                 lambda n: Evacuator(n, evacuation, watch=watch),
                                 notifier=notifier, events=events, nova_events=nova_events,
+                                calls=calls,
                                 failures=FailureHistory(coordinator, records),
                                 attestations=Attestations(coordinator, control),
                                 journal=IncidentJournal(coordinator, conf.host,
@@ -192,6 +196,8 @@ def main(argv=None) -> int:
         service.handler.metrics = metrics
         metrics.notifier = service.handler.notifier
         metrics.journal = getattr(service.handler, "journal", None)
+        metrics.nova_events = getattr(service.handler, "nova_events", None)
+        metrics.api_calls = getattr(service.handler, "calls", None)
     previous_hold = service.on_hold
 
     def on_hold(state, guard_policy):

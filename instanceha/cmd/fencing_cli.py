@@ -1,7 +1,9 @@
-"""``instanceha fencing check [HOST...]``: read every BMC, power nothing.
+"""``instanceha fencing check [HOST...]``: check every fencing device, power nothing.
 
-Reports, per host, whether its BMC is reachable, accepts the credentials of
-the inventory, its power state and the latency of the read. Exit code 0 when
+Reports, per device of each host's fencing levels, whether it is reachable,
+accepts the credentials of the inventory, its power state and the latency
+(a fence agent: ``action=monitor`` then ``action=status``); each error names
+the host, the level and the driver or agent at fault. Exit code 0 when
 every BMC answered, 1 when at least one did not, 2 when the configuration or
 the inventory is invalid or a HOST named has no entry in it.
 """
@@ -19,8 +21,8 @@ from instanceha.conf import fencing as fencing_conf
 def register(subparsers) -> None:
     p = subparsers.add_parser("fencing", help="fencing (BMC) tools")
     sub = p.add_subparsers(dest="fencing_cmd", required=True)
-    c = sub.add_parser("check", help="read the power state of each BMC in the inventory "
-                       "(reachability, credentials, latency); powers nothing")
+    c = sub.add_parser("check", help="check each fencing device of the inventory "
+                       "(reachability, credentials, power state, latency); powers nothing")
     c.add_argument("hosts", nargs="*", metavar="HOST",
                    help="hosts to check (default: every host of the inventory)")
     c.add_argument("--format", choices=("table", "json"), default="table")
@@ -32,14 +34,17 @@ def _yes_no(value) -> str:
 
 
 def format_table(results) -> str:
-    header = ("HOST", "DRIVER", "ADDRESS", "REACHABLE", "AUTH", "POWER", "LATENCY", "RESULT")
+    header = ("HOST", "DRIVER", "ADDRESS", "LEVEL", "REACHABLE", "AUTH", "POWER", "LATENCY",
+              "RESULT")
     rows = [header]
     for r in results:
-        rows.append((r.host, r.driver or "-", r.address or "-", _yes_no(r.reachable),
+        rows.append((r.host, r.driver or "-", r.address or "-", str(r.level),
+                     _yes_no(r.reachable),
                      _yes_no(r.authenticated), r.power_state or "-",
                      f"{r.latency * 1000:.0f} ms", "ok" if r.ok else r.error_type))
     lines = common.table_lines(rows)
-    errors = [f"{r.host}: {r.error}" for r in results if not r.ok]
+    errors = [(f"{r.host} (level {r.level}, {r.driver}): " if r.driver else f"{r.host}: ")
+              + r.error for r in results if not r.ok]
     return "\n".join(lines + ([""] + errors if errors else []))
 
 

@@ -110,6 +110,10 @@ def _print_table(doc, snap) -> None:
                      _nova(d.get("nova")), (d.get("nova") or {}).get("recovery") or "-",
                      d.get("reason", "")[:70]))
     print("\n".join(common.table_lines(rows)))
+    for host, d in sorted(doc.get("hosts", {}).items()):
+        waiting = (d.get("nova") or {}).get("waiting_on")
+        if waiting:
+            print(f"{host}: recovery waiting on {waiting} (as published)")
     unpublished = sorted(set(snap.hosts) - set(doc.get("hosts", {})))
     if unpublished:
         print(f"registered but not yet in the leader's view: {', '.join(unpublished)}")

@@ -48,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from instanceha.compute import calls
 from instanceha.compute import exceptions as exc
 from instanceha.compute.model import Migration, Server
 from instanceha.exceptions import InstanceHAError
@@ -57,7 +58,9 @@ LOG = logging.getLogger(__name__)
 EVACUABLE_VM_STATES = ("active", "stopped")  # anything else is reset to active first
 NO_VALID_HOST = "No valid host"
 RETRY_BACKOFF_MAX = 30.0  # seconds between two tries of a failing Nova call, at most
-SERVER_BACKSTOP = 15.0  # seconds: a server whose record does not move is read anyway
+SERVER_BACKSTOP = 60.0  # seconds: a server whose record does not move is read anyway
+# (rare: a server gone ERROR without its record saying so; Nova's rebuild.error
+# notification wakes the wait sooner)
 RECORDS_MARGIN = 3600.0  # seconds before the evacuation starts that its records are read from
 GROWTH = 1.5  # each wait between two reads of a running evacuation, this much longer
 
@@ -69,6 +72,7 @@ class EvacuationSettings:
     timeout: float = 300.0  # seconds, per attempt
     poll_interval: float = 2.0  # seconds: the longest wait between two reads
     poll_initial: float = 0.25  # seconds: the first wait, grown by half up to poll_interval
+    lost_write_grace: float = 60.0  # seconds an unanswered evacuate may still be in Nova
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.attempts < 1:
@@ -81,7 +85,16 @@ class EvacuationSettings:
         c = conf[group]
         return cls(concurrency=c.evacuation_concurrency, attempts=c.evacuation_attempts,
                    timeout=c.evacuation_timeout, poll_interval=c.poll_interval,
-                   poll_initial=min(c.poll_initial_interval, c.poll_interval))
+                   poll_initial=min(c.poll_initial_interval, c.poll_interval),
+                   lost_write_grace=c.lost_write_grace)
+
+
+def _unanswered(e: InstanceHAError) -> bool:
+    """No answer from Nova itself (a timeout, a gateway's 502/504): the request
+    may have reached nova-api, which may still act on it."""
+    if isinstance(e, exc.NovaUnavailable):
+        return not e.unsent
+    return getattr(e, "status", None) in (502, 504)
 
 
 class Outcome(enum.Enum):
@@ -270,8 +283,8 @@ class Evacuator:
         try:
             workers = min(self.settings.concurrency, len(servers))
             with concurrent.futures.ThreadPoolExecutor(workers, "evacuate") as pool:
-                futures = [pool.submit(self.evacuate_server, s, host, target_host, records,
-                                       waker) for s in servers]
+                futures = [calls.submit(pool, self.evacuate_server, s, host, target_host,
+                                        records, waker) for s in servers]
                 return [f.result() for f in futures]
         finally:
             if self.watch is not None:
@@ -336,17 +349,21 @@ class Evacuator:
     def _attempt(self, known: Server | None, server_id: str, host: str, want: str,
                  target_host: str | None, deadline: float, records: HostRecords,
                  sleep) -> tuple[Server, Migration | None]:
-        if known is not None:  # as the caller read it moments ago: act at once ...
-            cur = known
-            migrations = self._retrying(deadline, records.of, server_id, float("inf"))
-            if migrations:
-                # ... unless it was evacuated lately (a controller before this one
-                # asked, maybe still running): then where it is and its task state
-                # decide, read them now
-                cur = self._retrying(deadline, self.nova.server, server_id)
-        else:
+        cur = known
+        migrations = [] if known is None else \
+            self._retrying(deadline, records.of, server_id, float("inf"))
+        fast = not (known is None or migrations or known.task_state is not None)
+        if not fast:
+            # a later attempt, or the server was evacuated lately or is being
+            # acted on (a controller before this one asked, maybe still running):
+            # where it is, its task state and its own records decide, read now
+            # (the records first: an evacuation that ends between the two reads
+            # then shows as running with the server settled, never the reverse,
+            # which would reset a rebuilding server)
+            migrations = [m for m in self._own_records(server_id, deadline)
+                          if m.source_compute in (None, host)]
             cur = self._retrying(deadline, self.nova.server, server_id)
-            migrations = self._retrying(deadline, records.of, server_id, 0.0)
+        # else: as the caller read it moments ago, idle, no record: act at once
         if cur.host != host:
             # moved by an earlier attempt or an earlier controller: verify, don't redo
             mig = migrations[0] if migrations else None
@@ -363,7 +380,10 @@ class Evacuator:
         else:
             floor = migrations[0].id if migrations else 0
             self._make_evacuable(cur, deadline)
-            self._request(server_id, target_host, floor, deadline, records)
+            # fast: the server's older records (of other hosts, or over an hour
+            # old) were not read, so the floor says nothing about them
+            self._request(server_id, host, target_host, None if fast else floor, deadline,
+                          records)
             LOG.info("host=%s server=%s evacuate accepted by Nova", host, server_id)
         cur, mig = self._wait(server_id, host, floor, deadline, records, sleep)
         return self._restore_power(cur, want, deadline, sleep), mig
@@ -375,7 +395,7 @@ class Evacuator:
                  cur.id, cur.vm_state, cur.task_state)
         self._retrying(deadline, self.nova.reset_state, cur.id, "active")
 
-    def _request(self, server_id: str, target_host: str | None, floor: int,
+    def _request(self, server_id: str, host: str, target_host: str | None, floor: int | None,
                  deadline: float, records: HostRecords) -> None:
         delay = self.settings.poll_interval
         while True:
@@ -385,13 +405,17 @@ class Evacuator:
             except InstanceHAError as e:
                 # accepted after all? Its answer was lost (a timeout), or a retry of
                 # ours was refused (409 while it runs, 400 "service in use" once done)
-                migrations = self._retrying(deadline, records.of, server_id, 0.0)
-                if any(m.id > floor for m in migrations):
+                if self._accepted(server_id, host, floor, records.since, deadline):
                     LOG.info("evacuate of %s failed (%s) but Nova had accepted it: not "
                              "sent again", server_id, e)
                     return
                 if not e.retryable:
                     raise
+                if _unanswered(e) and self._accepted_late(server_id, host, floor,
+                                                          records.since, deadline):
+                    LOG.info("evacuate of %s: its answer was lost (%s) and Nova took it "
+                             "later: not sent again", server_id, e)
+                    return
                 # 409 (task still running, service not yet down), 5xx, Nova away
                 left = deadline - self.clock()
                 if left <= 0:
@@ -400,6 +424,46 @@ class Evacuator:
                          min(delay, left))
                 self._pause(min(delay, left))
                 delay = min(delay * 2, RETRY_BACKOFF_MAX)
+
+    def _own_records(self, server_id: str, deadline: float) -> list[Migration]:
+        """Every evacuation record of the server, newest first, read now and
+        without ``changes-since``: Nova filters that on ``updated_at``, which a
+        record accepted moments ago does not have yet (it gets one at its first
+        update, seconds later on a busy conductor), so the host's bulk read cannot
+        tell whether an evacuate was accepted; this read can."""
+        return self._retrying(deadline, self.nova.evacuations, server_id)
+
+    def _accepted(self, server_id: str, host: str, floor: int | None,
+                  since: datetime.datetime, deadline: float) -> bool:
+        """Did Nova accept an evacuate of the server from ``host`` after record
+        ``floor`` (None: the older records are unknown, then: one created since
+        ``since``)? An unsettled record is an evacuation running now: accepted."""
+        for m in self._own_records(server_id, deadline):
+            if m.source_compute not in (None, host):
+                continue
+            if not (m.succeeded or m.failed):
+                return True
+            if floor is not None and m.id > floor:
+                return True
+            if floor is None and m.created_at is not None and m.created_at >= since:
+                return True
+        return False
+
+    def _accepted_late(self, server_id: str, host: str, floor: int | None,
+                       since: datetime.datetime, deadline: float) -> bool:
+        """An evacuate whose answer never came may still be queued in nova-api
+        (seen: 35 s on a loaded control plane): re-sending it then makes Nova
+        rebuild the server twice. Watch the server's records for
+        ``lost_write_grace`` seconds (or to the deadline) before saying it was
+        not taken."""
+        until = min(deadline, self.clock() + self.settings.lost_write_grace)
+        delay = self.settings.poll_initial
+        while self.clock() < until:
+            self._pause(min(delay, max(0.0, until - self.clock())))
+            if self._accepted(server_id, host, floor, since, deadline):
+                return True
+            delay = min(delay * GROWTH, self.settings.poll_interval)
+        return False
 
     def _wait(self, server_id: str, host: str, floor: int, deadline: float,
               records: HostRecords, sleep,

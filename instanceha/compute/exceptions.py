@@ -20,6 +20,12 @@ class NovaUnavailable(ComputeError):
     message = "Nova is unreachable during %(operation)s: %(reason)s"
     action = Action.RETRY
 
+    @property
+    def unsent(self) -> bool:
+        """The request never left (connection refused): Nova cannot act on it.
+        Otherwise (a timeout, a connection lost after sending) it may have."""
+        return bool(self.kwargs.get("unsent"))
+
 
 class NovaAuthError(ComputeError):
     message = "Nova/Keystone refused the credentials of [nova] during %(operation)s: %(reason)s"

@@ -59,13 +59,13 @@ class NovaClient:
     def __init__(self, connection, cache_ttl: float = 30.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 recorder: Callable[..., None] | None = None) -> None:
+                 recorder=None) -> None:
         self._conn = connection  # its proxies authenticate lazily, on first use
         self._sleep = sleep
         self._clock = clock
         self.recorder = recorder
-        """``recorder(service, method, url, status, seconds)`` after every request
-        (status None: no answer); the controller counts its API calls with it."""
+        """An ``ApiCalls`` (``instanceha.compute.calls``): told of every request
+        before it is sent and when it is answered (status None: no answer)."""
         self._service_ids: dict[str, str] = {}
         self._ids_lock = threading.Lock()
         self._aggregates = TTLCache(cache_ttl, clock)
@@ -101,7 +101,8 @@ class NovaClient:
         try:
             yield
         except (ks_exc.ConnectionError, ks_exc.RetriableConnectionFailure) as e:
-            raise exc.NovaUnavailable(operation=operation, reason=type(e).__name__)
+            raise exc.NovaUnavailable(operation=operation, reason=type(e).__name__,
+                                      unsent="Connection refused" in str(e))
         except ks_exc.Unauthorized as e:
             raise exc.NovaAuthError(operation=operation, reason=type(e).__name__)
         except (ks_exc.EndpointNotFound, ks_exc.CatalogException, ks_exc.AuthPluginException,
@@ -117,7 +118,7 @@ class NovaClient:
         if method in ("PUT", "POST", "DELETE"):
             # no transport re-send of a write: after a read timeout Nova may have done it
             kwargs.update(connect_retries=0, status_code_retries=0)
-        started = self._clock()
+        handle = self._begin(service, method, url)
         status = None
         try:
             with self._errors(operation):
@@ -127,11 +128,20 @@ class NovaClient:
             status = resp.status_code
             return resp
         finally:
-            if self.recorder is not None:
+            if handle is not None:
                 try:
-                    self.recorder(service, method, url, status, self._clock() - started)
+                    self.recorder.end(handle, status)
                 except Exception:  # counting must never fail a call
                     LOG.exception("API call recorder failed")
+
+    def _begin(self, service: str, method: str, url: str):
+        if self.recorder is None:
+            return None
+        try:
+            return self.recorder.begin(service, method, url)
+        except Exception:  # counting must never fail a call
+            LOG.exception("API call recorder failed")
+            return None
 
     def _nova(self, method, url, operation, microversion, json=None):
         """A compute API call; an HTTP error status raises its typed error."""

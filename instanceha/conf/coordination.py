@@ -28,7 +28,8 @@ opts = [
         help="Coordinator session timeout requested from ZooKeeper, in seconds. A "
         "member whose session is silent this long is removed. ZooKeeper clamps it "
         "to [2, 20] x its tickTime; the daemons refuse to start when the server "
-        "grants another value. 2-3 s is the measured safe range.",
+        "grants another value. 2-3 s is the measured safe range. [detection] "
+        "hung_after must be longer than [agent] heartbeat_interval + 2/3 of it.",
     ),
     cfg.FloatOpt(
         "connect_timeout",

@@ -36,7 +36,10 @@ opts = [
         "the controller counts it from the stall its agent's watchdog reported, "
         "and the watchdog itself ends its session when the main loop stalls past "
         "hung_after + [agent] heartbeat_interval. Must be longer than "
-        "heartbeat_stale_after. The agents read it too.",
+        "heartbeat_stale_after, and than [agent] heartbeat_interval + 2/3 x "
+        "[coordination] session_timeout (how late a leader cut off from "
+        "ZooKeeper may notice it; see the configuration guide). The agents read "
+        "it too.",
     ),
     cfg.FloatOpt(
         "reconnect_grace",

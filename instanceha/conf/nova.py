@@ -89,6 +89,16 @@ opts = [
         "evacuated (see [nova_notifications]) start the short waits again.",
     ),
     cfg.FloatOpt(
+        "lost_write_grace",
+        default=60.0,
+        min=1.0,
+        max=3600.0,
+        help="How long an evacuate request whose answer never came (a timeout) may "
+        "still be acted on by Nova, in seconds: its evacuation records are watched "
+        "that long before it is sent again (a busy nova-api was seen taking 35 s to act on a "
+        "request; sending again meanwhile makes Nova rebuild the server twice).",
+    ),
+    cfg.FloatOpt(
         "cache_ttl",
         default=30.0,
         min=0.0,

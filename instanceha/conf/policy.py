@@ -9,7 +9,7 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from instanceha import exceptions
-from instanceha.engine.detection import default_reconnect_grace
+from instanceha.engine.detection import check_cut_off_leader, default_reconnect_grace
 from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import DetectionPolicy, PolicyError
 
@@ -20,6 +20,8 @@ _POLICY_OPTS = {
     "hung_after": ("detection", "hung_after"),
     "reconnect_grace": ("detection", "reconnect_grace"),
 }
+# every field a PolicyError may name
+_FIELD_OPTS = {**_POLICY_OPTS, "session_timeout": ("coordination", "session_timeout")}
 
 
 def where(conf: cfg.ConfigOpts, group: str, name: str) -> str:
@@ -54,14 +56,17 @@ def detection_policy(conf: cfg.ConfigOpts) -> DetectionPolicy:
         values["reconnect_grace"] = default_reconnect_grace(
             conf.coordination.reconnect_max_delay, values["heartbeat_interval"])
     try:
-        return DetectionPolicy(**values)
+        result = DetectionPolicy(**values)
+        check_cut_off_leader(result.hung_after, result.heartbeat_interval,
+                             conf.coordination.session_timeout)
     except PolicyError as e:
-        group, opt = _POLICY_OPTS[e.field]
+        group, opt = _FIELD_OPTS[e.field]
         reason = e.reason
         if e.other:
-            og, oo = _POLICY_OPTS[e.other]
+            og, oo = _FIELD_OPTS[e.other]
             reason += f" (compare [{og}] {oo} in {where(conf, og, oo)})"
         raise config_error(conf, group, opt, reason)
+    return result
 
 
 def check_backend(conf: cfg.ConfigOpts) -> None:

@@ -31,6 +31,10 @@ class ControllerMetrics:
         self.fences = Counter(
             "instanceha_fences_total", "Fence attempts by result (ok, attested, error).",
             ["result"], registry=self.registry)
+        self.fence_levels = Counter(
+            "instanceha_fence_level_total", "Confirmed power-offs by the fencing level that "
+            "confirmed them (from 1) and its devices (agent or driver, address, plug).",
+            ["level", "devices"], registry=self.registry)
         self.fence_duration = Histogram(
             "instanceha_fence_duration_seconds", "Power-off requested to OFF read back.",
             buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120), registry=self.registry)
@@ -46,6 +50,8 @@ class ControllerMetrics:
             registry=self.registry)
         self.notifier = None  # set when the bus is configured: its stats are exported
         self.journal = None  # set when the incident journal runs: its backlog is exported
+        self.nova_events = None  # set when Nova's notifications are listened to
+        self.api_calls = None  # set with Nova: the ApiCalls its client reports to
         self.registry.register(_Collector(self))
 
     # called by the recovery actuator
@@ -53,6 +59,9 @@ class ControllerMetrics:
         self.fences.labels(result).inc()
         if duration is not None:
             self.fence_duration.observe(duration)
+
+    def fence_level(self, level: int, devices) -> None:
+        self.fence_levels.labels(str(level), ", ".join(devices)).inc()
 
     def evacuation(self, result: str, seconds: float | None = None) -> None:
         self.evacuations.labels(result).inc()
@@ -137,6 +146,22 @@ class _Collector:
                                        "the coordinator was away).")
             lost.add_metric([], journal.dropped)
             yield lost
+        feed = self.metrics.nova_events
+        if feed is not None:
+            seen = CounterMetricFamily("instanceha_nova_notifications",
+                                       "Nova's versioned notifications received, and those "
+                                       "that woke an evacuation waiting on their instance.",
+                                       labels=["state"])
+            seen.add_metric(["received"], feed.received)
+            seen.add_metric(["woke"], feed.woke)
+            yield seen
+            listening = GaugeMetricFamily("instanceha_nova_notifications_listening",
+                                          "1 while this controller listens to Nova's "
+                                          "notifications (the leader only).")
+            listening.add_metric([], 1 if feed.listening else 0)
+            yield listening
+        if self.metrics.api_calls is not None:
+            yield from _api_calls(self.metrics.api_calls)
         describe = getattr(svc.aggregates, "describe", None)
         if describe is not None:
             info = describe()
@@ -151,3 +176,20 @@ class _Collector:
         held = rec is not None and rec.executor.guard_state.held
         hold.add_metric([], 1 if held else 0)
         yield hold
+
+
+def _api_calls(calls):
+    totals, seconds = calls.snapshot()
+    count = CounterMetricFamily("instanceha_api_requests",
+                                "OpenStack API requests made by this controller, by service, "
+                                "method, path template and status (none: no answer).",
+                                labels=["service", "method", "path", "status"])
+    for key, n in sorted(totals.items()):
+        count.add_metric(list(key), n)
+    yield count
+    spent = CounterMetricFamily("instanceha_api_request_seconds",
+                                "Seconds spent waiting for OpenStack API answers.",
+                                labels=["service", "method", "path"])
+    for key, s in sorted(seconds.items()):
+        spent.add_metric(list(key), s)
+    yield spent

@@ -20,6 +20,10 @@ from collections.abc import Callable, Mapping
 LOG = logging.getLogger(__name__)
 
 RETRY = 10.0  # seconds between two tries to start listening
+# the notifications that end an action (instance.rebuild.end, ...error): each
+# one read of Nova; the many progress notifications of an evacuation wake
+# nothing (each would cost a read and restart the short waits)
+ENDS = (".end", ".error")
 
 
 def instance_uuid(payload: object) -> str | None:
@@ -59,6 +63,8 @@ class NovaEventFeed:
 
     def on_event(self, event_type: str, payload: object) -> None:
         self.received += 1
+        if not event_type.endswith(ENDS):
+            return  # progress (instance.update, ...start): nothing to read yet
         uuid = instance_uuid(payload)
         if uuid is not None and self.watch.poke(uuid):
             self.woke += 1

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
+from instanceha.compute.calls import ApiCalls
 from instanceha.engine.model import HostView, Phase
 from instanceha.engine.recovery import HostFacts, Stage, next_stage
 
@@ -58,9 +59,11 @@ class RecoveryActuator:
     def __init__(self, settings: ActuatorSettings, fencer, nova, evacuator_factory,
                  notifier=None, events=None, failures=None, attestations=None, metrics=None,
                  journal=None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], datetime.datetime] = _utcnow, nova_events=None) -> None:
+                 wall: Callable[[], datetime.datetime] = _utcnow, nova_events=None,
+                 calls: ApiCalls | None = None) -> None:
         """``nova_events``: a ``NovaEventFeed`` (Nova's notifications), listened to
-        while leading."""
+        while leading. ``calls``: the ``ApiCalls`` the Nova client reports to
+        (each host's recovery counts its own)."""
         self.settings = settings
         self.nova_events = nova_events
         self.fencer = fencer
@@ -75,6 +78,9 @@ class RecoveryActuator:
         self.pool = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery")
         # the reads made while a fence runs: never queued behind the jobs themselves
         self.reads = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery-read")
+        # Nova's services read on a thread of its own: never queued behind the
+        # jobs of hosts whose recoveries wait on a busy API
+        self.refresher = concurrent.futures.ThreadPoolExecutor(1, "nova-refresh")
         self.jobs: dict[str, concurrent.futures.Future] = {}
         self.job_done_at: dict[str, float] = {}
         self._waiting: dict[str, int] = {}
@@ -89,11 +95,12 @@ class RecoveryActuator:
         self._held: dict[str, float] = {}
         self._dry_said: dict[str, tuple] = {}
         self.placement = Placement(settings.target, nova, self._phases)
+        self.calls = calls if calls is not None else ApiCalls(clock)
         self.ctx = StageContext(settings=settings, fencer=fencer, nova=nova,
                                 evacuator_factory=evacuator_factory, placement=self.placement,
                                 report=self.report, failures=failures,
                                 attestations=attestations, phases=self._phases, clock=clock,
-                                wall=wall)
+                                wall=wall, calls=self.calls)
 
     # the reports, as the edge wires them (cmd/controller.py sets metrics later)
     notifier = property(lambda self: self.report.notifier,
@@ -125,7 +132,7 @@ class RecoveryActuator:
         busy = self._refreshing is not None and not self._refreshing.done()
         due = self.services_at is None or now - self.services_at >= self.settings.nova_refresh
         if due and not busy:
-            self._refreshing = self.pool.submit(self._refresh)
+            self._refreshing = self.refresher.submit(self._refresh)
 
     def nova_up(self) -> dict[str, bool]:
         """Nova's liveness view of each host, for the detector's DEGRADED phase.
@@ -146,6 +153,9 @@ class RecoveryActuator:
                          "marker": s.marker.state.value if s.marker else None,
                          "recovery": self.decisions.get(host, (None, None))[0].value
                          if host in self.decisions else None}
+            waiting = self.calls.waiting_on(host)
+            if waiting is not None:  # a recovery waiting on a slow API answer
+                out[host]["waiting_on"] = waiting
         return out
 
     # -- each tick --------------------------------------------------------
@@ -218,7 +228,8 @@ class RecoveryActuator:
 
     def _run(self, host, view, svc, stage, verify) -> None:
         try:
-            self._step(host, view, svc, stage, verify)
+            with self.calls.scope(host):
+                self._step(host, view, svc, stage, verify)
         finally:
             self.job_done_at[host] = self.clock()
             with self._lock:
@@ -303,5 +314,6 @@ class RecoveryActuator:
             self.nova_events.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.reads.shutdown(wait=False, cancel_futures=True)
+        self.refresher.shutdown(wait=False, cancel_futures=True)
         if self.journal is not None:
             self.journal.close()

@@ -69,7 +69,7 @@ def _material(status: Mapping) -> tuple:
     return (
         status["leader"], status["token"], guard, repr(status["control"]),
         tuple((h, d["phase"], d["rule"], d["member"], d["incarnation"], repr(d["services"]),
-               repr(d.get("nova")))
+               repr({k: v for k, v in (d.get("nova") or {}).items() if k != "waiting_on"}))
               for h, d in status["hosts"].items()),
     )
 

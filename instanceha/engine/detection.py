@@ -37,6 +37,7 @@ from instanceha.engine.model import (
     HostObservation,
     HostView,
     Phase,
+    PolicyError,
     SessionState,
 )
 
@@ -116,6 +117,63 @@ def default_reconnect_grace(reconnect_max_delay: float, heartbeat_interval: floa
     controller that trusts its observations sooner than that declares live
     hosts FAILED (measured: tests/functional/chaos, quorum loss)."""
     return round(reconnect_max_delay * (1 + RECONNECT_JITTER) + heartbeat_interval, 3)
+
+
+CUT_NOTICE_SHARE = 2.0 / 3.0
+"""A ZooKeeper client on a dead link (no FIN, no RST) notices at most this share
+of the session timeout T after its last send. kazoo 2.11
+(``kazoo/protocol/connection.py``, ``ConnectionHandler._connect_attempt``)
+waits for traffic until T/3 (half its read timeout of 2/3 T, less a jitter of
+0.01-0.4 s) after its last send; when that passes without a send it pings, and
+when the next such wait passes with the ping unanswered it drops the connection
+(the session is then SUSPENDED). A reply received does not move that deadline,
+a request sent does."""
+
+
+def cut_off_window(session_timeout: float, heartbeat_interval: float) -> float:
+    """How old a live host's heartbeat can look to a leader cut off from the
+    coordinator while that leader's client still believes it is connected:
+    ``heartbeat_interval + CUT_NOTICE_SHARE x session_timeout``.
+
+    At the cut the last heartbeat the leader saw is up to one heartbeat
+    interval old; its client notices the cut at most ``CUT_NOTICE_SHARE`` x
+    ``session_timeout`` later (then no host becomes FAILED and the leader stops
+    leading). Ticks are not aligned with the cut, so the tick interval gives no
+    margin.
+
+    Assumes that during the cut only the tick thread sends requests, and
+    waits for each answer (so no tick decides until the client notices), and
+    that heartbeats reach the controller every ``heartbeat_interval``. A
+    request sent by another thread (the incident journal's writer, a fence's
+    leadership check) postpones the notice, to at most 2/3 T after the last
+    such request: a fence is still refused (its ``verify()`` waits for the
+    notice and fails), but the tick may see live hosts FAILED meanwhile."""
+    return round(heartbeat_interval + session_timeout * CUT_NOTICE_SHARE, 6)
+
+
+def check_cut_off_leader(hung_after: float, heartbeat_interval: float,
+                         session_timeout: float) -> None:
+    """Refuse a ``hung_after`` that a cut-off leader could reach before its
+    client notices the cut: it would declare live hosts FAILED (the hung rule:
+    every membership still looks alive to it) and may raise a safety hold,
+    sent on the bus. Raises PolicyError naming ``hung_after`` and
+    ``session_timeout``.
+
+    ``heartbeat_stale_after`` is not part of it: SUSPECT is not acted on."""
+    window = cut_off_window(session_timeout, heartbeat_interval)
+    if hung_after > window:
+        return
+    longest = round((hung_after - heartbeat_interval) / CUT_NOTICE_SHARE, 3)
+    raise PolicyError(
+        "hung_after",
+        f"{hung_after} s is not longer than {window:.3f} s, the age a live host's "
+        f"heartbeat can reach for a leader cut off from the coordinator before its "
+        f"client notices the cut (heartbeat_interval {heartbeat_interval} s + 2/3 x "
+        f"session_timeout {session_timeout} s): that leader would declare live hosts "
+        f"FAILED. Make hung_after longer than {window:.3f} s"
+        + (f" or session_timeout shorter than {longest} s" if longest > 0 else ""),
+        other="session_timeout",
+    )
 
 
 def signals(obs: HostObservation, policy: DetectionPolicy) -> frozenset[Signal]:

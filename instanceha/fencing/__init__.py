@@ -1,9 +1,10 @@
 """Fencing: prove that a host is powered off before anything is evacuated.
 
 Drivers are stevedore entry points in the ``instanceha.fencing.drivers``
-namespace (``ipmi``, ``redfish``, ``fake``); each supplies two primitives
-(``base.FenceDriver``). ``confirm.confirm`` is the one request-then-read-back
-loop; ``Fencer`` is the facade the controller uses::
+namespace (``ipmi``, ``redfish``, ``fence_agent``, ``fake``); each supplies
+two primitives (``base.FenceDriver``). ``confirm.confirm`` is the one
+request-then-read-back loop, ``levels.run`` tries a host's fencing levels
+through it; ``Fencer`` is the facade the controller uses::
 
     fencer = Fencer(inventory.load(path), FencePolicy(deadline=60))
     evidence = fencer.power_off("compute1")   # or a typed FencingError

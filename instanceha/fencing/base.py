@@ -69,5 +69,16 @@ class FenceDriver(abc.ABC):
     def get_power_state(self, timeout: float | None = None) -> PowerState:
         """Read the power state: ON or OFF. Anything else raises a typed error."""
 
+    def end_session(self) -> None:  # noqa: B027  (optional hook)
+        """End the BMC session the last calls used (log out), so that the next
+        power action or read logs in afresh. The Fencer calls it after each
+        one. Must not raise. Default: nothing (no session to end)."""
+
+    def monitor(self, timeout: float | None = None) -> PowerState:
+        """What ``instanceha fencing check`` asks: is the device usable? The
+        power state, or a typed error. Nothing is powered. Drivers with a
+        cheaper or fuller health call override it (fence_agent: monitor + status)."""
+        return self.get_power_state(timeout)
+
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Drop any session with the BMC. Called when a Fencer is closed."""

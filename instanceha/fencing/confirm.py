@@ -71,6 +71,10 @@ class FenceEvidence:
     started_at: float  # wall clock, seconds since the epoch
     finished_at: float
     duration: float  # seconds, monotonic
+    level: int = 1  # the fencing level that confirmed (levels.run), counted from 1
+    levels: int = 1  # how many levels the host has
+    devices: tuple = ()  # the devices of that level (BMCEntry.describe())
+    failed_levels: tuple = ()  # the levels tried before and why they did not confirm
 
     @property
     def already(self) -> bool:
@@ -79,6 +83,7 @@ class FenceEvidence:
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["requested"], d["read_back"] = self.requested.value, self.read_back.value
+        d["devices"], d["failed_levels"] = list(self.devices), list(self.failed_levels)
         for k in ("started_at", "finished_at"):
             d[k + "_iso"] = datetime.datetime.fromtimestamp(
                 d[k], datetime.timezone.utc).isoformat(timespec="milliseconds")
@@ -113,10 +118,11 @@ class _Run:
 
     def read(self) -> PowerState | None:
         self.reads += 1
+        timeout = self.call_timeout()
         try:
-            state = self.driver.get_power_state(timeout=self.call_timeout())
+            state = self.driver.get_power_state(timeout=timeout)
         except exc.FencingError as e:
-            self._failed("read", e)
+            self._failed("read", e, timeout)
             return None
         if not isinstance(state, PowerState):  # a driver bug must never read as OFF
             raise exc.GarbageReply(**self.driver.facts(reason=f"driver returned {state!r}"))
@@ -125,17 +131,22 @@ class _Run:
 
     def request(self) -> bool:
         self.attempts += 1
+        timeout = self.call_timeout()
         try:
-            self.driver.request_power(self.requested, timeout=self.call_timeout())
+            self.driver.request_power(self.requested, timeout=timeout)
         except exc.FencingError as e:
-            self._failed("request", e)
+            self._failed("request", e, timeout)
             return False
         return True
 
-    def _failed(self, what: str, e: exc.FencingError) -> None:
+    def _failed(self, what: str, e: exc.FencingError, timeout: float) -> None:
         if not e.retryable:
             raise e
-        self.last_error = e
+        # an agent run cut short by the deadline that ran out of time says nothing
+        # new: the error before it (a wrong password, say) is the one to report
+        cut = isinstance(e, exc.AgentTimeout) and timeout < self.driver.call_timeout
+        if not (cut and self.last_error is not None):
+            self.last_error = e
         LOG.info("power %s of %s: %s failed (%s), retrying within %.1f s",
                  self.requested, self.driver.host, what, type(e).__name__, self.left())
 
@@ -144,7 +155,7 @@ class _Run:
             host=self.driver.host, driver=self.driver.name, address=self.driver.address,
             requested=self.requested, read_back=self.last_state, attempts=self.attempts,
             reads=self.reads, started_at=self.started_at, finished_at=self.wall(),
-            duration=self.clock() - self.start)
+            duration=self.clock() - self.start, devices=(self.driver.entry.describe(),))
 
     def timed_out(self) -> exc.FencingError:
         if self.last_error is not None and self.last_state is None:

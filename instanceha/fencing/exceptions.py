@@ -96,3 +96,40 @@ class InventoryError(FencingError):
 class UnknownDriver(FencingError):
     message = "Unknown fencing driver %(driver)r; known drivers: %(known)s"
     action = Action.ESCALATE
+
+
+class AgentTimeout(FencingError):
+    message = (
+        "Fence agent %(driver)s for %(host)s (at %(address)s) did not finish '%(what)s' "
+        "within %(timeout).1f s and was killed. The device may be unreachable or slow: "
+        "check it, or raise 'timeout' of this device in the fencing inventory"
+    )
+    action = Action.RETRY
+
+
+class AgentLoginFailed(FencingError):
+    message = (
+        "Fence agent %(driver)s could not connect to or log in to %(address)s for "
+        "%(host)s ('%(what)s': %(reason)s). The agent does not say which: check the "
+        "address and port, then username and password (or password_file) of %(host)s in "
+        "the fencing inventory against the device"
+    )
+    action = Action.RETRY
+
+
+class AgentFailed(FencingError):
+    message = (
+        "Fence agent %(driver)s for %(host)s (at %(address)s) failed '%(what)s' with exit "
+        "code %(rc)s: %(reason)s. Run '%(driver)s -o %(what)s' by hand with the "
+        "device's options to see the agent's own diagnostics"
+    )
+    action = Action.RETRY
+
+
+class LevelsFailed(FencingError):
+    message = (
+        "No fencing level of %(host)s confirmed power %(requested)s: %(levels)s. The host "
+        "must be treated as NOT fenced; fix a level's devices (or attest the power-off "
+        "with 'instanceha host confirm-down')"
+    )
+    action = Action.RETRY

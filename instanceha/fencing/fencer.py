@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable, Iterable
 
 from instanceha.fencing import exceptions as exc
+from instanceha.fencing import levels as fence_levels
 from instanceha.fencing.base import FenceDriver, PowerState
-from instanceha.fencing.confirm import FenceEvidence, FencePolicy, confirm
+from instanceha.fencing.confirm import FenceEvidence, FencePolicy
 from instanceha.fencing.inventory import BMCEntry, Inventory
 
 LOG = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class CheckResult:
     error: str | None = None
     error_type: str | None = None
     action: str | None = None
+    level: int = 1  # the fencing level of the device checked
 
     @property
     def ok(self) -> bool:
@@ -52,7 +54,8 @@ def _stamp(path: str) -> tuple | None:
 class Fencer:
     """Power actions on the hosts of an inventory, each proved by a read-back.
 
-    Thread-safe: one driver per host, used by one action at a time.
+    Thread-safe: one driver per device of a host's fencing levels, a host's
+    devices used by one action at a time.
     """
 
     def __init__(self, inventory: Inventory, policy: FencePolicy | None = None,
@@ -66,7 +69,7 @@ class Fencer:
         self.policy = policy or FencePolicy()
         self._factory = driver_factory or build_driver
         self._clock, self._wall, self._sleep = clock, wall, sleep
-        self._drivers: dict[str, FenceDriver] = {}
+        self._drivers: dict[str, list[list[FenceDriver]]] = {}  # host -> levels
         self._host_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._watched: tuple[str, tuple | None, Callable[[str], Inventory]] | None = None
@@ -96,47 +99,63 @@ class Fencer:
                           "previous one", path, e)
                 return
             hosts = set(fresh.hosts())
-            stale = [(self._drivers.pop(h), self._host_locks[h]) for h, d in
+            stale = [(self._drivers.pop(h), self._host_locks[h]) for h, lv in
                      list(self._drivers.items())
-                     if h not in hosts or fresh.get(h) != d.entry]
+                     if h not in hosts or fresh.levels_of(h) != _entries(lv)]
             self.inventory = fresh
-        LOG.warning("fencing inventory %s re-read: %d host(s), %d BMC connection(s) "
-                    "renewed", path, len(hosts), len(stale))
-        for driver, lock in stale:  # the host's lock is kept: an action in flight ends first
+        LOG.warning("fencing inventory %s re-read: %d host(s), %d host(s) with BMC "
+                    "connections renewed", path, len(hosts), len(stale))
+        for levels, lock in stale:  # the host's lock is kept: an action in flight ends first
             with lock:
-                driver.close()
+                for d in _flat(levels):
+                    d.close()
 
     def driver(self, host: str) -> FenceDriver:
-        """The driver of host's BMC (built once); HostNotInInventory if none."""
+        """The driver of host's first device (built once); HostNotInInventory if none."""
         return self._driver(host)[0]
 
     def driver_name(self, host: str) -> str:
-        """The inventory's driver name for host; HostNotInInventory if none."""
+        """The inventory's driver name for host's first device; HostNotInInventory if none."""
         return self.inventory.get(host).driver
 
-    def _driver(self, host: str) -> tuple[FenceDriver, threading.Lock]:
+    def _levels(self, host: str) -> tuple[list[list[FenceDriver]], threading.Lock]:
         self._reload_if_changed()
-        entry = self.inventory.get(host)  # HostNotInInventory
+        levels = self.inventory.levels_of(host)  # HostNotInInventory
         with self._lock:
             if host not in self._drivers:
-                self._drivers[host] = self._factory(entry)
+                self._drivers[host] = [[self._factory(e) for e in lv] for lv in levels]
                 self._host_locks[host] = threading.Lock()
             return self._drivers[host], self._host_locks[host]
 
+    def _driver(self, host: str) -> tuple[FenceDriver, threading.Lock]:
+        levels, lock = self._levels(host)
+        return levels[0][0], lock
+
+    @staticmethod
+    def _end_session(driver: FenceDriver) -> None:
+        """Every action and read logs in afresh: a session kept between fences
+        is one the BMC may have dropped meanwhile (see fencing/ipmi_session)."""
+        try:
+            driver.end_session()
+        except Exception:  # a driver bug must not turn a proved fence into a failure
+            LOG.exception("ending the BMC session of %s failed", driver.host)
+
     def _act(self, host: str, state: PowerState) -> FenceEvidence:
-        driver, lock = self._driver(host)
+        levels, lock = self._levels(host)
         with lock:
             try:
-                ev = confirm(driver, state, self.policy,
-                                         deadline=driver.entry.deadline, clock=self._clock,
-                                         wall=self._wall, sleep=self._sleep)
+                ev = fence_levels.run(host, levels, state, self.policy, self._clock,
+                                      self._wall, self._sleep)
             except exc.FencingError as e:
                 LOG.warning("power %s of %s NOT confirmed: %s [%s: %s]", state, host, e,
                             type(e).__name__, e.action.name)
                 raise
+            finally:
+                for driver in _flat(levels):  # only the devices used hold a session
+                    self._end_session(driver)
         LOG.info("power %s of %s confirmed by read-back %s after %d request(s), %.2f s "
-                 "(%s at %s)", state, host, ev.read_back, ev.attempts, ev.duration,
-                 ev.driver, ev.address)
+                 "(level %d of %d: %s)", state, host, ev.read_back, ev.attempts, ev.duration,
+                 ev.level, ev.levels, ", ".join(ev.devices))
         return ev
 
     def power_off(self, host: str) -> FenceEvidence:
@@ -149,7 +168,10 @@ class Fencer:
     def read_power(self, host: str) -> PowerState:
         driver, lock = self._driver(host)
         with lock:
-            return driver.get_power_state()
+            try:
+                return driver.get_power_state()
+            finally:
+                self._end_session(driver)
 
     def _pool(self, n: int) -> concurrent.futures.ThreadPoolExecutor:
         return concurrent.futures.ThreadPoolExecutor(
@@ -171,35 +193,56 @@ class Fencer:
                     results[futures[f]] = e
         return {h: results[h] for h in hosts}
 
-    def check_one(self, host: str) -> CheckResult:
+    def check_one(self, host: str) -> list[CheckResult]:
+        """Every device of every level of host (a host without levels: its BMC)."""
+        try:
+            levels, lock = self._levels(host)
+        except exc.FencingError as e:
+            return [CheckResult(host, None, None, False, None, None, 0.0, str(e),
+                                type(e).__name__, e.action.name)]
+        with lock:
+            return [self._check_device(host, d, n) for n, level in enumerate(levels, 1)
+                    for d in level]
+
+    def _check_device(self, host: str, driver: FenceDriver, level: int) -> CheckResult:
         start = self._clock()
+        facts = driver.facts()
+        name, address = facts["driver"], facts["address"]
         try:
-            driver, lock = self._driver(host)
+            try:
+                state = driver.monitor()
+            finally:
+                self._end_session(driver)
         except exc.FencingError as e:
-            return CheckResult(host, None, None, False, None, None, 0.0, str(e),
-                               type(e).__name__, e.action.name)
-        try:
-            with lock:
-                state = driver.get_power_state()
-        except exc.FencingError as e:
-            reachable = not isinstance(e, exc.BMCUnreachable)
+            reachable = not isinstance(e, (exc.BMCUnreachable, exc.AgentTimeout))
             auth = False if isinstance(e, exc.AuthFailed) else None
-            return CheckResult(host, driver.name, driver.address, reachable, auth, None,
+            return CheckResult(host, name, address, reachable, auth, None,
                                self._clock() - start, str(e), type(e).__name__,
-                               e.action.name)
-        return CheckResult(host, driver.name, driver.address, True, True, state.value,
-                           self._clock() - start)
+                               e.action.name, level)
+        return CheckResult(host, name, address, True, True, state.value,
+                           self._clock() - start, level=level)
 
     def check(self, hosts: Iterable[str] | None = None) -> list[CheckResult]:
-        """Read the power state of each BMC (all by default). Never powers anything."""
+        """Check each device of each host (all by default): the device answers and
+        takes the credentials (``monitor``) and its power state reads ON or OFF.
+        Never powers anything."""
         hosts = list(dict.fromkeys(hosts if hosts is not None else self.inventory.hosts()))
         if not hosts:
             return []
         with self._pool(len(hosts)) as pool:
-            return list(pool.map(self.check_one, hosts))
+            return [r for results in pool.map(self.check_one, hosts) for r in results]
 
     def close(self) -> None:
         with self._lock:
-            drivers, self._drivers = list(self._drivers.values()), {}
-        for d in drivers:
-            d.close()
+            hosts, self._drivers = list(self._drivers.values()), {}
+        for levels in hosts:
+            for d in _flat(levels):
+                d.close()
+
+
+def _flat(levels: list[list[FenceDriver]]) -> list[FenceDriver]:
+    return [d for level in levels for d in level]
+
+
+def _entries(levels: list[list[FenceDriver]]) -> tuple:
+    return tuple(tuple(d.entry for d in level) for level in levels)

@@ -4,7 +4,7 @@ A YAML file (path in ``[fencing] inventory_file``)::
 
     hosts:
       compute1:
-        driver: ipmi                 # ipmi | redfish | fake (entry point name)
+        driver: ipmi                 # ipmi | redfish | fence_agent | fake (entry point)
         address: 10.0.0.11           # BMC host name or IP address
         port: 623                    # optional; ipmi 623, redfish 443
         username: admin
@@ -18,6 +18,24 @@ A YAML file (path in ``[fencing] inventory_file``)::
         password_file: /etc/instanceha/bmc/compute2
         verify: /etc/instanceha/bmc-ca.pem   # true (system CAs), false, or a CA bundle
         system_id: /redfish/v1/Systems/1     # optional when the BMC has one system
+      compute3:                      # fencing levels: BMC first, then both PDU outlets
+        levels:
+          - devices:
+              - driver: fence_agent  # any installed ClusterLabs fence agent
+                agent: fence_ipmilan
+                address: 10.0.0.13
+                username: admin
+                password_file: /etc/instanceha/bmc/compute3
+                options: {lanplus: 1}  # extra key=value lines for the agent's stdin
+          - devices:                 # all must read back off for this level to count
+              - {driver: fence_agent, agent: fence_apc_snmp, address: pdu-a, plug: "3",
+                 options: {community: private}}
+              - {driver: fence_agent, agent: fence_apc_snmp, address: pdu-b, plug: "3",
+                 options: {community: private}}
+
+A host is either one device (the keys above) or ``levels:``, an ordered list
+of levels, each ``devices:``, a list of one or more devices (``levels`` module:
+the next level is tried only when the previous one could not confirm).
 
 Everything is checked at load time, and every error names the file, the host
 and the key. An inventory (or password file) that holds passwords and is
@@ -39,10 +57,11 @@ from instanceha.fencing import exceptions as exc
 DEFAULT_PORTS = {"ipmi": 623, "redfish": 443}
 NEEDS_CREDENTIALS = {"ipmi", "redfish"}
 
-_KEYS = {
-    "driver", "address", "port", "username", "password", "password_file", "verify",
-    "system_id", "scheme", "timeout", "deadline",
-}
+_COMMON_KEYS = {"driver", "address", "port", "username", "password", "password_file",
+                "timeout", "deadline"}
+_KEYS_OF = {"fence_agent": _COMMON_KEYS | {"agent", "plug", "options"}}
+_DEFAULT_KEYS = _COMMON_KEYS | {"verify", "system_id", "scheme"}
+_KEYS = _DEFAULT_KEYS | _KEYS_OF["fence_agent"]
 
 
 class Secret:
@@ -85,11 +104,36 @@ class BMCEntry:
     timeout: float | None = None
     deadline: float | None = None
     source: str = "<memory>"
+    # fence_agent: the agent, its plug (outlet, VM name, ...) and extra stdin
+    # options (name, value) with secret-bearing values wrapped in Secret
+    agent: str | None = None
+    plug: str | None = None
+    options: tuple = dataclasses.field(default=(), repr=False)
+    # where the device sits in the host's fencing levels (1-based)
+    level: int = 1
+    device: int = 1
+    key_prefix: str = ""  # "levels[N].devices[M]." for a device of a levelled host
+
+    def describe(self) -> str:
+        """The device as an operator knows it (no secret): for the journal and errors."""
+        what = self.agent or self.driver
+        where = f"{self.address}:{self.port}" if self.port else self.address
+        return f"{what} at {where}" + (f" plug {self.plug}" if self.plug else "")
+
+
+Level = tuple  # of BMCEntry: the devices of one fencing level, all needed
 
 
 class Inventory:
-    def __init__(self, entries: Mapping[str, BMCEntry], source: str = "<memory>") -> None:
-        self.entries = dict(entries)
+    """host -> its fencing levels (``levels``); ``entries`` keeps each host's
+    first device (a host without levels has one level of one device)."""
+
+    def __init__(self, entries: Mapping[str, BMCEntry], source: str = "<memory>",
+                 levels: Mapping[str, Iterable[Level]] | None = None) -> None:
+        levels = dict(levels or {})
+        self.levels = {h: tuple(tuple(lv) for lv in levels.get(h, ((e,),)))
+                       for h, e in entries.items()}
+        self.entries = {h: lv[0][0] for h, lv in self.levels.items()}
         self.source = source
 
     def __contains__(self, host: str) -> bool:
@@ -110,6 +154,14 @@ class Inventory:
         except KeyError:
             raise exc.HostNotInInventory(host=host, file=self.source)
 
+    def levels_of(self, host: str) -> tuple[Level, ...]:
+        """The host's fencing levels, in order; HostNotInInventory if none."""
+        self.get(host)
+        return self.levels[host]
+
+    def devices(self, host: str) -> list[BMCEntry]:
+        return [d for level in self.levels_of(host) for d in level]
+
 
 def _world_readable(path: str) -> int | None:
     mode = os.stat(path).st_mode
@@ -117,11 +169,12 @@ def _world_readable(path: str) -> int | None:
 
 
 class _Checker:
-    def __init__(self, source: str, host: str, known: set[str]) -> None:
-        self.source, self.host, self.known = source, host, known
+    def __init__(self, source: str, host: str, known: set[str], prefix: str = "") -> None:
+        self.source, self.host, self.known, self.prefix = source, host, known, prefix
 
     def fail(self, key: str, reason: str) -> exc.InventoryError:
-        return exc.InventoryError(file=self.source, host=self.host, key=key, reason=reason)
+        return exc.InventoryError(file=self.source, host=self.host, key=self.prefix + key,
+                                  reason=reason)
 
     def text(self, raw: Mapping, key: str, required: bool) -> str | None:
         value = raw.get(key)
@@ -198,6 +251,20 @@ class _Checker:
         if self.known and driver not in self.known:
             raise self.fail("driver", f"unknown driver {driver!r}; known: "
                             f"{', '.join(sorted(self.known))}")
+        allowed = _KEYS_OF.get(driver, _DEFAULT_KEYS)
+        misplaced = sorted(set(map(str, raw)) - allowed)
+        if misplaced:
+            raise self.fail(misplaced[0], f"not a key of driver {driver}; its keys: "
+                            f"{', '.join(sorted(allowed))}")
+        agent = plug = None
+        options: tuple = ()
+        if driver == "fence_agent":
+            from instanceha.fencing import agent_options
+
+            agent = agent_options.agent_name(self, raw)
+            plug = self.text(raw, "plug", required=False) if not isinstance(
+                raw.get("plug"), int) else str(raw["plug"])
+            options = agent_options.options(self, raw, agent)
         scheme = self.text(raw, "scheme", required=False) or "https"
         if scheme not in ("https", "http"):
             raise self.fail("scheme", f"must be https or http, not {scheme!r}")
@@ -214,7 +281,37 @@ class _Checker:
             timeout=self.number(raw, "timeout", 0.1, 300),
             deadline=self.number(raw, "deadline", 1, 3600),
             source=self.source,
+            agent=agent,
+            plug=plug,
+            options=options,
         )
+
+    def host_levels(self, raw) -> list[Level]:
+        """``levels:`` of a host, or its single device as one level."""
+        if not isinstance(raw, Mapping) or "levels" not in raw:
+            return [(self.entry(raw),)]
+        extra = sorted(set(map(str, raw)) - {"levels"})
+        if extra:
+            raise self.fail(extra[0], "a host with 'levels' has no other key: put the "
+                            "device keys under levels[N].devices")
+        levels = raw["levels"]
+        if not isinstance(levels, list) or not levels:
+            raise self.fail("levels", "must be a non-empty list of levels, each "
+                            "{devices: [device, ...]}")
+        out = []
+        for n, level in enumerate(levels, 1):
+            devices = level.get("devices") if isinstance(level, Mapping) else None
+            if not isinstance(devices, list) or not devices or set(map(str, level)) - {
+                    "devices", "name"}:
+                raise self.fail(f"levels[{n}]", "must be a mapping with 'devices:', a "
+                                "non-empty list of devices (and optionally 'name')")
+            built = []
+            for i, raw_dev in enumerate(devices, 1):
+                sub = _Checker(self.source, self.host, self.known, f"levels[{n}].devices[{i}].")
+                built.append(dataclasses.replace(sub.entry(raw_dev), level=n, device=i,
+                                                 key_prefix=sub.prefix))
+            out.append(tuple(built))
+        return out
 
 
 def known_drivers() -> set[str]:
@@ -233,12 +330,27 @@ def from_data(data, source: str = "<memory>", drivers: Iterable[str] | None = No
     extra = sorted(set(map(str, data)) - {"hosts"})
     if extra:
         raise top.fail(extra[0], "unknown top-level key; only 'hosts' is allowed")
-    entries = {}
+    levels = {}
     for host, raw in data["hosts"].items():
         if not isinstance(host, str) or not host:
             raise _Checker(source, repr(host), known).fail("-", "host names must be strings")
-        entries[host] = _Checker(source, host, known).entry(raw)
-    return Inventory(entries, source)
+        levels[host] = _Checker(source, host, known).host_levels(raw)
+    return Inventory({h: lv[0][0] for h, lv in levels.items()}, source, levels)
+
+
+def _holds_secrets(raw) -> bool:
+    """An inline password (or secret agent option) anywhere in a host's entry."""
+    if isinstance(raw, Mapping):
+        if "password" in raw:
+            return True
+        from instanceha.fencing.agent_options import is_secret
+
+        if isinstance(raw.get("options"), Mapping) and any(map(is_secret, raw["options"])):
+            return True
+        return any(_holds_secrets(v) for v in raw.values() if isinstance(v, (list, Mapping)))
+    if isinstance(raw, list):
+        return any(_holds_secrets(v) for v in raw)
+    return False
 
 
 def load(path: str, drivers: Iterable[str] | None = None) -> Inventory:
@@ -256,8 +368,7 @@ def load(path: str, drivers: Iterable[str] | None = None) -> Inventory:
         raise top.fail("-", f"not valid YAML{where}")
     inventory = from_data(data, path, drivers)
     if mode is not None:
-        holders = sorted(h for h, e in inventory.entries.items() if
-                         isinstance(data["hosts"][h], Mapping) and "password" in data["hosts"][h])
+        holders = sorted(h for h in inventory.entries if _holds_secrets(data["hosts"][h]))
         if holders:
             raise exc.InventoryError(
                 file=path, host=holders[0], key="password",

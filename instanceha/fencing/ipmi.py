@@ -4,9 +4,15 @@ pyghmi speaks the protocol in-process, so the password never reaches a
 command line (no ``ipmitool -P``). Power off is "chassis power off" (hard,
 no OS shutdown); the read-back is "get chassis status".
 
+Every power action (and every read) logs in on a session of its own and logs
+out when the Fencer ends it (``end_session``): a BMC drops a silent session
+without telling the client, and a session kept from a fence minutes earlier
+cost the next fence 18-22 s (see ``ipmi_session``). A call that fails or
+times out also ends its session; the next call of the action logs in again.
+
 pyghmi's own timeouts are long (a lost session is noticed after ~30 s), so
 every call runs in a worker thread bounded by the caller's timeout. Before
-the first login the driver sends one sessionless "Get Channel Authentication
+each login the driver sends one sessionless "Get Channel Authentication
 Capabilities" datagram: a refusal (ICMP port unreachable) is reported at once
 as unreachable, and an answer that is not RMCP as a garbage reply.
 """
@@ -65,14 +71,22 @@ def probe(address: str, port: int, timeout: float) -> str:
     return "ok" if data[:4] == RMCP_HEADER else "garbage"
 
 
+CHASSIS = 0x00  # netfn Chassis
+GET_CHASSIS_STATUS = 0x01
+CHASSIS_CONTROL = 0x02
+CONTROL = {PowerState.OFF: 0x00, PowerState.ON: 0x01}  # power down (hard) / power up
+
+
 class IPMIDriver(FenceDriver):
     name = "ipmi"
     default_port = 623
 
     def __init__(self, entry) -> None:
         super().__init__(entry)
-        self._command = None
-        self._lock = threading.Lock()
+        self._session = None
+        self._epoch = 0  # bumped when a session ends: a login finishing late is not kept
+        self._lock = threading.Lock()  # one call at a time
+        self._state = threading.Lock()  # _session and _epoch, shared with the workers
 
     # -- plumbing ----------------------------------------------------------
 
@@ -90,15 +104,15 @@ class IPMIDriver(FenceDriver):
         t.start()
         t.join(timeout)
         if t.is_alive():
-            self._command = None  # the session is suspect; log in again next time
+            self._end(polite=False)  # a call is in flight on it: no Close Session
             raise exc.BMCUnreachable(**self.facts(reason=f"no answer to {what} within "
                                                   f"{timeout:.1f} s"))
         if "error" in box:
+            self._end()
             raise self._translate(box["error"], what)
         return box["value"]
 
     def _translate(self, e: BaseException, what: str) -> exc.FencingError:
-        self._command = None
         if isinstance(e, exc.FencingError):
             return e
         import pyghmi.exceptions as pe
@@ -125,49 +139,88 @@ class IPMIDriver(FenceDriver):
         if verdict == "garbage":
             raise exc.GarbageReply(**self.facts(reason="the answer to Get Channel "
                                                 "Authentication Capabilities is not RMCP"))
-        from pyghmi.ipmi import command
+        from instanceha.fencing import ipmi_session
 
-        return command.Command(bmc=self.entry.address, port=self.port,
-                               userid=self.entry.username,
-                               password=self.entry.password.reveal(),
-                               # no background keepalive traffic to hundreds of idle
-                               # BMCs: a fence logs in afresh when its session expired
-                               keepalive=False)
+        return ipmi_session.open_session(self.entry.address, self.port, self.entry.username,
+                                         self.entry.password.reveal())
+
+    def _session_for(self, epoch: int, timeout: float):
+        """The session of the current action (logged in on first use). Runs in
+        the worker thread."""
+        with self._state:
+            if epoch != self._epoch:  # this call timed out before it got here
+                raise exc.BMCUnreachable(**self.facts(reason="the call was given up"))
+            session = self._session
+        if session is not None:
+            return session
+        session = self._login(timeout)
+        with self._state:
+            if epoch == self._epoch:
+                self._session = session
+                return session
+        # the caller gave up while this login ran: end it here, nobody will
+        self._close(session, polite=True)
+        raise exc.BMCUnreachable(**self.facts(reason="login finished after the caller "
+                                              "gave up"))
 
     def _run(self, what: str, fn, timeout: float | None):
         timeout = timeout or self.call_timeout
         with self._lock:
+            epoch = self._epoch
+
             def call():
-                if self._command is None:
-                    self._command = self._login(timeout)
-                return fn(self._command)
+                return fn(self._session_for(epoch, timeout))
 
             return self._bounded(call, timeout, what)
+
+    def _command(self, session, netfn: int, command: int, data=()) -> dict:
+        reply = session.raw_command(netfn=netfn, command=command, data=data)
+        if not isinstance(reply, dict):
+            raise exc.GarbageReply(**self.facts(reason=f"command 0x{command:02x}: no reply "
+                                                "decoded"))
+        if reply.get("error"):
+            import pyghmi.exceptions as pe
+
+            raise pe.IpmiException(reply["error"])
+        return reply
+
+    def _end(self, polite: bool = True) -> None:
+        with self._state:
+            session, self._session = self._session, None
+            self._epoch += 1
+        if session is not None:
+            self._close(session, polite)
+
+    def _close(self, session, polite: bool) -> None:
+        from instanceha.fencing import ipmi_session
+
+        try:
+            ipmi_session.close(session, polite=polite)
+        except Exception:  # best effort: the BMC may be gone
+            LOG.debug("closing the IPMI session of %s failed", self.address, exc_info=True)
 
     # -- the two primitives ------------------------------------------------
 
     def request_power(self, state: PowerState, timeout: float | None = None) -> None:
-        want = {PowerState.OFF: "off", PowerState.ON: "on"}[state]
-        reply = self._run(f"chassis power {want}", lambda c: c.set_power(want, wait=False),
-                          timeout)
-        if not isinstance(reply, dict):
-            raise exc.GarbageReply(**self.facts(reason=f"chassis power {want}: "
-                                                "unexpected reply"))
+        want = CONTROL[state]
+        self._run(f"chassis power {state}",
+                  lambda s: self._command(s, CHASSIS, CHASSIS_CONTROL, [want]), timeout)
 
     def get_power_state(self, timeout: float | None = None) -> PowerState:
-        reply = self._run("get chassis status", lambda c: c.get_power(), timeout)
-        value = reply.get("powerstate") if isinstance(reply, dict) else None
-        if value == "on":
-            return PowerState.ON
-        if value == "off":
-            return PowerState.OFF
-        raise exc.GarbageReply(**self.facts(reason=f"power state {value!r} is neither "
-                                            "on nor off"))
+        def read(session) -> PowerState:
+            reply = self._command(session, CHASSIS, GET_CHASSIS_STATUS)
+            data = reply.get("data")
+            if reply.get("code") or not data:
+                raise exc.GarbageReply(**self.facts(
+                    reason=f"get chassis status: completion code {reply.get('code')!r}, "
+                    f"{len(data or ())} data byte(s)"))
+            return PowerState.ON if data[0] & 0x01 else PowerState.OFF  # "power is on"
+
+        return self._run("get chassis status", read, timeout)
+
+    def end_session(self) -> None:
+        """Log out of the action's session; the next call logs in afresh."""
+        self._end()
 
     def close(self) -> None:
-        command, self._command = self._command, None
-        if command is not None:
-            try:
-                command.ipmi_session.logout()
-            except Exception:  # best effort: the BMC may be gone
-                LOG.debug("logout from %s failed", self.address)
+        self._end()

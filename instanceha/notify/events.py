@@ -26,7 +26,7 @@ import dataclasses
 import types
 from collections.abc import Iterable, Mapping
 
-PAYLOAD_VERSION = "1.0"
+PAYLOAD_VERSION = "1.1"  # 1.1: host.fence.end adds level and devices
 
 PREFIX = "instanceha."
 
@@ -161,11 +161,17 @@ def fence_start(*, host: str, driver: str, incident_id: str, attempt: int = 1,
 
 
 def fence_end(*, host: str, driver: str, incident_id: str, duration: float | None = None,
+              level: int | None = None, devices: Iterable[str] = (),
               dry_run: bool = False) -> Event:
     """``host`` is confirmed powered off (read back OFF, or attested by an
-    operator when ``driver`` says so). Instances on it may now be recovered."""
+    operator when ``driver`` says so). Instances on it may now be recovered.
+    ``level`` is the fencing level that confirmed (from 1) and ``devices`` its
+    devices (None and empty for an operator's attestation)."""
+    if level is not None and _count("level", level) < 1:
+        raise ValueError("level counts from 1")
     return _host_event(FENCE_END, host, incident_id, dry_run, driver=_text("driver", driver),
-                       duration=_seconds("duration", duration))
+                       duration=_seconds("duration", duration), level=level,
+                       devices=tuple(_text("devices", d) for d in devices))
 
 
 def fence_error(*, host: str, driver: str, incident_id: str, error: str, retrying: bool,

@@ -80,3 +80,17 @@ def test_version_and_config_check(tmp_path):
                        text=True)
     assert r.returncode == 2
     assert "[detection] heartbeat_stale_after" in r.stderr and str(bad) in r.stderr
+
+
+def test_config_check_refuses_a_hung_after_a_cut_off_leader_reaches_first(tmp_path):
+    bad = tmp_path / "slow-session.conf"
+    bad.write_text("[coordination]\nsession_timeout = 3\n")
+    r = subprocess.run([CLI, "--config-file", str(bad), "config", "check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2, r.stdout
+    assert "[detection] hung_after" in r.stderr and "[coordination] session_timeout" in r.stderr
+    assert str(bad) in r.stderr
+    bad.write_text("[coordination]\nsession_timeout = 3\n[detection]\nhung_after = 2.6\n")
+    r = subprocess.run([CLI, "--config-file", str(bad), "config", "check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -101,7 +101,24 @@ def test_coordinator_restart_fails_no_live_host(daemon_factory, zookeeper, fault
 
 def test_session_timeout_the_server_cannot_grant_refuses_to_start(daemon_factory):
     # the test server's tickTime is 200 ms: it grants at most 20 x 0.2 = 4 s
-    ctl = daemon_factory("controller", "ctl-a", extra={"coordination": {"session_timeout": 10}})
+    # (hung_after outlasts a cut-off leader's notice, 0.5 + 2/3 x 10 s: only the grant is wrong)
+    ctl = daemon_factory("controller", "ctl-a", extra={"coordination": {"session_timeout": 10},
+                                                       "detection": {"hung_after": 8}})
     assert ctl.proc.wait(30) == 2
     assert "[coordination] session_timeout" in ctl.output()
     assert "granted a session timeout of 4.0 s" in ctl.output()
+
+
+@pytest.mark.parametrize("kind", ["controller", "agent"])
+def test_hung_after_a_cut_off_leader_reaches_first_refuses_to_start(kind, daemon_factory,
+                                                                    tmp_path):
+    """A 3 s session timeout (the test server would grant it) lets a leader cut
+    off from ZooKeeper go on for up to 2 s before its client notices; with
+    hung_after at its default 2.0 s and heartbeats every 0.5 s, it would
+    declare live hosts FAILED first. Both daemons refuse, before connecting."""
+    d = daemon_factory(kind, f"{kind}-x", extra={"coordination": {"session_timeout": 3}})
+    assert d.proc.wait(30) == 2
+    out = d.output()
+    assert "refusing to start" in out
+    assert "[detection] hung_after" in out and "[coordination] session_timeout" in out
+    assert str(tmp_path / f"{kind}-x.conf") in out

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from instanceha.compute.calls import ApiCalls
 from instanceha.engine import marker as mk
 from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.model import Phase
@@ -120,6 +121,7 @@ class StageContext:
     phases: Callable[[], Mapping[str, Phase]]
     clock: Callable[[], float]
     wall: Callable[[], datetime.datetime]
+    calls: ApiCalls = dataclasses.field(default_factory=ApiCalls)
 
     def guarded(self, verify: Callable[[], int]) -> Guarded:
         return Guarded(self.nova, verify)

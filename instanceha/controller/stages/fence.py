@@ -49,18 +49,28 @@ def run(ctx: StageContext, host: str, view, svc, verify):
                               state=Incident.FENCE_FAILED, action=e.action.value, driver=driver)
             raise
         return _attested(ctx, host, svc, verify, incident, attested, e)
-    LOG.warning("host=%s fenced: %s read back %s after %d request(s) in %.2f s", host,
-                driver, evidence.read_back.value, evidence.attempts, evidence.duration)
+    driver, devices = evidence.driver, ", ".join(evidence.devices)
+    where = f"level {evidence.level} of {evidence.levels} ({devices})"
+    LOG.warning("host=%s fenced: %s read back %s after %d request(s) in %.2f s, %s", host,
+                driver, evidence.read_back.value, evidence.attempts, evidence.duration, where)
     ctx.report.emit("fence_end", host=host, driver=driver, incident_id=incident,
-                    duration=evidence.duration)
+                    duration=evidence.duration, level=evidence.level,
+                    devices=evidence.devices)
     ctx.report.count("fence", "ok", evidence.duration)
+    ctx.report.fenced_by(evidence.level, evidence.devices)
+    skipped = f"; before: {'; '.join(evidence.failed_levels)}" if evidence.failed_levels \
+        else ""
     ctx.report.record(host, "fence_ok", f"power {evidence.read_back.value} read back via "
-                      f"{driver} after {evidence.attempts} request(s) in "
-                      f"{evidence.duration:.2f} s",
+                      f"{driver}, {where}, after {evidence.attempts} request(s) in "
+                      f"{evidence.duration:.2f} s{skipped}",
                       fence={"driver": driver, "read_back": evidence.read_back.value,
                              "attempts": evidence.attempts,
-                             "duration": round(evidence.duration, 3)})
-    note = f"power {evidence.read_back.value} read back via {driver} by {ctx.settings.name}"
+                             "duration": round(evidence.duration, 3),
+                             "level": evidence.level, "levels": evidence.levels,
+                             "devices": list(evidence.devices),
+                             "failed_levels": list(evidence.failed_levels)})
+    note = f"power {evidence.read_back.value} read back via {driver} level " \
+           f"{evidence.level} by {ctx.settings.name}"
     return _force_down(ctx, host, svc, verify, note, "nova-compute forced down and marked "
                        "fenced")
 
@@ -75,17 +85,19 @@ def _attested(ctx: StageContext, host, svc, verify, incident, attested, error):
                        f"BMC could not confirm ({error}); power-off attested by operator "
                        f"{who}; forced down and marked fenced",
                        fence={"driver": "operator-attestation", "by": attested.get("by"),
-                              "reason": attested.get("reason"), "bmc_error": str(error)})
+                              "reason": attested.get("reason"), "bmc_error": str(error)},
+                       how=" on attestation")
     ctx.attestations.consume(host)
     return done
 
 
-def _force_down(ctx: StageContext, host, svc, verify, note: str, journal_text: str, **extra):
+def _force_down(ctx: StageContext, host, svc, verify, note: str, journal_text: str,
+                how: str = "", **extra):
     token = verify()
     reason = ctx.marker(mk.MarkerState.FENCED, token, note)
     ctx.guarded(verify).force_down(host, reason)
     if ctx.failures is not None:
         ctx.failures.record(host)
     ctx.report.record(host, "forced_down", journal_text, state=Incident.FENCED, **extra)
-    LOG.warning("host=%s forced down and marked fenced (token %d)", host, token)
+    LOG.warning("host=%s forced down and marked fenced%s (token %d)", host, how, token)
     return dataclasses.replace(svc, forced_down=True, status="disabled", disabled_reason=reason)

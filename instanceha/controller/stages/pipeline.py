@@ -12,6 +12,7 @@ import concurrent.futures
 import logging
 
 from instanceha import exceptions
+from instanceha.compute import calls
 
 from . import fence, recover
 from .context import StageContext
@@ -22,8 +23,9 @@ LOG = logging.getLogger(__name__)
 
 def fence_then_recover(ctx: StageContext, reads: concurrent.futures.Executor, host: str, view,
                        svc, verify) -> None:
-    plan = reads.submit(read_plan, ctx.nova, host, ctx.settings.default_recovery)
-    spare = reads.submit(ctx.placement.prepare, host, svc.marker)
+    ctx.calls.restart(host)  # a new incident: its API calls counted from here
+    plan = calls.submit(reads, read_plan, ctx.nova, host, ctx.settings.default_recovery)
+    spare = calls.submit(reads, ctx.placement.prepare, host, svc.marker)
     try:
         fenced = fence.run(ctx, host, view, svc, verify)
         if not ctx.still_failed(host):

@@ -16,6 +16,7 @@ import concurrent.futures
 import logging
 
 from instanceha import exceptions
+from instanceha.compute import calls
 from instanceha.engine import marker as mk
 
 from .context import StageContext
@@ -42,11 +43,11 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
             if ctx.settings.target.reserved:
                 nova.disable(host, recovering)  # before the spare is recorded in it
             else:  # beside the first evacuations, not before them
-                marking = side.submit(nova.disable, host, recovering)
+                marking = calls.submit(side, nova.disable, host, recovering)
         if plan is None:
             plan = read_plan(ctx.nova, host, ctx.settings.default_recovery)
-        relisted = side.submit(read_plan, ctx.nova, host, ctx.settings.default_recovery) \
-            if early else None
+        relisted = calls.submit(side, read_plan, ctx.nova, host,
+                                ctx.settings.default_recovery) if early else None
         outcome = _Outcome()
         spares = _recover(ctx, host, plan, nova, m, token, incident, outcome, prepared)
         if relisted is not None:
@@ -67,9 +68,12 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
     ctx.report.emit("recovery_end", host=host, incident_id=incident,
                     evacuated=outcome.evacuated, failed=outcome.failed,
                     notified=outcome.notified, duration=ctx.clock() - started)
-    LOG.warning("host=%s recovered: %s", host, note)
-    ctx.report.record(host, "recovery_end", f"recovered: {note}", state=Incident.RECOVERED,
-                      seconds=round(ctx.clock() - started, 2))
+    api_calls = ctx.calls.count(host)
+    LOG.warning("host=%s recovered: %s (%d API requests since the fence)", host, note,
+                api_calls)
+    ctx.report.record(host, "recovery_end", f"recovered: {note}; {api_calls} API requests "
+                      "since the fence", state=Incident.RECOVERED,
+                      seconds=round(ctx.clock() - started, 2), api_calls=api_calls)
     if ctx.settings.power_on_after_recovery:
         power_on(ctx, host, verify)
 

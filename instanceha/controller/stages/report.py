@@ -48,3 +48,8 @@ class Reporter:
     def count(self, what: str, result: str, duration: float | None = None) -> None:
         if self.metrics is not None:
             getattr(self.metrics, what)(result, duration)
+
+    def fenced_by(self, level: int, devices) -> None:
+        """Which fencing level (and devices) confirmed a power-off."""
+        if self.metrics is not None:
+            self.metrics.fence_level(level, devices)

@@ -159,6 +159,7 @@ class Rig:
     def controller(self, name, nova=None, fencing=None):
         sections = self.bus_sections()
         sections.update({
+            "nova_notifications": {"transport_url": self.cloud.endpoints["transport_url"]},
             "fencing": dict({"inventory_file": str(self.inventory), "deadline": 20,
                              "poll_interval": 0.2}, **(fencing or {})),
             "nova": dict(self.cloud.nova_options(), timeout=30, evacuation_timeout=120,
@@ -464,19 +465,98 @@ def test_nova_timeouts_on_force_down_and_evacuate(rig, fault):
                    f"{ev.hits}; force-down PUTs reaching Nova {len(rig.force_downs())}; "
                    f"power-off requests {bmc.power_off_requests()}")
     accepted = "but Nova had accepted it: not sent again" in ctl.read_log()
-    fault.observed(f"keystoneauth's transport retry re-sent the timed-out evacuate: answers "
-                   f"{answers} (None: timed out)"
+    fault.observed(f"evacuate answers {answers} (None: timed out); no transport retry"
                    + ("; the controller saw Nova had accepted it" if accepted else ""))
     fault.observed(f"evacuate POSTs reaching Nova / migrations per server: "
                    f"{list(per.values())}; marker: {m.note}; recovered "
                    f"{rig.since_fail(t_done):.1f} s after the failure")
     assert fd.hits == 1 and ev.hits == 1
     assert bmc.power_off_requests() == 1
+    # no transport retry: the one force-down and the one evacuate per server that
+    # reached Nova are the only ones sent (our own retry read Nova first)
+    assert len(rig.force_downs(forwarded=None)) == 1
     for sid in ids:
         s = rig.servers.wait_status(sid, "ACTIVE")
         assert s.compute_host != rig.victim
-    assert all(migs == 1 for _, migs in per.values()), per  # never evacuated twice
+    assert all(v == (1, 1) for v in per.values()), per  # never sent or evacuated twice
+    assert len(rig.evacuate_posts(forwarded=None)) == len(ids)
     assert "1 evacuated, 0 failed" in m.note, (m.note, ctl.read_log()[-3000:])
+
+
+# -- the pipeline: reads during the fence, writes after it ---------------------------
+
+def test_pipelined_recovery_reads_during_the_fence_writes_after(rig):
+    """The host's servers are listed while the (slow) BMC powers off; nothing is
+    written to Nova before the power is read back off; the force-down comes
+    before every evacuate; each server is evacuated once; and the evacuations
+    learn their end from Nova's own versioned notifications (the reads are 20 s
+    apart here, so only a notification can wake them)."""
+    bmc = rig.victim_bmc(power_delay=3)
+    ids = rig.boot(3, prefix="pipe")
+    rig.start_agents()
+    ctl = rig.controller("ctl-a", nova={"poll_interval": 20, "poll_initial_interval": 20})
+    ctl.wait_log(r"leadership gained by ctl-a", timeout=60)
+    for h in rig.hosts:
+        ctl.wait_log(rf"host={h} phase=\w+->HEALTHY", timeout=90)
+    ctl.wait_log(r"listening to Nova's versioned notifications", timeout=60)
+
+    rig.fail_victim()
+    m = rig.wait_marker(mk.MarkerState.RECOVERED)
+    rig.assert_evacuated_once(ids)
+    assert "3 evacuated, 0 failed" in m.note, m.note
+    off_at = bmc.first_off_at()
+    lists = [r for r in rig.proxy.requests("GET", rf"/servers/detail\?.*host={rig.victim}")
+             if r.wall > rig.t_fail_wall]
+    writes = rig.proxy.requests("PUT") + rig.proxy.requests("POST", ACTION)
+    force = rig.force_downs()
+    posts = rig.evacuate_posts()
+    assert lists and force and len(posts) == len(ids)
+    assert lists[0].wall < off_at, "the servers were not listed during the fence"
+    assert all(w.wall > off_at for w in writes), "a write reached Nova before the fence"
+    assert force[0].wall < min(p.wall for p in posts)
+    metrics = rig.metrics(ctl)
+    assert metrics.get('instanceha_nova_notifications_total{state="woke"}', 0) >= 1, metrics
+
+
+# -- the API call budget ----------------------------------------------------------------
+
+BUDGET_PER_SERVER = 10  # API requests per evacuated server, verification included
+
+
+def test_recovery_of_20_servers_stays_within_the_api_call_budget(rig):
+    """Every request the controller sent to the real Nova (the proxy counts them)
+    from the failure to the RECOVERED marker, and the count the incident journal
+    records for the recovery (Nova, Glance, Keystone: every OpenStack call), are
+    at most 10 per evacuated server."""
+    rig.victim_bmc()
+    ids = rig.boot(20, prefix="budget")
+    rig.start_agents()
+    ctl = rig.one_controller()
+
+    rig.fail_victim()
+    rig.wait_marker(mk.MarkerState.RECOVERED)
+    t_recovered = time.time()
+    rig.assert_evacuated_once(ids)
+    to_nova = [r for r in rig.proxy.requests() if rig.t_fail_wall <= r.wall <= t_recovered]
+
+    def journal_count():
+        listed = rig.cli("incidents", "--host", rig.victim, "--format", "json")
+        for inc in json.loads(listed.stdout or "[]"):
+            shown = rig.cli("incidents", "show", inc["id"], "--format", "json")
+            for e in json.loads(shown.stdout or "{}").get("entries", []):
+                if e.get("kind") == "recovery_end":
+                    return e
+        return None
+
+    end = wait_for(journal_count, 60, "the recovery_end entry in the incident journal")
+    by_path = {}
+    for r in to_nova:
+        key = f"{r.method} {urllib.parse.urlsplit(r.path).path.split('/')[2]}"
+        by_path[key] = by_path.get(key, 0) + 1
+    assert len(rig.evacuate_posts()) == len(ids)
+    assert len(ids) <= end["api_calls"] <= BUDGET_PER_SERVER * len(ids), end
+    assert len(to_nova) <= BUDGET_PER_SERVER * len(ids), (len(to_nova), by_path)
+    assert f"{end['api_calls']} API requests since the fence" in ctl.read_log()
 
 
 # -- the notification bus down --------------------------------------------------------

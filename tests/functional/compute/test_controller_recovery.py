@@ -112,7 +112,7 @@ def agent(daemon_factory, host, name=None):
                   "health_check_interval": 0.5}})
 
 
-def controller(daemon_factory, minicloud, inv, port, bus=None, **sections):
+def controller(daemon_factory, minicloud, inv, port, bus=None, env=None, **sections):
     extra = {
         "fencing": {"inventory_file": inv, "deadline": 20, "poll_interval": 0.2},
         "nova": dict(minicloud.nova_options(), timeout=30, evacuation_timeout=120,
@@ -124,7 +124,7 @@ def controller(daemon_factory, minicloud, inv, port, bus=None, **sections):
         extra.update(bus.sections)
     for group, values in sections.items():
         extra.setdefault(group, {}).update(values)
-    ctl = daemon_factory("controller", "ctl", extra=extra)
+    ctl = daemon_factory("controller", "ctl", extra=extra, env=env)
     ctl.wait_log(r"leadership gained", timeout=60)
     for h in minicloud.hosts:
         ctl.wait_log(rf"host={h} phase=\w+->HEALTHY", timeout=60)

@@ -9,16 +9,26 @@ import socket
 import uuid
 
 import requests
-from harness import procs
+from harness import fenceagents, procs
 from harness.bmc import GarbageUDP, IpmiSimBMC, PyghmiBMC, QuirkyRedfish, SushyEmulator
+from harness.fenceagents import fence_ipmilan, fence_redfish
+from harness.snmppdu import ApcPDU
 
 from instanceha.fencing import PowerState, fake
+from instanceha.fencing import exceptions as exc
 
 SLOW_DELAY = 3  # seconds a slow BMC takes to apply a power change
 
 
 class FakeLab:
     driver = "fake"
+    # what the behaviour suite expects of this driver (fence agents say less)
+    auth_errors = (exc.AuthFailed,)
+    down_errors = (exc.BMCUnreachable,)
+    garbage_errors = (exc.GarbageReply,)
+
+    def wrong_password(self, entry, wrong):
+        return dict(entry, password=wrong)
 
     def __init__(self, base_dir):
         fake.REGISTRY.reset()
@@ -48,7 +58,7 @@ class FakeLab:
         fake.REGISTRY.reset()
 
 
-class IpmiLab:
+class IpmiLab(FakeLab):
     driver = "ipmi"
     bmc_class = IpmiSimBMC
 
@@ -82,7 +92,7 @@ class PyghmiLab(IpmiLab):
     bmc_class = PyghmiBMC
 
 
-class RedfishLab:
+class RedfishLab(FakeLab):
     driver = "redfish"
     SYSTEMS = [f"node{i}" for i in range(12)]
 
@@ -132,7 +142,98 @@ class RedfishLab:
                 x.stop()
 
 
-LABS = {"fake": FakeLab, "ipmi_sim": IpmiLab, "pyghmi": PyghmiLab, "redfish": RedfishLab}
+# -- the fence_agent driver: ClusterLabs agents against the same emulators --------
+
+class AgentLabMixin:
+    """The misbehaving agents on PATH; what fence agents can say about a fault."""
+
+    driver = "fence_agent"
+    # fence_ipmilan and fence_redfish say the same for a wrong password as for a
+    # wrong plug; a dead device makes them wait longer than the short deadline
+    auth_errors = (exc.AgentFailed, exc.AgentLoginFailed, exc.AuthFailed)
+    down_errors = (exc.AgentTimeout, exc.BMCUnreachable)
+    garbage_errors = (exc.GarbageReply,)
+
+    def _agents(self, base_dir):
+        self.agents_dir = fenceagents.install(os.path.join(base_dir, "agents"))
+        self._path = os.environ.get("PATH", "")
+        os.environ["PATH"] = f"{self._path}:{self.agents_dir}"
+
+    def garbage(self):
+        return {"driver": "fence_agent", "agent": "fence_garbage", "address": "127.0.0.1"}
+
+    def close(self):
+        os.environ["PATH"] = self._path
+        super().close()
+
+
+class FenceIpmilanLab(AgentLabMixin, IpmiLab):
+    def __init__(self, base_dir):
+        super().__init__(base_dir)
+        self._agents(base_dir)
+
+    def bmc(self, on=True, slow=False):
+        entry, powered_on = super().bmc(on=on, slow=slow)
+        return fence_ipmilan(entry), powered_on
+
+    def down(self):
+        return fence_ipmilan(super().down())
+
+
+class FenceRedfishLab(AgentLabMixin, RedfishLab):
+    def __init__(self, base_dir):
+        super().__init__(base_dir)
+        self._agents(base_dir)
+
+    def bmc(self, on=True, slow=False):
+        entry, powered_on = super().bmc(on=on, slow=slow)
+        return fence_redfish(entry), powered_on
+
+    def down(self):
+        return fence_redfish(super().down())
+
+
+class ApcPduLab(AgentLabMixin, FakeLab):
+    """fence_apc_snmp against snmpsim serving an APC outlet table: one outlet per host."""
+
+    # a PDU does not answer a wrong community at all: silence, as when it is down
+    auth_errors = (exc.AgentTimeout, exc.BMCUnreachable)
+
+    def __init__(self, base_dir):
+        self._agents(base_dir)
+        self.base_dir = base_dir
+        self.pdu = ApcPDU(base_dir, name="pdu", outlets=12).start()
+        self.slow_pdu = None
+        self.free = list(range(1, 13))
+
+    def bmc(self, on=True, slow=False):
+        if slow:
+            if self.slow_pdu is None:
+                self.slow_pdu = ApcPDU(self.base_dir, name="pdu-slow", outlets=1,
+                                       power_delay=SLOW_DELAY).start()
+            pdu, outlet = self.slow_pdu, 1
+        else:
+            pdu, outlet = self.pdu, self.free.pop(0)
+        pdu.set_power(outlet, on)
+        return pdu.entry(outlet), lambda: pdu.powered_on(outlet)
+
+    def wrong_password(self, entry, wrong):
+        # the PDU's secret is its community; a PDU does not answer another one
+        return dict(entry, options=dict(entry["options"], community=wrong), deadline=3)
+
+    def down(self):
+        return dict(self.pdu.entry(1), port=procs.free_port(socket.SOCK_DGRAM))
+
+    def close(self):
+        for p in (self.pdu, self.slow_pdu):
+            if p is not None:
+                p.stop()
+        super().close()
+
+
+LABS = {"fake": FakeLab, "ipmi_sim": IpmiLab, "pyghmi": PyghmiLab, "redfish": RedfishLab,
+        "fence_ipmilan": FenceIpmilanLab, "fence_redfish": FenceRedfishLab,
+        "fence_apc_snmp": ApcPduLab}
 
 
 def secret_in_any_cmdline(secret: str) -> list[int]:

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from harness import daemons, procs
 from harness.bmc import IpmiSimBMC, SushyEmulator
+from harness.fenceagents import fence_ipmilan
+from harness.snmppdu import ApcPDU
 
 pytestmark = pytest.mark.functional
 CLI = os.path.join(os.path.dirname(sys.executable), "instanceha")
@@ -53,3 +55,38 @@ def test_check_reports_each_bmc_and_powers_nothing(tmp_path):
     finally:
         ipmi.stop()
         rf.stop()
+
+
+def test_check_runs_each_agent_of_each_level_and_names_the_one_at_fault(tmp_path):
+    ipmi = IpmiSimBMC(str(tmp_path), name="ipmi", password="Ipmi-Secret-8").start()
+    pdu = ApcPDU(str(tmp_path), outlets=4, community="Pdu-Community-8").start()
+    try:
+        wrong_pdu = dict(pdu.entry(2), timeout=3)
+        wrong_pdu["options"] = dict(wrong_pdu["options"], community="Wrong-Community-8")
+        inv = {"hosts": {"compute1": {"levels": [
+            {"devices": [fence_ipmilan(ipmi.entry())]},
+            {"devices": [pdu.entry(1), wrong_pdu]}]}}}
+        path = tmp_path / "inv.yaml"
+        path.write_text(yaml.safe_dump(inv))
+        os.chmod(path, 0o600)
+        conf = daemons.write_conf(str(tmp_path / "c.conf"), {"fencing": {
+            "inventory_file": str(path), "deadline": 5}})
+        r = subprocess.run([CLI, "--config-file", conf, "fencing", "check", "--format", "json"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1, r.stderr
+        rows = json.loads(r.stdout)["hosts"]
+        assert [(x["host"], x["level"], x["driver"], x["ok"]) for x in rows] == [
+            ("compute1", 1, "fence_ipmilan", True), ("compute1", 2, "fence_apc_snmp", True),
+            ("compute1", 2, "fence_apc_snmp", False)]
+        assert rows[2]["address"] == f"127.0.0.1:{pdu.port} plug 2"
+        assert "compute1" in rows[2]["error"] and "fence_apc_snmp" in rows[2]["error"]
+        table = subprocess.run([CLI, "--config-file", conf, "fencing", "check"],
+                               capture_output=True, text=True, timeout=120).stdout
+        assert "compute1 (level 2, fence_apc_snmp): " in table
+        for secret in ("Ipmi-Secret-8", "Pdu-Community-8", "Wrong-Community-8"):
+            assert secret not in r.stdout + r.stderr + table
+        assert ipmi.powered_on() and all(pdu.powered_on(n) for n in (1, 2))
+        assert pdu.power_requests(1) == [] and pdu.power_requests(2) == []
+    finally:
+        ipmi.stop()
+        pdu.stop()

@@ -38,6 +38,9 @@ class Script:
     no_valid_host: int = 0  # evacuations that fail with NoValidHost
     fail_migration: int = 0  # evacuations whose migration ends 'error' (no fault)
     never_finishes: bool = False
+    lost_answers: int = 0  # evacuations accepted whose answer is lost (a read timeout)
+    queued_reads: int = 0  # a lost-answer evacuate nova-api acts on only after this many reads
+    dropped: int = 0  # evacuate requests lost before they reached Nova (no answer, no effect)
     dest: str = "spare"
 
 
@@ -50,6 +53,7 @@ class FakeNova:
         self.inflight = 0
         self.max_inflight = 0
         self._pending: dict[str, list] = {}  # sid -> [migration index, polls left]
+        self._queued: dict[str, Script] = {}  # sid -> an evacuate nova-api has not acted on
         self.lock = threading.RLock()
 
     def script(self, sid):
@@ -66,11 +70,19 @@ class FakeNova:
     def evacuations(self, sid=None, source_host=None, changes_since=None):
         with self.lock:
             self.calls.append(("evacuations", sid, source_host))
+            for queued, sc in list(self._queued.items()):
+                sc.queued_reads -= 1
+                if sc.queued_reads <= 0:
+                    del self._queued[queued]
+                    self._accept(queued)
             for pending in list(self._pending):
                 if sid in (None, pending):
                     self._advance(pending)
+            # as Nova: changes-since filters on updated_at, which a record only
+            # gets at its first update (a just-accepted one has none)
             return sorted((m for m in self.migrations if sid in (None, m.instance_uuid)
-                           and source_host in (None, m.source_compute)),
+                           and source_host in (None, m.source_compute)
+                           and (changes_since is None or m.updated_at is not None)),
                           key=lambda m: m.id, reverse=True)
 
     def reset_state(self, sid, state="active"):
@@ -93,21 +105,37 @@ class FakeNova:
             if sc.conflicts:
                 sc.conflicts -= 1
                 raise exc.NovaConflict(operation="evacuate", status=409, reason="still in use")
-            s = self.servers[sid]
-            mig = Migration(id=len(self.migrations) + 1, uuid=None, instance_uuid=sid,
-                            migration_type="evacuation", status="accepted",
-                            source_compute=s.host, dest_compute=None, created_at=None,
-                            updated_at=None)
-            self.migrations.append(mig)
-            self.servers[sid] = dataclasses.replace(s, task_state="rebuilding",
-                                                    status="REBUILD")
-            self._pending[sid] = [len(self.migrations) - 1, sc.polls_to_finish]
-            self.inflight += 1
-            self.max_inflight = max(self.max_inflight, self.inflight)
+            if sc.dropped:
+                sc.dropped -= 1
+                raise exc.NovaUnavailable(operation=f"evacuate {sid}", reason="ConnectTimeout")
+            if sc.queued_reads:  # the answer is lost and nova-api acts on it later
+                self._queued[sid] = sc
+                raise exc.NovaUnavailable(operation=f"evacuate {sid}", reason="ReadTimeout")
+            self._accept(sid)
+            if sc.lost_answers:
+                sc.lost_answers -= 1
+                raise exc.NovaUnavailable(operation=f"evacuate {sid}", reason="ReadTimeout")
+
+    def _accept(self, sid):
+        sc = self.script(sid)
+        s = self.servers[sid]
+        if s.task_state is not None:  # as Nova's check_instance_state
+            raise exc.NovaConflict(operation="evacuate", status=409,
+                                   reason=f"task_state {s.task_state}")
+        mig = Migration(id=len(self.migrations) + 1, uuid=None, instance_uuid=sid,
+                        migration_type="evacuation", status="accepted",
+                        source_compute=s.host, dest_compute=None, created_at=None,
+                        updated_at=None)
+        self.migrations.append(mig)
+        self.servers[sid] = dataclasses.replace(s, task_state="rebuilding", status="REBUILD")
+        self._pending[sid] = [len(self.migrations) - 1, sc.polls_to_finish]
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
 
     # -- simulation --------------------------------------------------------------
 
     def _set_migration(self, index, **changes):
+        changes.setdefault("updated_at", "updated")
         self.migrations[index] = dataclasses.replace(self.migrations[index], **changes)
 
     def _advance(self, sid):

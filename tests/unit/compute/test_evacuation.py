@@ -1,5 +1,7 @@
 """The Evacuator against a scripted Nova: verification, retries, restored state."""
 
+import dataclasses
+
 import pytest
 
 from instanceha.compute import exceptions as exc
@@ -93,9 +95,56 @@ def test_in_progress_evacuation_is_awaited_not_repeated():
     nova.evacuate("a")  # an earlier controller asked, then died
     clock = FakeClock()
     r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
-        server("a"), "dead")
+        nova.servers["a"], "dead")  # read after it asked: rebuilding
     assert r.ok and r.migration_id == 1
     assert sum(c[0] == "evacuate" for c in nova.calls) == 1
+
+
+def test_in_progress_evacuation_seen_through_a_stale_read_is_not_repeated():
+    # the caller read the server before an earlier controller asked, and that
+    # request's record is too new for the host's changes-since read: the POST
+    # Nova refuses (409, task_state) is the only one; the server's own records
+    # show the running evacuation, which is awaited
+    nova = FakeNova([server("a")])
+    nova.evacuate("a")
+    stale = dataclasses.replace(nova.servers["a"], task_state=None, status="ACTIVE")
+    clock = FakeClock()
+    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        stale, "dead")
+    assert r.ok and r.migration_id == 1 and len(nova.migrations) == 1
+
+
+def test_evacuate_whose_answer_was_lost_is_not_sent_again():
+    # Nova accepted it, the answer timed out, and the accepted record has no
+    # updated_at yet (invisible to changes-since): the server's own records say so
+    nova = FakeNova([server("a")], {"a": Script(lost_answers=1)})
+    clock = FakeClock()
+    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
+    assert r.ok and r.attempts == 1 and r.migration_id == 1
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 1
+
+
+def test_an_unanswered_evacuate_nova_acts_on_late_is_not_sent_again():
+    # nova-api takes the request in only after several reads of the records (it
+    # was queued there): sending again before would make Nova rebuild twice
+    nova = FakeNova([server("a")], {"a": Script(queued_reads=6)})
+    clock = FakeClock()
+    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
+    assert r.ok and r.attempts == 1 and len(nova.migrations) == 1
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 1
+
+
+def test_an_evacuate_lost_on_the_way_is_sent_again_after_the_grace():
+    nova = FakeNova([server("a")], {"a": Script(dropped=1)})
+    clock = FakeClock()
+    settings = dataclasses.replace(SETTINGS, lost_write_grace=10.0)
+    r = Evacuator(nova, settings, clock=clock, sleep=clock.sleep).evacuate_server(
+        server("a"), "dead")
+    assert r.ok and r.attempts == 1 and len(nova.migrations) == 1
+    assert sum(c[0] == "evacuate" for c in nova.calls) == 2
+    assert r.seconds >= 10.0  # not before the grace ran out
 
 
 def test_already_evacuated_is_verified_not_repeated():
@@ -196,7 +245,8 @@ def test_nova_away_past_the_deadline_uses_the_next_attempt():
         def evacuate(self, sid, host=None):
             self.calls.append(("evacuate-tried", sid))
             if clock() < self.until:
-                raise exc.NovaUnavailable(operation="evacuate", reason="ConnectFailure")
+                raise exc.NovaUnavailable(operation="evacuate", reason="ConnectFailure",
+                                          unsent=True)  # connection refused
             super().evacuate(sid, host)
 
     clock = SleepLog()

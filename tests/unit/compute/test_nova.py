@@ -6,6 +6,7 @@ import pytest
 from keystoneauth1 import exceptions as ks_exc
 
 from instanceha.compute import exceptions as exc
+from instanceha.compute.calls import ApiCalls
 from instanceha.compute.nova import NovaClient
 from instanceha.engine.marker import MarkerState
 from instanceha.exceptions import Action
@@ -325,12 +326,39 @@ def test_aggregates_and_images_are_cached_for_cache_ttl():
     assert len(conn.compute.requests) == 2 and len(conn.image.requests) == 2
 
 
-def test_every_call_is_recorded():
-    seen = []
-    conn = Conn(Response(200, {"services": [SERVICE]}), ks_exc.ConnectFailure("x"))
-    nova = NovaClient(conn, recorder=lambda *a: seen.append(a[:4]))
+def test_every_call_is_recorded_by_path_template_and_scope():
+    calls = ApiCalls(clock=lambda: 0.0)
+    conn = Conn(Response(200, {"services": [SERVICE]}), ks_exc.ConnectFailure("x"),
+                Response(202, {}))
+    nova = NovaClient(conn, recorder=calls)
     nova.services()
-    with pytest.raises(exc.NovaUnavailable):
-        nova.services()
-    assert seen == [("compute", "GET", "/os-services?binary=nova-compute", 200),
-                    ("compute", "GET", "/os-services?binary=nova-compute", None)]
+    with calls.scope("c1"):
+        with pytest.raises(exc.NovaUnavailable):
+            nova.services()
+        nova.evacuate("5f1c2a3e-0000-4000-8000-00000000abcd")
+    totals, _ = calls.snapshot()
+    assert totals == {("compute", "GET", "/os-services", "200"): 1,
+                      ("compute", "GET", "/os-services", "none"): 1,
+                      ("compute", "POST", "/servers/{id}/action", "202"): 1}
+    assert calls.count("c1") == 2 and calls.in_flight() == []
+
+
+def test_a_failing_recorder_never_fails_the_call():
+    class Broken:
+        def begin(self, *a):
+            raise RuntimeError("bug")
+
+    nova = NovaClient(Conn(Response(200, {"services": [SERVICE]})), recorder=Broken())
+    assert len(nova.services()) == 1
+
+
+def test_a_refused_connection_is_unsent_a_timeout_is_not():
+    nova = NovaClient(Conn(
+        ks_exc.ConnectFailure("Unable to establish connection to http://nova: "
+                              "[Errno 111] Connection refused"),
+        ks_exc.ConnectTimeout("Request to http://nova timed out")))
+    with pytest.raises(exc.NovaUnavailable) as refused:
+        nova.evacuate("s1")
+    with pytest.raises(exc.NovaUnavailable) as timed_out:
+        nova.evacuate("s1")
+    assert refused.value.unsent and not timed_out.value.unsent

@@ -107,11 +107,54 @@ def test_reconnect_jitter_is_the_zookeeper_clients():
     assert coord.client._conn_retry.max_jitter == RECONNECT_JITTER
 
 
+def test_cut_notice_share_is_the_zookeeper_clients():
+    """The cut-off check assumes kazoo's rule: a read timeout of 2/3 of the
+    granted session timeout, a ping half of it after the last send, and the
+    link dropped when the next half passes with that ping unanswered."""
+    import inspect
+
+    from kazoo.protocol.connection import ConnectionHandler
+
+    from instanceha.engine.detection import CUT_NOTICE_SHARE
+
+    assert "read_timeout = negotiated_session_timeout * 2.0 / 3.0" in inspect.getsource(
+        ConnectionHandler._connect)
+    attempt = inspect.getsource(ConnectionHandler._connect_attempt)
+    assert "deadline = last_send + read_timeout / 2.0 - jitter_time" in attempt
+    assert "outstanding heartbeat ping not received" in attempt
+    assert CUT_NOTICE_SHARE == pytest.approx(2 * (2 / 3) / 2)
+
 def test_hung_window_not_longer_than_stale_window(tmp_path):
     conf, path = _conf(tmp_path, "[detection]\nheartbeat_stale_after = 3\nhung_after = 2\n")
     with pytest.raises(exceptions.ConfigError) as e:
         policy.detection_policy(conf)
     assert "[detection] hung_after" in str(e.value) and path in str(e.value)
+
+
+@pytest.mark.parametrize("text", [
+    "[coordination]\nsession_timeout = 3\n",  # hung_after at its default
+    "[coordination]\nsession_timeout = 2\n[detection]\nhung_after = 1.8\n",
+    "[coordination]\nsession_timeout = 2\n[agent]\nheartbeat_interval = 1.0\n"
+    "[detection]\nheartbeat_stale_after = 1.5\n",
+])
+def test_hung_after_a_cut_off_leader_reaches_first_is_refused(tmp_path, text):
+    """A leader cut off from ZooKeeper notices up to 2/3 x session_timeout late:
+    a hung_after it reaches first (with one heartbeat interval already gone
+    at the cut) would let it declare live hosts FAILED."""
+    conf, path = _conf(tmp_path, text)
+    with pytest.raises(exceptions.ConfigError) as e:
+        policy.detection_policy(conf)
+    msg = str(e.value)
+    assert "[detection] hung_after" in msg and "[coordination] session_timeout" in msg
+    assert path in msg and "cut off" in msg
+
+
+def test_hung_after_that_outlasts_the_notice_is_accepted(tmp_path):
+    for text in ("", "[coordination]\nsession_timeout = 3\n[detection]\nhung_after = 2.6\n",
+                 "[coordination]\nsession_timeout = 4\n[agent]\nheartbeat_interval = 1\n"
+                 "[detection]\nheartbeat_stale_after = 3\nhung_after = 4\n"):
+        conf, _ = _conf(tmp_path, text)
+        assert policy.detection_policy(conf).hung_after > 0
 
 
 def test_unknown_backend_names_the_option_and_file(tmp_path):

@@ -78,3 +78,30 @@ def test_forgotten_host_has_no_series():
     assert 'host="c1"' in text(m)
     svc.reconciler.views = {}
     assert 'host="c1"' not in text(m)
+
+
+def test_nova_notification_counts_are_exported_when_listening():
+    m = ControllerMetrics(Svc({}), CollectorRegistry())
+    assert "instanceha_nova_notifications" not in text(m)  # no feed, no series
+    m.nova_events = type("F", (), {"received": 9, "woke": 4, "listening": True})()
+    out = text(m)
+    assert 'instanceha_nova_notifications_total{state="received"} 9.0' in out
+    assert 'instanceha_nova_notifications_total{state="woke"} 4.0' in out
+    assert "instanceha_nova_notifications_listening 1.0" in out
+
+
+def test_api_requests_are_exported_by_path_template_and_status():
+    from instanceha.compute.calls import ApiCalls
+    calls = ApiCalls(clock=lambda: 0.0)
+    calls.end(calls.begin("compute", "POST", "/servers/5f1c2a3e-0000-4000-8000-000000000001/"
+                          "action"), 202)
+    calls.end(calls.begin("compute", "GET", "/os-services?binary=nova-compute"), None)
+    m = ControllerMetrics(Svc({}), CollectorRegistry())
+    assert "instanceha_api_requests" not in text(m)
+    m.api_calls = calls
+    out = text(m)
+    assert ('instanceha_api_requests_total{method="POST",path="/servers/{id}/action",'
+            'service="compute",status="202"} 1.0') in out
+    assert ('instanceha_api_requests_total{method="GET",path="/os-services",'
+            'service="compute",status="none"} 1.0') in out
+    assert "instanceha_api_request_seconds_total" in out

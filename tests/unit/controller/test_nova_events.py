@@ -82,6 +82,10 @@ def test_a_notification_wakes_the_evacuation_of_its_instance():
     feed.on_event("instance.update", "not a payload")
     assert waker.wait(0.0, since=seen) is True
     assert (feed.received, feed.woke) == (3, 1)
+    seen = waker.mark()
+    feed.on_event("instance.update", REBUILT)  # progress: wakes nothing
+    feed.on_event("instance.rebuild.start", REBUILT)
+    assert waker.wait(0.0, since=seen) is False and feed.woke == 1
     assert instance_uuid(REBUILT) == "u1" and instance_uuid({}) is None
     feed.close()
 

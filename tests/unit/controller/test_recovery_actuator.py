@@ -1,6 +1,8 @@
 """The recovery actuator on fakes: the order of its calls, its markers, its
 events. Jobs run on its real thread pool; tests wait on the jobs' futures."""
 
+import concurrent.futures
+import dataclasses
 import datetime
 
 import pytest
@@ -12,6 +14,7 @@ from instanceha.controller.recovery import ActuatorSettings, Attestations, Recov
 from instanceha.engine import marker as mk
 from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.model import HostView, Phase
+from instanceha.fencing import FenceEvidence, PowerState
 from instanceha.fencing import exceptions as fexc
 from instanceha.notify import events
 from tests.unit.fakes import FakeClock, FakeNova
@@ -30,10 +33,7 @@ class FakeFencer:
     def power_on(self, host):
         self.log.append(("power_on", host))
 
-        class Evidence:
-            read_back = type("S", (), {"value": "on"})()
-
-        return Evidence()
+        return evidence(host, PowerState.ON)
 
     def driver_name(self, host):
         return "fake"
@@ -43,11 +43,13 @@ class FakeFencer:
         if self.error:
             raise self.error
 
-        class Evidence:
-            read_back = type("S", (), {"value": "off"})()
-            attempts, duration = 1, 0.2
+        return evidence(host, PowerState.OFF)
 
-        return Evidence()
+
+def evidence(host, state):
+    return FenceEvidence(host=host, driver="fake", address=f"bmc-{host}", requested=state,
+                         read_back=state, attempts=1, reads=2, started_at=0.0,
+                         finished_at=0.2, duration=0.2, devices=(f"fake at bmc-{host}",))
 
 
 class FakeEvacuator:
@@ -414,7 +416,8 @@ class FakeAttestations(Attestations):
 
 
 @pytest.mark.parametrize("age,used", [(0, True), (5000, False)], ids=["fresh", "stale"])
-def test_operator_attestation_stands_in_for_a_dead_bmc(age, used):
+def test_operator_attestation_stands_in_for_a_dead_bmc(age, used, caplog):
+    caplog.set_level("WARNING", "instanceha.controller.stages.fence")
     log = Log()
     err = fexc.BMCUnreachable(host="compute1", address="127.0.0.1", reason="no power")
     act, nova, bus = make(log, [svc("compute1")], fencer_error=err)
@@ -430,6 +433,7 @@ def test_operator_attestation_stands_in_for_a_dead_bmc(age, used):
         assert act.attestations.consumed == ["compute1"]
         ends = [e for e in bus.sent if e.event_type == events.FENCE_END]
         assert [e.payload["driver"] for e in ends] == ["operator-attestation"]
+        assert "host=compute1 forced down and marked fenced on attestation" in caplog.text
     else:  # made before this failure began: never reused
         assert m is None and act.attestations.consumed == []
         assert bus.sent[-1].event_type == events.FENCE_ERROR
@@ -606,4 +610,83 @@ def test_only_a_host_back_before_its_fence_closes_a_detected_incident(phase, mar
     act.act({"compute1": view("compute1", phase)}, [], Verify(log))
     assert journal.flush()
     assert (store.incidents()[incident]["state"] == "closed") is closed
+    act.close()
+
+
+def test_journal_notifications_and_metrics_say_which_level_fenced():
+    import dataclasses
+
+    from prometheus_client import CollectorRegistry
+
+    from instanceha.controller.journal import IncidentJournal
+    from instanceha.controller.metrics import ControllerMetrics
+    from tests.unit.fakes import FakeCoordinator
+
+    log = Log()
+    store = FakeCoordinator(FakeClock())
+    journal = IncidentJournal(store, "ctl-a", wall=lambda: NOW.timestamp(), background=False)
+    act, nova, bus = make(log, [svc("compute1")], journal=journal)
+    pdus = ("fence_apc_snmp at pdu-a plug 3", "fence_apc_snmp at pdu-b plug 3")
+    by_pdu = dataclasses.replace(evidence("compute1", PowerState.OFF), driver="fence_agent",
+                                 level=2, levels=2, devices=pdus,
+                                 failed_levels=("level 1 (fence_ipmilan at bmc3): "
+                                                "AgentTimeout",))
+    act.fencer.power_off = lambda host: by_pdu
+    act.metrics = ControllerMetrics(service=None, registry=CollectorRegistry())
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    assert journal.flush()
+    (incident,) = store.incidents()
+    ok = next(e for e in store.incident_entries(incident) if e["kind"] == "fence_ok")
+    assert (ok["fence"]["level"], ok["fence"]["devices"]) == (2, list(pdus))
+    assert ok["fence"]["failed_levels"] == ["level 1 (fence_ipmilan at bmc3): AgentTimeout"]
+    assert "level 2 of 2" in ok["text"] and "AgentTimeout" in ok["text"]
+    (end,) = [e for e in bus.sent if e.event_type == events.FENCE_END]
+    assert end.payload["level"] == 2 and end.payload_dict()["devices"] == list(pdus)
+    assert act.metrics.registry.get_sample_value(
+        "instanceha_fence_level_total", {"level": "2", "devices": ", ".join(pdus)}) == 1
+
+
+def test_status_names_the_api_call_a_recovery_waits_on_without_republishing_for_it():
+    from instanceha.controller import status
+
+    log = Log()
+    act, _, _ = make(log, [svc("compute1"), svc("compute2", up=True)])
+    act.clock.advance(1.0)
+    act._refresh()
+    with act.calls.scope("compute1"):
+        act.calls.begin("compute", "GET", "/os-migrations?source_compute=compute1")
+    assert "waiting_on" not in act.nova_status()["compute1"]  # not slow yet
+    act.clock.advance(3.0)
+    seen = act.nova_status()
+    assert seen["compute1"]["waiting_on"] == "compute GET /os-migrations for 3.0 s"
+    assert "waiting_on" not in seen["compute2"]
+    before = dict(seen["compute1"], waiting_on="compute GET /os-migrations for 1.0 s")
+    doc = lambda nova: {"leader": "a", "token": 1, "guard": {}, "control": {},  # noqa: E731
+                        "hosts": {"compute1": {"phase": "FAILED", "rule": "r", "member": False,
+                                               "incarnation": 1, "services": {},
+                                               "nova": nova}}}
+    assert status._material(doc(before)) == status._material(doc(seen["compute1"]))
+    act.close()
+
+
+def test_nova_is_read_again_while_every_worker_runs_a_recovery():
+    # one worker, held by a fence that waits on the BMC: the services refresh
+    # has a thread of its own and still runs
+    import threading
+
+    log = Log()
+    release = threading.Event()
+    act, nova, fencer, _ = make_gated(log, [server("a", "evacuate")],
+                                      on_power_off=lambda: release.wait(10))
+    act.settings = dataclasses.replace(act.settings, workers=1)
+    act.pool = concurrent.futures.ThreadPoolExecutor(1, "recovery")
+    act.act({"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
+    (job,) = act.jobs.values()
+    act.clock.advance(act.settings.nova_refresh)
+    before = act.services_at
+    act._maybe_refresh()
+    act._refreshing.result(timeout=10)
+    assert act.services_at > before and not job.done()
+    release.set()
+    job.result(timeout=10)
     act.close()

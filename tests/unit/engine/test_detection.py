@@ -217,3 +217,37 @@ def test_policy_rejects_contradictions(kwargs, field):
     with pytest.raises(PolicyError) as e:
         DetectionPolicy(**kwargs)
     assert e.value.field == field
+
+
+# -- a leader cut off from the coordinator must notice before a host looks hung --
+
+@pytest.mark.parametrize("hung_after, interval, session_timeout, refused", [
+    (2.0, 0.5, 2.0, False),  # the defaults: 0.5 + 1.33 = 1.83 s
+    (2.0, 0.5, 2.24, False),
+    (2.0, 0.5, 2.25, True),  # 0.5 + 1.5 = 2.0: equal is refused
+    (2.0, 0.5, 3.0, True),
+    (1.9, 0.5, 2.0, False),
+    (1.8, 0.5, 2.0, True),
+    (2.0, 1.0, 2.0, True),   # a longer heartbeat interval eats the margin too
+    (4.0, 1.0, 4.0, False),  # Debian's tickTime 2000 grants 4 s: hung_after must exceed 3.67
+])
+def test_hung_after_must_outlast_a_cut_off_leaders_notice(hung_after, interval,
+                                                          session_timeout, refused):
+    if not refused:
+        detection.check_cut_off_leader(hung_after, interval, session_timeout)
+        return
+    with pytest.raises(PolicyError) as e:
+        detection.check_cut_off_leader(hung_after, interval, session_timeout)
+    assert (e.value.field, e.value.other) == ("hung_after", "session_timeout")
+    window = detection.cut_off_window(session_timeout, interval)
+    assert f"longer than {window:.3f} s" in str(e.value)
+
+
+def test_the_refusal_says_which_session_timeout_would_do():
+    with pytest.raises(PolicyError) as e:
+        detection.check_cut_off_leader(2.0, 0.5, 3.0)
+    assert "session_timeout shorter than 2.25 s" in e.value.reason
+    with pytest.raises(PolicyError) as e:  # no session timeout helps: none suggested
+        detection.check_cut_off_leader(0.5, 0.5, 1.0)
+    assert "shorter than" not in e.value.reason
+

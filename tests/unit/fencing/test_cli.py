@@ -72,7 +72,7 @@ def test_table_lists_errors_under_the_table(tmp_path, capsys):
     fake.REGISTRY.bmc("bmc-c1").down = True
     assert fencing_cli.run_check(args(), make_conf(tmp_path, INV)) == 1
     out = capsys.readouterr().out
-    assert "BMCUnreachable" in out and "c1: BMC of c1" in out
+    assert "BMCUnreachable" in out and "c1 (level 1, fake): BMC of c1" in out
 
 
 def test_a_host_not_in_the_inventory_is_exit_2(tmp_path, capsys):

@@ -1,6 +1,5 @@
 """Driver translations: every third-party failure becomes one typed error."""
 
-import types
 
 import pyghmi.exceptions as pe
 import pytest
@@ -36,34 +35,154 @@ def test_ipmi_undecodable_reply_is_garbage():
     assert isinstance(ipmi()._translate(IndexError("boom"), "x"), exc.GarbageReply)
 
 
-@pytest.mark.parametrize("reply, result", [
-    ({"powerstate": "on"}, PowerState.ON),
-    ({"powerstate": "off"}, PowerState.OFF),
-    ({"powerstate": "unknown"}, exc.GarbageReply),
-    ({}, exc.GarbageReply),
-    ("off", exc.GarbageReply),
-])
-def test_ipmi_read_back_must_be_on_or_off(reply, result):
+class FakeSession:
+    """What the driver uses of a pyghmi session: ``raw_command``."""
+
+    def __init__(self, replies=None, block=None):
+        self.replies = replies or {}
+        self.block = block
+        self.sent = []
+
+    def raw_command(self, netfn, command, data=()):
+        self.sent.append((netfn, command, list(data)))
+        if self.block is not None:
+            self.block.wait(5)
+        reply = self.replies.get(command, {"code": 0, "data": bytearray()})
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+
+@pytest.fixture
+def closed(monkeypatch):
+    """The sessions the driver ended, with how (polite: Close Session sent)."""
+    from instanceha.fencing import ipmi_session
+
+    ended = []
+    monkeypatch.setattr(ipmi_session, "close",
+                        lambda session, polite=True: ended.append((session, polite)))
+    return ended
+
+
+def logged_in(monkeypatch, *sessions):
+    """A driver whose logins hand out ``sessions`` in turn (no network)."""
     d = ipmi()
-    d._command = types.SimpleNamespace(get_power=lambda: reply)
+    queue = list(sessions)
+    logins = []
+
+    def login(timeout):
+        logins.append(timeout)
+        return queue.pop(0)
+
+    monkeypatch.setattr(d, "_login", login)
+    return d, logins
+
+
+def status(byte):
+    return {1: {"code": 0, "netfn": 1, "command": 1, "data": bytearray([byte, 0, 0])}}
+
+
+@pytest.mark.parametrize("replies, result", [
+    (status(0x01), PowerState.ON),
+    (status(0x21), PowerState.ON),  # bit 0 is "power is on"; the others are other facts
+    (status(0x00), PowerState.OFF),
+    (status(0x10), PowerState.OFF),
+    ({1: {"code": 0, "data": bytearray()}}, exc.GarbageReply),
+    ({1: "garbage"}, exc.GarbageReply),
+    ({1: {"code": 0xC1, "error": "Invalid command", "data": bytearray()}}, exc.BMCError),
+    ({1: {"code": 0xFFFF, "error": "timeout"}}, exc.BMCUnreachable),
+    ({1: pe.IpmiException("Session no longer connected")}, exc.BMCUnreachable),
+])
+def test_ipmi_read_back_must_be_on_or_off(replies, result, monkeypatch, closed):
+    d, _ = logged_in(monkeypatch, FakeSession(replies))
     if isinstance(result, PowerState):
         assert d.get_power_state(timeout=2) is result
+        assert closed == []  # kept for the rest of the action
     else:
         with pytest.raises(result):
             d.get_power_state(timeout=2)
+        assert len(closed) == 1 and d._session is None  # the next call logs in afresh
 
 
-def test_ipmi_call_that_hangs_is_cut_at_the_timeout():
+@pytest.mark.parametrize("state, byte", [(PowerState.OFF, 0x00), (PowerState.ON, 0x01)])
+def test_ipmi_power_request_is_chassis_control(state, byte, monkeypatch, closed):
+    s = FakeSession()
+    d, _ = logged_in(monkeypatch, s)
+    d.request_power(state, timeout=2)
+    assert s.sent == [(0x00, 0x02, [byte])]
+
+
+def test_ipmi_an_action_uses_one_session_and_ends_it(monkeypatch, closed):
+    """A fence (read, request, reads) logs in once; ending it logs out, and the
+    next action logs in again: no session is kept between two fences."""
+    first, second = FakeSession(status(0x00)), FakeSession(status(0x00))
+    d, logins = logged_in(monkeypatch, first, second)
+    d.get_power_state(timeout=2)
+    d.request_power(PowerState.OFF, timeout=2)
+    d.get_power_state(timeout=2)
+    assert len(logins) == 1 and len(first.sent) == 3
+    d.end_session()
+    assert closed == [(first, True)] and d._session is None
+    d.get_power_state(timeout=2)
+    assert len(logins) == 2 and len(second.sent) == 1
+    d.end_session()
+    d.end_session()  # nothing left to end: no error, nothing closed twice
+    assert closed == [(first, True), (second, True)]
+
+
+def test_ipmi_call_that_hangs_is_cut_at_the_timeout(monkeypatch, closed):
     import threading
 
     release = threading.Event()
-    d = ipmi()
-    d._command = types.SimpleNamespace(get_power=lambda: release.wait(5))
+    hung = FakeSession(status(0x01), block=release)
+    d, _ = logged_in(monkeypatch, hung)
     with pytest.raises(exc.BMCUnreachable) as e:
         d.get_power_state(timeout=0.05)
     release.set()
     assert "within 0.1 s" in str(e.value) or "within 0.0 s" in str(e.value)
-    assert d._command is None
+    # a command is still in flight on it: forgotten without Close Session
+    assert closed == [(hung, False)] and d._session is None
+
+
+def test_ipmi_login_that_ends_after_the_caller_gave_up_is_closed_not_kept(monkeypatch):
+    import threading
+
+    from instanceha.fencing import ipmi_session
+
+    release, done = threading.Event(), threading.Event()
+    late = FakeSession()
+    ended = []
+
+    def close(session, polite=True):
+        ended.append((session, polite))
+        done.set()
+
+    monkeypatch.setattr(ipmi_session, "close", close)
+    d = ipmi()
+
+    def login(timeout):
+        release.wait(5)
+        return late
+
+    monkeypatch.setattr(d, "_login", login)
+    with pytest.raises(exc.BMCUnreachable):
+        d.get_power_state(timeout=0.05)
+    release.set()
+    assert done.wait(5), "the late login was never closed"
+    assert ended == [(late, True)] and d._session is None and late.sent == []
+
+
+def test_ipmi_a_given_up_call_does_not_use_the_next_actions_session(monkeypatch, closed):
+    """The worker of a call that timed out before it ran must not send its
+    command on a session opened since (a second power request)."""
+    d, _ = logged_in(monkeypatch, FakeSession())
+    stale_epoch = d._epoch
+    d._end(polite=False)  # what a timeout does
+    newer = FakeSession()
+    d._session = newer
+    with pytest.raises(exc.BMCUnreachable):
+        d._session_for(stale_epoch, 2)
+    assert newer.sent == [] and d._session is newer
 
 
 def test_ipmi_probe_packet_is_a_valid_ipmi_15_message():

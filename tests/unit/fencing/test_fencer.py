@@ -28,7 +28,7 @@ def fencer_for(registry, clock, hosts, **policy):
 
 
 def test_drivers_load_by_entry_point_name():
-    assert driver_names() == ["fake", "ipmi", "redfish"]
+    assert driver_names() == ["fake", "fence_agent", "ipmi", "redfish"]
     assert load_driver_class("fake") is fake.FakeDriver
     assert isinstance(build_driver(make_entry()), fake.FakeDriver)
     with pytest.raises(exc.UnknownDriver) as e:
@@ -123,3 +123,63 @@ def test_one_failure_does_not_spoil_the_others(registry, clock):
     assert isinstance(results["b"], exc.AuthFailed)
     assert isinstance(results["zz"], exc.HostNotInInventory)
     assert f.power_off_many([]) == {}
+
+
+class SessionCountingDriver(fake.FakeDriver):
+    """Records the BMC calls and every end of session, in order."""
+
+    def __init__(self, entry, registry, log, fail_end=False):
+        super().__init__(entry, registry)
+        self.log, self.fail_end = log, fail_end
+
+    def get_power_state(self, timeout=None):
+        self.log.append("read")
+        return super().get_power_state(timeout)
+
+    def request_power(self, state, timeout=None):
+        self.log.append("request")
+        return super().request_power(state, timeout)
+
+    def end_session(self):
+        self.log.append("end")
+        if self.fail_end:
+            raise RuntimeError("driver bug")
+
+
+def counting_fencer(registry, clock, log, **kw):
+    inv = Inventory({"c1": make_entry("c1")}, "/etc/inv.yaml")
+    return Fencer(inv, FencePolicy(deadline=5, poll_interval=0.5),
+                  driver_factory=lambda e: SessionCountingDriver(e, registry, log, **kw),
+                  clock=clock, wall=clock.wall, sleep=clock.sleep)
+
+
+def test_every_action_and_read_ends_its_bmc_session(registry, clock):
+    """A BMC drops a session left idle: a session kept from one fence to the
+    next made the second fence of a BMC minutes later take 19 s. So each
+    power action (all its calls) and each read ends its session."""
+    log = []
+    f = counting_fencer(registry, clock, log)
+    f.power_off("c1")
+    assert log == ["read", "request", "read", "end"]
+    log.clear()
+    f.power_off("c1")  # already off: one read, and the session still ends
+    f.read_power("c1")
+    f.check(["c1"])
+    assert log == ["read", "end"] * 3
+
+
+def test_a_failed_action_ends_its_session_too(registry, clock):
+    log = []
+    f = counting_fencer(registry, clock, log)
+    registry.bmc("bmc-c1").password = "other"
+    with pytest.raises(exc.AuthFailed):
+        f.power_off("c1")
+    assert log == ["read", "end"]
+
+
+def test_a_driver_failing_to_end_its_session_does_not_undo_a_proved_fence(registry, clock,
+                                                                           caplog):
+    log = []
+    f = counting_fencer(registry, clock, log, fail_end=True)
+    assert f.power_off("c1").read_back is PowerState.OFF
+    assert "ending the BMC session of c1 failed" in caplog.text

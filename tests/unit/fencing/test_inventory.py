@@ -156,10 +156,15 @@ def test_the_sample_inventory_is_valid(tmp_path):
     sample = os.path.join(os.path.dirname(__file__), "..", "..", "..", "etc", "instanceha",
                           "fencing-inventory.yaml.sample")
     text = open(sample).read()
-    for name in ("compute1", "compute2"):
+    for name in ("compute1", "compute2", "compute3", "compute4"):
         write(tmp_path, "password\n", name=f"bmc-{name}")
     text = text.replace("/etc/instanceha/bmc/", f"{tmp_path}/bmc-")
     text = text.replace("/etc/instanceha/bmc-ca.pem", f"{tmp_path}/bmc-compute1")
-    inv = inventory.load(write(tmp_path, text), drivers=DRIVERS)
-    assert inv.hosts() == ["compute1", "compute2"]
+    inv = inventory.load(write(tmp_path, text), drivers=DRIVERS | {"fence_agent"})
+    assert inv.hosts() == ["compute1", "compute2", "compute3", "compute4"]
     assert inv.get("compute2").system_id == "/redfish/v1/Systems/1"
+    # a two-level host: its BMC, then the two outlets of its power supplies
+    assert [[d.describe() for d in lv] for lv in inv.levels_of("compute4")] == [
+        ["fence_ipmilan at 10.0.0.14"],
+        ["fence_apc_snmp at pdu-a.example.org plug 4", "fence_apc_snmp at pdu-b.example.org "
+         "plug 4"]]

@@ -50,3 +50,21 @@ def test_a_broken_file_is_refused_and_the_last_good_one_kept(tmp_path, caplog):
           mode=0o644)  # world-readable with a password: refused as at start
     assert fencer.driver("compute1") is before
     fencer.close()
+
+
+LEVELS = ("hosts:\n  compute1:\n    levels:\n"
+          "      - devices: [{driver: fake, address: bmc}]\n"
+          "      - devices: [{driver: fake, address: pdu-a}, {driver: fake, address: pdu-b}]\n")
+
+
+def test_a_changed_device_of_a_level_renews_the_hosts_drivers(tmp_path):
+    path = tmp_path / "inventory.yaml"
+    write(path, LEVELS)
+    fencer = Fencer(inventory.load(str(path))).watch(str(path), inventory.load)
+    levels, _ = fencer._levels("compute1")
+    assert [[d.entry.address for d in lv] for lv in levels] == [["bmc"], ["pdu-a", "pdu-b"]]
+    write(path, LEVELS.replace("pdu-b", "pdu-c"))  # only a level-2 device changed
+    renewed, _ = fencer._levels("compute1")
+    assert renewed is not levels
+    assert [[d.entry.address for d in lv] for lv in renewed] == [["bmc"], ["pdu-a", "pdu-c"]]
+    fencer.close()

@@ -27,7 +27,9 @@ def lifecycle(instances=2, incident=INCIDENT, host=HOST):
         events.fence_error(host=host, driver="ipmi", incident_id=incident,
                            error="BMC 127.0.0.1:623 timed out", retrying=True),
         events.fence_start(host=host, driver="ipmi", incident_id=incident, attempt=2),
-        events.fence_end(host=host, driver="ipmi", incident_id=incident, duration=1.25),
+        events.fence_end(host=host, driver="fence_agent", incident_id=incident, duration=1.25,
+                         level=2, devices=["fence_apc_snmp at pdu-a plug 3",
+                                           "fence_apc_snmp at pdu-b plug 3"]),
         events.recovery_start(host=host, incident_id=incident, evacuate=instances,
                               notify=instances),
     ]

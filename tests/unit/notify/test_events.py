@@ -86,6 +86,8 @@ def test_schemas_are_not_vacuous():
     lambda: events.host_failed(host="h", reason="r", incident_id=None),
     lambda: events.fence_start(host="h", driver="ipmi", incident_id="i", attempt=0),
     lambda: events.fence_end(host="h", driver="ipmi", incident_id="i", duration=-1),
+    lambda: events.fence_end(host="h", driver="ipmi", incident_id="i", level=0),
+    lambda: events.fence_end(host="h", driver="ipmi", incident_id="i", devices=[""]),
     lambda: events.fence_error(host="h", driver="d", incident_id="i", error="e", retrying="no"),
     lambda: events.recovery_start(host="h", incident_id="i", evacuate=-1, notify=0),
     lambda: events.recovery_end(host="h", incident_id="i", evacuated=True, failed=0, notified=0),
@@ -96,7 +98,7 @@ def test_schemas_are_not_vacuous():
     lambda: events.safety_hold(rule="r", reason="x", hosts=[""], limit=1, observed=2),
     lambda: events.safety_hold(rule="r", reason="x", hosts=[], limit="1", observed=2),
     lambda: events.Event("instanceha.host.exploded", "INFO", {}),
-], ids=range(12))
+], ids=range(14))
 def test_builders_refuse_bad_facts(build):
     with pytest.raises(ValueError):
         build()

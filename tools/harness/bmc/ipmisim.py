@@ -1,8 +1,9 @@
 """OpenIPMI ``ipmi_sim`` BMCs (Debian package ``openipmi``) on loopback.
 
-One process per BMC, each on its own free UDP port, state in a private dir.
-Power requests go to ``chassis_control.sh`` (without a chassis control program
-ipmi_sim refuses power commands); ``power_delay`` makes it a slow BMC.
+One process per BMC (start/stop/restart and the power state file: see
+``ipmibase.IpmiBMC``). Power requests go to ``chassis_control.sh`` (without
+a chassis control program ipmi_sim refuses power commands); ``power_delay``
+makes it a slow BMC.
 ipmi_sim does not answer "Get Channel Cipher Suites": ipmitool needs ``-C 3``;
 pyghmi negotiates by itself.
 """
@@ -10,11 +11,10 @@ pyghmi negotiates by itself.
 from __future__ import annotations
 
 import os
-import socket
+import re
 import subprocess
 
-from harness import procs
-from harness.bmc import ipmiprobe
+from harness.bmc.ipmibase import IpmiBMC
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHASSIS = os.path.join(HERE, "chassis_control.sh")
@@ -41,68 +41,49 @@ set_working_mc 0x20
 """
 
 
-class IpmiSimBMC:
+class IpmiSimBMC(IpmiBMC):
     kind = "ipmi_sim"
+    label = "ipmi_sim"
+    log_name = "ipmi_sim.log"
+    ON, OFF = "1", "0"  # chassis_control.sh's power bit
 
-    def __init__(self, base_dir: str, name: str = "bmc", user: str = "admin",
-                 password: str = "password", power_delay: float = 0, initial_on: bool = True,
-                 port: int | None = None) -> None:
-        self.dir = os.path.join(os.path.abspath(base_dir), name)
-        self.name = name
-        self.user = user
-        self.password = password
-        self.power_delay = power_delay
-        self.initial_on = initial_on
-        self.port = port or procs.free_port(socket.SOCK_DGRAM)
-        self.state_file = os.path.join(self.dir, "power")
-        self.proc: subprocess.Popen | None = None
-
-    def _write(self) -> tuple[str, str]:
+    def prepare(self) -> None:
         os.makedirs(os.path.join(self.dir, "state"), exist_ok=True)
-        emu = os.path.join(self.dir, "bmc.emu")
-        lan = os.path.join(self.dir, "lan.conf")
-        with open(emu, "w") as f:
-            f.write(EMU)
         guid = ("a1234567" + format(self.port, "08x")).ljust(32, "0")
-        fd = os.open(lan, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(self._emu, "w") as f:
+            f.write(EMU)
+        fd = os.open(self._lan, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(LAN.format(name=self.name, port=self.port, guid=guid, chassis=CHASSIS,
                                state=self.state_file, delay=self.power_delay,
                                user=self.user, password=self.password))
-        if not os.path.exists(self.state_file):
-            self.set_power(self.initial_on)
-        return emu, lan
 
-    def start(self, timeout: float = 15.0) -> IpmiSimBMC:
-        emu, lan = self._write()
-        log = open(os.path.join(self.dir, "ipmi_sim.log"), "ab")
-        self.proc = subprocess.Popen(
-            ["ipmi_sim", "-n", "-c", lan, "-f", emu, "-s", os.path.join(self.dir, "state")],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=self.dir,
-        )
-        log.close()
-        procs.wait_for(lambda: self._ready(), timeout, f"ipmi_sim {self.name} on udp {self.port}")
-        return self
+    @property
+    def _emu(self) -> str:
+        return os.path.join(self.dir, "bmc.emu")
 
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"ipmi_sim {self.name} exited with {self.proc.returncode}; "
-                               f"see {self.dir}/ipmi_sim.log")
-        return ipmiprobe.answers(self.port, timeout=0.2)
+    @property
+    def _lan(self) -> str:
+        return os.path.join(self.dir, "lan.conf")
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            procs.stop(self.proc, timeout=5)
+    def command(self) -> list[str]:
+        return ["ipmi_sim", "-n", "-c", self._lan, "-f", self._emu,
+                "-s", os.path.join(self.dir, "state")]
 
-    # the "chassis": what the test can check and set behind the BMC's back
-    def powered_on(self) -> bool:
-        with open(self.state_file) as f:
-            return f.read().strip() == "1"
-
-    def set_power(self, on: bool) -> None:
-        with open(self.state_file, "w") as f:
-            f.write("1\n" if on else "0\n")
+    def active_sessions(self) -> int:
+        """IPMI sessions open on the BMC now, asked by ipmitool (an independent
+        client; its own session is not counted). The password goes through
+        the environment (``-E``), never argv."""
+        r = subprocess.run(
+            ["ipmitool", "-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", str(self.port),
+             "-U", self.user, "-E", "session", "info", "active"],
+            capture_output=True, text=True, timeout=30,
+            env=dict(os.environ, IPMI_PASSWORD=self.password))
+        found = re.search(r"active sessions\s*:\s*(\d+)", r.stdout)
+        if r.returncode != 0 or found is None:
+            raise RuntimeError(f"ipmitool session info on {self.name}: rc {r.returncode}: "
+                               f"{r.stderr.strip()[-300:]}")
+        return int(found.group(1)) - 1
 
     def power_requests(self) -> list[bool]:
         """Every power request the BMC received, in order (True: on, False: off)."""
@@ -126,8 +107,3 @@ class IpmiSimBMC:
         except FileNotFoundError:
             pass
         return None
-
-    def entry(self, **extra) -> dict:
-        """An inventory entry (a dict as in the YAML file) for this BMC."""
-        return {"driver": "ipmi", "address": "127.0.0.1", "port": self.port,
-                "username": self.user, "password": self.password, **extra}

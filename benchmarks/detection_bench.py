@@ -1,18 +1,26 @@
 """Detection benchmark: fault -> FAILED on a real ZooKeeper, under load.
 
-For each load (simulated agents: real ZooKeeper sessions writing the data
-heartbeat, see sim_agents.py), a real ``instanceha-agent`` process is
-faulted again and again (SIGKILL, SIGSTOP, hung main loop) and the time from
-the fault to the controller's FAILED decision is measured on one monotonic
-clock (the controller runs in this process: real coordinator adapter, real
-reconciler, default configuration). Then the load idles and every FAILED
-is counted as false. Finally, leader fail-over: SIGKILL of the leading
-``instanceha-controller`` to the standby logging its leadership.
+For each load (simulated agents: real ZooKeeper sessions, see
+sim_agents.py) and each liveness design (``[agent] liveness``: ``session``,
+the agent writes only on change and its session is its liveness;
+``heartbeat``, today's data heartbeat every 0.5 s), a real
+``instanceha-agent`` process with the same design is faulted again and
+again (SIGKILL, SIGSTOP, hung main loop) and the time from the fault to the
+controller's FAILED decision is measured on one monotonic clock (the
+controller runs in this process: real coordinator adapter, real reconciler,
+default configuration). Then the load idles and every FAILED is counted as
+false, with the steady-state costs: ZooKeeper transactions per second (the
+server's zxid: every write, session creation and close adds one; a ping
+none), watch events and reads per second at the controller, CPU of the
+controller process, of ZooKeeper and of the load generator. Finally, leader
+fail-over: SIGKILL of the leading ``instanceha-controller`` to the standby
+logging its leadership.
 
 Prints figures; asserts nothing about time (shared, noisy machines).
 
-    python benchmarks/detection_bench.py [--agents 100,1000] [--rounds 10]
-        [--idle-seconds 600] [--failover-rounds 5] [--tick-ms 500] [--json FILE]
+    python benchmarks/detection_bench.py [--agents 100,1000] [--designs session,heartbeat]
+        [--rounds 10] [--idle-seconds 600] [--failover-rounds 5] [--tick-ms 500]
+        [--json FILE]
 """
 
 from __future__ import annotations
@@ -40,9 +48,26 @@ from instanceha import coordination  # noqa: E402
 from instanceha.controller.executor import Executor  # noqa: E402
 from instanceha.controller.reconciler import Reconciler  # noqa: E402
 from instanceha.engine.model import DetectionPolicy, Phase  # noqa: E402
+from instanceha.exceptions import CoordinationError as coordination_errors  # noqa: E402
 
 HANG_AGENT = os.path.join(TOP, "tools", "harness", "hang_agent.py")
-PER_PROCESS = 1000
+PER_PROCESS = 2500
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (its threads included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 class NoAction:
@@ -112,19 +137,20 @@ def pct(values, p):
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def agent_conf(work, url, root, name, extra=None):
+def agent_conf(work, url, root, name, liveness):
     sections = {
         "DEFAULT": {"host": name, "log_file": os.path.join(work, f"{name}.log")},
         "coordination": {"backend_url": url, "root_path": root},
-        "agent": {"watched_processes": "init:/sbin/init", "health_check_interval": 0.1},
+        "agent": {"watched_processes": "init:/sbin/init", "health_check_interval": 0.1,
+                  "liveness": liveness},
         "telemetry": {"enabled": "false"},
     }
     return daemons.write_conf(os.path.join(work, f"{name}.conf"), sections)
 
 
-def one_fault(ctl, work, url, root, fault, i):
+def one_fault(ctl, work, url, root, fault, i, liveness):
     name = f"victim-{fault}-{i}"
-    conf = agent_conf(work, url, root, name)
+    conf = agent_conf(work, url, root, name, liveness)
     env = dict(os.environ)
     argv = [os.path.join(os.path.dirname(sys.executable), "instanceha-agent")]
     flag = os.path.join(work, f"{name}.hang")
@@ -157,17 +183,30 @@ def one_fault(ctl, work, url, root, fault, i):
         proc.send_signal(signal.SIGCONT)
         proc.kill()
         proc.wait()
-        ctl.coord.forget_host(name)
+        forget(ctl, name)
 
 
-def start_load(url, root, count, work):
+def forget(ctl, name, tries=20):
+    """Remove a victim from the registry; the controller's connection may be
+    down for a moment under load (a ConnectionLoss is retried, not fatal)."""
+    for _ in range(tries):
+        try:
+            ctl.coord.forget_host(name)
+            return
+        except coordination_errors as e:
+            print(f"   (forgetting {name}: {e}; retrying)", flush=True)
+            time.sleep(0.5)
+    print(f"   ({name} left in the registry)", flush=True)
+
+
+def start_load(url, root, count, work, liveness):
     loads = []
     for start in range(0, count, PER_PROCESS):
         n = min(PER_PROCESS, count - start)
-        err = open(os.path.join(work, f"sim-{start}.err"), "w")
+        err = open(os.path.join(work, f"sim-{root.strip('/')}-{start}.err"), "w")
         p = subprocess.Popen(
             [sys.executable, os.path.join(TOP, "benchmarks", "sim_agents.py"), url, root,
-             f"sim{start // PER_PROCESS}-", str(n)],
+             f"sim{start // PER_PROCESS}-", str(n), "--liveness", liveness],
             stdout=subprocess.PIPE, stderr=err, text=True)
         loads.append(p)
         line = p.stdout.readline()  # one process at a time: ready before the next
@@ -210,76 +249,132 @@ def failover(work, url, root, rounds):
     return results
 
 
+def measure(n, liveness, args, zk, work):
+    """One load, one design: faults, then the idle window and its costs."""
+    root = f"/bench-{n}-{liveness}"
+    print(f"== {n} simulated agents, liveness = {liveness}: starting load", flush=True)
+    started = time.monotonic()
+    loads = start_load(zk.url, root, n, work, liveness)
+    ctl = Controller(zk.url, root)
+    # polled once a second: a loop over every view holds the GIL from kazoo's thread
+    procs.wait_for(lambda: all_healthy(ctl, n), 120 + n / 20,
+                   f"{n} simulated agents HEALTHY", interval=1.0)
+    print(f"   {n} joined and HEALTHY in {time.monotonic() - started:.0f} s", flush=True)
+    figures = {}
+    for fault in ("sigkill", "sigstop", "hang") if args.rounds else ():
+        before = len(ctl.victims_false_failed)
+        lat = [one_fault(ctl, work, zk.url, root, fault, i, liveness)
+               for i in range(args.rounds)]
+        figures[fault] = {"p50": pct(lat, 50), "p95": pct(lat, 95),
+                          "min": min(lat), "max": max(lat), "n": len(lat),
+                          "live_victim_failed_before_the_fault":
+                              len(ctl.victims_false_failed) - before}
+        print(f"   {fault:8s} -> FAILED: p50 {figures[fault]['p50']:.2f} s  "
+              f"p95 {figures[fault]['p95']:.2f} s  (min {min(lat):.2f}, "
+              f"max {max(lat):.2f}, n={len(lat)}; target p50 <= 2.5, p95 <= 3.5)",
+              flush=True)
+    ctl.tick_ms.clear()
+    ctl.tick_cpu_ms.clear()
+    false_before = len(ctl.false_failed)
+    print(f"   idle {args.idle_seconds:.0f} s ...", flush=True)
+    pids = {"zookeeper": zk.proc.pid, "load": [lp.pid for lp in loads]}
+    u0 = resource.getrusage(resource.RUSAGE_SELF)
+    zk0, load0 = cpu_seconds(pids["zookeeper"]), sum(cpu_seconds(q) for q in pids["load"])
+    zx0, st0 = zk.zxid(), dict(ctl.coord.stats())
+    w0 = time.monotonic()
+    time.sleep(args.idle_seconds)
+    elapsed = time.monotonic() - w0
+    u1 = resource.getrusage(resource.RUSAGE_SELF)
+    zk1, load1 = cpu_seconds(pids["zookeeper"]), sum(cpu_seconds(q) for q in pids["load"])
+    zx1, st1 = zk.zxid(), dict(ctl.coord.stats())
+    # the whole controller: tick thread, kazoo's reader and watch callbacks
+    cpu_share = ((u1.ru_utime + u1.ru_stime) - (u0.ru_utime + u0.ru_stime)) / elapsed * 100
+    false_failed = len(ctl.false_failed) - false_before
+    ticks = list(ctl.tick_ms)
+    tick_cpu = list(ctl.tick_cpu_ms)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def rate(key):
+        return (st1.get(key, 0) - st0.get(key, 0)) / elapsed
+
+    figures["idle"] = {
+        "seconds": round(elapsed, 1), "false_failed": false_failed,
+        "tick_ms_p50": pct(ticks, 50), "tick_ms_p95": pct(ticks, 95),
+        "ticks": len(ticks), "max_rss_mb_bench_process": rss_mb,
+        "tick_cpu_ms_p50": pct(tick_cpu, 50), "tick_cpu_ms_p95": pct(tick_cpu, 95),
+        "controller_cpu_percent_of_one_core": cpu_share,
+        "zookeeper_transactions_per_s": (zx1 - zx0) / elapsed,
+        "zookeeper_cpu_percent_of_one_core": (zk1 - zk0) / elapsed * 100,
+        "zookeeper_rss_mb": proc_rss_mb(pids["zookeeper"]),
+        "load_generator_cpu_percent_of_one_core": (load1 - load0) / elapsed * 100,
+        "watch_events_per_s": rate("watch_events"),
+        "controller_reads_per_s": rate("reads"),
+        "consistency_repairs": st1.get("repairs", 0) - st0.get("repairs", 0),
+    }
+    i = figures["idle"]
+    print(f"   idle {elapsed:.0f} s: false FAILED {false_failed} (target 0); controller tick "
+          f"p50 {i['tick_ms_p50']:.1f} ms p95 {i['tick_ms_p95']:.1f} ms over {len(ticks)} "
+          f"ticks (CPU per tick p50 {i['tick_cpu_ms_p50']:.1f} ms p95 "
+          f"{i['tick_cpu_ms_p95']:.1f} ms); controller process CPU {cpu_share:.0f}% of "
+          f"one core; max RSS of this process {rss_mb:.0f} MB", flush=True)
+    print(f"   steady state: ZooKeeper {i['zookeeper_transactions_per_s']:.1f} transactions/s "
+          f"({i['zookeeper_transactions_per_s'] / n * 100:.2f} per 100 hosts; target <= 1), "
+          f"ZooKeeper CPU {i['zookeeper_cpu_percent_of_one_core']:.0f}% of a core, RSS "
+          f"{i['zookeeper_rss_mb']:.0f} MB; controller "
+          f"{i['watch_events_per_s']:.1f} watch events/s, {i['controller_reads_per_s']:.1f} "
+          f"reads/s (consistency read), {i['consistency_repairs']} repairs; load generator "
+          f"CPU {i['load_generator_cpu_percent_of_one_core']:.0f}% of a core", flush=True)
+    closer = threading.Thread(target=ctl.close, daemon=True)
+    closer.start()
+    closer.join(30)
+    if closer.is_alive():
+        print("   (the controller's kazoo client did not stop within 30 s; left behind)",
+              flush=True)
+    rejoins = 0
+    for lp in loads:
+        lp.send_signal(signal.SIGTERM)
+    for lp in loads:
+        try:
+            out, _ = lp.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            lp.kill()
+            out, _ = lp.communicate()
+        rejoins += sum(int(x) for x in re.findall(r"rejoins=(\d+)", out or ""))
+    i["simulated_sessions_lost_and_rejoined"] = rejoins
+    print(f"   simulated sessions lost and re-joined over the whole run: {rejoins}", flush=True)
+    return figures
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agents", default="100,1000")
+    p.add_argument("--designs", default="session",
+                   help="comma-separated [agent] liveness values, each measured in turn "
+                        "at each load (session, heartbeat)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--idle-seconds", type=float, default=600)
     p.add_argument("--failover-rounds", type=int, default=5)
     p.add_argument("--tick-ms", type=int, default=500,
                    help="ZooKeeper tickTime (a 2 s session needs <= 1000)")
+    p.add_argument("--zk-heap-mb", type=int, default=256,
+                   help="ZooKeeper's Java heap (-Xmx), in MB")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     work = tempfile.mkdtemp(prefix="ih-detect-bench-")
-    zk = ZooKeeperServer(os.path.join(work, "zk"), tick_ms=args.tick_ms).start()
+    zk = ZooKeeperServer(os.path.join(work, "zk"), tick_ms=args.tick_ms,
+                         heap_mb=args.zk_heap_mb).start()
     report = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-              "zookeeper_tick_ms": args.tick_ms, "loads": {}}
+              "zookeeper_tick_ms": args.tick_ms, "zookeeper_heap_mb": args.zk_heap_mb,
+              "date": datetime.date.today().isoformat(),
+              "argv": sys.argv[1:], "loads": {}}
     try:
         for n in [int(x) for x in args.agents.split(",")]:
-            root = f"/bench-{n}"
-            print(f"== {n} simulated agents: starting load", flush=True)
-            loads = start_load(zk.url, root, n, work)
-            ctl = Controller(zk.url, root)
-            procs.wait_for(lambda ctl=ctl, n=n: all_healthy(ctl, n), 120 + n / 20,
-                           f"{n} simulated agents HEALTHY")
-            figures = {}
-            for fault in ("sigkill", "sigstop", "hang"):
-                before = len(ctl.victims_false_failed)
-                lat = [one_fault(ctl, work, zk.url, root, fault, i) for i in range(args.rounds)]
-                figures[fault] = {"p50": pct(lat, 50), "p95": pct(lat, 95),
-                                  "min": min(lat), "max": max(lat), "n": len(lat),
-                                  "live_victim_failed_before_the_fault":
-                                      len(ctl.victims_false_failed) - before}
-                print(f"   {fault:8s} -> FAILED: p50 {figures[fault]['p50']:.2f} s  "
-                      f"p95 {figures[fault]['p95']:.2f} s  (min {min(lat):.2f}, "
-                      f"max {max(lat):.2f}, n={len(lat)}; target p50 <= 2.5, p95 <= 3.5)",
-                      flush=True)
-            ctl.tick_ms.clear()
-            ctl.tick_cpu_ms.clear()
-            false_before = len(ctl.false_failed)
-            print(f"   idle {args.idle_seconds:.0f} s ...", flush=True)
-            u0 = resource.getrusage(resource.RUSAGE_SELF)
-            w0 = time.monotonic()
-            time.sleep(args.idle_seconds)
-            u1 = resource.getrusage(resource.RUSAGE_SELF)
-            # the whole controller: tick thread, kazoo's reader and watch callbacks
-            cpu_share = ((u1.ru_utime + u1.ru_stime) - (u0.ru_utime + u0.ru_stime)) \
-                / (time.monotonic() - w0) * 100
-            false_failed = len(ctl.false_failed) - false_before
-            ticks = list(ctl.tick_ms)
-            tick_cpu = list(ctl.tick_cpu_ms)
-            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            figures["idle"] = {"seconds": args.idle_seconds, "false_failed": false_failed,
-                               "tick_ms_p50": pct(ticks, 50), "tick_ms_p95": pct(ticks, 95),
-                               "ticks": len(ticks), "max_rss_mb_bench_process": rss_mb,
-                               "tick_cpu_ms_p50": pct(tick_cpu, 50),
-                               "tick_cpu_ms_p95": pct(tick_cpu, 95),
-                               "controller_cpu_percent_of_one_core": cpu_share}
-            print(f"   idle: false FAILED {false_failed} (target 0); controller tick "
-                  f"p50 {pct(ticks, 50):.1f} ms p95 {pct(ticks, 95):.1f} ms over {len(ticks)} "
-                  f"ticks (CPU per tick p50 {pct(tick_cpu, 50):.1f} ms p95 "
-                  f"{pct(tick_cpu, 95):.1f} ms); controller process CPU {cpu_share:.0f}% of "
-                  f"one core; max RSS of this process {rss_mb:.0f} MB", flush=True)
-            report["loads"][n] = figures
-            ctl.close()
-            for lp in loads:
-                lp.send_signal(signal.SIGTERM)
-            for lp in loads:
-                try:
-                    lp.wait(60)
-                except subprocess.TimeoutExpired:
-                    lp.kill()
+            for liveness in args.designs.split(","):
+                report["loads"][f"{n}-{liveness}"] = measure(n, liveness, args, zk, work)
+                if args.json:
+                    with open(args.json, "w") as f:
+                        json.dump(report, f, indent=2)
         if args.failover_rounds:
             fo = failover(work, zk.url, "/bench-failover", args.failover_rounds)
             report["failover"] = {"p50": pct(fo, 50), "max": max(fo), "n": len(fo)}

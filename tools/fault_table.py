@@ -3,13 +3,17 @@
 
     python -m pytest tests/functional -m fault --fault-report .run/faults.json
     tools/fault_table.py .run/faults.json [more.json ...] > doc/source/faults.rst
+    tools/fault_table.py --base doc/source/faults.rst .run/part.json > new.rst
 
 With several reports (runs of parts of the suite), a test's latest run wins.
+``--base``: start from the rows of a table this tool wrote before (a run of a
+part of the suite replaces only its own tests' rows).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 HEADER = """\
@@ -30,13 +34,30 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "/")
 
 
+_ROW = re.compile(r"^   \* - (.*)\n     - (.*)\n     - (.*)\n     - (.*)\n     - (.*)$", re.M)
+_NODE = re.compile(r"^- \*(.*)\*: ``(.*)``$", re.M)
+_RUNS = re.compile(r"what the last recorded\s+run saw \((.*?)\)\.\n", re.S)
+
+
+def parse(text: str) -> dict:
+    """The report a table written by :func:`render` came from (its run names
+    joined in ``generated``: older than any new run)."""
+    tests = dict(_NODE.findall(text))
+    faults = [{"component": c, "name": n, "expect": e, "outcome": o,
+               "observed": [] if obs == "-" else [obs], "test": tests.get(n, n)}
+              for c, n, e, o, obs in _ROW.findall(text)[1:]]  # [0]: the header row
+    runs = _RUNS.search(text)
+    return {"generated": "", "machine": "", "faults": faults,
+            "runs": " ".join(runs.group(1).split()) if runs else "an earlier run"}
+
+
 def merge(reports: list[dict]) -> dict:
     """One report from several: per test, the latest run's record."""
     by_test: dict[str, dict] = {}
     for report in sorted(reports, key=lambda r: r["generated"]):
         for f in report["faults"]:
             by_test[f["test"]] = f
-    runs = "; ".join(f"run {r['generated']} on {r['machine']}"
+    runs = "; ".join(r["runs"] if "runs" in r else f"run {r['generated']} on {r['machine']}"
                      for r in sorted(reports, key=lambda r: r["generated"]))
     return {"runs": runs, "faults": sorted(by_test.values(),
                                           key=lambda f: (f["component"], f["name"]))}
@@ -65,7 +86,12 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     reports = []
-    for path in argv[1:]:
+    paths = argv[1:]
+    if paths[:1] == ["--base"]:
+        with open(paths[1]) as f:
+            reports.append(parse(f.read()))
+        paths = paths[2:]
+    for path in paths:
         with open(path) as f:
             reports.append(json.load(f))
     sys.stdout.write(render(merge(reports)))

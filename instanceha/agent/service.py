@@ -1,9 +1,15 @@
-"""The agent's main loop: join, write the data heartbeat, publish local health.
+"""The agent's main loop: join, publish local health, prove it lives.
 
 Level-triggered like the controller: every iteration checks what is true now
 (connected? joined in this session? health changed?) and does the next step.
 Nothing is remembered that the coordinator could contradict: after a session
 expiry the membership is simply found missing and re-created.
+
+With ``liveness = session`` (the default) the loop writes only when something
+changes (a join, local health); its session is its liveness, and the loop
+watchdog (``instanceha.agent.watchdog``) ends it when the loop stalls. With
+``liveness = heartbeat`` (the mechanism before) every iteration writes a data
+heartbeat.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
 from instanceha.agent import health
-from instanceha.coordination import ConnectionState, Coordinator
+from instanceha.agent.watchdog import LoopWatchdog
+from instanceha.coordination import ConnectionState, Coordinator, base
 from instanceha.version import __version__
 
 LOG = logging.getLogger(__name__)
@@ -28,8 +35,18 @@ LOG = logging.getLogger(__name__)
 class AgentSettings:
     host: str
     heartbeat_interval: float = 0.5
+    """The main loop's interval (with liveness = heartbeat: of the data heartbeat)."""
     health_check_interval: float = 2.0
     reconnect_max_delay: float = 5.0
+    liveness: str = base.SESSION
+    stall_report_after: float = 1.5
+    """[detection] heartbeat_stale_after: the watchdog reports a stall past it."""
+    hung_after: float = 2.0
+    """[detection] hung_after: the watchdog ends the session one interval past it."""
+
+    def __post_init__(self) -> None:
+        if self.liveness not in (base.SESSION, base.HEARTBEAT):
+            raise ValueError(f"liveness must be {base.SESSION} or {base.HEARTBEAT}")
 
 
 class Agent:
@@ -64,7 +81,16 @@ class Agent:
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "boot_id": health.boot_id(),
             "pid": os.getpid(),
+            base.LIVENESS: settings.liveness,
         }
+        self.watchdog: LoopWatchdog | None = None
+        if settings.liveness == base.SESSION:
+            self.watchdog = LoopWatchdog(
+                coordinator, interval=settings.heartbeat_interval,
+                report_after=settings.stall_report_after,
+                end_after=settings.hung_after + settings.heartbeat_interval, clock=clock)
+        self._restart_session = False
+        self._clear_stall = False
 
     @property
     def services(self) -> Mapping[str, bool]:
@@ -85,6 +111,8 @@ class Agent:
         """Do what is due now; return how long to wait before the next step."""
         interval = self.settings.heartbeat_interval
         try:
+            if self._restart_session:
+                self._new_session()
             if not self._started:
                 self.coordinator.start()
                 self._started = True
@@ -105,9 +133,13 @@ class Agent:
                         self.coordinator.update_capabilities(self.capabilities())
             if not self.coordinator.joined():
                 self._join()
-            self._seq += 1
-            self.coordinator.heartbeat(self._seq)
-            self.heartbeats += 1
+            elif self._clear_stall:
+                self.coordinator.report_stall(None)
+            self._clear_stall = False
+            if self.settings.liveness == base.HEARTBEAT:
+                self._seq += 1
+                self.coordinator.heartbeat(self._seq)
+                self.heartbeats += 1
             self._backoff = 0.0
             return interval
         except exceptions.MemberConflict as e:
@@ -123,6 +155,15 @@ class Agent:
             LOG.warning("%s; %s, next try in %.1f s", e, e.action.value, self._backoff)
             return self._backoff
 
+    def _new_session(self) -> None:
+        """The watchdog ended the session: open a new one (and join below)."""
+        assert self.watchdog is not None
+        with self.watchdog.session_lock:
+            self._restart_session = False
+            if self._started:
+                self._started = False
+                self.coordinator.stop()
+
     def _join(self) -> None:
         incarnation = self.coordinator.join(self.settings.host, self.capabilities())
         self.joins += 1
@@ -135,16 +176,44 @@ class Agent:
     def run(self, on_iteration: Callable[[], None] | None = None) -> None:
         """Loop until ``stopping``; ``on_iteration`` runs after every step (the
         edge uses it for systemd's watchdog: a hung loop stops the pings)."""
-        while not self.stopping.is_set():
-            wait = self.step()
-            self.last_iteration = self.clock()
-            if on_iteration is not None:
-                on_iteration()
-            self.stopping.wait(wait)
+        watcher = None
+        if self.watchdog is not None:
+            watcher = threading.Thread(target=self.watchdog.run, args=(self.stopping,),
+                                       name="loop-watchdog", daemon=True)
+            watcher.start()
+        try:
+            while not self.stopping.is_set():
+                wait = self.step()
+                self.iteration_done(wait)
+                if on_iteration is not None:
+                    on_iteration()
+                self.stopping.wait(wait)
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.suspend()
+
+    def iteration_done(self, wait: float) -> None:
+        """After each step: tell the watchdog, and act on a stall it acted on."""
+        self.last_iteration = now = self.clock()
+        if self.watchdog is None:
+            return
+        acted = self.watchdog.loop_done(now, wait)
+        if acted is None:
+            return
+        stalled, ended = acted
+        if ended:
+            LOG.warning("main loop resumed after a %.1f s stall; the watchdog had ended the "
+                        "session: joining again with a new one", stalled)
+            self._restart_session = True
+        else:
+            LOG.warning("main loop resumed after a %.1f s stall", stalled)
+            self._clear_stall = True
 
     def shutdown(self, planned: bool = True, reason: str = "agent stopped (SIGTERM)") -> None:
         """Announce a planned stop so the controller does not take it for a crash."""
         self.stopping.set()
+        if self.watchdog is not None:
+            self.watchdog.suspend()
         try:
             if self._started and self.coordinator.state is ConnectionState.CONNECTED:
                 self.coordinator.leave(reason, planned=planned)

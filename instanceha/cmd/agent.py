@@ -1,4 +1,4 @@
-"""instanceha-agent: heartbeat for this compute node."""
+"""instanceha-agent: this compute node's membership, health and liveness."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ PROG = "instanceha-agent"
 
 
 def build(conf) -> Agent:
-    policy.detection_policy(conf)  # the agent's interval must fit the detector's windows
+    # the agent's interval must fit the detector's windows; its watchdog uses them
+    detection = policy.detection_policy(conf)
     c = conf.coordination
     coordinator = policy.coordinator(conf)
     settings = AgentSettings(
@@ -27,6 +28,9 @@ def build(conf) -> Agent:
         heartbeat_interval=conf.agent.heartbeat_interval,
         health_check_interval=conf.agent.health_check_interval,
         reconnect_max_delay=c.reconnect_max_delay,
+        liveness=conf.agent.liveness,
+        stall_report_after=detection.heartbeat_stale_after,
+        hung_after=detection.hung_after,
     )
     return Agent(coordinator, settings, health.ProcessProbe(conf.agent.watched_processes),
                  guest_monitor=_guest_monitor(conf, coordinator))

@@ -46,6 +46,17 @@ opts = [
         help="Upper bound of the exponential back-off between reconnection attempts "
         "while the coordinator is unreachable, in seconds.",
     ),
+    cfg.FloatOpt(
+        "consistency_interval",
+        default=60.0,
+        min=0.0,
+        max=86400.0,
+        help="The controller follows hosts and members by watches on changes only; "
+        "as a safety net it also reads every host's registry entry and membership "
+        "again once per this many seconds (a slice at each tick, not all at once) "
+        "and corrects, and logs, any difference no watch event explained. 0 "
+        "turns the safety net off.",
+    ),
     cfg.StrOpt(
         "root_path",
         default="/instanceha",

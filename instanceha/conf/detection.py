@@ -17,22 +17,29 @@ opts = [
         default=1.5,
         min=0.1,
         max=300.0,
-        help="A host whose last data heartbeat is older than this, in seconds, is "
-        "suspect. Together with the loss of its coordinator membership it is "
-        "failed. Must be longer than [agent] heartbeat_interval (3 intervals "
-        "recommended).",
+        help="A host without a sign of life for longer than this, in seconds, is "
+        "suspect; together with the loss of its coordinator membership it is "
+        "failed. With [agent] liveness = session a sign of life is the live "
+        "session (an expired session was silent for its session timeout), and "
+        "the agent's loop watchdog reports a main loop stalled past this; with "
+        "liveness = heartbeat, the data heartbeat. Must be longer than [agent] "
+        "heartbeat_interval (3 intervals recommended). The agents read it too.",
     ),
     cfg.FloatOpt(
         "hung_after",
         default=2.0,
         min=0.2,
         max=3600.0,
-        help="A host whose membership is still alive but whose heartbeat is older "
-        "than this, in seconds, is failed: its agent (or the host) is hung while "
-        "its coordinator session lives on. Must be longer than "
+        help="A host whose membership is still alive but without a sign of life for "
+        "longer than this, in seconds, is failed: its agent (or the host) is hung "
+        "while its coordinator session lives on. With [agent] liveness = session "
+        "the controller counts it from the stall its agent's watchdog reported, "
+        "and the watchdog itself ends its session when the main loop stalls past "
+        "hung_after + [agent] heartbeat_interval. Must be longer than "
         "heartbeat_stale_after, and than [agent] heartbeat_interval + 2/3 x "
         "[coordination] session_timeout (how late a leader cut off from "
-        "ZooKeeper may notice it; see the configuration guide).",
+        "ZooKeeper may notice it; see the configuration guide). The agents read "
+        "it too.",
     ),
     cfg.FloatOpt(
         "reconnect_grace",

@@ -90,6 +90,7 @@ def coordinator(conf: cfg.ConfigOpts):
         connect_timeout=c.connect_timeout,
         reconnect_max_delay=c.reconnect_max_delay,
         root_path=c.root_path,
+        consistency_interval=c.consistency_interval,
     )
 
 

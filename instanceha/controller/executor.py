@@ -130,8 +130,10 @@ class Executor:
             LOG.warning(message, *args)
 
     def act(self, views: Mapping[str, HostView], now: float = 0.0,
-            control: Mapping[str, object] | None = None) -> list[str]:
-        """Hand the selected FAILED hosts over; returns their names."""
+            control: Mapping[str, object] | None = None,
+            phases: guard.Phases | None = None) -> list[str]:
+        """Hand the selected FAILED hosts over; returns their names. ``phases``:
+        the views indexed by phase, when the caller keeps it."""
         control = control or {}
         override = control.get(GUARD_OVERRIDE_UNTIL)
         released = isinstance(override, (int, float)) and self.wall() < override
@@ -141,7 +143,7 @@ class Executor:
         if leader:
             before = self._take_over(before, control.get(GUARD_HOLD), token, now)
         state = guard.evaluate(views, before, self.guard_policy, now, released,
-                               self._grouping())
+                               self._grouping(), phases=phases)
         if state.held and not before.held:
             self.hold_since_wall = round(self.wall(), 3)
             LOG.error("safety hold: fencing held for every host: %s", state.reason)
@@ -153,7 +155,7 @@ class Executor:
         self.guard_state = state
         if leader:
             self._keep_hold(control.get(GUARD_HOLD), token, now)
-        selected = guard.select(views, state, self.guard_policy, self._admitted)
+        selected = guard.select(views, state, self.guard_policy, self._admitted, phases)
         if not self.leadership.is_leader():
             self._admitted = {}
             self._idle()

@@ -5,26 +5,50 @@ by stevedore from the URL scheme (``instanceha.coordination.get_coordinator``):
 
 * membership with an *incarnation* per member: every join gets a new one, so
   a host that reboots and rejoins between two looks is still seen as new;
-* a *data heartbeat* that the agent's main loop writes, so a hung agent goes
-  stale while its session lives on;
+* liveness carried by the member's session (``liveness = session``): the
+  agent writes only when something changes, its loop watchdog reports a
+  stalled main loop (``report_stall``) and ends the session when the stall
+  goes on (``end_session``); or, the mechanism before, a *data heartbeat* that
+  the agent's main loop writes (``liveness = heartbeat``);
 * a host registry that survives the agent (a controller that starts after a
   host died still knows the host), with a "planned stop" announcement;
 * leadership with an immediate "lost" signal and a fencing token, and a
   ``verify()`` round trip to re-check it before every action;
 * the connection state, with the time it last became connected.
 
-The controller side is *observed*, not pushed: backends keep watches as an
-optimisation and hand out a consistent :class:`ClusterSnapshot` on demand.
+The controller side is *observed*, not pushed: backends keep watches on
+changes only and hand out a consistent :class:`ClusterSnapshot` on demand,
+with the hosts that changed since an earlier snapshot (:class:`ChangeLog`)
+so that a controller's tick costs O(changed hosts).
 All times are seconds of the injected monotonic clock.
 """
 
 from __future__ import annotations
 
 import abc
+import bisect
 import dataclasses
 import enum
+import math
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+# -- what a member publishes about its liveness (keys of its capabilities) -----
+LIVENESS = "liveness"
+"""How the member proves it lives: ``SESSION`` or ``HEARTBEAT`` (absent: an
+agent from before this key, which writes a data heartbeat)."""
+SESSION = "session"
+HEARTBEAT = "heartbeat"
+SESSION_TIMEOUT = "session_timeout"
+"""The session timeout the server granted to the member, in seconds."""
+STALLED_FOR = "stalled_for"
+"""Present while the member's watchdog reports its main loop stalled: for how
+many seconds it had been stalled when it wrote this."""
+
+ALIVE_NOW = math.inf
+"""``ClusterSnapshot.heartbeats`` value of a host whose liveness is its live
+session: alive as of the snapshot, whatever its time."""
 
 
 class ConnectionState(str, enum.Enum):
@@ -66,11 +90,27 @@ class ClusterSnapshot:
     hosts: Mapping[str, HostRecord]
     members: Mapping[str, MemberRecord]
     heartbeats: Mapping[str, float]
-    """member id -> when this controller last saw its heartbeat change."""
+    """host -> the last instant it is known to have been alive, on this
+    controller's clock: ``ALIVE_NOW`` while its session lives and its loop
+    runs; for a data heartbeat, when this controller last saw it change; may
+    lie in the past of the observation that proves it (a session that
+    ZooKeeper expired was silent for its session timeout before)."""
     control: Mapping[str, object] = dataclasses.field(default_factory=dict)
     """Operator switches shared by every controller (pause, guard release...)."""
+    revision: int = 0
+    """The change log's revision this snapshot reflects."""
+    changes: ChangeLog | None = None
+    """Which hosts changed at which revision (None: not tracked by the backend)."""
+
+    def changed_since(self, revision: int) -> frozenset[str] | None:
+        """The hosts whose observation may differ from the snapshot at
+        ``revision``; None when unknown (look at every host)."""
+        if self.changes is None:
+            return None
+        return self.changes.since(revision, self.revision)
 
     def heartbeat_age(self, host: str) -> float:
+        """Seconds without a sign of life, counted at most from ``watching_since``."""
         seen = self.heartbeats.get(host)
         start = self.watching_since if self.watching_since is not None else self.taken_at
         last = start if seen is None else max(seen, start)
@@ -84,6 +124,53 @@ class ClusterSnapshot:
 
 
 StateListener = Callable[[ConnectionState], None]
+
+
+class ChangeLog:
+    """Hosts changed, by revision: a bounded journal the backend appends to
+    and consumers query with the revision of their previous snapshot.
+
+    Appends happen in the backend's refresh only; ``since()`` is safe to call
+    from any thread (entries up to a snapshot's revision never change)."""
+
+    def __init__(self, keep: int = 200_000) -> None:
+        self.keep = keep
+        self.revision = 0
+        self._lock = threading.Lock()
+        self._floor = 0
+        self._entries: list[tuple[int, str]] = []
+
+    def record(self, hosts: Iterable[str]) -> int:
+        hosts = list(hosts)
+        if not hosts:
+            return self.revision
+        with self._lock:
+            rev = self.revision + 1
+            entries = self._entries
+            entries.extend((rev, h) for h in hosts)
+            if len(entries) > self.keep:
+                cut = len(entries) - self.keep // 2
+                self._floor = entries[cut - 1][0]
+                self._entries = entries[cut:]
+            self.revision = rev
+        return rev
+
+    def reset(self) -> int:
+        """Everything may have changed (a full re-read)."""
+        with self._lock:
+            self.revision += 1
+            self._floor = self.revision
+            self._entries = []
+        return self.revision
+
+    def since(self, revision: int, upto: int) -> frozenset[str] | None:
+        with self._lock:
+            floor, entries = self._floor, self._entries
+        if revision < floor:
+            return None
+        lo = bisect.bisect_right(entries, revision, key=lambda e: e[0])
+        hi = bisect.bisect_right(entries, upto, key=lambda e: e[0])
+        return frozenset(h for _, h in entries[lo:hi])
 
 
 class Leadership(abc.ABC):
@@ -130,9 +217,13 @@ class Coordinator(abc.ABC):
         connect_timeout: float = 10.0,
         reconnect_max_delay: float = 5.0,
         root_path: str = "/instanceha",
+        consistency_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``consistency_interval``: how often a watching backend re-reads
+        everything it watches, as a safety net (0: never)."""
         self.url = url
+        self.consistency_interval = consistency_interval
         self.session_timeout = session_timeout
         self.connect_timeout = connect_timeout
         self.reconnect_max_delay = reconnect_max_delay
@@ -175,7 +266,20 @@ class Coordinator(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat(self, seq: int) -> None:
-        """Write the data heartbeat. Must not block the caller for long."""
+        """Write the data heartbeat (``liveness = heartbeat`` only). Must not
+        block the caller for long."""
+
+    @abc.abstractmethod
+    def report_stall(self, stalled_for: float | None) -> None:
+        """The agent's loop watchdog: the main loop has been stalled for
+        ``stalled_for`` seconds (None: it runs again). Never blocks; called from
+        the watchdog's thread while the main loop may hang anywhere."""
+
+    @abc.abstractmethod
+    def end_session(self) -> None:
+        """End the session now (its membership goes with it); the next
+        ``start()`` opens a new one and the agent joins again. Called from the
+        watchdog's thread: a stall past ``hung_after``."""
 
     @abc.abstractmethod
     def update_capabilities(self, capabilities: Mapping[str, object]) -> None: ...
@@ -212,6 +316,11 @@ class Coordinator(abc.ABC):
 
     @abc.abstractmethod
     def leadership(self, candidate_id: str) -> Leadership: ...
+
+    def stats(self) -> Mapping[str, float]:
+        """Counters of the backend's work (watch events, reads...), for metrics
+        and benchmarks."""
+        return {}
 
     # -- incident journal (written by the leader, read by operators) ---------
     @abc.abstractmethod

@@ -48,9 +48,10 @@ class Signal(str, enum.Enum):
     MEMBER_LOST = "MEMBER_LOST"
     """The agent's session-bound membership is gone."""
     HEARTBEAT_STALE = "HEARTBEAT_STALE"
-    """No heartbeat seen for longer than heartbeat_stale_after."""
+    """No sign of life for longer than heartbeat_stale_after (``heartbeat_age``:
+    the live session and its loop watchdog, or the data heartbeat)."""
     HEARTBEAT_HUNG = "HEARTBEAT_HUNG"
-    """No heartbeat seen for longer than hung_after."""
+    """No sign of life for longer than hung_after."""
     PLANNED_STOP = "PLANNED_STOP"
     """The agent announced a planned stop and is not a member."""
     SERVICE_DOWN = "SERVICE_DOWN"
@@ -76,20 +77,21 @@ RULES: tuple[Rule, ...] = (
         "dead",
         (S.MEMBER_LOST, S.HEARTBEAT_STALE),
         Phase.FAILED,
-        "membership lost and heartbeat stale for {age:.1f} s",
+        "membership lost and silent for {age:.1f} s",
     ),
     _rule(
         "hung",
         (S.HEARTBEAT_HUNG,),
         Phase.FAILED,
-        "heartbeat stale for {age:.1f} s while the session lives: agent or host hung",
+        "silent for {age:.1f} s while the session lives: agent main loop or host hung",
     ),
-    _rule("member-lost", (S.MEMBER_LOST,), Phase.SUSPECT, "membership lost, heartbeat still fresh"),
+    _rule("member-lost", (S.MEMBER_LOST,), Phase.SUSPECT,
+          "membership lost, last sign of life too recent to call it dead"),
     _rule(
         "heartbeat-stale",
         (S.HEARTBEAT_STALE,),
         Phase.SUSPECT,
-        "heartbeat stale for {age:.1f} s, membership alive",
+        "silent for {age:.1f} s, membership alive",
     ),
     _rule("service-down", (S.SERVICE_DOWN,), Phase.DEGRADED, "{service_reason}"),
     _rule("alive", (), Phase.HEALTHY, "member with a fresh heartbeat"),
@@ -100,7 +102,7 @@ HOLD_RULE = "held-controller-unsettled"
 
 RECONNECT_JITTER = 0.2
 """The coordinator client's back-off may sleep this share past its bound (kazoo's
-``max_jitter`` as coordination/zookeeper.py configures it)."""
+``max_jitter`` as coordination/zk_session.py configures it)."""
 
 
 def default_reconnect_grace(reconnect_max_delay: float, heartbeat_interval: float) -> float:
@@ -188,6 +190,17 @@ def signals(obs: HostObservation, policy: DetectionPolicy) -> frozenset[Signal]:
     if obs.member and (obs.services.get(NOVA_COMPUTE) is False or obs.nova_service_up is False):
         found.add(Signal.SERVICE_DOWN)
     return frozenset(found)
+
+
+def next_crossing(age: float, policy: DetectionPolicy) -> float | None:
+    """Seconds until a ``heartbeat_age`` growing from ``age`` crosses the next
+    window of ``policy`` (None: past the last one, time changes nothing more).
+    The controller re-decides a host only when its observation changes or at
+    such a crossing: a tick costs O(changed hosts)."""
+    for window in (policy.heartbeat_stale_after, policy.hung_after):
+        if age <= window:
+            return window - age
+    return None
 
 
 def match(found: frozenset[Signal]) -> Rule:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 
 from instanceha.engine.model import HostView, Phase
 
@@ -46,6 +46,20 @@ Aggregates = Mapping[str, frozenset[str]]
 """Host aggregate name -> the hosts in it (a host may be in several)."""
 NO_AGGREGATES: Aggregates = types.MappingProxyType({})
 """Known to be no grouping (no Nova): only the cluster-wide limits apply."""
+
+Phases = Mapping[Phase, Set[str]]
+"""Phase -> the hosts in it: the views indexed (the controller keeps it as the
+views change, so that the guard's cost does not grow with the hosts' number
+in Python code)."""
+
+
+def index(views: Mapping[str, HostView]) -> dict[Phase, set[str]]:
+    """The views indexed by phase."""
+    out: dict[Phase, set[str]] = {p: set() for p in Phase}
+    for v in views.values():
+        out[v.phase].add(v.host)
+    return out
+
 
 MAX_LISTED = 3
 """Aggregates over their limits named in a reason; the others are counted."""
@@ -216,13 +230,16 @@ def evaluate(
     now: float,
     released: bool = False,
     aggregates: Aggregates | None = NO_AGGREGATES,
+    phases: Phases | None = None,
 ) -> GuardState:
     """The guard's state after this tick. ``aggregates``: the grouping, or None
-    when it is unknown (then the worst possible grouping is assumed)."""
-    phases = {v.host: v.phase for v in views.values()}
-    monitored = frozenset(h for h, p in phases.items() if p in MONITORED)
-    dead = frozenset(h for h in monitored if phases[h] in DEAD_LOOKING)
-    alive = monitored - dead
+    when it is unknown (then the worst possible grouping is assumed).
+    ``phases``: the views indexed by phase, when the caller keeps it."""
+    if phases is None:
+        phases = index(views)
+    dead = frozenset().union(*(phases.get(p, ()) for p in DEAD_LOOKING))
+    alive = frozenset().union(*(phases.get(p, ()) for p in ALIVE))
+    monitored = dead | alive
     changed_at = now if dead != previous.dead or previous.dead_changed_at is None \
         else previous.dead_changed_at
     left = {h: t for h, t in previous.left.items()
@@ -263,7 +280,8 @@ def adopt(state: GuardState, cause: str, since: float) -> GuardState:
 
 
 def select(views: Mapping[str, HostView], state: GuardState, policy: GuardPolicy,
-           admitted: Mapping[str, float] | None = None) -> list[str]:
+           admitted: Mapping[str, float] | None = None,
+           phases: Phases | None = None) -> list[str]:
     """The FAILED hosts to hand to fencing this tick: none while held; else the
     hosts already admitted for their current failure (``admitted``: host -> the
     ``since`` of the failure it was handed over for, in an earlier tick; its
@@ -273,8 +291,9 @@ def select(views: Mapping[str, HostView], state: GuardState, policy: GuardPolicy
     if state.held:
         return []
     admitted = admitted or {}
-    failed = sorted((v for v in views.values() if v.phase is Phase.FAILED),
-                    key=lambda v: (v.since, v.host))
+    failed = (views[h] for h in phases[Phase.FAILED]) if phases is not None \
+        else (v for v in views.values() if v.phase is Phase.FAILED)
+    failed = sorted(failed, key=lambda v: (v.since, v.host))
     kept = {v.host for v in failed if admitted.get(v.host) == v.since}
     new = [v.host for v in failed if v.host not in kept][: policy.max_fences_per_tick]
     return [v.host for v in failed if v.host in kept or v.host in new]

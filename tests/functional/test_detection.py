@@ -47,8 +47,9 @@ def test_join_then_planned_stop_is_not_a_crash(daemon_factory, observer):
 
 
 @pytest.mark.fault("Agent killed (SIGKILL)", component="agent",
-                   expect="FAILED by the dead rule (membership lost and heartbeat stale) "
-                          "after about one session timeout; handed to fencing")
+                   expect="FAILED by the dead rule (membership lost, and silent for the "
+                          "session timeout its expiry proves) after about one session "
+                          "timeout; handed to fencing")
 def test_sigkill_is_failed_by_membership_and_heartbeat(daemon_factory, observer_factory,
                                                        fault):
     # a hung window far away: only the two-signal rule (membership + heartbeat) can fire
@@ -95,8 +96,9 @@ def test_sigstop_is_failed_then_rejoins_after_session_expiry(daemon_factory, obs
 
 
 @pytest.mark.fault("Agent main loop hung, its ZooKeeper session alive", component="agent",
-                   expect="FAILED by the hung rule (heartbeat stale past hung_after while the "
-                          "membership lives); HEALTHY again when the loop resumes")
+                   expect="FAILED by the hung rule (silent past hung_after while the membership "
+                          "lives: the agent's loop watchdog reported the stall); the watchdog then "
+                          "ends the session; once the loop resumes the agent re-joins, HEALTHY")
 def test_hung_main_loop_is_failed_while_session_lives(daemon_factory, observer, tmp_path, fault):
     flag = tmp_path / "hang"
     agent = daemon_factory(
@@ -106,29 +108,98 @@ def test_hung_main_loop_is_failed_while_session_lives(daemon_factory, observer, 
         env={"INSTANCEHA_TEST_HANG_FILE": str(flag)},
     )
     observer.wait_phase("compute1", "HEALTHY")
+    first = observer.view("compute1").incarnation
+    mark = agent.log_size()
+    hung = time.monotonic()
+    flag.write_text("hang")
+    observer.wait_phase("compute1", "FAILED")
+    # the hung rule needs the membership alive: the dead rule comes first otherwise
+    assert observer.view("compute1").rule == "hung"
+    agent.wait_log(r"main loop stalled for [\d.]+ s \(> 1\.5 s\): reported", after=mark)
+    # the stall goes on past hung_after + one interval: the watchdog ends the session
+    agent.wait_log(r"main loop stalled for [\d.]+ s \(> 2\.5 s\): ending the coordinator "
+                   r"session", after=mark)
+    daemons.wait_until(lambda: "compute1" not in observer.coordinator.snapshot().members, 5,
+                       "the membership to go with the ended session")
+    assert observer.phase("compute1") == "FAILED"
+    resumed = time.monotonic()
+    flag.unlink()
+    agent.wait_log(r"joined as compute1 \(incarnation \d+, join #2\)", after=mark)
+    observer.wait_phase("compute1", "HEALTHY")
+    assert observer.view("compute1").incarnation != first
+    assert agent.proc.poll() is None
+    fault.observed(f"FAILED (rule hung, membership still present) "
+                   f"{_entered(observer, 'compute1', 'FAILED', hung):.2f} s after the loop hung; "
+                   f"the watchdog ended the session; HEALTHY (new incarnation) "
+                   f"{_entered(observer, 'compute1', 'HEALTHY', resumed):.2f} s after it resumed")
+
+
+@pytest.mark.fault("Agent main loop hung, data-heartbeat agent ([agent] liveness = heartbeat)",
+                   component="agent",
+                   expect="FAILED by the hung rule (data heartbeat stale past hung_after while the "
+                          "membership lives); HEALTHY again when the loop resumes")
+def test_hung_main_loop_of_a_heartbeat_agent(daemon_factory, observer, tmp_path, fault):
+    flag = tmp_path / "hang"
+    agent = daemon_factory(
+        "agent", "compute1",
+        extra={"agent": {"health_check_interval": 0.1, "liveness": "heartbeat"}},
+        argv_prefix=[sys.executable, HANG_AGENT],
+        env={"INSTANCEHA_TEST_HANG_FILE": str(flag)},
+    )
+    observer.wait_phase("compute1", "HEALTHY")
+    assert observer.coordinator.snapshot().members["compute1"].capabilities["liveness"] == \
+        "heartbeat"
     hung = time.monotonic()
     flag.write_text("hang")
     observer.wait_phase("compute1", "FAILED")
     assert observer.view("compute1").rule == "hung"
-    # the session is alive: membership is still there, only the heartbeat says dead
-    assert "compute1" in observer.coordinator.snapshot().members
     resumed = time.monotonic()
     flag.unlink()
     observer.wait_phase("compute1", "HEALTHY")
+    assert "join #2" not in agent.read_log()  # no watchdog here: the same session throughout
+    fault.observed(f"FAILED (rule hung) {_entered(observer, 'compute1', 'FAILED', hung):.2f} s "
+                   f"after the loop hung; HEALTHY "
+                   f"{_entered(observer, 'compute1', 'HEALTHY', resumed):.2f} s after it resumed")
+
+
+def test_a_steady_agent_sends_only_pings(daemon_factory, observer, zookeeper, root_path):
+    """Liveness = session: once joined and its health known, the agent sends
+    ZooKeeper nothing but kazoo's pings (no request, so no write), and stays
+    HEALTHY."""
+    agent = daemon_factory("agent", "compute1")
+    observer.wait_phase("compute1", "HEALTHY")
+    client = observer.coordinator.client
+    daemons.wait_until(lambda: observer.coordinator.snapshot().members["compute1"]
+                       .capabilities.get("services", {}).get("init") is not None, 10,
+                       "the agent's first health check")
+    caps = observer.coordinator.snapshot().members["compute1"].capabilities
+    assert caps["liveness"] == "session" and caps["session_timeout"] == 2.0
+    assert client.exists(f"{root_path}/heartbeats/compute1") is None
+    _, member = client.get(f"{root_path}/members/compute1")
+    sid = member.ephemeralOwner
+    before = zookeeper.connections()[sid]
+    started = time.monotonic()
+    # eight iterations of the agent's loop (0.5 s), two session timeouts
+    daemons.wait_until(lambda: time.monotonic() - started > 4.0, 10, "4 s of steady state")
+    after = zookeeper.connections()[sid]
+    assert after["lcxid"] == before["lcxid"], (before, after)  # not one request
+    assert int(after["recved"]) > int(before["recved"])  # ... but pings
+    _, again = client.get(f"{root_path}/members/compute1")
+    assert (again.mzxid, again.version) == (member.mzxid, member.version)
+    assert observer.phase("compute1") == "HEALTHY"
+    assert observer.phases_seen("compute1")[-1] == "HEALTHY"
     assert agent.proc.poll() is None
-    fault.observed(f"FAILED (rule hung, membership still present) "
-                   f"{_entered(observer, 'compute1', 'FAILED', hung):.2f} s after the loop hung; "
-                   f"HEALTHY {_entered(observer, 'compute1', 'HEALTHY', resumed):.2f} s after "
-                   f"it resumed")
 
 
 def test_restart_with_same_id_waits_out_previous_session(daemon_factory, observer):
     first = daemon_factory("agent", "compute1")
     observer.wait_phase("compute1", "HEALTHY")
     inc1 = observer.view("compute1").incarnation
-    first.kill()
+    # the second starts while the first's session lives (its start-up may take
+    # longer than the 2 s session on a loaded machine: then it would never meet it)
     second = daemon_factory("agent", "compute1-second", extra={"DEFAULT": {"host": "compute1"}})
     second.wait_log(r"already present with another session")
+    first.kill()
     second.wait_log(r"joined as compute1 \(incarnation \d+, join #1\)")
     observer.wait_phase("compute1", "HEALTHY")
     assert observer.view("compute1").incarnation != inc1

@@ -49,8 +49,16 @@ class FakeLeadership(base.Leadership):
 
 
 class FakeCoordinator(base.Coordinator):
-    def __init__(self, clock):
+    """Tests edit ``hosts``, ``members``, ``heartbeats`` directly; ``snapshot()``
+    finds what changed by comparing with the previous one (``track_changes``),
+    so the controller's incremental tick runs as on the real backend."""
+
+    def __init__(self, clock, track_changes=True):
         super().__init__("fake://", clock=clock)
+        self.changes = base.ChangeLog() if track_changes else None
+        self._last = None
+        self.stalls = []
+        self.sessions_ended = 0
         self._state = base.ConnectionState.CONNECTED
         self.connected_since = clock()
         self.hosts = {}
@@ -74,6 +82,8 @@ class FakeCoordinator(base.Coordinator):
         self.started += 1
         if self.start_errors:
             raise self.start_errors.pop(0)
+        if self._state is not base.ConnectionState.CONNECTED:
+            self.set_state(base.ConnectionState.CONNECTED)
 
     def stop(self):
         self._state = base.ConnectionState.LOST
@@ -109,6 +119,14 @@ class FakeCoordinator(base.Coordinator):
             raise self.heartbeat_errors.pop(0)
         self.beats.append(seq)
 
+    def report_stall(self, stalled_for):
+        self.stalls.append(stalled_for)
+
+    def end_session(self):
+        self.sessions_ended += 1
+        self.joined_flag = False
+        self._state = base.ConnectionState.LOST
+
     def update_capabilities(self, capabilities):
         self.capability_updates.append(dict(capabilities))
 
@@ -116,22 +134,34 @@ class FakeCoordinator(base.Coordinator):
         self.left.append((reason, planned))
 
     # controller side
-    def add_member(self, host, incarnation=1, services=None, boot_id="b1"):
+    def add_member(self, host, incarnation=1, services=None, boot_id="b1", session=False):
+        """``session``: liveness by session (alive now), else by data heartbeat."""
         self.hosts[host] = base.HostRecord(host)
-        self.members[host] = base.MemberRecord(
-            host, incarnation, {"services": services or {"nova-compute": True},
-                                "boot_id": boot_id})
-        self.heartbeats[host] = self.clock()
+        caps = {"services": services or {"nova-compute": True}, "boot_id": boot_id}
+        if session:
+            caps[base.LIVENESS] = base.SESSION
+        self.members[host] = base.MemberRecord(host, incarnation, caps)
+        self.heartbeats[host] = base.ALIVE_NOW if session else self.clock()
 
     def beat(self, host):
         self.heartbeats[host] = self.clock()
 
     def snapshot(self):
+        now = (dict(self.hosts), dict(self.members), dict(self.heartbeats))
+        if self.changes is not None:
+            if self._last is None:
+                self.changes.reset()
+            else:
+                self.changes.record(
+                    h for old, new in zip(self._last, now, strict=True)
+                    for h in old.keys() | new.keys() if old.get(h) != new.get(h))
+            self._last = now
         return base.ClusterSnapshot(
             taken_at=self.clock(), state=self._state, connected_since=self.connected_since,
-            watching_since=self.watching_since, hosts=dict(self.hosts),
-            members=dict(self.members), heartbeats=dict(self.heartbeats),
-            control=dict(self.control))
+            watching_since=self.watching_since, hosts=now[0],
+            members=now[1], heartbeats=now[2],
+            control=dict(self.control),
+            revision=self.changes.revision if self.changes else 0, changes=self.changes)
 
     def publish_status(self, status):
         self.status = dict(status)

@@ -46,3 +46,23 @@ def test_the_renderer_writes_rows_from_a_report(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     assert "   * - fencing\n     - BMC / slow\n     - held\n     - passed\n     - 3 retries" \
         in out
+
+
+def test_a_partial_run_replaces_only_its_rows(tmp_path):
+    def report(when, faults):
+        return {"generated": when, "machine": "m", "faults": [
+            {"name": n, "component": "agent", "expect": "e", "test": f"t::{n}",
+             "outcome": "passed", "observed": [obs]} for n, obs in faults]}
+
+    def table(*args):
+        return subprocess.run([sys.executable, str(TOP / "tools" / "fault_table.py"), *args],
+                              capture_output=True, text=True, check=True).stdout
+
+    first, part = tmp_path / "1.json", tmp_path / "2.json"
+    first.write_text(json.dumps(report("2026-01-01", [("a", "old a"), ("b", "old b")])))
+    part.write_text(json.dumps(report("2026-02-01", [("b", "new b"), ("c", "new c")])))
+    base = tmp_path / "faults.rst"
+    base.write_text(table(str(first)))
+    out = table("--base", str(base), str(part))
+    assert "old a" in out and "new b" in out and "new c" in out and "old b" not in out
+    assert "- *a*: ``t::a``" in out and "run 2026-01-01 on m; run 2026-02-01 on m" in out

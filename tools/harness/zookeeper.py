@@ -50,13 +50,14 @@ def four_letter(port: int, word: bytes = b"ruok", timeout: float = 1.0) -> bytes
 class ZooKeeperServer:
     def __init__(self, base_dir: str, port: int | None = None, tick_ms: int = 200,
                  max_session_ms: int | None = None, myid: int | None = None,
-                 peers: list[str] | None = None) -> None:
+                 peers: list[str] | None = None, heap_mb: int = 256) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.port = port or procs.free_port()
         self.tick_ms = tick_ms
         self.max_session_ms = max_session_ms
         self.myid = myid
         self.peers = peers or []  # "server.N=host:peer:election" lines of an ensemble
+        self.heap_mb = heap_mb
         self.proc: subprocess.Popen | None = None
         self.data_dir = os.path.join(self.base_dir, "data")
         self.cfg = os.path.join(self.base_dir, "zoo.cfg")
@@ -105,6 +106,29 @@ class ZooKeeperServer:
                 return line.split(": ", 1)[1].strip()
         return None
 
+    def zxid(self) -> int:
+        """The last transaction id this server applied: every write (and every
+        session created or closed) adds one; a ping adds nothing."""
+        out = four_letter(self.port, b"srvr").decode(errors="replace")
+        for line in out.splitlines():
+            if line.startswith("Zxid: "):
+                return int(line.split(": ", 1)[1].strip(), 16)
+        raise RuntimeError(f"no Zxid in the srvr answer of 127.0.0.1:{self.port}: {out!r}")
+
+    def connections(self) -> dict[int, dict[str, str]]:
+        """The ``cons`` answer: session id -> that connection's fields (``lop``:
+        its last operation, ``lcxid``: the xid of its last request, pings
+        excluded, ``recved``/``sent`` packets...)."""
+        out = four_letter(self.port, b"cons").decode(errors="replace")
+        found = {}
+        for line in out.splitlines():
+            if "(" not in line or "sid=" not in line:
+                continue
+            fields = dict(kv.split("=", 1) for kv in
+                          line[line.index("(") + 1:line.rindex(")")].split(",") if "=" in kv)
+            found[int(fields["sid"], 16)] = fields
+        return found
+
     def serving(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"ZooKeeper exited with {self.proc.returncode}; see {self.log}")
@@ -114,7 +138,7 @@ class ZooKeeperServer:
         self._write_cfg()
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            ["java", "-Xmx256m", "-Dzookeeper.jmx.log4j.disable=true", "-cp", CLASSPATH,
+            ["java", f"-Xmx{self.heap_mb}m", "-Dzookeeper.jmx.log4j.disable=true", "-cp", CLASSPATH,
              "org.apache.zookeeper.server.quorum.QuorumPeerMain", self.cfg],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,

@@ -11,15 +11,28 @@ from instanceha.coordination import ConnectionState
 from tests.unit.fakes import FakeClock, FakeCoordinator
 
 
-@pytest.fixture
-def agent():
+def _agent(liveness):
     clock = FakeClock()
     coord = FakeCoordinator(clock)
     services = {"nova-compute": True, "libvirtd": True}
     a = Agent(coord, AgentSettings(host="compute1", heartbeat_interval=0.5,
-                                   health_check_interval=2.0, reconnect_max_delay=4.0),
+                                   health_check_interval=2.0, reconnect_max_delay=4.0,
+                                   liveness=liveness, stall_report_after=1.5,
+                                   hung_after=2.0),
               probe=lambda: dict(services), clock=clock)
     return a, coord, clock, services
+
+
+@pytest.fixture
+def agent():
+    """The data-heartbeat agent (liveness = heartbeat, the mechanism before)."""
+    return _agent("heartbeat")
+
+
+@pytest.fixture
+def session_agent():
+    """The default agent: its session is its liveness."""
+    return _agent("session")
 
 
 def test_first_step_connects_joins_and_heartbeats(agent):
@@ -98,6 +111,106 @@ def test_rejected_session_timeout_is_not_retried(agent):
     coord.start_errors = [exceptions.SessionTimeoutRejected(granted=4.0, requested=2.0)]
     with pytest.raises(exceptions.SessionTimeoutRejected):
         a.step()
+
+
+# -- liveness = session: writes only on change, the loop watchdog ------------------
+
+def test_session_agent_joins_then_writes_nothing_while_nothing_changes(session_agent):
+    a, coord, clock, services = session_agent
+    for _ in range(20):
+        assert a.step() == 0.5
+        a.iteration_done(0.5)
+        clock.advance(0.5)
+    assert len(coord.joins) == 1
+    assert coord.joins[0][1]["liveness"] == "session"
+    assert coord.beats == [] and coord.capability_updates == [] and coord.stalls == []
+    services["libvirtd"] = False
+    clock.advance(2.0)
+    a.step()
+    assert [u["services"]["libvirtd"] for u in coord.capability_updates] == [False]
+
+
+def _hang(a, clock, seconds, step=0.125):
+    """The main loop is stuck for ``seconds``: only the watchdog looks (every
+    0.125 s, a binary fraction: no rounding in the sums)."""
+    done = []
+    for _ in range(int(round(seconds / step))):
+        clock.advance(step)
+        action = a.watchdog.check(clock())
+        if action:
+            done.append((action, a.watchdog.stall(clock())))
+    return done
+
+
+def test_watchdog_reports_a_stall_then_the_loop_clears_it(session_agent):
+    a, coord, clock, _ = session_agent
+    a.step()
+    a.iteration_done(0.5)
+    # the loop waits 0.5 s, then its next step hangs: stalled since the last one ended
+    assert _hang(a, clock, 1.75) == [("reported", 1.625)]
+    assert coord.stalls == [1.625]
+    assert coord.sessions_ended == 0
+    clock.advance(0.25)  # the step returns after a 2.0 s stall: under hung_after + interval
+    a.iteration_done(0.5)
+    a.step()
+    assert coord.stalls[-1] is None  # the report is cleared by the loop itself
+    assert coord.sessions_ended == 0 and len(coord.joins) == 1
+
+
+def test_watchdog_ends_the_session_past_hung_after_and_the_agent_rejoins(session_agent,
+                                                                         caplog):
+    a, coord, clock, _ = session_agent
+    a.step()
+    a.iteration_done(0.5)
+    with caplog.at_level(logging.WARNING):
+        done = _hang(a, clock, 3.0)
+    # reported past heartbeat_stale_after, ended past hung_after + one interval
+    assert done == [("reported", 1.625), ("ended", 2.625)]
+    assert coord.sessions_ended == 1
+    assert "ending the coordinator session" in caplog.text
+    assert a.watchdog.check(clock()) is None  # ended once
+    a.iteration_done(0.5)  # the hung step finally returned
+    started = coord.started
+    a.step()
+    assert coord.started == started + 1  # a new session...
+    assert len(coord.joins) == 2  # ...and a new join: a new incarnation
+    assert a.watchdog.check(clock()) is None
+
+
+def test_watchdog_does_not_count_a_planned_back_off_as_a_stall(session_agent):
+    a, coord, clock, _ = session_agent
+    a.step()
+    a.iteration_done(4.0)  # the loop backs off for 4 s (coordinator unreachable)
+    assert _hang(a, clock, 4.0) == []
+    assert coord.stalls == [] and coord.sessions_ended == 0
+
+
+def test_watchdog_watches_nothing_before_the_first_step_or_after_shutdown(session_agent):
+    a, coord, clock, _ = session_agent
+    assert _hang(a, clock, 5.0) == []
+    a.step()
+    a.iteration_done(0.5)
+    a.shutdown()
+    assert _hang(a, clock, 5.0) == []
+    assert coord.sessions_ended == 0
+
+
+def test_watchdog_refuses_windows_in_the_wrong_order():
+    with pytest.raises(ValueError):
+        _agent_with(stall_report_after=2.0, hung_after=1.0)
+
+
+def _agent_with(**kw):
+    clock = FakeClock()
+    return Agent(FakeCoordinator(clock), AgentSettings(host="c", **kw), probe=dict,
+                 clock=clock)
+
+
+def test_heartbeat_agent_has_no_watchdog(agent):
+    a, coord, clock, _ = agent
+    assert a.watchdog is None
+    a.step()
+    assert coord.joins[0][1]["liveness"] == "heartbeat"
 
 
 def test_process_probe_reads_proc(tmp_path):

@@ -42,6 +42,20 @@ def test_hold_grid(healthy, suspect, failed, stopped, held):
     assert bool(state.reason) is held
 
 
+def test_the_phase_index_gives_what_the_views_give():
+    """The controller hands the guard its phase index; same state, same choice."""
+    v = views(healthy=6, suspect=1, failed=3, stopped=2,
+              failed_since={"failed0": 5.0, "failed1": 1.0, "failed2": 3.0})
+    plain = guard.evaluate(v, GuardState(), POLICY, 10.0)
+    indexed = guard.evaluate(v, GuardState(), POLICY, 10.0, phases=guard.index(v))
+    assert indexed == plain and plain.held
+    calm = views(healthy=20, failed=3, failed_since={"failed0": 5.0, "failed1": 1.0,
+                                                     "failed2": 3.0})
+    state = guard.evaluate(calm, GuardState(), POLICY, 10.0, phases=guard.index(calm))
+    assert guard.select(calm, state, POLICY, phases=guard.index(calm)) == \
+        guard.select(calm, state, POLICY) == ["failed1", "failed2"]
+
+
 def test_hold_lifts_only_after_the_picture_is_stable():
     storm = views(healthy=5, failed=5)
     s1 = guard.evaluate(storm, GuardState(), POLICY, now=100.0)

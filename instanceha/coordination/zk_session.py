@@ -1,0 +1,198 @@
+"""The ZooKeeper session: one kazoo client, its connection state, the codecs.
+
+Every other ``zk_*`` module works through a :class:`ZooKeeperSession`: the
+client, the paths under the root, the connection state with the time it last
+became connected, and the session timeout the server granted.
+
+Threads: kazoo calls state listeners on its own threads; they only record
+facts and never block.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+
+from kazoo import exceptions as kz_exc
+from kazoo.client import KazooClient
+from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.states import KazooState, KeeperState
+from kazoo.retry import KazooRetry
+
+from instanceha import exceptions
+from instanceha.coordination import base
+
+LOG = logging.getLogger(__name__)
+
+TRANSIENT = (
+    kz_exc.ConnectionLoss,
+    kz_exc.SessionExpiredError,
+    kz_exc.OperationTimeoutError,
+    kz_exc.ConnectionClosedError,
+)
+
+STATE = {
+    KazooState.CONNECTED: base.ConnectionState.CONNECTED,
+    KazooState.SUSPENDED: base.ConnectionState.SUSPENDED,
+    KazooState.LOST: base.ConnectionState.LOST,
+}
+
+RECONNECT_JITTER = 0.2
+"""kazoo's ``max_jitter`` for the reconnection back-off (see
+``instanceha.engine.detection.RECONNECT_JITTER``)."""
+
+
+def parse_hosts(url: str) -> str:
+    """``zookeeper://h1:2181,h2:2181/`` -> ``h1:2181,h2:2181`` (query ignored)."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "zookeeper" or not parsed.netloc:
+        raise exceptions.CoordinationError(
+            reason="a zookeeper URL looks like zookeeper://host1:2181,host2:2181"
+        )
+    return parsed.netloc
+
+
+def dumps(data: Mapping[str, object]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def loads(raw: bytes | None) -> dict:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        return {"_undecodable": True}
+    return value if isinstance(value, dict) else {"_undecodable": True}
+
+
+def translated(method):
+    """kazoo's errors become the project's: the caller retries later. The
+    decorated method's object has a ``where`` (the servers, for the message)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except kz_exc.KazooException as e:
+            raise exceptions.CoordinatorUnavailable(where=self.where, reason=type(e).__name__)
+
+    return wrapper
+
+
+class _RecordingHandler(ConnectionHandler):
+    """kazoo's connection handler, recording the session timeout the server
+    granted (kazoo keeps it in a local variable only)."""
+
+    granted_ms: int | None = None
+
+    def _connect(self, host, hostip, port):
+        read_timeout, connect_timeout = super()._connect(host, hostip, port)
+        # kazoo derives read_timeout = negotiated timeout * 2/3 (both in ms)
+        self.granted_ms = int(round(read_timeout * 3 / 2))
+        return read_timeout, connect_timeout
+
+
+class _FailFastClient(KazooClient):
+    """A request made while the connection is down fails at once.
+
+    kazoo queues such a request until the connection is back, so a
+    synchronous call blocks its caller for as long as ZooKeeper is unreachable
+    and the session not yet known expired (measured in the chaos suite: a
+    leader cut off by a black hole stalled its whole tick loop on a status
+    write, and never logged that it had lost leadership). Every caller here
+    retries on its next loop anyway: ConnectionLoss, as for a request in
+    flight when the connection drops."""
+
+    def _call(self, request, async_object):
+        if self._state == KeeperState.CONNECTING:
+            async_object.set_exception(kz_exc.ConnectionLoss("not connected to ZooKeeper"))
+            return False
+        return super()._call(request, async_object)
+
+
+class ZooKeeperSession:
+    """One kazoo client and what is known about its session."""
+
+    def __init__(self, url: str, *, session_timeout: float, connect_timeout: float,
+                 reconnect_max_delay: float, root_path: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.where = parse_hosts(url)
+        self.session_timeout = session_timeout
+        self.connect_timeout = connect_timeout
+        self.root_path = root_path.rstrip("/")
+        self.clock = clock
+        retry = KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_jitter=RECONNECT_JITTER,
+                           max_delay=reconnect_max_delay)
+        self.client = _FailFastClient(
+            hosts=self.where,
+            timeout=session_timeout,
+            connection_retry=retry,
+            command_retry=None,
+            logger=logging.getLogger("kazoo.client"),
+        )
+        self._handler = _RecordingHandler(
+            self.client, self.client._conn_retry.copy(), logger=self.client.logger
+        )
+        self.client._connection = self._handler
+        self._listeners: list[base.StateListener] = []
+        self.connected_since: float | None = None
+        self.client.add_listener(self._on_state)
+
+    def path(self, *parts: str) -> str:
+        return "/".join((self.root_path,) + parts)
+
+    def start(self, subdirs: tuple[str, ...]) -> None:
+        try:
+            self.client.start(timeout=self.connect_timeout)
+        except Exception as e:  # kazoo raises its own timeout type per handler
+            self.client.stop()
+            raise exceptions.CoordinatorUnavailable(where=self.where, reason=type(e).__name__)
+        granted = self.granted_session_timeout
+        if granted is not None and abs(granted - self.session_timeout) > 0.001:
+            self.stop()
+            raise exceptions.SessionTimeoutRejected(
+                granted=granted, requested=self.session_timeout
+            )
+        for sub in subdirs:
+            self.client.ensure_path(self.path(sub))
+
+    def stop(self) -> None:
+        try:
+            self.client.stop()
+        finally:
+            self.client.close()
+
+    @property
+    def state(self) -> base.ConnectionState:
+        return STATE[self.client.state]
+
+    @property
+    def connected(self) -> bool:
+        return self.client.state == KazooState.CONNECTED
+
+    @property
+    def granted_session_timeout(self) -> float | None:
+        ms = self._handler.granted_ms
+        return None if ms is None else ms / 1000.0
+
+    @property
+    def session_id(self) -> int | None:
+        cid = self.client.client_id
+        return cid[0] if cid else None
+
+    def add_state_listener(self, listener: base.StateListener) -> None:
+        self._listeners.append(listener)
+
+    def _on_state(self, kstate: str) -> None:
+        state = STATE[kstate]
+        self.connected_since = self.clock() if state is base.ConnectionState.CONNECTED else None
+        for listener in list(self._listeners):
+            try:
+                listener(state)
+            except Exception:  # a listener must never break kazoo's thread
+                LOG.exception("coordination state listener failed")

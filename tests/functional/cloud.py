@@ -13,6 +13,7 @@ at it; it is then left running::
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from harness import daemons, procs
@@ -194,17 +195,30 @@ class Servers:
 
         return wait_for(check, timeout, f"{server_id} {status}")
 
-    def delete_all(self):
+    def delete_all(self, timeout: float = 300):
+        """Delete every server this test booted and wait until Nova has them
+        gone: a server left behind lands in the next test's recovery (seen:
+        three leftovers evacuated by the next test on a loaded machine). One
+        still there after a reset to error and a second delete fails this
+        test's teardown, naming it."""
+        compute = self.admin.compute
         for sid in self.ids:
-            try:
-                self.admin.compute.delete_server(sid)
-            except Exception:  # already gone
-                pass
-        for sid in self.ids:
-            try:
-                self.admin.compute.wait_for_delete(self.admin.compute.get_server(sid), wait=60)
-            except Exception:
-                pass
+            compute.delete_server(sid, ignore_missing=True)
+        left = self._wait_gone(timeout / 2)
+        for sid in left:  # stuck in a task: reset, delete again
+            compute.reset_server_state(sid, "error")
+            compute.delete_server(sid, ignore_missing=True)
+        left = self._wait_gone(timeout / 2)
+        assert not left, f"servers not deleted after {timeout:.0f} s: {left}"
+
+    def _wait_gone(self, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = [sid for sid in self.ids
+                    if self.admin.compute.find_server(sid, ignore_missing=True) is not None]
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(1.0)
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ class Executor:
         self.guard_state = state
         if leader:
             self._keep_hold(control.get(GUARD_HOLD), token, now)
-        selected = guard.select(views, state, self.guard_policy, self._admitted, phases)
+        selected = guard.select(views, state, self.guard_policy, self._admitted, phases, now)
         if not self.leadership.is_leader():
             self._admitted = {}
             self._idle()

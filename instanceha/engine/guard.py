@@ -281,7 +281,7 @@ def adopt(state: GuardState, cause: str, since: float) -> GuardState:
 
 def select(views: Mapping[str, HostView], state: GuardState, policy: GuardPolicy,
            admitted: Mapping[str, float] | None = None,
-           phases: Phases | None = None) -> list[str]:
+           phases: Phases | None = None, now: float | None = None) -> list[str]:
     """The FAILED hosts to hand to fencing this tick: none while held; else the
     hosts already admitted for their current failure (``admitted``: host -> the
     ``since`` of the failure it was handed over for, in an earlier tick; its
@@ -295,7 +295,13 @@ def select(views: Mapping[str, HostView], state: GuardState, policy: GuardPolicy
         else (v for v in views.values() if v.phase is Phase.FAILED)
     failed = sorted(failed, key=lambda v: (v.since, v.host))
     kept = {v.host for v in failed if admitted.get(v.host) == v.since}
-    new = [v.host for v in failed if v.host not in kept][: policy.max_fences_per_tick]
+    # a host FAILED less than vanish_window ago waits: the hosts failing with it
+    # (ZooKeeper expires their sessions over a tick or two, each FAILED at once
+    # with session liveness) are counted before any is handed over
+    new = [v.host for v in failed if v.host not in kept
+           and (not policy.vanish_window or now is None
+                or now - v.since >= policy.vanish_window)]
+    new = new[: policy.max_fences_per_tick]
     return [v.host for v in failed if v.host in kept or v.host in new]
 
 

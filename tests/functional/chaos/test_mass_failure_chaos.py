@@ -137,7 +137,9 @@ def test_released_guard_fences_at_most_max_fences_per_tick(daemon_factory, zooke
     settings = ControllerSettings(
         name="ctl-inproc", policy=DetectionPolicy(), tick_interval=0.1, session_timeout=2.0,
         guard=GuardPolicy(max_failed_hosts=3, max_failed_percent=100.0, max_fences_per_tick=1,
-                          stable_after=3600.0))
+                          stable_after=3600.0,
+                          # as conf/policy.py derives it: heartbeat interval + tick
+                          vanish_window=0.5 + 0.1))
     service = ControllerService(coord, settings, actuator)
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()

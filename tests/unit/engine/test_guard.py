@@ -372,3 +372,22 @@ def test_cause_survives_while_waiting_and_is_cleared_on_lift():
 def test_new_policy_bounds(kwargs):
     with pytest.raises(ValueError):
         GuardPolicy(**kwargs)
+
+
+def test_a_new_failure_waits_the_vanish_window_so_its_companions_are_counted():
+    # session liveness: each host is FAILED the tick its session expires, and
+    # ZooKeeper expires the sessions of hosts cut off together over a tick or two
+    policy = GuardPolicy(max_failed_hosts=3, max_failed_percent=100.0, vanish_window=0.7)
+    views = {f"c{i}": HostView(f"c{i}", Phase.HEALTHY, 0.0, "alive", "") for i in range(6)}
+    views["c0"] = HostView("c0", Phase.FAILED, 10.0, "dead", "")
+    state = guard.evaluate(views, GuardState(), policy, now=10.0)
+    assert not state.held and guard.select(views, state, policy, now=10.0) == []
+    assert guard.select(views, state, policy, now=10.5) == []  # still gathering
+    for i in (1, 2, 3):  # the others' sessions expire a tick later
+        views[f"c{i}"] = HostView(f"c{i}", Phase.FAILED, 10.5, "dead", "")
+    state = guard.evaluate(views, state, policy, now=10.5)
+    assert state.held and guard.select(views, state, policy, now=11.0) == []
+    lone = {"c0": views["c0"], **{f"c{i}": HostView(f"c{i}", Phase.HEALTHY, 0.0, "alive", "")
+                                  for i in range(1, 6)}}
+    calm = guard.evaluate(lone, GuardState(), policy, now=10.8)
+    assert guard.select(lone, calm, policy, now=10.8) == ["c0"]  # alone after the window

@@ -24,4 +24,6 @@ mapfile -t SCRIPTS < <(find tools devstack -name '*.sh' 2> /dev/null | sort -u)
 shellcheck -x .ci/run "${SCRIPTS[@]}"
 shellcheck -s bash devstack/settings
 say "pytest"
-python -m pytest --fault-report "$TOP/.run/faults.json" "$@"
+# the daemons' logs of every test stay in this checkout's own tmp dir (pytest
+# keeps only the last three runs of /tmp/pytest-of-$USER, shared by every run)
+python -m pytest --fault-report "$TOP/.run/faults.json" --basetemp "$TOP/.run/pytest-tmp" "$@"

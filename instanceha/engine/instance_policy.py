@@ -151,6 +151,15 @@ def decide(facts: InstanceFacts, default: Recovery) -> Decision:
     return _decide(facts, default, _SOURCES, _AGGREGATE_KEYS, _STRENGTH, Decision)
 
 
+def decided_by_server_or_flavor(facts: InstanceFacts) -> bool:
+    """Does the server's metadata or its flavor decide its recovery? Then the
+    image and the aggregates (sources 3 and 4) cannot change it, and the
+    caller need not read them."""
+    notes: list[str] = []
+    return any(_lookup(getattr(facts, attr) or {}, keys, source.value, notes)
+               for source, attr, keys in _SOURCES[:2])
+
+
 def _decide(facts, default, sources, aggregate_keys, strength, result):
     """The recovery of one instance, with the source that decided it."""
     """The outcome of one instance, with the source that decided it."""

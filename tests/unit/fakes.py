@@ -320,7 +320,7 @@ class FakeNova:
             self.reads.append("servers_on_host")
             return [s for s in self.servers if s.host == host]
 
-    def instance_facts(self, servers, host):
+    def instance_facts(self, servers, host, enough=None):
         from instanceha.engine.instance_policy import InstanceFacts
 
         return {s.id: InstanceFacts(server_metadata=s.metadata) for s in servers}

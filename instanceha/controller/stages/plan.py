@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from instanceha.compute.model import Server
-from instanceha.engine.instance_policy import Decision, Recovery
+from instanceha.engine.instance_policy import Decision, Recovery, decided_by_server_or_flavor
 from instanceha.engine.instance_policy import decide as decide_instance
 
 
@@ -58,5 +58,6 @@ class Plan:
 def read_plan(nova, host: str, default: Recovery) -> Plan:
     """Read the host's servers and their policy facts; decide each (no write)."""
     servers = tuple(nova.servers_on_host(host))
-    facts = nova.instance_facts(servers, host) if servers else {}
+    facts = nova.instance_facts(servers, host, enough=decided_by_server_or_flavor) \
+        if servers else {}
     return Plan(host, servers, {s.id: decide_instance(facts[s.id], default) for s in servers})

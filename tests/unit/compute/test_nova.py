@@ -362,3 +362,25 @@ def test_a_refused_connection_is_unsent_a_timeout_is_not():
     with pytest.raises(exc.NovaUnavailable) as timed_out:
         nova.evacuate("s1")
     assert refused.value.unsent and not timed_out.value.unsent
+
+
+def test_image_and_aggregates_are_not_read_for_servers_their_own_facts_decide():
+    from instanceha.engine.instance_policy import Recovery as R
+    from instanceha.engine.instance_policy import decide, decided_by_server_or_flavor
+
+    decided = dict(SERVER, id="own", image={"id": "img1"})  # metadata: evacuate
+    open_ = dict(SERVER, id="open", metadata={}, flavor={"extra_specs": {}},
+                 image={"id": "img2"})
+    conn = Conn(Response(200, {"servers": [decided]}),
+                Response(200, {"servers": [decided, open_]}),
+                Response(200, {"aggregates": []}),
+                image=[Response(200, {"id": "img2", "instanceha_recovery": "notify"})])
+    nova = NovaClient(conn)
+    facts = nova.instance_facts(nova.servers_on_host("c1"), "c1",
+                                enough=decided_by_server_or_flavor)
+    assert conn.image.requests == [] and len(conn.compute.requests) == 1  # no aggregates
+    assert decide(facts["own"], R.IGNORE).recovery is R.EVACUATE
+    facts = nova.instance_facts(nova.servers_on_host("c1"), "c1",
+                                enough=decided_by_server_or_flavor)
+    assert len(conn.image.requests) == 1  # only the image of the undecided server
+    assert decide(facts["open"], R.IGNORE).recovery is R.NOTIFY

@@ -196,11 +196,14 @@ def _nova_events(conf, watch):
         LOG.info("[nova_notifications] disabled: evacuations are checked by reading Nova")
         return None
     notifications_conf.register_oslo_messaging_opts(conf)
+    from instanceha.conf import nova_notifications
+
+    bus = nova_notifications.listener_conf(conf)
 
     def make_listener(on_event):
         from instanceha.notify.listener import Listener
 
-        return Listener(conf, (c.topic,), c.pool,
+        return Listener(bus, (c.topic,), c.pool,
                         lambda r: on_event(r.event_type, r.payload),
                         event_type_pattern=r"^instance\.", url=c.transport_url,
                         exchange=c.exchange)

@@ -49,6 +49,14 @@ opts = [
         help="The topic of Nova's versioned notifications (nova.conf's [notifications] "
         "versioned_notifications_topics).",
     ),
+    cfg.BoolOpt(
+        "amqp_durable_queues",
+        default=False,
+        help="Declare the queue on Nova's exchange durable. Must match nova.conf's "
+        "[oslo_messaging_rabbit] amqp_durable_queues (RabbitMQ refuses to declare one "
+        "exchange both ways); instanceha's own [oslo_messaging_rabbit] setting, for "
+        "its notifications, does not apply here.",
+    ),
     cfg.StrOpt(
         "pool",
         default="instanceha-nova-events",
@@ -65,3 +73,24 @@ def register_opts(conf):
 
 def list_opts():
     return {group: opts}
+
+
+def listener_conf(conf):
+    """A copy of ``conf``'s oslo.messaging options for the transport that reads
+    Nova's notifications, with ``amqp_durable_queues`` as this group says
+    (every other option, TLS and heartbeats included, as the operator set it)."""
+    from oslo_messaging import opts as om_opts
+
+    copy = cfg.ConfigOpts()
+    copy([], project="instanceha", default_config_files=[], default_config_dirs=[])
+    for group_name, group_opts in om_opts.list_opts():
+        conf.register_opts(group_opts, group=group_name)
+        copy.register_opts(group_opts, group=group_name)
+        source = conf if group_name is None else conf[group_name]
+        for opt in group_opts:
+            value = source[opt.dest]
+            if value is not None:
+                copy.set_override(opt.dest, value, group=group_name)
+    copy.set_override("amqp_durable_queues", conf[GROUP].amqp_durable_queues,
+                      group="oslo_messaging_rabbit")
+    return copy

@@ -157,14 +157,11 @@ class Rig:
                 "health_check_interval": 0.5}})
 
     def controller(self, name, nova=None, fencing=None, nova_events=False):
-        """``nova_events``: also listen to Nova's notifications on the cloud's
-        RabbitMQ, whose exchange ``nova`` Nova declares non-durable: then this
-        controller's queues are not durable either (RabbitMQ refuses to declare
-        one exchange both ways), which the broker-restart test does not need."""
+        """Every controller listens to Nova's notifications on the cloud's
+        RabbitMQ (Nova declares its exchange non-durable, the rig's own bus is
+        durable: [nova_notifications] amqp_durable_queues keeps them apart);
+        ``nova_events``: the test relies on them."""
         sections = self.bus_sections()
-        if nova_events:
-            sections["oslo_messaging_rabbit"] = dict(sections["oslo_messaging_rabbit"],
-                                                     amqp_durable_queues="false")
         sections.update({
             "nova_notifications": {"transport_url": self.cloud.endpoints["transport_url"]},
             "fencing": dict({"inventory_file": str(self.inventory), "deadline": 20,

@@ -113,3 +113,23 @@ def test_the_executor_tells_the_actuator_when_it_is_not_given_the_tick():
     leadership.leader_flag = False
     ex.act(views, now=3.0)
     assert (actuator.acted, actuator.idled) == (1, 2)
+
+
+def test_the_nova_listener_has_its_own_queue_durability_and_the_rest_of_the_bus():
+    from instanceha.cmd import common
+    from instanceha.conf import notifications, nova_notifications
+
+    conf = common.make_conf()
+    conf([], project="instanceha", default_config_files=[], default_config_dirs=[])
+    notifications.register_oslo_messaging_opts(conf)
+    from oslo_messaging import opts as om_opts
+    for group, opts in om_opts.list_opts():
+        conf.register_opts(opts, group=group)
+    conf.set_override("amqp_durable_queues", True, group="oslo_messaging_rabbit")
+    conf.set_override("heartbeat_timeout_threshold", 17, group="oslo_messaging_rabbit")
+    conf.set_override("transport_url", "rabbit://u:secret@127.0.0.1:5672/")
+    bus = nova_notifications.listener_conf(conf)
+    assert bus.oslo_messaging_rabbit.amqp_durable_queues is False  # as Nova's default
+    assert bus.oslo_messaging_rabbit.heartbeat_timeout_threshold == 17
+    assert bus.transport_url == "rabbit://u:secret@127.0.0.1:5672/"
+    assert conf.oslo_messaging_rabbit.amqp_durable_queues is True  # ours untouched

@@ -481,7 +481,9 @@ class Evacuator:
         while True:
             if mark is not None:
                 mark()
-            migs = [m for m in self._retrying(deadline, records.of, server_id, delay / 2)
+            # a read another waiter made within this waiter's own wait is fresh
+            # enough: one bulk read per wait for the whole host, not per waiter
+            migs = [m for m in self._retrying(deadline, records.of, server_id, delay)
                     if m.id > floor]
             mig = migs[-1] if migs else None  # the oldest one after floor: ours
             settled = mig is not None and (mig.succeeded or mig.failed)

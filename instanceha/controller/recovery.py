@@ -199,9 +199,11 @@ class RecoveryActuator:
             if decision.stage is Stage.FENCE and host not in fence_allowed:
                 if self._held.get(host) != view.since:
                     self._held[host] = view.since
-                    self._record(host, "held", "not handed to fencing: the mass-failure guard "
-                                 "holds every fence, or the per-tick cap was reached")
-                continue  # the guard or the per-tick cap holds it
+                    self._record(host, "held", "not handed to fencing yet: the mass-failure "
+                                 "guard holds every fence, the per-tick cap was reached, or "
+                                 "the host failed moments ago (the guard first waits to see "
+                                 "whether others fail with it)")
+                continue  # the guard, its wait or the per-tick cap holds it
             job = self.jobs.get(host)
             if job is not None and not job.done():
                 continue

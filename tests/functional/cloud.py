@@ -12,7 +12,10 @@ at it; it is then left running::
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -226,3 +229,32 @@ def servers(admin, minicloud):
     made = Servers(admin, minicloud.endpoints)
     yield made
     made.delete_all()
+
+
+class Bus:
+    """``instanceha listen`` as a process: every notification, one JSON line each."""
+
+    def __init__(self, tmp_path, transport_url):
+        self.sections = {"DEFAULT": {"transport_url": transport_url},
+                         "oslo_messaging_notifications": {"driver": "messagingv2"}}
+        conf = daemons.write_conf(str(tmp_path / "listen.conf"), self.sections)
+        self.path = tmp_path / "events.jsonl"
+        self.out = open(self.path, "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "instanceha"), "--config-file",
+             conf, "listen", "--format", "json", "--timeout", "900"],
+            stdout=self.out, stderr=subprocess.DEVNULL)
+
+    def events(self, kind, **payload):
+        lines = [json.loads(x) for x in self.path.read_text().splitlines() if x.strip()]
+        return [e for e in lines if e.get("event_type") == kind
+                and all(e["payload"].get(k) == v for k, v in payload.items())]
+
+    def wait(self, kind, timeout=60, **payload):
+        return wait_for(lambda: self.events(kind, **payload), timeout,
+                        f"{kind} {payload} on the bus")
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.out.close()

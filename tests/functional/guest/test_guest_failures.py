@@ -44,17 +44,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
 import yaml
-from harness import daemons, libvirtd, procs
+from harness import libvirtd, procs
 
 from instanceha import coordination
 from instanceha.notify import events as ev
+from tests.functional.cloud import Bus
 from tests.unit.notify import samples
 
 pytestmark = pytest.mark.functional
@@ -80,37 +80,9 @@ def hypervisor():
     daemon.close()
 
 
-class Listener:
-    """``instanceha listen`` as a process: every notification, one JSON line each."""
-
-    def __init__(self, tmp_path, transport_url):
-        self.sections = {"DEFAULT": {"transport_url": transport_url},
-                         "oslo_messaging_notifications": {"driver": "messagingv2"}}
-        conf = daemons.write_conf(str(tmp_path / "listen.conf"), self.sections)
-        self.path = tmp_path / "events.jsonl"
-        self.out = open(self.path, "w")
-        self.proc = subprocess.Popen(
-            [os.path.join(BIN, "instanceha"), "--config-file", conf, "listen", "--format",
-             "json", "--timeout", "900"], stdout=self.out, stderr=subprocess.DEVNULL)
-
-    def events(self, kind, **payload):
-        lines = [json.loads(x) for x in self.path.read_text().splitlines() if x.strip()]
-        return [e for e in lines if e.get("event_type") == kind
-                and all(e["payload"].get(k) == v for k, v in payload.items())]
-
-    def wait(self, kind, timeout=60, **payload):
-        return wait_for(lambda: self.events(kind, **payload), timeout,
-                        f"{kind} {payload} on the bus")
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.out.close()
-
-
 @pytest.fixture
 def listener(minicloud, tmp_path):
-    bus = Listener(tmp_path, minicloud.endpoints["transport_url"])
+    bus = Bus(tmp_path, minicloud.endpoints["transport_url"])
     yield bus
     bus.close()
 

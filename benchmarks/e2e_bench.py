@@ -147,6 +147,7 @@ class Bench:
             except Exception as e:  # a refused boot is retried, then reported
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"boot of {n} servers on {host} failed: {e}") from e
+                print(f"  {tag}: boot on {host} refused, again in 10 s: {e}", flush=True)
                 self.st.delete(list(self.st.servers))
                 time.sleep(10)
 

@@ -184,8 +184,13 @@ class Stack:
             ids.append(s.id)
             self.servers.append(s.id)
         for sid in ids:
-            self.conn.compute.wait_for_server(self.conn.compute.get_server(sid),
-                                              status="ACTIVE", wait=300)
+            server = self.conn.compute.get_server(sid)
+            try:
+                self.conn.compute.wait_for_server(server, status="ACTIVE", wait=300)
+            except Exception as e:
+                fault = (self.conn.compute.get_server(sid).fault or {}).get("message")
+                raise RuntimeError(f"server {sid} ({server.name}) on {host} did not become "
+                                   f"ACTIVE: {e}; Nova's fault: {fault!r}") from e
         return ids
 
     def delete(self, ids, wait: bool = True) -> None:

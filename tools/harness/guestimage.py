@@ -6,7 +6,8 @@ Built from Debian packages only, never from a downloaded image: ``apt-get
 download`` fetches ``linux-image-amd64`` (to learn the versioned kernel package
 it depends on), that kernel package and ``busybox-static``; ``dpkg-deb`` lets us
 read the kernel, two watchdog modules (``watchdog.ko``, ``i6300esb.ko``) and
-pvpanic's ACPI driver (``pvpanic.ko``, ``pvpanic-mmio.ko``) out of them
+pvpanic's ACPI driver (``pvpanic.ko``, ``pvpanic-mmio.ko``) and virtio-blk
+(``virtio_blk.ko`` and the virtio modules it needs) out of them
 (nothing is installed). The kernel is kept uncompressed (the ELF ``vmlinux``
 inside Debian's xz-compressed bzImage) when it has a PVH entry point, as
 Debian's has: QEMU then loads it directly, which under TCG boots about three
@@ -20,7 +21,9 @@ with busybox and this ``/init``:
 * read commands, one per line, from the second serial port (ttyS1):
   ``hang`` kills the feeder without the magic close, so the watchdog fires
   (the guest OS "hangs"); ``panic`` panics the kernel (pvpanic tells QEMU);
-  ``poweroff`` shuts the guest down from inside.
+  ``poweroff`` shuts the guest down from inside; ``fill`` writes zeros over
+  the first virtio disk (``/dev/vda``) until it fails, so a disk whose host
+  file cannot grow stops the guest on an I/O error (``error_policy='stop'``).
 
 Building takes a few seconds and is cached: ``build()`` returns at once when
 DIR already holds the kernel and initramfs of this recipe (``RECIPE`` in
@@ -43,7 +46,7 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DIR = os.path.join(TOP, ".run", "guest-image")
-RECIPE = "5"  # bump when the init, the module list or the kernel's form changes
+RECIPE = "6"  # bump when the init, the module list or the kernel's form changes
 KERNEL_META = "linux-image-amd64"
 BUSYBOX = "busybox-static"
 MODULES = (  # in load order
@@ -51,6 +54,12 @@ MODULES = (  # in load order
     "kernel/drivers/watchdog/i6300esb.ko",
     "kernel/drivers/misc/pvpanic/pvpanic.ko",
     "kernel/drivers/misc/pvpanic/pvpanic-mmio.ko",
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/drivers/block/virtio_blk.ko",
 )
 
 INIT = r"""#!/bin/busybox sh
@@ -62,7 +71,8 @@ hb=2
 for arg in $(cat /proc/cmdline); do
   case "$arg" in ih.heartbeat=*) hb="${arg#ih.heartbeat=}" ;; esac
 done
-for m in watchdog i6300esb pvpanic pvpanic-mmio; do
+for m in watchdog i6300esb pvpanic pvpanic-mmio virtio_ring virtio virtio_pci_modern_dev \
+         virtio_pci_legacy_dev virtio_pci virtio_blk; do
   if [ "$m" = i6300esb ]; then insmod /lib/modules/$m.ko heartbeat="$hb"
   else insmod /lib/modules/$m.ko; fi || echo "ih-guest: insmod $m failed"
 done
@@ -75,6 +85,13 @@ while true; do
       hang) kill -9 "$feeder"; echo "ih-guest: stopped feeding the watchdog" ;;
       panic) echo "ih-guest: panicking"; echo c > /proc/sysrq-trigger ;;
       poweroff) echo "ih-guest: powering off"; poweroff -f ;;
+      fill)
+        if [ -b /dev/vda ]; then
+          echo "ih-guest: filling /dev/vda"
+          dd if=/dev/zero of=/dev/vda bs=64k conv=fsync 2>/dev/null &
+        else
+          echo "ih-guest: no disk /dev/vda"
+        fi ;;
       "") ;;
       *) echo "ih-guest: unknown command $cmd" ;;
     esac

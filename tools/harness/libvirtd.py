@@ -16,8 +16,12 @@ processes outlive it and the new daemon reconnects to them, as a system
 libvirtd restarted by an upgrade does.
 
 Guests (``guest_xml``) boot the project's own tiny image (guestimage.py):
-direct kernel boot, no disk, an i6300esb watchdog, a pvpanic device, the
-console on a file and a command port on a unix socket (``Guest.send``).
+direct kernel boot, an i6300esb watchdog, a pvpanic device, the console on a
+file and a command port on a unix socket (``Guest.send``). No disk, except for
+a guest given ``failing_disk=True``: a virtio disk whose raw file lies on a
+tmpfs far smaller than the disk (``LibvirtDaemon.small_fs``), with
+``error_policy='stop'``, so a guest that fills it (``Guest.send("fill")``) is
+paused by QEMU on a real ENOSPC, the I/O error a full datastore gives.
 """
 
 from __future__ import annotations
@@ -82,8 +86,10 @@ class LibvirtDaemon:
         self.log = os.path.join(self.base_dir, "libvirtd.log")
         self.out = os.path.join(self.base_dir, "libvirtd.out")
         self.socket = os.path.join(self.runtime, "libvirt", "libvirt-sock")
+        self.disks = os.path.join(self.base_dir, "disks")
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self._mounted = False
 
     @property
     def uri(self) -> str:
@@ -176,10 +182,33 @@ class LibvirtDaemon:
 
         return libvirt.open(self.uri)
 
+    SMALL_FS = "1m"
+    DISK_BYTES = 64 << 20
+
+    def small_fs(self) -> str:
+        """A tmpfs of SMALL_FS mounted on the run dir's ``disks`` (once), owned by
+        libvirt-qemu: files there cannot grow past it."""
+        if not self._mounted:
+            os.makedirs(self.disks, exist_ok=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o",
+                            f"size={self.SMALL_FS},mode=0700,uid={self.uid},gid={self.gid}",
+                            "ih-guest-disks", self.disks], check=True, capture_output=True)
+            self._mounted = True
+        return self.disks
+
+    def failing_disk(self, name: str) -> str:
+        """A sparse DISK_BYTES raw file on the small tmpfs: writes past its size fail."""
+        path = os.path.join(self.small_fs(), f"{name}.raw")
+        with open(path, "wb") as f:
+            f.truncate(self.DISK_BYTES)
+        os.chown(path, self.uid, self.gid)
+        return path
+
     def guest(self, name: str, uuid: str | None = None, watchdog_action: str = "none",
-              heartbeat: int = 2, start: bool = True) -> Guest:
+              heartbeat: int = 2, start: bool = True, failing_disk: bool = False) -> Guest:
         """Define (and start) a tiny guest."""
-        g = Guest(self, name, uuid or str(uuid_mod.uuid4()), watchdog_action, heartbeat)
+        g = Guest(self, name, uuid or str(uuid_mod.uuid4()), watchdog_action, heartbeat,
+                  disk=self.failing_disk(name) if failing_disk else None)
         conn = self.connect()
         try:
             dom = conn.defineXML(g.xml())
@@ -208,7 +237,13 @@ class LibvirtDaemon:
                 pass
         self.stop()
         self._kill_leftover_qemu()
+        self._unmount()
         shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def _unmount(self) -> None:
+        if os.path.ismount(self.disks):
+            subprocess.run(["umount", self.disks], capture_output=True)
+        self._mounted = False
 
     def _kill_leftover_qemu(self) -> None:
         """QEMU processes of this run dir that outlived the daemon (a test killed it)."""
@@ -237,8 +272,9 @@ def qemu_pids(marker: str) -> list[int]:
 
 class Guest:
     def __init__(self, daemon: LibvirtDaemon, name: str, uuid: str, watchdog_action: str,
-                 heartbeat: int) -> None:
+                 heartbeat: int, disk: str | None = None) -> None:
         self.daemon = daemon
+        self.disk = disk
         self.name = name
         self.uuid = uuid
         self.watchdog_action = watchdog_action
@@ -250,6 +286,12 @@ class Guest:
         d = self.daemon
         kernel, initrd = (os.path.join(d.images, os.path.basename(p))
                           for p in guestimage.paths())
+        disk = "" if self.disk is None else f"""
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' error_policy='stop' rerror_policy='stop'/>
+      <source file='{escape(self.disk)}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>"""
         return f"""<domain type='qemu'>
   <name>{escape(self.name)}</name>
   <uuid>{self.uuid}</uuid>
@@ -271,7 +313,7 @@ class Guest:
   <on_reboot>restart</on_reboot>
   <on_crash>preserve</on_crash>
   <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>{disk}
     <serial type='file'><source path='{self.console}'/><target port='0'/></serial>
     <serial type='unix'><source mode='bind' path='{self.control}'/><target port='1'/></serial>
     <watchdog model='i6300esb' action='{self.watchdog_action}'/>
@@ -339,6 +381,7 @@ def main(argv=None) -> int:
     d.proc = None
     subprocess.run(["pkill", "-TERM", "-f", f"libvirtd -f {args.dir}/"], check=False)
     d._kill_leftover_qemu()
+    d._unmount()
     return 0
 
 

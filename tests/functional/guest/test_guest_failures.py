@@ -17,6 +17,11 @@ One story, in order (the controllers allow 2 restarts per server per hour):
   versioned and valid against its schema;
 * another guest's QEMU is SIGKILLed (policy notify): instance.failed with the
   server's project, reason stopped_failed, no reboot;
+* a guest fills its disk, whose file lies on a full filesystem (policy
+  notify): QEMU pauses it on the real ENOSPC (error_policy stop), the
+  instance.failed says io_error with libvirt's facts (action pause, reason
+  enospc, the disk's path and alias), the lifecycle pause that follows is
+  seen by the agent and coalesced by the leader, no reboot;
 * a server its owner stopped through Nova, whose QEMU then dies (policy
   restart): left alone, no start;
 * libvirtd is stopped; a QEMU is killed while it is down; libvirtd starts
@@ -63,7 +68,7 @@ HOST = "compute1"
 RESTART = {"instanceha:guest": "restart"}
 NOTIFY = {"instanceha:guest": "notify"}
 MAX_RESTARTS = 2
-BOOTED = ("watchdog", "panic")
+BOOTED = ("watchdog", "panic", "ioerror")
 """The guests whose OS must run; the others only need a QEMU to kill."""
 
 
@@ -138,12 +143,13 @@ def start_controller(daemon_factory, minicloud, tmp_path, listener, name, port):
 
 
 @pytest.mark.fault("guest failures: watchdog fired, QEMU killed, guest panic, guest "
-                   "power-off; libvirtd "
+                   "power-off, disk I/O error (ENOSPC); libvirtd "
                    "restarted mid-test; Nova busy (task_state); restart limit; leader killed "
                    "before a guest failure; host failing",
                    component="libvirt",
                    expect="each failure reaches the leader through ZooKeeper and its policy "
-                   "runs (Nova hard reboot, or notification); an owner-stopped server is left "
+                   "runs (Nova hard reboot, or notification with libvirt's I/O error facts); "
+                   "an owner-stopped server is left "
                    "alone; a server Nova acts on waits; no more than max_restarts, then a "
                    "notification that instanceha gave up; the lost libvirt connection is "
                    "reported and the failure missed meanwhile is found by the reconnect scan; "
@@ -153,10 +159,11 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
         healthy_cloud, minicloud, nova, admin, servers, hypervisor, daemon_factory, listener,
         zookeeper, root_path, cli, tmp_path, fault):
     policies = {"watchdog": RESTART, "killed": NOTIFY, "owner": RESTART, "outage": RESTART,
-                "flappy": RESTART, "busy": RESTART, "panic": RESTART}
+                "flappy": RESTART, "busy": RESTART, "panic": RESTART, "ioerror": NOTIFY}
     ids = {k: servers.boot(f"guest-{k}", HOST, meta).id for k, meta in policies.items()}
     # the ids are known at once: the guests boot while Nova builds the servers
-    guests = {k: hypervisor.guest(f"dom-{k}", uuid=sid, start=k in BOOTED)
+    guests = {k: hypervisor.guest(f"dom-{k}", uuid=sid, start=k in BOOTED,
+                                  failing_disk=k == "ioerror")
               for k, sid in ids.items()}
     for sid in ids.values():
         servers.wait_status(sid, "ACTIVE")
@@ -199,6 +206,28 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
         ("stopped_failed", "notify", "none", project)
     assert (p["detail"]["state"], p["detail"]["detail"]) == ("stopped", "failed")
     assert actions(nova, ids["killed"], "reboot") == []
+
+    # 2b. the guest's disk cannot grow (its file's filesystem is full): QEMU pauses it on
+    # the ENOSPC; notify policy -> instance.failed with libvirt's I/O error facts
+    disk = guests["ioerror"]
+    disk.send("fill")
+    disk.wait_console("ih-guest: filling /dev/vda", timeout=30)
+    p = failed_event(listener, ids["ioerror"], reason="io_error")["payload"]
+    assert (p["policy"], p["action"], p["project_id"]) == ("notify", "none", project)
+    assert (p["detail"]["event"], p["detail"]["action"], p["detail"]["reason"],
+            p["detail"]["path"]) == ("io_error", "pause", "enospc", disk.disk), p["detail"]
+    assert p["detail"]["device"], p["detail"]
+    assert disk.state() == (3, 5)  # VIR_DOMAIN_PAUSED, VIR_DOMAIN_PAUSED_IOERROR
+    wait_for(lambda: metric(port, "instanceha_guest_failures_total", kind="paused_io_error",
+                            outcome="coalesced") == 1.0, 30,
+             "the leader to coalesce the lifecycle pause with the I/O error")
+    assert metric(agent_port, "instanceha_agent_guest_failures_total",
+                  kind="paused_io_error") == 1.0
+    assert actions(nova, ids["ioerror"], "reboot") == []
+    fault.observed("a disk that could not grow (ENOSPC): QEMU paused the guest; "
+                   f"instance.failed io_error (action {p['detail']['action']}, reason "
+                   f"{p['detail']['reason']}, device {p['detail']['device']}); the lifecycle "
+                   "pause that followed was coalesced")
 
     # 3. stopped by its owner, then its QEMU dies: left alone, never started
     guests["owner"].start()
@@ -321,6 +350,11 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
     assert [i.get("restarted") for i in by_instance[ids["watchdog"]]] == [1, 1]
     assert by_instance[ids["killed"]][0].get("notified") == 1
     assert by_instance[ids["owner"]][0].get("left_alone") == 1
+    assert len(by_instance[ids["ioerror"]]) == 1 and by_instance[ids["ioerror"]][0].get(
+        "notified") == 1
+    show = cli("incidents", "show", by_instance[ids["ioerror"]][0]["id"], "--format", "json")
+    kinds = [e["kind"] for e in json.loads(show.stdout)["entries"]]
+    assert kinds[0] == "failure" and "coalesced" in kinds, kinds
     assert sorted(i["state"] for i in by_instance[ids["flappy"]]) == \
         ["closed"] * MAX_RESTARTS + ["gave-up"]
     show = cli("incidents", "show", by_instance[ids["panic"]][0]["id"], "--format", "json")

@@ -8,6 +8,12 @@ evacuation never holds up another host. The stages themselves, one module
 each, are in ``instanceha.controller.stages`` (read its docstring for the
 pipeline top to bottom): a FENCE job goes on into the recovery as soon as the
 force-down is acknowledged, with the reads it needs made while the fence ran.
+A FAILED host the mass-failure guard still holds (its short wait for
+companions, or the per-tick cap) has its plan read ahead already, read-only,
+so that the fence finds it ready; a read older than ``READ_AHEAD_MAX_AGE`` is
+not used (the fence reads again), and at most ``workers`` hosts are read
+ahead at a time (a mass failure the guard holds does not become a burst of
+server lists on Nova).
 Each step ends by writing the next durable marker into Nova; a controller
 that dies mid-way leaves a marker the next leader resumes from.
 
@@ -26,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
+from instanceha.compute import calls as api_calls
 from instanceha.compute.calls import ApiCalls
 from instanceha.engine.model import HostView, Phase
 from instanceha.engine.recovery import HostFacts, Stage, next_stage
@@ -43,9 +50,13 @@ from .stages.context import (  # noqa: F401 - the actuator's public names, kept 
     Guarded,
     StageContext,
 )
+from .stages.plan import read_plan
 from .stages.report import Reporter
 
 LOG = logging.getLogger(__name__)
+
+READ_AHEAD_MAX_AGE = 10.0
+"""Seconds: a plan read ahead of the fence longer ago than this is read again."""
 
 __all__ = ["ActuatorSettings", "Attestations", "FailureHistory", "Guarded",
            "RecoveryActuator"]
@@ -93,6 +104,8 @@ class RecoveryActuator:
         self._lock = threading.Lock()
         self.decisions: dict[str, tuple[Stage, str]] = {}
         self._held: dict[str, float] = {}
+        self._ahead: dict[str, tuple[float, float, concurrent.futures.Future]] = {}
+        """Hosts held before their fence: (the failure's since, read at, the plan)."""
         self._dry_said: dict[str, tuple] = {}
         self.placement = Placement(settings.target, nova, self._phases)
         self.calls = calls if calls is not None else ApiCalls(clock)
@@ -194,9 +207,13 @@ class RecoveryActuator:
                 if not running:  # a job under way is already doing it (fence -> recover)
                     self._journal_decision(host, view, decision)
             self.decisions[host] = (decision.stage, decision.reason)
+            if decision.stage is not Stage.FENCE and host in self._ahead:
+                self._ahead.pop(host)[2].cancel()
             if decision.stage in (Stage.IDLE, Stage.LEAVE_ALONE):
                 continue
             if decision.stage is Stage.FENCE and host not in fence_allowed:
+                if not self.settings.dry_run:
+                    self._read_ahead(host, view)
                 if self._held.get(host) != view.since:
                     self._held[host] = view.since
                     self._record(host, "held", "not handed to fencing yet: the mass-failure "
@@ -228,6 +245,31 @@ class RecoveryActuator:
             self.jobs[host] = self.pool.submit(self._run, host, view, svc, decision.stage,
                                                verify)
 
+    def _read_ahead(self, host: str, view: HostView) -> None:
+        """Read the plan of a FAILED host the guard still holds (read-only): once
+        per failure, and for at most ``workers`` hosts at a time."""
+        known = self._ahead.get(host)
+        if known is not None and known[0] == view.since:
+            return
+        if known is None and len(self._ahead) >= self.settings.workers:
+            return
+        self.calls.restart(host)  # the incident's requests counted from its first read
+        with self.calls.scope(host):
+            plan = api_calls.submit(self.reads, read_plan, self.nova, host,
+                                    self.settings.default_recovery)
+        self._ahead[host] = (view.since, self.clock(), plan)
+
+    def _plan_ahead(self, host: str, view: HostView) -> concurrent.futures.Future | None:
+        """The plan read ahead for this failure, if young enough to use."""
+        known = self._ahead.pop(host, None)
+        if known is None:
+            return None
+        since, read_at, plan = known
+        if since == view.since and self.clock() - read_at <= READ_AHEAD_MAX_AGE:
+            return plan
+        plan.cancel()
+        return None
+
     def _run(self, host, view, svc, stage, verify) -> None:
         try:
             with self.calls.scope(host):
@@ -252,7 +294,8 @@ class RecoveryActuator:
     def _dispatch(self, host, view, svc, stage, verify) -> None:
         ctx = self.ctx
         if stage is Stage.FENCE:
-            pipeline.fence_then_recover(ctx, self.reads, host, view, svc, verify)
+            pipeline.fence_then_recover(ctx, self.reads, host, view, svc, verify,
+                                        plan=self._plan_ahead(host, view))
         elif stage is Stage.RECOVER:
             recover_stage.run(ctx, host, svc, verify)
         elif stage is Stage.REENABLE:

@@ -1,7 +1,8 @@
 """A failed host, from fence to recovery in one job, without waiting for a tick.
 
 While the fence runs, the recovery's reads are made (plan, and the spare with
-``reserved_hosts``); nothing is written before the power-off is read back.
+``reserved_hosts``), unless the plan was read ahead while the guard held the
+host; nothing is written before the power-off is read back.
 Once forced down, the host is recovered at once if the detector still sees it
 FAILED (a host back alive meanwhile is left to the next tick, which holds it).
 """
@@ -22,9 +23,12 @@ LOG = logging.getLogger(__name__)
 
 
 def fence_then_recover(ctx: StageContext, reads: concurrent.futures.Executor, host: str, view,
-                       svc, verify) -> None:
-    ctx.calls.restart(host)  # a new incident: its API calls counted from here
-    plan = calls.submit(reads, read_plan, ctx.nova, host, ctx.settings.default_recovery)
+                       svc, verify, plan: concurrent.futures.Future | None = None) -> None:
+    """``plan``: the plan read ahead for this failure (its requests already
+    counted for this incident); None: read it now, beside the fence."""
+    if plan is None:
+        ctx.calls.restart(host)  # a new incident: its API calls counted from here
+        plan = calls.submit(reads, read_plan, ctx.nova, host, ctx.settings.default_recovery)
     spare = calls.submit(reads, ctx.placement.prepare, host, svc.marker)
     try:
         fenced = fence.run(ctx, host, view, svc, verify)

@@ -690,3 +690,55 @@ def test_nova_is_read_again_while_every_worker_runs_a_recovery():
     release.set()
     job.result(timeout=10)
     act.close()
+
+
+def test_a_host_the_guard_holds_has_its_plan_read_ahead_and_its_fence_uses_it():
+    from instanceha.controller import recovery
+
+    log = Log()
+    act, nova, bus = make(log, [svc("compute1")], [server("a", "evacuate")])
+    failed = {"compute1": view("compute1", Phase.FAILED)}
+    run(act, failed, [], Verify(log))  # held by the guard's wait for companions
+    act._ahead["compute1"][2].result(timeout=10)
+    assert nova.reads.count("servers_on_host") == 1
+    assert mutations(log) == []  # read-only: nothing moves before the fence
+    run(act, failed, [], Verify(log))  # still held: read once per failure
+    assert nova.reads.count("servers_on_host") == 1
+    act.clock.advance(recovery.READ_AHEAD_MAX_AGE / 2 - 1.0)
+    run(act, failed, ["compute1"], Verify(log))  # handed to fencing
+    # the plan read ahead, then the one list after the force-down (late arrivals)
+    assert nova.reads.count("servers_on_host") == 2
+    calls = [c[0] for c in log]
+    assert calls.index("power_off") < calls.index("force_down") < calls.index("evacuate")
+    assert [c[1] for c in log if c[0] == "evacuate"] == ["a"]
+    act.close()
+
+
+def test_a_plan_read_ahead_too_long_before_the_fence_is_read_again():
+    from instanceha.controller import recovery
+
+    log = Log()
+    act, nova, bus = make(log, [svc("compute1")], [server("a", "evacuate")])
+    failed = {"compute1": view("compute1", Phase.FAILED)}
+    run(act, failed, [], Verify(log))
+    act._ahead["compute1"][2].result(timeout=10)
+    act.clock.advance(recovery.READ_AHEAD_MAX_AGE + 1.0)
+    run(act, failed, ["compute1"], Verify(log))
+    assert nova.reads.count("servers_on_host") == 3  # ahead (stale), beside the fence, after
+    assert [c[1] for c in log if c[0] == "evacuate"] == ["a"]
+    act.close()
+
+
+def test_at_most_workers_hosts_are_read_ahead_while_the_guard_holds_them():
+    log = Log()
+    hosts = [f"compute{i}" for i in range(1, 40)]
+    act, nova, _ = make(log, [svc(h) for h in hosts])
+    run(act, {h: view(h, Phase.FAILED) for h in hosts}, [], Verify(log))
+    for _, _, plan in act._ahead.values():
+        plan.result(timeout=10)
+    assert len(act._ahead) == act.settings.workers < len(hosts)
+    assert nova.reads.count("servers_on_host") == act.settings.workers
+    run(act, {h: view(h, Phase.HEALTHY) for h in hosts}, [], Verify(log))  # all back
+    assert act._ahead == {}
+    assert mutations(log) == []
+    act.close()

@@ -190,6 +190,8 @@ class RecoveryActuator:
         if not services:
             return  # nothing known of Nova yet: no decision without its durable state
         now = self.clock()
+        for gone in [h for h in self._ahead if h not in views or h not in services]:
+            self._ahead.pop(gone)[2].cancel()  # never left holding a read-ahead slot
         for host, view in views.items():
             svc = services.get(host)
             if svc is None:

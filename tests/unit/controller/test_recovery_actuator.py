@@ -742,3 +742,13 @@ def test_at_most_workers_hosts_are_read_ahead_while_the_guard_holds_them():
     assert act._ahead == {}
     assert mutations(log) == []
     act.close()
+
+
+def test_a_host_forgotten_while_held_frees_its_read_ahead():
+    log = Log()
+    act, nova, _ = make(log, [svc("compute1")])
+    run(act, {"compute1": view("compute1", Phase.FAILED)}, [], Verify(log))
+    assert list(act._ahead) == ["compute1"]
+    run(act, {}, [], Verify(log))  # no longer registered
+    assert act._ahead == {}
+    act.close()

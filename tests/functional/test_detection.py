@@ -200,9 +200,15 @@ def test_restart_with_same_id_waits_out_previous_session(daemon_factory, observe
     second = daemon_factory("agent", "compute1-second", extra={"DEFAULT": {"host": "compute1"}})
     second.wait_log(r"already present with another session")
     first.kill()
-    second.wait_log(r"joined as compute1 \(incarnation \d+, join #1\)")
-    observer.wait_phase("compute1", "HEALTHY")
-    assert observer.view("compute1").incarnation != inc1
+    joined = second.wait_log(r"joined as compute1 \(incarnation (\d+), join #1\)")
+    inc2 = int(joined.group(1))
+    assert inc2 != inc1
+    # the observer was HEALTHY on the first's incarnation all along: wait for the
+    # watch that brings the second's (checking the phase alone raced with it)
+    daemons.wait_until(
+        lambda: (observer.view("compute1").incarnation == inc2
+                 and observer.phase("compute1") == "HEALTHY"),
+        20, f"the observer to see compute1 HEALTHY on incarnation {inc2}")
     assert second.proc.poll() is None
 
 

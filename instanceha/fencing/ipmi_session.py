@@ -22,6 +22,19 @@ pyghmi's tables (packet routing, keepalive, retransmission), whatever the BMC
 answers: no session outlives its power action, nothing accumulates per fence,
 and the BMC's session slots are given back.
 
+Several threads driving pyghmi at once (20 fences, or a check of a whole
+inventory) meet a lost wake-up: pyghmi's replies are handled by whichever
+thread happens to be in ``wait_for_rsp``, and a thread checks "still logging
+in?" or "reply matched?" before it sleeps, without a lock. When another
+thread finished its login in between, it slept on the next keepalive deadline
+(~25 s, measured: a good BMC's check given up after 10 s in 6 of 100 checks run
+beside a wrong-password login on another BMC); and a login refused while
+another thread handled the refusal could read ``broken`` before pyghmi stored
+the reason (AttributeError ``errormsg``, 3 in 300). A FreshSession therefore
+logs in asynchronously, learns the outcome from pyghmi's own login callback,
+and never sleeps longer than ``WAKE`` before it looks again, at login and
+while it awaits a reply.
+
 What stays shared, as pyghmi designed it: one I/O thread per process and a
 few UDP sockets, each serving up to 64 BMCs. Two sessions to one BMC never
 share a socket (the BMC's replies are routed by local port): logins to one
@@ -39,6 +52,7 @@ import socket
 import struct
 import threading
 
+import pyghmi.exceptions as _pyghmi_exc
 from pyghmi.ipmi.private import session as _pyghmi
 from pyghmi.ipmi.private import util as _util
 
@@ -75,28 +89,86 @@ def sockets_in_use(bmc: str, port: int) -> list:
     return used
 
 
+WAKE = 0.05  # s: the longest sleep before a waiting thread looks at the session again
+LOGIN_LIMIT = 60.0  # s: past this a login pyghmi did not end is given up (pyghmi's own ~10 s)
+CALLBACK_GRACE = 1.0  # s: for the callback of a login another thread is ending
+
+
 class FreshSession(Session):
-    """pyghmi's Session, never taken from (nor put into) its session cache."""
+    """pyghmi's Session, never taken from (nor put into) its session cache,
+    logging in without pyghmi's unlocked "still logging in?" wait."""
 
     def __new__(cls, bmc, userid, password, port=623, kg=None, onlogon=None,
                 privlevel=None, keepalive=True):
         self = object.__new__(cls)
         self.forbidsock = sockets_in_use(bmc, port)
+        self.login_result = None
+        self.login_done = threading.Event()
         return self
 
+    def __init__(self, bmc, userid, password, port=623, kg=None, onlogon=None,
+                 privlevel=None, keepalive=True):
+        try:  # with a callback pyghmi returns once the first login packet is out
+            super().__init__(bmc, userid, password, port=port, kg=kg,
+                             onlogon=self._login_finished, privlevel=privlevel,
+                             keepalive=keepalive)
+        except (_pyghmi_exc.IpmiException, AttributeError) as e:
+            # broken while pyghmi's __init__ looked: another thread is handling
+            # the end of the login and calls back with the reason right after
+            if not self.login_done.wait(CALLBACK_GRACE):
+                reason = str(e) if isinstance(e, _pyghmi_exc.IpmiException) and e.args \
+                    and e.args[0] else "Session failed to initialize"
+                raise _pyghmi_exc.IpmiException(reason) from None
+        give_up = _pyghmi._monotonic_time() + LOGIN_LIMIT
+        while not self.login_done.is_set():
+            if _pyghmi._monotonic_time() > give_up:
+                forget(self)
+                raise _pyghmi_exc.IpmiException("timeout")
+            Session.wait_for_rsp(timeout=WAKE)
+        result = self.login_result
+        if "error" in result:
+            raise _pyghmi_exc.IpmiException(result["error"])
+
+    def _login_finished(self, result):
+        """pyghmi's login callback, in whichever thread handled the last
+        reply: {'success': True} or {'error': text}; the first one counts."""
+        if self.login_result is None:
+            self.login_result = dict(result)
+        self.login_done.set()
+
     def awaitresponse(self, retry, netfn, command):
-        """pyghmi waits for a wake-up before it looks at the replies already
-        queued: a reply that the I/O thread took in before this thread started
-        waiting sat there until the retransmission timer, 0.5-1 s later (seen
-        on a loaded machine in about one login out of ten, mostly at Set
-        Session Privilege Level). Look first, then wait."""
-        self.process_pktqueue()
-        return super().awaitresponse(retry, netfn, command)
+        """pyghmi's awaitresponse (1.6.19) with two changes: the replies
+        already queued are looked at before the first sleep, and no sleep is
+        longer than WAKE (pyghmi sleeps to the retransmission deadline, 0.5-1
+        s; a reply another thread handled meanwhile waited that long)."""
+        self.awaitingresponse = True
+        try:
+            self.process_pktqueue()
+            alltimeout = _pyghmi._monotonic_time() + (self._getmaxtimeout() * 2)
+            while (retry and _pyghmi.unmatched(self.lastresponse, netfn, command)
+                    and (self.logging or self.logged or self.onlogpayload)):
+                timeout = min(self.expiration - _pyghmi._monotonic_time(), WAKE)
+                _pyghmi._io_wait(timeout, self.sockaddr)
+                while self.iterwaiters:
+                    self.iterwaiters.pop()({"success": True})
+                self.process_pktqueue()
+                if _pyghmi._monotonic_time() > alltimeout:
+                    self._mark_broken()
+                    raise _pyghmi_exc.IpmiException("Session no longer connected")
+                with _util.protect(_pyghmi.WAITING_SESSIONS):
+                    if (self in self.waiting_sessions
+                            and self.expiration < _pyghmi._monotonic_time()):
+                        self.waiting_sessions.pop(self, None)
+                        if not self.lastpayload and not self.logging:
+                            return
+                        self._timedout()
+        finally:
+            self.awaitingresponse = False
 
 
 def open_session(bmc: str, port: int, userid: str, password: str) -> FreshSession:
     """Log in to the BMC (blocking; pyghmi bounds the attempts). Raises
-    pyghmi's IpmiException when the login fails.
+    pyghmi's IpmiException, with pyghmi's reason, when the login fails.
 
     ``keepalive=False``: pyghmi sends no keepalive for the session; should it
     ever be left open, pyghmi logs it out after about 25 s of silence."""

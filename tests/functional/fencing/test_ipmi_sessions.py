@@ -102,3 +102,24 @@ def test_twenty_bmcs_fenced_at_once_then_again_after_a_restart(tmp_path, fencer_
     finally:
         for b in bmcs.values():
             b.stop()
+
+
+def test_a_refused_login_beside_a_good_check_never_stalls_it(bmc, tmp_path, fencer_for):
+    """pyghmi handles replies in whichever thread waits, and checks "still
+    logging in?" before it sleeps without a lock: a good BMC's check run
+    beside a wrong-password login on another BMC slept on pyghmi's keepalive
+    deadline and was given up after 10 s (6 of 100 rounds before the fix), and
+    the refused login sometimes ended in AttributeError 'errormsg' instead of
+    its reason (3 of 300). 40 rounds, each a fresh Fencer as a CLI check is."""
+    other = type(bmc)(str(tmp_path), name="bmc-other").start()
+    try:
+        outcomes = []
+        for _ in range(40):
+            f = fencer_for({"ok": bmc.entry(), "auth": dict(other.entry(), password="nope")})
+            r = {x.host: x for x in f.check()}
+            outcomes.append((r["ok"].error_type, r["ok"].power_state, r["auth"].error_type))
+        assert set(outcomes) == {(None, "on", "AuthFailed")}, outcomes
+        assert ipmi_session.registered("127.0.0.1", bmc.port) == []
+        assert ipmi_session.registered("127.0.0.1", other.port) == []
+    finally:
+        other.stop()

@@ -3,6 +3,7 @@ pyghmi table when closed. No network: sessions are built by hand."""
 
 import inspect
 import socket
+import threading
 
 import pytest
 from pyghmi.ipmi.private import session as pyghmi_session
@@ -116,13 +117,93 @@ def test_the_pyghmi_internals_used_are_there():
     assert "ipv6support" in vars(pyghmi_session)
 
 
+def bare_session(monkeypatch, **attrs):
+    """A FreshSession with only what awaitresponse and the login wait read."""
+    s = object.__new__(ipmi_session.FreshSession)
+    s.login_result, s.login_done = None, threading.Event()
+    s.lastresponse, s.logging, s.logged, s.onlogpayload = None, False, 1, None
+    s.lastpayload, s.sockaddr, s.iterwaiters = b"x", (BMC, PORT), []
+    s.expiration = pyghmi_session._monotonic_time() + 3600  # far: only WAKE bounds a sleep
+    vars(s).update(attrs)
+    monkeypatch.setattr(s, "_getmaxtimeout", lambda: 3600, raising=False)
+    monkeypatch.setattr(Session, "waiting_sessions", {})
+    return s
+
+
 def test_a_reply_already_queued_is_looked_at_before_waiting(monkeypatch):
     """pyghmi's wait for a reply starts by sleeping until a wake-up: a reply the
     I/O thread queued just before was left until the retransmission timer."""
-    order = []
-    s = object.__new__(ipmi_session.FreshSession)
-    monkeypatch.setattr(s, "process_pktqueue", lambda: order.append("look"), raising=False)
-    monkeypatch.setattr(Session, "awaitresponse",
-                        lambda self, retry, netfn, command: order.append(("wait", netfn, command)))
+    s = bare_session(monkeypatch)
+    slept = []
+    monkeypatch.setattr(pyghmi_session, "_io_wait", lambda *a, **k: slept.append(a))
+
+    def look():
+        s.lastresponse = {"netfn": 1, "command": 1}
+    monkeypatch.setattr(s, "process_pktqueue", look, raising=False)
     s.awaitresponse(True, 1, 1)
-    assert order == ["look", ("wait", 1, 1)]
+    assert slept == []
+
+
+def test_a_reply_handled_by_another_thread_ends_the_wait_within_wake(monkeypatch):
+    """Another thread in pyghmi's event loop handles this session's reply while
+    this one sleeps: pyghmi slept on to the retransmission deadline; the
+    FreshSession's sleeps are never longer than WAKE, so it looks again."""
+    s = bare_session(monkeypatch)
+    monkeypatch.setattr(s, "process_pktqueue", lambda: None, raising=False)
+    slept = []
+
+    def io_wait(timeout, addr=None, evq=None):
+        slept.append(timeout)
+        if len(slept) == 2:  # the other thread handled the reply during the 2nd sleep
+            s.lastresponse = {"netfn": 6, "command": 1}
+    monkeypatch.setattr(pyghmi_session, "_io_wait", io_wait)
+    s.awaitresponse(True, 6, 1)
+    assert len(slept) == 2 and all(t <= ipmi_session.WAKE for t in slept)
+
+
+def login_with(monkeypatch, pyghmi_init):
+    """FreshSession() with pyghmi's Session.__init__ replaced by ``pyghmi_init``
+    (which gets the session and the onlogon callback pyghmi was given)."""
+    monkeypatch.setattr(Session, "__init__",
+                        lambda self, *a, onlogon=None, **k: pyghmi_init(self, onlogon))
+    monkeypatch.setattr(ipmi_session, "sockets_in_use", lambda bmc, port: [])
+    return ipmi_session.FreshSession(BMC, "admin", "pw", port=PORT, keepalive=False)
+
+
+def test_login_outcome_comes_from_pyghmis_callback_whoever_handles_it(monkeypatch):
+    """The login is asynchronous (pyghmi returns once the first packet is out);
+    the outcome is the callback pyghmi calls from whichever thread handled the
+    last reply, not pyghmi's unlocked "still logging in?" flag."""
+    waits = []
+
+    def wait_for_rsp(timeout=None, callout=True):
+        waits.append(timeout)
+        if len(waits) == 3:
+            calls["cb"]({"success": True})
+    calls = {}
+    monkeypatch.setattr(Session, "wait_for_rsp", staticmethod(wait_for_rsp))
+    s = login_with(monkeypatch, lambda self, cb: calls.update(cb=cb))
+    assert s.login_result == {"success": True}
+    assert waits == [ipmi_session.WAKE] * 3  # never a sleep on pyghmi's keepalive deadline
+
+
+def test_a_refusal_handled_by_another_thread_keeps_its_reason(monkeypatch):
+    """pyghmi marks the session broken (in logout) before it stores errormsg:
+    its __init__, looking in between, raised AttributeError. The reason comes
+    from the callback, which pyghmi calls before it marks the session broken."""
+    def refused(self, cb):
+        cb({"error": "Incorrect password provided"})
+        self.broken = True
+        raise AttributeError("'FreshSession' object has no attribute 'errormsg'")
+    with pytest.raises(pyghmi_session.exc.IpmiException) as e:
+        login_with(monkeypatch, refused)
+    assert str(e.value) == "Incorrect password provided"
+
+
+def test_a_broken_login_without_a_callback_is_a_timeout_not_a_crash(monkeypatch):
+    def broken(self, cb):
+        raise AttributeError("errormsg")
+    monkeypatch.setattr(ipmi_session, "CALLBACK_GRACE", 0.0)
+    with pytest.raises(pyghmi_session.exc.IpmiException) as e:
+        login_with(monkeypatch, broken)
+    assert str(e.value) == "Session failed to initialize"

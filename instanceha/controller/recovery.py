@@ -267,9 +267,15 @@ class RecoveryActuator:
         if known is None:
             return None
         since, read_at, plan = known
-        if since == view.since and self.clock() - read_at <= READ_AHEAD_MAX_AGE:
+        age = self.clock() - read_at
+        if since == view.since and age <= READ_AHEAD_MAX_AGE:
+            LOG.info("host=%s fence uses the recovery plan read ahead %.1f s ago", host, age)
             return plan
         plan.cancel()
+        LOG.info("host=%s recovery plan read ahead %.1f s ago is not used (%s): read again "
+                 "beside the fence", host, age,
+                 "older than %.0f s" % READ_AHEAD_MAX_AGE if since == view.since
+                 else "read for an earlier failure")
         return None
 
     def _run(self, host, view, svc, stage, verify) -> None:

@@ -4,6 +4,7 @@ events. Jobs run on its real thread pool; tests wait on the jobs' futures."""
 import concurrent.futures
 import dataclasses
 import datetime
+import logging
 
 import pytest
 
@@ -692,7 +693,7 @@ def test_nova_is_read_again_while_every_worker_runs_a_recovery():
     act.close()
 
 
-def test_a_host_the_guard_holds_has_its_plan_read_ahead_and_its_fence_uses_it():
+def test_a_host_the_guard_holds_has_its_plan_read_ahead_and_its_fence_uses_it(caplog):
     from instanceha.controller import recovery
 
     log = Log()
@@ -705,7 +706,9 @@ def test_a_host_the_guard_holds_has_its_plan_read_ahead_and_its_fence_uses_it():
     run(act, failed, [], Verify(log))  # still held: read once per failure
     assert nova.reads.count("servers_on_host") == 1
     act.clock.advance(recovery.READ_AHEAD_MAX_AGE / 2 - 1.0)
-    run(act, failed, ["compute1"], Verify(log))  # handed to fencing
+    with caplog.at_level(logging.INFO, logger="instanceha.controller.recovery"):
+        run(act, failed, ["compute1"], Verify(log))  # handed to fencing
+    assert "host=compute1 fence uses the recovery plan read ahead 6.0 s ago" in caplog.text
     # the plan read ahead, then the one list after the force-down (late arrivals)
     assert nova.reads.count("servers_on_host") == 2
     calls = [c[0] for c in log]
@@ -714,7 +717,7 @@ def test_a_host_the_guard_holds_has_its_plan_read_ahead_and_its_fence_uses_it():
     act.close()
 
 
-def test_a_plan_read_ahead_too_long_before_the_fence_is_read_again():
+def test_a_plan_read_ahead_too_long_before_the_fence_is_read_again(caplog):
     from instanceha.controller import recovery
 
     log = Log()
@@ -723,7 +726,10 @@ def test_a_plan_read_ahead_too_long_before_the_fence_is_read_again():
     run(act, failed, [], Verify(log))
     act._ahead["compute1"][2].result(timeout=10)
     act.clock.advance(recovery.READ_AHEAD_MAX_AGE + 1.0)
-    run(act, failed, ["compute1"], Verify(log))
+    with caplog.at_level(logging.INFO, logger="instanceha.controller.recovery"):
+        run(act, failed, ["compute1"], Verify(log))
+    assert "host=compute1 recovery plan read ahead 12.0 s ago is not used (older than " \
+        "10 s)" in caplog.text
     assert nova.reads.count("servers_on_host") == 3  # ahead (stale), beside the fence, after
     assert [c[1] for c in log if c[0] == "evacuate"] == ["a"]
     act.close()

@@ -46,7 +46,7 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DIR = os.path.join(TOP, ".run", "guest-image")
-RECIPE = "6"  # bump when the init, the module list or the kernel's form changes
+RECIPE = "7"  # bump when the init, the module list or the kernel's form changes
 KERNEL_META = "linux-image-amd64"
 BUSYBOX = "busybox-static"
 MODULES = (  # in load order
@@ -71,8 +71,7 @@ hb=2
 for arg in $(cat /proc/cmdline); do
   case "$arg" in ih.heartbeat=*) hb="${arg#ih.heartbeat=}" ;; esac
 done
-for m in watchdog i6300esb pvpanic pvpanic-mmio virtio_ring virtio virtio_pci_modern_dev \
-         virtio_pci_legacy_dev virtio_pci virtio_blk; do
+for m in @MODULES@; do
   if [ "$m" = i6300esb ]; then insmod /lib/modules/$m.ko heartbeat="$hb"
   else insmod /lib/modules/$m.ko; fi || echo "ih-guest: insmod $m failed"
 done
@@ -99,7 +98,7 @@ while true; do
     sleep 1
   fi
 done
-"""
+""".replace("@MODULES@", " ".join(os.path.basename(m)[:-3] for m in MODULES))
 
 
 class BuildError(RuntimeError):

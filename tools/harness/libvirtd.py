@@ -89,7 +89,6 @@ class LibvirtDaemon:
         self.disks = os.path.join(self.base_dir, "disks")
         self.proc: subprocess.Popen | None = None
         self.starts = 0
-        self._mounted = False
 
     @property
     def uri(self) -> str:
@@ -188,12 +187,11 @@ class LibvirtDaemon:
     def small_fs(self) -> str:
         """A tmpfs of SMALL_FS mounted on the run dir's ``disks`` (once), owned by
         libvirt-qemu: files there cannot grow past it."""
-        if not self._mounted:
+        if not os.path.ismount(self.disks):
             os.makedirs(self.disks, exist_ok=True)
             subprocess.run(["mount", "-t", "tmpfs", "-o",
                             f"size={self.SMALL_FS},mode=0700,uid={self.uid},gid={self.gid}",
                             "ih-guest-disks", self.disks], check=True, capture_output=True)
-            self._mounted = True
         return self.disks
 
     def failing_disk(self, name: str) -> str:
@@ -243,7 +241,6 @@ class LibvirtDaemon:
     def _unmount(self) -> None:
         if os.path.ismount(self.disks):
             subprocess.run(["umount", self.disks], capture_output=True)
-        self._mounted = False
 
     def _kill_leftover_qemu(self) -> None:
         """QEMU processes of this run dir that outlived the daemon (a test killed it)."""

@@ -67,6 +67,16 @@ BIN = os.path.dirname(sys.executable)
 BUDGET = 10  # API requests per evacuated server
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (all its threads), 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def pct(values, p):
     s = sorted(values)
     if not s:
@@ -82,6 +92,9 @@ def line(name, values, unit="s"):
     return (f"  {name:44s} p50 {statistics.median(values):6.2f}{unit}  p95 "
             f"{pct(values, 95):6.2f}{unit}  min {min(values):6.2f}  max {max(values):6.2f}"
             f"  (n={len(values)})")
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class Bench:
@@ -127,6 +140,19 @@ class Bench:
             proc.wait(30)
             out.close()
 
+    def ours_cpu(self, since: dict[int, float] | None = None):
+        """CPU seconds used by instanceha's live processes (the controller and
+        the agents), per PID; with ``since`` (an earlier reading), the seconds
+        used in between, summed over the processes alive at both ends (the
+        failed host's agent is killed at the start of the window). It says how
+        much of the two vCPUs Nova's rebuilds shared with us."""
+        pids = [self.ctl.pid] + [a.pid for a in self.agents.values()
+                                 if a.proc is not None and a.proc.poll() is None]
+        now = {pid: cpu_seconds(pid) for pid in pids}
+        if since is None:
+            return now
+        return sum(v - since[pid] for pid, v in now.items() if pid in since)
+
     def cli(self, *argv) -> None:
         subprocess.run([os.path.join(BIN, "instanceha"), "--config-file", self.cli_conf,
                         *argv], check=True, capture_output=True, text=True, timeout=60)
@@ -158,6 +184,7 @@ class Bench:
         ids = self.boot(n, victim, tag)
         time.sleep(1.0)
         mark = ctl.log_size()
+        cpu0 = self.ours_cpu()
         failed_at = datetime.datetime.now()
         if fault == "dead":
             self.agents[victim].kill()
@@ -167,6 +194,7 @@ class Bench:
             os.kill(st.cloud.pid(f"nova-{victim}"), signal.SIGSTOP)
         watch = ActiveWatch(st.conn, ids, victim).start()
         all_active = watch.wait(600)
+        cpu = self.ours_cpu(since=cpu0)
         ctl.wait_log(rf"host={victim} recovered", timeout=300, after=mark)
         log = ctl.read_log()[mark:]
         fence_start = log_times(log, rf"host={victim} fencing")[0]
@@ -186,13 +214,14 @@ class Bench:
              "first_post_after_read_back": seconds(read_back, posts[0]),
              "last_post": seconds(failed_at, posts[-1]),
              "all_active": seconds(failed_at, all_active),
-             "ours": seconds(read_back, all_active)}
+             "ours": seconds(read_back, all_active), "cpu": cpu}
         self.results.append(r)
         print(f"  {tag}: {fault} host {victim}, {n} servers: FAILED +{r['failed']:.2f}s, "
               f"fence {r['fence']:.2f}s{' (re-fence)' if refence else ''}, read back "
               f"+{r['read_back']:.2f}s, first POST +{r['first_post']:.2f}s "
               f"({r['first_post_after_read_back']:.2f}s after the read-back), all ACTIVE "
-              f"+{r['all_active']:.2f}s; {r['api_calls']} API requests"
+              f"+{r['all_active']:.2f}s; {r['api_calls']} API requests; instanceha used "
+              f"{cpu:.2f} CPU s meanwhile"
               + (f" (nova-api under {self.load:g} req/s)" if self.load else ""), flush=True)
         self.repair(victim, fault, tag)
         st.delete(ids)
@@ -221,6 +250,7 @@ class Bench:
             compute = st.conn.compute
             svc = compute.get(f"/os-services?binary=nova-compute&host={victim}",
                               microversion="2.53").json()["services"][0]
+            cpu0 = self.ours_cpu()
             t0 = datetime.datetime.now()
             compute.put(f"/os-services/{svc['id']}", json={"forced_down": True},
                         microversion="2.53").raise_for_status()
@@ -230,11 +260,12 @@ class Bench:
             sent = datetime.datetime.now()
             done = ActiveWatch(st.conn, ids, victim).start().wait(600)
             f = {"servers": n, "floor": seconds(t0, done), "sending": seconds(t0, sent),
-                 "load": self.load}
+                 "load": self.load, "cpu": self.ours_cpu(since=cpu0)}
             if record:
                 self.floors.append(f)
             print(f"  {tag}: Nova's floor, {n} servers: all ACTIVE {f['floor']:.2f}s after the "
-                  f"force-down (sending took {f['sending']:.2f}s)", flush=True)
+                  f"force-down (sending took {f['sending']:.2f}s; the paused controller and the "
+                  f"agents used {f['cpu']:.2f} CPU s meanwhile)", flush=True)
             st.cloud.start_compute(victim)
             procs.wait_for(lambda: self._completed(victim, ids), 300,
                            f"{victim}'s nova-compute to clean up its evacuated servers")
@@ -283,6 +314,12 @@ class Bench:
                     print(f"  ours / floor = {ours / base:.2f}  (ours - floor = "
                           f"{ours - base:+.2f} s; target <= +2 s"
                           + ("; under load: ratio <= 1.5)" if load else ")"))
+                paused = [f["cpu"] for f in self.floors
+                          if f["servers"] == n and f["load"] == load]
+                print(f"  instanceha's CPU from the failure to all ACTIVE: p50 "
+                      f"{statistics.median(r['cpu'] for r in rs):.2f} CPU s"
+                      + (f" (during the floor, controller paused: p50 "
+                         f"{statistics.median(paused):.2f})" if paused else ""))
                 calls = [r["api_calls"] / n for r in rs if r["api_calls"] is not None]
                 if calls:
                     print(f"  API requests per evacuated server: max {max(calls):.1f} "

@@ -205,7 +205,9 @@ class Bench:
         self.fenced_before.add(victim)
         m = re.search(rf"host={victim} recovered: .*\((\d+) API requests since the fence\)",
                       log)
+        ahead = re.search(rf"host={victim} fence uses the recovery plan read ahead", log)
         r = {"fault": fault, "servers": n, "victim": victim, "refence": refence,
+             "ahead": bool(ahead),
              "load": self.load, "api_calls": int(m.group(1)) if m else None,
              "failed": seconds(failed_at, log_times(log, rf"host={victim} phase=\w+->FAILED")[0]),
              "fence": seconds(fence_start, off if off else read_back),
@@ -221,7 +223,8 @@ class Bench:
               f"+{r['read_back']:.2f}s, first POST +{r['first_post']:.2f}s "
               f"({r['first_post_after_read_back']:.2f}s after the read-back), all ACTIVE "
               f"+{r['all_active']:.2f}s; {r['api_calls']} API requests; instanceha used "
-              f"{cpu:.2f} CPU s meanwhile"
+              f"{cpu:.2f} CPU s meanwhile; plan read ahead "
+              f"{'used' if ahead else 'not used'}"
               + (f" (nova-api under {self.load:g} req/s)" if self.load else ""), flush=True)
         self.repair(victim, fault, tag)
         st.delete(ids)
@@ -320,6 +323,8 @@ class Bench:
                       f"{statistics.median(r['cpu'] for r in rs):.2f} CPU s"
                       + (f" (during the floor, controller paused: p50 "
                          f"{statistics.median(paused):.2f})" if paused else ""))
+                print(f"  fences that used the plan read ahead: "
+                      f"{sum(r['ahead'] for r in rs)} of {len(rs)}")
                 calls = [r["api_calls"] / n for r in rs if r["api_calls"] is not None]
                 if calls:
                     print(f"  API requests per evacuated server: max {max(calls):.1f} "

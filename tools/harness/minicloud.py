@@ -181,7 +181,7 @@ def _run(argv, what, timeout, env=None) -> str:
     out = "".join(lines)
     if rc != 0:
         raise MiniCloudError(
-            f"{what} failed with {rc} after {time.monotonic() - t0:.0f} s:\n{out[-4000:]}")
+            f"{what} failed with {rc} after {time.monotonic() - t0:.0f} s:\n{out[-8000:]}")
     return out
 
 

@@ -241,8 +241,25 @@ ts "image 'tiny' and flavor 'm1.tiny' ready"
 wait_cmd 60 neutron http_ok "http://127.0.0.1:$P_NEUTRON/"
 wait_cmd 60 placement http_ok "http://127.0.0.1:$P_PLACEMENT/"
 wait_cmd 60 cinder http_ok "http://127.0.0.1:$P_CINDER/"
+# what a failed wait leaves in the error: CI keeps the output, not RUN_DIR
+diagnose() {
+  local svc pid f
+  echo "minicloud: diagnosis at $(date -u +%T) UTC"
+  tail -n 2 "$LOG/bootstrap-computes.log" | sed 's/^/  wait: /'
+  df -h "$RUN_DIR" | tail -n 1 | sed 's/^/  disk: /'
+  grep -h -E -i 'resource limit alarm|alarm set' "$LOG"/rabbitmq*.log 2> /dev/null | tail -n 3 | cut -c1-200 | sed 's/^/  rabbitmq: /'
+  for svc in rabbitmq-wrapper nova-conductor nova-scheduler cinder-volume \
+             $(seq -f 'nova-compute%g' 1 "$COMPUTES"); do
+    if pid=$(recorded_pid "$svc"); then echo "  $svc: running (pid $pid)"
+    else echo "  $svc: NOT running"; fi
+    f=$LOG/$svc.log
+    [ -f "$f" ] || continue
+    grep -E ' (ERROR|WARNING|CRITICAL) ' "$f" | grep -v -E 'No DB access allowed|neutronclient is deprecated|minimum service version|no_fork=True|concurrent builds' |
+      tail -n 3 | sed -E 's/\[(None )?req-[^]]*\] |\[-\] //' | cut -c1-240 | sed 's/^/    /'
+  done
+}
 "$PY" "$MC_DIR/lib/bootstrap.py" "$RUN_DIR" wait-computes > "$LOG/bootstrap-computes.log" 2>&1 ||
-  die "computes did not come up, see $LOG/nova-compute*.log"
+  { diagnose >&2; die "computes did not come up, see $LOG/nova-compute*.log"; }
 ts "$COMPUTES nova-compute services and cinder-volume up"
 nova-manage "${NC[@]}" cell_v2 discover_hosts > "$LOG/discover_hosts.log" 2>&1 ||
   die "discover_hosts failed, see $LOG/discover_hosts.log"

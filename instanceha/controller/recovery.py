@@ -29,6 +29,7 @@ import datetime
 import logging
 import threading
 import time
+import types
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
@@ -60,6 +61,14 @@ READ_AHEAD_MAX_AGE = 10.0
 
 __all__ = ["ActuatorSettings", "Attestations", "FailureHistory", "Guarded",
            "RecoveryActuator"]
+
+
+def _decided_by(svc) -> tuple | None:
+    """What of Nova's record of a service a recovery decision reads (not its
+    ``updated_at``, which changes with every report of a live compute)."""
+    if svc is None:
+        return None
+    return (svc.state, svc.status, svc.forced_down, svc.disabled_reason)
 
 
 def _utcnow() -> datetime.datetime:
@@ -102,6 +111,17 @@ class RecoveryActuator:
         self.services_error: str | None = None
         self._refreshing: concurrent.futures.Future | None = None
         self._lock = threading.Lock()
+        # what a tick decides again (a steady cloud costs a tick nothing per host)
+        self._moved: set[str] = set()
+        """Hosts whose Nova record changed in a refresh not yet acted on."""
+        self._nova_up: Mapping[str, bool] = types.MappingProxyType({})
+        self._active: set[str] = set()
+        """Hosts decided again every tick: a marker of ours, a stage under way."""
+        self._views: Mapping[str, HostView] | None = None
+        """The views of the last tick acted on; None: decide every host next tick."""
+        self.revision = 0
+        """Grows when Nova's record of a host or a recovery decision changes
+        (what ``nova_status()`` shows), so that a reader can skip a rebuild."""
         self.decisions: dict[str, tuple[Stage, str]] = {}
         self._held: dict[str, float] = {}
         self._ahead: dict[str, tuple[float, float, concurrent.futures.Future]] = {}
@@ -134,8 +154,17 @@ class RecoveryActuator:
             self.services_error = str(e)
             LOG.warning("nova services not refreshed: %s (%s)", e, e.action.value)
             return
+        nova_up = types.MappingProxyType(
+            {h: s.up for h, s in services.items() if not s.forced_down})
         with self._lock:
+            old = self.services
+            moved = {h for h in services.keys() | old.keys()
+                     if _decided_by(services.get(h)) != _decided_by(old.get(h))}
             self.services = services
+            self._moved |= moved
+            self._nova_up = nova_up
+            if moved:
+                self.revision += 1
             # when the read *started*: a read begun before a job ended may miss its write
             self.services_at = started
             self.services_error = None
@@ -149,9 +178,10 @@ class RecoveryActuator:
 
     def nova_up(self) -> dict[str, bool]:
         """Nova's liveness view of each host, for the detector's DEGRADED phase.
-        A forced-down service reads "down" whatever runs: unknown, so left out."""
+        A forced-down service reads "down" whatever runs: unknown, so left out.
+        Read-only, and the same object until a refresh reads a new one."""
         with self._lock:
-            return {h: s.up for h, s in self.services.items() if not s.forced_down}
+            return self._nova_up
 
     def nova_status(self) -> dict[str, dict]:
         """Nova's view of each host and this controller's recovery decision,
@@ -174,8 +204,38 @@ class RecoveryActuator:
     # -- each tick --------------------------------------------------------
     def idle(self) -> None:
         """Not leading (or paused): Nova's notifications are the leader's to read."""
+        self._views = None  # what happened meanwhile is not known: decide every host
         if self.nova_events is not None:
             self.nova_events.stop()
+
+    def _to_decide(self, views: Mapping[str, HostView], fence_allowed: list[str],
+                   moved: set[str]) -> list[str]:
+        """The hosts to decide this tick: every host on the first tick (and the
+        first after an idle one); then those whose view changed (looked at only
+        when the reconciler handed a new views map: it replaces the map when a
+        view changes, never mutates it) or whose Nova record moved,
+        the hosts the guard hands over, and the active ones. A host with no
+        marker of ours, no job and a quiet decision has nothing that changes
+        with time alone."""
+        last, self._views = self._views, views
+        if last is None:
+            return list(views)
+        names = moved | self._active
+        names.update(fence_allowed)
+        if views is not last:
+            names.update(h for h, v in views.items() if last.get(h) != v)
+            names.update(h for h in last if h not in views)
+        return [h for h in names if h in views]
+
+    def _quiet(self, host: str, svc, stage: Stage) -> bool:
+        if stage not in (Stage.IDLE, Stage.LEAVE_ALONE) or svc.disabled_reason:
+            return False  # a marker of ours (or a reason an operator wrote) is looked at
+        job = self.jobs.get(host)
+        if (job is not None and not job.done()) or host in self._ahead:
+            return False
+        done_at = self.job_done_at.get(host)
+        # a step just ended: its host is decided again on the next read of Nova
+        return done_at is None or (self.services_at is not None and self.services_at > done_at)
 
     def act(self, views: Mapping[str, HostView], fence_allowed: list[str],
             verify: Callable[[], int]) -> None:
@@ -184,17 +244,23 @@ class RecoveryActuator:
         self._maybe_refresh()
         if self.journal is not None:
             self.journal.term(getattr(verify, "token", None))
-        self._observe(views)
         with self._lock:
-            services = dict(self.services)
+            services = self.services  # replaced by a refresh, never mutated
+            moved, self._moved = self._moved, set()
+        names = self._to_decide(views, fence_allowed, moved)
+        self._observe(views, names)
         if not services:
+            self._views = None
             return  # nothing known of Nova yet: no decision without its durable state
         now = self.clock()
         for gone in [h for h in self._ahead if h not in views or h not in services]:
             self._ahead.pop(gone)[2].cancel()  # never left holding a read-ahead slot
-        for host, view in views.items():
+        self._active.intersection_update(views)
+        for host in sorted(names):
+            view = views[host]
             svc = services.get(host)
             if svc is None:
+                self._active.discard(host)
                 continue
             # forced down, Nova's state says "down" whatever runs: then the agent's
             # report (HEALTHY includes "nova-compute running") is the evidence
@@ -208,7 +274,13 @@ class RecoveryActuator:
                 running = host in self.jobs and not self.jobs[host].done()
                 if not running:  # a job under way is already doing it (fence -> recover)
                     self._journal_decision(host, view, decision)
+            if self.decisions.get(host) != (decision.stage, decision.reason):
+                self.revision += 1
             self.decisions[host] = (decision.stage, decision.reason)
+            if self._quiet(host, svc, decision.stage):
+                self._active.discard(host)
+            else:
+                self._active.add(host)
             if decision.stage is not Stage.FENCE and host in self._ahead:
                 self._ahead.pop(host)[2].cancel()
             if decision.stage in (Stage.IDLE, Stage.LEAVE_ALONE):
@@ -323,10 +395,12 @@ class RecoveryActuator:
                   stage.value, e, e.action.value, wait)
 
     # -- the incident journal -----------------------------------------------
-    def _observe(self, views: Mapping[str, HostView]) -> None:
-        """Keep each host's last phase changes: the signals an incident starts with."""
+    def _observe(self, views: Mapping[str, HostView], names) -> None:
+        """Keep each host's last phase changes (of ``names``, the hosts whose view
+        may have changed): the signals an incident starts with."""
         now = self.wall().timestamp()
-        for host, view in views.items():
+        for host in names:
+            view = views[host]
             seen = self.signals.setdefault(host, collections.deque(maxlen=8))
             if seen and seen[-1]["phase"] == view.phase.value and \
                     seen[-1]["since"] == view.since:

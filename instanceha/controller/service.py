@@ -128,14 +128,21 @@ class ControllerService:
         rec = self.reconciler
         if rec.last_snapshot is None:
             return
+        guests = self.guests.report() if self.guests is not None else None
+        # what the status is built from: the views map is replaced when a view
+        # changes, the actuator's revision grows with Nova's records and its
+        # decisions; nothing new and no refresh due: no walk over every host
+        inputs = (rec.views, rec.last_snapshot.control, rec.executor.guard_state,
+                  getattr(self.handler, "revision", None), self.leadership.token, guests)
+        if not self.publisher.due(inputs, now):
+            return
         nova_status = getattr(self.handler, "nova_status", None)
         doc = status.build(self.settings.name, self.leadership.token, rec.views,
                            rec.last_snapshot, rec.executor.guard_state, now,
                            self.publisher.wall(), nova_status() if nova_status else None,
-                           guard_report=rec.executor.guard_report(),
-                           guests=self.guests.report() if self.guests is not None else None)
+                           guard_report=rec.executor.guard_report(), guests=guests)
         try:
-            self.publisher.maybe_publish(doc, now)
+            self.publisher.maybe_publish(doc, now, inputs)
         except exceptions.CoordinationError as e:
             LOG.debug("status not published: %s", e)
 

@@ -89,12 +89,22 @@ class StatusPublisher:
         self.wall = wall
         self._last: tuple | None = None
         self._last_at: float | None = None
+        self._inputs: tuple | None = None
 
-    def maybe_publish(self, status: dict, now: float) -> bool:
+    def due(self, inputs: tuple, now: float) -> bool:
+        """Whether a status built from ``inputs`` (what the caller builds it
+        from, compared by ``==``) may differ from the last one handed to
+        ``maybe_publish``, or the refresh is due: if not, building it is
+        wasted work."""
+        return (inputs != self._inputs or self._last_at is None
+                or now - self._last_at >= self.refresh)
+
+    def maybe_publish(self, status: dict, now: float, inputs: tuple | None = None) -> bool:
         material = _material(status)
         if material == self._last and self._last_at is not None \
                 and now - self._last_at < self.refresh:
+            self._inputs = inputs
             return False
         self.coordinator.publish_status(status)
-        self._last, self._last_at = material, now
+        self._last, self._last_at, self._inputs = material, now, inputs
         return True

@@ -3,6 +3,7 @@
 import pytest
 
 from instanceha import exceptions
+from instanceha.controller import status
 from instanceha.controller.executor import Executor, LogOnlyActuator
 from instanceha.controller.reconciler import Reconciler
 from instanceha.controller.service import ControllerService, ControllerSettings
@@ -177,3 +178,47 @@ def test_log_only_handler_never_claims_a_fence(world, caplog):
     r.tick()
     assert len(h.handed) == 2  # compute1 and compute2, each recorded once
     assert "NOT fenced" in caplog.text
+
+
+class RevisedRecorder(Recorder):
+    """A recorder with the recovery actuator's ``revision``."""
+
+    revision = 0
+
+
+def test_the_status_is_built_only_when_its_inputs_change_or_the_refresh_is_due(
+        world, monkeypatch):
+    clock, coord = world
+    handler = RevisedRecorder()
+    svc = _service(clock, coord, handler)
+    built = []
+    real = status.build
+    monkeypatch.setattr(status, "build", lambda *a, **kw: built.append(1) or real(*a, **kw))
+
+    def step(seconds=0.2):
+        for _ in range(round(seconds / 0.2)):
+            clock.advance(0.2)
+            for host in list(coord.members):
+                coord.beat(host)
+            svc.step()
+
+    step()
+    assert len(built) == 1 and coord.status["hosts"]["compute1"]["phase"] == "HEALTHY"
+    for _ in range(10):  # a steady cloud: nothing an operator would see changed
+        step()
+    assert len(built) == 1
+    handler.revision += 1  # Nova's record of a host or a decision changed
+    step()
+    assert len(built) == 2
+    coord.update_control({"paused": {"reason": "maintenance"}})
+    step()
+    assert len(built) == 3 and coord.status["control"]["paused"]
+    coord.members.pop("compute1")  # a view changes
+    before = len(built)
+    step(2.0)
+    assert len(built) > before and coord.status["hosts"]["compute1"]["phase"] == "FAILED"
+    before = len(built)
+    step(4.0)  # nothing changed for 4 s
+    assert len(built) == before
+    step(1.0)  # the refresh (5 s): published again so that readers see a live leader
+    assert len(built) == before + 1

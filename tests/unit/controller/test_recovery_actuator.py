@@ -229,7 +229,7 @@ def test_a_host_back_alive_during_its_fence_is_left_to_the_next_tick():
     act = None
 
     def back():  # the detector sees the host again while its BMC answers
-        act._observe({"compute1": view("compute1", Phase.HEALTHY)})
+        act._observe({"compute1": view("compute1", Phase.HEALTHY)}, ["compute1"])
 
     act, nova, _, bus = make_gated(log, [server("a", "evacuate")], on_power_off=back)
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))

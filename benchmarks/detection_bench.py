@@ -7,8 +7,9 @@ the agent writes only on change and its session is its liveness;
 ``instanceha-agent`` process with the same design is faulted again and
 again (SIGKILL, SIGSTOP, hung main loop) and the time from the fault to the
 controller's FAILED decision is measured on one monotonic clock (the
-controller runs in this process: real coordinator adapter, real reconciler,
-default configuration). Then the load idles and every FAILED is counted as
+controller runs in this process: the real controller's step, with the
+recovery actuator in dry-run over an in-memory Nova that lists one service
+per simulated agent, default configuration). Then the load idles and every FAILED is counted as
 false, with the steady-state costs: ZooKeeper transactions per second (the
 server's zxid: every write, session creation and close adds one; a ping
 none), watch events and reads per second at the controller, CPU of the
@@ -45,8 +46,9 @@ from harness import daemons, procs  # noqa: E402
 from harness.zookeeper import ZooKeeperServer  # noqa: E402
 
 from instanceha import coordination  # noqa: E402
-from instanceha.controller.executor import Executor  # noqa: E402
-from instanceha.controller.reconciler import Reconciler  # noqa: E402
+from instanceha.compute.model import ComputeService  # noqa: E402
+from instanceha.controller.recovery import ActuatorSettings, RecoveryActuator  # noqa: E402
+from instanceha.controller.service import ControllerService, ControllerSettings  # noqa: E402
 from instanceha.engine.model import DetectionPolicy, Phase  # noqa: E402
 from instanceha.exceptions import CoordinationError as coordination_errors  # noqa: E402
 
@@ -70,27 +72,46 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-class NoAction:
-    """The benchmark measures detection only: nothing is fenced."""
+class SimulatedNova:
+    """Nova's services list, in memory: one enabled, up nova-compute per
+    simulated agent. The benchmark measures detection; the controller's tick
+    is the real one (the recovery actuator in dry-run decides every host that
+    Nova knows), but no API is called and nothing is fenced. Victims have no
+    service here: the actuator leaves them to the detector."""
 
-    def act(self, views, fence_allowed, verify):
-        pass
+    def __init__(self, count):
+        self._services = [
+            ComputeService(id=str(i), host=f"sim{i // PER_PROCESS}-{i % PER_PROCESS:05d}",
+                           state="up", status="enabled", forced_down=False,
+                           disabled_reason=None, zone="nova", updated_at=None)
+            for i in range(count)]
+
+    def services(self, host=None):
+        return list(self._services)
 
 
 class Controller:
-    """Real adapter + reconciler, ticking every 0.2 s (the default) in a thread."""
+    """The real controller's step (leadership upkeep, reconciler, executor,
+    recovery actuator in dry-run over the simulated Nova, the leader's status
+    publication) every 0.2 s (the default) in a thread."""
 
-    def __init__(self, url, root, tick=0.2):
+    def __init__(self, url, root, count, tick=0.2):
         self.coord = coordination.get_coordinator(url, session_timeout=2.0, root_path=root)
-        self.coord.start()
-        self.lead = self.coord.leadership("bench")
-        self.rec = Reconciler(self.coord, DetectionPolicy(), Executor(self.lead, NoAction()),
-                              on_transition=self._on)
+        self.actuator = RecoveryActuator(
+            ActuatorSettings(name="bench", dry_run=True), fencer=None,
+            nova=SimulatedNova(count), evacuator_factory=None)
+        self.service = ControllerService(
+            self.coord, ControllerSettings(name="bench", policy=DetectionPolicy(),
+                                           tick_interval=tick, session_timeout=2.0),
+            self.actuator, on_transition=self._on, nova_states=self.actuator.nova_up)
+        self.service._start()
+        self.rec = self.service.reconciler
         self.failed_at: dict[str, float] = {}
         self.false_failed: list[str] = []
         self.victims_false_failed: list[str] = []
         self.tick_ms: list[float] = []
         self.tick_cpu_ms: list[float] = []
+        self.tick_errors = 0
         self.tick = tick
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -105,8 +126,10 @@ class Controller:
     def _run(self):
         while not self.stop.is_set():
             t0, c0 = time.monotonic(), time.thread_time()
-            self.lead.ensure()
-            self.rec.tick()
+            try:
+                self.service.step()
+            except coordination_errors:
+                self.tick_errors += 1  # as the real run loop: logged there, retried next tick
             dt = time.monotonic() - t0
             self.tick_ms.append(dt * 1000)
             self.tick_cpu_ms.append((time.thread_time() - c0) * 1000)
@@ -119,6 +142,7 @@ class Controller:
     def close(self):
         self.stop.set()
         self.thread.join(5)
+        self.actuator.close()
         self.coord.stop()
 
 
@@ -255,7 +279,7 @@ def measure(n, liveness, args, zk, work):
     print(f"== {n} simulated agents, liveness = {liveness}: starting load", flush=True)
     started = time.monotonic()
     loads = start_load(zk.url, root, n, work, liveness)
-    ctl = Controller(zk.url, root)
+    ctl = Controller(zk.url, root, n)
     # polled once a second: a loop over every view holds the GIL from kazoo's thread
     procs.wait_for(lambda: all_healthy(ctl, n), 120 + n / 20,
                    f"{n} simulated agents HEALTHY", interval=1.0)
@@ -275,6 +299,7 @@ def measure(n, liveness, args, zk, work):
               flush=True)
     ctl.tick_ms.clear()
     ctl.tick_cpu_ms.clear()
+    errors0 = ctl.tick_errors
     false_before = len(ctl.false_failed)
     print(f"   idle {args.idle_seconds:.0f} s ...", flush=True)
     pids = {"zookeeper": zk.proc.pid, "load": [lp.pid for lp in loads]}
@@ -300,6 +325,8 @@ def measure(n, liveness, args, zk, work):
     figures["idle"] = {
         "seconds": round(elapsed, 1), "false_failed": false_failed,
         "tick_ms_p50": pct(ticks, 50), "tick_ms_p95": pct(ticks, 95),
+        "tick_ms_p99": pct(ticks, 99), "tick_ms_max": max(ticks) if ticks else float("nan"),
+        "ticks_failed": ctl.tick_errors - errors0,
         "ticks": len(ticks), "max_rss_mb_bench_process": rss_mb,
         "tick_cpu_ms_p50": pct(tick_cpu, 50), "tick_cpu_ms_p95": pct(tick_cpu, 95),
         "controller_cpu_percent_of_one_core": cpu_share,
@@ -313,8 +340,9 @@ def measure(n, liveness, args, zk, work):
     }
     i = figures["idle"]
     print(f"   idle {elapsed:.0f} s: false FAILED {false_failed} (target 0); controller tick "
-          f"p50 {i['tick_ms_p50']:.1f} ms p95 {i['tick_ms_p95']:.1f} ms over {len(ticks)} "
-          f"ticks (CPU per tick p50 {i['tick_cpu_ms_p50']:.1f} ms p95 "
+          f"p50 {i['tick_ms_p50']:.1f} ms p95 {i['tick_ms_p95']:.1f} ms p99 "
+          f"{i['tick_ms_p99']:.1f} ms max {i['tick_ms_max']:.0f} ms over {len(ticks)} "
+          f"ticks, {i['ticks_failed']} failed (CPU per tick p50 {i['tick_cpu_ms_p50']:.1f} ms p95 "
           f"{i['tick_cpu_ms_p95']:.1f} ms); controller process CPU {cpu_share:.0f}% of "
           f"one core; max RSS of this process {rss_mb:.0f} MB", flush=True)
     print(f"   steady state: ZooKeeper {i['zookeeper_transactions_per_s']:.1f} transactions/s "

@@ -97,6 +97,8 @@ class Controller:
 
     def __init__(self, url, root, count, tick=0.2):
         self.coord = coordination.get_coordinator(url, session_timeout=2.0, root_path=root)
+        self.drops = 0  # the controller's own connection to ZooKeeper lost
+        self.coord.add_state_listener(self._on_state)
         self.actuator = RecoveryActuator(
             ActuatorSettings(name="bench", dry_run=True), fencer=None,
             nova=SimulatedNova(count), evacuator_factory=None)
@@ -116,6 +118,10 @@ class Controller:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def _on_state(self, state):
+        if state is not coordination.ConnectionState.CONNECTED:
+            self.drops += 1
 
     def _on(self, t):
         if t.after.phase is Phase.FAILED:
@@ -299,7 +305,7 @@ def measure(n, liveness, args, zk, work):
               flush=True)
     ctl.tick_ms.clear()
     ctl.tick_cpu_ms.clear()
-    errors0 = ctl.tick_errors
+    errors0, drops0 = ctl.tick_errors, ctl.drops
     false_before = len(ctl.false_failed)
     print(f"   idle {args.idle_seconds:.0f} s ...", flush=True)
     pids = {"zookeeper": zk.proc.pid, "load": [lp.pid for lp in loads]}
@@ -337,6 +343,9 @@ def measure(n, liveness, args, zk, work):
         "watch_events_per_s": rate("watch_events"),
         "controller_reads_per_s": rate("reads"),
         "consistency_repairs": st1.get("repairs", 0) - st0.get("repairs", 0),
+        "controller_connection_losses": ctl.drops - drops0,
+        "controller_connection_losses_whole_run": ctl.drops,
+        "controller_full_rereads": st1.get("resyncs", 0) - st0.get("resyncs", 0),
     }
     i = figures["idle"]
     print(f"   idle {elapsed:.0f} s: false FAILED {false_failed} (target 0); controller tick "
@@ -352,6 +361,9 @@ def measure(n, liveness, args, zk, work):
           f"{i['watch_events_per_s']:.1f} watch events/s, {i['controller_reads_per_s']:.1f} "
           f"reads/s (consistency read), {i['consistency_repairs']} repairs; load generator "
           f"CPU {i['load_generator_cpu_percent_of_one_core']:.0f}% of a core", flush=True)
+    print(f"   the controller's own ZooKeeper connection: lost {i['controller_connection_losses']}"
+          f" times idle ({i['controller_connection_losses_whole_run']} in the whole run), "
+          f"{i['controller_full_rereads']} full re-reads idle", flush=True)
     closer = threading.Thread(target=ctl.close, daemon=True)
     closer.start()
     closer.join(30)

@@ -224,7 +224,6 @@ class RecoveryActuator:
         names.update(fence_allowed)
         if views is not last:
             names.update(h for h, v in views.items() if last.get(h) != v)
-            names.update(h for h in last if h not in views)
         return [h for h in names if h in views]
 
     def _quiet(self, host: str, svc, stage: Stage) -> bool:
@@ -256,7 +255,15 @@ class RecoveryActuator:
         for gone in [h for h in self._ahead if h not in views or h not in services]:
             self._ahead.pop(gone)[2].cancel()  # never left holding a read-ahead slot
         self._active.intersection_update(views)
-        for host in sorted(names):
+        try:
+            self._decide(views, sorted(names), services, fence_allowed, verify, now)
+        except BaseException:
+            self._views = None  # a host not reached this tick is not left undecided
+            raise
+
+    def _decide(self, views: Mapping[str, HostView], names: list[str], services,
+                fence_allowed: list[str], verify: Callable[[], int], now: float) -> None:
+        for host in names:
             view = views[host]
             svc = services.get(host)
             if svc is None:
@@ -275,7 +282,8 @@ class RecoveryActuator:
                 if not running:  # a job under way is already doing it (fence -> recover)
                     self._journal_decision(host, view, decision)
             if self.decisions.get(host) != (decision.stage, decision.reason):
-                self.revision += 1
+                with self._lock:  # the refresher's thread adds to it too
+                    self.revision += 1
             self.decisions[host] = (decision.stage, decision.reason)
             if self._quiet(host, svc, decision.stage):
                 self._active.discard(host)

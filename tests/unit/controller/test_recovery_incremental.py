@@ -107,3 +107,25 @@ def test_nova_up_is_the_same_object_until_a_refresh():
     assert dict(first) == {"c1": True} and act.nova_up() is first
     with pytest.raises(TypeError):
         first["c1"] = False  # read-only: the reconciler keeps it
+
+
+def test_a_tick_cut_short_by_an_error_decides_every_host_next_time(monkeypatch):
+    log = Log()
+    act, _, _ = make(log, [svc(h, up=True) for h in ("c1", "c2", "c3")])
+    views = healthy("c1", "c2", "c3")
+    tick(act, views)
+    real = recovery.next_stage
+
+    def failing(facts, policy):
+        raise RuntimeError("journal down")
+
+    monkeypatch.setattr(recovery, "next_stage", failing)
+    changed = dict(views, c1=view("c1", Phase.FAILED))
+    with pytest.raises(RuntimeError):
+        tick(act, changed)
+    seen = []
+    monkeypatch.setattr(recovery, "next_stage",
+                        lambda facts, policy: seen.append(facts.phase) or real(facts, policy))
+    tick(act, changed)  # the same views map: nothing new in it, yet c1 was never decided
+    assert act.decisions["c1"][0] is recovery.Stage.FENCE
+    assert sorted(p.value for p in seen) == ["FAILED", "HEALTHY", "HEALTHY"]

@@ -72,6 +72,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def sim_prefix(i: int) -> str:
+    """The name prefix of the load process that runs simulated agent ``i``
+    (sim_agents.py appends the agent's index in that process, ``%05d``)."""
+    return f"sim{i // PER_PROCESS}-"
+
+
 class SimulatedNova:
     """Nova's services list, in memory: one enabled, up nova-compute per
     simulated agent. The benchmark measures detection; the controller's tick
@@ -81,7 +87,7 @@ class SimulatedNova:
 
     def __init__(self, count):
         self._services = [
-            ComputeService(id=str(i), host=f"sim{i // PER_PROCESS}-{i % PER_PROCESS:05d}",
+            ComputeService(id=str(i), host=f"{sim_prefix(i)}{i % PER_PROCESS:05d}",
                            state="up", status="enabled", forced_down=False,
                            disabled_reason=None, zone="nova", updated_at=None)
             for i in range(count)]
@@ -236,7 +242,7 @@ def start_load(url, root, count, work, liveness):
         err = open(os.path.join(work, f"sim-{root.strip('/')}-{start}.err"), "w")
         p = subprocess.Popen(
             [sys.executable, os.path.join(TOP, "benchmarks", "sim_agents.py"), url, root,
-             f"sim{start // PER_PROCESS}-", str(n), "--liveness", liveness],
+             sim_prefix(start), str(n), "--liveness", liveness],
             stdout=subprocess.PIPE, stderr=err, text=True)
         loads.append(p)
         line = p.stdout.readline()  # one process at a time: ready before the next

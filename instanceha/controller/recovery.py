@@ -156,10 +156,10 @@ class RecoveryActuator:
             return
         nova_up = types.MappingProxyType(
             {h: s.up for h, s in services.items() if not s.forced_down})
+        old = self.services  # only this thread replaces it: compared outside the lock
+        moved = {h for h in services.keys() | old.keys()
+                 if _decided_by(services.get(h)) != _decided_by(old.get(h))}
         with self._lock:
-            old = self.services
-            moved = {h for h in services.keys() | old.keys()
-                     if _decided_by(services.get(h)) != _decided_by(old.get(h))}
             self.services = services
             self._moved |= moved
             self._nova_up = nova_up
@@ -176,7 +176,7 @@ class RecoveryActuator:
         if due and not busy:
             self._refreshing = self.refresher.submit(self._refresh)
 
-    def nova_up(self) -> dict[str, bool]:
+    def nova_up(self) -> Mapping[str, bool]:
         """Nova's liveness view of each host, for the detector's DEGRADED phase.
         A forced-down service reads "down" whatever runs: unknown, so left out.
         Read-only, and the same object until a refresh reads a new one."""

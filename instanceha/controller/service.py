@@ -130,15 +130,18 @@ class ControllerService:
             return
         guests = self.guests.report() if self.guests is not None else None
         # what the status is built from: the views map is replaced when a view
-        # changes, the actuator's revision grows with Nova's records and its
-        # decisions; nothing new and no refresh due: no walk over every host
-        inputs = (rec.views, rec.last_snapshot.control, rec.executor.guard_state,
+        # changes, the members (their capabilities: services, guest monitor) are
+        # replaced when one changes, the actuator's revision grows with Nova's
+        # records and its decisions; nothing new and no refresh due: no walk
+        # over every host
+        snap = rec.last_snapshot
+        inputs = (rec.views, snap.members, snap.control, rec.executor.guard_state,
                   getattr(self.handler, "revision", None), self.leadership.token, guests)
         if not self.publisher.due(inputs, now):
             return
         nova_status = getattr(self.handler, "nova_status", None)
         doc = status.build(self.settings.name, self.leadership.token, rec.views,
-                           rec.last_snapshot, rec.executor.guard_state, now,
+                           snap, rec.executor.guard_state, now,
                            self.publisher.wall(), nova_status() if nova_status else None,
                            guard_report=rec.executor.guard_report(), guests=guests)
         try:

@@ -1,5 +1,7 @@
 """Reconciler, executor and the controller's step, on a fake coordinator and clock."""
 
+import dataclasses
+
 import pytest
 
 from instanceha import exceptions
@@ -213,6 +215,14 @@ def test_the_status_is_built_only_when_its_inputs_change_or_the_refresh_is_due(
     coord.update_control({"paused": {"reason": "maintenance"}})
     step()
     assert len(built) == 3 and coord.status["control"]["paused"]
+    views = svc.reconciler.views
+    m = coord.members["compute2"]  # a capability no view reads: the guest monitor's state
+    coord.members["compute2"] = dataclasses.replace(
+        m, capabilities=dict(m.capabilities, guest_monitor={"state": "disconnected"}))
+    step()
+    assert svc.reconciler.views is views  # no view changed, yet the status shows it
+    assert len(built) == 4
+    assert coord.status["hosts"]["compute2"]["guest_monitor"] == {"state": "disconnected"}
     coord.members.pop("compute1")  # a view changes
     before = len(built)
     step(2.0)

@@ -8,39 +8,26 @@ through it; ``Fencer`` is the facade the controller uses::
 
     fencer = Fencer(inventory.load(path), FencePolicy(deadline=60))
     evidence = fencer.power_off("compute1")   # or a typed FencingError
+
+Layers, top to bottom (an import-linter contract in ``.importlinter``): the
+facade ``fencer``; ``levels``; the loop ``confirm`` beside the loader
+``inventory``; the driver ``registry``; the drivers; their helpers
+(``agent_protocol``, ``agent_options``, ``ipmi_session``); the driver contract
+``base``; the data ``model``; ``exceptions``. No module imports one above it.
 """
 
 from __future__ import annotations
-
-from stevedore import ExtensionManager, driver
-from stevedore import exception as sd_exc
 
 from instanceha.fencing import exceptions
 from instanceha.fencing.base import FenceDriver, PowerState
 from instanceha.fencing.confirm import FenceEvidence, FencePolicy
 from instanceha.fencing.fencer import CheckResult, Fencer
-from instanceha.fencing.inventory import BMCEntry, Inventory, Secret
-
-NAMESPACE = "instanceha.fencing.drivers"
+from instanceha.fencing.inventory import Inventory
+from instanceha.fencing.model import BMCEntry, Level, Secret
+from instanceha.fencing.registry import NAMESPACE, build_driver, driver_names, load_driver_class
 
 __all__ = [
-    "BMCEntry", "CheckResult", "FenceDriver", "FenceEvidence", "FencePolicy", "Fencer",
-    "Inventory", "PowerState", "Secret", "build_driver", "driver_names",
+    "NAMESPACE", "BMCEntry", "CheckResult", "FenceDriver", "FenceEvidence", "FencePolicy",
+    "Fencer", "Inventory", "Level", "PowerState", "Secret", "build_driver", "driver_names",
     "exceptions", "load_driver_class",
 ]
-
-
-def driver_names() -> list[str]:
-    return sorted(ExtensionManager(NAMESPACE).names())
-
-
-def load_driver_class(name: str) -> type[FenceDriver]:
-    """The driver class registered under ``name``, or UnknownDriver."""
-    try:
-        return driver.DriverManager(NAMESPACE, name, invoke_on_load=False).driver
-    except sd_exc.NoMatches:
-        raise exceptions.UnknownDriver(driver=name, known=", ".join(driver_names()))
-
-
-def build_driver(entry: BMCEntry) -> FenceDriver:
-    return load_driver_class(entry.driver)(entry)

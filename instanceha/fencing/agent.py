@@ -30,7 +30,7 @@ from collections.abc import Callable
 from instanceha.fencing import agent_protocol as proto
 from instanceha.fencing import exceptions as exc
 from instanceha.fencing.base import FenceDriver, PowerState
-from instanceha.fencing.inventory import BMCEntry, Secret
+from instanceha.fencing.model import BMCEntry, Secret
 
 SHIMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shims")
 AGENT_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from instanceha.fencing.inventory import Secret
+from instanceha.fencing.model import Secret
 
 AGENT_RE = re.compile(r"^fence_[a-z0-9_]+$")
 OPTION_RE = re.compile(r"^[a-z][a-z0-9_-]*$")

@@ -29,7 +29,7 @@ import urllib.parse
 
 from instanceha.fencing import exceptions as exc
 from instanceha.fencing.base import PowerState
-from instanceha.fencing.inventory import BMCEntry, Secret
+from instanceha.fencing.model import BMCEntry, Secret
 
 PLACEHOLDER = "instanceha-secret-from-environment"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import enum
 
-from instanceha.fencing.inventory import BMCEntry
+from instanceha.fencing.model import BMCEntry
 
 
 class PowerState(enum.Enum):

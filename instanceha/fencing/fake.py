@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from instanceha.fencing import exceptions as exc
 from instanceha.fencing.base import FenceDriver, PowerState
-from instanceha.fencing.inventory import BMCEntry
+from instanceha.fencing.model import BMCEntry
 
 
 class FakeBMC:

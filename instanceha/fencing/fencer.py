@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterable
 
 from instanceha.fencing import exceptions as exc
 from instanceha.fencing import levels as fence_levels
+from instanceha.fencing import registry
 from instanceha.fencing.base import FenceDriver, PowerState
 from instanceha.fencing.confirm import FenceEvidence, FencePolicy
-from instanceha.fencing.inventory import BMCEntry, Inventory
+from instanceha.fencing.inventory import Inventory
+from instanceha.fencing.model import BMCEntry
 
 LOG = logging.getLogger(__name__)
 
@@ -63,11 +65,9 @@ class Fencer:
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        from instanceha.fencing import build_driver
-
         self.inventory = inventory
         self.policy = policy or FencePolicy()
-        self._factory = driver_factory or build_driver
+        self._factory = driver_factory or registry.build_driver
         self._clock, self._wall, self._sleep = clock, wall, sleep
         self._drivers: dict[str, list[list[FenceDriver]]] = {}  # host -> levels
         self._host_locks: dict[str, threading.Lock] = {}

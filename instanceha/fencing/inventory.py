@@ -52,7 +52,9 @@ from collections.abc import Iterable, Mapping
 
 import yaml
 
+from instanceha.fencing import agent_options, registry
 from instanceha.fencing import exceptions as exc
+from instanceha.fencing.model import BMCEntry, Level, Secret
 
 DEFAULT_PORTS = {"ipmi": 623, "redfish": 443}
 NEEDS_CREDENTIALS = {"ipmi", "redfish"}
@@ -62,66 +64,6 @@ _COMMON_KEYS = {"driver", "address", "port", "username", "password", "password_f
 _KEYS_OF = {"fence_agent": _COMMON_KEYS | {"agent", "plug", "options"}}
 _DEFAULT_KEYS = _COMMON_KEYS | {"verify", "system_id", "scheme"}
 _KEYS = _DEFAULT_KEYS | _KEYS_OF["fence_agent"]
-
-
-class Secret:
-    """A string that does not show itself in repr(), str(), logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('******')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self):  # never pickled into a queue or a cache by accident
-        raise TypeError("a Secret cannot be pickled")
-
-
-@dataclasses.dataclass(frozen=True)
-class BMCEntry:
-    host: str
-    driver: str
-    address: str
-    port: int | None = None
-    username: str | None = None
-    password: Secret | None = dataclasses.field(default=None, repr=False)
-    verify: bool | str = True
-    system_id: str | None = None
-    scheme: str = "https"
-    timeout: float | None = None
-    deadline: float | None = None
-    source: str = "<memory>"
-    # fence_agent: the agent, its plug (outlet, VM name, ...) and extra stdin
-    # options (name, value) with secret-bearing values wrapped in Secret
-    agent: str | None = None
-    plug: str | None = None
-    options: tuple = dataclasses.field(default=(), repr=False)
-    # where the device sits in the host's fencing levels (1-based)
-    level: int = 1
-    device: int = 1
-    key_prefix: str = ""  # "levels[N].devices[M]." for a device of a levelled host
-
-    def describe(self) -> str:
-        """The device as an operator knows it (no secret): for the journal and errors."""
-        what = self.agent or self.driver
-        where = f"{self.address}:{self.port}" if self.port else self.address
-        return f"{what} at {where}" + (f" plug {self.plug}" if self.plug else "")
-
-
-Level = tuple  # of BMCEntry: the devices of one fencing level, all needed
 
 
 class Inventory:
@@ -259,8 +201,6 @@ class _Checker:
         agent = plug = None
         options: tuple = ()
         if driver == "fence_agent":
-            from instanceha.fencing import agent_options
-
             agent = agent_options.agent_name(self, raw)
             plug = self.text(raw, "plug", required=False) if not isinstance(
                 raw.get("plug"), int) else str(raw["plug"])
@@ -314,15 +254,9 @@ class _Checker:
         return out
 
 
-def known_drivers() -> set[str]:
-    from stevedore import ExtensionManager
-
-    return set(ExtensionManager("instanceha.fencing.drivers").names())
-
-
 def from_data(data, source: str = "<memory>", drivers: Iterable[str] | None = None) -> Inventory:
     """Validate parsed YAML (``{"hosts": {host: {...}}}``) into an Inventory."""
-    known = set(drivers) if drivers is not None else known_drivers()
+    known = set(drivers if drivers is not None else registry.driver_names())
     top = _Checker(source, "-", known)
     if not isinstance(data, Mapping) or not isinstance(data.get("hosts"), Mapping):
         raise top.fail("hosts", "the file must be a mapping with a 'hosts:' mapping of "
@@ -343,9 +277,8 @@ def _holds_secrets(raw) -> bool:
     if isinstance(raw, Mapping):
         if "password" in raw:
             return True
-        from instanceha.fencing.agent_options import is_secret
-
-        if isinstance(raw.get("options"), Mapping) and any(map(is_secret, raw["options"])):
+        options = raw.get("options")
+        if isinstance(options, Mapping) and any(map(agent_options.is_secret, options)):
             return True
         return any(_holds_secrets(v) for v in raw.values() if isinstance(v, (list, Mapping)))
     if isinstance(raw, list):

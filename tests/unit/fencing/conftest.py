@@ -3,7 +3,7 @@
 import pytest
 
 from instanceha.fencing import fake
-from instanceha.fencing.inventory import BMCEntry, Secret
+from instanceha.fencing.model import BMCEntry, Secret
 
 PASSWORD = "s3cr3t-Pa55word-do-not-leak"
 

@@ -8,7 +8,7 @@ from instanceha.exceptions import Action
 from instanceha.fencing import FencePolicy, Fencer, fake, inventory
 from instanceha.fencing import exceptions as exc
 from instanceha.fencing.base import PowerState
-from instanceha.fencing.inventory import Secret
+from instanceha.fencing.model import Secret
 
 from .conftest import PASSWORD
 

@@ -67,6 +67,11 @@ class Agent:
         self.probe = probe
         self.clock = clock
         self.stopping = threading.Event()
+        self.reloader: Callable[[], None] | None = None
+        """Re-reads what can be re-read (SIGHUP, set by the edge); run by the loop."""
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        self.reloads = 0
         self._started = False
         self._seq = 0
         self._services: Mapping[str, bool] = {}
@@ -106,10 +111,32 @@ class Agent:
             caps["guest_monitor"] = self.guest_monitor.status()
         return caps
 
+    # -- signals (called from a signal handler: set flags, nothing else) --------
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+        self._wake.set()
+
+    def _maybe_reload(self) -> None:
+        if not self._reload.is_set():
+            return
+        self._reload.clear()
+        self.reloads += 1
+        if self.reloader is not None:
+            try:
+                self.reloader()
+            except Exception:  # a reload never ends the agent
+                LOG.exception("reload failed; the running settings are kept")
+        self._next_health = 0.0  # check (and publish) the watched services at once
+
     # -- one iteration ----------------------------------------------------
     def step(self) -> float:
         """Do what is due now; return how long to wait before the next step."""
         interval = self.settings.heartbeat_interval
+        self._maybe_reload()
         try:
             if self._restart_session:
                 self._new_session()
@@ -187,7 +214,9 @@ class Agent:
                 self.iteration_done(wait)
                 if on_iteration is not None:
                     on_iteration()
-                self.stopping.wait(wait)
+                if not self.stopping.is_set() and not self._reload.is_set():
+                    self._wake.wait(wait)
+                self._wake.clear()
         finally:
             if self.watchdog is not None:
                 self.watchdog.suspend()

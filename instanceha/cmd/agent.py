@@ -58,19 +58,33 @@ def _guest_monitor(conf, coordinator):
     return monitor
 
 
+def reload(conf, agent: Agent) -> None:
+    """SIGHUP: the log level ([DEFAULT] debug, log_config_append) and the watched
+    processes ([agent] watched_processes) take their new values."""
+    old = dict(conf.agent.watched_processes)
+    common.reload_config(conf, PROG)
+    new = dict(conf.agent.watched_processes)
+    if new != old:
+        agent.probe = health.ProcessProbe(new)
+        LOG.info("watched processes now %s", ", ".join(
+            f"{k}:{v}" for k, v in sorted(new.items())) or "none")
+
+
 def main(argv=None) -> int:
     conf = common.make_conf()
     common.load(conf, sys.argv[1:] if argv is None else argv, PROG)
     agent = common.build_or_refuse(PROG, build, conf)
+    common.exit_on_thread_crash(PROG)
     stop = threading.Event()
     received = []
 
     def on_signal(name):  # no logging in a signal handler: it may hold the log lock
         received.append(name)
         stop.set()
-        agent.stopping.set()
+        agent.request_stop()
 
-    common.on_stop_signals(on_signal)
+    agent.reloader = lambda: reload(conf, agent)
+    common.on_stop_signals(on_signal, reload=agent.request_reload)
     LOG.info("%s starting as host %s", PROG, conf.host)
     metrics = AgentMetrics(agent)
     telemetry = common.start_telemetry(
@@ -86,6 +100,10 @@ def main(argv=None) -> int:
         agent.run(on_iteration)
     except exceptions.SessionTimeoutRejected as e:
         rejected = e
+    except Exception as e:
+        # no planned-stop mark, no clean-up that could block: exit with an error so
+        # that systemd restarts the agent at once
+        common.exit_on_crash(PROG, e)
     finally:
         if stop.is_set():
             LOG.info("%s received: planned stop", received[0] if received else "signal")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 from oslo_log import log as logging
 
@@ -215,7 +216,15 @@ def main(argv=None) -> int:
     conf = common.make_conf()
     common.load(conf, sys.argv[1:] if argv is None else argv, PROG)
     service = common.build_or_refuse(PROG, build, conf)
-    common.on_stop_signals(lambda name: service.stopping.set())
+    crashed: list[BaseException] = []
+
+    def crash(error: BaseException) -> None:
+        crashed.append(error)
+        service.stopping.set()
+
+    common.exit_on_thread_crash(PROG, stop=crash)
+    reload_requested = threading.Event()
+    common.on_stop_signals(lambda name: service.stopping.set(), reload=reload_requested.set)
     LOG.info("%s starting as %s", PROG, conf.host)
     metrics = ControllerMetrics(service)
     service.on_transition = metrics.on_transition
@@ -247,14 +256,24 @@ def main(argv=None) -> int:
         common.loop_health(lambda: service.last_iteration, service.clock,
                            conf.telemetry.stall_after), ready)
     sd = sdnotify.Notifier()
-    on_iteration = sd.loop_hook(lambda: service.reconciler is not None,
-                                f"observing as {conf.host}")
+    notify = sd.loop_hook(lambda: service.reconciler is not None, f"observing as {conf.host}")
+
+    def on_iteration():
+        notify()
+        if reload_requested.is_set():  # SIGHUP: the log level, in the loop's thread
+            reload_requested.clear()
+            common.reload_config(conf, PROG)
 
     rejected = None
     try:
         service.run(on_iteration)
     except exceptions.SessionTimeoutRejected as e:
         rejected = e
+    except Exception as e:
+        LOG.critical("%s: uncaught %s in the main loop: stopping, then exiting with status %d "
+                     "so that it is restarted", PROG, type(e).__name__, common.EXIT_CRASH,
+                     exc_info=True)
+        crashed.append(e)
     finally:
         sd.stopping()
         service.shutdown()
@@ -268,7 +287,7 @@ def main(argv=None) -> int:
             telemetry.stop()
     if rejected is not None:
         common.refuse(PROG, policy.session_timeout_error(conf, rejected))
-    return 0
+    return common.EXIT_CRASH if crashed else 0
 
 
 if __name__ == "__main__":

@@ -44,10 +44,12 @@ opts = [
     cfg.DictOpt(
         "watched_processes",
         default={"nova-compute": "nova-compute", "libvirtd": "libvirtd"},
+        mutable=True,
         help="Local services whose health the agent publishes, as "
         "name:pattern pairs. A service is running when a process whose command "
         "line contains the pattern exists. 'nova-compute' is the one the "
-        "controller uses to tell 'nova-compute crashed' from 'host gone'.",
+        "controller uses to tell 'nova-compute crashed' from 'host gone'. Re-read "
+        "on SIGHUP.",
     ),
 ]
 

@@ -92,3 +92,30 @@ class SessionTimeoutRejected(InstanceHAError):
         "The coordinator granted a session timeout of %(granted)s s instead of the "
         "%(requested)s s requested: ZooKeeper clamps it to [2, 20] x tickTime"
     )
+
+
+class CredentialsError(InstanceHAError):
+    """A coordination credentials file that cannot be used (never quotes its content)."""
+
+    message = "Coordination credentials %(file)s: %(reason)s"
+
+
+class NotProvisioned(CoordinationError):
+    message = (
+        "Host %(host)s is not provisioned in the coordination store %(where)s: %(reason)s"
+    )
+
+
+class CoordinationDenied(CoordinationError):
+    """ZooKeeper refused an operation (ACL): the identity may not do it."""
+
+    message = (
+        "The coordination store %(where)s refused %(operation)s for identity %(identity)s: "
+        "%(reason)s"
+    )
+    action = Action.ESCALATE
+
+
+class LayoutMismatch(CoordinationError):
+    message = "The coordination tree %(root)s at %(where)s cannot be used: %(reason)s"
+    action = Action.ESCALATE

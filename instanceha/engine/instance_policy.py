@@ -36,6 +36,18 @@ instance can be treated differently::
 with the values restart, notify and ignore (aggregates that disagree:
 restart > notify > ignore). ``HA_Enabled`` is Masakari's switch, which covers
 both failure types there: True means restart, False ignore.
+
+The restart priority (``decide_priority``: who is evacuated first, and who
+gets the room when it is short) reads the same places in the same order::
+
+    1. server metadata     instanceha:priority
+    2. flavor extra spec   instanceha:priority
+    3. image property      instanceha_priority
+    4. host aggregate      instanceha:priority
+    5. the cloud-wide default ([capacity] default_priority)
+
+with vSphere HA's names (lowest 100, low 200, medium 300, high 400, highest
+500) or any integer from 0 to 1000; aggregates that disagree: the highest wins.
 """
 
 from __future__ import annotations
@@ -161,8 +173,10 @@ def decided_by_server_or_flavor(facts: InstanceFacts) -> bool:
 
 
 def _decide(facts, default, sources, aggregate_keys, strength, result):
-    """The recovery of one instance, with the source that decided it."""
-    """The outcome of one instance, with the source that decided it."""
+    """The outcome of one instance, with the source that decided it.
+    ``strength``: outcome -> rank (a mapping or a callable), for aggregates
+    that disagree."""
+    rank = strength if callable(strength) else strength.__getitem__
     notes: list[str] = []
     for source, attr, keys in sources:
         found = _lookup(getattr(facts, attr) or {}, keys, source.value, notes)
@@ -177,7 +191,7 @@ def _decide(facts, default, sources, aggregate_keys, strength, result):
         if found:
             votes.append((name, *found))
     if votes:
-        name, recovery, key, value = max(votes, key=lambda v: strength[v[1]])
+        name, recovery, key, value = max(votes, key=lambda v: rank(v[1]))
         if len({v[1] for v in votes}) > 1:
             notes.append("aggregates disagree: " + ", ".join(
                 f"{n} {k}={v}" for n, _, k, v in votes) + f"; the strongest ({name}) wins")
@@ -245,3 +259,77 @@ def decide_guest(facts: InstanceFacts, default: GuestPolicy) -> GuestDecision:
     """What to do when the instance's guest failed (its host is fine)."""
     return _decide(facts, default, _GUEST_SOURCES, _GUEST_AGGREGATE_KEYS, _GUEST_STRENGTH,
                    GuestDecision)
+
+
+# -- restart priority ----------------------------------------------------------
+
+PRIORITY_KEY = "instanceha:priority"
+PRIORITY_IMAGE_KEY = "instanceha_priority"
+PRIORITY_NAMES = {"lowest": 100, "low": 200, "medium": 300, "high": 400, "highest": 500}
+"""vSphere HA's restart priorities by name; any integer 0..1000 works too."""
+PRIORITY_MAX = 1000
+
+
+def parse_priority(value: object) -> int | None:
+    """``high`` -> 400, ``250`` -> 250; None when not understood."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value <= PRIORITY_MAX else None
+    text = str(value).strip().lower()
+    if text in PRIORITY_NAMES:
+        return PRIORITY_NAMES[text]
+    try:
+        number = int(text)
+    except ValueError:
+        return None
+    return number if 0 <= number <= PRIORITY_MAX else None
+
+
+def priority_name(priority: int) -> str:
+    """``400`` -> ``high``; a number without a name stays a number."""
+    for name, value in PRIORITY_NAMES.items():
+        if value == priority:
+            return name
+    return str(priority)
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorityDecision:
+    priority: int
+    source: Source
+    key: str | None
+    value: str | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        text = f"priority {priority_name(self.priority)}: {self.source.value}"
+        if self.source is not Source.DEFAULT:
+            text += f" {self.key}={self.value}"
+        if self.notes:
+            text += " (" + "; ".join(self.notes) + ")"
+        return text
+
+
+_PRIORITY_NATIVE = (PRIORITY_KEY, parse_priority)
+_PRIORITY_SOURCES = (
+    (Source.SERVER, "server_metadata", (_PRIORITY_NATIVE,)),
+    (Source.FLAVOR, "flavor_extra_specs", (_PRIORITY_NATIVE,)),
+    (Source.IMAGE, "image_properties", ((PRIORITY_IMAGE_KEY, parse_priority),)),
+)
+_PRIORITY_AGGREGATE_KEYS = (_PRIORITY_NATIVE,)
+
+
+def decide_priority(facts: InstanceFacts, default: int) -> PriorityDecision:
+    """The restart priority of one instance: the same sources, in the same
+    order, as its recovery (aggregates that disagree: the highest wins)."""
+    return _decide(facts, default, _PRIORITY_SOURCES, _PRIORITY_AGGREGATE_KEYS, int,
+                   PriorityDecision)
+
+
+def priority_decided_by_server_or_flavor(facts: InstanceFacts) -> bool:
+    """Does the server's metadata or its flavor set its restart priority?"""
+    notes: list[str] = []
+    return any(_lookup(getattr(facts, attr) or {}, keys, source.value, notes)
+               for source, attr, keys in _PRIORITY_SOURCES[:2])

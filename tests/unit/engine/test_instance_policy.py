@@ -134,3 +134,58 @@ def test_reason_names_the_source():
 ])
 def test_parse(value, want):
     assert Recovery.parse(value) is want
+
+
+# -- restart priority: the same sources, the same precedence ----------------------
+
+PK = "instanceha:priority"
+
+
+@pytest.mark.parametrize("server, flavor, image, aggregate, want, source", [
+    (None, None, None, None, 300, Source.DEFAULT),
+    ("high", None, None, None, 400, Source.SERVER),
+    (None, "highest", None, None, 500, Source.FLAVOR),
+    (None, None, "low", None, 200, Source.IMAGE),
+    (None, None, None, "lowest", 100, Source.AGGREGATE),
+    # the server beats everything below it, the flavor the image, the image the aggregate
+    ("low", "high", "high", "high", 200, Source.SERVER),
+    (None, "10", "900", "900", 10, Source.FLAVOR),
+    (None, None, "250", "900", 250, Source.IMAGE),
+    # names are case-insensitive; numbers 0..1000
+    (" HIGH ", None, None, None, 400, Source.SERVER),
+    ("0", None, None, None, 0, Source.SERVER),
+    ("1000", None, None, None, 1000, Source.SERVER),
+    # not understood: skipped with a note, the next source decides
+    ("urgent", "low", None, None, 200, Source.FLAVOR),
+    ("1001", None, None, None, 300, Source.DEFAULT),
+    ("-1", None, None, None, 300, Source.DEFAULT),
+])
+def test_priority_precedence(server, flavor, image, aggregate, want, source):
+    from instanceha.engine.instance_policy import decide_priority
+
+    d = decide_priority(facts(
+        server={PK: server} if server else None,
+        flavor={PK: flavor} if flavor else None,
+        image={"instanceha_priority": image} if image else None,
+        aggregates={"agg1": {PK: aggregate}} if aggregate else None,
+    ), 300)
+    assert (d.priority, d.source) == (want, source)
+    assert bool(d.notes) is (server in ("urgent", "1001", "-1"))
+
+
+def test_priority_aggregates_that_disagree_the_highest_wins():
+    from instanceha.engine.instance_policy import decide_priority
+
+    d = decide_priority(facts(aggregates={"a": {PK: "low"}, "b": {PK: "high"},
+                                          "c": {PK: "medium"}}), 100)
+    assert (d.priority, d.source) == (400, Source.AGGREGATE)
+    assert "aggregates disagree" in d.notes[0]
+    assert d.reason.startswith("priority high: host aggregate metadata instanceha:priority=high")
+
+
+@pytest.mark.parametrize("value, name", [(100, "lowest"), (300, "medium"), (500, "highest"),
+                                         (250, "250")])
+def test_priority_names(value, name):
+    from instanceha.engine.instance_policy import priority_name
+
+    assert priority_name(value) == name

@@ -1,0 +1,545 @@
+"""Where the servers of failed hosts would go: a failover plan.
+
+Given the capacity model and a set of failed hosts, place every evacuable
+server of those hosts on the hosts that remain, the way a recovery would send
+them, and say which servers would find no room and why. Used twice: all the
+time, to judge whether each host's (or failure domain's) failure is covered
+(``capacity_coverage.py``); and when a host really failed, to choose the order
+and the target of each evacuation and to hold back those without room.
+
+Rules, in the order they are applied:
+
+* **Order**: highest restart priority first, then the largest server (by its
+  scarcest resource), then the name: when room is short, the highest
+  priorities get it.
+* **Where**: a host that takes servers (enabled, up, not failing), in the
+  server's availability zone when it must stay there; with
+  ``method = reserved_hosts`` first the failed host's reserved spares (the
+  closest first, as ``engine.reserved`` chooses), then, with the fallback to
+  the scheduler, any host.
+* **Room**: every resource class the server needs, within Placement's
+  capacity and ``max_unit``, counting what this plan (and the evacuations
+  already in flight, ``pending``) put there before.
+* **Server groups**: hard anti-affinity never puts a member beside another
+  (``max_server_per_host``, counting members already running); hard affinity
+  puts members where the group's other members are; soft policies are
+  preferences, dropped when nothing else fits.
+* **Spread**: among the hosts allowed, the one with the most room left (the
+  smallest share free of its resource classes is the score). Nova's scheduler
+  sees the same free host for every request it weighs before the first claim
+  is consumed (it consumes a host only after the Placement claim's round trip),
+  so evacuations sent together all land on one host; naming each one's target
+  from this plan spreads them.
+
+Pure and deterministic: the same model gives the same plan.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections.abc import Collection, Iterable, Mapping, Sequence
+
+from instanceha.engine.capacity import DISK_GB, MEMORY_MB, PCPU, VCPU, Host, Model, Role, Server
+from instanceha.engine.reserved import Match
+
+SCORED = (VCPU, PCPU, MEMORY_MB, DISK_GB)
+FAST_TRIES = 8
+"""Candidates tried in score order before the exhaustive scan."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanPolicy:
+    spares: bool = False
+    """``[recovery] method = reserved_hosts``: reserved spares first."""
+    spare_match: Match = Match.AVAILABILITY_ZONE
+    fallback_to_scheduler: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Placed:
+    server: Server
+    target: str
+    spare: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NoRoom:
+    server: Server
+    reason: str
+    lacking: Mapping[str, int]
+    """Resource class -> how much of the server's need found no host (empty
+    when a zone or a server group, not room, stopped it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FailurePlan:
+    failed: frozenset[str]
+    placed: tuple[Placed, ...] = ()
+    """In dispatch order: highest priority first."""
+    unplaced: tuple[NoRoom, ...] = ()
+    spares: tuple[str, ...] = ()
+    """Reserved spares this plan enables, in the order used."""
+
+    @property
+    def covered(self) -> bool:
+        return not self.unplaced
+
+    def load(self) -> dict[str, dict[str, int]]:
+        """Target host -> what the plan puts there."""
+        out: dict[str, dict[str, int]] = {}
+        for p in self.placed:
+            into = out.setdefault(p.target, {})
+            for rc, n in p.server.need.items():
+                into[rc] = into.get(rc, 0) + n
+        return out
+
+    def shortfall(self) -> dict[str, int]:
+        """Resource class -> what the servers without room lack, summed."""
+        out: dict[str, int] = {}
+        for u in self.unplaced:
+            for rc, n in u.lacking.items():
+                out[rc] = out.get(rc, 0) + n
+        return out
+
+    def target_of(self, server_id: str) -> str | None:
+        return next((p.target for p in self.placed if p.server.id == server_id), None)
+
+
+def score(host: Host) -> float:
+    """The smallest share of capacity left free over the host's resource classes."""
+    best = None
+    for rc in SCORED:
+        inv = host.inventory.get(rc)
+        if inv is None or inv.capacity <= 0:
+            continue
+        share = host.free(rc) / inv.capacity
+        best = share if best is None or share < best else best
+    return best if best is not None else 0.0
+
+
+class Row:
+    """One host as the placer reads it: free amount and ``max_unit`` per class."""
+
+    __slots__ = ("name", "free", "max_unit", "zone", "room")
+
+    def __init__(self, host: Host) -> None:
+        self.name = host.name
+        self.zone = host.zone
+        self.free = {rc: host.free(rc) for rc in host.inventory}
+        self.max_unit = {rc: host.max_unit(rc) for rc in host.inventory}
+        self.room = {rc: min(f, self.max_unit[rc]) for rc, f in self.free.items()}
+        """What one server may take of each class while nothing is planned here."""
+
+    def fits(self, need: Mapping[str, int], load: Mapping[str, int] | None) -> bool:
+        free, max_unit = self.free, self.max_unit
+        if load is None:
+            for rc, n in need.items():
+                if free.get(rc, 0) < n or max_unit.get(rc, 0) < n:
+                    return False
+            return True
+        for rc, n in need.items():
+            if free.get(rc, 0) - load.get(rc, 0) < n or max_unit.get(rc, 0) < n:
+                return False
+        return True
+
+
+class Pool:
+    """The hosts that take servers in one zone (or anywhere: zone None), kept
+    sorted by score (the most room first) and by the free amount of each
+    resource class."""
+
+    def __init__(self) -> None:
+        self.order: list[tuple[float, str]] = []
+        self.by_rc: dict[str, list[tuple[int, str]]] = {}
+        self._keys: dict[str, tuple[float, dict[str, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._keys
+
+    def add(self, host: Host, row: Row) -> None:
+        self.discard(host.name)
+        key = -score(host)
+        bisect.insort(self.order, (key, host.name))
+        for rc, free in row.free.items():
+            bisect.insort(self.by_rc.setdefault(rc, []), (-free, host.name))
+        self._keys[host.name] = (key, dict(row.free))
+
+    def discard(self, name: str) -> None:
+        known = self._keys.pop(name, None)
+        if known is None:
+            return
+        key, frees = known
+        _remove(self.order, (key, name))
+        for rc, free in frees.items():
+            _remove(self.by_rc[rc], (-free, name))
+
+    def position(self, name: str) -> int:
+        return bisect.bisect_left(self.order, (self._keys[name][0], name))
+
+
+def _remove(items: list, entry) -> None:
+    i = bisect.bisect_left(items, entry)
+    if i < len(items) and items[i] == entry:
+        del items[i]
+
+
+class Index:
+    """The model's hosts as the placer reads them: the target hosts by zone,
+    the spares, one ``Row`` per host; kept as the model changes."""
+
+    def __init__(self) -> None:
+        self.pools: dict[str | None, Pool] = {None: Pool()}
+        self.spares: set[str] = set()
+        self.rows: dict[str, Row] = {}
+        self._zone: dict[str, str | None] = {}
+
+    def update(self, model: Model, names: Iterable[str]) -> None:
+        for name in names:
+            old_zone = self._zone.pop(name, None)
+            self.pools[None].discard(name)
+            if old_zone is not None and old_zone in self.pools:
+                self.pools[old_zone].discard(name)
+            self.spares.discard(name)
+            self.rows.pop(name, None)
+            host = model.hosts.get(name)
+            if host is None:
+                continue
+            row = self.rows[name] = Row(host)
+            if host.role is Role.SPARE:
+                self.spares.add(name)
+            elif host.role is Role.TARGET:
+                self._zone[name] = host.zone
+                self.pools[None].add(host, row)
+                if host.zone is not None:
+                    self.pools.setdefault(host.zone, Pool()).add(host, row)
+
+    @classmethod
+    def of(cls, model: Model) -> Index:
+        index = cls()
+        index.update(model, list(model.hosts))
+        return index
+
+
+def _rank(s: Server) -> tuple:
+    return (-s.priority, -max(s.need.values(), default=0), s.name, s.id)
+
+
+def order(servers: Iterable[Server]) -> list[Server]:
+    """Dispatch order: highest priority, then the largest, then the name."""
+    return sorted(servers, key=_rank)
+
+
+def plan(model: Model, index: Index, failed: Collection[str], policy: PlanPolicy = PlanPolicy(),
+         servers: Sequence[Server] | None = None,
+         pending: Iterable[tuple[Server, str]] = (),
+         avoid: Mapping[str, Collection[str]] | None = None) -> FailurePlan:
+    """The plan for ``failed`` hosts failing together.
+
+    ``servers``: those to place (default: every evacuable server of the failed
+    hosts); ``pending``: (server, target) of evacuations in flight, not yet in
+    Placement's usage; ``avoid``: server id -> targets Nova refused for it."""
+    failed = frozenset(failed)
+    if servers is None:
+        servers = [s for h in sorted(failed) for s in model.on_host.get(h, {}).values()
+                   if s.evacuate]
+    return _Placer(model, index, failed, policy, pending, avoid or {}).run(order(servers))
+
+
+class _Placer:
+    def __init__(self, model: Model, index: Index, failed: frozenset[str], policy: PlanPolicy,
+                 pending: Iterable[tuple[Server, str]],
+                 avoid: Mapping[str, Collection[str]]) -> None:
+        self.model = model
+        self.index = index
+        self.failed = failed
+        self.policy = policy
+        self.avoid = avoid
+        self.load: dict[str, dict[str, int]] = {}
+        self.added: dict[str, dict[str, int]] = {}
+        """group id -> host -> members this plan (or ``pending``) put there."""
+        self.next: dict[str | None, int] = {}
+        """Pool -> where its next server is tried first (next fit, wrapping)."""
+        for server, target in pending:
+            self._take(server, target)
+
+    # -- bookkeeping ----------------------------------------------------------
+    def _take(self, server: Server, target: str) -> None:
+        into = self.load.get(target)
+        if into is None:
+            into = self.load[target] = {}
+        for rc, n in server.need.items():
+            into[rc] = into.get(rc, 0) + n
+        if server.group is not None:
+            per_host = self.added.setdefault(server.group, {})
+            per_host[target] = per_host.get(target, 0) + 1
+
+    def members(self, group: str, host: str) -> int:
+        """Members of the group on ``host`` once the failed hosts' are gone."""
+        base = 0 if host in self.failed else self.model.members.get(group, {}).get(host, 0)
+        return base + self.added.get(group, {}).get(host, 0)
+
+    def fits(self, server: Server, host: str) -> bool:
+        row = self.index.rows.get(host)
+        return row is not None and row.fits(server.need, self.load.get(host))
+
+    def group_ok(self, server: Server, host: str, soft: bool) -> bool:
+        """May ``server`` go to ``host`` by its group (``soft``: soft rules too)?"""
+        group = self.model.group_of(server)
+        if group is None or (not group.policy.hard and not soft):
+            return True
+        if group.policy.anti:
+            # its own former place is a failed host: counted out by members()
+            return self.members(group.id, host) < max(1, group.max_per_host)
+        where = self.affinity_hosts(group.id)
+        return not where or host in where
+
+    def affinity_hosts(self, group: str) -> set[str]:
+        hosts = {h for h, n in self.model.members.get(group, {}).items()
+                 if n and h not in self.failed}
+        hosts.update(h for h, n in self.added.get(group, {}).items() if n)
+        return hosts
+
+    # -- placing --------------------------------------------------------------
+    def run(self, servers: list[Server]) -> FailurePlan:
+        placed: list[Placed] = []
+        unplaced: list[NoRoom] = []
+        spares_used: list[str] = []
+        remaining = servers
+        if self.policy.spares:
+            by_failed: dict[str, list[Server]] = {}
+            for s in servers:
+                by_failed.setdefault(s.host, []).append(s)
+            remaining = order(self._spares(by_failed, placed, spares_used))
+            if not self.policy.fallback_to_scheduler:
+                for s in remaining:
+                    unplaced.append(NoRoom(s, "no reserved spare with room left (and no "
+                                           "fallback to the scheduler)",
+                                           self._missing(s) or dict(s.need)))
+                remaining = []
+        fast = self._fast
+        for s in remaining:
+            target = fast(s) if s.group is None else None
+            if target is None:
+                target = self._choose(s)
+            if target is None:
+                unplaced.append(self._no_room(s))
+            else:
+                self._take(s, target)
+                placed.append(Placed(s, target))
+        if self.policy.spares:
+            placed.sort(key=lambda p: _rank(p.server))
+        return FailurePlan(self.failed, tuple(placed), tuple(unplaced), tuple(spares_used))
+
+    def _spares(self, by_failed: dict[str, list[Server]], placed: list[Placed],
+                used: list[str]) -> list[Server]:
+        """Each failed host's servers onto its closest spares (one spare at a
+        time, the overflow to the next); returns those left for the scheduler."""
+        left: list[Server] = []
+        for failed_name in sorted(by_failed):
+            todo = by_failed[failed_name]
+            failed = self.model.hosts.get(failed_name) or Host(failed_name)
+            for spare in self._spare_order(failed, used):
+                zone = self.model.hosts[spare].zone
+                took = []
+                for s in todo:
+                    if (s.zone is None or s.zone == zone) \
+                            and spare not in self.avoid.get(s.id, ()) \
+                            and self.group_ok(s, spare, soft=False) and self.fits(s, spare):
+                        self._take(s, spare)
+                        placed.append(Placed(s, spare, spare=True))
+                        took.append(s)
+                if took:
+                    used.append(spare)
+                    todo = [s for s in todo if s not in took]
+                if not todo:
+                    break
+            left.extend(todo)
+        return left
+
+    def _spare_order(self, failed: Host, used: list[str]) -> list[str]:
+        match = self.policy.spare_match
+        out = []
+        for name in self.index.spares:
+            if name in self.failed or name in used:
+                continue
+            spare = self.model.hosts[name]
+            if match is Match.AGGREGATE and not failed.aggregates & spare.aggregates:
+                continue
+            if match is Match.AVAILABILITY_ZONE and (failed.zone is None
+                                                     or spare.zone != failed.zone):
+                continue
+            out.append(spare)
+        out.sort(key=lambda h: (not (failed.zone is not None and h.zone == failed.zone),
+                                -len(failed.aggregates & h.aggregates), h.name))
+        return [h.name for h in out]
+
+    def _fast(self, server: Server) -> str | None:
+        """``_search`` without a server group, inlined (the common case, and
+        the coverage's hot loop): None when the few tries found nothing."""
+        pools = self.index.pools
+        zone = server.zone
+        pool = pools.get(zone) if zone is not None else pools[None]
+        if pool is None:
+            return None
+        entries = pool.order
+        n = len(entries)
+        if not n:
+            return None
+        rows, loads, failed, avoid = self.index.rows, self.load, self.failed, self.avoid
+        refused = avoid.get(server.id, ()) if avoid else ()
+        need = server.need.items()
+        start = self.next.get(zone, 0)
+        for step in range(min(n, FAST_TRIES)):
+            at = (start + step) % n
+            name = entries[at][1]
+            if name in failed or name in refused:
+                continue
+            row = rows[name]
+            load = loads.get(name)
+            if load is None:
+                room = row.room
+                for rc, q in need:
+                    if room.get(rc, 0) < q:
+                        break
+                else:
+                    self.next[zone] = at + 1
+                    return name
+                continue
+            free, max_unit = row.free, row.max_unit
+            for rc, q in need:
+                if free.get(rc, 0) - load.get(rc, 0) < q or max_unit.get(rc, 0) < q:
+                    break
+            else:
+                self.next[zone] = at + 1
+                return name
+        return None
+
+    def _choose(self, server: Server) -> str | None:
+        pool = self.index.pools.get(server.zone) if server.zone is not None \
+            else self.index.pools[None]
+        if pool is None or not len(pool):
+            return None
+        group = self.model.group_of(server)
+        if group is not None and not group.policy.anti:
+            # affinity: the members' hosts first (hard: only those)
+            where = self.affinity_hosts(group.id)
+            for name in sorted(where):
+                if self._allowed(server, name, pool, soft=True):
+                    return name
+            if group.policy.hard and where:
+                return None
+        found = self._search(server, pool, soft=True)
+        if found is None and group is not None and not group.policy.hard:
+            found = self._search(server, pool, soft=False)
+        return found
+
+    def _allowed(self, server: Server, name: str, pool: Pool, soft: bool) -> bool:
+        if name not in pool or name in self.failed or name in self.avoid.get(server.id, ()):
+            return False
+        if server.group is not None and not self.group_ok(server, name, soft):
+            return False
+        return self.index.rows[name].fits(server.need, self.load.get(name))
+
+    def _search(self, server: Server, pool: Pool, soft: bool) -> str | None:
+        """Next fit in score order: the host after the one the previous server
+        of this pool went to (wrapping), so that a plan spreads one server per
+        host over the hosts with the most room; a few tries, then every host
+        with enough of the server's scarcest resource class."""
+        entries = pool.order
+        n = len(entries)
+        start = self.next.get(server.zone, 0) % n
+        for step in range(min(n, FAST_TRIES)):
+            at = (start + step) % n
+            name = entries[at][1]
+            if self._allowed(server, name, pool, soft):
+                self.next[server.zone] = at + 1
+                return name
+        found = self._scan(server, pool, soft)
+        if found is not None:
+            self.next[server.zone] = pool.position(found) + 1
+        return found
+
+    def _scan(self, server: Server, pool: Pool, soft: bool) -> str | None:
+        """The first allowed host in score order among those with enough of
+        the server's scarcest resource class (exhaustive: None means none)."""
+        if not server.need:
+            return None
+        rc = max(server.need, key=lambda c: server.need[c] / _typical(pool, c))
+        need = server.need[rc]
+        best: tuple[float, str] | None = None
+        for neg_free, name in pool.by_rc.get(rc, ()):
+            if -neg_free < need:
+                break
+            if self._allowed(server, name, pool, soft):
+                entry = (pool._keys[name][0], name)
+                if best is None or entry < best:
+                    best = entry
+        return best[1] if best is not None else None
+
+    # -- why not --------------------------------------------------------------
+    def _missing(self, server: Server) -> dict[str, int]:
+        """Resource class -> how much more than the most free on any allowed
+        host the server needs (empty: each class fits somewhere on its own)."""
+        pool = self.index.pools.get(server.zone) if server.zone is not None \
+            else self.index.pools[None]
+        out = {}
+        for rc, n in server.need.items():
+            best = 0
+            for neg_free, name in (pool.by_rc.get(rc, ()) if pool is not None else ()):
+                if -neg_free <= best:
+                    break
+                if name in self.failed:
+                    continue
+                row = self.index.rows[name]
+                best = max(best, min(row.free.get(rc, 0) - self.load.get(name, {}).get(rc, 0),
+                                     row.max_unit.get(rc, 0)))
+            if best < n:
+                out[rc] = n - best
+        return out
+
+    def _no_room(self, server: Server) -> NoRoom:
+        where = f"zone {server.zone}" if server.zone is not None else "the cloud"
+        pool = self.index.pools.get(server.zone) if server.zone is not None \
+            else self.index.pools[None]
+        live = [n for n in (pool._keys if pool is not None else ()) if n not in self.failed
+                and n not in self.avoid.get(server.id, ())]
+        if not live:
+            return NoRoom(server, f"no host of {where} takes servers (every one is down, "
+                          "disabled or failed)", {})
+        group = self.model.group_of(server)
+        if group is not None and group.policy.hard:
+            if any(self.fits(server, n) for n in live):
+                if group.policy.anti:
+                    why = (f"{group.label()}: every host of {where} with room holds "
+                           f"{max(1, group.max_per_host)} of its members")
+                else:
+                    why = (f"{group.label()}: its members are on "
+                           f"{', '.join(sorted(self.affinity_hosts(group.id)))}, without "
+                           "room for it")
+                return NoRoom(server, why, {})
+        missing = self._missing(server)
+        if not missing:
+            return NoRoom(server, f"no room: no single host of {where} has "
+                          f"{_amounts(server.need)} free together", dict(server.need))
+        most = ", ".join(f"{server.need[rc] - missing[rc]} {rc}" for rc in sorted(missing))
+        return NoRoom(server, f"no room: needs {_amounts(server.need)}; the most free on a "
+                      f"host of {where}: {most}", missing)
+
+
+def _typical(pool: Pool, rc: str) -> float:
+    """A resource class's scale in the pool (the largest free amount), for
+    choosing the server's scarcest class."""
+    items = pool.by_rc.get(rc)
+    return float(max(1, -items[0][0])) if items else 1.0
+
+
+def _amounts(need: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {rc}" for rc, n in sorted(need.items()))
+
+
+__all__ = ["FailurePlan", "Index", "NoRoom", "PlanPolicy", "Placed", "Pool", "order", "plan",
+           "score"]

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
 from instanceha.agent import health
+from instanceha.agent.session_file import SessionFile
 from instanceha.agent.watchdog import LoopWatchdog
 from instanceha.coordination import ConnectionState, Coordinator, base
 from instanceha.version import __version__
@@ -57,12 +58,22 @@ class Agent:
         probe: Callable[[], Mapping[str, bool]],
         clock: Callable[[], float] = time.monotonic,
         guest_monitor=None,
+        session_file: SessionFile | None = None,
     ) -> None:
         """``guest_monitor``: the instance monitor (agent.guest_monitor), started
-        with the coordinator; its connection state is published with the health."""
+        with the coordinator; its connection state is published with the health.
+        ``session_file``: where the session is kept for a restarted process to
+        resume it (agent.session_file)."""
         self.coordinator = coordinator
+        self.session_file = session_file
+        self._may_resume = session_file is not None
+        self.resumed: bool | None = None
+        """Whether this process resumed an earlier one's session (None: none saved)."""
+        self._saved_incarnation: int | None = None
+        self.incarnation: int | None = None
         self.guest_monitor = guest_monitor
         self._monitor_state = None
+        self._monitor_started = False
         self.settings = settings
         self.probe = probe
         self.clock = clock
@@ -141,11 +152,7 @@ class Agent:
             if self._restart_session:
                 self._new_session()
             if not self._started:
-                self.coordinator.start()
-                self._started = True
-                LOG.info("connected to the coordinator as %s", self.settings.host)
-                if self.guest_monitor is not None:
-                    self.guest_monitor.start()
+                self.connect()
             if self.coordinator.state is not ConnectionState.CONNECTED:
                 return interval  # kazoo reconnects with its own back-off
             now = self.clock()
@@ -163,6 +170,7 @@ class Agent:
             elif self._clear_stall:
                 self.coordinator.report_stall(None)
             self._clear_stall = False
+            self._keep_session()
             if self.settings.liveness == base.HEARTBEAT:
                 self._seq += 1
                 self.coordinator.heartbeat(self._seq)
@@ -191,13 +199,58 @@ class Agent:
                 self._started = False
                 self.coordinator.stop()
 
+    def connect(self) -> None:
+        """Start the coordinator: the first time in this process, resume the
+        session an earlier process saved, if any (its membership stays). Raises
+        CoordinationError (retried by the loop) or SessionTimeoutRejected."""
+        saved = None
+        if self._may_resume:
+            self._may_resume = False  # a session ended on purpose is never resumed
+            saved = self.session_file.load()
+            if saved is not None:
+                self.coordinator.resume_session(saved.credentials)
+        try:
+            self.coordinator.start()
+        except exceptions.CoordinationError:
+            if saved is not None:
+                self._may_resume = True  # the coordinator was away: try again next time
+            raise
+        self._started = True
+        creds = self.coordinator.session_credentials()
+        if saved is None:
+            LOG.info("connected to the coordinator as %s", self.settings.host)
+        elif creds is not None and creds.session_id == saved.credentials.session_id:
+            self.resumed = True
+            self._saved_incarnation = saved.incarnation
+            LOG.info("resumed session 0x%x of the previous run of this agent (pid %d, saved "
+                     "%.1f s ago): its membership never left", creds.session_id, saved.pid,
+                     max(0.0, self.session_file.wall() - saved.written_at))
+        else:
+            self.resumed = False
+            LOG.warning("session 0x%x of the previous run of this agent (pid %d) could not be "
+                        "resumed: it expired (that run ended longer than the session timeout "
+                        "ago); new session%s: the controllers saw this host's membership "
+                        "vanish", saved.credentials.session_id, saved.pid,
+                        f" 0x{creds.session_id:x}" if creds else "")
+        if self.guest_monitor is not None and not self._monitor_started:
+            self._monitor_started = True  # once: a new session (watchdog) keeps it
+            self.guest_monitor.start()
+
+    def _keep_session(self) -> None:
+        if self.session_file is None:
+            return
+        creds = self.coordinator.session_credentials()
+        if creds is not None:
+            self.session_file.save(creds, self.incarnation)
+
     def _join(self) -> None:
         incarnation = self.coordinator.join(self.settings.host, self.capabilities())
         self.joins += 1
         self._conflict_logged = None
-        LOG.info(
-            "joined as %s (incarnation %s, join #%d)", self.settings.host, incarnation, self.joins
-        )
+        kept = self.resumed and self.joins == 1 and incarnation == self._saved_incarnation
+        self.incarnation = incarnation
+        LOG.info("joined as %s (incarnation %s, join #%d)%s", self.settings.host, incarnation,
+                 self.joins, ": the membership of the resumed session, kept" if kept else "")
 
     # -- the loop --------------------------------------------------------
     def run(self, on_iteration: Callable[[], None] | None = None) -> None:
@@ -255,6 +308,8 @@ class Agent:
                 self.guest_monitor.stop()
             if self._started:
                 self.coordinator.stop()
+            if self.session_file is not None:
+                self.session_file.remove()  # that session is closed: never resumed
 
 
 def _fmt(services: Mapping[str, bool]) -> str:

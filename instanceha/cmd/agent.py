@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import urllib.parse
 
 from oslo_log import log as logging
 
 from instanceha import exceptions
-from instanceha.agent import health
-from instanceha.agent.metrics import AgentMetrics
+from instanceha.agent import health, session_file
 from instanceha.agent.service import Agent, AgentSettings
+from instanceha.agent.session_file import SessionFile
 from instanceha.cmd import common, sdnotify
 from instanceha.conf import policy
 
 LOG = logging.getLogger(__name__)
 PROG = "instanceha-agent"
+GROUPS = ("default", "coordination", "agent", "detection", "telemetry", "guest")
+"""The option modules the agent reads: the others (Nova's keystoneauth options,
+the bus) are not even imported, so that a restarted agent resumes its session
+sooner (``[agent] session_file``)."""
 
 
 def build(conf) -> Agent:
@@ -33,7 +39,27 @@ def build(conf) -> Agent:
         hung_after=detection.hung_after,
     )
     return Agent(coordinator, settings, health.ProcessProbe(conf.agent.watched_processes),
-                 guest_monitor=_guest_monitor(conf, coordinator))
+                 guest_monitor=_guest_monitor(conf, coordinator),
+                 session_file=_session_file(conf, coordinator))
+
+
+def _session_file(conf, coordinator) -> SessionFile | None:
+    """Where this agent keeps its session across restarts (None: never resumed)."""
+    path = conf.agent.session_file
+    if not path:
+        LOG.warning("[agent] session_file is empty: a restarted agent opens a new session "
+                    "and the controllers see its host's membership vanish")
+        return None
+    if not os.path.isabs(path):
+        raise policy.config_error(conf, "agent", "session_file",
+                                  f"{path!r} is not an absolute path")
+    servers = urllib.parse.urlsplit(conf.coordination.backend_url).netloc
+    store = SessionFile(path, conf.host, servers, conf.coordination.root_path)
+    try:
+        store.lock()
+    except session_file.InUse as e:
+        raise policy.config_error(conf, "agent", "session_file", str(e)) from None
+    return store
 
 
 def _guest_monitor(conf, coordinator):
@@ -71,8 +97,8 @@ def reload(conf, agent: Agent) -> None:
 
 
 def main(argv=None) -> int:
-    conf = common.make_conf()
-    common.load(conf, sys.argv[1:] if argv is None else argv, PROG)
+    conf = common.make_conf(GROUPS)
+    common.load(conf, sys.argv[1:] if argv is None else argv, PROG, groups=GROUPS)
     agent = common.build_or_refuse(PROG, build, conf)
     common.exit_on_thread_crash(PROG)
     stop = threading.Event()
@@ -86,6 +112,16 @@ def main(argv=None) -> int:
     agent.reloader = lambda: reload(conf, agent)
     common.on_stop_signals(on_signal, reload=agent.request_reload)
     LOG.info("%s starting as host %s", PROG, conf.host)
+    try:
+        # first of all: a restarted agent must resume its session within the
+        # session timeout; the rest of the start waits (the loop retries a failure)
+        agent.connect()
+    except exceptions.SessionTimeoutRejected as e:
+        refuse_rejected(conf, agent, e)
+    except exceptions.CoordinationError as e:
+        LOG.warning("%s; %s, the loop tries again", e, e.action.value)
+    from instanceha.agent.metrics import AgentMetrics
+
     metrics = AgentMetrics(agent)
     telemetry = common.start_telemetry(
         conf, conf.telemetry.agent_port, metrics.registry,
@@ -112,8 +148,15 @@ def main(argv=None) -> int:
         if telemetry is not None:
             telemetry.stop()
     if rejected is not None:
-        common.refuse(PROG, policy.session_timeout_error(conf, rejected))
+        refuse_rejected(conf, agent, rejected)
     return 0
+
+
+def refuse_rejected(conf, agent: Agent, error: exceptions.SessionTimeoutRejected) -> None:
+    """The server grants another session timeout: a configuration error (exit 2)."""
+    if agent.session_file is not None:
+        agent.session_file.remove()
+    common.refuse(PROG, policy.session_timeout_error(conf, error))
 
 
 if __name__ == "__main__":

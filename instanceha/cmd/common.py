@@ -19,14 +19,18 @@ LOG = logging.getLogger(__name__)
 PROJECT = "instanceha"
 
 
-def make_conf() -> cfg.ConfigOpts:
+def make_conf(groups=None) -> cfg.ConfigOpts:
+    """A ConfigOpts with instanceha's options (``groups``: only these option
+    modules, e.g. the agent's: the others' imports cost nothing at start) and
+    oslo.log's."""
     conf = cfg.ConfigOpts()
-    ih_conf.register_all(conf)
+    ih_conf.register_all(conf, groups)
     logging.register_options(conf)
     return conf
 
 
-def load(conf: cfg.ConfigOpts, argv: list[str], prog: str, with_logging: bool = True) -> None:
+def load(conf: cfg.ConfigOpts, argv: list[str], prog: str, with_logging: bool = True,
+         groups=None) -> None:
     """Parse argv and the config files; exit 2 with a clear message on bad config."""
     try:
         conf(argv, project=PROJECT, prog=prog, version=__version__,
@@ -37,7 +41,7 @@ def load(conf: cfg.ConfigOpts, argv: list[str], prog: str, with_logging: bool = 
     from instanceha.conf import validate
 
     try:
-        validate.validate_values(conf)
+        validate.validate_values(conf, groups)
     except exceptions.ConfigError as e:
         sys.stderr.write(f"{prog}: configuration error: {e}\n")
         sys.exit(2)

@@ -16,7 +16,8 @@ from instanceha.conf import opts as _opts
 CONF = cfg.CONF
 
 
-def register_all(conf=CONF):
-    for module in _opts.modules():
+def register_all(conf=CONF, names=None):
+    """Register every option group (``names``: only these modules' groups)."""
+    for module in _opts.modules(names):
         module.register_opts(conf)
     return conf

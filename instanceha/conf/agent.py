@@ -54,6 +54,21 @@ opts = [
 ]
 
 
+opts.append(cfg.StrOpt(
+    "session_file",
+    default="/run/instanceha/agent-session.json",
+    help="Where the agent keeps its coordinator session's id and password, so that "
+    "a restarted agent (killed, crashed, upgraded) resumes the same session when it "
+    "comes back within the session timeout: its membership never vanishes and its "
+    "host is never suspected. Written 0600 by the agent's user, removed at a "
+    "planned stop; a file owned by another user or readable by others is ignored. "
+    "Keep it on tmpfs in a directory only the agent's user can enter (the systemd "
+    "unit's RuntimeDirectory=instanceha makes /run/instanceha so, and keeps it "
+    "across restarts). Empty: never resume (every restart is seen as the agent's "
+    "death, which the controllers' second source of liveness then judges).",
+))
+
+
 def register_opts(conf):
     conf.register_group(group)
     conf.register_opts(opts, group=group)

@@ -24,14 +24,17 @@ _MODULES = (
 )
 
 
-def modules():
-    return [importlib.import_module(f"instanceha.conf.{name}") for name in _MODULES]
+def modules(names=None):
+    """The option modules (``names``: only these, e.g. the groups a daemon reads:
+    a module not imported costs nothing at start)."""
+    return [importlib.import_module(f"instanceha.conf.{name}") for name in _MODULES
+            if names is None or name in names]
 
 
-def list_opts():
+def list_opts(names=None):
     """Return [(group, [opts])] for every group, as oslo-config-generator wants."""
     result = {}
-    for module in modules():
+    for module in modules(names):
         for group, opts in module.list_opts().items():
             result.setdefault(group, []).extend(opts)
     return [(group, opts) for group, opts in result.items()]

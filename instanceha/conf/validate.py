@@ -14,15 +14,15 @@ from oslo_config import cfg
 from instanceha import exceptions
 
 
-def validate_values(conf: cfg.ConfigOpts) -> None:
+def validate_values(conf: cfg.ConfigOpts, names=None) -> None:
     """Read every instanceha option once: oslo.config checks a value's type and
     bounds only when it is read, so a wrong value in an option read late (or
     never, in this process) would otherwise pass unnoticed. Raises
     ConfigError naming the group, option and file; a secret's value is never
-    quoted."""
+    quoted. ``names``: only the option modules registered (``register_all``)."""
     from instanceha.conf import opts as ih_opts
 
-    for group, options in ih_opts.list_opts():
+    for group, options in ih_opts.list_opts(names):
         name = getattr(group, "name", group) or "DEFAULT"
         for opt in options:
             try:

@@ -19,6 +19,7 @@ from instanceha.coordination.base import (  # noqa: F401  (the public API)
     HostRecord,
     Leadership,
     MemberRecord,
+    SessionCredentials,
 )
 
 NAMESPACE = "instanceha.coordination.backends"

@@ -126,6 +126,20 @@ class ClusterSnapshot:
 StateListener = Callable[[ConnectionState], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class SessionCredentials:
+    """What resumes a coordinator session from another process: its id and its
+    password. A secret: never in a log line, argv, exception text or metric
+    (``repr`` hides the password)."""
+
+    session_id: int
+    password: bytes = dataclasses.field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.session_id <= 0 or not self.password:
+            raise ValueError("a session has a positive id and a password")
+
+
 class ChangeLog:
     """Hosts changed, by revision: a bounded journal the backend appends to
     and consumers query with the revision of their previous snapshot.
@@ -252,12 +266,28 @@ class Coordinator(abc.ABC):
     def add_state_listener(self, listener: StateListener) -> None:
         """Called from the backend's thread: must not block."""
 
+    def resume_session(self, credentials: SessionCredentials) -> None:
+        """Before ``start()``: try to resume this session (a previous process's,
+        restarted within the session timeout) instead of opening a new one;
+        when the server no longer knows it (expired), ``start()`` opens a new
+        one. A backend whose sessions cannot be resumed ignores it."""
+        return None
+
+    def session_credentials(self) -> SessionCredentials | None:
+        """The current session's credentials while connected (None otherwise,
+        or when the backend's sessions cannot be resumed), for a restarted
+        process to resume it. ``join()`` in a resumed session keeps the
+        membership that session holds (same incarnation, no vanish)."""
+        return None
+
     # -- agent side ------------------------------------------------------
     @abc.abstractmethod
     def join(self, member_id: str, capabilities: Mapping[str, object]) -> int:
         """Register the host, clear its planned-stop mark, create the
         session-bound membership and heartbeat. Returns the incarnation.
-        Idempotent within one session. Raises MemberConflict while another
+        Idempotent within one session, including a session resumed by a
+        restarted process (``resume_session``): the membership this session
+        holds is kept, with its incarnation. Raises MemberConflict while another
         session (a previous run of this agent) still holds the membership."""
 
     @abc.abstractmethod

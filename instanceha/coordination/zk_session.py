@@ -115,6 +115,17 @@ class _FailFastClient(KazooClient):
         return super()._call(request, async_object)
 
 
+class _NoSessionPassword(logging.Filter):
+    """kazoo logs the session password (hex) at its BLATHER level (5) when it
+    connects: such records never pass, whatever the log level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "session_passwd" not in str(record.msg)
+
+
+_NO_PASSWORD = _NoSessionPassword()
+
+
 class ZooKeeperSession:
     """One kazoo client and what is known about its session."""
 
@@ -128,12 +139,15 @@ class ZooKeeperSession:
         self.clock = clock
         retry = KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_jitter=RECONNECT_JITTER,
                            max_delay=reconnect_max_delay)
+        kazoo_log = logging.getLogger("kazoo.client")
+        if _NO_PASSWORD not in kazoo_log.filters:
+            kazoo_log.addFilter(_NO_PASSWORD)
         self.client = _FailFastClient(
             hosts=self.where,
             timeout=session_timeout,
             connection_retry=retry,
             command_retry=None,
-            logger=logging.getLogger("kazoo.client"),
+            logger=kazoo_log,
         )
         self._handler = _RecordingHandler(
             self.client, self.client._conn_retry.copy(), logger=self.client.logger
@@ -184,6 +198,23 @@ class ZooKeeperSession:
     def session_id(self) -> int | None:
         cid = self.client.client_id
         return cid[0] if cid else None
+
+    def resume(self, credentials: base.SessionCredentials) -> None:
+        """The next ``start()`` first asks for this session (kazoo's
+        ``client_id``, set as its constructor would); an expired one makes kazoo
+        open a new session at once (the server answers the connect with a zero
+        timeout: SessionExpiredError, then a reconnect with session id 0)."""
+        if self.client.client_id is not None:
+            raise RuntimeError("resume() before start(): this client is connected")
+        self.client._session_id = credentials.session_id
+        self.client._session_passwd = credentials.password
+
+    @property
+    def credentials(self) -> base.SessionCredentials | None:
+        cid = self.client.client_id
+        if not cid or not cid[0]:
+            return None
+        return base.SessionCredentials(cid[0], bytes(cid[1]))
 
     def add_state_listener(self, listener: base.StateListener) -> None:
         self._listeners.append(listener)

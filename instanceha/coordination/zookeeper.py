@@ -89,6 +89,12 @@ class ZooKeeperCoordinator(base.Coordinator):
     def session_id(self) -> int | None:
         return self.session.session_id
 
+    def resume_session(self, credentials: base.SessionCredentials) -> None:
+        self.session.resume(credentials)
+
+    def session_credentials(self) -> base.SessionCredentials | None:
+        return self.session.credentials
+
     def add_state_listener(self, listener: base.StateListener) -> None:
         self.session.add_state_listener(listener)
 

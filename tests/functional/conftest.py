@@ -68,6 +68,8 @@ def daemon_factory(tmp_path, zookeeper, root_path):
             "detection": {"tick_interval": 0.1},
             "telemetry": {"controller_port": 0, "agent_port": 0},
         }
+        if kind == "agent":  # each agent its own session file (never shared)
+            sections["agent"]["session_file"] = str(tmp_path / f"{name}.session")
         for group, values in (extra or {}).items():
             sections.setdefault(group, {}).update(values)
         prog = {"agent": "instanceha-agent", "controller": "instanceha-controller"}[kind]

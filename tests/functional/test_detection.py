@@ -212,6 +212,39 @@ def test_restart_with_same_id_waits_out_previous_session(daemon_factory, observe
     assert second.proc.poll() is None
 
 
+@pytest.mark.fault("Agent killed (SIGKILL) and restarted at once, as systemd does",
+                   component="agent",
+                   expect="the new process resumes the session its session file holds: the "
+                          "membership never vanishes (same incarnation), the host stays HEALTHY")
+def test_killed_agent_restarted_at_once_resumes_its_session(daemon_factory, observer, fault):
+    # a 4 s session: this test checks the mechanism, whatever the machine's load;
+    # the restart-to-resumed time against the 2 s default is agent_restart_bench's
+    agent = daemon_factory("agent", "compute1", extra={
+        "coordination": {"session_timeout": 4.0}, "detection": {"hung_after": 4.0}})
+    observer.wait_phase("compute1", "HEALTHY")
+    inc = observer.view("compute1").incarnation
+    session_file = os.path.join(agent.workdir, "compute1.session")
+    assert os.stat(session_file).st_mode & 0o777 == 0o600
+    old_pid, mark = agent.pid, agent.log_size()
+    agent.kill()
+    agent.start()  # Restart=always
+    agent.wait_log(r"resumed session 0x[0-9a-f]+ of the previous run of this agent \(pid "
+                   rf"{old_pid}, saved [\d.]+ s ago\): its membership never left", after=mark)
+    agent.wait_log(rf"joined as compute1 \(incarnation {inc}, join #1\): the membership of "
+                   r"the resumed session, kept", after=mark)
+    daemons.wait_until(lambda: observer.coordinator.snapshot().members["compute1"]
+                       .capabilities.get("pid") == agent.pid, 10,
+                       "the new process's pid in the membership")
+    observer.reconciler.tick(act=False)
+    assert observer.phases_seen("compute1") == ["HEALTHY"]
+    assert observer.view("compute1").incarnation == inc
+    assert observer.handler.calls == []
+    log = agent.read_log()
+    assert "passw" not in log.lower()
+    fault.observed(f"resumed the session of pid {old_pid}: same incarnation {inc}, phases "
+                   f"{'->'.join(observer.phases_seen('compute1'))}, 0 hand-overs")
+
+
 def test_new_controller_knows_a_host_that_died_before_it_started(daemon_factory,
                                                                  observer_factory):
     first = observer_factory()

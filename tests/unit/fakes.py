@@ -1,7 +1,11 @@
 """Fakes for the services' unit tests: a coordinator and a clock, no I/O."""
 
+import itertools
+
 from instanceha import exceptions
 from instanceha.coordination import base
+
+_SESSION_IDS = itertools.count(1)
 
 
 class FakeClock:
@@ -76,17 +80,39 @@ class FakeCoordinator(base.Coordinator):
         self.left = []
         self.leadership_obj = FakeLeadership()
         self.control = {}
+        self.live_sessions = {}
+        """session id -> password: the sessions the "server" still knows (a test
+        removes one to expire it; a restarted process's coordinator shares it)."""
+        self.session = None
+        self._resume = None
 
     # connection
     def start(self):
         self.started += 1
         if self.start_errors:
             raise self.start_errors.pop(0)
+        resume, self._resume = self._resume, None
+        if resume is not None and self.live_sessions.get(resume.session_id) == resume.password:
+            self.session = resume
+        elif self.session is None:
+            sid = 0x1000 + next(_SESSION_IDS)
+            self.session = base.SessionCredentials(sid, b"pw-%d" % sid)
+            self.live_sessions[sid] = self.session.password
         if self._state is not base.ConnectionState.CONNECTED:
             self.set_state(base.ConnectionState.CONNECTED)
 
     def stop(self):
         self._state = base.ConnectionState.LOST
+        if self.session is not None:  # closeSession
+            self.live_sessions.pop(self.session.session_id, None)
+            self.session = None
+
+    def resume_session(self, credentials):
+        self._resume = credentials
+
+    def session_credentials(self):
+        connected = self._state is base.ConnectionState.CONNECTED
+        return self.session if connected else None
 
     @property
     def state(self):
@@ -126,6 +152,9 @@ class FakeCoordinator(base.Coordinator):
         self.sessions_ended += 1
         self.joined_flag = False
         self._state = base.ConnectionState.LOST
+        if self.session is not None:
+            self.live_sessions.pop(self.session.session_id, None)
+            self.session = None
 
     def update_capabilities(self, capabilities):
         self.capability_updates.append(dict(capabilities))

@@ -34,3 +34,11 @@ def test_the_agent_restarts_at_once_and_keeps_its_session_file_on_tmpfs():
     assert s["RuntimeDirectory"] == "instanceha"
     assert s["RuntimeDirectoryMode"] == "0700"
     assert s["RuntimeDirectoryPreserve"] == "yes"
+
+
+def test_the_session_file_lives_in_the_units_runtime_directory():
+    from instanceha.conf import agent
+
+    (opt,) = [o for o in agent.opts if o.name == "session_file"]
+    s = _unit("instanceha-agent.service")["Service"]
+    assert os.path.dirname(opt.default) == "/run/" + s["RuntimeDirectory"]

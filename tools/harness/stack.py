@@ -142,7 +142,8 @@ class Stack:
             "instanceha-agent", self.work, name,
             dict(self.base(), DEFAULT={"host": host}, agent={
                 "watched_processes": f"nova-compute:nova-compute{n}.conf",
-                "health_check_interval": 0.5})).start()
+                "health_check_interval": 0.5,
+                "session_file": os.path.join(self.work, f"{name}.session")})).start()
         self.started.append(d)
         return d
 

@@ -1,6 +1,8 @@
 """Every option's value is checked at start-up, not when first read: a bad
-value in any group refuses to start, naming the group, option and file; a
-secret's value is never quoted."""
+value in any group the daemon reads refuses to start, naming the group,
+option and file (the agent reads only its own groups: a typo in [fencing]
+of a shared file must not take every host's agent down, the controller
+refuses it); a secret's value is never quoted."""
 
 import subprocess
 import sys
@@ -42,7 +44,7 @@ def test_defaults_and_keystoneauth_plugin_options_pass(tmp_path):
 
 def test_a_secrets_value_is_never_quoted(tmp_path, monkeypatch):
     secret = cfg.IntOpt("pin", secret=True)
-    monkeypatch.setattr(ih_opts, "list_opts", lambda: [("vault", [secret])])
+    monkeypatch.setattr(ih_opts, "list_opts", lambda names=None: [("vault", [secret])])
     path = tmp_path / "instanceha.conf"
     path.write_text("[vault]\npin = s3cr3t-value\n")
     conf = cfg.ConfigOpts()
@@ -53,10 +55,21 @@ def test_a_secrets_value_is_never_quoted(tmp_path, monkeypatch):
     assert "s3cr3t-value" not in str(e.value) and "[vault] pin" in str(e.value)
 
 
-def test_the_daemons_refuse_to_start(tmp_path):
+@pytest.mark.parametrize("prog,text,where", [
+    ("agent", "[agent]\nheartbeat_interval = 0\n", "[agent] heartbeat_interval"),
+    ("controller", "[fencing]\ndeadline = 0\n", "[fencing] deadline"),
+])
+def test_the_daemons_refuse_to_start(tmp_path, prog, text, where):
     path = tmp_path / "instanceha.conf"
-    path.write_text("[fencing]\ndeadline = 0\n")
-    r = subprocess.run([sys.executable, "-m", "instanceha.cmd.agent", "--config-file",
+    path.write_text(text)
+    r = subprocess.run([sys.executable, "-m", f"instanceha.cmd.{prog}", "--config-file",
                         str(path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert f"[fencing] deadline in {path}" in r.stderr and "Traceback" not in r.stderr
+    assert f"{where} in {path}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_agent_reads_only_its_own_groups():
+    from instanceha.cmd import agent
+
+    conf = common.make_conf(agent.GROUPS)
+    assert "fencing" not in conf and "nova" not in conf and "agent" in conf

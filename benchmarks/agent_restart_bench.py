@@ -1,0 +1,218 @@
+"""Agent restart benchmark: a killed agent resumes its session within the session timeout.
+
+A real ``instanceha-agent`` on a real ZooKeeper (tickTime 500 ms, session
+timeout 2 s: the production advice) is SIGKILLed again and again at random
+points of its ping cycle and started again as systemd's ``Restart=always``
+does (after ``RestartSec``, 100 ms), optionally under ``nice`` as the unit's
+``Nice=`` and beside a foreign CPU load (Debian's stress-ng, ``--load N``
+workers). Measured per round:
+
+* restart to resumed: from the SIGKILL to the new process's log line
+  "resumed session" (the session was accepted by ZooKeeper), on the wall
+  clock of this machine (the log's stamps);
+* whether the session was resumed, and whether a controller-side observer
+  (the coordinator's own view, polled every 20 ms) ever saw the membership
+  vanish or its incarnation change;
+* the CPU the new process spent until then.
+
+The budget: ZooKeeper expires a session between T - T/3 and T (+ one
+tickTime) after the client's last packet (kazoo pings every T/3 at most), so a
+restart must be back within T - T/3 = 1.33 s of the kill in the worst case.
+
+    python benchmarks/agent_restart_bench.py [--rounds 20] [--load 0] [--nice 0]
+        [--restart-sec 0.1] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(TOP, "tools"))
+
+import targets  # noqa: E402  (benchmarks/targets.py, beside this file)
+from harness import daemons, procs  # noqa: E402
+from harness.stack import Stack  # noqa: E402
+
+from instanceha import coordination, exceptions  # noqa: E402
+
+SESSION_TIMEOUT = 2.0
+BUDGET = SESSION_TIMEOUT * 2 / 3
+TARGETS = (
+    targets.Target("resumed_share", 1.0, "==", what="rounds whose restarted agent resumed "
+                   "its session (the membership never left)"),
+    targets.Target("vanished", 0, "==", what="rounds in which the observer saw the "
+                   "membership vanish or a new incarnation"),
+    targets.Target("restart_to_resumed_p95_s", 1.0, "<=", "s",
+                   what=f"SIGKILL to the session resumed; the session may expire "
+                   f"{BUDGET:.2f} s after the kill at the earliest"),
+    targets.Target("restart_to_resumed_max_s", BUDGET, "<=", "s",
+                   what="the slowest round, inside the worst case of the session's expiry"),
+)
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \d+ \w+ instanceha\.agent\.service "
+                   r"\[-\] (resumed session|session 0x[0-9a-f]+ of the previous run)", re.M)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values, p):
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Watcher:
+    """The controller's side: the coordinator's view of one member, every 20 ms."""
+
+    def __init__(self, url: str, root: str, host: str) -> None:
+        self.coord = coordination.get_coordinator(url, session_timeout=SESSION_TIMEOUT,
+                                                  root_path=root)
+        self.coord.start()
+        self.host = host
+        self.seen: list[tuple[float, int | None]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.02):
+            try:
+                m = self.coord.snapshot().members.get(self.host)
+            except exceptions.CoordinationError:
+                continue
+            inc = m.incarnation if m else None
+            if not self.seen or self.seen[-1][1] != inc:
+                self.seen.append((time.monotonic(), inc))
+
+    def incarnation(self) -> int | None:
+        return self.seen[-1][1] if self.seen else None
+
+    def changes_since(self, t: float) -> list[int | None]:
+        return [inc for at, inc in self.seen if at >= t]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        self.coord.stop()
+
+
+def run(args) -> dict:
+    measured: list[float] = []
+    cpu: list[float] = []
+    rounds = []
+    load = None
+    with Stack("agent-restart-", say=lambda s: None) as st:
+        st.start_zookeeper(tick_ms=500)
+        root = "/agent-restart"
+        sections = dict(st.base(), DEFAULT={"host": "compute1"}, agent={
+            "watched_processes": "init:/sbin/init",
+            "session_file": os.path.join(st.work, "agent.session")})
+        sections["coordination"] = dict(sections["coordination"], root_path=root)
+        sections["telemetry"] = {"enabled": "false"}
+        prefix = ["nice", "-n", str(args.nice)] if args.nice else None
+        exe = os.path.join(os.path.dirname(sys.executable), "instanceha-agent")
+        agent = daemons.Daemon.instanceha("instanceha-agent", st.work, "agent", sections,
+                                          argv_prefix=(prefix or []) + [exe])
+        st.started.append(agent.start())
+        agent.wait_log(r"joined as compute1", 60)
+        watcher = Watcher(st.zk.url, root, "compute1")
+        procs.wait_for(watcher.incarnation, 10, "the watcher to see compute1")
+        first = watcher.incarnation()
+        if args.load:
+            load = subprocess.Popen(["stress-ng", "--cpu", str(args.load), "--timeout", "0"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(2)
+        try:
+            for i in range(args.rounds):
+                time.sleep(random.uniform(1.0, 3.0))  # a random point of the ping cycle
+                mark = agent.log_size()
+                t_mono = time.monotonic()
+                killed = datetime.datetime.now()
+                agent.proc.kill()
+                agent.proc.wait()
+                time.sleep(args.restart_sec)  # systemd's RestartSec
+                agent.start()
+                pid = agent.pid
+                procs.wait_for(lambda mark=mark: STAMP.search(agent.read_log(), mark), 15,
+                               "the restarted agent's verdict on its session", interval=0.01)
+                used = cpu_seconds(pid)
+                m = STAMP.search(agent.read_log(), mark)
+                at = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+                resumed = m.group(2) == "resumed session"
+                dt = (at - killed).total_seconds()
+                agent.wait_log(r"joined as compute1", 15, after=mark)
+                time.sleep(0.3)  # the watcher's next looks
+                changes = watcher.changes_since(t_mono)
+                vanished = any(inc != first for inc in changes)
+                if not resumed:
+                    first = watcher.incarnation()
+                rounds.append({"round": i, "restart_to_resumed_s": round(dt, 3),
+                               "resumed": resumed, "vanished": vanished,
+                               "cpu_s": used})
+                measured.append(dt)
+                if used is not None:
+                    cpu.append(used)
+                print(f"round {i:2d}: {'resumed' if resumed else 'EXPIRED'} {dt:.3f} s after "
+                      f"the kill; cpu {used} s; observer saw "
+                      f"{'a VANISH' if vanished else 'no vanish'}", flush=True)
+        finally:
+            if load is not None:
+                load.kill()
+                load.wait()
+            watcher.close()
+    figures = {
+        "resumed_share": sum(r["resumed"] for r in rounds) / len(rounds) if rounds else None,
+        "vanished": sum(r["vanished"] for r in rounds) if rounds else None,
+        "restart_to_resumed_p50_s": pct(measured, 50),
+        "restart_to_resumed_p95_s": pct(measured, 95),
+        "restart_to_resumed_max_s": max(measured) if measured else None,
+        "start_cpu_p50_s": pct(cpu, 50),
+    }
+    return {"rounds": rounds, "figures": figures,
+            "settings": {"session_timeout": SESSION_TIMEOUT, "tick_ms": 500,
+                         "restart_sec": args.restart_sec, "nice": args.nice,
+                         "load_workers": args.load, "cpus": os.cpu_count()}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--load", type=int, default=0, help="stress-ng CPU workers beside")
+    p.add_argument("--nice", type=int, default=0, help="the agent's nice value (the unit's)")
+    p.add_argument("--restart-sec", type=float, default=0.1)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    result = run(args)
+    f = result["figures"]
+    print(f"restart to resumed: p50 {f['restart_to_resumed_p50_s']:.3f} s, p95 "
+          f"{f['restart_to_resumed_p95_s']:.3f} s, max {f['restart_to_resumed_max_s']:.3f} s; "
+          f"start CPU p50 {f['start_cpu_p50_s']} s; settings {result['settings']}")
+    status = targets.report(TARGETS, f, out=result)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(result, out, indent=1)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,6 +41,17 @@ def minicloud():
 
 
 @pytest.fixture(scope="session")
+def telemetry(minicloud):
+    """Ceilometer and Aodh on the session's mini-cloud, with instanceha's shipped
+    event definitions (tools/harness/telemetry.py). Opt-in: started by the first
+    test that asks (~20 s, plus ~1-2 min to make their venv the first time);
+    stopped with the mini-cloud."""
+    from harness.telemetry import Telemetry
+
+    return Telemetry(minicloud).up()
+
+
+@pytest.fixture(scope="session")
 def nova_conf_file(minicloud, tmp_path_factory):
     """A [nova] section as an operator would write it, for this cloud."""
     path = tmp_path_factory.mktemp("nova-conf") / "instanceha.conf"

@@ -23,6 +23,7 @@ from tests.functional.cloud import (  # noqa: F401 - the mini-cloud fixtures, on
     nova,
     nova_conf_file,
     servers,
+    telemetry,
 )
 
 _ROOTS = itertools.count(1)

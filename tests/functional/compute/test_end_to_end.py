@@ -2,9 +2,15 @@
 IPMI, forces it down, evacuates the opted-in servers, tells the owners of the
 notify-only ones on the bus, and re-enables the host once it is back.
 
-Real: ZooKeeper, the mini-cloud's Nova (fake virt driver) and RabbitMQ,
-OpenIPMI's ipmi_sim as compute1's BMC, and instanceha's own agents,
-controller and ``instanceha listen`` as processes.
+The servers belong to two tenants, each with a member-role user who created
+Aodh event alarms with a webhook: each tenant hears exactly its own
+instances' events (through Ceilometer, with instanceha's shipped event
+definitions, and Aodh), never the other's, and no host event.
+
+Real: ZooKeeper, the mini-cloud's Nova (fake virt driver), RabbitMQ,
+Keystone, Ceilometer's notification agent and Aodh, OpenIPMI's ipmi_sim as
+compute1's BMC, and instanceha's own agents, controller and ``instanceha
+listen`` as processes.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import pytest
 import yaml
 from harness import daemons
 from harness.bmc import IpmiSimBMC
+from harness.telemetry import Emitter, Webhook
 
 from instanceha.engine import marker as mk
+from instanceha.notify import events
 
-from .conftest import ensure_healthy, wait_for
+from .conftest import Servers, ensure_healthy, wait_for
 
 pytestmark = pytest.mark.functional
 BIN = os.path.dirname(sys.executable)
@@ -31,8 +39,33 @@ def _marker(nova, host):
     return nova.service(host).marker
 
 
+TENANTS = ("vnf-a", "vnf-b")
+EVAC_START, EVAC_END = "instanceha.instance.evacuate.start", "instanceha.instance.evacuate.end"
+REQUIRED = "instanceha.instance.recovery_required"
+
+
+def _tenant_alarms(telemetry, hook):
+    """Two projects, each with a member-role user who creates, through Aodh's
+    API, an alarm on instanceha's per-instance events of its project and one
+    on every instanceha event (Aodh must still keep the others' out)."""
+    made = {}
+    for name in TENANTS:
+        t = telemetry.tenant(name)
+        t.event_alarm(f"{name}-instances", "instanceha.instance.*", hook.url(f"{name}/instances"),
+                      query=({"field": "traits.project_id", "op": "eq", "type": "string",
+                              "value": t.project_id},))
+        t.event_alarm(f"{name}-everything", "instanceha.*", hook.url(f"{name}/all"))
+        assert len(t.alarms()) == 2  # a member sees its project's alarms
+        made[name] = t
+    return made
+
+
+def _delivered(hook, path):
+    return {(e["event_type"], e["traits"].get("instance_id")) for e in hook.events(path)}
+
+
 def test_failed_compute_is_fenced_evacuated_notified_and_reenabled(
-        minicloud, nova, servers, daemon_factory, tmp_path):
+        minicloud, nova, servers, daemon_factory, tmp_path, telemetry):
     ensure_healthy(minicloud, nova)
     ep = minicloud.endpoints
     hosts = minicloud.hosts
@@ -46,11 +79,22 @@ def test_failed_compute_is_fenced_evacuated_notified_and_reenabled(
     inv_path.write_text(yaml.safe_dump(inventory))
     os.chmod(inv_path, 0o600)
 
-    # servers on the victim: one opted in, one notify-only, one left alone
-    a = servers.boot("e2e-evacuate", victim, metadata={"instanceha:recovery": "evacuate"})
-    b = servers.boot("e2e-notify", victim, metadata={"instanceha:recovery": "notify"})
+    hook = Webhook()
+    tenants = _tenant_alarms(telemetry, hook)
+    owned = {name: Servers(telemetry.admin_in(t), ep) for name, t in tenants.items()}
+
+    # servers on the victim: per tenant one opted in and one notify-only (the
+    # admin boots them into the tenant's project: only an admin picks the
+    # host), and one of the admin's own, left alone
+    mine = {}
+    for name, made in owned.items():
+        mine[name] = (made.boot(f"e2e-{name}-evacuate", victim,
+                                metadata={"instanceha:recovery": "evacuate"}),
+                      made.boot(f"e2e-{name}-notify", victim,
+                                metadata={"instanceha:recovery": "notify"}))
+    (a, b), (a2, b2) = mine["vnf-a"], mine["vnf-b"]
     c = servers.boot("e2e-ignore", victim)
-    for s in (a, b, c):
+    for s in (a, b, a2, b2, c):
         servers.wait_status(s.id, "ACTIVE")
 
     agents = {}
@@ -94,13 +138,14 @@ def test_failed_compute_is_fenced_evacuated_notified_and_reenabled(
 
         m = wait_for(lambda: (x := _marker(nova, victim)) and
                      x.state is mk.MarkerState.RECOVERED and x, 300, "recovery to finish")
-        assert "1 evacuated, 0 failed, 1 notified" in m.note
+        assert "2 evacuated, 0 failed, 2 notified" in m.note
 
-        moved = servers.wait_status(a.id, "ACTIVE")
-        assert moved.compute_host != victim
-        migrations = nova.evacuations(a.id)
-        assert migrations and migrations[0].status in ("done", "completed")
-        for kept in (b, c):  # notify-only and not opted in: never moved
+        for evacuated in (a, a2):
+            moved = servers.wait_status(evacuated.id, "ACTIVE")
+            assert moved.compute_host != victim
+            migrations = nova.evacuations(evacuated.id)
+            assert migrations and migrations[0].status in ("done", "completed")
+        for kept in (b, b2, c):  # notify-only and not opted in: never moved
             assert nova.server(kept.id).host == victim
             assert not nova.evacuations(kept.id)
 
@@ -112,7 +157,9 @@ def test_failed_compute_is_fenced_evacuated_notified_and_reenabled(
 
         (event,) = wait_for(recovery_required, 30, "recovery_required on the bus")
         assert event["payload"]["host"] == victim and event["payload"]["host_fenced"] is True
-        assert event["payload"]["project_id"]
+        assert event["payload"]["project_id"] == tenants["vnf-a"].project_id
+
+        _each_tenant_heard_only_its_own(telemetry, hook, tenants, mine, tmp_path, victim, ep)
 
         # the host is repaired: power on, nova-compute and the agent come back
         bmc.set_power(True)
@@ -132,4 +179,55 @@ def test_failed_compute_is_fenced_evacuated_notified_and_reenabled(
         listener.wait()
         events_out.close()
         bmc.stop()
+        hook.close()
+        for made in owned.values():
+            made.delete_all()
+        telemetry.delete_tenants()
         ensure_healthy(minicloud, nova)
+
+
+def _each_tenant_heard_only_its_own(telemetry, hook, tenants, mine, tmp_path, victim, ep):
+    """Each tenant's webhooks got its evacuated instance's start and end and its
+    notify-only instance's recovery_required, and nothing else: none of the
+    other tenant's, no host event (host.failed went through Ceilometer, with
+    no project, and reached no alarm)."""
+    expected = {name: {(EVAC_START, evac.id), (EVAC_END, evac.id), (REQUIRED, notify.id)}
+                for name, (evac, notify) in mine.items()}
+    for name in TENANTS:
+        for path in (f"{name}/instances", f"{name}/all"):
+            hook.wait(lambda h, p=path, n=name: expected[n] <= _delivered(h, p), 120,
+                      f"{path}: {sorted(expected[name])} (got {sorted(_delivered(hook, path))})")
+    # a barrier: one more event per tenant, emitted after all of the failure's;
+    # once each is at its webhook, a misrouted earlier event would be there too
+    bus = Emitter(ep["transport_url"])
+    try:
+        for name, t in tenants.items():
+            bus.emit(events.recovery_required(host=victim, incident_id="barrier",
+                                              instance_id=f"barrier-{name}",
+                                              project_id=t.project_id, dry_run=True))
+    finally:
+        bus.close()
+    for name in TENANTS:
+        for path in (f"{name}/instances", f"{name}/all"):
+            hook.wait(lambda h, p=path, n=name: (REQUIRED, f"barrier-{n}") in _delivered(h, p),
+                      120, f"the barrier event at {path}")
+            got = _delivered(hook, path) - {(REQUIRED, f"barrier-{name}")}
+            assert got == expected[name], (path, sorted(got))
+        for e in hook.events(f"{name}/all"):
+            assert e["traits"]["project_id"] == tenants[name].project_id
+            assert e["event_type"].startswith("instanceha.instance.")
+            want = "notify" if e["event_type"] == REQUIRED else "evacuate"
+            if e["traits"]["instance_id"] != f"barrier-{name}":
+                assert e["traits"]["policy"] == want and e["traits"]["host"] == victim
+    # host.failed: converted by Ceilometer (host and reason, no project), heard by no tenant
+    lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()
+             if x.strip()]
+    (failed,) = [e for e in lines if e["event_type"] == "instanceha.host.failed"
+                 and e["payload"]["host"] == victim]
+    incident = failed["payload"]["incident_id"]
+    (converted,) = wait_for(lambda: [e for e in telemetry.converted(incident_id=incident)
+                                     if e["event_type"] == "instanceha.host.failed"], 60,
+                            "Ceilometer's event of host.failed")
+    assert converted["traits"]["reason"] == failed["payload"]["reason"]
+    assert "project_id" not in converted["traits"] and "tenant_id" not in converted["traits"]
+    assert not [e for e in hook.events() if not e["event_type"].startswith("instanceha.instance.")]

@@ -8,7 +8,8 @@
 #   tools/install.sh            # idempotent; re-running installs only what is missing
 #
 # Env: INSTANCEHA_SKIP_APT=1 skips the Debian part (no root, or already there).
-# System daemons of the packages (mariadb, rabbitmq, epmd, zookeeper, libvirtd)
+# System daemons of the packages (mariadb, rabbitmq, epmd, zookeeper, libvirtd,
+# prometheus)
 # are kept from starting: the project starts its own, by hand, on loopback.
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -23,6 +24,7 @@ APT_PKGS=(
   rabbitmq-server                                                # notification bus, nova RPC
   mariadb-server mariadb-client                                  # nova/keystone databases
   libvirt-daemon-system qemu-system-x86                          # real guest events (TCG)
+  prometheus                                                     # scrapes the daemons in tests; promtool checks the rules
   libvirt-dev pkg-config                                         # to build libvirt-python
   python3 python3-venv python3-dev gcc                           # the venv
   openssl procps iproute2 ca-certificates curl shellcheck
@@ -62,7 +64,7 @@ if [ "${INSTANCEHA_SKIP_APT:-0}" != 1 ]; then
       for u in mariadb.service rabbitmq-server.service epmd.service epmd.socket zookeeper.service \
                libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket \
                virtlogd.socket virtlogd-admin.socket virtlockd.socket virtlockd-admin.socket \
-               libvirt-guests.service; do
+               libvirt-guests.service prometheus.service prometheus-node-exporter.service; do
         $SUDO systemctl disable --now "$u" > /dev/null 2>&1 || true
       done
     fi

@@ -10,9 +10,11 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from instanceha.compute.evacuation import Outcome
 from instanceha.controller.reconciler import Transition
 from instanceha.engine.model import Phase
 
+FENCE_RESULTS = ("ok", "attested", "error")
 DETECTION_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 60.0)
 
 
@@ -45,6 +47,12 @@ class ControllerMetrics:
             "instanceha_evacuation_duration_seconds", "Evacuation requested to the server "
             "verified on its new host.", buckets=(2, 5, 10, 20, 30, 60, 120, 300, 600),
             registry=self.registry)
+        # every result from 0: increase() in an alert sees a first error (a child born
+        # at 1 has no earlier sample to increase from)
+        for result in FENCE_RESULTS:
+            self.fences.labels(result)
+        for outcome in Outcome:
+            self.evacuations.labels(outcome.value)
         self.safety_holds = Counter(
             "instanceha_safety_holds_total", "Safety holds raised by the mass-failure guard.",
             registry=self.registry)
@@ -106,7 +114,8 @@ class _Collector:
         lead = svc.leadership
         leader = GaugeMetricFamily("instanceha_leader",
                                    "1 while this controller leads, else 0.")
-        leader.add_metric([], 1 if lead is not None and lead.is_leader() else 0)
+        leading = lead is not None and lead.is_leader()
+        leader.add_metric([], 1 if leading else 0)
         yield leader
         connected = GaugeMetricFamily("instanceha_coordinator_connected",
                                       "1 while the coordinator session is connected.")
@@ -129,6 +138,7 @@ class _Collector:
                 age.add_metric([host], snap.heartbeat_age(host))
         yield per_host
         yield age
+        yield from _recovery(svc, leading)
         notifier = self.metrics.notifier
         if notifier is not None:
             stats = notifier.stats()
@@ -196,6 +206,22 @@ class _Collector:
         held = rec is not None and rec.executor.guard_state.held
         hold.add_metric([], 1 if held else 0)
         yield hold
+
+
+def _recovery(svc, leading: bool):
+    """The state of instanceha's marker in Nova per host, as the leader last read it
+    (a standby does not read Nova: no series)."""
+    status = getattr(getattr(svc, "handler", None), "nova_status", None)
+    if status is None or not leading:
+        return
+    family = GaugeMetricFamily("instanceha_host_recovery",
+                               "1 for the state of instanceha's marker in Nova of each host "
+                               "that has one (fenced, recovering, recovered, held, reserved), "
+                               "as the leader last read it.", labels=["host", "state"])
+    for host, nova in sorted(status().items()):
+        if nova.get("marker"):
+            family.add_metric([host, nova["marker"]], 1)
+    yield family
 
 
 def _api_calls(calls):

@@ -105,3 +105,39 @@ def test_api_requests_are_exported_by_path_template_and_status():
     assert ('instanceha_api_requests_total{method="GET",path="/os-services",'
             'service="compute",status="none"} 1.0') in out
     assert "instanceha_api_request_seconds_total" in out
+
+
+def test_fence_and_evacuation_results_start_at_zero():
+    # an alert's increase() sees the first error only if the series was there before
+    out = text(ControllerMetrics(Svc({}), CollectorRegistry()))
+    for result in ("ok", "attested", "error"):
+        assert f'instanceha_fences_total{{result="{result}"}} 0.0' in out
+    for result in ("evacuated", "failed", "no capacity"):
+        assert f'instanceha_evacuations_total{{result="{result}"}} 0.0' in out
+
+
+class Lead:
+    def __init__(self, leading):
+        self.leading = leading
+
+    def is_leader(self):
+        return self.leading
+
+
+def test_recovery_markers_are_exported_by_the_leader_only():
+    svc = Svc({"c1": HostView("c1", Phase.FAILED, 0, "r", "dead"),
+               "c2": HostView("c2", Phase.HEALTHY, 0, "r", "alive")})
+    m = ControllerMetrics(svc, CollectorRegistry())
+    assert "instanceha_host_recovery" not in text(m)  # no Nova: no family
+    nova = {"c1": {"marker": "recovering"}, "c2": {"marker": None}}
+    svc.handler = type("H", (), {"nova_status": lambda self: nova})()
+    svc.leadership = Lead(True)
+    out = text(m)
+    assert 'instanceha_host_recovery{host="c1",state="recovering"} 1.0' in out
+    assert 'instanceha_host_recovery{host="c2"' not in out  # no marker of ours
+    nova["c1"] = {"marker": "recovered"}
+    out = text(m)
+    assert 'instanceha_host_recovery{host="c1",state="recovered"} 1.0' in out
+    assert 'state="recovering"' not in out  # one state per host, no stale label
+    svc.leadership = Lead(False)  # a standby's Nova view is not refreshed
+    assert "instanceha_host_recovery{" not in text(m)

@@ -28,6 +28,7 @@ import yaml
 from harness import daemons
 from harness.bmc import IpmiSimBMC
 from harness.minicloud import MiniCloud
+from harness.prometheus import PrometheusServer
 from harness.zookeeper import ZooKeeperServer
 
 BIN = os.path.dirname(sys.executable)
@@ -93,6 +94,7 @@ class Stack:
         self.started: list[daemons.Daemon] = []
         self.listener: subprocess.Popen | None = None
         self.bus: BusRecorder | None = None
+        self.prometheus: PrometheusServer | None = None
         self._conn = None
         self.servers: list[str] = []  # deleted at close
 
@@ -125,6 +127,12 @@ class Stack:
             yaml.safe_dump(inventory, f)
         os.chmod(self.inventory, 0o600)
         return self.inventory
+
+    def start_prometheus(self, interval: float = 1.0) -> PrometheusServer:
+        """A Prometheus with the shipped alert rules; ``scrape_daemon()`` adds targets."""
+        self.prometheus = PrometheusServer(os.path.join(self.work, "prometheus"),
+                                           interval=interval).start()
+        return self.prometheus
 
     def base(self) -> dict:
         return {"coordination": {"backend_url": self.zk.url, "session_timeout": 2.0},
@@ -218,6 +226,7 @@ class Stack:
         steps = [("servers", lambda: self.delete(list(self.servers), wait=False)
                   if self.cloud is not None and self.servers else None),
                  ("listener", self._stop_listener),
+                 ("prometheus", lambda: self.prometheus.stop() if self.prometheus else None),
                  ("daemons", lambda: [d.terminate() for d in self.started]),
                  ("bmcs", lambda: [b.stop() for b in self.bmcs.values()]),
                  ("cloud", lambda: self.cloud.down(wipe=True) if self.cloud else None),

@@ -9,12 +9,19 @@
 * reserved spares: compute2 and compute3 are reserved (``instanceha host
   reserve``), only compute3 shares an aggregate with compute1; compute1 dies
   and its servers land on compute3, which is enabled and stays in service;
+* what the operators' Prometheus sees of the whole-mix failure: a real
+  Prometheus scrapes both controllers (leader and hot standby) and the agents
+  with the shipped alert rules; nothing is pending or firing on the healthy
+  cloud, ``InstanceHAHostFailed`` fires for the failed host (and nothing else
+  does) and resolves once it is back; every rule evaluates on series that exist
+  with its labels, every query of the Grafana dashboard returns numbers, and
+  ``promtool check metrics`` finds nothing in the daemons' /metrics;
 * no capacity: a server no host has room for is reported as failed to
   recover (log, ``instanceha_evacuations_total{result="no capacity"}`` on the
   controller's /metrics, ``evacuate_error`` on the bus); the others move.
 
 Real: ZooKeeper, Nova with the fake virt driver, Cinder with its fake
-(logging) volume driver, RabbitMQ, ipmi_sim, and
+(logging) volume driver, RabbitMQ, ipmi_sim, Prometheus, and
 instanceha's agents, controller and ``instanceha listen`` as processes.
 """
 
@@ -33,7 +40,9 @@ from harness.bmc import IpmiSimBMC
 
 from instanceha.engine import marker as mk
 from instanceha.notify import events as ev
+from tests.functional import monitoring
 from tests.functional.cloud import Bus
+from tests.functional.monitoring import prometheus  # noqa: F401 - a fixture
 
 from .conftest import ensure_healthy, wait_for
 
@@ -84,7 +93,8 @@ def agent(daemon_factory, host, name=None):
                   "health_check_interval": 0.5}})
 
 
-def controller(daemon_factory, minicloud, inv, port, bus=None, env=None, **sections):
+def controller(daemon_factory, minicloud, inv, port, bus=None, env=None, name="ctl",
+               standby=False, **sections):
     extra = {
         "fencing": {"inventory_file": inv, "deadline": 20, "poll_interval": 0.2},
         "nova": dict(minicloud.nova_options(), timeout=30, evacuation_timeout=120,
@@ -96,8 +106,9 @@ def controller(daemon_factory, minicloud, inv, port, bus=None, env=None, **secti
         extra.update(bus.sections)
     for group, values in sections.items():
         extra.setdefault(group, {}).update(values)
-    ctl = daemon_factory("controller", "ctl", extra=extra, env=env)
-    ctl.wait_log(r"leadership gained", timeout=60)
+    ctl = daemon_factory("controller", name, extra=extra, env=env)
+    if not standby:
+        ctl.wait_log(r"leadership gained", timeout=60)
     for h in minicloud.hosts:
         ctl.wait_log(rf"host={h} phase=\w+->HEALTHY", timeout=60)
     return ctl
@@ -151,7 +162,8 @@ def assert_stayed(nova, sid, victim):
 
 
 def test_controller_recovers_the_whole_mix_then_reenables_the_host(
-        minicloud, nova, admin, servers, daemon_factory, bus, victim_bmc, tmp_path):
+        minicloud, nova, admin, servers, daemon_factory, bus, victim_bmc, tmp_path,
+        prometheus):  # noqa: F811 - the fixture
     ensure_healthy(minicloud, nova)
     assert "cinder" in minicloud.endpoints, \
         "this mini-cloud has no Cinder: start it with the current tools/minicloud/up.sh"
@@ -181,9 +193,14 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
 
     agents = {h: agent(daemon_factory, h) for h in hosts}
     port = procs.free_port()
-    ctl = None
+    ctl = standby = None
     try:
         ctl = controller(daemon_factory, minicloud, inv, port, bus)
+        standby = controller(daemon_factory, minicloud, inv, procs.free_port(), bus,
+                             name="ctl-b", standby=True)
+        # the operators' Prometheus: the healthy cloud raises nothing
+        addresses = monitoring.scrape(prometheus, [*agents.values(), ctl, standby])
+        monitoring.assert_quiet(prometheus)
 
         # compute1 dies: its agent and nova-compute stop; its BMC still says ON
         assert bmc.powered_on()
@@ -225,7 +242,16 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
         assert not bus.events(ev.EVACUATE_START, instance_id=ids["plain"])
         assert not bus.events(ev.EVACUATE_ERROR)
         assert metric(port, "instanceha_evacuations_total", result="evacuated") == 5.0
-        assert metric(port, "instanceha_evacuations_total", result="no capacity") is None
+        assert metric(port, "instanceha_evacuations_total", result="no capacity") == 0.0
+
+        # what the operators' Prometheus shows: the failed host's alert, and only it;
+        # every rule on real series, every dashboard query with data, no lint
+        prometheus.wait_alert("InstanceHAHostFailed", host=victim)
+        monitoring.assert_firing_exactly(prometheus, {f"InstanceHAHostFailed host={victim}"})
+        monitoring.assert_rules_match_real_series(prometheus)
+        monitoring.assert_dashboard_has_data(prometheus)
+        for name in (ctl.name, standby.name, hosts[1]):
+            monitoring.assert_metrics_lint_free(addresses[name])
 
         # the host is repaired: power on, nova-compute and its agent come back
         bmc.set_power(True)
@@ -244,7 +270,10 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
         assert attachment(admin, volume.id)["host_name"] == moved.host  # left alone
         bus.wait(ev.HOST_RESTORED, host=victim)
         assert "bmc-Secret-2" not in ctl.read_log()
+        prometheus.wait_resolved("InstanceHAHostFailed", host=victim)
     finally:
+        if standby is not None:  # no controller may fence while the cloud is restored
+            standby.kill()
         if ctl is not None:
             ctl.terminate()
         ensure_healthy(minicloud, nova)

@@ -135,13 +135,18 @@ class Tenant:
     auth_url: str
     region: str
 
-    def session(self):
-        from keystoneauth1 import session
-        from keystoneauth1.identity import v3
+    _session: object = dataclasses.field(default=None, repr=False, compare=False)
 
-        return session.Session(auth=v3.Password(
-            auth_url=self.auth_url, username=self.username, password=self.password,
-            user_domain_name="Default", project_id=self.project_id))
+    def session(self):
+        """One keystoneauth session (one token) for this user, reused."""
+        if self._session is None:
+            from keystoneauth1 import session
+            from keystoneauth1.identity import v3
+
+            self._session = session.Session(auth=v3.Password(
+                auth_url=self.auth_url, username=self.username, password=self.password,
+                user_domain_name="Default", project_id=self.project_id))
+        return self._session
 
     def _aodh(self, method: str, path: str, **kw):
         r = self.session().request(
@@ -175,6 +180,14 @@ class Telemetry:
     def __init__(self, cloud: MiniCloud) -> None:
         self.cloud = cloud
         self._tenants: list[Tenant] = []
+        self._admin = None
+
+    @property
+    def admin(self):
+        """openstacksdk as the cloud admin, one connection reused."""
+        if self._admin is None:
+            self._admin = self.cloud.connection()
+        return self._admin
 
     @staticmethod
     def install() -> None:
@@ -207,8 +220,7 @@ class Telemetry:
 
     def tenant(self, prefix: str) -> Tenant:
         """A new project and a user with only the ``member`` role in it."""
-        conn = self.cloud.connection()
-        idn = conn.identity
+        idn = self.admin.identity
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         project = idn.create_project(name=name, domain_id="default")
         password = secrets.token_urlsafe(16)
@@ -226,8 +238,7 @@ class Telemetry:
         its servers on a chosen host, which only an admin may do)."""
         import openstack
 
-        conn = self.cloud.connection()
-        idn = conn.identity
+        idn = self.admin.identity
         idn.assign_project_role_to_user(tenant.project_id, idn.find_user("admin"),
                                         idn.find_role("admin"))
         ep = self.cloud.endpoints
@@ -238,10 +249,9 @@ class Telemetry:
                                  identity_api_version="3")
 
     def delete_tenants(self) -> None:
-        conn = self.cloud.connection()
         for t in self._tenants:
-            conn.identity.delete_user(t.user_id, ignore_missing=True)
-            conn.identity.delete_project(t.project_id, ignore_missing=True)
+            self.admin.identity.delete_user(t.user_id, ignore_missing=True)
+            self.admin.identity.delete_project(t.project_id, ignore_missing=True)
         self._tenants.clear()
 
     # -- what Ceilometer made of the notifications ----------------------------------

@@ -32,10 +32,10 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
+from instanceha.clock import SYSTEM, Clock
 from instanceha.engine import guest as kinds
 
 LOG = logging.getLogger(__name__)
@@ -99,8 +99,7 @@ _PERSISTENT = {kinds.STOPPED_FAILED, kinds.CRASHED, kinds.PAUSED_IO_ERROR}
 
 class GuestMonitor:
     def __init__(self, uri: str, host: str, sink: Callable[[Mapping[str, object]], object],
-                 *, libvirt_module=None, wall: Callable[[], float] = time.time,
-                 clock: Callable[[], float] = time.monotonic,
+                 *, libvirt_module=None, clock: Clock = SYSTEM,
                  reconnect_max_delay: float = 5.0, keepalive_interval: int = 2,
                  keepalive_count: int = 3, coalesce: float = 10.0,
                  max_pending: int = 10000) -> None:
@@ -110,7 +109,6 @@ class GuestMonitor:
         self.host = host
         self.sink = sink
         self._libvirt = libvirt_module
-        self.wall = wall
         self.clock = clock
         self.reconnect_max_delay = reconnect_max_delay
         self.keepalive = (keepalive_interval, keepalive_count)
@@ -128,7 +126,7 @@ class GuestMonitor:
         self._last_sent: dict[tuple[str, str], float] = {}
         self._threads: list[threading.Thread] = []
         self.state = "connecting"
-        self.since = wall()
+        self.since = clock.wall()
         self.error: str | None = None
         self.losses = 0
         self.connects = 0
@@ -166,7 +164,7 @@ class GuestMonitor:
     def _set_state(self, state: str, error: str | None = None) -> None:
         with self._lock:
             if state != self.state:
-                self.since = self.wall()
+                self.since = self.clock.wall()
             self.state, self.error = state, error
 
     # -- lifecycle of the threads ---------------------------------------------
@@ -195,9 +193,9 @@ class GuestMonitor:
                     delay = 0.0
                 else:
                     delay = min(max(delay * 2, 0.5), self.reconnect_max_delay)
-                    self.stopping.wait(delay)
+                    self.clock.wait(delay, self.stopping)
                     continue
-            self._closed.wait(5.0)
+            self.clock.wait(5.0, self._closed)
             if self.stopping.is_set():
                 return
             if self._closed.is_set() or not self._alive():
@@ -345,7 +343,7 @@ class GuestMonitor:
             "source": "event"})
 
     def _report(self, uuid: str, name: str, kind: str, detail: dict) -> None:
-        now = self.clock()
+        now = self.clock.monotonic()
         key = (uuid, kind)
         with self._lock:
             self.seen[kind] += 1
@@ -355,7 +353,7 @@ class GuestMonitor:
                 return  # the same failure again (an I/O error storm): already on its way
             self._last_sent[key] = now
             record = {"host": self.host, "instance_id": uuid, "kind": kind,
-                      "at": round(self.wall(), 6), "detail": dict(detail, domain=name)}
+                      "at": round(self.clock.wall(), 6), "detail": dict(detail, domain=name)}
             if len(self._queue) >= self.max_pending:
                 self._queue.popleft()
                 self.dropped += 1

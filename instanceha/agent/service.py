@@ -15,17 +15,16 @@ heartbeat.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
 from instanceha.agent import health
 from instanceha.agent.session_file import SessionFile
 from instanceha.agent.watchdog import LoopWatchdog
+from instanceha.clock import SYSTEM, Clock
 from instanceha.coordination import ConnectionState, Coordinator, base
 from instanceha.version import __version__
 
@@ -56,7 +55,7 @@ class Agent:
         coordinator: Coordinator,
         settings: AgentSettings,
         probe: Callable[[], Mapping[str, bool]],
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM,
         guest_monitor=None,
         session_file: SessionFile | None = None,
     ) -> None:
@@ -94,7 +93,7 @@ class Agent:
         self.last_iteration: float | None = None
         self.capabilities_base = {
             "version": __version__,
-            "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "started_at": clock.utcnow().isoformat(),
             "boot_id": health.boot_id(),
             "pid": os.getpid(),
             base.LIVENESS: settings.liveness,
@@ -155,7 +154,7 @@ class Agent:
                 self.connect()
             if self.coordinator.state is not ConnectionState.CONNECTED:
                 return interval  # kazoo reconnects with its own back-off
-            now = self.clock()
+            now = self.clock.monotonic()
             if now >= self._next_health:
                 self._next_health = now + self.settings.health_check_interval
                 services = dict(self.probe())
@@ -268,7 +267,7 @@ class Agent:
                 if on_iteration is not None:
                     on_iteration()
                 if not self.stopping.is_set() and not self._reload.is_set():
-                    self._wake.wait(wait)
+                    self.clock.wait(wait, self._wake)
                 self._wake.clear()
         finally:
             if self.watchdog is not None:
@@ -276,7 +275,7 @@ class Agent:
 
     def iteration_done(self, wait: float) -> None:
         """After each step: tell the watchdog, and act on a stall it acted on."""
-        self.last_iteration = now = self.clock()
+        self.last_iteration = now = self.clock.monotonic()
         if self.watchdog is None:
             return
         acted = self.watchdog.loop_done(now, wait)

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
+from instanceha.clock import Clock
 from instanceha.coordination import Coordinator
 
 LOG = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ LOG = logging.getLogger(__name__)
 
 class LoopWatchdog:
     def __init__(self, coordinator: Coordinator, interval: float, report_after: float,
-                 end_after: float, clock: Callable[[], float]) -> None:
+                 end_after: float, clock: Clock) -> None:
         if not 0 < report_after < end_after:
             raise ValueError("the watchdog reports a stall before it ends the session")
         self.coordinator = coordinator
@@ -105,8 +105,8 @@ class LoopWatchdog:
         return action
 
     def run(self, stopping: threading.Event) -> None:
-        while not stopping.wait(self.poll):
+        while not self.clock.wait(self.poll, stopping):
             try:
-                self.check(self.clock())
+                self.check(self.clock.monotonic())
             except Exception:  # the watchdog must outlive any error
                 LOG.exception("loop watchdog failed")

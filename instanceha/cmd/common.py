@@ -13,6 +13,7 @@ from oslo_log import log as logging
 
 from instanceha import conf as ih_conf
 from instanceha import exceptions
+from instanceha.clock import Clock
 from instanceha.version import __version__
 
 LOG = logging.getLogger(__name__)
@@ -176,12 +177,12 @@ def start_telemetry(conf, port: int, registry, healthy, ready):
     return server
 
 
-def loop_health(last_iteration, clock, stall_after: float):
+def loop_health(last_iteration, clock: Clock, stall_after: float):
     def healthy():
         last = last_iteration()
         if last is None:
             return False, "starting"
-        age = clock() - last
+        age = clock.monotonic() - last
         if age > stall_after:
             return False, f"main loop stalled for {age:.1f} s"
         return True, f"main loop ran {age:.1f} s ago"

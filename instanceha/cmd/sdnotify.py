@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import socket
-import time
+
+from instanceha.clock import SYSTEM, Clock
 
 
 class Notifier:
-    def __init__(self, environ=os.environ, clock=time.monotonic) -> None:
+    def __init__(self, environ=os.environ, clock: Clock = SYSTEM) -> None:
         addr = environ.get("NOTIFY_SOCKET")
         if addr and addr.startswith("@"):
             addr = "\0" + addr[1:]  # abstract namespace
@@ -59,7 +60,7 @@ class Notifier:
         """Call from the main loop: pings only as often as needed."""
         if self.watchdog_interval is None:
             return
-        now = self.clock()
+        now = self.clock.monotonic()
         if self._last_ping is None or now - self._last_ping >= self.watchdog_interval:
             self._last_ping = now
             self.send("WATCHDOG=1")

@@ -13,9 +13,11 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from instanceha.clock import Clock
+
 
 class TTLCache:
-    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+    def __init__(self, ttl: float, clock: Clock) -> None:
         if ttl < 0:
             raise ValueError("ttl must be >= 0 seconds")
         self.ttl = ttl
@@ -30,7 +32,7 @@ class TTLCache:
         while True:
             with self._lock:
                 hit = self._values.get(key)
-                if hit is not None and not fresh and self.clock() - hit[0] < self.ttl:
+                if hit is not None and not fresh and self.clock.monotonic() - hit[0] < self.ttl:
                     return hit[1]
                 pending = self._reading.get(key)
                 if pending is None:
@@ -47,7 +49,7 @@ class TTLCache:
             mine.set()
             raise
         with self._lock:
-            self._values[key] = (self.clock(), value)
+            self._values[key] = (self.clock.monotonic(), value)
             del self._reading[key]
         mine.set()
         return value

@@ -24,9 +24,10 @@ import dataclasses
 import itertools
 import re
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable
+
+from instanceha.clock import SYSTEM, Clock
 
 _SCOPE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "instanceha_api_scope", default=None)
@@ -67,7 +68,7 @@ class InFlight:
 class ApiCalls:
     """Thread-safe counters of the API requests (see the module's doc)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Clock = SYSTEM) -> None:
         self.clock = clock
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -98,7 +99,8 @@ class ApiCalls:
 
     # -- NovaClient's side -------------------------------------------------------
     def begin(self, service: str, method: str, url: str) -> int:
-        call = InFlight(_SCOPE.get(), service, method.upper(), template(url), self.clock())
+        call = InFlight(_SCOPE.get(), service, method.upper(), template(url),
+                        self.clock.monotonic())
         with self._lock:
             n = next(self._ids)
             self._inflight[n] = call
@@ -106,7 +108,7 @@ class ApiCalls:
 
     def end(self, handle: int, status: int | None) -> None:
         """``status`` None: no answer (timeout, connection refused)."""
-        now = self.clock()
+        now = self.clock.monotonic()
         with self._lock:
             call = self._inflight.pop(handle, None)
             if call is None:
@@ -128,7 +130,7 @@ class ApiCalls:
     def waiting_on(self, scope: str, longer_than: float = 1.0) -> str | None:
         """The oldest request of ``scope`` unanswered for ``longer_than`` seconds,
         described (``compute GET /os-migrations for 4.2 s``), or None."""
-        now = self.clock()
+        now = self.clock.monotonic()
         for call in self.in_flight(scope):
             if now - call.started >= longer_than:
                 return call.describe(now)

@@ -45,9 +45,9 @@ import datetime
 import enum
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 
+from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import calls
 from instanceha.compute import exceptions as exc
 from instanceha.compute.model import Migration, Server
@@ -122,10 +122,6 @@ class EvacuationResult:
         return self.outcome is Outcome.EVACUATED
 
 
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
 class Waker:
     """An interruptible wait: ``wait(s, since)`` returns True at once when
     ``poke()``d after ``since`` (a ``mark()``; Nova said something about a
@@ -139,10 +135,14 @@ class Waker:
         with self._cond:
             return self._generation
 
-    def wait(self, seconds: float, since: int | None = None) -> bool:
+    def wait(self, seconds: float | None, since: int | None = None) -> bool:
         with self._cond:
             seen = self._generation if since is None else since
             return self._cond.wait_for(lambda: self._generation != seen, seconds)
+
+    def poked_since(self, since: int | None) -> bool:
+        with self._cond:
+            return since is not None and self._generation != since
 
     def poke(self) -> None:
         with self._cond:
@@ -152,8 +152,9 @@ class Waker:
 
 class Pause:
     """One waiter's pauses on a ``Waker``: ``mark()`` before reading Nova, then
-    ``pause(s)`` ends early if Nova's word came in since the mark (a word that
-    arrives during the read is not lost)."""
+    ``clock.wait(s, pause)`` ends early if Nova's word came in since the mark (a
+    word that arrives during the read is not lost). A ``Waitable`` of
+    ``instanceha.clock``."""
 
     def __init__(self, waker: Waker) -> None:
         self.waker = waker
@@ -162,8 +163,11 @@ class Pause:
     def mark(self) -> None:
         self._since = self.waker.mark()
 
-    def __call__(self, seconds: float) -> bool:
-        return self.waker.wait(seconds, self._since)
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.waker.wait(timeout, self._since)
+
+    def is_set(self) -> bool:
+        return self.waker.poked_since(self._since)
 
 
 class CompletionWatch:
@@ -203,8 +207,8 @@ class HostRecords:
     request and shared: a caller gets the last read when it is younger than
     ``max_age``, else reads (or waits for the read another caller started)."""
 
-    def __init__(self, nova, host: str, since: datetime.datetime,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, nova, host: str, since: datetime.datetime | None,
+                 clock: Clock) -> None:
         self.nova = nova
         self.host = host
         self.since = since
@@ -223,14 +227,14 @@ class HostRecords:
         """The records as read less than ``max_age`` seconds ago (0: read now)."""
         with self._cond:
             while True:
-                if self._at is not None and self.clock() - self._at < max_age:
+                if self._at is not None and self.clock.monotonic() - self._at < max_age:
                     return self._records
                 if not self._reading:
                     self._reading = True
                     break
                 self._cond.wait()
         try:
-            started = self.clock()
+            started = self.clock.monotonic()
             records = self.nova.evacuations(source_host=self.host, changes_since=self.since)
         except BaseException:
             with self._cond:
@@ -253,20 +257,16 @@ class _AttemptFailed(Exception):
 
 class Evacuator:
     def __init__(self, nova, settings: EvacuationSettings = EvacuationSettings(),
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], object] | None = None,
+                 clock: Clock = SYSTEM,
                  on_result: Callable[[EvacuationResult], None] | None = None,
-                 watch: CompletionWatch | None = None,
-                 wall: Callable[[], datetime.datetime] = _utcnow) -> None:
-        """``sleep``: how a wait is spent (tests inject a fake clock's); by default
-        an interruptible wait that Nova's notifications (``watch``) cut short."""
+                 watch: CompletionWatch | None = None) -> None:
+        """A wait between two reads is cut short by Nova's notifications
+        (``watch``); a back-off after a failed call is not."""
         self.nova = nova
         self.settings = settings
         self.clock = clock
-        self.sleep = sleep
         self.on_result = on_result
         self.watch = watch
-        self.wall = wall
 
     def evacuate_host(self, host: str, servers: Iterable[Server],
                       target_host: str | None = None) -> list[EvacuationResult]:
@@ -291,7 +291,7 @@ class Evacuator:
                 self.watch.unsubscribe(ids)
 
     def _records(self, host: str) -> HostRecords:
-        since = self.wall() - datetime.timedelta(seconds=RECORDS_MARGIN)
+        since = self.clock.utcnow() - datetime.timedelta(seconds=RECORDS_MARGIN)
         return HostRecords(self.nova, host, since, self.clock)
 
     # -- one server -------------------------------------------------------------
@@ -301,17 +301,17 @@ class Evacuator:
                         waker: Waker | None = None) -> EvacuationResult:
         """``server`` as last read: the first attempt acts on it without reading it
         again; every later attempt reads it afresh."""
-        t0 = self.clock()
+        t0 = self.clock.monotonic()
         records = records or self._records(host)
-        sleep = self.sleep or Pause(waker or Waker())
+        pause = Pause(waker or Waker())
         # the pre-failure power state to restore; ERROR and the rest come back ACTIVE
         want = "SHUTOFF" if server.vm_state == "stopped" else "ACTIVE"
         reason, no_capacity, attempt = "", False, 0
         for attempt in range(1, self.settings.attempts + 1):
-            deadline = self.clock() + self.settings.timeout
+            deadline = self.clock.monotonic() + self.settings.timeout
             try:
                 cur, mig = self._attempt(server if attempt == 1 else None, server.id, host,
-                                         want, target_host, deadline, records, sleep)
+                                         want, target_host, deadline, records, pause)
             except _AttemptFailed as e:
                 reason, no_capacity = e.reason, e.no_capacity
             except InstanceHAError as e:
@@ -335,7 +335,7 @@ class Evacuator:
             try:
                 return call(*args)
             except InstanceHAError as e:
-                left = deadline - self.clock()
+                left = deadline - self.clock.monotonic()
                 if not e.retryable or left <= 0:
                     raise
                 LOG.info("%s; retrying in %.1f s", e, min(delay, left))
@@ -344,11 +344,11 @@ class Evacuator:
 
     def _pause(self, seconds: float) -> None:
         """A back-off that nothing cuts short."""
-        (self.sleep or time.sleep)(seconds)
+        self.clock.wait(seconds)
 
     def _attempt(self, known: Server | None, server_id: str, host: str, want: str,
                  target_host: str | None, deadline: float, records: HostRecords,
-                 sleep) -> tuple[Server, Migration | None]:
+                 pause: Pause) -> tuple[Server, Migration | None]:
         cur = known
         migrations = [] if known is None else \
             self._retrying(deadline, records.of, server_id, float("inf"))
@@ -370,8 +370,8 @@ class Evacuator:
             if mig is not None and mig.failed:
                 raise _AttemptFailed(f"left {host} but its evacuation migration is {mig.status}")
             cur, mig = self._wait(server_id, host, (mig.id - 1) if mig else 0, deadline,
-                                  records, sleep, need_migration=mig is not None)
-            return self._restore_power(cur, want, deadline, sleep), mig
+                                  records, pause, need_migration=mig is not None)
+            return self._restore_power(cur, want, deadline, pause), mig
         running = [m for m in migrations if not m.succeeded and not m.failed]
         if running and cur.task_state is not None:
             floor = running[0].id - 1  # an evacuation in progress: wait for it
@@ -385,8 +385,8 @@ class Evacuator:
             self._request(server_id, host, target_host, None if fast else floor, deadline,
                           records)
             LOG.info("host=%s server=%s evacuate accepted by Nova", host, server_id)
-        cur, mig = self._wait(server_id, host, floor, deadline, records, sleep)
-        return self._restore_power(cur, want, deadline, sleep), mig
+        cur, mig = self._wait(server_id, host, floor, deadline, records, pause)
+        return self._restore_power(cur, want, deadline, pause), mig
 
     def _make_evacuable(self, cur: Server, deadline: float) -> None:
         if cur.vm_state in EVACUABLE_VM_STATES and cur.task_state is None:
@@ -417,7 +417,7 @@ class Evacuator:
                              "later: not sent again", server_id, e)
                     return
                 # 409 (task still running, service not yet down), 5xx, Nova away
-                left = deadline - self.clock()
+                left = deadline - self.clock.monotonic()
                 if left <= 0:
                     raise _AttemptFailed(f"evacuate refused until the deadline: {e}")
                 LOG.info("evacuate of %s failed (%s); retrying in %.1f s", server_id, e,
@@ -456,17 +456,17 @@ class Evacuator:
         rebuild the server twice. Watch the server's records for
         ``lost_write_grace`` seconds (or to the deadline) before saying it was
         not taken."""
-        until = min(deadline, self.clock() + self.settings.lost_write_grace)
+        until = min(deadline, self.clock.monotonic() + self.settings.lost_write_grace)
         delay = self.settings.poll_initial
-        while self.clock() < until:
-            self._pause(min(delay, max(0.0, until - self.clock())))
+        while self.clock.monotonic() < until:
+            self._pause(min(delay, max(0.0, until - self.clock.monotonic())))
             if self._accepted(server_id, host, floor, since, deadline):
                 return True
             delay = min(delay * GROWTH, self.settings.poll_interval)
         return False
 
     def _wait(self, server_id: str, host: str, floor: int, deadline: float,
-              records: HostRecords, sleep,
+              records: HostRecords, pause: Pause,
               need_migration: bool = True) -> tuple[Server, Migration | None]:
         """Until a migration newer than ``floor`` is done and the server has landed.
 
@@ -476,20 +476,18 @@ class Evacuator:
         saying so)."""
         delay = self.settings.poll_initial
         cur: Server | None = None
-        read_at = self.clock()
-        mark = getattr(sleep, "mark", None)
+        read_at = self.clock.monotonic()
         while True:
-            if mark is not None:
-                mark()
+            pause.mark()
             # a read another waiter made within this waiter's own wait is fresh
             # enough: one bulk read per wait for the whole host, not per waiter
             migs = [m for m in self._retrying(deadline, records.of, server_id, delay)
                     if m.id > floor]
             mig = migs[-1] if migs else None  # the oldest one after floor: ours
             settled = mig is not None and (mig.succeeded or mig.failed)
-            if settled or not need_migration or self.clock() - read_at >= SERVER_BACKSTOP:
+            if settled or not need_migration or self.clock.monotonic() - read_at >= SERVER_BACKSTOP:
                 cur = self._retrying(deadline, self.nova.server, server_id)
-                read_at = self.clock()
+                read_at = self.clock.monotonic()
                 if (mig is not None and mig.failed) or (cur.status == "ERROR"
                                                          and cur.task_state is None):
                     fault = cur.fault or ""
@@ -500,31 +498,30 @@ class Evacuator:
                           and cur.status in ("ACTIVE", "SHUTOFF"))
                 if landed and ((mig is not None and mig.succeeded) or not need_migration):
                     return cur, mig
-            if self.clock() >= deadline:
+            if self.clock.monotonic() >= deadline:
                 where = (f"server {cur.status} on {cur.host} (task {cur.task_state})"
                          if cur is not None else "server not read")
                 raise _AttemptFailed(
                     f"timed out: migration {mig.status if mig else 'not created'}, {where}")
-            poked = sleep(min(delay, max(0.0, deadline - self.clock())))
+            poked = self.clock.wait(min(delay, max(0.0, deadline - self.clock.monotonic())),
+                                    pause)
             delay = self.settings.poll_initial if poked is True else \
                 min(delay * GROWTH, self.settings.poll_interval)
 
-    def _restore_power(self, cur: Server, want: str, deadline: float, sleep) -> Server:
+    def _restore_power(self, cur: Server, want: str, deadline: float, pause: Pause) -> Server:
         if want != "SHUTOFF" or cur.status == "SHUTOFF":
             return cur
         self._retrying(deadline, self.nova.stop, cur.id)
         delay = self.settings.poll_initial
-        mark = getattr(sleep, "mark", None)
         while True:
-            if mark is not None:
-                mark()
+            pause.mark()
             cur = self._retrying(deadline, self.nova.server, cur.id)
             if cur.status == "SHUTOFF" and cur.task_state is None:
                 return cur
-            if self.clock() >= deadline:
+            if self.clock.monotonic() >= deadline:
                 raise _AttemptFailed(f"evacuated to {cur.host} but did not stop "
                                      f"(status {cur.status}, task {cur.task_state})")
-            poked = sleep(delay)
+            poked = self.clock.wait(delay, pause)
             delay = self.settings.poll_initial if poked is True else \
                 min(delay * GROWTH, self.settings.poll_interval)
 
@@ -533,7 +530,7 @@ class Evacuator:
               error: InstanceHAError | None = None) -> EvacuationResult:
         result = EvacuationResult(
             server_id=server.id, name=server.name, source_host=host, outcome=outcome,
-            attempts=attempts, seconds=self.clock() - t0,
+            attempts=attempts, seconds=self.clock.monotonic() - t0,
             dest_host=cur.host if cur else None, status=cur.status if cur else None,
             migration_id=mig.id if mig else None, migration_status=mig.status if mig else None,
             error=error)

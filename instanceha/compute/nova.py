@@ -32,11 +32,11 @@ import contextlib
 import datetime
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 
 from keystoneauth1 import exceptions as ks_exc
 
+from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import exceptions as exc
 from instanceha.compute.cache import TTLCache
 from instanceha.compute.model import ComputeService, InstanceAction, Migration, Server
@@ -59,11 +59,8 @@ class NovaClient:
     """Nova as instanceha needs it. Build once (``from_conf``) and share."""
 
     def __init__(self, connection, cache_ttl: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep,
-                 recorder=None) -> None:
+                 clock: Clock = SYSTEM, recorder=None) -> None:
         self._conn = connection  # its proxies authenticate lazily, on first use
-        self._sleep = sleep
         self._clock = clock
         self.recorder = recorder
         """An ``ApiCalls`` (``instanceha.compute.calls``): told of every request
@@ -214,7 +211,7 @@ class NovaClient:
                     return now
                 LOG.info("%s %s failed (%s), not applied: sending it again in %.1f s",
                          operation, host, e, delay)
-                self._sleep(delay)
+                self._clock.wait(delay)
                 delay *= 2
                 continue
             return ComputeService.from_api(resp.json()["service"])

@@ -16,10 +16,10 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
+from instanceha.clock import SYSTEM, Clock
 from instanceha.engine import guard
 
 LOG = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ LOG = logging.getLogger(__name__)
 class AggregateCache:
     def __init__(self, read: Callable[[], Mapping[str, frozenset[str]]],
                  refresh: float = 300.0, retry: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Clock = SYSTEM,
                  submit: Callable[[Callable[[], None]], object] | None = None) -> None:
         """``read``: host -> names of its aggregates (``NovaClient.host_aggregates``).
         ``submit`` runs a refresh (a one-thread pool by default; tests run it inline)."""
@@ -56,7 +56,7 @@ class AggregateCache:
 
     def _maybe_refresh(self) -> None:
         with self._lock:
-            if self._busy or (self._next_at is not None and self.clock() < self._next_at):
+            if self._busy or (self._next_at is not None and self.clock.monotonic() < self._next_at):
                 return
             self._busy = True
         try:
@@ -66,7 +66,7 @@ class AggregateCache:
                 self._busy = False
 
     def _refresh(self) -> None:
-        started = self.clock()
+        started = self.clock.monotonic()
         try:
             grouping = guard.by_aggregate(self._read())
         except Exception as e:
@@ -105,7 +105,7 @@ class AggregateCache:
         with self._lock:
             known = self._grouping is not None
             return {"known": known, "count": len(self._grouping) if known else None,
-                    "age": round(self.clock() - self.read_at, 1)
+                    "age": round(self.clock.monotonic() - self.read_at, 1)
                     if self.read_at is not None else None,
                     "error": self.error}
 

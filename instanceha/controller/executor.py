@@ -15,11 +15,11 @@ triggered, from the control map of each tick's snapshot.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from instanceha import exceptions
+from instanceha.clock import SYSTEM, Clock
 from instanceha.coordination import Leadership
 from instanceha.engine import guard
 from instanceha.engine.model import HostView
@@ -96,7 +96,7 @@ class Executor:
         leadership: Leadership,
         actuator: Actuator,
         guard_policy: guard.GuardPolicy | None = None,
-        wall: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM,
         on_hold: Callable[[guard.GuardState, guard.GuardPolicy], None] | None = None,
         aggregates: AggregatesProvider | None = None,
         persist: Callable[[Mapping[str, object]], object] | None = None,
@@ -109,7 +109,7 @@ class Executor:
         self.actuator = actuator
         self.guard_policy = guard_policy or guard.GuardPolicy()
         self.guard_state = guard.GuardState()
-        self.wall = wall
+        self.clock = clock
         self.on_hold = on_hold
         self.aggregates = aggregates
         self.persist = persist
@@ -136,7 +136,7 @@ class Executor:
         the views indexed by phase, when the caller keeps it."""
         control = control or {}
         override = control.get(GUARD_OVERRIDE_UNTIL)
-        released = isinstance(override, (int, float)) and self.wall() < override
+        released = isinstance(override, (int, float)) and self.clock.wall() < override
         leader = self.leadership.is_leader()
         token = self.leadership.token if leader else None
         before = self.guard_state
@@ -145,7 +145,7 @@ class Executor:
         state = guard.evaluate(views, before, self.guard_policy, now, released,
                                self._grouping(), phases=phases)
         if state.held and not before.held:
-            self.hold_since_wall = round(self.wall(), 3)
+            self.hold_since_wall = round(self.clock.wall(), 3)
             LOG.error("safety hold: fencing held for every host: %s", state.reason)
             if self.on_hold is not None and leader:
                 self.on_hold(state, self.guard_policy)
@@ -216,12 +216,12 @@ class Executor:
             return state  # already held here: our own record replaces it below
         since = record.get("since")
         since = since if isinstance(since, (int, float)) and not isinstance(since, bool) \
-            else self.wall()
+            else self.clock.wall()
         cause = str(record.get("reason") or "a hold persisted by a previous leader")
         self.hold_since_wall = since
         LOG.warning("safety hold taken over from the previous leader (token %s, held for "
-                    "%.0f s): %s", record.get("token"), max(0.0, self.wall() - since), cause)
-        return guard.adopt(state, cause, now - max(0.0, self.wall() - since))
+                    "%.0f s): %s", record.get("token"), max(0.0, self.clock.wall() - since), cause)
+        return guard.adopt(state, cause, now - max(0.0, self.clock.wall() - since))
 
     def _keep_hold(self, current: object, token: int | None, now: float) -> None:
         """Write ``guard_hold`` when the hold changed (raised, cause, lifted)."""

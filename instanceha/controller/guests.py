@@ -26,10 +26,10 @@ import concurrent.futures
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
+from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import exceptions as nova_exc
 from instanceha.engine import guest as g
 from instanceha.engine.instance_policy import GuestPolicy, decide_guest
@@ -58,9 +58,8 @@ class GuestActuatorSettings:
 
 class GuestActuator:
     def __init__(self, coordinator, nova, settings: GuestActuatorSettings, notifier=None,
-                 events=None, journal=None, metrics=None,
-                 wall: Callable[[], float] = time.time,
-                 clock: Callable[[], float] = time.monotonic, pool=None) -> None:
+                 events=None, journal=None, metrics=None, clock: Clock = SYSTEM,
+                 pool=None) -> None:
         self.coordinator = coordinator
         self.nova = nova
         self.settings = settings
@@ -68,7 +67,6 @@ class GuestActuator:
         self.events = events
         self.journal = journal
         self.metrics = metrics
-        self.wall = wall
         self.clock = clock
         self.pool = pool or concurrent.futures.ThreadPoolExecutor(settings.workers, "guests")
         self._lock = threading.Lock()
@@ -102,7 +100,7 @@ class GuestActuator:
             return
         self._said.pop("read", None)
         self.pending_count = len(pending)
-        now = self.clock()
+        now = self.clock.monotonic()
         busy = {i for i, job in self.jobs.items() if not job.done()}
         for event_id, record in pending:
             instance = record.get("instance_id") if isinstance(record, Mapping) else None
@@ -131,14 +129,14 @@ class GuestActuator:
             LOG.error("guest failure %s (instance %s) not handled: %s; %s, next try in %.0f s",
                       event_id, record.get("instance_id"), e, e.action.value, wait)
         except Exception:
-            self.next_try[event_id] = self.clock() + self.settings.retry_backoff_max
+            self.next_try[event_id] = self.clock.monotonic() + self.settings.retry_backoff_max
             LOG.exception("guest failure %s: handling crashed", event_id)
 
     def _retry(self, event_id: str) -> float:
         wait = min(self.backoff.get(event_id, self.settings.retry_backoff / 2) * 2,
                    self.settings.retry_backoff_max)
         self.backoff[event_id] = wait
-        self.next_try[event_id] = self.clock() + wait
+        self.next_try[event_id] = self.clock.monotonic() + wait
         return wait
 
     # -- one failure ------------------------------------------------------------------
@@ -160,11 +158,11 @@ class GuestActuator:
             return self._done(event_id, event, g.Outcome.COALESCED, verify)
         view = views.get(event.host)
         phase = view.phase.value if view is not None else None
-        waited = self.clock() - self.first_seen.get(event_id, self.clock())
+        waited = self.clock.monotonic() - self.first_seen.get(event_id, self.clock.monotonic())
         settings = self.settings.guest
         if phase in ("FAILED", "SUSPECT"):
             step = g.decide(event, self.settings.default_policy, None, phase, (), settings,
-                            self.wall(), waited)
+                            self.clock.wall(), waited)
             server = decision = None
         else:
             server = self._server(event.instance_id)
@@ -176,7 +174,7 @@ class GuestActuator:
             facts = self._server_facts(server, event, policy) if server is not None else None
             restarts = self.coordinator.guest_restarts(event.instance_id) \
                 if policy is GuestPolicy.RESTART and server is not None else ()
-            step = g.decide(event, policy, facts, phase, restarts, settings, self.wall(),
+            step = g.decide(event, policy, facts, phase, restarts, settings, self.clock.wall(),
                             waited)
         if step.action is g.Action.WAIT:
             if self._said.get(event_id) != step.reason:
@@ -184,7 +182,7 @@ class GuestActuator:
                 LOG.info("guest failure of %s on %s: %s", event.instance_id, event.host,
                          step.reason)
                 self._record(event, "waiting", step.reason, opens=True)
-            self.next_try[event_id] = self.clock() + min(
+            self.next_try[event_id] = self.clock.monotonic() + min(
                 self.settings.retry_backoff * 2, self.settings.retry_backoff_max)
             return step.outcome
         self._said.pop(event_id, None)
@@ -233,7 +231,7 @@ class GuestActuator:
                     self.nova.reboot(event.instance_id, hard=True)
                 else:
                     self.nova.start(event.instance_id)
-                restarted_at = self.wall()
+                restarted_at = self.clock.wall()
                 self.coordinator.guest_restart_record(event.instance_id, restarted_at)
                 LOG.warning("guest failure of %s on %s (%s): %s requested", event.instance_id,
                             event.host, event.kind, step.reason)
@@ -262,7 +260,7 @@ class GuestActuator:
                                     "outcome": outcome.value, "incident_id": incident,
                                     "note": note[:200]})
         if self.metrics is not None:
-            self.metrics.guest(event.kind, outcome.value, max(0.0, self.wall() - event.at))
+            self.metrics.guest(event.kind, outcome.value, max(0.0, self.clock.wall() - event.at))
         return outcome
 
     def _emit(self, event, server, policy, action, note, incident) -> None:

@@ -32,10 +32,10 @@ import dataclasses
 import enum
 import logging
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from instanceha import exceptions
+from instanceha.clock import SYSTEM, Clock
 
 LOG = logging.getLogger(__name__)
 
@@ -99,12 +99,12 @@ class _Item:
 
 class IncidentJournal:
     def __init__(self, store, name: str, retention: Retention = Retention(),
-                 wall: Callable[[], float] = time.time, max_queue: int = 10000,
+                 clock: Clock = SYSTEM, max_queue: int = 10000,
                  background: bool = True, retry_max: float = 10.0) -> None:
         self.store = store
         self.name = name
         self.retention = retention
-        self.wall = wall
+        self.clock = clock
         self.max_queue = max_queue
         self.retry_max = retry_max
         self._lock = threading.Lock()
@@ -179,7 +179,7 @@ class IncidentJournal:
         failure coalesced with the one just handled).
         Returns the incident id, or None when not resolved yet (the store is
         not read yet: the entry is applied, in order, once it is)."""
-        item = _Item(host, kind, text[:MAX_TEXT], dict(facts), self.wall(), state,
+        item = _Item(host, kind, text[:MAX_TEXT], dict(facts), self.clock.wall(), state,
                      opens or new_failure, new_failure, close_if, dict(counts or {}), instance,
                      incident)
         with self._lock:
@@ -344,7 +344,7 @@ class IncidentJournal:
             if self.flush():
                 delay = 0.5
                 continue
-            self._stop.wait(delay)
+            self.clock.wait(delay, self._stop)
             delay = min(delay * 2, self.retry_max)
             self._wake.set()
 
@@ -354,8 +354,8 @@ class IncidentJournal:
 
     def close(self, timeout: float = 2.0) -> None:
         """Try to write what is queued (bounded), then stop the writer."""
-        deadline = time.monotonic() + timeout
-        while self.pending() and time.monotonic() < deadline:
+        deadline = self.clock.monotonic() + timeout
+        while self.pending() and self.clock.monotonic() < deadline:
             if not self.flush():
                 break
         self._stop.set()

@@ -14,8 +14,9 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
+
+from instanceha.clock import SYSTEM, Clock
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def instance_uuid(payload: object) -> str | None:
 
 class NovaEventFeed:
     def __init__(self, make_listener: Callable[[Callable[[str, object], None]], object],
-                 watch, clock: Callable[[], float] = time.monotonic,
+                 watch, clock: Clock = SYSTEM,
                  retry: float = RETRY) -> None:
         """``make_listener(on_event)``: a stopped listener that calls
         ``on_event(event_type, payload)`` for each notification; ``watch``: the
@@ -76,7 +77,8 @@ class NovaEventFeed:
             self._want = True
             if self._listener is not None or self._busy():
                 return
-            if self._failed_at is not None and self.clock() - self._failed_at < self.retry:
+            failed_at = self._failed_at
+            if failed_at is not None and self.clock.monotonic() - failed_at < self.retry:
                 return
             self._pending = self._worker.submit(self._start)
 
@@ -98,7 +100,7 @@ class NovaEventFeed:
         except Exception as e:  # the bus is away: the evacuations read Nova anyway
             with self._lock:
                 first = self.error is None
-                self.error, self._failed_at = f"{type(e).__name__}: {e}", self.clock()
+                self.error, self._failed_at = f"{type(e).__name__}: {e}", self.clock.monotonic()
             (LOG.warning if first else LOG.debug)(
                 "not listening to Nova's notifications (%s); evacuations are checked by "
                 "reading Nova; trying again in %.0f s", type(e).__name__, self.retry)

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import datetime
 import logging
 import threading
-import time
 import types
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
+from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import calls as api_calls
 from instanceha.compute.calls import ApiCalls
 from instanceha.engine.model import HostView, Phase
@@ -71,15 +70,10 @@ def _decided_by(svc) -> tuple | None:
     return (svc.state, svc.status, svc.forced_down, svc.disabled_reason)
 
 
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
 class RecoveryActuator:
     def __init__(self, settings: ActuatorSettings, fencer, nova, evacuator_factory,
                  notifier=None, events=None, failures=None, attestations=None, metrics=None,
-                 journal=None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], datetime.datetime] = _utcnow, nova_events=None,
+                 journal=None, clock: Clock = SYSTEM, nova_events=None,
                  calls: ApiCalls | None = None) -> None:
         """``nova_events``: a ``NovaEventFeed`` (Nova's notifications), listened to
         while leading. ``calls``: the ``ApiCalls`` the Nova client reports to
@@ -94,7 +88,6 @@ class RecoveryActuator:
         self.attestations = attestations
         self.signals: dict[str, collections.deque] = {}
         self.clock = clock
-        self.wall = wall
         self.pool = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery")
         # the reads made while a fence runs: never queued behind the jobs themselves
         self.reads = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery-read")
@@ -133,7 +126,7 @@ class RecoveryActuator:
                                 evacuator_factory=evacuator_factory, placement=self.placement,
                                 report=self.report, failures=failures,
                                 attestations=attestations, phases=self._phases, clock=clock,
-                                wall=wall, calls=self.calls)
+                                calls=self.calls)
 
     # the reports, as the edge wires them (cmd/controller.py sets metrics later)
     notifier = property(lambda self: self.report.notifier,
@@ -147,7 +140,7 @@ class RecoveryActuator:
 
     # -- Nova's view, refreshed in the background -------------------------
     def _refresh(self) -> None:
-        started = self.clock()
+        started = self.clock.monotonic()
         try:
             services = {s.host: s for s in self.nova.services()}
         except exceptions.InstanceHAError as e:
@@ -170,7 +163,7 @@ class RecoveryActuator:
             self.services_error = None
 
     def _maybe_refresh(self) -> None:
-        now = self.clock()
+        now = self.clock.monotonic()
         busy = self._refreshing is not None and not self._refreshing.done()
         due = self.services_at is None or now - self.services_at >= self.settings.nova_refresh
         if due and not busy:
@@ -251,7 +244,7 @@ class RecoveryActuator:
         if not services:
             self._views = None
             return  # nothing known of Nova yet: no decision without its durable state
-        now = self.clock()
+        now = self.clock.monotonic()
         for gone in [h for h in self._ahead if h not in views or h not in services]:
             self._ahead.pop(gone)[2].cancel()  # never left holding a read-ahead slot
         self._active.intersection_update(views)
@@ -339,7 +332,7 @@ class RecoveryActuator:
         with self.calls.scope(host):
             plan = api_calls.submit(self.reads, read_plan, self.nova, host,
                                     self.settings.default_recovery)
-        self._ahead[host] = (view.since, self.clock(), plan)
+        self._ahead[host] = (view.since, self.clock.monotonic(), plan)
 
     def _plan_ahead(self, host: str, view: HostView) -> concurrent.futures.Future | None:
         """The plan read ahead for this failure, if young enough to use."""
@@ -347,7 +340,7 @@ class RecoveryActuator:
         if known is None:
             return None
         since, read_at, plan = known
-        age = self.clock() - read_at
+        age = self.clock.monotonic() - read_at
         if since == view.since and age <= READ_AHEAD_MAX_AGE:
             LOG.info("host=%s fence uses the recovery plan read ahead %.1f s ago", host, age)
             return plan
@@ -363,7 +356,7 @@ class RecoveryActuator:
             with self.calls.scope(host):
                 self._step(host, view, svc, stage, verify)
         finally:
-            self.job_done_at[host] = self.clock()
+            self.job_done_at[host] = self.clock.monotonic()
             with self._lock:
                 self.services_at = None  # read Nova's new state at once
 
@@ -376,7 +369,7 @@ class RecoveryActuator:
         except exceptions.InstanceHAError as e:
             self._retry_later(host, stage, e)
         except Exception:
-            self.next_try[host] = self.clock() + self.settings.retry_backoff_max
+            self.next_try[host] = self.clock.monotonic() + self.settings.retry_backoff_max
             LOG.exception("host=%s recovery=%s crashed", host, stage.value)
 
     def _dispatch(self, host, view, svc, stage, verify) -> None:
@@ -389,7 +382,7 @@ class RecoveryActuator:
         elif stage is Stage.REENABLE:
             wait = reenable_stage.run(ctx, host, svc, verify, self._waiting)
             if wait is not None:
-                self.next_try[host] = self.clock() + wait
+                self.next_try[host] = self.clock.monotonic() + wait
         elif stage is Stage.HOLD:
             reason = self.decisions.get(host, (None, "held"))[1]
             hold_stage.run(ctx, host, svc, verify, reason)
@@ -398,7 +391,7 @@ class RecoveryActuator:
         wait = min(self.backoff.get(host, self.settings.retry_backoff / 2) * 2,
                    self.settings.retry_backoff_max)
         self.backoff[host] = wait
-        self.next_try[host] = self.clock() + wait
+        self.next_try[host] = self.clock.monotonic() + wait
         LOG.error("host=%s recovery=%s failed: %s; %s, next try in %.0f s", host,
                   stage.value, e, e.action.value, wait)
 
@@ -406,7 +399,7 @@ class RecoveryActuator:
     def _observe(self, views: Mapping[str, HostView], names) -> None:
         """Keep each host's last phase changes (of ``names``, the hosts whose view
         may have changed): the signals an incident starts with."""
-        now = self.wall().timestamp()
+        now = self.clock.wall()
         for host in names:
             view = views[host]
             seen = self.signals.setdefault(host, collections.deque(maxlen=8))

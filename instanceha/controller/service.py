@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from instanceha import exceptions
+from instanceha.clock import SYSTEM, Clock
 from instanceha.controller import status
 from instanceha.controller.executor import Actuator, Executor
 from instanceha.controller.reconciler import Reconciler
@@ -48,7 +48,7 @@ class ControllerService:
         coordinator: Coordinator,
         settings: ControllerSettings,
         handler: Actuator,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM,
         on_transition: Callable | None = None,
         nova_states: Callable | None = None,
         on_hold: Callable | None = None,
@@ -85,11 +85,11 @@ class ControllerService:
                 raise
             except exceptions.CoordinationError as e:
                 LOG.warning("%s; %s, next try in %.1f s", e, e.action.value, backoff)
-                self.stopping.wait(backoff)
+                self.clock.wait(backoff, self.stopping)
                 backoff = min(backoff * 2, self.settings.reconnect_max_delay)
         self.leadership = self.coordinator.leadership(self.settings.name)
         executor = Executor(self.leadership, self.handler, self.settings.guard,
-                            on_hold=self.on_hold, aggregates=self.aggregates,
+                            clock=self.clock, on_hold=self.on_hold, aggregates=self.aggregates,
                             persist=self.coordinator.update_control)
         self.reconciler = Reconciler(self.coordinator, self.settings.policy, executor,
                                      nova_states=self.nova_states,
@@ -98,7 +98,7 @@ class ControllerService:
                  " (DRY-RUN: acting on nothing)" if self.settings.dry_run else "")
 
     def step(self) -> None:
-        now = self.clock()
+        now = self.clock.monotonic()
         gap = None if self._last_tick is None else now - self._last_tick
         self._last_tick = now
         self.leadership.ensure()
@@ -142,7 +142,7 @@ class ControllerService:
         nova_status = getattr(self.handler, "nova_status", None)
         doc = status.build(self.settings.name, self.leadership.token, rec.views,
                            snap, rec.executor.guard_state, now,
-                           self.publisher.wall(), nova_status() if nova_status else None,
+                           self.clock.wall(), nova_status() if nova_status else None,
                            guard_report=rec.executor.guard_report(), guests=guests)
         try:
             self.publisher.maybe_publish(doc, now, inputs)
@@ -152,16 +152,16 @@ class ControllerService:
     def run(self, on_iteration: Callable[[], None] | None = None) -> None:
         self._start()
         while not self.stopping.is_set():
-            started = self.clock()
+            started = self.clock.monotonic()
             try:
                 self.step()
             except exceptions.CoordinationError as e:
                 LOG.warning("tick failed: %s; %s", e, e.action.value)
-            self.last_iteration = self.clock()
+            self.last_iteration = self.clock.monotonic()
             if on_iteration is not None:
                 on_iteration()
-            elapsed = self.clock() - started
-            self.stopping.wait(max(0.0, self.settings.tick_interval - elapsed))
+            elapsed = self.clock.monotonic() - started
+            self.clock.wait(max(0.0, self.settings.tick_interval - elapsed), self.stopping)
 
     def shutdown(self) -> None:
         self.stopping.set()

@@ -6,8 +6,7 @@ Written only when something an operator would see changed, or every
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from instanceha.coordination import ClusterSnapshot, Coordinator
 from instanceha.engine.guard import GuardState
@@ -82,11 +81,9 @@ def _material(status: Mapping) -> tuple:
 
 
 class StatusPublisher:
-    def __init__(self, coordinator: Coordinator, refresh: float = 5.0,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, coordinator: Coordinator, refresh: float = 5.0) -> None:
         self.coordinator = coordinator
         self.refresh = refresh
-        self.wall = wall
         self._last: tuple | None = None
         self._last_at: float | None = None
         self._inputs: tuple | None = None

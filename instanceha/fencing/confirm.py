@@ -16,8 +16,8 @@ and ``get_power_state``. The loop:
 4. stops at the total ``deadline``: the last typed error of a BMC that never
    answered, or ``DeadlineExceeded`` with the last read-back otherwise.
 
-Success only ever comes from a read-back equal to the request. Clock and
-sleep are injected so unit tests never sleep. Each BMC call is bounded by the
+Success only ever comes from a read-back equal to the request. The clock is
+injected (``instanceha.clock``) so unit tests never sleep. Each BMC call is bounded by the
 time left (and by the entry's ``timeout``); the last read-back, at the
 deadline, gets up to 1 s, so a deadline is overrun by at most about 1 s.
 """
@@ -27,9 +27,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import time
-from collections.abc import Callable
 
+from instanceha.clock import SYSTEM, Clock
 from instanceha.fencing import exceptions as exc
 from instanceha.fencing.base import FenceDriver, PowerState
 
@@ -92,11 +91,11 @@ class FenceEvidence:
 
 
 class _Run:
-    def __init__(self, driver, requested, policy, deadline, clock, wall, sleep):
+    def __init__(self, driver, requested, policy, deadline, clock: Clock):
         self.driver, self.requested, self.policy = driver, requested, policy
-        self.clock, self.wall, self.sleep = clock, wall, sleep
-        self.start = clock()
-        self.started_at = wall()
+        self.clock = clock
+        self.start = clock.monotonic()
+        self.started_at = clock.wall()
         self.deadline = deadline if deadline is not None else policy.deadline
         self.end = self.start + self.deadline
         self.attempts = self.reads = 0
@@ -104,7 +103,7 @@ class _Run:
         self.last_error: exc.FencingError | None = None
 
     def left(self) -> float:
-        return self.end - self.clock()
+        return self.end - self.clock.monotonic()
 
     def call_timeout(self) -> float:
         # the read-back at the deadline still gets a fair chance (up to 1 s)
@@ -114,7 +113,7 @@ class _Run:
     def wait(self, seconds: float) -> None:
         seconds = min(seconds, self.left())
         if seconds > 0:
-            self.sleep(seconds)
+            self.clock.wait(seconds)
 
     def read(self) -> PowerState | None:
         self.reads += 1
@@ -154,8 +153,8 @@ class _Run:
         return FenceEvidence(
             host=self.driver.host, driver=self.driver.name, address=self.driver.address,
             requested=self.requested, read_back=self.last_state, attempts=self.attempts,
-            reads=self.reads, started_at=self.started_at, finished_at=self.wall(),
-            duration=self.clock() - self.start, devices=(self.driver.entry.describe(),))
+            reads=self.reads, started_at=self.started_at, finished_at=self.clock.wall(),
+            duration=self.clock.monotonic() - self.start, devices=(self.driver.entry.describe(),))
 
     def timed_out(self) -> exc.FencingError:
         if self.last_error is not None and self.last_state is None:
@@ -168,16 +167,13 @@ class _Run:
 
 
 def confirm(driver: FenceDriver, requested: PowerState, policy: FencePolicy,
-            deadline: float | None = None,
-            clock: Callable[[], float] = time.monotonic,
-            wall: Callable[[], float] = time.time,
-            sleep: Callable[[float], None] = time.sleep) -> FenceEvidence:
+            deadline: float | None = None, clock: Clock = SYSTEM) -> FenceEvidence:
     """Bring ``driver``'s host to ``requested`` and prove it by a read-back.
 
     Returns FenceEvidence; raises a typed FencingError otherwise (never "off"
     without a read-back of OFF). ``deadline`` (seconds) overrides the policy's.
     """
-    run = _Run(driver, requested, policy, deadline, clock, wall, sleep)
+    run = _Run(driver, requested, policy, deadline, clock)
     if run.read() is requested:
         return run.evidence()
     backoff = policy.retry_backoff

@@ -17,16 +17,15 @@ Time comes from the registry's clock (injectable), so unit tests never sleep.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
+from instanceha.clock import SYSTEM, Clock
 from instanceha.fencing import exceptions as exc
 from instanceha.fencing.base import FenceDriver, PowerState
 from instanceha.fencing.model import BMCEntry
 
 
 class FakeBMC:
-    def __init__(self, address: str, clock: Callable[[], float]) -> None:
+    def __init__(self, address: str, clock: Clock) -> None:
         self.address = address
         self._clock = clock
         self._lock = threading.Lock()
@@ -42,7 +41,7 @@ class FakeBMC:
     @property
     def state(self) -> PowerState:
         with self._lock:
-            if self._pending and self._clock() >= self._pending[0]:
+            if self._pending and self._clock.monotonic() >= self._pending[0]:
                 self._state, self._pending = self._pending[1], None
             return self._state
 
@@ -60,14 +59,14 @@ class FakeBMC:
                 self.conflicts += 1
                 return False
             if self.power_delay > 0:
-                self._pending = (self._clock() + self.power_delay, state)
+                self._pending = (self._clock.monotonic() + self.power_delay, state)
             else:
                 self._state, self._pending = state, None
             return True
 
 
 class FakeRegistry:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Clock = SYSTEM) -> None:
         self.clock = clock
         self._bmcs: dict[str, FakeBMC] = {}
         self._lock = threading.Lock()

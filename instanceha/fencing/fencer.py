@@ -7,9 +7,9 @@ import dataclasses
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable
 
+from instanceha.clock import SYSTEM, Clock
 from instanceha.fencing import exceptions as exc
 from instanceha.fencing import levels as fence_levels
 from instanceha.fencing import registry
@@ -62,13 +62,11 @@ class Fencer:
 
     def __init__(self, inventory: Inventory, policy: FencePolicy | None = None,
                  driver_factory: Callable[[BMCEntry], FenceDriver] | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Clock = SYSTEM) -> None:
         self.inventory = inventory
         self.policy = policy or FencePolicy()
         self._factory = driver_factory or registry.build_driver
-        self._clock, self._wall, self._sleep = clock, wall, sleep
+        self._clock = clock
         self._drivers: dict[str, list[list[FenceDriver]]] = {}  # host -> levels
         self._host_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -144,8 +142,7 @@ class Fencer:
         levels, lock = self._levels(host)
         with lock:
             try:
-                ev = fence_levels.run(host, levels, state, self.policy, self._clock,
-                                      self._wall, self._sleep)
+                ev = fence_levels.run(host, levels, state, self.policy, self._clock)
             except exc.FencingError as e:
                 LOG.warning("power %s of %s NOT confirmed: %s [%s: %s]", state, host, e,
                             type(e).__name__, e.action.name)
@@ -205,7 +202,7 @@ class Fencer:
                     for d in level]
 
     def _check_device(self, host: str, driver: FenceDriver, level: int) -> CheckResult:
-        start = self._clock()
+        start = self._clock.monotonic()
         facts = driver.facts()
         name, address = facts["driver"], facts["address"]
         try:
@@ -217,10 +214,10 @@ class Fencer:
             reachable = not isinstance(e, (exc.BMCUnreachable, exc.AgentTimeout))
             auth = False if isinstance(e, exc.AuthFailed) else None
             return CheckResult(host, name, address, reachable, auth, None,
-                               self._clock() - start, str(e), type(e).__name__,
+                               self._clock.monotonic() - start, str(e), type(e).__name__,
                                e.action.name, level)
         return CheckResult(host, name, address, True, True, state.value,
-                           self._clock() - start, level=level)
+                           self._clock.monotonic() - start, level=level)
 
     def check(self, hosts: Iterable[str] | None = None) -> list[CheckResult]:
         """Check each device of each host (all by default): the device answers and

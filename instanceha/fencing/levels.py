@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from instanceha.clock import Clock
 from instanceha.exceptions import Action
 from instanceha.fencing import exceptions as exc
 from instanceha.fencing.base import FenceDriver, PowerState
@@ -42,16 +43,16 @@ def _levels_failed(host: str, state: PowerState, failures: list) -> exc.LevelsFa
 
 
 def run(host: str, levels: list[list[FenceDriver]], state: PowerState, policy: FencePolicy,
-        clock, wall, sleep) -> FenceEvidence:
+        clock: Clock) -> FenceEvidence:
     """Bring ``host`` to ``state`` through the first level that confirms it."""
-    start, started_at = clock(), wall()
+    start, started_at = clock.monotonic(), clock.wall()
     failures: list = []
     for n, devices in enumerate(levels, 1):
         proofs = []
         try:
             for d in devices:
                 proofs.append(confirm(d, state, policy, deadline=d.entry.deadline,
-                                      clock=clock, wall=wall, sleep=sleep))
+                                      clock=clock))
         except exc.FencingError as e:
             failures.append((n, d, e))
             if n < len(levels):
@@ -61,7 +62,7 @@ def run(host: str, levels: list[list[FenceDriver]], state: PowerState, policy: F
         first = proofs[0]
         return dataclasses.replace(
             first, attempts=sum(p.attempts for p in proofs), reads=sum(p.reads for p in proofs),
-            started_at=started_at, finished_at=wall(), duration=clock() - start,
+            started_at=started_at, finished_at=clock.wall(), duration=clock.monotonic() - start,
             level=n, levels=len(levels), devices=tuple(_label(d) for d in devices),
             failed_levels=tuple(f"level {m} ({_label(fd)}): {type(fe).__name__}"
                                 for m, fd, fe in failures))

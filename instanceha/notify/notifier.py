@@ -16,19 +16,15 @@ from __future__ import annotations
 
 import datetime
 import logging
-import time
 import uuid
 from collections.abc import Callable
 
+from instanceha.clock import SYSTEM, Clock
 from instanceha.notify import events
 from instanceha.notify.bus import BusSettings, DriverDelivery, redact
 from instanceha.notify.outbox import DeliveryPolicy, Outbox, StatsSnapshot
 
 LOG = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
 def envelope(event: events.Event, publisher_id: str, message_id: str,
@@ -50,12 +46,12 @@ class Notifier:
     configured) accepts events and drops them silently."""
 
     def __init__(self, outbox: Outbox | None, publisher_id: str,
-                 wallclock: Callable[[], datetime.datetime] = utcnow,
+                 clock: Clock = SYSTEM,
                  new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
                  on_close: Callable[[], None] | None = None) -> None:
         self.outbox = outbox
         self.publisher_id = publisher_id
-        self._wallclock = wallclock
+        self._clock = clock
         self._new_id = new_id
         self._on_close = on_close
 
@@ -70,7 +66,9 @@ class Notifier:
         if self.outbox is None:
             return None
         message_id = self._new_id()
-        self.outbox.put(envelope(event, self.publisher_id, message_id, self._wallclock()))
+        # oslo.messaging's format: a naive UTC datetime
+        stamp = self._clock.utcnow().replace(tzinfo=None)
+        self.outbox.put(envelope(event, self.publisher_id, message_id, stamp))
         return message_id
 
     def stats(self) -> StatsSnapshot:
@@ -93,7 +91,7 @@ class Notifier:
 
 
 def make_notifier(conf, settings: BusSettings, policy: DeliveryPolicy,
-                  clock: Callable[[], float] = time.monotonic, transport=None) -> Notifier:
+                  clock: Clock = SYSTEM, transport=None) -> Notifier:
     """A Notifier on the bus that ``conf`` (an oslo ConfigOpts, handed to
     oslo.messaging as is) configures. Not started."""
     if not settings.enabled:
@@ -104,4 +102,4 @@ def make_notifier(conf, settings: BusSettings, policy: DeliveryPolicy,
     LOG.info("notifications: drivers %s, topics %s, publisher %s, deadline %.0f s",
              ",".join(settings.drivers), ",".join(settings.topics), settings.publisher_id,
              policy.deadline)
-    return Notifier(outbox, settings.publisher_id, on_close=delivery.close)
+    return Notifier(outbox, settings.publisher_id, clock=clock, on_close=delivery.close)

@@ -14,8 +14,9 @@ import collections
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable
+
+from instanceha.clock import SYSTEM, Clock
 
 LOG = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Outbox:
     from one thread at a time (the sender, or ``close()`` after it stopped)."""
 
     def __init__(self, deliver: Callable[[dict, set], None], policy: DeliveryPolicy,
-                 clock: Callable[[], float] = time.monotonic, name: str = "notifications",
+                 clock: Clock = SYSTEM, name: str = "notifications",
                  redact: Callable[[str], str] = str) -> None:
         self._deliver = deliver
         self.policy = policy
@@ -128,7 +129,7 @@ class Outbox:
 
     # -- producer side: never blocks ----------------------------------------
     def put(self, message: dict) -> bool:
-        now = self._clock()
+        now = self._clock.monotonic()
         with self._lock:
             if self._stopping.is_set() or len(self._queue) >= self.policy.max_pending:
                 refused = True
@@ -161,7 +162,7 @@ class Outbox:
         """Deliver what can be delivered now, in order. Returns the seconds
         until the next attempt is due, or None when nothing is pending."""
         while True:
-            now = self._clock()
+            now = self._clock.monotonic()
             self._drop_expired(now)
             with self._lock:
                 if not self._queue:
@@ -189,7 +190,7 @@ class Outbox:
         self._failures += 1
         self.stats.incr("failed_attempts")
         wait = self.policy.backoff(self._failures)
-        self._next_attempt_at = self._clock() + wait
+        self._next_attempt_at = self._clock.monotonic() + wait
         # one warning per outage, then debug: a broker down for an hour must
         # not flood the log
         log = LOG.warning if self._failures == 1 else LOG.debug
@@ -211,7 +212,10 @@ class Outbox:
             except Exception:  # a bug in pump must not kill the sender silently
                 LOG.exception("%s: sender failed; continuing", self.name)
                 delay = self.policy.retry_max_interval
-            self._wakeup.wait(delay)
+            if delay is None:
+                self._wakeup.wait()  # nothing pending: until put() or close()
+            else:
+                self._clock.wait(delay, self._wakeup)
             self._wakeup.clear()
 
     def close(self, timeout: float | None = None) -> StatsSnapshot:
@@ -223,12 +227,12 @@ class Outbox:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        end = self._clock() + timeout
+        end = self._clock.monotonic() + timeout
         while self.pending():  # at least one pass, even with timeout 0
             delay = self.pump()
-            if delay is None or self._clock() >= end:
+            if delay is None or self._clock.monotonic() >= end:
                 break
-            threading.Event().wait(min(delay, max(0.0, end - self._clock())))
+            self._clock.wait(min(delay, max(0.0, end - self._clock.monotonic())))
         with self._lock:
             left, self._queue = list(self._queue), collections.deque()
         for p in left:

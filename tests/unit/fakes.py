@@ -1,22 +1,12 @@
-"""Fakes for the services' unit tests: a coordinator and a clock, no I/O."""
+"""Fakes for the services' unit tests: a coordinator, leadership, Nova; no I/O."""
 
 import itertools
 
 from instanceha import exceptions
 from instanceha.coordination import base
+from tests.unit.clock import FakeClock  # noqa: F401  (the one fake clock: tests/unit/clock.py)
 
 _SESSION_IDS = itertools.count(1)
-
-
-class FakeClock:
-    def __init__(self, now=1000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
 
 
 class FakeLeadership(base.Leadership):

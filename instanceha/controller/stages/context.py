@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from instanceha.clock import SYSTEM, Clock
 from instanceha.compute.calls import ApiCalls
 from instanceha.engine import marker as mk
 from instanceha.engine.instance_policy import Recovery
@@ -62,19 +62,19 @@ class FailureHistory:
     latest observed registry (the reconciler's last snapshot): no extra read."""
 
     def __init__(self, coordinator, records: Callable[[], Mapping],
-                 wall: Callable[[], float] = time.time) -> None:
+                 clock: Clock = SYSTEM) -> None:
         self.coordinator = coordinator
         self.records = records
-        self.wall = wall
+        self.clock = clock
 
     def record(self, host: str) -> None:
-        self.coordinator.record_failure(host, self.wall())
+        self.coordinator.record_failure(host, self.clock.wall())
 
     def count(self, host: str, window: float) -> int:
         record = self.records().get(host)
         if record is None:
             return 0
-        now = self.wall()
+        now = self.clock.wall()
         return sum(1 for t in record.failures if now - t <= window)
 
 
@@ -119,8 +119,7 @@ class StageContext:
     failures: FailureHistory | None
     attestations: Attestations | None
     phases: Callable[[], Mapping[str, Phase]]
-    clock: Callable[[], float]
-    wall: Callable[[], datetime.datetime]
+    clock: Clock
     calls: ApiCalls = dataclasses.field(default_factory=ApiCalls)
 
     def guarded(self, verify: Callable[[], int]) -> Guarded:
@@ -128,7 +127,7 @@ class StageContext:
 
     def marker(self, state: mk.MarkerState, token: int | None, note: str = "",
                spares: tuple[str, ...] = ()) -> str:
-        return mk.encode(state, at=self.wall(), token=token, note=note, spares=spares)
+        return mk.encode(state, at=self.clock.utcnow(), token=token, note=note, spares=spares)
 
     def still_failed(self, host: str) -> bool:
         """The detector's latest phase of ``host`` is still FAILED."""

@@ -36,7 +36,8 @@ def run(ctx: StageContext, host: str, view, svc, verify):
     ctx.report.emit("fence_start", host=host, driver=driver, incident_id=incident)
     LOG.warning("host=%s fencing (token %d): %s", host, token, view.reason)
     verify()  # re-checked right before the power-off
-    failed_since = ctx.wall() - datetime.timedelta(seconds=ctx.clock() - view.since)
+    failed_since = ctx.clock.utcnow() - datetime.timedelta(
+        seconds=ctx.clock.monotonic() - view.since)
     try:
         evidence = ctx.fencer.power_off(host)
     except exceptions.InstanceHAError as e:

@@ -30,7 +30,7 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
         prepared=None) -> None:
     """``plan``: read before the force-down (then the host is listed again, to
     catch late arrivals); None: read it now. ``prepared``: the spare chosen ahead."""
-    started = ctx.clock()
+    started = ctx.clock.monotonic()
     m = svc.marker
     token = m.token if m and m.token is not None else verify()
     incident = ctx.report.incident(host, token)
@@ -67,13 +67,13 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
     nova.disable(host, ctx.marker(mk.MarkerState.RECOVERED, token, note, spares))
     ctx.report.emit("recovery_end", host=host, incident_id=incident,
                     evacuated=outcome.evacuated, failed=outcome.failed,
-                    notified=outcome.notified, duration=ctx.clock() - started)
+                    notified=outcome.notified, duration=ctx.clock.monotonic() - started)
     api_calls = ctx.calls.count(host)
     LOG.warning("host=%s recovered: %s (%d API requests since the fence)", host, note,
                 api_calls)
     ctx.report.record(host, "recovery_end", f"recovered: {note}; {api_calls} API requests "
                       "since the fence", state=Incident.RECOVERED,
-                      seconds=round(ctx.clock() - started, 2), api_calls=api_calls)
+                      seconds=round(ctx.clock.monotonic() - started, 2), api_calls=api_calls)
     if ctx.settings.power_on_after_recovery:
         power_on(ctx, host, verify)
 

@@ -8,7 +8,8 @@ from instanceha import exceptions
 from instanceha.agent import health
 from instanceha.agent.service import Agent, AgentSettings
 from instanceha.coordination import ConnectionState
-from tests.unit.fakes import FakeClock, FakeCoordinator
+from tests.unit.clock import FakeClock
+from tests.unit.fakes import FakeCoordinator
 
 
 def _agent(liveness):

@@ -5,7 +5,7 @@ import pytest
 from instanceha import exceptions
 from instanceha.agent import guest_monitor as gm
 from instanceha.engine import guest as kinds
-from tests.unit.fakes import FakeClock
+from tests.unit.clock import FakeClock
 
 
 class LibvirtError(Exception):
@@ -84,10 +84,9 @@ def lv():
 @pytest.fixture
 def monitor(lv):
     sent = []
-    clock = FakeClock()
+    clock = FakeClock(wall=1.7e9 + 1000.0)
     m = gm.GuestMonitor("qemu:///system", "compute1", lambda r: sent.append(r) or f"e-{len(sent)}",
-                        libvirt_module=lv, wall=lambda: 1.7e9 + clock(), clock=clock,
-                        coalesce=5)
+                        libvirt_module=lv, clock=clock, coalesce=5)
     m.sent, m.test_clock = sent, clock
     return m
 

@@ -3,7 +3,7 @@
 import socket
 
 from instanceha.cmd.sdnotify import Notifier
-from tests.unit.fakes import FakeClock
+from tests.unit.clock import FakeClock
 
 
 def _socket(tmp_path):

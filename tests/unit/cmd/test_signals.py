@@ -10,7 +10,8 @@ from oslo_config import cfg
 
 from instanceha.agent.service import Agent, AgentSettings
 from instanceha.cmd import common
-from tests.unit.fakes import FakeClock, FakeCoordinator
+from tests.unit.clock import FakeClock
+from tests.unit.fakes import FakeCoordinator
 
 
 @pytest.fixture

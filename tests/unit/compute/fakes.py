@@ -9,19 +9,6 @@ from instanceha.compute import exceptions as exc
 from instanceha.compute.model import Migration, Server
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-        self.lock = threading.Lock()
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        with self.lock:
-            self.now += seconds
-
-
 def server(sid, host="dead", vm_state="active", task_state=None, status=None, **kw):
     status = status or {"active": "ACTIVE", "stopped": "SHUTOFF", "error": "ERROR"}.get(
         vm_state, vm_state.upper())

@@ -4,14 +4,7 @@ what is in flight."""
 import concurrent.futures
 
 from instanceha.compute.calls import ApiCalls, submit, template
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
+from tests.unit.clock import FakeClock
 
 
 def test_path_templates_drop_the_query_and_object_ids():
@@ -25,7 +18,7 @@ def test_path_templates_drop_the_query_and_object_ids():
 
 
 def test_scope_follows_work_submitted_to_a_pool_and_restarts_per_incident():
-    calls = ApiCalls(Clock())
+    calls = ApiCalls(FakeClock(now=100.0))
 
     def request(path):
         calls.end(calls.begin("compute", "GET", path), 200)
@@ -44,7 +37,7 @@ def test_scope_follows_work_submitted_to_a_pool_and_restarts_per_incident():
 
 
 def test_waiting_on_names_the_oldest_slow_request_of_the_scope():
-    clock = Clock()
+    clock = FakeClock(now=100.0)
     calls = ApiCalls(clock)
     with calls.scope("c1"):
         slow = calls.begin("compute", "GET", "/os-migrations?source_compute=c1")

@@ -7,8 +7,9 @@ import pytest
 from instanceha.compute import exceptions as exc
 from instanceha.compute.evacuation import EvacuationSettings, Evacuator, Outcome
 from instanceha.exceptions import Action
+from tests.unit.clock import FakeClock
 
-from .fakes import FakeClock, FakeNova, Script, server
+from .fakes import FakeNova, Script, server
 
 SETTINGS = EvacuationSettings(concurrency=1, attempts=3, timeout=60.0, poll_interval=1.0)
 
@@ -17,7 +18,7 @@ def run(servers, scripts=None, settings=SETTINGS, target=None):
     nova = FakeNova(servers, scripts)
     clock = FakeClock()
     reported = []
-    ev = Evacuator(nova, settings, clock=clock, sleep=clock.sleep, on_result=reported.append)
+    ev = Evacuator(nova, settings, clock=clock, on_result=reported.append)
     results = ev.evacuate_host("dead", servers, target_host=target)
     assert reported == results
     return nova, {r.server_id: r for r in results}
@@ -94,7 +95,7 @@ def test_in_progress_evacuation_is_awaited_not_repeated():
     nova = FakeNova([server("a")])
     nova.evacuate("a")  # an earlier controller asked, then died
     clock = FakeClock()
-    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+    r = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(
         nova.servers["a"], "dead")  # read after it asked: rebuilding
     assert r.ok and r.migration_id == 1
     assert sum(c[0] == "evacuate" for c in nova.calls) == 1
@@ -109,7 +110,7 @@ def test_in_progress_evacuation_seen_through_a_stale_read_is_not_repeated():
     nova.evacuate("a")
     stale = dataclasses.replace(nova.servers["a"], task_state=None, status="ACTIVE")
     clock = FakeClock()
-    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+    r = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(
         stale, "dead")
     assert r.ok and r.migration_id == 1 and len(nova.migrations) == 1
 
@@ -119,7 +120,7 @@ def test_evacuate_whose_answer_was_lost_is_not_sent_again():
     # updated_at yet (invisible to changes-since): the server's own records say so
     nova = FakeNova([server("a")], {"a": Script(lost_answers=1)})
     clock = FakeClock()
-    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+    r = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(
         server("a"), "dead")
     assert r.ok and r.attempts == 1 and r.migration_id == 1
     assert sum(c[0] == "evacuate" for c in nova.calls) == 1
@@ -130,7 +131,7 @@ def test_an_unanswered_evacuate_nova_acts_on_late_is_not_sent_again():
     # was queued there): sending again before would make Nova rebuild twice
     nova = FakeNova([server("a")], {"a": Script(queued_reads=6)})
     clock = FakeClock()
-    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+    r = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(
         server("a"), "dead")
     assert r.ok and r.attempts == 1 and len(nova.migrations) == 1
     assert sum(c[0] == "evacuate" for c in nova.calls) == 1
@@ -140,7 +141,7 @@ def test_an_evacuate_lost_on_the_way_is_sent_again_after_the_grace():
     nova = FakeNova([server("a")], {"a": Script(dropped=1)})
     clock = FakeClock()
     settings = dataclasses.replace(SETTINGS, lost_write_grace=10.0)
-    r = Evacuator(nova, settings, clock=clock, sleep=clock.sleep).evacuate_server(
+    r = Evacuator(nova, settings, clock=clock).evacuate_server(
         server("a"), "dead")
     assert r.ok and r.attempts == 1 and len(nova.migrations) == 1
     assert sum(c[0] == "evacuate" for c in nova.calls) == 2
@@ -150,7 +151,7 @@ def test_an_evacuate_lost_on_the_way_is_sent_again_after_the_grace():
 def test_already_evacuated_is_verified_not_repeated():
     nova, results = run([server("a")])
     clock = FakeClock()
-    again = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+    again = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(
         server("a"), "dead")
     assert again.ok and again.migration_id == results["a"].migration_id
     assert sum(c[0] == "evacuate" for c in nova.calls) == 1
@@ -162,7 +163,7 @@ def test_escalating_error_stops_at_once():
             raise exc.NovaNotFound(operation="show server", status=404, reason="gone")
 
     clock = FakeClock()
-    r = Evacuator(Gone([server("a")]), SETTINGS, clock=clock, sleep=clock.sleep
+    r = Evacuator(Gone([server("a")]), SETTINGS, clock=clock
                   ).evacuate_server(server("a"), "dead")
     assert (r.outcome, r.attempts) == (Outcome.FAILED, 1)
     assert isinstance(r.error, exc.NovaNotFound)
@@ -179,19 +180,10 @@ def test_retryable_read_error_is_retried_within_the_attempt():
             return super().evacuations(sid, source_host, changes_since)
 
     clock = FakeClock()
-    r = Evacuator(Flaky([server("a")]), SETTINGS, clock=clock, sleep=clock.sleep
+    r = Evacuator(Flaky([server("a")]), SETTINGS, clock=clock
                   ).evacuate_server(server("a"), "dead")
     assert r.ok and r.attempts == 1
 
-
-class SleepLog(FakeClock):
-    def __init__(self):
-        super().__init__()
-        self.slept = []
-
-    def sleep(self, seconds):
-        self.slept.append(seconds)
-        super().sleep(seconds)
 
 
 def test_server_errors_on_evacuate_are_retried_with_backoff():
@@ -207,13 +199,13 @@ def test_server_errors_on_evacuate_are_retried_with_backoff():
                 raise exc.NovaServerError(operation="evacuate", status=500, reason="oops")
             super().evacuate(sid, host)
 
-    clock = SleepLog()
+    clock = FakeClock()
     nova = Blip([server("a")])
-    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+    r = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(
         server("a"), "dead")
     assert r.ok and r.attempts == 1 and r.migration_id == 1
     assert sum(c[0] == "evacuate" for c in nova.calls) == 4
-    assert clock.slept[:3] == [1.0, 2.0, 4.0]  # back-off from poll_interval, doubling
+    assert clock.waits[:3] == [1.0, 2.0, 4.0]  # back-off from poll_interval, doubling
     assert len(nova.migrations) == 1
 
 
@@ -232,7 +224,7 @@ def test_evacuate_accepted_despite_an_error_is_not_sent_again(error):
 
     clock = FakeClock()
     nova = LostAnswer([server("a")])
-    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+    r = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(
         server("a"), "dead")
     assert r.ok and r.attempts == 1 and r.migration_id == 1
     assert sum(c[0] == "evacuate" for c in nova.calls) == 1 and len(nova.migrations) == 1
@@ -249,15 +241,15 @@ def test_nova_away_past_the_deadline_uses_the_next_attempt():
                                           unsent=True)  # connection refused
             super().evacuate(sid, host)
 
-    clock = SleepLog()
+    clock = FakeClock()
     nova = Away([server("a")])
     nova.until = clock() + SETTINGS.timeout + 5
-    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+    r = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(
         server("a"), "dead")
     assert r.ok and r.attempts == 2
     # bounded by the back-off: a handful of tries per minute, not a busy loop
     assert sum(c[0] == "evacuate-tried" for c in nova.calls) <= 12
-    assert max(clock.slept) <= 30.0
+    assert max(clock.waits) <= 30.0
 
 
 def test_target_host_is_passed():
@@ -279,7 +271,7 @@ def test_hook_failure_does_not_stop_the_rest():
 
     clock = FakeClock()
     nova = FakeNova([server("a"), server("b")])
-    results = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep, on_result=hook
+    results = Evacuator(nova, SETTINGS, clock=clock, on_result=hook
                         ).evacuate_host("dead", [server("a"), server("b")])
     assert [r.ok for r in results] == [True, True]
 
@@ -297,7 +289,7 @@ def test_conflict_after_an_accepted_request_is_not_repeated():
 
     clock = FakeClock()
     nova = RetriedPost([server("a")])
-    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+    r = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(
         server("a"), "dead")
     assert r.ok and r.attempts == 1 and r.migration_id == 1
     assert sum(c[0] == "evacuate" for c in nova.calls) == 1

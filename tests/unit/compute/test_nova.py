@@ -10,6 +10,7 @@ from instanceha.compute.calls import ApiCalls
 from instanceha.compute.nova import NovaClient
 from instanceha.engine.marker import MarkerState
 from instanceha.exceptions import Action
+from tests.unit.clock import FakeClock
 
 SERVICE = {"binary": "nova-compute", "host": "c1", "id": "svc-1", "zone": "nova",
            "status": "disabled", "state": "down", "updated_at": "2026-11-21T17:31:36.000000",
@@ -257,22 +258,24 @@ def test_a_lost_answer_to_an_applied_write_is_not_sent_again():
     applied = dict(SERVICE, disabled_reason="r1", forced_down=True, status="disabled")
     conn = Conn(Response(200, {"services": [SERVICE]}), ks_exc.ConnectTimeout("read timed out"),
                 Response(200, {"services": [applied]}))
-    nova = NovaClient(conn, sleep=lambda s: pytest.fail("must not wait"))
+    clock = FakeClock()
+    nova = NovaClient(conn, clock=clock)
     nova.services()
     svc = nova.force_down("c1", "r1")
+    assert clock.waits == [], "must not wait"
     assert svc.disabled_reason == "r1"
     assert [r[0] for r in conn.compute.requests] == ["GET", "PUT", "GET"]
 
 
 def test_a_write_that_was_not_applied_is_sent_again_after_a_back_off():
-    slept = []
+    clock = FakeClock()
     conn = Conn(Response(200, {"services": [SERVICE]}), ks_exc.ConnectFailure("refused"),
                 Response(200, {"services": [SERVICE]}), Response(200, {"service": SERVICE}))
-    nova = NovaClient(conn, sleep=slept.append)
+    nova = NovaClient(conn, clock=clock)
     nova.services()
     nova.disable("c1", "new reason")
     assert [r[0] for r in conn.compute.requests] == ["GET", "PUT", "GET", "PUT"]
-    assert slept == [0.5]
+    assert clock.waits == [0.5]
 
 
 def test_a_write_that_keeps_failing_is_raised_after_three_tries():
@@ -280,7 +283,7 @@ def test_a_write_that_keeps_failing_is_raised_after_three_tries():
                 *[x for _ in range(2) for x in (ks_exc.ConnectTimeout("t"),
                                                  Response(200, {"services": [SERVICE]}))],
                 ks_exc.ConnectTimeout("t"))
-    nova = NovaClient(conn, sleep=lambda s: None)
+    nova = NovaClient(conn, clock=FakeClock())
     nova.services()
     with pytest.raises(exc.NovaUnavailable) as e:
         nova.disable("c1", "new reason")
@@ -311,23 +314,23 @@ def test_bulk_records_of_a_host_since_the_failure():
 
 
 def test_aggregates_and_images_are_cached_for_cache_ttl():
-    now = [0.0]
+    clock = FakeClock(now=0.0)
     aggregates = Response(200, {"aggregates": [{"name": "ha", "hosts": ["c1"],
                                                 "metadata": {}}]})
     conn = Conn(aggregates, aggregates, image=[Response(200, {"id": "img"})] * 2)
-    nova = NovaClient(conn, cache_ttl=30, clock=lambda: now[0])
+    nova = NovaClient(conn, cache_ttl=30, clock=clock)
     for _ in range(3):
         nova.aggregates_of("c1")
         nova.image_properties("img")
     assert len(conn.compute.requests) == 1 and len(conn.image.requests) == 1
-    now[0] = 31.0
+    clock.now = 31.0
     nova.aggregates_of("c1")
     nova.image_properties("img")
     assert len(conn.compute.requests) == 2 and len(conn.image.requests) == 2
 
 
 def test_every_call_is_recorded_by_path_template_and_scope():
-    calls = ApiCalls(clock=lambda: 0.0)
+    calls = ApiCalls(clock=FakeClock(now=0.0))
     conn = Conn(Response(200, {"services": [SERVICE]}), ks_exc.ConnectFailure("x"),
                 Response(202, {}))
     nova = NovaClient(conn, recorder=calls)

@@ -16,28 +16,19 @@ from instanceha.compute.evacuation import (
     Pause,
     Waker,
 )
+from tests.unit.clock import FakeClock
 
-from .fakes import FakeClock, FakeNova, Script, server
+from .fakes import FakeNova, Script, server
 
 SETTINGS = EvacuationSettings(concurrency=8, attempts=1, timeout=60.0, poll_interval=2.0,
                               poll_initial=0.25)
 
 
-class SleepLog(FakeClock):
-    def __init__(self):
-        super().__init__()
-        self.slept = []
-
-    def sleep(self, seconds):
-        with self.lock:
-            self.slept.append(seconds)
-        super().sleep(seconds)
-
 
 def test_the_first_attempt_acts_on_the_state_it_was_given():
     nova = FakeNova([server("a")])
-    clock = SleepLog()
-    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+    clock = FakeClock()
+    r = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(
         server("a"), "dead")
     assert r.ok
     # no read of the server before the evacuate: the caller's list is fresh
@@ -47,18 +38,18 @@ def test_the_first_attempt_acts_on_the_state_it_was_given():
 
 def test_waits_start_short_and_grow_to_poll_interval():
     nova = FakeNova([server("a")], {"a": Script(polls_to_finish=9)})
-    clock = SleepLog()
-    r = Evacuator(nova, SETTINGS, clock=clock, sleep=clock.sleep).evacuate_server(
+    clock = FakeClock()
+    r = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(
         server("a"), "dead")
     assert r.ok
-    assert clock.slept[:6] == pytest.approx([0.25, 0.375, 0.5625, 0.84375, 1.265625, 1.8984375])
-    assert max(clock.slept) == 2.0
+    assert clock.waits[:6] == pytest.approx([0.25, 0.375, 0.5625, 0.84375, 1.265625, 1.8984375])
+    assert max(clock.waits) == 2.0
 
 
 def test_a_host_s_servers_share_one_read_of_its_records():
     servers = [server(str(i)) for i in range(20)]
     nova = FakeNova(servers, {str(i): Script(polls_to_finish=3) for i in range(20)})
-    records = HostRecords(nova, "dead", since=None, clock=lambda: 0.0)
+    records = HostRecords(nova, "dead", since=None, clock=FakeClock(now=0.0))
     # all twenty ask for records younger than 1 s at the same (frozen) instant
     got = [records.of(s.id, 1.0) for s in servers]
     assert got == [[]] * 20 and records.reads == 1
@@ -77,7 +68,7 @@ def test_a_read_under_way_is_waited_for_not_repeated():
             release.wait(5)
             return []
 
-    records = HostRecords(Slow(), "dead", since=None, clock=lambda: 0.0)
+    records = HostRecords(Slow(), "dead", since=None, clock=FakeClock(now=0.0))
     first = threading.Thread(target=records.read, args=(0.0,))
     first.start()
     started.wait(5)
@@ -99,7 +90,7 @@ def test_a_failed_bulk_read_is_raised_and_the_next_caller_reads_again():
                 raise exc.NovaServerError(operation="list", status=503, reason="busy")
             return []
 
-    records = HostRecords(Failing(), "dead", since=None, clock=lambda: 0.0)
+    records = HostRecords(Failing(), "dead", since=None, clock=FakeClock(now=0.0))
     with pytest.raises(exc.NovaServerError):
         records.read(0.0)
     assert records.read(1.0) == [] and Failing.calls == 2
@@ -112,31 +103,31 @@ def test_nova_s_word_cuts_a_wait_short_even_if_it_came_during_the_read():
     pause = Pause(waker)
     pause.mark()  # before reading Nova
     assert watch.poke("a") is True  # the notification arrives while we read
-    assert pause(30.0) is True  # returns at once: the word is not lost
+    assert pause.wait(30.0) is True  # returns at once: the word is not lost
     pause.mark()
-    assert pause(0.0) is False  # nothing new since the last mark
+    assert pause.wait(0.0) is False  # nothing new since the last mark
     watch.unsubscribe(["a"])
     assert watch.poke("a") is False and watch.pokes == 1  # nobody waits for it any more
 
 
 def test_a_poke_starts_the_short_waits_again():
     nova = FakeNova([server("a")], {"a": Script(polls_to_finish=12)})
-    clock = SleepLog()
-    waits = []
 
-    def sleep(seconds):  # Nova says something after the 6th wait
-        waits.append(seconds)
-        clock.sleep(seconds)
-        return len(waits) == 6
+    class Poked(FakeClock):
+        def wait(self, seconds, until=None):  # Nova says something during the 6th wait
+            super().wait(seconds, until)
+            return len(self.waits) == 6
 
-    r = Evacuator(nova, SETTINGS, clock=clock, sleep=sleep).evacuate_server(server("a"), "dead")
+    clock = Poked()
+    r = Evacuator(nova, SETTINGS, clock=clock).evacuate_server(server("a"), "dead")
     assert r.ok
+    waits = clock.waits
     assert waits[6] == 0.25 and waits[5] > 1.0
 
 
 def test_cache_single_flight_and_failures_not_cached():
-    now = [0.0]
-    cache = TTLCache(10.0, lambda: now[0])
+    clock = FakeClock(now=0.0)
+    cache = TTLCache(10.0, clock)
     calls = []
 
     def read():
@@ -149,6 +140,6 @@ def test_cache_single_flight_and_failures_not_cached():
         cache.get("k", read)
     assert cache.get("k", read) == "v" and cache.get("k", read) == "v"
     assert len(calls) == 2
-    now[0] = 11.0
+    clock.now = 11.0
     assert cache.get("k", read) == "v" and len(calls) == 3
     assert cache.get("k", read, fresh=True) == "v" and len(calls) == 4

@@ -4,7 +4,7 @@ import logging
 
 from instanceha.compute import exceptions as exc
 from instanceha.controller.aggregates import AggregateCache
-from tests.unit.fakes import FakeClock
+from tests.unit.clock import FakeClock
 
 
 class Nova:

@@ -8,6 +8,7 @@ from instanceha import exceptions
 from instanceha.controller.executor import GUARD_HOLD, GUARD_OVERRIDE_UNTIL, PAUSED, Executor
 from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import HostView, Phase
+from tests.unit.clock import FakeClock
 from tests.unit.fakes import FakeLeadership
 
 
@@ -52,14 +53,14 @@ def test_pause_stops_everything_and_says_so_once(caplog):
 
 def test_guard_holds_a_storm_until_an_operator_override(caplog):
     rec = Recorder()
-    wall = [1000.0]
-    ex = Executor(FakeLeadership(), rec, POLICY, wall=lambda: wall[0])
+    clock = FakeClock(wall=1000.0)
+    ex = Executor(FakeLeadership(), rec, POLICY, clock=clock)
     storm = views(5, 5)
     with caplog.at_level(logging.WARNING):
         assert ex.act(storm, 1.0) == []
     assert "safety hold" in caplog.text and ex.guard_state.held
     assert ex.act(storm, 2.0, {GUARD_OVERRIDE_UNTIL: 1500.0}) == ["f0", "f1"]
-    wall[0] = 1600.0  # the override expired
+    clock.wall_now = 1600.0  # the override expired
     assert ex.act(storm, 3.0, {GUARD_OVERRIDE_UNTIL: 1500.0}) == []
     assert rec.calls == ["f0", "f1"]
 
@@ -112,12 +113,12 @@ class Control:
 
 def test_the_leader_persists_its_hold_once_and_clears_it_when_lifted():
     ctl = Control()
-    wall = [5000.0]
-    ex = Executor(FakeLeadership(token=7), Recorder(), POLICY, wall=lambda: wall[0],
+    clock = FakeClock(wall=5000.0)
+    ex = Executor(FakeLeadership(token=7), Recorder(), POLICY, clock=clock,
                   persist=ctl.update)
     storm = views(5, 5)
     for now in (1.0, 2.0, 3.0):
-        wall[0] += 1
+        clock.wall_now += 1
         ex.act(storm, now, dict(ctl.map))
     (write,) = ctl.writes
     hold = write[GUARD_HOLD]
@@ -139,7 +140,8 @@ def test_a_standby_never_writes_the_hold():
 
 def test_a_write_not_yet_seen_is_not_repeated_at_every_tick():
     ctl = Control()
-    ex = Executor(FakeLeadership(), Recorder(), POLICY, wall=lambda: 100.0, persist=ctl.update)
+    ex = Executor(FakeLeadership(), Recorder(), POLICY, clock=FakeClock(wall=100.0),
+                  persist=ctl.update)
     for now in (1.0, 2.0, 3.0):
         ex.act(views(5, 5), now, {})  # the snapshot lags: never shows the write
     assert len(ctl.writes) == 1
@@ -150,7 +152,8 @@ def test_a_write_not_yet_seen_is_not_repeated_at_every_tick():
 def test_a_failed_write_is_retried_and_said_once(caplog):
     ctl = Control()
     ctl.error = exceptions.CoordinatorUnavailable(where="zk", reason="ConnectionLoss")
-    ex = Executor(FakeLeadership(), Recorder(), POLICY, wall=lambda: 100.0, persist=ctl.update)
+    ex = Executor(FakeLeadership(), Recorder(), POLICY, clock=FakeClock(wall=100.0),
+                  persist=ctl.update)
     with caplog.at_level(logging.WARNING):
         ex.act(views(5, 5), 1.0, {})
         ex.act(views(5, 5), 2.0, {})
@@ -168,7 +171,7 @@ def test_a_new_leader_starts_from_the_persisted_hold(caplog):
     ctl = Control(_persisted())
     held = []
     rec = Recorder()
-    ex = Executor(FakeLeadership(token=6), rec, POLICY, wall=lambda: 1000.0,
+    ex = Executor(FakeLeadership(token=6), rec, POLICY, clock=FakeClock(wall=1000.0),
                   persist=ctl.update, on_hold=lambda *a: held.append(a))
     calm = views(20, 1)  # on its own, this leader would fence f0 at once
     with caplog.at_level(logging.WARNING):
@@ -187,14 +190,14 @@ def test_a_new_leader_starts_from_the_persisted_hold(caplog):
 
 def test_an_operator_override_releases_a_persisted_hold():
     ctl = Control(dict(_persisted(), **{GUARD_OVERRIDE_UNTIL: 2000.0}))
-    ex = Executor(FakeLeadership(token=6), Recorder(), POLICY, wall=lambda: 1000.0,
+    ex = Executor(FakeLeadership(token=6), Recorder(), POLICY, clock=FakeClock(wall=1000.0),
                   persist=ctl.update)
     assert ex.act(views(5, 5), 1.0, dict(ctl.map)) == ["f0", "f1"]
     assert not ex.guard_state.held and GUARD_HOLD not in ctl.map
 
 
 def test_a_stale_read_never_brings_a_hold_back():
-    ex = Executor(FakeLeadership(token=6), Recorder(), POLICY, wall=lambda: 1000.0,
+    ex = Executor(FakeLeadership(token=6), Recorder(), POLICY, clock=FakeClock(wall=1000.0),
                   persist=Control().update)
     stale = _persisted()
     ex.act(views(20, 1), 1.0, stale)
@@ -213,7 +216,7 @@ def test_a_standby_does_not_take_the_persisted_hold():
 
 def test_a_leader_already_holding_replaces_the_record_with_its_own():
     ctl = Control(_persisted(reason="old"))
-    ex = Executor(FakeLeadership(token=6), Recorder(), POLICY, wall=lambda: 1000.0,
+    ex = Executor(FakeLeadership(token=6), Recorder(), POLICY, clock=FakeClock(wall=1000.0),
                   persist=ctl.update)
     ex.act(views(5, 5), 1.0, dict(ctl.map))
     hold = ctl.map[GUARD_HOLD]
@@ -222,7 +225,7 @@ def test_a_leader_already_holding_replaces_the_record_with_its_own():
 
 @pytest.mark.parametrize("record", [None, {"held": False}, "garbage", {"held": True}])
 def test_odd_records_are_harmless(record):
-    ex = Executor(FakeLeadership(token=6), Recorder(), POLICY, wall=lambda: 1000.0,
+    ex = Executor(FakeLeadership(token=6), Recorder(), POLICY, clock=FakeClock(wall=1000.0),
                   persist=Control().update)
     ex.act(views(20, 1), 1.0, {GUARD_HOLD: record})
     assert ex.guard_state.held is (record == {"held": True})

@@ -11,7 +11,8 @@ from instanceha.controller.executor import GUARD_HOLD, GUARD_OVERRIDE_UNTIL
 from instanceha.controller.service import ControllerService, ControllerSettings
 from instanceha.engine.guard import GuardPolicy, GuardState
 from instanceha.engine.model import DetectionPolicy, HostView, Phase
-from tests.unit.fakes import FakeClock, FakeCoordinator, FakeLeadership
+from tests.unit.clock import FakeClock
+from tests.unit.fakes import FakeCoordinator, FakeLeadership
 
 GUARD = GuardPolicy(max_failed_hosts=1, max_failed_percent=100, stable_after=30,
                     max_vanished_per_tick=0)

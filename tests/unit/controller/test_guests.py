@@ -17,8 +17,9 @@ from instanceha.engine.guest import GuestSettings
 from instanceha.engine.instance_policy import InstanceFacts
 from instanceha.engine.model import HostView, Phase
 from instanceha.notify import events
+from tests.unit.clock import FakeClock
 from tests.unit.compute.fakes import server
-from tests.unit.fakes import FakeClock, FakeCoordinator, FakeLeadership
+from tests.unit.fakes import FakeCoordinator, FakeLeadership
 
 WALL = 1.7e9
 
@@ -73,16 +74,16 @@ class Notifier:
 
 @pytest.fixture
 def rig():
-    clock = FakeClock()
+    clock = FakeClock(wall=WALL)
     coord = FakeCoordinator(clock)
     lead = FakeLeadership()
     nova = Nova()
     notifier = Notifier()
-    journal = IncidentJournal(coord, "ctl-1", wall=lambda: WALL, background=False)
+    journal = IncidentJournal(coord, "ctl-1", clock=clock, background=False)
     act = GuestActuator(coord, nova, GuestActuatorSettings(
         "ctl-1", guest=GuestSettings(max_restarts=2, window=600, task_state_wait=30,
                                      coalesce=5)),
-        notifier=notifier, events=events, journal=journal, wall=lambda: WALL, clock=clock,
+        notifier=notifier, events=events, journal=journal, clock=clock,
         pool=SyncPool())
 
     class Rig:
@@ -225,12 +226,10 @@ def test_failures_within_coalesce_join_the_first_incident(rig):
 
 
 def test_a_failure_after_the_restart_requested_is_a_new_one_even_within_coalesce(rig):
-    wall = [WALL]
-    rig.act.wall = rig.journal.wall = lambda: wall[0]
     boot(rig, "vm1", "restart")
     put(rig, "vm1", at=WALL - 1)
     rig.tick()
-    wall[0] = WALL + 2
+    rig.clock.wall_now = WALL + 2
     put(rig, "vm1", kind="stopped_failed", at=WALL + 1)  # the rebooted guest died again
     rig.tick()
     assert rig.nova.calls == [("reboot", "vm1")] * 2

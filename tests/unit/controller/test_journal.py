@@ -5,11 +5,12 @@ No background writer here: the tests flush by hand."""
 import pytest
 
 from instanceha.controller.journal import IncidentJournal, Retention, State
-from tests.unit.fakes import FakeClock, FakeCoordinator
+from tests.unit.clock import FakeClock
+from tests.unit.fakes import FakeCoordinator
 
 
-def journal(store, name="ctl-a", term=5, wall=None, **kwargs):
-    j = IncidentJournal(store, name, wall=wall or FakeClock(1_700_000_000.0),
+def journal(store, name="ctl-a", term=5, clock=None, **kwargs):
+    j = IncidentJournal(store, name, clock=clock or FakeClock(wall=1_700_000_000.0),
                         background=False, **kwargs)
     j.term(term)
     return j
@@ -133,19 +134,19 @@ def test_a_new_term_rereads_what_another_leader_wrote(store):
 
 
 def test_retention_keeps_open_ones_and_the_newest_closed(store):
-    wall = FakeClock(1_700_000_000.0)
-    j = journal(store, wall=wall, retention=Retention(keep=2, max_age=10 * 86400.0))
+    clock = FakeClock(wall=1_700_000_000.0)
+    j = journal(store, clock=clock, retention=Retention(keep=2, max_age=10 * 86400.0))
     held = j.open("compute0", 5, "held", "held", state=State.HELD)
     closed = []
     for n in range(4):
-        wall.advance(60)
+        clock.advance(60)
         closed.append(j.open(f"compute{n + 1}", 5, "fence_start", "fencing"))
         j.record(f"compute{n + 1}", "restored", "back", state=State.CLOSED)
-    wall.advance(60)
+    clock.advance(60)
     j.open("compute9", 5, "fence_start", "fencing")  # pruning happens on a new incident
     assert j.flush()
     assert set(store.incidents()) == {held, closed[2], closed[3], "compute9-5"}
-    wall.advance(11 * 86400)
+    clock.advance(11 * 86400)
     j.open("compute8", 5, "fence_start", "fencing")
     assert j.flush()
     assert set(store.incidents()) == {held, "compute9-5", "compute8-5"}

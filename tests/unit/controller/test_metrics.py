@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from instanceha.controller.metrics import ControllerMetrics
 from instanceha.engine.model import HostView, Phase
 from instanceha.notify.outbox import StatsSnapshot
+from tests.unit.clock import FakeClock
 
 
 class Rec:
@@ -92,7 +93,7 @@ def test_nova_notification_counts_are_exported_when_listening():
 
 def test_api_requests_are_exported_by_path_template_and_status():
     from instanceha.compute.calls import ApiCalls
-    calls = ApiCalls(clock=lambda: 0.0)
+    calls = ApiCalls(clock=FakeClock(now=0.0))
     calls.end(calls.begin("compute", "POST", "/servers/5f1c2a3e-0000-4000-8000-000000000001/"
                           "action"), 202)
     calls.end(calls.begin("compute", "GET", "/os-services?binary=nova-compute"), None)

@@ -6,7 +6,8 @@ from instanceha.compute.evacuation import CompletionWatch, Waker
 from instanceha.controller.executor import Executor
 from instanceha.controller.nova_events import NovaEventFeed, instance_uuid
 from instanceha.engine.model import HostView, Phase
-from tests.unit.fakes import FakeClock, FakeLeadership
+from tests.unit.clock import FakeClock
+from tests.unit.fakes import FakeLeadership
 
 REBUILT = {"nova_object.name": "InstanceActionPayload",
            "nova_object.data": {"uuid": "u1", "state": "active", "task_state": None}}
@@ -104,7 +105,7 @@ class Recorder:
 def test_the_executor_tells_the_actuator_when_it_is_not_given_the_tick():
     leadership = FakeLeadership(leader=True)
     actuator = Recorder()
-    ex = Executor(leadership, actuator, wall=lambda: 0.0)
+    ex = Executor(leadership, actuator, clock=FakeClock(wall=0.0))
     views = {"c1": HostView("c1", Phase.HEALTHY, 0.0, "ok", "alive")}
     ex.act(views, now=1.0)
     assert (actuator.acted, actuator.idled) == (1, 0)

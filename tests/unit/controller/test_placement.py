@@ -18,7 +18,7 @@ from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.model import HostView, Phase
 from instanceha.engine.reserved import Match, Method, TargetPolicy
 from instanceha.notify import events
-from tests.unit.fakes import FakeClock
+from tests.unit.clock import FakeClock
 from tests.unit.fakes import FakeNova as SharedFakeNova
 
 NOW = datetime.datetime(2026, 11, 21, 12, 0, 0, tzinfo=datetime.timezone.utc)
@@ -246,7 +246,7 @@ def recover(services, servers, target, room=None):
     act = RecoveryActuator(
         ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE, target=target),
         None, nova, lambda guarded: FakeEvacuator(log, guarded, room), notifier=bus,
-        events=events, metrics=metrics, clock=FakeClock(), wall=lambda: NOW)
+        events=events, metrics=metrics, clock=FakeClock(wall=NOW.timestamp(), frozen_wall=True))
     act._refresh()
     act.act({"c1": HostView("c1", Phase.FAILED, 0.0, "why", "rule"),
              "c3": HostView("c3", Phase.HEALTHY, 0.0, "ok", "rule")}, [], Verify(log))

@@ -12,7 +12,8 @@ from instanceha.controller.service import ControllerService, ControllerSettings
 from instanceha.coordination import ConnectionState
 from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import DetectionPolicy, Phase
-from tests.unit.fakes import FakeClock, FakeCoordinator, FakeLeadership
+from tests.unit.clock import FakeClock
+from tests.unit.fakes import FakeCoordinator, FakeLeadership
 
 POLICY = DetectionPolicy()
 # two hosts only: every failure would trip the default mass-failure guard
@@ -156,7 +157,6 @@ def test_start_retries_an_unreachable_coordinator(world):
     coord.start_errors = [exceptions.CoordinatorUnavailable(where="zk", reason="refused")] * 2
     svc = ControllerService(coord, ControllerSettings(name="c", policy=POLICY), Recorder(),
                             clock=clock)
-    svc.stopping.wait = lambda timeout: None  # no sleeping in unit tests
     svc._start()
     assert coord.started == 3 and svc.reconciler is not None
 

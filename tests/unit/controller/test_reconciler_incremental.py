@@ -12,7 +12,8 @@ from instanceha.coordination import ConnectionState, base
 from instanceha.engine import detection, guard
 from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import DetectionPolicy, Phase
-from tests.unit.fakes import FakeClock, FakeCoordinator, FakeLeadership
+from tests.unit.clock import FakeClock
+from tests.unit.fakes import FakeCoordinator, FakeLeadership
 
 POLICY = DetectionPolicy(reconnect_grace=1.0)
 NO_GUARD = GuardPolicy(max_failed_hosts=1000, max_failed_percent=100)

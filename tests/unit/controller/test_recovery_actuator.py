@@ -18,9 +18,15 @@ from instanceha.engine.model import HostView, Phase
 from instanceha.fencing import FenceEvidence, PowerState
 from instanceha.fencing import exceptions as fexc
 from instanceha.notify import events
-from tests.unit.fakes import FakeClock, FakeNova
+from tests.unit.clock import FakeClock
+from tests.unit.fakes import FakeNova
 
 NOW = datetime.datetime(2026, 11, 21, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+def at_now():
+    """A clock whose wall stays at NOW: the markers written say ``at=NOW``."""
+    return FakeClock(wall=NOW.timestamp(), frozen_wall=True)
 
 
 class Log(list):
@@ -110,7 +116,7 @@ def make(log, services, servers=(), fencer_error=None, migrations=(), dry_run=Fa
         ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE, dry_run=dry_run,
                          power_on_after_recovery=power_on),
         FakeFencer(log, fencer_error), nova, lambda guarded: FakeEvacuator(log, guarded),
-        notifier=bus, events=events, clock=FakeClock(), wall=lambda: NOW, journal=journal)
+        notifier=bus, events=events, clock=at_now(), journal=journal)
     act._refresh()
     return act, nova, bus
 
@@ -191,7 +197,7 @@ def make_gated(log, servers, on_power_off=None, relisted=()):
     act = RecoveryActuator(
         ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE), fencer, nova,
         lambda guarded: FakeEvacuator(log, guarded), notifier=bus, events=events,
-        clock=FakeClock(), wall=lambda: NOW)
+        clock=at_now())
     act._refresh()
     return act, nova, fencer, bus
 
@@ -256,8 +262,7 @@ def test_a_plan_read_that_failed_during_the_fence_is_read_again():
     log = Log()
     nova = Blip(log, [svc("compute1")], [server("a", "evacuate")])
     act = RecoveryActuator(ActuatorSettings(name="ctl-a"), FakeFencer(log), nova,
-                           lambda guarded: FakeEvacuator(log, guarded), clock=FakeClock(),
-                           wall=lambda: NOW)
+                           lambda guarded: FakeEvacuator(log, guarded), clock=at_now())
     act._refresh()
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
     assert [c[1] for c in log if c[0] == "evacuate"] == ["a"]
@@ -449,7 +454,7 @@ def test_the_incident_journal_tells_the_whole_failure():
 
     log = Log()
     store = FakeCoordinator(FakeClock())
-    journal = IncidentJournal(store, "ctl-a", wall=lambda: NOW.timestamp(), background=False)
+    journal = IncidentJournal(store, "ctl-a", clock=at_now(), background=False)
     servers = [server("a", "evacuate"), server("b", "notify"), server("c", None)]
     act, nova, bus = make(log, [svc("compute1")], servers, journal=journal)
     verify = Verify(log)
@@ -492,7 +497,7 @@ def test_a_failed_fence_is_in_the_journal_and_the_incident_stays_open():
 
     log = Log()
     store = FakeCoordinator(FakeClock())
-    journal = IncidentJournal(store, "ctl-a", wall=lambda: NOW.timestamp(), background=False)
+    journal = IncidentJournal(store, "ctl-a", clock=at_now(), background=False)
     err = fexc.BMCUnreachable(host="compute1", address="127.0.0.1", reason="timeout")
     act, nova, bus = make(log, [svc("compute1")], fencer_error=err, journal=journal)
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
@@ -571,14 +576,14 @@ def test_each_evacuation_is_reported_as_it_completes_even_if_the_leader_dies_mid
 
     log = Log()
     store = FakeCoordinator(FakeClock())
-    journal = IncidentJournal(store, "ctl-a", wall=lambda: NOW.timestamp(), background=False)
+    journal = IncidentJournal(store, "ctl-a", clock=at_now(), background=False)
     fenced = mk.encode(mk.MarkerState.FENCED, at=NOW, token=40)
     nova = FakeNova(log, [svc("compute1", fenced, forced=True)],
                     [server("a", "evacuate"), server("b", "evacuate")])
     bus = Bus()
     act = RecoveryActuator(ActuatorSettings(name="ctl-a"), FakeFencer(log), nova,
-                           DyingEvacuator, notifier=bus, events=events, clock=FakeClock(),
-                           wall=lambda: NOW, journal=journal)
+                           DyingEvacuator, notifier=bus, events=events, clock=at_now(),
+                           journal=journal)
     act._refresh()
     journal.open("compute1", 40, "forced_down", "fenced by this term's leader",
                  state=Incident.FENCED)
@@ -603,7 +608,7 @@ def test_only_a_host_back_before_its_fence_closes_a_detected_incident(phase, mar
 
     log = Log()
     store = FakeCoordinator(FakeClock())
-    journal = IncidentJournal(store, "ctl-a", wall=lambda: NOW.timestamp(), background=False)
+    journal = IncidentJournal(store, "ctl-a", clock=at_now(), background=False)
     reason = mk.encode(marker, at=NOW, token=40) if marker else None
     act, nova, _ = make(log, [svc("compute1", reason, up=phase is Phase.HEALTHY,
                                   forced=marker is not None)], journal=journal)
@@ -625,7 +630,7 @@ def test_journal_notifications_and_metrics_say_which_level_fenced():
 
     log = Log()
     store = FakeCoordinator(FakeClock())
-    journal = IncidentJournal(store, "ctl-a", wall=lambda: NOW.timestamp(), background=False)
+    journal = IncidentJournal(store, "ctl-a", clock=at_now(), background=False)
     act, nova, bus = make(log, [svc("compute1")], journal=journal)
     pdus = ("fence_apc_snmp at pdu-a plug 3", "fence_apc_snmp at pdu-b plug 3")
     by_pdu = dataclasses.replace(evidence("compute1", PowerState.OFF), driver="fence_agent",

@@ -84,7 +84,7 @@ def test_a_refresh_that_moves_only_updated_at_changes_nothing(decided):
     act, nova, _ = make(log, [svc("c1", up=True)])
     tick(act, healthy("c1"))
     revision, moved = act.revision, len(decided)
-    nova.svc["c1"] = dataclasses.replace(nova.svc["c1"], updated_at=act.wall())
+    nova.svc["c1"] = dataclasses.replace(nova.svc["c1"], updated_at=act.clock.utcnow())
     tick(act, healthy("c1"), refresh=True)
     assert (act.revision, len(decided)) == (revision, moved)
 

@@ -1,33 +1,17 @@
-"""Fakes for the fencing unit tests: a clock that only moves when slept on."""
+"""Fixtures for the fencing unit tests: the fake clock, fake BMCs."""
 
 import pytest
 
 from instanceha.fencing import fake
 from instanceha.fencing.model import BMCEntry, Secret
+from tests.unit.clock import EPOCH, FakeClock
 
 PASSWORD = "s3cr3t-Pa55word-do-not-leak"
 
 
-class FakeClock:
-    def __init__(self, start=1000.0):
-        self.now = start
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now
-
-    def wall(self):
-        return 1_700_000_000.0 + self.now
-
-    def sleep(self, seconds):
-        assert seconds > 0, "the loop slept for nothing"
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture
 def clock():
-    return FakeClock()
+    return FakeClock(now=1000.0, wall=EPOCH + 1000.0)
 
 
 @pytest.fixture

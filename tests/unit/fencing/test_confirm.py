@@ -16,8 +16,7 @@ POLICY = FencePolicy(deadline=10.0, poll_interval=0.5, retry_backoff=1.0, retry_
 
 
 def run(driver, clock, requested=PowerState.OFF, policy=POLICY, deadline=None):
-    return confirm(driver, requested, policy, deadline=deadline, clock=clock, wall=clock.wall,
-                   sleep=clock.sleep)
+    return confirm(driver, requested, policy, deadline=deadline, clock=clock)
 
 
 @pytest.fixture
@@ -30,7 +29,7 @@ def test_already_off_is_success_without_a_request(bmc_and_driver, clock):
     bmc.set_state(PowerState.OFF)
     ev = run(driver, clock)
     assert (ev.read_back, ev.attempts, ev.reads, ev.already) == (PowerState.OFF, 0, 1, True)
-    assert bmc.requests == [] and clock.sleeps == []
+    assert bmc.requests == [] and clock.waits == []
 
 
 def test_off_is_confirmed_by_the_read_back(bmc_and_driver, clock):
@@ -116,7 +115,7 @@ def test_failures_that_retrying_cannot_fix_are_raised_at_once(bmc_and_driver, cl
     with pytest.raises(error) as e:
         run(driver, clock)
     assert e.value.action is Action.ESCALATE
-    assert clock.sleeps == [] and bmc.requests == []
+    assert clock.waits == [] and bmc.requests == []
     assert bmc.state is PowerState.ON
 
 
@@ -152,7 +151,7 @@ def test_failed_requests_are_retried_until_one_is_accepted(clock):
                  requests=[unreachable(), unreachable()])
     ev = run(d, clock)
     assert ev.attempts == 3 and d.sent == 3 and ev.read_back is PowerState.OFF
-    assert clock.sleeps[:2] == [1.0, 2.0]
+    assert clock.waits[:2] == [1.0, 2.0]
 
 
 def test_transitions_and_lost_reads_are_polled_through(clock):

@@ -205,7 +205,7 @@ def fencer(agent, clock, policy=None, **raw):
     return Fencer(inv, policy or FencePolicy(deadline=30, poll_interval=1),
                   driver_factory=lambda e: FenceAgentDriver(e, runner=agent,
                                                             find=lambda n: f"/x/{n}"),
-                  clock=clock, wall=clock.wall, sleep=clock.sleep)
+                  clock=clock)
 
 
 class Switch(FakeAgent):

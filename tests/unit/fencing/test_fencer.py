@@ -24,7 +24,7 @@ def fencer_for(registry, clock, hosts, **policy):
     inv = Inventory({h: make_entry(h) for h in hosts}, "/etc/inv.yaml")
     return Fencer(inv, FencePolicy(**{"deadline": 5, "poll_interval": 0.5, **policy}),
                   driver_factory=lambda e: fake.FakeDriver(e, registry),
-                  clock=clock, wall=clock.wall, sleep=clock.sleep)
+                  clock=clock)
 
 
 def test_drivers_load_by_entry_point_name():
@@ -150,7 +150,7 @@ def counting_fencer(registry, clock, log, **kw):
     inv = Inventory({"c1": make_entry("c1")}, "/etc/inv.yaml")
     return Fencer(inv, FencePolicy(deadline=5, poll_interval=0.5),
                   driver_factory=lambda e: SessionCountingDriver(e, registry, log, **kw),
-                  clock=clock, wall=clock.wall, sleep=clock.sleep)
+                  clock=clock)
 
 
 def test_every_action_and_read_ends_its_bmc_session(registry, clock):

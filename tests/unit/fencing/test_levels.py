@@ -124,7 +124,7 @@ def fencer(registry, clock):
     def make(levels):
         return Fencer(inv(levels), FencePolicy(deadline=5, poll_interval=0.5),
                       driver_factory=lambda e: fake.FakeDriver(e, registry),
-                      clock=clock, wall=clock.wall, sleep=clock.sleep)
+                      clock=clock)
     return make
 
 

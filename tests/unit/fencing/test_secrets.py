@@ -39,7 +39,7 @@ def test_failed_fences_leak_nothing(caplog, registry, clock):
     registry.bmc("bmc-slow").power_delay = 1000
     fencer = Fencer(Inventory(entries), FencePolicy(deadline=3, poll_interval=0.5),
                     driver_factory=lambda e: fake.FakeDriver(e, registry),
-                    clock=clock, wall=clock.wall, sleep=clock.sleep)
+                    clock=clock)
     errors = []
     for host in entries:
         with pytest.raises(exc.FencingError) as e:

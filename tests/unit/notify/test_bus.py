@@ -20,6 +20,7 @@ from instanceha.conf import notifications as conf_notifications  # noqa: E402
 from instanceha.exceptions import Action, ConfigError  # noqa: E402
 from instanceha.notify import bus, events, notifier  # noqa: E402
 from instanceha.notify.exceptions import NotificationSetupError  # noqa: E402
+from tests.unit.clock import FakeClock  # noqa: E402
 from tests.unit.notify import samples  # noqa: E402
 
 SECRET = "Sup3rS3cret-pw"
@@ -123,8 +124,9 @@ def test_the_timestamp_is_when_the_event_was_emitted(tmp_path, test_driver, fake
     conf = make_conf(tmp_path, "[oslo_messaging_notifications]\ndriver = test\n")
     settings = conf_notifications.bus_settings(conf)
     n = build(conf, fake_transport)
-    when = datetime.datetime(2030, 1, 2, 3, 4, 5, 600000)
-    n2 = notifier.Notifier(n.outbox, settings.publisher_id, wallclock=lambda: when,
+    when = datetime.datetime(2030, 1, 2, 3, 4, 5, 600000, tzinfo=datetime.timezone.utc)
+    n2 = notifier.Notifier(n.outbox, settings.publisher_id,
+                           clock=FakeClock(wall=when.timestamp()),
                            new_id=lambda: "fixed-id")
     n2.emit(events.host_failed(host="h", reason="r", incident_id="i"))
     n.outbox.pump()
@@ -162,11 +164,11 @@ def test_broker_down_then_up_through_the_real_driver_stack(tmp_path):
     conf = make_conf(tmp_path, "[oslo_messaging_notifications]\ndriver = messagingv2\n"
                                "topics = notifications,vnfm\n")
     t = BrokenTransport()
-    now = [0.0]
-    n = build(conf, t, clock=lambda: now[0])
+    clock = FakeClock(now=0.0)
+    n = build(conf, t, clock=clock)
     mid = n.emit(events.host_failed(host="h", reason="r", incident_id="i"))
-    now[0] += n.outbox.pump()
-    now[0] += n.outbox.pump()
+    clock.advance(n.outbox.pump())
+    clock.advance(n.outbox.pump())
     t.up = True
     assert n.outbox.pump() is None
     assert [c for c in t.calls if c[0] == "notifications.info"] == [

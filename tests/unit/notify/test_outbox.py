@@ -8,17 +8,7 @@ import threading
 import pytest
 
 from instanceha.notify.outbox import DeliveryPolicy, Outbox
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
+from tests.unit.clock import FakeClock
 
 
 class Bus:
@@ -45,7 +35,7 @@ def msg(i):
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock()
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
+from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.engine import guest as kinds
 
@@ -135,7 +136,6 @@ class GuestMonitor:
         self.dropped = 0
         self.coalesced = 0
         self.forward_errors = 0
-        self._backoff = 0.0
 
     # -- the binding ----------------------------------------------------------
     @property
@@ -186,14 +186,13 @@ class GuestMonitor:
         self._disconnect()
 
     def _supervise(self) -> None:
-        delay = 0.0
+        retries = Backoff(0.5, self.reconnect_max_delay).start()
         while not self.stopping.is_set():
             if self._conn is None:
                 if self.connect_once():
-                    delay = 0.0
+                    retries.reset()
                 else:
-                    delay = min(max(delay * 2, 0.5), self.reconnect_max_delay)
-                    self.clock.wait(delay, self.stopping)
+                    self.clock.wait(retries.next(), self.stopping)
                     continue
             self.clock.wait(5.0, self._closed)
             if self.stopping.is_set():
@@ -388,16 +387,21 @@ class GuestMonitor:
                      event_id)
 
     def _forward(self) -> None:
-        delay = 0.0
+        retries = Backoff(0.2, self.reconnect_max_delay).start()
+        delay: float | None = None  # None: nothing to retry, wait for a failure
         while not self.stopping.is_set():
-            self._wake_forwarder.wait(delay or None)
+            if delay is None:
+                self._wake_forwarder.wait()
+            else:
+                self.clock.wait(delay, self._wake_forwarder)
             self._wake_forwarder.clear()
             if self.stopping.is_set():
                 return
             if self.forward_once():
-                delay = 0.0
+                retries.reset()
+                delay = None
             else:
-                delay = min(max(delay * 2, 0.2), self.reconnect_max_delay)
+                delay = retries.next()
 
 
 _LOOP_LOCK = threading.Lock()

@@ -24,6 +24,7 @@ from instanceha import exceptions
 from instanceha.agent import health
 from instanceha.agent.session_file import SessionFile
 from instanceha.agent.watchdog import LoopWatchdog
+from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.coordination import ConnectionState, Coordinator, base
 from instanceha.version import __version__
@@ -87,7 +88,8 @@ class Agent:
         self._services: Mapping[str, bool] = {}
         self._next_health = 0.0
         self._conflict_logged: str | None = None
-        self._backoff = 0.0
+        self._retries = Backoff(settings.heartbeat_interval,
+                                settings.reconnect_max_delay).start()
         self.joins = 0
         self.heartbeats = 0
         self.last_iteration: float | None = None
@@ -174,7 +176,7 @@ class Agent:
                 self._seq += 1
                 self.coordinator.heartbeat(self._seq)
                 self.heartbeats += 1
-            self._backoff = 0.0
+            self._retries.reset()
             return interval
         except exceptions.MemberConflict as e:
             owner = e.kwargs.get("owner")
@@ -185,9 +187,9 @@ class Agent:
         except exceptions.SessionTimeoutRejected:
             raise  # configuration error: refuse to run
         except exceptions.CoordinationError as e:
-            self._backoff = min(max(self._backoff * 2, interval), self.settings.reconnect_max_delay)
-            LOG.warning("%s; %s, next try in %.1f s", e, e.action.value, self._backoff)
-            return self._backoff
+            wait = self._retries.next()
+            LOG.warning("%s; %s, next try in %.1f s", e, e.action.value, wait)
+            return wait
 
     def _new_session(self) -> None:
         """The watchdog ended the session: open a new one (and join below)."""

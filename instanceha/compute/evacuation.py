@@ -47,6 +47,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
+from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import calls
 from instanceha.compute import exceptions as exc
@@ -267,6 +268,10 @@ class Evacuator:
         self.clock = clock
         self.on_result = on_result
         self.watch = watch
+        self._retry = Backoff(settings.poll_interval, RETRY_BACKOFF_MAX)
+        """Between two tries of a failing Nova call."""
+        self._polls = Backoff(settings.poll_initial, settings.poll_interval, GROWTH)
+        """Between two reads of a running evacuation (reset by Nova's word)."""
 
     def evacuate_host(self, host: str, servers: Iterable[Server],
                       target_host: str | None = None) -> list[EvacuationResult]:
@@ -330,7 +335,7 @@ class Evacuator:
     def _retrying(self, deadline: float, call, *args):
         """``call(*args)``; a failure that may pass is retried with back-off until
         ``deadline`` (then raised), any other at once."""
-        delay = self.settings.poll_interval
+        retries = self._retry.start()
         while True:
             try:
                 return call(*args)
@@ -338,9 +343,9 @@ class Evacuator:
                 left = deadline - self.clock.monotonic()
                 if not e.retryable or left <= 0:
                     raise
-                LOG.info("%s; retrying in %.1f s", e, min(delay, left))
-                self._pause(min(delay, left))
-                delay = min(delay * 2, RETRY_BACKOFF_MAX)
+                delay = min(retries.next(), left)
+                LOG.info("%s; retrying in %.1f s", e, delay)
+                self._pause(delay)
 
     def _pause(self, seconds: float) -> None:
         """A back-off that nothing cuts short."""
@@ -397,7 +402,7 @@ class Evacuator:
 
     def _request(self, server_id: str, host: str, target_host: str | None, floor: int | None,
                  deadline: float, records: HostRecords) -> None:
-        delay = self.settings.poll_interval
+        retries = self._retry.start()
         while True:
             try:
                 self.nova.evacuate(server_id, target_host)
@@ -420,10 +425,9 @@ class Evacuator:
                 left = deadline - self.clock.monotonic()
                 if left <= 0:
                     raise _AttemptFailed(f"evacuate refused until the deadline: {e}")
-                LOG.info("evacuate of %s failed (%s); retrying in %.1f s", server_id, e,
-                         min(delay, left))
-                self._pause(min(delay, left))
-                delay = min(delay * 2, RETRY_BACKOFF_MAX)
+                delay = min(retries.next(), left)
+                LOG.info("evacuate of %s failed (%s); retrying in %.1f s", server_id, e, delay)
+                self._pause(delay)
 
     def _own_records(self, server_id: str, deadline: float) -> list[Migration]:
         """Every evacuation record of the server, newest first, read now and
@@ -457,12 +461,11 @@ class Evacuator:
         ``lost_write_grace`` seconds (or to the deadline) before saying it was
         not taken."""
         until = min(deadline, self.clock.monotonic() + self.settings.lost_write_grace)
-        delay = self.settings.poll_initial
+        polls = self._polls.start()
         while self.clock.monotonic() < until:
-            self._pause(min(delay, max(0.0, until - self.clock.monotonic())))
+            self._pause(min(polls.next(), max(0.0, until - self.clock.monotonic())))
             if self._accepted(server_id, host, floor, since, deadline):
                 return True
-            delay = min(delay * GROWTH, self.settings.poll_interval)
         return False
 
     def _wait(self, server_id: str, host: str, floor: int, deadline: float,
@@ -474,14 +477,14 @@ class Evacuator:
         record is done or failed, without a record to wait for, or every
         ``SERVER_BACKSTOP`` seconds (a server that went ERROR without its record
         saying so)."""
-        delay = self.settings.poll_initial
+        polls = self._polls.start()
         cur: Server | None = None
         read_at = self.clock.monotonic()
         while True:
             pause.mark()
             # a read another waiter made within this waiter's own wait is fresh
             # enough: one bulk read per wait for the whole host, not per waiter
-            migs = [m for m in self._retrying(deadline, records.of, server_id, delay)
+            migs = [m for m in self._retrying(deadline, records.of, server_id, polls.peek())
                     if m.id > floor]
             mig = migs[-1] if migs else None  # the oldest one after floor: ours
             settled = mig is not None and (mig.succeeded or mig.failed)
@@ -503,16 +506,15 @@ class Evacuator:
                          if cur is not None else "server not read")
                 raise _AttemptFailed(
                     f"timed out: migration {mig.status if mig else 'not created'}, {where}")
-            poked = self.clock.wait(min(delay, max(0.0, deadline - self.clock.monotonic())),
-                                    pause)
-            delay = self.settings.poll_initial if poked is True else \
-                min(delay * GROWTH, self.settings.poll_interval)
+            if self.clock.wait(min(polls.next(), max(0.0, deadline - self.clock.monotonic())),
+                               pause):
+                polls.reset()  # Nova said something: read again soon
 
     def _restore_power(self, cur: Server, want: str, deadline: float, pause: Pause) -> Server:
         if want != "SHUTOFF" or cur.status == "SHUTOFF":
             return cur
         self._retrying(deadline, self.nova.stop, cur.id)
-        delay = self.settings.poll_initial
+        polls = self._polls.start()
         while True:
             pause.mark()
             cur = self._retrying(deadline, self.nova.server, cur.id)
@@ -521,9 +523,8 @@ class Evacuator:
             if self.clock.monotonic() >= deadline:
                 raise _AttemptFailed(f"evacuated to {cur.host} but did not stop "
                                      f"(status {cur.status}, task {cur.task_state})")
-            poked = self.clock.wait(delay, pause)
-            delay = self.settings.poll_initial if poked is True else \
-                min(delay * GROWTH, self.settings.poll_interval)
+            if self.clock.wait(polls.next(), pause):
+                polls.reset()
 
     def _done(self, server: Server, host: str, outcome: Outcome, attempts: int, t0: float,
               cur: Server | None = None, mig: Migration | None = None,

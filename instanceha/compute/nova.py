@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from keystoneauth1 import exceptions as ks_exc
 
+from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import exceptions as exc
 from instanceha.compute.cache import TTLCache
@@ -52,7 +53,7 @@ MV_EVACUATE = "2.94"  # >= 2.95 leaves evacuated servers SHUTOFF
 MV_INSTANCE_ACTIONS = "2.58"
 PAGE = 1000
 WRITE_TRIES = 3  # a service update whose answer was lost: read back, then send again
-WRITE_RETRY_DELAY = 0.5  # seconds before the 2nd try, doubled for the 3rd
+WRITE_RETRY = Backoff(0.5, 1.0)  # seconds before the 2nd try, doubled for the 3rd
 
 
 class NovaClient:
@@ -186,7 +187,7 @@ class NovaClient:
         (Nova unreachable or timing out), the service is read back: a change
         that took effect is not sent again; otherwise it is sent again, up to
         ``WRITE_TRIES`` times in all."""
-        delay = WRITE_RETRY_DELAY
+        retries = WRITE_RETRY.start()
         for attempt in range(1, WRITE_TRIES + 1):
             service_id = self._service_id(host)
             try:
@@ -209,10 +210,10 @@ class NovaClient:
                     LOG.info("%s %s: the answer was lost (%s) but Nova had applied it: "
                              "not sent again", operation, host, e)
                     return now
+                delay = retries.next()
                 LOG.info("%s %s failed (%s), not applied: sending it again in %.1f s",
                          operation, host, e, delay)
                 self._clock.wait(delay)
-                delay *= 2
                 continue
             return ComputeService.from_api(resp.json()["service"])
         raise AssertionError("unreachable")  # the loop returns or raises

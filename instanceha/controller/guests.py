@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
+from instanceha.backoff import Backoff, Retries
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import exceptions as nova_exc
 from instanceha.engine import guest as g
@@ -55,6 +56,19 @@ class GuestActuatorSettings:
     retry_backoff: float = 1.0
     retry_backoff_max: float = 30.0
 
+    @property
+    def retry(self) -> Backoff:
+        """Between two tries of a guest failure whose handling failed."""
+        return Backoff(self.retry_backoff, self.retry_backoff_max)
+
+    @property
+    def recheck(self) -> float:
+        """Seconds between two looks at a failure that waits (a task state Nova
+        still runs): constant on purpose, the back-off's second step (2 s by
+        default). The wait ends by itself, within ``guest.task_state_wait``; a
+        growing period would overshoot that bound."""
+        return self.retry.delay(2)
+
 
 class GuestActuator:
     def __init__(self, coordinator, nova, settings: GuestActuatorSettings, notifier=None,
@@ -72,7 +86,7 @@ class GuestActuator:
         self._lock = threading.Lock()
         self.jobs: dict[str, concurrent.futures.Future] = {}  # instance -> its job
         self.next_try: dict[str, float] = {}  # event id -> clock
-        self.backoff: dict[str, float] = {}
+        self.retries: dict[str, Retries] = {}  # event id -> its back-off
         self.first_seen: dict[str, float] = {}  # event id -> clock (how long it waited)
         self._said: dict[str, str] = {}
         self.last: dict[str, tuple[float, str | None, float | None]] = {}
@@ -121,7 +135,7 @@ class GuestActuator:
     def _run(self, event_id, record, views, verify) -> None:
         try:
             self.handle(event_id, record, views, verify)
-            self.backoff.pop(event_id, None)
+            self.retries.pop(event_id, None)
         except exceptions.NotLeader as e:
             LOG.warning("guest failure %s: stopped, %s", event_id, e)
         except exceptions.InstanceHAError as e:
@@ -133,9 +147,9 @@ class GuestActuator:
             LOG.exception("guest failure %s: handling crashed", event_id)
 
     def _retry(self, event_id: str) -> float:
-        wait = min(self.backoff.get(event_id, self.settings.retry_backoff / 2) * 2,
-                   self.settings.retry_backoff_max)
-        self.backoff[event_id] = wait
+        if event_id not in self.retries:
+            self.retries[event_id] = self.settings.retry.start()
+        wait = self.retries[event_id].next()
         self.next_try[event_id] = self.clock.monotonic() + wait
         return wait
 
@@ -182,8 +196,7 @@ class GuestActuator:
                 LOG.info("guest failure of %s on %s: %s", event.instance_id, event.host,
                          step.reason)
                 self._record(event, "waiting", step.reason, opens=True)
-            self.next_try[event_id] = self.clock.monotonic() + min(
-                self.settings.retry_backoff * 2, self.settings.retry_backoff_max)
+            self.next_try[event_id] = self.clock.monotonic() + self.settings.recheck
             return step.outcome
         self._said.pop(event_id, None)
         return self._act(event_id, event, server, decision, step, verify)
@@ -251,7 +264,7 @@ class GuestActuator:
               restarted_at=None) -> g.Outcome:
         verify()  # a deposed leader must leave the failure to the next one
         self.coordinator.guest_event_delete(event_id)
-        for d in (self.next_try, self.first_seen, self.backoff):
+        for d in (self.next_try, self.first_seen, self.retries):
             d.pop(event_id, None)
         if outcome is not g.Outcome.COALESCED:
             self.last[event.instance_id] = (event.at, incident, restarted_at)

@@ -35,6 +35,7 @@ import threading
 from collections.abc import Mapping
 
 from instanceha import exceptions
+from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 
 LOG = logging.getLogger(__name__)
@@ -335,17 +336,16 @@ class IncidentJournal:
                     self._out.popleft()
 
     def _writer(self) -> None:
-        delay = 0.5
+        retries = Backoff(0.5, self.retry_max).start()
         while not self._stop.is_set():
             self._wake.wait()
             self._wake.clear()
             if self._stop.is_set():
                 return
             if self.flush():
-                delay = 0.5
+                retries.reset()
                 continue
-            self.clock.wait(delay, self._stop)
-            delay = min(delay * 2, self.retry_max)
+            self.clock.wait(retries.next(), self._stop)
             self._wake.set()
 
     def pending(self) -> int:

@@ -31,6 +31,7 @@ import types
 from collections.abc import Callable, Mapping
 
 from instanceha import exceptions
+from instanceha.backoff import Retries
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import calls as api_calls
 from instanceha.compute.calls import ApiCalls
@@ -98,7 +99,8 @@ class RecoveryActuator:
         self.job_done_at: dict[str, float] = {}
         self._waiting: dict[str, int] = {}
         self.next_try: dict[str, float] = {}
-        self.backoff: dict[str, float] = {}
+        self.retries: dict[str, Retries] = {}
+        """Hosts whose last recovery step failed: the back-off of their next try."""
         self.services: dict[str, object] = {}
         self.services_at: float | None = None
         self.services_error: str | None = None
@@ -363,7 +365,7 @@ class RecoveryActuator:
     def _step(self, host, view, svc, stage, verify) -> None:
         try:
             self._dispatch(host, view, svc, stage, verify)
-            self.backoff.pop(host, None)
+            self.retries.pop(host, None)
         except exceptions.NotLeader as e:
             LOG.warning("host=%s recovery=%s stopped: %s", host, stage.value, e)
         except exceptions.InstanceHAError as e:
@@ -388,9 +390,9 @@ class RecoveryActuator:
             hold_stage.run(ctx, host, svc, verify, reason)
 
     def _retry_later(self, host, stage, e: exceptions.InstanceHAError) -> None:
-        wait = min(self.backoff.get(host, self.settings.retry_backoff / 2) * 2,
-                   self.settings.retry_backoff_max)
-        self.backoff[host] = wait
+        if host not in self.retries:
+            self.retries[host] = self.settings.retry.start()
+        wait = self.retries[host].next()
         self.next_try[host] = self.clock.monotonic() + wait
         LOG.error("host=%s recovery=%s failed: %s; %s, next try in %.0f s", host,
                   stage.value, e, e.action.value, wait)

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 
 from instanceha import exceptions
+from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.controller import status
 from instanceha.controller.executor import Actuator, Executor
@@ -76,7 +77,7 @@ class ControllerService:
         self.publisher = status.StatusPublisher(coordinator)
 
     def _start(self) -> None:
-        backoff = 0.1
+        retries = Backoff(0.1, self.settings.reconnect_max_delay).start()
         while not self.stopping.is_set():
             try:
                 self.coordinator.start()
@@ -84,9 +85,9 @@ class ControllerService:
             except exceptions.SessionTimeoutRejected:
                 raise
             except exceptions.CoordinationError as e:
-                LOG.warning("%s; %s, next try in %.1f s", e, e.action.value, backoff)
-                self.clock.wait(backoff, self.stopping)
-                backoff = min(backoff * 2, self.settings.reconnect_max_delay)
+                wait = retries.next()
+                LOG.warning("%s; %s, next try in %.1f s", e, e.action.value, wait)
+                self.clock.wait(wait, self.stopping)
         self.leadership = self.coordinator.leadership(self.settings.name)
         executor = Executor(self.leadership, self.handler, self.settings.guard,
                             clock=self.clock, on_hold=self.on_hold, aggregates=self.aggregates,

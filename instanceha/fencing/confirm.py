@@ -28,6 +28,7 @@ import dataclasses
 import datetime
 import logging
 
+from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.fencing import exceptions as exc
 from instanceha.fencing.base import FenceDriver, PowerState
@@ -54,6 +55,11 @@ class FencePolicy:
             raise ValueError("FencePolicy.retry_backoff must not exceed retry_backoff_max")
         if self.max_concurrent < 1:
             raise ValueError("FencePolicy.max_concurrent must be >= 1")
+
+    @property
+    def retry(self) -> Backoff:
+        """Between two requests the BMC refused for a reason that may pass."""
+        return Backoff(self.retry_backoff, self.retry_backoff_max)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,11 +182,10 @@ def confirm(driver: FenceDriver, requested: PowerState, policy: FencePolicy,
     run = _Run(driver, requested, policy, deadline, clock)
     if run.read() is requested:
         return run.evidence()
-    backoff = policy.retry_backoff
+    retries = policy.retry.start()
     while run.left() > 0:
         if not run.request():
-            run.wait(backoff)
-            backoff = min(backoff * 2, policy.retry_backoff_max)
+            run.wait(retries.next())
             continue
         while run.left() > 0:
             run.wait(policy.poll_interval)

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 
 LOG = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class DeliveryPolicy:
 
     def backoff(self, failures: int) -> float:
         """Wait after the ``failures``-th consecutive failure (1, 2, ...)."""
-        return min(self.retry_max_interval, self.retry_interval * 2 ** min(failures - 1, 30))
+        return Backoff(self.retry_interval, self.retry_max_interval).delay(failures)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ import datetime
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute.calls import ApiCalls
 from instanceha.engine import marker as mk
@@ -31,6 +32,11 @@ class ActuatorSettings:
     dry_run: bool = False
     power_on_after_recovery: bool = False
     target: TargetPolicy = TargetPolicy()  # [recovery]: the scheduler, or reserved spares
+
+    @property
+    def retry(self) -> Backoff:
+        """Between two tries of a host's recovery step that failed."""
+        return Backoff(self.retry_backoff, self.retry_backoff_max)
 
 
 class Guarded:

@@ -225,7 +225,7 @@ class Agent:
             self._saved_incarnation = saved.incarnation
             LOG.info("resumed session 0x%x of the previous run of this agent (pid %d, saved "
                      "%.1f s ago): its membership never left", creds.session_id, saved.pid,
-                     max(0.0, self.session_file.wall() - saved.written_at))
+                     max(0.0, self.session_file.clock.wall() - saved.written_at))
         else:
             self.resumed = False
             LOG.warning("session 0x%x of the previous run of this agent (pid %d) could not be "

@@ -35,9 +35,8 @@ import json
 import logging
 import os
 import stat
-import time
-from collections.abc import Callable
 
+from instanceha.clock import SYSTEM, Clock
 from instanceha.coordination import SessionCredentials
 
 LOG = logging.getLogger(__name__)
@@ -65,12 +64,12 @@ class SessionFile:
     """The session file of one agent (``host``) on one coordinator."""
 
     def __init__(self, path: str, host: str, where: str, root_path: str,
-                 wall: Callable[[], float] = time.time) -> None:
+                 clock: Clock = SYSTEM) -> None:
         self.path = path
         self.host = host
         self.where = where
         self.root_path = root_path
-        self.wall = wall
+        self.clock = clock
         self._lock_fd: int | None = None
         self._saved: tuple[int, int | None] | None = None
         self._save_failed: str | None = None
@@ -162,7 +161,7 @@ class SessionFile:
         data = {"version": VERSION, "host": self.host, "servers": self.where,
                 "root_path": self.root_path, "session_id": f"0x{credentials.session_id:x}",
                 "password": base64.b64encode(credentials.password).decode(),
-                "pid": os.getpid(), "written_at": round(self.wall(), 3),
+                "pid": os.getpid(), "written_at": round(self.clock.wall(), 3),
                 "incarnation": incarnation}
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:

@@ -11,14 +11,15 @@ from instanceha.agent import session_file
 from instanceha.agent.service import Agent, AgentSettings
 from instanceha.agent.session_file import SessionFile
 from instanceha.coordination import SessionCredentials
-from tests.unit.fakes import FakeClock, FakeCoordinator
+from tests.unit.clock import FakeClock
+from tests.unit.fakes import FakeCoordinator
 
 CREDS = SessionCredentials(0xABC, b"0123456789abcdef")
 
 
 def _store(tmp_path, host="compute1", where="zk1:2181", root="/ih"):
     store = SessionFile(str(tmp_path / "agent-session.json"), host, where, root,
-                        wall=lambda: 5000.0)
+                        clock=FakeClock(wall=5000.0))
     assert store.lock()
     return store
 

@@ -11,11 +11,15 @@ logs and the notification bus, with the seconds since the failure of each
 step: suspected, failed, fenced (power read back off), forced down,
 notifications received, each evacuation, recovered. ``--kill-leader`` also
 SIGKILLs the leading controller right after the fence, to show the standby
-taking over mid-recovery. Everything is torn down at the end.
+taking over mid-recovery. ``--prometheus`` also starts a Prometheus
+(Debian's, by hand on loopback) that scrapes every agent and controller with
+the shipped alert rules (``etc/prometheus/instanceha-alerts.yaml``): the
+timeline then shows the alert for the failed host pending, firing and
+resolved, as Prometheus' own API reports it. Everything is torn down at the end.
 
 ``--no-cloud``: detection only (ZooKeeper, agents, controllers; nothing fenced).
 
-    tools/demo.sh [--kill-leader] [--keep] [--no-cloud [--fault kill|stop|hang]]
+    tools/demo.sh [--kill-leader] [--keep] [--prometheus] [--no-cloud [--fault kill|stop|hang]]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import daemons, procs  # noqa: E402
+from harness.prometheus import AlertWatch, PrometheusServer  # noqa: E402
 from harness.zookeeper import ZooKeeperServer  # noqa: E402
 
 T0 = time.monotonic()
@@ -69,6 +74,9 @@ def main(argv=None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     p.add_argument("--no-cloud", action="store_true",
                    help="detection only: no mini-cloud, no BMCs, nothing fenced")
+    p.add_argument("--prometheus", action="store_true",
+                   help="a real Prometheus scrapes the daemons with the shipped alert rules; "
+                        "the timeline shows its alerts")
     args = p.parse_args(argv)
     if not args.no_cloud:
         from demo_full import run_full
@@ -77,7 +85,7 @@ def main(argv=None) -> int:
 
     work = tempfile.mkdtemp(prefix="instanceha-demo-")
     started: list[daemons.Daemon] = []
-    zk = None
+    zk = prom = alerts = None
     try:
         say(f"starting ZooKeeper (tickTime 500 ms) in {work}")
         zk = ZooKeeperServer(os.path.join(work, "zookeeper"), tick_ms=500).start()
@@ -118,6 +126,14 @@ def main(argv=None) -> int:
         say(f"{lead.name} leads; the other controller is a hot standby")
         for name in computes:
             lead.wait_log(rf"host={name} phase=\w+->HEALTHY", timeout=60)
+        if args.prometheus:
+            prom = PrometheusServer(os.path.join(work, "prometheus")).start()
+            for d in started:
+                prom.scrape_daemon(d)
+            prom.wait_up([d.name for d in started])
+            alerts = AlertWatch(prom).start()
+            say(f"Prometheus at {prom.url} scrapes {len(started)} daemons every 1 s with "
+                "etc/prometheus/instanceha-alerts.yaml (its alerts are in the timeline)")
         say(f"all {len(computes)} hosts HEALTHY; failing {victim} ({args.fault})")
         time.sleep(1.0)
         failed_at = datetime.datetime.now()
@@ -136,6 +152,9 @@ def main(argv=None) -> int:
         procs.wait_for(
             lambda: any(re.search(rf"host={victim} phase=FAILED action=", d.read_log())
                         for d in survivor), 60, "the FAILED host to be handed over")
+        if prom is not None:
+            prom.wait_alert("InstanceHAHostFailed", host=victim, timeout=60)
+            alerts.stop()
         time.sleep(0.5)
         print()
         print(f"timeline (seconds since {victim} failed at {failed_at:%H:%M:%S.%f})")
@@ -144,12 +163,19 @@ def main(argv=None) -> int:
             for at, who, msg in events(d, failed_at - datetime.timedelta(seconds=0.5)):
                 if INTERESTING.search(msg):
                     rows.append((at, who, msg))
+        if alerts is not None:
+            rows.extend((at, "prometheus", what) for at, what in alerts.events
+                        if at >= failed_at)
         for at, who, msg in sorted(rows):
             print(f"  +{(at - failed_at).total_seconds():6.2f}s  {who:13s} {msg[:150]}")
         print()
         say("tearing down")
         return 0
     finally:
+        if alerts is not None:
+            alerts.stop()
+        if prom is not None:
+            prom.stop()
         if os.path.exists(os.path.join(work, "hang")):
             os.unlink(os.path.join(work, "hang"))
         for d in started:

@@ -11,6 +11,7 @@ import sys
 import time
 
 from harness import daemons, procs
+from harness.prometheus import AlertWatch
 from harness.stack import ActiveWatch, Stack, bmc_off_at, log_times, nova_accepted, seconds
 
 BIN = os.path.dirname(sys.executable)
@@ -56,6 +57,8 @@ def run_full(args, say) -> int:
         for h in hosts:
             lead.wait_log(rf"host={h} phase=\w+->HEALTHY", timeout=60)
         say(f"{lead.name} leads; all hosts HEALTHY")
+        alerts = _start_prometheus(st, [*agents.values(), *ctls], say) if args.prometheus \
+            else None
 
         plan = [("web-1", "evacuate"), ("web-2", "evacuate"), ("vnf-1", "notify"),
                 ("batch-1", None)]
@@ -81,18 +84,28 @@ def run_full(args, say) -> int:
         procs.wait_for(lambda: any(re.search(rf"host={victim} recovered", d.read_log())
                                    for d in survivor), 600, "the recovery to finish")
         all_active = active.wait(600)
+        if alerts is not None:
+            st.prometheus.wait_alert("InstanceHAHostFailed", host=victim, timeout=60)
         say(f"{victim} recovered; now repairing it: power on through its BMC, nova-compute "
             "and the agent start again")
         st.bmcs[victim].set_power(True)
         cloud.start_compute(victim)
+        mark = agents[victim].log_size()
         agents[victim].start()
         procs.wait_for(lambda: any(re.search(rf"host={victim} back in service", d.read_log())
                                    for d in survivor), 600, f"{victim} to be re-enabled")
+        if alerts is not None:
+            st.prometheus.scrape_daemon(agents[victim], after=mark)  # its new port
+            st.prometheus.wait_resolved("InstanceHAHostFailed", host=victim, timeout=60)
+            alerts.stop()
         time.sleep(2.0)  # let the last notifications arrive
         rows = []
         for d in ctls:
             rows.extend(_log_events(d, failed_at))
         rows.extend(recorder.events(failed_at))
+        if alerts is not None:
+            rows.extend((at, "prometheus", what) for at, what in alerts.events
+                        if at >= failed_at)
         print()
         print(f"timeline (seconds since {victim} failed at {failed_at:%H:%M:%S.%f})")
         for at, who, msg in sorted(rows):
@@ -114,6 +127,18 @@ def run_full(args, say) -> int:
         print("  " + shown.stdout.rstrip().replace("\n", "\n  "))
         print()
         return 0
+
+
+def _start_prometheus(st: Stack, monitored, say) -> AlertWatch:
+    """Prometheus scraping every agent and controller with the shipped alert rules;
+    its alerts API is watched for the timeline."""
+    prom = st.start_prometheus()
+    for d in monitored:
+        prom.scrape_daemon(d)
+    prom.wait_up([d.name for d in monitored])
+    say(f"Prometheus at {prom.url} scrapes {len(monitored)} daemons every 1 s with "
+        "etc/prometheus/instanceha-alerts.yaml (its alerts are in the timeline)")
+    return AlertWatch(prom).start()
 
 
 def _milestones(st: Stack, ctls, victim, moving, failed_at, all_active) -> None:

@@ -3,7 +3,9 @@
 When delivery fails (broker down) the head message is retried with exponential
 backoff; nothing behind it overtakes it. A message not delivered within its
 deadline is dropped, logged and counted in ``stats.lost_deadline``; a message
-that finds the outbox full is refused and counted in ``stats.lost_overflow``.
+that finds the outbox full is refused (or, with ``drop_oldest``, the oldest one
+is dropped for it) and counted in ``stats.lost_overflow``. Not only for
+notifications: the agent's guest failures go to the coordinator through one.
 The logic lives in ``pump()``, which the tests drive with a fake clock; the
 thread only calls ``pump()`` and waits for the delay it returns.
 """
@@ -36,6 +38,8 @@ class DeliveryPolicy:
     """Messages waiting beyond this are refused (and counted lost)."""
     close_timeout: float = 5.0
     """On shutdown, how long pending messages may still be tried."""
+    drop_oldest: bool = False
+    """When full, drop the oldest message for the new one (else refuse the new one)."""
 
     def __post_init__(self) -> None:
         if self.deadline <= 0 or self.retry_interval <= 0 or self.max_pending < 1:
@@ -108,11 +112,16 @@ class Outbox:
 
     def __init__(self, deliver: Callable[[dict, set], None], policy: DeliveryPolicy,
                  clock: Clock = SYSTEM, name: str = "notifications",
-                 redact: Callable[[str], str] = str) -> None:
+                 redact: Callable[[str], str] = str,
+                 describe: Callable[[dict], str] = describe, what: str = "notification") -> None:
+        """``describe(message)``: what a log line may say of a message; ``what``:
+        what a message is, in the log lines that say one was lost."""
         self._deliver = deliver
         self.policy = policy
         self._clock = clock
         self._redact = redact
+        self._describe = describe
+        self._what = what
         self.name = name
         self._queue: collections.deque[Pending] = collections.deque()
         self._lock = threading.Lock()
@@ -131,18 +140,26 @@ class Outbox:
     # -- producer side: never blocks ----------------------------------------
     def put(self, message: dict) -> bool:
         now = self._clock.monotonic()
+        dropped = None
         with self._lock:
-            if self._stopping.is_set() or len(self._queue) >= self.policy.max_pending:
+            full = len(self._queue) >= self.policy.max_pending
+            if self._stopping.is_set() or full and not self.policy.drop_oldest:
                 refused = True
             else:
+                if full:
+                    dropped = self._queue.popleft()
                 self._queue.append(Pending(message, now, now + self.policy.deadline))
                 refused = False
         self.stats.incr("emitted")
         if refused:
             self.stats.incr("lost_overflow")
-            LOG.error("notification lost: %s refused (%s closed or %d pending)",
-                      describe(message), self.name, self.policy.max_pending)
+            LOG.error("%s lost: %s refused (%s closed or %d pending)", self._what,
+                      self._describe(message), self.name, self.policy.max_pending)
             return False
+        if dropped is not None:
+            self.stats.incr("lost_overflow")
+            LOG.error("%s lost: %s dropped, the oldest of %d pending (%s full)", self._what,
+                      self._describe(dropped.message), self.policy.max_pending, self.name)
         self._wakeup.set()
         return True
 
@@ -156,8 +173,8 @@ class Outbox:
                 expired.append(self._queue.popleft())
         for p in expired:
             self.stats.incr("lost_deadline")
-            LOG.error("notification lost: %s not delivered within %.1f s (%d attempts)",
-                      describe(p.message), self.policy.deadline, p.attempts)
+            LOG.error("%s lost: %s not delivered within %.1f s (%d attempts)", self._what,
+                      self._describe(p.message), self.policy.deadline, p.attempts)
 
     def pump(self) -> float | None:
         """Deliver what can be delivered now, in order. Returns the seconds
@@ -196,7 +213,7 @@ class Outbox:
         # not flood the log
         log = LOG.warning if self._failures == 1 else LOG.debug
         log("%s: cannot deliver %s (attempt %d): %s: %s; retrying in %.1f s",
-            self.name, describe(head.message), head.attempts, type(error).__name__,
+            self.name, self._describe(head.message), head.attempts, type(error).__name__,
             self._redact(str(error)), wait)
 
     # -- thread ----------------------------------------------------------------
@@ -238,5 +255,6 @@ class Outbox:
             left, self._queue = list(self._queue), collections.deque()
         for p in left:
             self.stats.incr("lost_shutdown")
-            LOG.error("notification lost: %s still pending at shutdown", describe(p.message))
+            LOG.error("%s lost: %s still pending at shutdown", self._what,
+                      self._describe(p.message))
         return self.stats.snapshot()

@@ -4,6 +4,7 @@ import pytest
 
 from instanceha import exceptions
 from instanceha.agent import guest_monitor as gm
+from instanceha.agent import libvirt_events as le
 from instanceha.engine import guest as kinds
 from tests.unit.clock import FakeClock
 
@@ -81,50 +82,68 @@ def lv():
     return FakeLibvirt()
 
 
-@pytest.fixture
-def monitor(lv):
+def make_monitor(lv, **kw):
     sent = []
     clock = FakeClock(wall=1.7e9 + 1000.0)
     m = gm.GuestMonitor("qemu:///system", "compute1", lambda r: sent.append(r) or f"e-{len(sent)}",
-                        libvirt_module=lv, clock=clock, coalesce=5)
+                        libvirt_module=lv, clock=clock, coalesce=5, **kw)
     m.sent, m.test_clock = sent, clock
     return m
 
 
+@pytest.fixture
+def monitor(lv):
+    return make_monitor(lv)
+
+
 def test_lifecycle_mapping_matches_the_libvirt_binding():
     import libvirt  # the [test] extra installs libvirt-python: never skipped
-    assert (gm.STOPPED, gm.STOPPED_FAILED) == (libvirt.VIR_DOMAIN_EVENT_STOPPED,
+    assert (le.STOPPED, le.STOPPED_FAILED) == (libvirt.VIR_DOMAIN_EVENT_STOPPED,
                                                libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)
-    assert (gm.CRASHED, gm.STARTED) == (libvirt.VIR_DOMAIN_EVENT_CRASHED,
+    assert (le.CRASHED, le.STARTED) == (libvirt.VIR_DOMAIN_EVENT_CRASHED,
                                         libvirt.VIR_DOMAIN_EVENT_STARTED)
-    assert gm.SUSPENDED_IOERROR == libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR
-    assert gm.SHUTDOWN_GUEST == libvirt.VIR_DOMAIN_EVENT_SHUTDOWN_GUEST
-    assert gm.EVENT_ID_WATCHDOG == libvirt.VIR_DOMAIN_EVENT_ID_WATCHDOG
-    assert gm.EVENT_ID_IO_ERROR_REASON == libvirt.VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON
-    assert (gm.STATE_SHUTOFF, gm.SHUTOFF_CRASHED) == (libvirt.VIR_DOMAIN_SHUTOFF,
+    assert le.SUSPENDED_IOERROR == libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR
+    assert le.SHUTDOWN_GUEST == libvirt.VIR_DOMAIN_EVENT_SHUTDOWN_GUEST
+    assert le.EVENT_ID_WATCHDOG == libvirt.VIR_DOMAIN_EVENT_ID_WATCHDOG
+    assert le.EVENT_ID_IO_ERROR_REASON == libvirt.VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON
+    assert (le.STATE_SHUTOFF, le.SHUTOFF_CRASHED) == (libvirt.VIR_DOMAIN_SHUTOFF,
                                                        libvirt.VIR_DOMAIN_SHUTOFF_CRASHED)
-    assert gm.PAUSED_IOERROR == libvirt.VIR_DOMAIN_PAUSED_IOERROR
-    assert gm.PAUSED_CRASHED == libvirt.VIR_DOMAIN_PAUSED_CRASHED
+    assert le.PAUSED_IOERROR == libvirt.VIR_DOMAIN_PAUSED_IOERROR
+    assert le.PAUSED_CRASHED == libvirt.VIR_DOMAIN_PAUSED_CRASHED
 
 
 @pytest.mark.parametrize("event,detail,kind", [
-    (gm.STOPPED, gm.STOPPED_FAILED, kinds.STOPPED_FAILED),
-    (gm.STOPPED, gm.STOPPED_CRASHED, kinds.CRASHED),
-    (gm.CRASHED, 0, kinds.CRASHED),
-    (gm.SHUTDOWN, gm.SHUTDOWN_GUEST, kinds.SHUTDOWN_BY_GUEST),
-    (gm.SUSPENDED, gm.SUSPENDED_IOERROR, kinds.PAUSED_IO_ERROR),
-    (gm.STOPPED, 1, None),  # destroyed (Nova's stop or delete)
-    (gm.SHUTDOWN, 2, None),  # host-initiated
-    (gm.SUSPENDED, 0, None),  # paused by a user
-    (gm.SUSPENDED, gm.SUSPENDED_WATCHDOG, None),  # its watchdog event reports it
+    (le.STOPPED, le.STOPPED_FAILED, kinds.STOPPED_FAILED),
+    (le.STOPPED, le.STOPPED_CRASHED, kinds.CRASHED),
+    (le.CRASHED, 0, kinds.CRASHED),
+    (le.SHUTDOWN, le.SHUTDOWN_GUEST, kinds.SHUTDOWN_BY_GUEST),
+    (le.SUSPENDED, le.SUSPENDED_IOERROR, kinds.PAUSED_IO_ERROR),
+    (le.STOPPED, 1, None),  # destroyed (Nova's stop or delete)
+    (le.SHUTDOWN, 2, None),  # host-initiated
+    (le.SUSPENDED, 0, None),  # paused by a user
+    (le.SUSPENDED, le.SUSPENDED_WATCHDOG, None),  # its watchdog event reports it
 ])
 def test_lifecycle_events_that_are_failures(event, detail, kind):
-    assert gm.lifecycle_kind(event, detail) == kind
+    assert le.lifecycle_kind(event, detail) == kind
+
+
+@pytest.mark.parametrize("state,reason,kind", [
+    (le.STATE_SHUTOFF, le.SHUTOFF_CRASHED, kinds.STOPPED_FAILED),  # QEMU went away
+    (le.STATE_CRASHED, 0, kinds.CRASHED),
+    (le.STATE_PAUSED, le.PAUSED_CRASHED, kinds.CRASHED),
+    (le.STATE_PAUSED, le.PAUSED_IOERROR, kinds.PAUSED_IO_ERROR),
+    (le.STATE_PAUSED, le.PAUSED_WATCHDOG, kinds.WATCHDOG),
+    (le.STATE_PAUSED, 1, None),  # paused by a user
+    (le.STATE_SHUTOFF, 1, None),  # shut down
+    (1, 1, None),  # running
+])
+def test_domain_states_that_are_failures(state, reason, kind):
+    assert le.state_kind(state, reason) == kind
 
 
 def test_events_are_forwarded_with_the_domain_uuid_as_instance_and_the_detail(monitor):
     monitor.handle_watchdog("uuid-1", "instance-1", 0)
-    monitor.handle_lifecycle("uuid-2", "instance-2", gm.STOPPED, gm.STOPPED_FAILED)
+    monitor.handle_lifecycle("uuid-2", "instance-2", le.STOPPED, le.STOPPED_FAILED)
     monitor.handle_io_error("uuid-3", "instance-3", "/d.qcow2", "virtio-disk0", 1, "enospc")
     assert monitor.pending() == 3 and monitor.forward_once()
     w, s, io = monitor.sent
@@ -150,6 +169,7 @@ def test_a_coordinator_away_keeps_the_failure_queued_in_order(monitor):
     monitor.handle_watchdog("a", "a", 0)
     monitor.handle_watchdog("b", "b", 0)
     assert monitor.forward_once() is False and monitor.pending() == 2
+    monitor.test_clock.advance(gm.FORWARD_RETRY)  # its back-off
     assert monitor.forward_once() is True
     assert calls == ["a", "a", "b"] and monitor.forward_errors == 1
 
@@ -163,15 +183,15 @@ def test_the_same_failure_again_within_coalesce_is_counted_not_sent(monitor):
 
 
 def test_a_domain_started_again_fails_anew_within_coalesce(monitor):
-    monitor.handle_lifecycle("a", "a", gm.STOPPED, gm.STOPPED_FAILED)
-    monitor.handle_lifecycle("a", "a", gm.STARTED, 0)  # Nova's hard reboot: a new QEMU
-    monitor.handle_lifecycle("a", "a", gm.STOPPED, gm.STOPPED_FAILED)
-    monitor.handle_lifecycle("a", "a", gm.STOPPED, gm.STOPPED_FAILED)  # no new life: same one
+    monitor.handle_lifecycle("a", "a", le.STOPPED, le.STOPPED_FAILED)
+    monitor.handle_lifecycle("a", "a", le.STARTED, 0)  # Nova's hard reboot: a new QEMU
+    monitor.handle_lifecycle("a", "a", le.STOPPED, le.STOPPED_FAILED)
+    monitor.handle_lifecycle("a", "a", le.STOPPED, le.STOPPED_FAILED)  # no new life: same one
     assert monitor.pending() == 2 and monitor.coalesced == 1
 
 
-def test_a_full_queue_drops_the_oldest_and_counts_it(monitor):
-    monitor.max_pending = 2
+def test_a_full_queue_drops_the_oldest_and_counts_it(lv):
+    monitor = make_monitor(lv, max_pending=2)
     for i in range(3):
         monitor.handle_watchdog(f"u{i}", "d", 0)
     assert monitor.pending() == 2 and monitor.dropped == 1
@@ -184,11 +204,11 @@ def test_connect_registers_and_a_lost_connection_is_reported_then_reconnected(mo
     lv.domains["u1"] = FakeDomain("u1", "d1")
     assert monitor.connect_once() and monitor.status()["state"] == "connected"
     conn = lv.conns[-1]
-    assert set(conn.callbacks) == {gm.EVENT_ID_LIFECYCLE, gm.EVENT_ID_WATCHDOG,
-                                   gm.EVENT_ID_IO_ERROR_REASON}
+    assert set(conn.callbacks) == {le.EVENT_ID_LIFECYCLE, le.EVENT_ID_WATCHDOG,
+                                   le.EVENT_ID_IO_ERROR_REASON}
     assert conn.keepalive == (2, 3)
     conn.close_cb(conn, 1, None)  # libvirtd stopped
-    monitor.on_lost(monitor._close_reason)
+    monitor.check_connection()
     assert monitor.status()["state"] == "lost" and monitor.losses == 1
     assert "libvirt connection to qemu:///system lost (end of file" in caplog.text
     assert conn.closed and conn.callbacks == {}
@@ -203,16 +223,16 @@ def test_connect_registers_and_a_lost_connection_is_reported_then_reconnected(mo
 
 
 def test_failures_missed_while_disconnected_are_found_by_the_reconnect_scan(monitor, lv):
-    lv.domains["old"] = FakeDomain("old", "crashed-before", (gm.STATE_SHUTOFF,
-                                                             gm.SHUTOFF_CRASHED))
+    lv.domains["old"] = FakeDomain("old", "crashed-before", (le.STATE_SHUTOFF,
+                                                             le.SHUTOFF_CRASHED))
     lv.domains["u1"] = FakeDomain("u1", "d1")
     lv.domains["u2"] = FakeDomain("u2", "d2")
     monitor.connect_once()
     monitor.forward_once()
     assert monitor.sent == []  # the first connection only records the states
     monitor.on_lost("end of file")
-    lv.domains["u1"]._state = (gm.STATE_SHUTOFF, gm.SHUTOFF_CRASHED)  # QEMU died meanwhile
-    lv.domains["u2"]._state = (gm.STATE_PAUSED, gm.PAUSED_IOERROR)
+    lv.domains["u1"]._state = (le.STATE_SHUTOFF, le.SHUTOFF_CRASHED)  # QEMU died meanwhile
+    lv.domains["u2"]._state = (le.STATE_PAUSED, le.PAUSED_IOERROR)
     monitor.connect_once()
     monitor.forward_once()
     got = {r["instance_id"]: r for r in monitor.sent}
@@ -225,8 +245,8 @@ def test_failures_missed_while_disconnected_are_found_by_the_reconnect_scan(moni
 def test_a_failure_seen_as_an_event_is_not_reported_again_by_the_scan(monitor, lv):
     lv.domains["u1"] = FakeDomain("u1", "d1")
     monitor.connect_once()
-    monitor.handle_lifecycle("u1", "d1", gm.STOPPED, gm.STOPPED_FAILED)
-    lv.domains["u1"]._state = (gm.STATE_SHUTOFF, gm.SHUTOFF_CRASHED)
+    monitor.handle_lifecycle("u1", "d1", le.STOPPED, le.STOPPED_FAILED)
+    lv.domains["u1"]._state = (le.STATE_SHUTOFF, le.SHUTOFF_CRASHED)
     monitor.on_lost("keepalive timeout")
     monitor.test_clock.advance(60)
     monitor.connect_once()
@@ -234,10 +254,12 @@ def test_a_failure_seen_as_an_event_is_not_reported_again_by_the_scan(monitor, l
     assert [r["kind"] for r in monitor.sent] == ["stopped_failed"]
 
 
-def test_callbacks_never_raise_into_libvirts_loop(monitor):
+def test_callbacks_never_raise_into_libvirts_loop(monitor, lv):
     class Broken:
         def UUIDString(self):
             raise RuntimeError("boom")
 
-    monitor._on_watchdog(None, Broken(), 0, None)  # logged, not raised
+    monitor.connect_once()
+    on_watchdog = lv.conns[-1].callbacks[le.EVENT_ID_WATCHDOG]
+    on_watchdog(None, Broken(), 0, None)  # logged, not raised
     assert monitor.pending() == 0

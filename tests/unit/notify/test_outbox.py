@@ -236,3 +236,25 @@ def test_a_full_outbox_drains_in_order_after_a_long_outage(bus, clock):
     assert box.pump() is None
     assert bus.delivered == [f"m{i}" for i in range(10000)]
     assert box.stats.snapshot().lost == 0
+
+
+def test_drop_oldest_keeps_the_newest_and_counts_the_loss(clock, caplog):
+    delivered = []
+    box = Outbox(lambda m, sent_to: delivered.append(m["message_id"]),
+                 DeliveryPolicy(max_pending=2, drop_oldest=True), clock=clock,
+                 describe=lambda m: f"record {m['message_id']}", what="record")
+    with caplog.at_level(logging.ERROR, logger="instanceha.notify.outbox"):
+        assert all(box.put(msg(i)) for i in range(3))
+    assert box.pending() == 2 and box.stats.lost_overflow == 1
+    assert "record lost: record m0 dropped" in caplog.text
+    assert box.pump() is None and delivered == ["m1", "m2"]
+
+
+def test_without_a_deadline_nothing_expires(bus, clock):
+    box = make(bus, clock, deadline=float("inf"))
+    bus.up = False
+    box.put(msg(0))
+    for _ in range(50):
+        clock.advance(box.pump())
+    bus.up = True
+    assert box.pump() is None and bus.delivered == ["m0"] and box.stats.lost_deadline == 0

@@ -129,10 +129,12 @@ def build_actuator(conf, coordinator, records, control):
         return LogOnlyActuator(), []
     from instanceha import fencing
     from instanceha.compute.calls import ApiCalls
-    from instanceha.compute.evacuation import CompletionWatch, EvacuationSettings, Evacuator
+    from instanceha.compute.evacuation import Evacuator
     from instanceha.compute.nova import NovaClient
+    from instanceha.compute.waiting import CompletionWatch
     from instanceha.conf import fencing as fencing_conf
     from instanceha.conf import notifications as notifications_conf
+    from instanceha.conf import nova as nova_conf
     from instanceha.controller.journal import IncidentJournal
     from instanceha.controller.recovery import (
         ActuatorSettings,
@@ -157,7 +159,7 @@ def build_actuator(conf, coordinator, records, control):
     nova.recorder = calls
     notifier = notifier_mod.make_notifier(conf, notifications_conf.bus_settings(conf),
                                           notifications_conf.delivery_policy(conf)).start()
-    evacuation = EvacuationSettings.from_conf(conf)
+    evacuation = nova_conf.evacuation_settings(conf)
     watch = CompletionWatch()
     nova_events = _nova_events(conf, watch)
     settings = ActuatorSettings(

@@ -34,7 +34,8 @@ waiting on it; a server itself is read only once its record is done or
 failed. The wait between two reads starts at ``poll_initial`` and grows by
 half up to ``poll_interval``; Nova's own word (its versioned notifications
 about the instance, fed to a ``CompletionWatch``) cuts the wait short and
-starts the fast reads again. Without notifications, the reads alone.
+starts the fast reads again. Without notifications, the reads alone. The
+waiting machinery is ``compute.waiting``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ import dataclasses
 import datetime
 import enum
 import logging
-import threading
 from collections.abc import Callable, Iterable
 
 from instanceha.backoff import Backoff
@@ -52,6 +52,8 @@ from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import calls
 from instanceha.compute import exceptions as exc
 from instanceha.compute.model import Migration, Server
+from instanceha.compute.waiting import CompletionWatch, HostRecords, Pause, Waker
+from instanceha.engine import evacuation as verdict
 from instanceha.exceptions import InstanceHAError
 
 LOG = logging.getLogger(__name__)
@@ -81,21 +83,6 @@ class EvacuationSettings:
         if not 0 < self.poll_initial <= self.poll_interval:
             raise ValueError("poll_initial must be > 0 and <= poll_interval")
 
-    @classmethod
-    def from_conf(cls, conf, group: str = "nova") -> EvacuationSettings:
-        c = conf[group]
-        return cls(concurrency=c.evacuation_concurrency, attempts=c.evacuation_attempts,
-                   timeout=c.evacuation_timeout, poll_interval=c.poll_interval,
-                   poll_initial=min(c.poll_initial_interval, c.poll_interval),
-                   lost_write_grace=c.lost_write_grace)
-
-
-def _unanswered(e: InstanceHAError) -> bool:
-    """No answer from Nova itself (a timeout, a gateway's 502/504): the request
-    may have reached nova-api, which may still act on it."""
-    if isinstance(e, exc.NovaUnavailable):
-        return not e.unsent
-    return getattr(e, "status", None) in (502, 504)
 
 
 class Outcome(enum.Enum):
@@ -121,132 +108,6 @@ class EvacuationResult:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.EVACUATED
-
-
-class Waker:
-    """An interruptible wait: ``wait(s, since)`` returns True at once when
-    ``poke()``d after ``since`` (a ``mark()``; Nova said something about a
-    server being waited on), else False after ``s`` seconds."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._generation = 0
-
-    def mark(self) -> int:
-        with self._cond:
-            return self._generation
-
-    def wait(self, seconds: float | None, since: int | None = None) -> bool:
-        with self._cond:
-            seen = self._generation if since is None else since
-            return self._cond.wait_for(lambda: self._generation != seen, seconds)
-
-    def poked_since(self, since: int | None) -> bool:
-        with self._cond:
-            return since is not None and self._generation != since
-
-    def poke(self) -> None:
-        with self._cond:
-            self._generation += 1
-            self._cond.notify_all()
-
-
-class Pause:
-    """One waiter's pauses on a ``Waker``: ``mark()`` before reading Nova, then
-    ``clock.wait(s, pause)`` ends early if Nova's word came in since the mark (a
-    word that arrives during the read is not lost). A ``Waitable`` of
-    ``instanceha.clock``."""
-
-    def __init__(self, waker: Waker) -> None:
-        self.waker = waker
-        self._since: int | None = None
-
-    def mark(self) -> None:
-        self._since = self.waker.mark()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self.waker.wait(timeout, self._since)
-
-    def is_set(self) -> bool:
-        return self.waker.poked_since(self._since)
-
-
-class CompletionWatch:
-    """Routes Nova's word about an instance (a versioned notification: rebuild
-    end or error, update) to the evacuations waiting on it. Thread-safe; one
-    per controller, fed by the notification listener."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: dict[str, Waker] = {}
-        self.pokes = 0
-        """Notifications that woke a waiting evacuation."""
-
-    def subscribe(self, server_ids: Iterable[str], waker: Waker) -> None:
-        with self._lock:
-            for sid in server_ids:
-                self._waiting[sid] = waker
-
-    def unsubscribe(self, server_ids: Iterable[str]) -> None:
-        with self._lock:
-            for sid in server_ids:
-                self._waiting.pop(sid, None)
-
-    def poke(self, server_id: str) -> bool:
-        with self._lock:
-            waker = self._waiting.get(server_id)
-            if waker is not None:
-                self.pokes += 1
-        if waker is None:
-            return False
-        waker.poke()
-        return True
-
-
-class HostRecords:
-    """The evacuation migration records of one failed host, read in one bulk
-    request and shared: a caller gets the last read when it is younger than
-    ``max_age``, else reads (or waits for the read another caller started)."""
-
-    def __init__(self, nova, host: str, since: datetime.datetime | None,
-                 clock: Clock) -> None:
-        self.nova = nova
-        self.host = host
-        self.since = since
-        self.clock = clock
-        self._cond = threading.Condition()
-        self._reading = False
-        self._at: float | None = None
-        self._records: list[Migration] = []
-        self.reads = 0
-
-    def of(self, server_id: str, max_age: float) -> list[Migration]:
-        """This server's records from the host, newest first."""
-        return [m for m in self.read(max_age) if m.instance_uuid == server_id]
-
-    def read(self, max_age: float) -> list[Migration]:
-        """The records as read less than ``max_age`` seconds ago (0: read now)."""
-        with self._cond:
-            while True:
-                if self._at is not None and self.clock.monotonic() - self._at < max_age:
-                    return self._records
-                if not self._reading:
-                    self._reading = True
-                    break
-                self._cond.wait()
-        try:
-            started = self.clock.monotonic()
-            records = self.nova.evacuations(source_host=self.host, changes_since=self.since)
-        except BaseException:
-            with self._cond:
-                self._reading = False
-                self._cond.notify_all()
-            raise
-        with self._cond:
-            self._records, self._at, self._reading = records, started, False
-            self.reads += 1
-            self._cond.notify_all()
-            return records
 
 
 class _AttemptFailed(Exception):
@@ -416,7 +277,7 @@ class Evacuator:
                     return
                 if not e.retryable:
                     raise
-                if _unanswered(e) and self._accepted_late(server_id, host, floor,
+                if exc.unanswered(e) and self._accepted_late(server_id, host, floor,
                                                           records.since, deadline):
                     LOG.info("evacuate of %s: its answer was lost (%s) and Nova took it "
                              "later: not sent again", server_id, e)
@@ -441,17 +302,8 @@ class Evacuator:
                   since: datetime.datetime, deadline: float) -> bool:
         """Did Nova accept an evacuate of the server from ``host`` after record
         ``floor`` (None: the older records are unknown, then: one created since
-        ``since``)? An unsettled record is an evacuation running now: accepted."""
-        for m in self._own_records(server_id, deadline):
-            if m.source_compute not in (None, host):
-                continue
-            if not (m.succeeded or m.failed):
-                return True
-            if floor is not None and m.id > floor:
-                return True
-            if floor is None and m.created_at is not None and m.created_at >= since:
-                return True
-        return False
+        ``since``)? Read now, decided by ``engine.evacuation.accepted``."""
+        return verdict.accepted(self._own_records(server_id, deadline), host, floor, since)
 
     def _accepted_late(self, server_id: str, host: str, floor: int | None,
                        since: datetime.datetime, deadline: float) -> bool:
@@ -491,15 +343,13 @@ class Evacuator:
             if settled or not need_migration or self.clock.monotonic() - read_at >= SERVER_BACKSTOP:
                 cur = self._retrying(deadline, self.nova.server, server_id)
                 read_at = self.clock.monotonic()
-                if (mig is not None and mig.failed) or (cur.status == "ERROR"
-                                                         and cur.task_state is None):
+                if verdict.broken(cur, mig):
                     fault = cur.fault or ""
                     raise _AttemptFailed(
                         f"migration {mig.status if mig else 'missing'}, server {cur.status}"
                         + (f": {fault}" if fault else ""), no_capacity=NO_VALID_HOST in fault)
-                landed = (cur.host not in (None, host) and cur.task_state is None
-                          and cur.status in ("ACTIVE", "SHUTOFF"))
-                if landed and ((mig is not None and mig.succeeded) or not need_migration):
+                if verdict.landed(cur, host) and (
+                        (mig is not None and mig.succeeded) or not need_migration):
                     return cur, mig
             if self.clock.monotonic() >= deadline:
                 where = (f"server {cur.status} on {cur.host} (task {cur.task_state})"

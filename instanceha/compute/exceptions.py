@@ -114,3 +114,11 @@ def raise_for_response(response, operation: str):
     if response.status_code < 400:
         return response
     raise error_for_response(response, operation)
+
+
+def unanswered(e: InstanceHAError) -> bool:
+    """No answer from Nova itself (a timeout, a gateway's 502/504): the request
+    may have reached nova-api, which may still act on it."""
+    if isinstance(e, NovaUnavailable):
+        return not e.unsent
+    return getattr(e, "status", None) in (502, 504)

@@ -174,3 +174,15 @@ def keystoneauth_opts():
 
 def list_opts():
     return {group: opts + keystoneauth_opts()}
+
+
+def evacuation_settings(conf, group: str = GROUP):
+    """[nova]'s evacuation options as the evacuator's frozen settings (the edge)."""
+    from instanceha.compute.evacuation import EvacuationSettings
+
+    c = conf[group]
+    return EvacuationSettings(
+        concurrency=c.evacuation_concurrency, attempts=c.evacuation_attempts,
+        timeout=c.evacuation_timeout, poll_interval=c.poll_interval,
+        poll_initial=min(c.poll_initial_interval, c.poll_interval),
+        lost_write_grace=c.lost_write_grace)

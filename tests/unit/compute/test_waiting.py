@@ -8,14 +8,8 @@ import pytest
 
 from instanceha.compute import exceptions as exc
 from instanceha.compute.cache import TTLCache
-from instanceha.compute.evacuation import (
-    CompletionWatch,
-    EvacuationSettings,
-    Evacuator,
-    HostRecords,
-    Pause,
-    Waker,
-)
+from instanceha.compute.evacuation import EvacuationSettings, Evacuator
+from instanceha.compute.waiting import CompletionWatch, HostRecords, Pause, Waker
 from tests.unit.clock import FakeClock
 
 from .fakes import FakeNova, Script, server

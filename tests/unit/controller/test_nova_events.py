@@ -2,7 +2,7 @@
 in the background, a failed start tried again later, each notification waking
 the evacuation of its instance."""
 
-from instanceha.compute.evacuation import CompletionWatch, Waker
+from instanceha.compute.waiting import CompletionWatch, Waker
 from instanceha.controller.executor import Executor
 from instanceha.controller.nova_events import NovaEventFeed, instance_uuid
 from instanceha.engine.model import HostView, Phase

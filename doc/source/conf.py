@@ -1,4 +1,8 @@
 import os
+import sys
+
+# doc/source/_ext: the engine-table directive (the decision tables, rendered from the code)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ext"))
 
 project = "instanceha"
 copyright = "instanceha developers"
@@ -9,6 +13,8 @@ extensions = [
     # writes _static/instanceha.conf.sample at each build, with the same
     # generator input as "tox -e genconfig"
     "oslo_config.sphinxconfiggen",
+    # ".. engine-table:: NAME" renders an engine decision table from its rules
+    "engine_tables",
 ]
 _top = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 config_generator_config_file = [

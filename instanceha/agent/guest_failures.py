@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 
 from instanceha.agent import libvirt_events as lv
 from instanceha.clock import Clock
-from instanceha.engine import guest
+from instanceha.engine.guest import GuestFailure
 
 Record = Mapping[str, object]
 
@@ -32,9 +32,9 @@ class GuestFailures:
         self.clock = clock
         self.coalesce = coalesce
         self._lock = threading.Lock()
-        self._states: dict[str, str | None] = {}
+        self._states: dict[str, GuestFailure | None] = {}
         self._scanned_once = False
-        self._last_sent: dict[tuple[str, str], float] = {}
+        self._last_sent: dict[tuple[str, GuestFailure], float] = {}
         self.seen: collections.Counter = collections.Counter()
         """Failures seen, by kind (coalesced ones included)."""
         self.coalesced = 0
@@ -55,11 +55,11 @@ class GuestFailures:
         return self._record(uuid, name, kind, lv.lifecycle_detail(event, detail))
 
     def watchdog(self, uuid: str, name: str, action: int) -> Record | None:
-        return self._record(uuid, name, guest.WATCHDOG, lv.watchdog_detail(action))
+        return self._record(uuid, name, GuestFailure.WATCHDOG, lv.watchdog_detail(action))
 
     def io_error(self, uuid: str, name: str, path: str, device: str, action: int,
                  reason: str) -> Record | None:
-        return self._record(uuid, name, guest.IO_ERROR,
+        return self._record(uuid, name, GuestFailure.IO_ERROR,
                             lv.io_error_detail(path, device, action, reason))
 
     def scan(self, domains: Iterable[tuple[str, str, int, int]]) -> list[Record]:
@@ -77,7 +77,8 @@ class GuestFailures:
         self._scanned_once = True
         return found
 
-    def _record(self, uuid: str, name: str, kind: str, detail: dict) -> Record | None:
+    def _record(self, uuid: str, name: str, kind: GuestFailure,
+                detail: dict) -> Record | None:
         now = self.clock.monotonic()
         key = (uuid, kind)
         with self._lock:

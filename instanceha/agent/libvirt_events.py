@@ -8,7 +8,7 @@ reports what it finds; anything not in a table is a normal transition.
 
 from __future__ import annotations
 
-from instanceha.engine import guest as kinds
+from instanceha.engine.guest import GuestFailure
 
 # libvirt's stable enum values (libvirt.h), so the mapping is testable without libvirt
 EVENT_ID_LIFECYCLE, EVENT_ID_WATCHDOG, EVENT_ID_IO_ERROR_REASON = 0, 3, 6
@@ -39,40 +39,42 @@ CLOSE_REASONS = {0: "error", 1: "end of file (libvirtd stopped)", 2: "keepalive 
 ANY = None
 """In a table key: whatever the detail (or reason)."""
 
-LIFECYCLE_FAILURES: dict[tuple[int, int | None], str] = {
-    (STOPPED, STOPPED_FAILED): kinds.STOPPED_FAILED,
-    (STOPPED, STOPPED_CRASHED): kinds.CRASHED,
-    (CRASHED, ANY): kinds.CRASHED,
-    (SHUTDOWN, SHUTDOWN_GUEST): kinds.SHUTDOWN_BY_GUEST,
-    (SUSPENDED, SUSPENDED_IOERROR): kinds.PAUSED_IO_ERROR,
+LIFECYCLE_FAILURES: dict[tuple[int, int | None], GuestFailure] = {
+    (STOPPED, STOPPED_FAILED): GuestFailure.STOPPED_FAILED,
+    (STOPPED, STOPPED_CRASHED): GuestFailure.CRASHED,
+    (CRASHED, ANY): GuestFailure.CRASHED,
+    (SHUTDOWN, SHUTDOWN_GUEST): GuestFailure.SHUTDOWN_BY_GUEST,
+    (SUSPENDED, SUSPENDED_IOERROR): GuestFailure.PAUSED_IO_ERROR,
     # (SUSPENDED, SUSPENDED_WATCHDOG) is not a failure here: its watchdog event reports it
 }
 """(lifecycle event, detail) -> the guest failure it means."""
 
-STATE_FAILURES: dict[tuple[int, int | None], str] = {
-    (STATE_SHUTOFF, SHUTOFF_CRASHED): kinds.STOPPED_FAILED,  # QEMU went away ("crashed")
-    (STATE_CRASHED, ANY): kinds.CRASHED,
-    (STATE_PAUSED, PAUSED_CRASHED): kinds.CRASHED,
-    (STATE_PAUSED, PAUSED_IOERROR): kinds.PAUSED_IO_ERROR,
-    (STATE_PAUSED, PAUSED_WATCHDOG): kinds.WATCHDOG,
+STATE_FAILURES: dict[tuple[int, int | None], GuestFailure] = {
+    (STATE_SHUTOFF, SHUTOFF_CRASHED): GuestFailure.STOPPED_FAILED,  # QEMU went away ("crashed")
+    (STATE_CRASHED, ANY): GuestFailure.CRASHED,
+    (STATE_PAUSED, PAUSED_CRASHED): GuestFailure.CRASHED,
+    (STATE_PAUSED, PAUSED_IOERROR): GuestFailure.PAUSED_IO_ERROR,
+    (STATE_PAUSED, PAUSED_WATCHDOG): GuestFailure.WATCHDOG,
 }
 """(domain state, reason) -> the guest failure it shows (the reconnect scan)."""
 
-PERSISTENT = frozenset({kinds.STOPPED_FAILED, kinds.CRASHED, kinds.PAUSED_IO_ERROR})
+PERSISTENT = frozenset({GuestFailure.STOPPED_FAILED, GuestFailure.CRASHED,
+                        GuestFailure.PAUSED_IO_ERROR})
 """Failures that leave the domain in a state the reconnect scan sees again."""
 
 
-def _lookup(table: dict[tuple[int, int | None], str], key: int, sub: int) -> str | None:
+def _lookup(table: dict[tuple[int, int | None], GuestFailure], key: int,
+            sub: int) -> GuestFailure | None:
     found = table.get((key, sub))
     return found if found is not None else table.get((key, ANY))
 
 
-def lifecycle_kind(event: int, detail: int) -> str | None:
+def lifecycle_kind(event: int, detail: int) -> GuestFailure | None:
     """The failure a lifecycle event means, or None (a normal transition)."""
     return _lookup(LIFECYCLE_FAILURES, event, detail)
 
 
-def state_kind(state: int, reason: int) -> str | None:
+def state_kind(state: int, reason: int) -> GuestFailure | None:
     """The failure a domain's current state shows (reconnect scan), or None."""
     return _lookup(STATE_FAILURES, state, reason)
 
@@ -94,10 +96,10 @@ def io_error_detail(path: str, device: str, action: int, reason: str) -> dict[st
             "source": "event"}
 
 
-def state_detail(state: int, reason: int, kind: str) -> dict[str, object]:
+def state_detail(state: int, reason: int, kind: GuestFailure) -> dict[str, object]:
     detail: dict[str, object] = {"event": "state",
                                  "state": LIFECYCLE_NAMES.get(state, str(state)),
                                  "reason": str(reason), "source": "reconnect_scan"}
-    if kind == kinds.WATCHDOG:
+    if kind is GuestFailure.WATCHDOG:
         detail["action"] = "pause"
     return detail

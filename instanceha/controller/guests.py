@@ -34,6 +34,7 @@ from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import exceptions as nova_exc
 from instanceha.engine import guest as g
 from instanceha.engine.instance_policy import GuestPolicy, decide_guest
+from instanceha.engine.model import Phase
 
 from .journal import State as Incident
 
@@ -171,10 +172,10 @@ class GuestActuator:
                          incident=last[1])
             return self._done(event_id, event, g.Outcome.COALESCED, verify)
         view = views.get(event.host)
-        phase = view.phase.value if view is not None else None
+        phase = view.phase if view is not None else None
         waited = self.clock.monotonic() - self.first_seen.get(event_id, self.clock.monotonic())
         settings = self.settings.guest
-        if phase in ("FAILED", "SUSPECT"):
+        if phase in (Phase.FAILED, Phase.SUSPECT):
             step = g.decide(event, self.settings.default_policy, None, phase, (), settings,
                             self.clock.wall(), waited)
             server = decision = None

@@ -8,22 +8,9 @@ applies: no host becomes FAILED while the controller's own session is not
 connected or has not been connected for ``policy.settle_time`` (the heartbeat
 ages it observes cannot be trusted yet); such a host is held in SUSPECT.
 
-The table, in order (first match wins):
+The table, ``RULES``, in order (first match wins):
 
-==================  ==================================  ==========
-rule                signals required                    phase
-==================  ==================================  ==========
-planned-stop        PLANNED_STOP                        STOPPED
-dead                MEMBER_LOST + HEARTBEAT_STALE       FAILED
-hung                HEARTBEAT_HUNG                      FAILED
-member-lost         MEMBER_LOST                         SUSPECT
-heartbeat-stale     HEARTBEAT_STALE                     SUSPECT
-service-down        SERVICE_DOWN                        DEGRADED
-alive               (none)                              HEALTHY
-==================  ==================================  ==========
-
-``tests/unit/engine/test_detection.py`` checks this docstring against
-``RULES`` and tests the table as a grid.
+{RULES}
 """
 
 from __future__ import annotations
@@ -31,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from instanceha.engine import tables
 from instanceha.engine.model import (
     ControllerObservation,
     DetectionPolicy,
@@ -282,3 +270,17 @@ def decide_all(
 ) -> dict[str, HostView]:
     """``decide()`` for every observed host; hosts no longer observed are dropped."""
     return {o.host: decide(previous.get(o.host), o, ctl, policy, now) for o in observations}
+
+
+# -- the table, as the docstring and the documentation show it ---------------------------
+
+TABLE_HEADER = ("rule", "signals required", "phase")
+
+
+def table_rows(rules: tuple[Rule, ...] = RULES) -> list[tuple[str, str, str]]:
+    order = list(Signal)
+    return [(r.name, " + ".join(s.value for s in sorted(r.signals, key=order.index)) or "(none)",
+             r.phase.value) for r in rules]
+
+
+__doc__ = tables.fill(__doc__, "{RULES}", tables.render(TABLE_HEADER, table_rows()))

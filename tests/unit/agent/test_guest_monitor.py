@@ -5,7 +5,7 @@ import pytest
 from instanceha import exceptions
 from instanceha.agent import guest_monitor as gm
 from instanceha.agent import libvirt_events as le
-from instanceha.engine import guest as kinds
+from instanceha.engine.guest import GuestFailure
 from tests.unit.clock import FakeClock
 
 
@@ -113,11 +113,11 @@ def test_lifecycle_mapping_matches_the_libvirt_binding():
 
 
 @pytest.mark.parametrize("event,detail,kind", [
-    (le.STOPPED, le.STOPPED_FAILED, kinds.STOPPED_FAILED),
-    (le.STOPPED, le.STOPPED_CRASHED, kinds.CRASHED),
-    (le.CRASHED, 0, kinds.CRASHED),
-    (le.SHUTDOWN, le.SHUTDOWN_GUEST, kinds.SHUTDOWN_BY_GUEST),
-    (le.SUSPENDED, le.SUSPENDED_IOERROR, kinds.PAUSED_IO_ERROR),
+    (le.STOPPED, le.STOPPED_FAILED, GuestFailure.STOPPED_FAILED),
+    (le.STOPPED, le.STOPPED_CRASHED, GuestFailure.CRASHED),
+    (le.CRASHED, 0, GuestFailure.CRASHED),
+    (le.SHUTDOWN, le.SHUTDOWN_GUEST, GuestFailure.SHUTDOWN_BY_GUEST),
+    (le.SUSPENDED, le.SUSPENDED_IOERROR, GuestFailure.PAUSED_IO_ERROR),
     (le.STOPPED, 1, None),  # destroyed (Nova's stop or delete)
     (le.SHUTDOWN, 2, None),  # host-initiated
     (le.SUSPENDED, 0, None),  # paused by a user
@@ -128,11 +128,11 @@ def test_lifecycle_events_that_are_failures(event, detail, kind):
 
 
 @pytest.mark.parametrize("state,reason,kind", [
-    (le.STATE_SHUTOFF, le.SHUTOFF_CRASHED, kinds.STOPPED_FAILED),  # QEMU went away
-    (le.STATE_CRASHED, 0, kinds.CRASHED),
-    (le.STATE_PAUSED, le.PAUSED_CRASHED, kinds.CRASHED),
-    (le.STATE_PAUSED, le.PAUSED_IOERROR, kinds.PAUSED_IO_ERROR),
-    (le.STATE_PAUSED, le.PAUSED_WATCHDOG, kinds.WATCHDOG),
+    (le.STATE_SHUTOFF, le.SHUTOFF_CRASHED, GuestFailure.STOPPED_FAILED),  # QEMU went away
+    (le.STATE_CRASHED, 0, GuestFailure.CRASHED),
+    (le.STATE_PAUSED, le.PAUSED_CRASHED, GuestFailure.CRASHED),
+    (le.STATE_PAUSED, le.PAUSED_IOERROR, GuestFailure.PAUSED_IO_ERROR),
+    (le.STATE_PAUSED, le.PAUSED_WATCHDOG, GuestFailure.WATCHDOG),
     (le.STATE_PAUSED, 1, None),  # paused by a user
     (le.STATE_SHUTOFF, 1, None),  # shut down
     (1, 1, None),  # running

@@ -4,12 +4,13 @@ import pytest
 
 from instanceha.engine import guest as g
 from instanceha.engine.instance_policy import GuestPolicy, InstanceFacts, Source, decide_guest
+from instanceha.engine.model import Phase
 
 NOW = 10_000.0
 S = g.GuestSettings(max_restarts=2, window=600, task_state_wait=60, coalesce=5)
 
 
-def event(kind=g.WATCHDOG, **detail):
+def event(kind=g.GuestFailure.WATCHDOG, **detail):
     return g.GuestEvent("c1", "vm-1", kind, NOW - 1, detail or {"action": "none"})
 
 
@@ -19,8 +20,8 @@ def server(**kw):
 
 def decide(ev=None, policy=GuestPolicy.RESTART, srv="default", phase="HEALTHY", restarts=(),
            waited=0.0):
-    return g.decide(ev or event(), policy, server() if srv == "default" else srv, phase,
-                    restarts, S, NOW, waited)
+    return g.decide(ev or event(), policy, server() if srv == "default" else srv,
+                    Phase(phase) if phase else None, restarts, S, NOW, waited)
 
 
 def test_active_server_is_hard_rebooted_and_the_owner_told():
@@ -88,8 +89,8 @@ def test_notify_and_ignore_never_touch_nova(policy, action, outcome, notify):
     assert (step.action, step.outcome, step.notify) == (action, outcome, notify)
 
 
-@pytest.mark.parametrize("kind,detail", [(g.WATCHDOG, {"action": "reset"}),
-                                         (g.IO_ERROR, {"action": "report"})])
+@pytest.mark.parametrize("kind,detail", [(g.GuestFailure.WATCHDOG, {"action": "reset"}),
+                                         (g.GuestFailure.IO_ERROR, {"action": "report"})])
 def test_no_restart_when_the_hypervisor_or_the_guest_copes(kind, detail):
     step = decide(ev=event(kind, **detail))
     assert (step.action, step.outcome, step.notify) == (g.Action.NONE, g.Outcome.NOT_NEEDED,

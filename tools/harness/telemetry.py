@@ -258,17 +258,20 @@ class Telemetry:
 
     def converted(self, **match) -> list[dict]:
         """The events Ceilometer built (file publisher), whose traits match."""
+        return [e for e in self._converted() if all(e["traits"].get(k) == v
+                                                     for k, v in match.items())]
+
+    def converted_message(self, message_id: str) -> list[dict]:
+        """What Ceilometer built of one notification (its message_id)."""
+        return [e for e in self._converted() if e.get("message_id") == message_id]
+
+    def _converted(self) -> list[dict]:
         try:
             with open(self.info["events_file"]) as f:
                 lines = [json.loads(x) for x in f if x.strip()]
         except FileNotFoundError:
             return []
-        out = []
-        for e in lines:
-            tr = traits(e)
-            if all(tr.get(k) == v for k, v in match.items()):
-                out.append(dict(e, traits=tr))
-        return out
+        return [dict(e, traits=traits(e)) for e in lines]
 
     # -- readiness ---------------------------------------------------------------
 

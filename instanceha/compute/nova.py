@@ -33,6 +33,7 @@ import datetime
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 from keystoneauth1 import exceptions as ks_exc
 
@@ -54,6 +55,24 @@ MV_INSTANCE_ACTIONS = "2.58"
 PAGE = 1000
 WRITE_TRIES = 3  # a service update whose answer was lost: read back, then send again
 WRITE_RETRY = Backoff(0.5, 1.0)  # seconds before the 2nd try, doubled for the 3rd
+
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def mutating(method: F) -> F:
+    """Marks a ``NovaClient`` method that changes Nova: only a leader calls it,
+    and ``controller.stages.context.Guarded`` re-checks leadership before each
+    call (``mutating_methods``), so a new mutating method cannot be forgotten
+    there (a unit test checks that every method that writes is marked)."""
+    method.mutating = True  # type: ignore[attr-defined]
+    return method
+
+
+def mutating_methods(cls: type) -> frozenset[str]:
+    """The names of ``cls``'s methods marked ``@mutating``."""
+    return frozenset(name for klass in reversed(cls.__mro__) for name, attr in vars(klass).items()
+                     if getattr(attr, "mutating", False))
 
 
 class NovaClient:
@@ -218,6 +237,7 @@ class NovaClient:
             return ComputeService.from_api(resp.json()["service"])
         raise AssertionError("unreachable")  # the loop returns or raises
 
+    @mutating
     def force_down(self, host: str, reason: str | None = None) -> ComputeService:
         """Mark the host's nova-compute down at once (the host must be fenced)
         and, with a reason, disable it with that reason (the durable marker)."""
@@ -226,11 +246,13 @@ class NovaClient:
             body.update(status="disabled", disabled_reason=reason)
         return self._update_service(host, body, "force down")
 
+    @mutating
     def disable(self, host: str, reason: str) -> ComputeService:
         """Disable (or re-word the reason of) the host's service; forced_down unchanged."""
         return self._update_service(host, {"status": "disabled", "disabled_reason": reason},
                                     "disable")
 
+    @mutating
     def enable(self, host: str, unset_forced_down: bool = True) -> ComputeService:
         """Enable the host's service again, unsetting forced_down by default."""
         body: dict = {"status": "enabled"}
@@ -238,6 +260,7 @@ class NovaClient:
             body["forced_down"] = False
         return self._update_service(host, body, "enable")
 
+    @mutating
     def unset_forced_down(self, host: str) -> ComputeService:
         return self._update_service(host, {"forced_down": False}, "unset forced down")
 
@@ -257,27 +280,32 @@ class NovaClient:
         self._nova("POST", f"/servers/{server_id}/action", f"{operation} {server_id}",
                    microversion, json=body)
 
+    @mutating
     def evacuate(self, server_id: str, host: str | None = None) -> None:
         """Ask Nova to rebuild the server elsewhere (``host``: a chosen target,
         still checked by the scheduler). Accepted is not done: verify it."""
         body = {"evacuate": {"host": host} if host else {}}
         self._action(server_id, body, "evacuate", MV_EVACUATE)
 
+    @mutating
     def reset_state(self, server_id: str, state: str = "active") -> None:
         if state not in ("active", "error"):
             raise ValueError(f"reset state to 'active' or 'error', not {state!r}")
         self._action(server_id, {"os-resetState": {"state": state}}, "reset state",
                      MV_SERVERS)
 
+    @mutating
     def stop(self, server_id: str) -> None:
         self._action(server_id, {"os-stop": None}, "stop", MV_SERVERS)
 
+    @mutating
     def reboot(self, server_id: str, hard: bool = True) -> None:
         """A hard reboot powers the guest off and on again (from any restartable
         vm_state); Nova answers 409 while another task runs on the server."""
         body = {"reboot": {"type": "HARD" if hard else "SOFT"}}
         self._action(server_id, body, "hard reboot" if hard else "reboot", MV_SERVERS)
 
+    @mutating
     def start(self, server_id: str) -> None:
         self._action(server_id, {"os-start": None}, "start", MV_SERVERS)
 

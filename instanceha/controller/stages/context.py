@@ -11,6 +11,7 @@ from typing import Any
 from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute.calls import ApiCalls
+from instanceha.compute.nova import NovaClient, mutating_methods
 from instanceha.engine import marker as mk
 from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.model import Phase
@@ -41,10 +42,10 @@ class ActuatorSettings:
 
 class Guarded:
     """The Nova client, with leadership verified before every call that changes
-    the world (the evacuator gets this one)."""
+    the world (the evacuator gets this one): the methods ``NovaClient`` marks
+    ``@mutating``, whatever object is wrapped (a test's fake too)."""
 
-    MUTATING = ("force_down", "disable", "enable", "unset_forced_down", "evacuate",
-                "reset_state", "stop")
+    MUTATING = mutating_methods(NovaClient)
 
     def __init__(self, nova, verify: Callable[[], int]) -> None:
         self._nova = nova

@@ -1,6 +1,7 @@
 """NovaClient with a recorded Nova: pinned microversions, bodies, typed errors."""
 
 import json
+import re
 
 import pytest
 from keystoneauth1 import exceptions as ks_exc
@@ -387,3 +388,32 @@ def test_image_and_aggregates_are_not_read_for_servers_their_own_facts_decide():
                                 enough=decided_by_server_or_flavor)
     assert len(conn.image.requests) == 1  # only the image of the undecided server
     assert decide(facts["open"], R.IGNORE).recovery is R.NOTIFY
+
+
+def test_every_method_that_writes_to_nova_is_marked_mutating():
+    import inspect
+
+    from instanceha.compute import nova as nova_mod
+    from instanceha.controller.stages.context import Guarded
+
+    writes = re.compile(r'self\._(action|update_service)\(|"(POST|PUT|DELETE|PATCH)"')
+    writing = {name for name, fn in inspect.getmembers(NovaClient, inspect.isfunction)
+               if not name.startswith("_") and writes.search(inspect.getsource(fn))}
+    assert writing == nova_mod.mutating_methods(NovaClient) == Guarded.MUTATING
+    assert {"reboot", "start", "evacuate", "force_down"} <= writing
+
+
+def test_guarded_verifies_leadership_before_each_mutating_call_only():
+    from instanceha.controller.stages.context import Guarded
+
+    calls = []
+
+    class Nova:
+        def __getattr__(self, name):
+            return lambda *a, **k: calls.append(name)
+
+    g = Guarded(Nova(), lambda: calls.append("verify"))
+    g.reboot("s1")
+    g.start("s1")
+    g.server("s1")
+    assert calls == ["verify", "reboot", "verify", "start", "server"]

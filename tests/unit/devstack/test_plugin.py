@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 DEVSTACK = os.path.join(TOP, "devstack")
 PHASES = ("pre-install", "install", "post-config", "extra")
-FAKE_SWITCH = ("fencing", "allow_fake_driver")
+FAKE_SWITCH = ("fencing", "test_only_allow_fake_driver")
 """instanceha's test-only switch that admits the fake fencing driver."""
 ALL_IN_ONE = "key,rabbit,mysql,n-api,n-cond,n-sch,n-cpu,placement-api,g-api"
 

@@ -126,3 +126,24 @@ def test_the_pipeline_hands_every_event_type_to_aodh():
                   if any(fnmatch.fnmatch(et, pat) for pat in src["events"])
                   for sink in src["sinks"] for p in sinks[sink]]
         assert "notifier://?topic=alarm.all" in routed, et
+
+
+def test_the_drop_in_adds_instancehas_exchange_and_the_definitions_file():
+    """Multi-valued: one line per exchange; it must keep listening to Nova's
+    and add the exchange instanceha notifies on (oslo.messaging's default)."""
+    section, exchanges, values = None, [], {}
+    with open(os.path.join(ETC, "ceilometer.conf.d", "instanceha.conf")) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("["):
+                section = line.strip("[]")
+                continue
+            key, value = (x.strip() for x in line.split("=", 1))
+            if (section, key) == ("notification", "notification_control_exchanges"):
+                exchanges.append(value)
+            else:
+                values[(section, key)] = value
+    assert {"openstack", "nova"} <= set(exchanges) and len(set(exchanges)) == len(exchanges)
+    assert values == {("event", "definitions_cfg_file"): "/etc/ceilometer/event_definitions.yaml"}

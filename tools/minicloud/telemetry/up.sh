@@ -62,6 +62,7 @@ start aodh-api env AODH_CONFIG_FILE="$ETC/aodh/aodh.conf" "$TBIN/gunicorn" --no-
 start aodh-listener "$TBIN/aodh-listener" --config-file "$ETC/aodh/aodh.conf"
 start aodh-notifier "$TBIN/aodh-notifier" --config-file "$ETC/aodh/aodh.conf"
 start ceilometer-notification "$TBIN/ceilometer-agent-notification" \
+  --config-file "$MC_TOP/etc/ceilometer/ceilometer.conf.d/instanceha.conf" \
   --config-file "$ETC/ceilometer/ceilometer.conf"
 end=$(( $(date +%s) + 90 ))
 until curl -s -o /dev/null --max-time 2 "$URL_AODH/"; do

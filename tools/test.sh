@@ -3,7 +3,7 @@
 #
 #   tools/test.sh [pytest args...]
 #
-# Order: static checks (ruff, import-linter contracts, shellcheck), unit tests,
+# Order: static checks (ruff, import-linter contracts, mypy, shellcheck), unit tests,
 # then functional tests against real services that the project's harness
 # starts on loopback (ZooKeeper, BMC emulators, RabbitMQ, the mini-cloud).
 set -euo pipefail
@@ -19,6 +19,8 @@ say "ruff"
 ruff check instanceha tests tools benchmarks examples
 say "import-linter contracts"
 lint-imports
+say "mypy (the engine strict, the rest checked)"
+mypy
 say "shellcheck"
 mapfile -t SCRIPTS < <(find tools devstack -name '*.sh' 2> /dev/null | sort -u)
 shellcheck -x .ci/run "${SCRIPTS[@]}"

@@ -312,8 +312,9 @@ class GuestMonitor:
     def _queue(self, record: Record | None) -> None:
         if record is None:
             return  # not a failure, or a repeat of one on its way
-        LOG.warning("guest failure: domain %s (%s) %s", record["detail"]["domain"],
-                    record["instance_id"], guest.GuestEvent.from_record(record).describe())
+        event = guest.GuestEvent.from_record(record)
+        LOG.warning("guest failure: domain %s (%s) %s", event.detail.get("domain"),
+                    event.instance_id, event.describe())
         self.outbox.put(dict(record))
 
     # -- to the coordinator ---------------------------------------------------------

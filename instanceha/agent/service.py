@@ -87,7 +87,7 @@ class Agent:
         self._seq = 0
         self._services: Mapping[str, bool] = {}
         self._next_health = 0.0
-        self._conflict_logged: str | None = None
+        self._conflict_logged: object = None  # the member's owner last warned about
         self._retries = Backoff(settings.heartbeat_interval,
                                 settings.reconnect_max_delay).start()
         self.joins = 0
@@ -207,6 +207,7 @@ class Agent:
         saved = None
         if self._may_resume:
             self._may_resume = False  # a session ended on purpose is never resumed
+            assert self.session_file is not None  # _may_resume only with a session file
             saved = self.session_file.load()
             if saved is not None:
                 self.coordinator.resume_session(saved.credentials)
@@ -221,6 +222,7 @@ class Agent:
         if saved is None:
             LOG.info("connected to the coordinator as %s", self.settings.host)
         elif creds is not None and creds.session_id == saved.credentials.session_id:
+            assert self.session_file is not None  # it saved what was resumed
             self.resumed = True
             self._saved_incarnation = saved.incarnation
             LOG.info("resumed session 0x%x of the previous run of this agent (pid %d, saved "

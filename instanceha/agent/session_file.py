@@ -146,7 +146,8 @@ class SessionFile:
                                  f"not {self.host!r} on {self.where}{self.root_path}")
         return saved
 
-    def _ignored(self, why: str) -> None:
+    def _ignored(self, why: str) -> Saved | None:
+        """Warn why the saved session is not used; the load's answer: None."""
         LOG.warning("session file %s %s: ignored, this agent opens a new session (the "
                     "controllers see its host's membership vanish once). Remove the file; "
                     "the agent writes its own", self.path, why)

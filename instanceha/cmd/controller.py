@@ -279,7 +279,7 @@ def main(argv=None) -> int:
     finally:
         sd.stopping()
         service.shutdown()
-        for close in getattr(service, "closers", []):
+        for close in service.closers:
             try:
                 close()
             except Exception as e:  # shutting down: report, keep closing the rest

@@ -105,12 +105,12 @@ def _show(args, conf) -> int:
                   f"{summary.get('opened_by', '?')}; fence: {_fence(summary)}")
             start = entries[0].get("at") if entries else None
             rows = [("+SECONDS", "TIME (UTC)", "BY", "KIND", "WHAT")]
-            for e in entries:
-                at = e.get("at")
+            for entry in entries:
+                at = entry.get("at")
                 since = f"+{at - start:.1f}" if isinstance(at, (int, float)) and \
                     isinstance(start, (int, float)) else "-"
-                rows.append((since, _when(at), e.get("by", "?"), e.get("kind", "?"),
-                             str(e.get("text", ""))[:120]))
+                rows.append((since, _when(at), entry.get("by", "?"), entry.get("kind", "?"),
+                             str(entry.get("text", ""))[:120]))
             print("\n".join(common.table_lines(rows)))
         return 1 if summary.get("state") in NEEDS_OPERATOR else 0
 

@@ -46,7 +46,7 @@ class Notifier:
     def loop_hook(self, is_ready, status: str):
         """The main loop's per-iteration call: READY once ``is_ready()`` first
         holds, then watchdog pings (a hung loop stops them)."""
-        sent = []
+        sent: list[bool] = []
 
         def on_iteration() -> None:
             if not sent and is_ready():

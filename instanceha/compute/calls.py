@@ -73,7 +73,8 @@ class ApiCalls:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.totals: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
-        self.seconds: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.seconds: collections.defaultdict[tuple[str, str, str], float] = \
+            collections.defaultdict(float)
         self._scopes: collections.Counter[str] = collections.Counter()
         self._inflight: dict[int, InFlight] = {}
 

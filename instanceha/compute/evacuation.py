@@ -230,6 +230,7 @@ class Evacuator:
                           if m.source_compute in (None, host)]
             cur = self._retrying(deadline, self.nova.server, server_id)
         # else: as the caller read it moments ago, idle, no record: act at once
+        assert cur is not None  # known, or read just above
         if cur.host != host:
             # moved by an earlier attempt or an earlier controller: verify, don't redo
             mig = migrations[0] if migrations else None

@@ -40,7 +40,8 @@ class NovaHTTPError(ComputeError):
 
     @property
     def status(self) -> int:
-        return int(self.kwargs.get("status", 0))
+        status = self.kwargs.get("status", 0)
+        return int(status) if isinstance(status, (int, str)) else 0
 
 
 class NovaServerError(NovaHTTPError):

@@ -104,7 +104,7 @@ class HostRecords:
     request and shared: a caller gets the last read when it is younger than
     ``max_age``, else reads (or waits for the read another caller started)."""
 
-    def __init__(self, nova, host: str, since: datetime.datetime | None,
+    def __init__(self, nova, host: str, since: datetime.datetime,
                  clock: Clock) -> None:
         self.nova = nova
         self.host = host

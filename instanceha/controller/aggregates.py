@@ -103,8 +103,9 @@ class AggregateCache:
     def describe(self) -> dict:
         """For ``instanceha status``: known or not, how many, how old, the last error."""
         with self._lock:
-            known = self._grouping is not None
-            return {"known": known, "count": len(self._grouping) if known else None,
+            grouping = self._grouping
+            return {"known": grouping is not None,
+                    "count": len(grouping) if grouping is not None else None,
                     "age": round(self.clock.monotonic() - self.read_at, 1)
                     if self.read_at is not None else None,
                     "error": self.error}

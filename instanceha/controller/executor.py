@@ -182,18 +182,17 @@ class Executor:
     def _grouping(self) -> guard.Aggregates | None:
         if self.aggregates is None:
             return guard.NO_AGGREGATES
+        error: str | None = None
         try:
             grouping = self.aggregates()
         except Exception as e:  # a provider must not break the guard: assume the worst
             LOG.exception("host aggregates provider failed")
             grouping, error = None, f"{type(e).__name__}"
-        else:
-            error = None
         known = grouping is not None
         if known != self._aggregates_known:
             first = self._aggregates_known is None  # starting: not read yet is expected
             self._aggregates_known = known
-            if known:
+            if grouping is not None:
                 LOG.info("host aggregates known (%d aggregates): the per-aggregate limits "
                          "apply to them", len(grouping))
             else:

@@ -212,8 +212,14 @@ class IncidentJournal:
             return self._open_for(host) if self._index is not None else None
 
     # -- in memory, lock held --------------------------------------------------
+    @property
+    def _loaded(self) -> dict[str, dict]:
+        """The index, once loaded (these methods run only after ``load``)."""
+        assert self._index is not None
+        return self._index
+
     def _open_for(self, host: str, instance: str | None = None) -> str | None:
-        candidates = [(s.get("opened_at", 0.0), i) for i, s in self._index.items()
+        candidates = [(s.get("opened_at", 0.0), i) for i, s in self._loaded.items()
                       if s.get("host") == host and s.get("instance_id") == instance
                       and s.get("state") in OPEN]
         return max(candidates)[1] if candidates else None
@@ -223,18 +229,18 @@ class IncidentJournal:
         if instance is not None:
             base = f"{host}-{instance[:8]}-{self._term if self._term is not None else 0}"
         incident, n = base, 1
-        while incident in self._index:
+        while incident in self._loaded:
             n += 1
             incident = f"{base}.{n}"
         return incident
 
     def _apply(self, item: _Item) -> str | None:
-        if item.target is not None and item.target in self._index:
+        if item.target is not None and item.target in self._loaded:
             self._transition(item.target, item.at, item.kind, item.text, item.state, item.facts)
             return item.target
         incident = self._open_for(item.host, item.instance)
         if item.new_failure and incident is not None and \
-                self._index[incident]["state"] not in CONTINUED_BY_A_FENCE:
+                self._loaded[incident]["state"] not in CONTINUED_BY_A_FENCE:
             self._transition(incident, item.at, "closed", "superseded: the host failed again "
                              "after being back in service", State.CLOSED)
             incident = None
@@ -242,15 +248,15 @@ class IncidentJournal:
             if not item.opens:
                 return None  # nothing open for this host: not an incident's business
             incident = self._new_id(item.host, item.instance)
-            self._index[incident] = {
+            self._loaded[incident] = {
                 "id": incident, "host": item.host, "state": State.DETECTED.value,
                 "opened_at": item.at, "opened_by": self.name, "term": self._term,
                 "updated_at": item.at, "closed_at": None, "entries": 0, "reason": "",
             }
             if item.instance is not None:
-                self._index[incident].update(type="guest", instance_id=item.instance)
+                self._loaded[incident].update(type="guest", instance_id=item.instance)
             self._prune(item.at)
-        summary = self._index[incident]
+        summary = self._loaded[incident]
         state = item.state
         if state is None and item.close_if and State(summary["state"]) in item.close_if:
             state = State.CLOSED
@@ -263,7 +269,7 @@ class IncidentJournal:
 
     def _transition(self, incident: str, at: float, kind: str, text: str,
                     state: State | None, facts: Mapping[str, object] | None = None) -> None:
-        summary = self._index[incident]
+        summary = self._loaded[incident]
         if state is not None:
             summary["state"] = state.value
             summary["reason"] = text
@@ -279,13 +285,13 @@ class IncidentJournal:
 
     def _prune(self, now: float) -> None:
         ended = {s.value for s in ENDED}
-        closed = sorted((s.get("updated_at", 0.0), i) for i, s in self._index.items()
+        closed = sorted((s.get("updated_at", 0.0), i) for i, s in self._loaded.items()
                         if s.get("state") in ended)
         doomed = {i for t, i in closed if now - t > self.retention.max_age}
         excess = len(closed) - self.retention.keep
         doomed.update(i for _, i in closed[:max(0, excess)])
         for incident in sorted(doomed):
-            del self._index[incident]
+            del self._loaded[incident]
             self._push(("delete", incident, None, None))
 
     def _push(self, op) -> None:

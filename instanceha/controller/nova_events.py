@@ -15,6 +15,7 @@ import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from instanceha.clock import SYSTEM, Clock
 
@@ -37,8 +38,16 @@ def instance_uuid(payload: object) -> str | None:
     return uuid if isinstance(uuid, str) else None
 
 
+class Listener(Protocol):
+    """A notification listener (``notify.listener``), made stopped."""
+
+    def start(self) -> object: ...
+
+    def stop(self) -> object: ...
+
+
 class NovaEventFeed:
-    def __init__(self, make_listener: Callable[[Callable[[str, object], None]], object],
+    def __init__(self, make_listener: Callable[[Callable[[str, object], None]], Listener],
                  watch, clock: Clock = SYSTEM,
                  retry: float = RETRY) -> None:
         """``make_listener(on_event)``: a stopped listener that calls
@@ -51,7 +60,7 @@ class NovaEventFeed:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "nova-events")
         self._lock = threading.Lock()
         self._want = False
-        self._listener = None
+        self._listener: Listener | None = None
         self._pending: concurrent.futures.Future | None = None
         self._failed_at: float | None = None
         self.error: str | None = None

@@ -26,8 +26,9 @@ def hosts(
 ) -> list[HostObservation]:
     """One observation per host known to the registry or present as a member."""
     nova = nova_service_up or {}
-    return [host(snapshot, name, nova)
-            for name in sorted(set(snapshot.hosts) | set(snapshot.members))]
+    found = (host(snapshot, name, nova)
+             for name in sorted(set(snapshot.hosts) | set(snapshot.members)))
+    return [obs for obs in found if obs is not None]
 
 
 def host(snapshot: ClusterSnapshot, name: str,
@@ -38,7 +39,8 @@ def host(snapshot: ClusterSnapshot, name: str,
     if member is None and record is None:
         return None
     caps = member.capabilities if member else {}
-    services = caps.get("services") if isinstance(caps.get("services"), dict) else {}
+    listed = caps.get("services")
+    services: Mapping[str, object] = listed if isinstance(listed, dict) else {}
     boot = caps.get("boot_id")
     return HostObservation(
         host=name,

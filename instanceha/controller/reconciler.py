@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 
 from instanceha.controller import observe
 from instanceha.controller.executor import Executor
-from instanceha.coordination import Coordinator
+from instanceha.coordination import ClusterSnapshot, Coordinator
 from instanceha.engine import detection, guard
 from instanceha.engine.model import DetectionPolicy, HostView, Phase
 
@@ -53,7 +53,7 @@ class Reconciler:
         from another thread (metrics, status)."""
         self.phases: dict[Phase, set[str]] = guard.index({})
         """The views indexed by phase, kept with them (for the guard)."""
-        self.last_snapshot = None
+        self.last_snapshot: ClusterSnapshot | None = None
         self.touched: frozenset[str] | None = None
         """The hosts observed again in the last tick (None: every host)."""
         self.full_ticks = 0

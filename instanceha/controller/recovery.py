@@ -35,6 +35,7 @@ from instanceha.backoff import Retries
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import calls as api_calls
 from instanceha.compute.calls import ApiCalls
+from instanceha.compute.model import ComputeService
 from instanceha.engine.model import HostView, Phase
 from instanceha.engine.recovery import HostFacts, Stage, next_stage
 
@@ -101,7 +102,7 @@ class RecoveryActuator:
         self.next_try: dict[str, float] = {}
         self.retries: dict[str, Retries] = {}
         """Hosts whose last recovery step failed: the back-off of their next try."""
-        self.services: dict[str, object] = {}
+        self.services: dict[str, ComputeService] = {}
         self.services_at: float | None = None
         self.services_error: str | None = None
         self._refreshing: concurrent.futures.Future | None = None
@@ -189,7 +190,7 @@ class RecoveryActuator:
                          "status": "disabled" if s.disabled else "enabled",
                          "forced_down": s.forced_down,
                          "marker": s.marker.state.value if s.marker else None,
-                         "recovery": self.decisions.get(host, (None, None))[0].value
+                         "recovery": self.decisions[host][0].value
                          if host in self.decisions else None}
             waiting = self.calls.waiting_on(host)
             if waiting is not None:  # a recovery waiting on a slow API answer

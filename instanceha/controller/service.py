@@ -20,7 +20,7 @@ from instanceha.clock import SYSTEM, Clock
 from instanceha.controller import status
 from instanceha.controller.executor import Actuator, Executor
 from instanceha.controller.reconciler import Reconciler
-from instanceha.coordination import Coordinator
+from instanceha.coordination import Coordinator, Leadership
 from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import DetectionPolicy
 
@@ -64,7 +64,7 @@ class ControllerService:
         self.settings = settings
         self.clock = clock
         self.stopping = threading.Event()
-        self.leadership = None
+        self.leadership: Leadership | None = None
         self.handler = handler
         self.on_transition = on_transition
         self.nova_states = nova_states
@@ -75,6 +75,8 @@ class ControllerService:
         self._was_leader = False
         self._last_tick: float | None = None
         self.publisher = status.StatusPublisher(coordinator)
+        self.closers: list[Callable[[], object]] = []
+        """What the edge closes after the loop (pools, caches, the notifier)."""
 
     def _start(self) -> None:
         retries = Backoff(0.1, self.settings.reconnect_max_delay).start()
@@ -98,19 +100,25 @@ class ControllerService:
         LOG.info("controller %s observing; candidate for leadership%s", self.settings.name,
                  " (DRY-RUN: acting on nothing)" if self.settings.dry_run else "")
 
+    def _started(self) -> tuple[Leadership, Reconciler]:
+        """The leadership and the reconciler ``_start`` made (a step runs after it)."""
+        assert self.leadership is not None and self.reconciler is not None, "not started"
+        return self.leadership, self.reconciler
+
     def step(self) -> None:
+        leadership, rec = self._started()
         now = self.clock.monotonic()
         gap = None if self._last_tick is None else now - self._last_tick
         self._last_tick = now
-        self.leadership.ensure()
-        leader = self.leadership.is_leader()
+        leadership.ensure()
+        leader = leadership.is_leader()
         if leader != self._was_leader:
             if leader:
                 LOG.warning("leadership gained by %s (token %s)", self.settings.name,
-                            self.leadership.token)
+                            leadership.token)
             else:
                 LOG.warning("leadership lost by %s; current leader: %s", self.settings.name,
-                            self.leadership.leader() or "unknown (not connected)")
+                            leadership.leader() or "unknown (not connected)")
             self._was_leader = leader
         act = True
         if gap is not None and gap > self.settings.max_tick_gap:
@@ -118,15 +126,15 @@ class ControllerService:
                 "tick started %.1f s after the previous one (> %.1f s): acting on nothing "
                 "this tick", gap, self.settings.max_tick_gap)
             act = False
-        self.reconciler.tick(act=act)
-        if self.guests is not None and act and self.leadership.is_leader():
-            self.guests.tick(self.reconciler.views, self.reconciler.last_snapshot.control,
-                             self.reconciler.executor.verifier)
+        rec.tick(act=act)
+        if self.guests is not None and act and leadership.is_leader() \
+                and rec.last_snapshot is not None:
+            self.guests.tick(rec.views, rec.last_snapshot.control, rec.executor.verifier)
         if leader and act:
             self._publish(now)
 
     def _publish(self, now: float) -> None:
-        rec = self.reconciler
+        leadership, rec = self._started()
         if rec.last_snapshot is None:
             return
         guests = self.guests.report() if self.guests is not None else None
@@ -137,11 +145,11 @@ class ControllerService:
         # over every host
         snap = rec.last_snapshot
         inputs = (rec.views, snap.members, snap.control, rec.executor.guard_state,
-                  getattr(self.handler, "revision", None), self.leadership.token, guests)
+                  getattr(self.handler, "revision", None), leadership.token, guests)
         if not self.publisher.due(inputs, now):
             return
         nova_status = getattr(self.handler, "nova_status", None)
-        doc = status.build(self.settings.name, self.leadership.token, rec.views,
+        doc = status.build(self.settings.name, leadership.token, rec.views,
                            snap, rec.executor.guard_state, now,
                            self.clock.wall(), nova_status() if nova_status else None,
                            guard_report=rec.executor.guard_report(), guests=guests)

@@ -32,7 +32,7 @@ import enum
 import heapq
 from collections.abc import Iterable, Mapping
 
-from instanceha.engine.capacity import Model, Role, Server
+from instanceha.engine.capacity import Host, Model, Role, Server
 from instanceha.engine.capacity_plan import FailurePlan, Index, PlanPolicy, plan
 
 
@@ -189,7 +189,7 @@ class CoverageTracker:
                 or (k[0] == "domain" and k[1] in self._domains)} | \
             {k for k in todo if k in self.plans}
 
-    def _holds(self, key: tuple[str, str], target) -> bool:
+    def _holds(self, key: tuple[str, str], target: Host) -> bool:
         """Does ``target`` still have room for what plan ``key`` put there?"""
         need: dict[str, int] = {}
         for p in self.plans[key].placed:
@@ -206,7 +206,9 @@ class CoverageTracker:
             for target in {p.target for p in old.placed}:
                 self.uses.get(target, set()).discard(key)
             for group in {p.server.group for p in old.placed + old.unplaced}:
-                self.group_uses.get(group, set()).discard(key)
+                if group is not None:
+                    self.group_uses.get(group, set()).discard(key)
+        failed: frozenset[str] | None
         if kind == "host":
             if name not in self.model.hosts:
                 return

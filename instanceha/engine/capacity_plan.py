@@ -181,7 +181,8 @@ class Pool:
         return bisect.bisect_left(self.order, (self._keys[name][0], name))
 
 
-def _remove(items: list, entry) -> None:
+def _remove(items: list[tuple[float, str]] | list[tuple[int, str]],
+            entry: tuple[float, str]) -> None:
     i = bisect.bisect_left(items, entry)
     if i < len(items) and items[i] == entry:
         del items[i]
@@ -224,7 +225,7 @@ class Index:
         return index
 
 
-def _rank(s: Server) -> tuple:
+def _rank(s: Server) -> tuple[int, int, str, str]:
     return (-s.priority, -max(s.need.values(), default=0), s.name, s.id)
 
 

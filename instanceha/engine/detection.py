@@ -242,7 +242,8 @@ def decide(
         and obs.incarnation != previous.incarnation
     )
     rebooted = bool(
-        rejoined and previous.boot_id and obs.boot_id and previous.boot_id != obs.boot_id
+        rejoined and previous is not None and previous.boot_id and obs.boot_id
+        and previous.boot_id != obs.boot_id
     )
     if rejoined:
         reason += " (rejoined as a new incarnation" + (
@@ -283,4 +284,5 @@ def table_rows(rules: tuple[Rule, ...] = RULES) -> list[tuple[str, str, str]]:
              r.phase.value) for r in rules]
 
 
-__doc__ = tables.fill(__doc__, "{RULES}", tables.render(TABLE_HEADER, table_rows()))
+if __doc__ is not None:  # python -OO drops docstrings
+    __doc__ = tables.fill(__doc__, "{RULES}", tables.render(TABLE_HEADER, table_rows()))

@@ -26,9 +26,14 @@ restored afterwards)."""
 class Record(Protocol):
     """An evacuation migration record (``compute.model.Migration``)."""
 
-    id: int
-    source_compute: str | None
-    created_at: datetime.datetime | None
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def source_compute(self) -> str | None: ...
+
+    @property
+    def created_at(self) -> datetime.datetime | None: ...
 
     @property
     def succeeded(self) -> bool: ...
@@ -40,9 +45,14 @@ class Record(Protocol):
 class Placed(Protocol):
     """A server as last read (``compute.model.Server``)."""
 
-    host: str | None
-    status: str
-    task_state: str | None
+    @property
+    def host(self) -> str | None: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def task_state(self) -> str | None: ...
 
 
 def accepted(records: Iterable[Record], host: str, floor: int | None,

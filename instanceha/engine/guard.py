@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 
 from instanceha.engine.model import HostView, Phase
 
@@ -207,14 +207,15 @@ def _vanished(left: Mapping[str, float], policy: GuardPolicy) -> list[Breach]:
                    f"failure ({_names(left)})")]
 
 
-def _names(hosts, limit: int = 5) -> str:
+def _names(hosts: Iterable[str], limit: int = 5) -> str:
     names = sorted(hosts)
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
 
 
 def _reason(breaches: list[Breach]) -> str:
-    texts, by_aggregate = [], []
+    texts: list[str] = []
+    by_aggregate: list[str] = []
     for b in breaches:
         (by_aggregate if b.aggregate is not None else texts).append(b.text)
     texts.extend(by_aggregate[:MAX_LISTED])
@@ -251,21 +252,21 @@ def evaluate(
     else:
         breaches += _per_aggregate(aggregates, monitored, dead, policy)
     breaches += _vanished(left, policy)
-    common = dict(dead=dead, dead_changed_at=changed_at, breaches=tuple(breaches), left=left,
-                  alive=alive, aggregates_known=aggregates is not None)
+    common = GuardState(dead=dead, dead_changed_at=changed_at, breaches=tuple(breaches),
+                        left=left, alive=alive, aggregates_known=aggregates is not None)
     if released:
-        return GuardState(held=False, reason="released by an operator", **common)
+        return dataclasses.replace(common, held=False, reason="released by an operator")
     if breaches:
         cause = _reason(breaches)
         since = previous.since if previous.held else now
-        return GuardState(held=True, reason=cause, since=since, cause=cause, **common)
+        return dataclasses.replace(common, held=True, reason=cause, since=since, cause=cause)
     if previous.held and now - changed_at < policy.stable_after:
-        return GuardState(
-            held=True,
+        return dataclasses.replace(
+            common, held=True,
             reason=f"back under the limits, waiting for {policy.stable_after:g} s without "
                    f"change ({now - changed_at:.0f} s so far); held for: {previous.cause}",
-            since=previous.since, cause=previous.cause, **common)
-    return GuardState(**common)
+            since=previous.since, cause=previous.cause)
+    return common
 
 
 def adopt(state: GuardState, cause: str, since: float) -> GuardState:
@@ -291,9 +292,9 @@ def select(views: Mapping[str, HostView], state: GuardState, policy: GuardPolicy
     if state.held:
         return []
     admitted = admitted or {}
-    failed = (views[h] for h in phases[Phase.FAILED]) if phases is not None \
+    candidates = (views[h] for h in phases[Phase.FAILED]) if phases is not None \
         else (v for v in views.values() if v.phase is Phase.FAILED)
-    failed = sorted(failed, key=lambda v: (v.since, v.host))
+    failed = sorted(candidates, key=lambda v: (v.since, v.host))
     kept = {v.host for v in failed if admitted.get(v.host) == v.since}
     # a host FAILED less than vanish_window ago waits: the hosts failing with it
     # (ZooKeeper expires their sessions over a tick or two, each FAILED at once

@@ -97,15 +97,13 @@ class GuestEvent:
             raise ValueError(f"guest event without a host: {record!r}")
         if not isinstance(instance, str) or not instance:
             raise ValueError(f"guest event without an instance_id: {record!r}")
-        try:
-            kind = GuestFailure(kind)
-        except (ValueError, TypeError):
-            raise ValueError(f"guest event of unknown kind {kind!r}") from None
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise ValueError(f"guest event of unknown kind {kind!r}")
         if isinstance(at, bool) or not isinstance(at, (int, float)):
             raise ValueError(f"guest event without a time: {record!r}")
         detail = record.get("detail")
-        return cls(host, instance, kind, float(at), dict(detail) if isinstance(detail, Mapping)
-                   else {})
+        return cls(host, instance, GuestFailure(kind), float(at),
+                   dict(detail) if isinstance(detail, Mapping) else {})
 
     def describe(self) -> str:
         bits = [f"{k}={v}" for k, v in sorted(self.detail.items())
@@ -285,4 +283,5 @@ def table_rows(rules: Sequence[Rule] = RULES) -> list[tuple[str, str, str, str, 
             for r in rules]
 
 
-__doc__ = tables.fill(__doc__, "{RULES}", tables.render(TABLE_HEADER, table_rows()))
+if __doc__ is not None:  # python -OO drops docstrings
+    __doc__ = tables.fill(__doc__, "{RULES}", tables.render(TABLE_HEADER, table_rows()))

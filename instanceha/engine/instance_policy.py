@@ -54,7 +54,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 KEY = "instanceha:recovery"
 IMAGE_KEY = "instanceha_recovery"  # glance style: flavor 'a:b' is image 'a_b'
@@ -115,7 +116,8 @@ class Decision:
         return _reason(self.recovery, self.source, self.key, self.value, self.notes)
 
 
-def _reason(outcome, source, key, value, notes) -> str:
+def _reason(outcome: Any, source: Source, key: str | None, value: str | None,
+            notes: Sequence[str]) -> str:
     if source is Source.DEFAULT:
         text = f"{outcome.value}: {source.value}"
     else:
@@ -134,8 +136,14 @@ def _bool_alias(value: object) -> Recovery | None:
     return None
 
 
-def _lookup(values: Mapping[str, object], keys: Iterable[tuple[str, object]], where: str,
-            notes: list[str]) -> tuple[Recovery, str, str] | None:
+_Parse = Callable[[str], Any]
+"""A key's parser: its value as the outcome, or None when it is not valid."""
+_Keys = Iterable[tuple[str, _Parse]]
+_R = TypeVar("_R")
+
+
+def _lookup(values: Mapping[str, object], keys: _Keys, where: str,
+            notes: list[str]) -> tuple[Any, str, str] | None:
     """First valid (recovery, key, value) among ``keys`` in ``values``."""
     for key, parse in keys:
         if key not in values or values[key] is None:
@@ -172,11 +180,13 @@ def decided_by_server_or_flavor(facts: InstanceFacts) -> bool:
                for source, attr, keys in _SOURCES[:2])
 
 
-def _decide(facts, default, sources, aggregate_keys, strength, result):
+def _decide(facts: InstanceFacts, default: Any, sources: Sequence[tuple[Source, str, _Keys]],
+            aggregate_keys: _Keys, strength: Mapping[Any, int] | Callable[[Any], int],
+            result: Callable[..., _R]) -> _R:
     """The outcome of one instance, with the source that decided it.
     ``strength``: outcome -> rank (a mapping or a callable), for aggregates
     that disagree."""
-    rank = strength if callable(strength) else strength.__getitem__
+    rank: Callable[[Any], int] = strength if callable(strength) else strength.__getitem__
     notes: list[str] = []
     for source, attr, keys in sources:
         found = _lookup(getattr(facts, attr) or {}, keys, source.value, notes)

@@ -70,7 +70,7 @@ class Marker:
 
 
 def is_ours(reason: str | None) -> bool:
-    return bool(reason) and reason.strip().startswith(PREFIX)
+    return reason is not None and reason.strip().startswith(PREFIX)
 
 
 def _format_time(at: datetime.datetime) -> str:
@@ -125,7 +125,7 @@ def decode(reason: str | None) -> Marker | None:
     garbled (then its state is UNKNOWN and the caller treats the host with
     care), and a bad field is dropped rather than failing the whole marker.
     """
-    if not is_ours(reason):
+    if reason is None or not is_ours(reason):
         return None
     raw = reason.strip()
     m = _HEAD.match(raw)
@@ -136,7 +136,7 @@ def decode(reason: str | None) -> Marker | None:
         state = MarkerState(m.group("state").lower())
     except ValueError:
         state = MarkerState.UNKNOWN
-    fields = {}
+    fields: dict[str, str] = {}
     for part in (m.group("fields") or "").split(";"):
         key, sep, value = part.partition("=")
         if sep:

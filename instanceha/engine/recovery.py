@@ -174,11 +174,14 @@ def next_stage(facts: HostFacts, policy: RecoveryPolicy) -> Decision:
 TABLE_HEADER = ("durable state (marker)", "detector phase", "and", "stage")
 
 
-def _names(values: frozenset | None, none: str = "none") -> str:
+def _names(values: frozenset[MarkerState | None] | frozenset[Phase] | None,
+           none: str = "none") -> str:
     if values is None:
         return "any"
-    order = {v: i for i, v in enumerate([NO_MARKER, *MarkerState, *Phase])}
-    return " or ".join(none if v is None else v.name for v in sorted(values, key=order.get))
+    order: dict[MarkerState | Phase | None, int] = {
+        v: i for i, v in enumerate([NO_MARKER, *MarkerState, *Phase])}
+    return " or ".join(none if v is None else v.name
+                       for v in sorted(values, key=lambda v: order[v]))
 
 
 def table_rows(rules: Sequence[Rule] = RULES) -> list[tuple[str, str, str, str]]:
@@ -186,4 +189,5 @@ def table_rows(rules: Sequence[Rule] = RULES) -> list[tuple[str, str, str, str]]
              r.condition.value if r.condition else "", r.stage.name) for r in rules]
 
 
-__doc__ = tables.fill(__doc__, "{RULES}", tables.render(TABLE_HEADER, table_rows()))
+if __doc__ is not None:  # python -OO drops docstrings
+    __doc__ = tables.fill(__doc__, "{RULES}", tables.render(TABLE_HEADER, table_rows()))

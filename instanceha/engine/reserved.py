@@ -120,7 +120,7 @@ def choose_spare(failed: HostInfo, hosts: Iterable[HostInfo], match: Match,
             why = "already used"
         elif not h.usable:
             why = ("nova-compute down" if not h.nova_up or h.forced_down
-                   else f"agent {h.phase.value}")
+                   else f"agent {h.phase.value if h.phase else 'unknown'}")
         elif not _matches(failed, h, match):
             why = ("no shared aggregate" if match is Match.AGGREGATE
                    else f"zone {h.zone}, not {failed.zone}")
@@ -136,7 +136,7 @@ def choose_spare(failed: HostInfo, hosts: Iterable[HostInfo], match: Match,
                            sorted(rejected.items()))
         return Choice(None, f"no usable spare matching {match.value}: {detail}")
 
-    def closeness(h: HostInfo):
+    def closeness(h: HostInfo) -> tuple[bool, int, str]:
         same_zone = failed.zone is not None and h.zone == failed.zone
         return (not same_zone, -len(failed.aggregates & h.aggregates), h.host)
 

@@ -23,13 +23,10 @@ def render(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([border, line(header), border, *(line(r) for r in rows), border])
 
 
-def fill(doc: str | None, marker: str, table: str) -> str | None:
-    """``doc`` with the line ``marker`` replaced by ``table`` (indented alike);
-    None stays None (python -OO drops docstrings)."""
-    if doc is None:
-        return None
+def fill(doc: str, marker: str, table: str) -> str:
+    """``doc`` with the line ``marker`` replaced by ``table`` (indented alike)."""
     lines = doc.splitlines()
-    out = []
+    out: list[str] = []
     for text in lines:
         if text.strip() == marker:
             indent = text[:len(text) - len(text.lstrip())]

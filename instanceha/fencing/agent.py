@@ -112,7 +112,7 @@ class FenceAgentDriver(FenceDriver):
 
     @property
     def agent(self) -> str:
-        return self.entry.agent
+        return self.entry.agent or ""  # the inventory requires it for fence_agent
 
     @property
     def call_timeout(self) -> float:

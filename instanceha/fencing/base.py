@@ -46,6 +46,13 @@ class FenceDriver(abc.ABC):
     def address(self) -> str:
         return f"{self.entry.address}:{self.port}" if self.port else self.entry.address
 
+    def password(self) -> str:
+        """The entry's password, revealed for the BMC call only. The inventory
+        refuses an ipmi or redfish entry without one (NEEDS_CREDENTIALS)."""
+        if self.entry.password is None:
+            raise ValueError(f"{self.entry.describe()}: no password in the inventory entry")
+        return self.entry.password.reveal()
+
     @property
     def call_timeout(self) -> float:
         """Seconds one BMC call may take (inventory ``timeout``, else 10)."""

@@ -156,6 +156,7 @@ class _Run:
                  self.requested, self.driver.host, what, type(e).__name__, self.left())
 
     def evidence(self) -> FenceEvidence:
+        assert self.last_state is not None  # evidence only after a read-back matched
         return FenceEvidence(
             host=self.driver.host, driver=self.driver.name, address=self.driver.address,
             requested=self.requested, read_back=self.last_state, attempts=self.attempts,

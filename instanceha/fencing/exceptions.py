@@ -10,6 +10,8 @@ they built themselves).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from instanceha.exceptions import Action, InstanceHAError
 
 
@@ -127,6 +129,8 @@ class AgentFailed(FencingError):
 
 
 class LevelsFailed(FencingError):
+    failures: Sequence[tuple[int, str, FencingError]] = ()
+    """(level, device, its error) of each level tried (set where it is raised)."""
     message = (
         "No fencing level of %(host)s confirmed power %(requested)s: %(levels)s. The host "
         "must be treated as NOT fenced; fix a level's devices (or attest the power-off "

@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import typing
 from collections.abc import Iterable, Mapping
 
 import yaml
@@ -117,6 +118,12 @@ class _Checker:
     def fail(self, key: str, reason: str) -> exc.InventoryError:
         return exc.InventoryError(file=self.source, host=self.host, key=self.prefix + key,
                                   reason=reason)
+
+    @typing.overload
+    def text(self, raw: Mapping, key: str, required: typing.Literal[True]) -> str: ...
+
+    @typing.overload
+    def text(self, raw: Mapping, key: str, required: bool) -> str | None: ...
 
     def text(self, raw: Mapping, key: str, required: bool) -> str | None:
         value = raw.get(key)

@@ -81,6 +81,10 @@ class IPMIDriver(FenceDriver):
     name = "ipmi"
     default_port = 623
 
+    @property
+    def port(self) -> int:
+        return self.entry.port or self.default_port
+
     def __init__(self, entry) -> None:
         super().__init__(entry)
         self._session = None
@@ -141,8 +145,8 @@ class IPMIDriver(FenceDriver):
                                                 "Authentication Capabilities is not RMCP"))
         from instanceha.fencing import ipmi_session
 
-        return ipmi_session.open_session(self.entry.address, self.port, self.entry.username,
-                                         self.entry.password.reveal())
+        return ipmi_session.open_session(self.entry.address, self.port,
+                                         self.entry.username or "", self.password())
 
     def _session_for(self, epoch: int, timeout: float):
         """The session of the current action (logged in on first use). Runs in

@@ -55,8 +55,7 @@ import threading
 import pyghmi.exceptions as _pyghmi_exc
 from pyghmi.ipmi.private import session as _pyghmi
 from pyghmi.ipmi.private import util as _util
-
-Session = _pyghmi.Session
+from pyghmi.ipmi.private.session import Session
 
 CLOSE_SESSION = (0x06, 0x3C)  # netfn App, command Close Session
 
@@ -71,11 +70,12 @@ def _lock_for(bmc: str, port: int) -> threading.Lock:
 
 def _sockaddrs(bmc: str, port: int) -> list:
     """The addresses pyghmi routes ``bmc``'s replies by (as in ``Session.__new__``)."""
-    found = []
+    found: list[tuple[object, ...]] = []
     for family, _, _, _, sockaddr in socket.getaddrinfo(bmc, port, 0, socket.SOCK_DGRAM):
         if _pyghmi.ipv6support and family == socket.AF_INET:
-            sockaddr = ("::ffff:" + sockaddr[0], sockaddr[1], 0, 0)
-        found.append(sockaddr)
+            found.append(("::ffff:" + str(sockaddr[0]), sockaddr[1], 0, 0))
+        else:
+            found.append(tuple(sockaddr))
     return found
 
 

@@ -43,8 +43,8 @@ class RedfishDriver(FenceDriver):
 
     def __init__(self, entry) -> None:
         super().__init__(entry)
-        self._root = None
-        self._system_path = None
+        self._root: sushy.Sushy | None = None
+        self._system_path: str | None = None
         self._lock = threading.Lock()
 
     @property
@@ -54,7 +54,7 @@ class RedfishDriver(FenceDriver):
     # -- plumbing ----------------------------------------------------------
 
     def _connect(self, timeout: float):
-        auth = sushy.auth.BasicAuth(self.entry.username, self.entry.password.reveal())
+        auth = sushy.auth.BasicAuth(self.entry.username, self.password())
         root = sushy.Sushy(f"{self.base_url}/redfish/v1", auth=auth, verify=self.entry.verify,
                            server_side_retries=1, read_timeout=timeout,
                            connect_timeout=timeout)

@@ -8,6 +8,8 @@ Fencer first needs it.
 
 from __future__ import annotations
 
+import typing
+
 from stevedore import ExtensionManager, driver
 from stevedore import exception as sd_exc
 
@@ -26,7 +28,9 @@ def driver_names() -> list[str]:
 def load_driver_class(name: str) -> type[FenceDriver]:
     """The driver class registered under ``name``, or UnknownDriver."""
     try:
-        return driver.DriverManager(NAMESPACE, name, invoke_on_load=False).driver
+        manager: driver.DriverManager[type[FenceDriver]] = driver.DriverManager(
+            NAMESPACE, name, invoke_on_load=False)
+        return typing.cast(type[FenceDriver], manager.driver)
     except sd_exc.NoMatches:
         raise exceptions.UnknownDriver(driver=name, known=", ".join(driver_names()))
 

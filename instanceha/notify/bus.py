@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any
 
 import oslo_messaging
 from oslo_messaging.notify import messaging as om_messaging
@@ -79,14 +80,14 @@ class DriverDelivery:
                 raise NotificationSetupError(
                     what="transport", reason=f"{type(e).__name__}: {redact(str(e))}") from None
         self.transport = transport
-        self.drivers: list[tuple[str, object]] = []
+        self.drivers: list[tuple[str, Any]] = []  # (name, an oslo.messaging driver)
         topics = list(settings.topics)
         others = [d for d in settings.drivers if d not in STRICT and d not in DISABLED]
         loaded = {}
         if others:
             try:
-                mgr = named.NamedExtensionManager(
-                    DRIVER_NAMESPACE, names=others, invoke_on_load=True, invoke_args=[conf],
+                mgr: named.NamedExtensionManager[Any] = named.NamedExtensionManager(
+                    DRIVER_NAMESPACE, names=others, invoke_on_load=True, invoke_args=(conf,),
                     invoke_kwds={"topics": topics, "transport": transport},
                     name_order=True, on_missing_entrypoints_callback=self._missing)
             except NotificationSetupError:

@@ -61,7 +61,8 @@ class TelemetryServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        return self._server.server_address[:2]
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
 
     def start(self) -> TelemetryServer:
         self._thread.start()

@@ -60,12 +60,31 @@ def _tenant_alarms(telemetry, hook):
     return made
 
 
+@pytest.fixture
+def tenant_alarms(telemetry, minicloud):
+    """(webhook, {name: Tenant}, {name: Servers booted into its project}); the
+    servers, projects and users are deleted afterwards, whatever happened (a
+    server left on a compute would land in a later test's recovery)."""
+    hook = Webhook()
+    owned = {}
+    try:
+        tenants = _tenant_alarms(telemetry, hook)
+        owned = {name: Servers(telemetry.admin_in(t), minicloud.endpoints)
+                 for name, t in tenants.items()}
+        yield hook, tenants, owned
+    finally:
+        hook.close()
+        for made in owned.values():
+            made.delete_all()
+        telemetry.delete_tenants()
+
+
 def _delivered(hook, path):
     return {(e["event_type"], e["traits"].get("instance_id")) for e in hook.events(path)}
 
 
 def test_failed_compute_is_fenced_evacuated_notified_and_reenabled(
-        minicloud, nova, servers, daemon_factory, tmp_path, telemetry):
+        minicloud, nova, servers, daemon_factory, tmp_path, telemetry, tenant_alarms):
     ensure_healthy(minicloud, nova)
     ep = minicloud.endpoints
     hosts = minicloud.hosts
@@ -79,9 +98,7 @@ def test_failed_compute_is_fenced_evacuated_notified_and_reenabled(
     inv_path.write_text(yaml.safe_dump(inventory))
     os.chmod(inv_path, 0o600)
 
-    hook = Webhook()
-    tenants = _tenant_alarms(telemetry, hook)
-    owned = {name: Servers(telemetry.admin_in(t), ep) for name, t in tenants.items()}
+    hook, tenants, owned = tenant_alarms
 
     # servers on the victim: per tenant one opted in and one notify-only (the
     # admin boots them into the tenant's project: only an admin picks the
@@ -179,10 +196,6 @@ def test_failed_compute_is_fenced_evacuated_notified_and_reenabled(
         listener.wait()
         events_out.close()
         bmc.stop()
-        hook.close()
-        for made in owned.values():
-            made.delete_all()
-        telemetry.delete_tenants()
         ensure_healthy(minicloud, nova)
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 import threading
+import typing
+from collections.abc import Callable
 
 from oslo_log import log as logging
 
 from instanceha import exceptions
 from instanceha.cmd import common, sdnotify
 from instanceha.conf import policy
-from instanceha.controller.executor import LogOnlyActuator
+from instanceha.controller.executor import Actuator, LogOnlyActuator
 from instanceha.controller.metrics import ControllerMetrics
 from instanceha.controller.service import ControllerService, ControllerSettings
 
@@ -46,21 +48,29 @@ def build(conf) -> ControllerService:
         return snap.control if snap is not None else {}
 
     actuator, closers = build_actuator(conf, coordinator, records, control)
-    aggregates = _aggregates(conf, actuator, closers)
+    recovery = _recovery(actuator)
+    aggregates = _aggregates(conf, recovery.nova if recovery else None, closers)
     service = ControllerService(coordinator, settings, actuator,
-                                nova_states=getattr(actuator, "nova_up", None),
-                                on_hold=_hold_notifier(actuator, settings.dry_run),
+                                nova_states=actuator.nova_up,
+                                on_hold=_hold_notifier(recovery.notifier if recovery else None,
+                                                       settings.dry_run),
                                 aggregates=aggregates,
-                                guests=_guests(conf, coordinator, actuator, closers))
+                                guests=_guests(conf, coordinator, recovery, closers))
     service.closers = closers
     holder.append(service)
     return service
 
 
-def _aggregates(conf, actuator, closers):
+def _recovery(actuator: Actuator):
+    """The recovery actuator (with Nova, a bus, a journal), or None (log-only)."""
+    from instanceha.controller.recovery import RecoveryActuator
+
+    return actuator if isinstance(actuator, RecoveryActuator) else None
+
+
+def _aggregates(conf, nova, closers):
     """Nova's host aggregates for the guard's per-aggregate limits, read in the
     background (None without Nova: the cluster-wide limits only)."""
-    nova = getattr(actuator, "nova", None)
     if nova is None:
         LOG.warning("no Nova: the mass-failure guard applies its cluster-wide limits "
                     "only, not the per-aggregate ones")
@@ -73,8 +83,9 @@ def _aggregates(conf, actuator, closers):
 
 
 def _guests(conf, coordinator, actuator, closers):
-    """The guest actuator: the recovery actuator's Nova, bus and journal (None without Nova)."""
-    if getattr(actuator, "nova", None) is None:
+    """The guest actuator: the recovery actuator's Nova, bus and journal (None without
+    Nova: no recovery actuator)."""
+    if actuator is None or actuator.nova is None:
         LOG.warning("no Nova: guest failures reported by the agents are not handled")
         return None
     from instanceha.controller.guests import GuestActuator, GuestActuatorSettings
@@ -95,10 +106,9 @@ def _guests(conf, coordinator, actuator, closers):
     return guests
 
 
-def _hold_notifier(actuator, dry_run: bool):
+def _hold_notifier(notifier, dry_run: bool):
     """A safety hold goes on the bus too (the operators' and VNF managers' alert):
     the first limit exceeded is the payload's rule, limit and observed value."""
-    notifier = getattr(actuator, "notifier", None)
     if notifier is None:
         return None
     from instanceha.notify import events
@@ -117,7 +127,8 @@ def _hold_notifier(actuator, dry_run: bool):
     return on_hold
 
 
-def build_actuator(conf, coordinator, records, control):
+def build_actuator(conf, coordinator, records,
+                   control) -> tuple[Actuator, list[Callable[[], object]]]:
     """The recovery actuator when fencing is configured, else the log-only one.
 
     Fencing without Nova (or Nova without fencing) refuses to start: fencing
@@ -165,7 +176,8 @@ def build_actuator(conf, coordinator, records, control):
     settings = ActuatorSettings(
         name=conf.host,
         policy=policy.recovery_policy(conf),
-        default_recovery=Recovery.parse(conf.nova.default_instance_recovery),
+        # the option's choices are Recovery's values: parse never returns None here
+        default_recovery=typing.cast(Recovery, Recovery.parse(conf.nova.default_instance_recovery)),
         workers=conf.controller.recovery_workers,
         dry_run=conf.controller.dry_run,
         power_on_after_recovery=conf.fencing.power_on_after_recovery,
@@ -230,12 +242,13 @@ def main(argv=None) -> int:
     LOG.info("%s starting as %s", PROG, conf.host)
     metrics = ControllerMetrics(service)
     service.on_transition = metrics.on_transition
-    if hasattr(service.handler, "metrics"):  # the recovery actuator reports to them
-        service.handler.metrics = metrics
-        metrics.notifier = service.handler.notifier
-        metrics.journal = getattr(service.handler, "journal", None)
-        metrics.nova_events = getattr(service.handler, "nova_events", None)
-        metrics.api_calls = getattr(service.handler, "calls", None)
+    recovery = _recovery(service.handler)
+    if recovery is not None:  # the recovery actuator reports to them
+        recovery.metrics = metrics
+        metrics.notifier = recovery.notifier
+        metrics.journal = recovery.journal
+        metrics.nova_events = recovery.nova_events
+        metrics.api_calls = recovery.calls
     if service.guests is not None:
         service.guests.metrics = metrics
     previous_hold = service.on_hold

@@ -37,19 +37,68 @@ snapshot still does not show it (a write not yet seen, or one undone)."""
 AggregatesProvider = Callable[[], guard.Aggregates | None]
 
 
+class Verify(Protocol):
+    """``verify()`` re-checks leadership (a round trip) and returns the fencing
+    token; ``token`` is the term as known locally, for bookkeeping only."""
+
+    def __call__(self) -> int: ...
+
+    @property
+    def token(self) -> int | None: ...
+
+
 class Actuator(Protocol):
+    """What the executor, the service and the metrics use of an actuator (the
+    recovery actuator, or the log-only one): every capability declared here,
+    none probed. ``BaseActuator`` gives the optional ones their no-op."""
+
     def act(self, views: Mapping[str, HostView], fence_allowed: list[str],
-            verify: Callable[[], int]) -> None:
+            verify: Verify) -> None:
         """Drive recovery, called every tick while this controller leads and is
         not paused. ``fence_allowed``: the FAILED hosts the guard lets it fence
         this tick. ``verify()`` re-checks leadership (a round trip) and returns
         the fencing token: call it right before every world-changing action.
-        Must be idempotent and must not block the tick. An actuator may also
-        have ``idle()``, called on every tick it is not given (not leading,
-        paused), which must not block either."""
+        Must be idempotent and must not block the tick."""
+
+    def idle(self) -> None:
+        """Called on every tick it is not given (not leading, paused): let go
+        of what only a leader uses. Must not block."""
+
+    @property
+    def revision(self) -> int:
+        """Grows when what ``nova_status()`` shows changes (a reader skips a
+        rebuild while it does not)."""
+
+    def nova_status(self) -> dict[str, dict[str, object]] | None:
+        """Nova's view of each host and the recovery decision, for ``instanceha
+        status``; None without Nova."""
+
+    def nova_up(self) -> Mapping[str, bool]:
+        """Whether Nova reports each host's nova-compute up (empty: no Nova)."""
+
+    def close(self) -> None:
+        """Stop the actuator's own threads (shutdown)."""
 
 
-class LogOnlyActuator:
+class BaseActuator:
+    """The optional capabilities of an ``Actuator``, as an actuator without Nova has them."""
+
+    revision = 0
+
+    def idle(self) -> None:
+        pass
+
+    def nova_status(self) -> dict[str, dict[str, object]] | None:
+        return None
+
+    def nova_up(self) -> Mapping[str, bool]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class LogOnlyActuator(BaseActuator):
     """What runs when no fencing is configured: nothing is fenced, nothing is
     evacuated (an instance is never moved off an unfenced host); each failure
     is logged once with the term's token."""
@@ -57,7 +106,8 @@ class LogOnlyActuator:
     def __init__(self) -> None:
         self.handed: dict[tuple[str, float], int] = {}
 
-    def act(self, views, fence_allowed, verify) -> None:
+    def act(self, views: Mapping[str, HostView], fence_allowed: list[str],
+            verify: Verify) -> None:
         for host in fence_allowed:
             view = views[host]
             key = (host, view.since)
@@ -173,10 +223,8 @@ class Executor:
 
     def _idle(self) -> None:
         """A tick this controller does not act on (not leading, paused): the
-        actuator's ``idle()``, if it has one, lets go of what only a leader uses."""
-        idle = getattr(self.actuator, "idle", None)
-        if idle is not None:
-            idle()
+        actuator's ``idle()`` lets go of what only a leader uses."""
+        self.actuator.idle()
 
     # -- the per-aggregate grouping -------------------------------------------
     def _grouping(self) -> guard.Aggregates | None:

@@ -36,6 +36,7 @@ from instanceha.engine import guest as g
 from instanceha.engine.instance_policy import GuestPolicy, decide_guest
 from instanceha.engine.model import Phase
 
+from .executor import Verify
 from .journal import State as Incident
 
 LOG = logging.getLogger(__name__)
@@ -98,14 +99,13 @@ class GuestActuator:
         self.read_error: str | None = None
 
     # -- each tick (leader only) ---------------------------------------------------
-    def tick(self, views: Mapping, control: Mapping[str, object],
-             verify: Callable[[], int]) -> None:
+    def tick(self, views: Mapping, control: Mapping[str, object], verify: Verify) -> None:
         if control.get("paused"):
             self._say_once("pause", "guest failures: paused by an operator, not acted on")
             return
         self._said.pop("pause", None)
         if self.journal is not None:
-            self.journal.term(getattr(verify, "token", None))
+            self.journal.term(verify.token)
         try:
             pending = self.coordinator.guest_events()
             self.read_error = None

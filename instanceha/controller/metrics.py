@@ -211,14 +211,14 @@ class _Collector:
 def _recovery(svc, leading: bool):
     """The state of instanceha's marker in Nova per host, as the leader last read it
     (a standby does not read Nova: no series)."""
-    status = getattr(getattr(svc, "handler", None), "nova_status", None)
-    if status is None or not leading:
+    status = svc.handler.nova_status() if leading else None
+    if status is None:
         return
     family = GaugeMetricFamily("instanceha_host_recovery",
                                "1 for the state of instanceha's marker in Nova of each host "
                                "that has one (fenced, recovering, recovered, held, reserved), "
                                "as the leader last read it.", labels=["host", "state"])
-    for host, nova in sorted(status().items()):
+    for host, nova in sorted(status.items()):
         if nova.get("marker"):
             family.add_metric([host, nova["marker"]], 1)
     yield family

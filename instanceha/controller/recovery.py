@@ -28,7 +28,7 @@ import concurrent.futures
 import logging
 import threading
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from instanceha import exceptions
 from instanceha.backoff import Retries
@@ -39,6 +39,7 @@ from instanceha.compute.model import ComputeService
 from instanceha.engine.model import HostView, Phase
 from instanceha.engine.recovery import HostFacts, Stage, next_stage
 
+from .executor import Verify
 from .journal import State as Incident
 from .placement import Placement
 from .stages import hold as hold_stage
@@ -233,12 +234,12 @@ class RecoveryActuator:
         return done_at is None or (self.services_at is not None and self.services_at > done_at)
 
     def act(self, views: Mapping[str, HostView], fence_allowed: list[str],
-            verify: Callable[[], int]) -> None:
+            verify: Verify) -> None:
         if self.nova_events is not None:
             self.nova_events.ensure()
         self._maybe_refresh()
         if self.journal is not None:
-            self.journal.term(getattr(verify, "token", None))
+            self.journal.term(verify.token)
         with self._lock:
             services = self.services  # replaced by a refresh, never mutated
             moved, self._moved = self._moved, set()
@@ -258,7 +259,7 @@ class RecoveryActuator:
             raise
 
     def _decide(self, views: Mapping[str, HostView], names: list[str], services,
-                fence_allowed: list[str], verify: Callable[[], int], now: float) -> None:
+                fence_allowed: list[str], verify: Verify, now: float) -> None:
         for host in names:
             view = views[host]
             svc = services.get(host)
@@ -316,7 +317,7 @@ class RecoveryActuator:
                     self._record(host, "dry_run", f"DRY-RUN: would run {decision.stage.value}"
                                  f": {decision.reason}")
                     if decision.stage is Stage.FENCE:
-                        incident = self.report.incident(host, getattr(verify, "token", None))
+                        incident = self.report.incident(host, verify.token)
                         self.report.emit("host_failed", host=host, reason=view.reason,
                                          incident_id=incident, dry_run=True)
                 continue

@@ -145,13 +145,12 @@ class ControllerService:
         # over every host
         snap = rec.last_snapshot
         inputs = (rec.views, snap.members, snap.control, rec.executor.guard_state,
-                  getattr(self.handler, "revision", None), leadership.token, guests)
+                  self.handler.revision, leadership.token, guests)
         if not self.publisher.due(inputs, now):
             return
-        nova_status = getattr(self.handler, "nova_status", None)
         doc = status.build(self.settings.name, leadership.token, rec.views,
                            snap, rec.executor.guard_state, now,
-                           self.clock.wall(), nova_status() if nova_status else None,
+                           self.clock.wall(), self.handler.nova_status(),
                            guard_report=rec.executor.guard_report(), guests=guests)
         try:
             self.publisher.maybe_publish(doc, now, inputs)

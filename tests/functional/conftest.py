@@ -13,7 +13,7 @@ from harness import daemons
 from harness.zookeeper import ZooKeeperServer
 
 from instanceha import coordination
-from instanceha.controller.executor import Executor
+from instanceha.controller.executor import BaseActuator, Executor
 from instanceha.controller.reconciler import Reconciler
 from instanceha.engine.model import DetectionPolicy
 from tests.functional.cloud import (  # noqa: F401 - the mini-cloud fixtures, one per session
@@ -88,7 +88,7 @@ def daemon_factory(tmp_path, zookeeper, root_path):
         d.terminate()
 
 
-class RecordingHandler:
+class RecordingHandler(BaseActuator):
     """An actuator that records each hand-over (host, rule, token)."""
 
     def __init__(self):

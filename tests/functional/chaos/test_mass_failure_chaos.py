@@ -21,6 +21,7 @@ import pytest
 from harness import daemons
 
 from instanceha import coordination
+from instanceha.controller.executor import BaseActuator
 from instanceha.controller.service import ControllerService, ControllerSettings
 from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import DetectionPolicy
@@ -106,7 +107,7 @@ def test_mass_failure_is_held_reported_then_released(daemon_factory, cli, fault)
                    f"once, at +{offsets} s; live hosts 0")
 
 
-class _PerTick:
+class _PerTick(BaseActuator):
     """An actuator that records, for each tick, the hosts handed over for the
     first time (after ``verify()``, as a real actuator does)."""
 

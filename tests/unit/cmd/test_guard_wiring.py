@@ -67,7 +67,7 @@ def test_every_hold_reason_goes_on_the_bus_and_matches_the_schema(case):
     state = CASES[case]()
     assert state.held
     actuator = Actuator()
-    cmd_controller._hold_notifier(actuator, dry_run=False)(state, POLICY)
+    cmd_controller._hold_notifier(actuator.notifier, dry_run=False)(state, POLICY)
     (event,) = actuator.notifier.events
     payload = event.payload_dict()
     samples.validate("instanceha.safety.hold", payload)
@@ -81,7 +81,7 @@ def test_every_hold_reason_goes_on_the_bus_and_matches_the_schema(case):
 def test_an_adopted_hold_without_breaches_still_builds_a_valid_event():
     state = guard.adopt(GuardState(dead=frozenset({"h1"})), "storm", 0.0)
     actuator = Actuator()
-    cmd_controller._hold_notifier(actuator, dry_run=True)(state, POLICY)
+    cmd_controller._hold_notifier(actuator.notifier, dry_run=True)(state, POLICY)
     payload = actuator.notifier.events[0].payload_dict()
     samples.validate("instanceha.safety.hold", payload)
     assert payload["rule"] == "mass-failure" and payload["dry_run"] is True
@@ -98,10 +98,10 @@ def test_aggregates_come_from_the_actuators_nova_and_close_with_it():
             return {}
 
     closers = []
-    cache = cmd_controller._aggregates(Conf, Actuator(Nova()), closers)
+    cache = cmd_controller._aggregates(Conf, Actuator(Nova()).nova, closers)
     assert cache.refresh == 300.0 and closers == [cache.close]
     cache.close()
-    assert cmd_controller._aggregates(Conf, Actuator(), []) is None
+    assert cmd_controller._aggregates(Conf, None, []) is None  # no recovery actuator: no Nova
 
 
 def _snap(control):

@@ -5,14 +5,20 @@ import logging
 import pytest
 
 from instanceha import exceptions
-from instanceha.controller.executor import GUARD_HOLD, GUARD_OVERRIDE_UNTIL, PAUSED, Executor
+from instanceha.controller.executor import (
+    GUARD_HOLD,
+    GUARD_OVERRIDE_UNTIL,
+    PAUSED,
+    BaseActuator,
+    Executor,
+)
 from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import HostView, Phase
 from tests.unit.clock import FakeClock
 from tests.unit.fakes import FakeLeadership
 
 
-class Recorder:
+class Recorder(BaseActuator):
     def __init__(self):
         self.calls = []
 

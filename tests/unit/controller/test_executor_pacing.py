@@ -1,13 +1,13 @@
 """The executor admits at most max_fences_per_tick new hosts per tick and keeps
 handing over the ones it admitted, until every failed host was handed over."""
 
-from instanceha.controller.executor import Executor
+from instanceha.controller.executor import BaseActuator, Executor
 from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import HostView, Phase
 from tests.unit.fakes import FakeLeadership
 
 
-class FirstHandOvers:
+class FirstHandOvers(BaseActuator):
     def __init__(self):
         self.ticks = []
         self.seen = set()

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from instanceha.controller import status
-from instanceha.controller.executor import GUARD_HOLD, GUARD_OVERRIDE_UNTIL
+from instanceha.controller.executor import GUARD_HOLD, GUARD_OVERRIDE_UNTIL, BaseActuator
 from instanceha.controller.service import ControllerService, ControllerSettings
 from instanceha.engine.guard import GuardPolicy, GuardState
 from instanceha.engine.model import DetectionPolicy, HostView, Phase
@@ -19,7 +19,7 @@ GUARD = GuardPolicy(max_failed_hosts=1, max_failed_percent=100, stable_after=30,
 HOSTS = [f"compute{i}" for i in range(1, 7)]
 
 
-class Recorder:
+class Recorder(BaseActuator):
     def __init__(self):
         self.calls = []
 

@@ -3,7 +3,7 @@ in the background, a failed start tried again later, each notification waking
 the evacuation of its instance."""
 
 from instanceha.compute.waiting import CompletionWatch, Waker
-from instanceha.controller.executor import Executor
+from instanceha.controller.executor import BaseActuator, Executor
 from instanceha.controller.nova_events import NovaEventFeed, instance_uuid
 from instanceha.engine.model import HostView, Phase
 from tests.unit.clock import FakeClock
@@ -91,7 +91,7 @@ def test_a_notification_wakes_the_evacuation_of_its_instance():
     feed.close()
 
 
-class Recorder:
+class Recorder(BaseActuator):
     def __init__(self):
         self.acted = self.idled = 0
 

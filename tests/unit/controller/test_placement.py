@@ -71,6 +71,8 @@ class FakeEvacuator:
 
 
 class Verify:
+    token = 42
+
     def __init__(self, log):
         self.log, self.deposed = log, False
 

@@ -6,7 +6,7 @@ import pytest
 
 from instanceha import exceptions
 from instanceha.controller import status
-from instanceha.controller.executor import Executor, LogOnlyActuator
+from instanceha.controller.executor import BaseActuator, Executor, LogOnlyActuator
 from instanceha.controller.reconciler import Reconciler
 from instanceha.controller.service import ControllerService, ControllerSettings
 from instanceha.coordination import ConnectionState
@@ -20,7 +20,7 @@ POLICY = DetectionPolicy()
 NO_GUARD = GuardPolicy(max_failed_hosts=100, max_failed_percent=100)
 
 
-class Recorder:
+class Recorder(BaseActuator):
     """An actuator that hands each allowed host over, verifying leadership first."""
 
     def __init__(self):

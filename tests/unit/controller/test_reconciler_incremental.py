@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from instanceha.controller.executor import Executor
+from instanceha.controller.executor import BaseActuator, Executor
 from instanceha.controller.reconciler import Reconciler
 from instanceha.coordination import ConnectionState, base
 from instanceha.engine import detection, guard
@@ -19,7 +19,7 @@ POLICY = DetectionPolicy(reconnect_grace=1.0)
 NO_GUARD = GuardPolicy(max_failed_hosts=1000, max_failed_percent=100)
 
 
-class Nothing:
+class Nothing(BaseActuator):
     def act(self, views, fence_allowed, verify):
         pass
 

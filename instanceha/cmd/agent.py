@@ -128,7 +128,7 @@ def main(argv=None) -> int:
         common.loop_health(lambda: agent.last_iteration, agent.clock,
                            conf.telemetry.stall_after),
         lambda: (agent.is_joined(), "joined" if agent.is_joined() else "not joined"))
-    sd = sdnotify.Notifier()
+    sd = sdnotify.SystemdNotifier()
     on_iteration = sd.loop_hook(agent.coordinator.joined, f"joined as {conf.host}")
 
     rejected = None

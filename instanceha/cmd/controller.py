@@ -270,7 +270,7 @@ def main(argv=None) -> int:
         conf, conf.telemetry.controller_port, metrics.registry,
         common.loop_health(lambda: service.last_iteration, service.clock,
                            conf.telemetry.stall_after), ready)
-    sd = sdnotify.Notifier()
+    sd = sdnotify.SystemdNotifier()
     notify = sd.loop_hook(lambda: service.reconciler is not None, f"observing as {conf.host}")
 
     def on_iteration():

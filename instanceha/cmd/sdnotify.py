@@ -11,7 +11,7 @@ import socket
 from instanceha.clock import SYSTEM, Clock
 
 
-class Notifier:
+class SystemdNotifier:
     def __init__(self, environ=os.environ, clock: Clock = SYSTEM) -> None:
         addr = environ.get("NOTIFY_SOCKET")
         if addr and addr.startswith("@"):

@@ -37,7 +37,7 @@ from instanceha.engine.instance_policy import GuestPolicy, decide_guest
 from instanceha.engine.model import Phase
 
 from .executor import Verify
-from .journal import State as Incident
+from .journal import IncidentState
 
 LOG = logging.getLogger(__name__)
 
@@ -156,21 +156,21 @@ class GuestActuator:
 
     # -- one failure ------------------------------------------------------------------
     def handle(self, event_id: str, record: Mapping, views: Mapping,
-               verify: Callable[[], int]) -> g.Outcome:
+               verify: Callable[[], int]) -> g.GuestOutcome:
         try:
             event = g.GuestEvent.from_record(record)
         except ValueError as e:
             LOG.error("guest failure %s dropped: %s", event_id, e)
             verify()
             self.coordinator.guest_event_delete(event_id)
-            return g.Outcome.IGNORED
+            return g.GuestOutcome.IGNORED
         last = self.last.get(event.instance_id)
         if last is not None and 0 <= event.at - last[0] <= self.settings.guest.coalesce \
                 and (last[2] is None or event.at < last[2]):  # after our restart: a new life
             self._record(event, "coalesced", f"also seen: {event.describe()} (within "
                          f"{self.settings.guest.coalesce:.0f} s of the failure handled)",
                          incident=last[1])
-            return self._done(event_id, event, g.Outcome.COALESCED, verify)
+            return self._done(event_id, event, g.GuestOutcome.COALESCED, verify)
         view = views.get(event.host)
         phase = view.phase if view is not None else None
         waited = self.clock.monotonic() - self.first_seen.get(event_id, self.clock.monotonic())
@@ -191,7 +191,7 @@ class GuestActuator:
                 if policy is GuestPolicy.RESTART and server is not None else ()
             step = g.decide(event, policy, facts, phase, restarts, settings, self.clock.wall(),
                             waited)
-        if step.action is g.Action.WAIT:
+        if step.action is g.GuestAction.WAIT:
             if self._said.get(event_id) != step.reason:
                 self._said[event_id] = step.reason
                 LOG.info("guest failure of %s on %s: %s", event.instance_id, event.host,
@@ -223,7 +223,7 @@ class GuestActuator:
                              task_state=server.task_state, owner_stopped=owner_stopped,
                              restarted_since=since)
 
-    def _act(self, event_id, event, server, decision, step, verify) -> g.Outcome:
+    def _act(self, event_id, event, server, decision, step, verify) -> g.GuestOutcome:
         outcome, note = step.outcome, step.reason
         if self.journal is not None:
             self.journal.load()  # the incident id is known from the first entry on
@@ -232,16 +232,16 @@ class GuestActuator:
                                 f"{policy_text}", opens=True, detail=dict(event.detail),
                                 seen_at=event.at)
         action, restarted_at = "none", None
-        if step.action in (g.Action.REBOOT, g.Action.START):
+        if step.action in (g.GuestAction.REBOOT, g.GuestAction.START):
             action = step.action.value
             if self.settings.dry_run:
-                outcome = g.Outcome.DRY_RUN
+                outcome = g.GuestOutcome.DRY_RUN
                 note = f"DRY-RUN: would {note}"
                 LOG.warning("DRY-RUN guest failure of %s on %s: would %s", event.instance_id,
                             event.host, step.reason)
             else:
                 verify()  # right before the world-changing call
-                if step.action is g.Action.REBOOT:
+                if step.action is g.GuestAction.REBOOT:
                     self.nova.reboot(event.instance_id, hard=True)
                 else:
                     self.nova.start(event.instance_id)
@@ -255,19 +255,19 @@ class GuestActuator:
                 event.kind, step.reason)
         if step.notify and server is not None and decision is not None:
             self._emit(event, server, decision.policy, action, note, incident)
-        state = Incident.GAVE_UP if outcome is g.Outcome.GAVE_UP else Incident.CLOSED
+        state = IncidentState.GAVE_UP if outcome is g.GuestOutcome.GAVE_UP else IncidentState.CLOSED
         self._record(event, outcome.value, note, state=state,
                      counts={outcome.value: 1}, outcome=outcome.value, action=action,
                      policy=decision.policy.value if decision else None)
         return self._done(event_id, event, outcome, verify, incident, note, restarted_at)
 
     def _done(self, event_id, event, outcome, verify, incident=None, note="",
-              restarted_at=None) -> g.Outcome:
+              restarted_at=None) -> g.GuestOutcome:
         verify()  # a deposed leader must leave the failure to the next one
         self.coordinator.guest_event_delete(event_id)
         for d in (self.next_try, self.first_seen, self.retries):
             d.pop(event_id, None)
-        if outcome is not g.Outcome.COALESCED:
+        if outcome is not g.GuestOutcome.COALESCED:
             self.last[event.instance_id] = (event.at, incident, restarted_at)
             self.recent.appendleft({"at": round(event.at, 3), "host": event.host,
                                     "instance_id": event.instance_id, "kind": event.kind,

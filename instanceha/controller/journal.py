@@ -43,7 +43,7 @@ LOG = logging.getLogger(__name__)
 MAX_TEXT = 2000
 
 
-class State(str, enum.Enum):
+class IncidentState(str, enum.Enum):
     DETECTED = "detected"
     """FAILED and to be fenced; not fenced yet (guard, per-tick cap, pause)."""
     FENCING = "fencing"
@@ -63,9 +63,10 @@ class State(str, enum.Enum):
     CLOSED = "closed"
 
 
-ENDED = frozenset({State.CLOSED, State.GAVE_UP})
-OPEN = frozenset(State) - ENDED
-CONTINUED_BY_A_FENCE = frozenset({State.DETECTED, State.FENCING, State.FENCE_FAILED})
+ENDED = frozenset({IncidentState.CLOSED, IncidentState.GAVE_UP})
+OPEN = frozenset(IncidentState) - ENDED
+CONTINUED_BY_A_FENCE = frozenset({IncidentState.DETECTED, IncidentState.FENCING,
+                                  IncidentState.FENCE_FAILED})
 """A new fence of the host continues an incident in these states (a leader
 died before recording its fence in Nova); any other open one is over."""
 
@@ -89,10 +90,10 @@ class _Item:
     text: str
     facts: Mapping[str, object]
     at: float
-    state: State | None
+    state: IncidentState | None
     opens: bool
     new_failure: bool
-    close_if: frozenset[State]
+    close_if: frozenset[IncidentState]
     counts: Mapping[str, int]
     instance: str | None = None
     target: str | None = None
@@ -168,9 +169,9 @@ class IncidentJournal:
         return True
 
     # -- recording (any thread; never blocks on the store) --------------------
-    def record(self, host: str, kind: str, text: str, *, state: State | None = None,
+    def record(self, host: str, kind: str, text: str, *, state: IncidentState | None = None,
                opens: bool = False, new_failure: bool = False,
-               close_if: frozenset[State] = frozenset(),
+               close_if: frozenset[IncidentState] = frozenset(),
                counts: Mapping[str, int] | None = None, instance: str | None = None,
                incident: str | None = None, **facts) -> str | None:
         """Add an entry to the host's open incident; ``opens`` starts one if
@@ -242,14 +243,14 @@ class IncidentJournal:
         if item.new_failure and incident is not None and \
                 self._loaded[incident]["state"] not in CONTINUED_BY_A_FENCE:
             self._transition(incident, item.at, "closed", "superseded: the host failed again "
-                             "after being back in service", State.CLOSED)
+                             "after being back in service", IncidentState.CLOSED)
             incident = None
         if incident is None:
             if not item.opens:
                 return None  # nothing open for this host: not an incident's business
             incident = self._new_id(item.host, item.instance)
             self._loaded[incident] = {
-                "id": incident, "host": item.host, "state": State.DETECTED.value,
+                "id": incident, "host": item.host, "state": IncidentState.DETECTED.value,
                 "opened_at": item.at, "opened_by": self.name, "term": self._term,
                 "updated_at": item.at, "closed_at": None, "entries": 0, "reason": "",
             }
@@ -258,8 +259,8 @@ class IncidentJournal:
             self._prune(item.at)
         summary = self._loaded[incident]
         state = item.state
-        if state is None and item.close_if and State(summary["state"]) in item.close_if:
-            state = State.CLOSED
+        if state is None and item.close_if and IncidentState(summary["state"]) in item.close_if:
+            state = IncidentState.CLOSED
         for key, value in item.counts.items():
             summary[key] = summary.get(key, 0) + value
         if "fence" in item.facts:
@@ -268,7 +269,7 @@ class IncidentJournal:
         return incident
 
     def _transition(self, incident: str, at: float, kind: str, text: str,
-                    state: State | None, facts: Mapping[str, object] | None = None) -> None:
+                    state: IncidentState | None, facts: Mapping[str, object] | None = None) -> None:
         summary = self._loaded[incident]
         if state is not None:
             summary["state"] = state.value

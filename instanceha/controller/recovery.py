@@ -40,7 +40,7 @@ from instanceha.engine.model import HostView, Phase
 from instanceha.engine.recovery import HostFacts, Stage, next_stage
 
 from .executor import Verify
-from .journal import State as Incident
+from .journal import IncidentState
 from .placement import Placement
 from .stages import hold as hold_stage
 from .stages import pipeline
@@ -428,7 +428,7 @@ class RecoveryActuator:
         elif decision.stage is Stage.IDLE and view.phase in (Phase.HEALTHY, Phase.DEGRADED):
             # back before any fence: that incident is over
             self.journal.record(host, "decision", text, phase=view.phase.value,
-                                close_if=frozenset({Incident.DETECTED}))
+                                close_if=frozenset({IncidentState.DETECTED}))
         else:
             self.journal.record(host, "decision", text, phase=view.phase.value)
 

@@ -52,7 +52,7 @@ RESTARTABLE = frozenset({"active", "stopped", "paused", "error"})
 """Nova vm_states a restart applies to (hard reboot, or start when stopped)."""
 
 
-class Action(enum.Enum):
+class GuestAction(enum.Enum):
     REBOOT = "reboot"  # hard reboot through Nova
     START = "start"  # start through Nova (the server is stopped in Nova)
     NOTIFY = "notify"  # only tell the owner
@@ -60,7 +60,7 @@ class Action(enum.Enum):
     NONE = "none"  # nothing to do (event done)
 
 
-class Outcome(enum.Enum):
+class GuestOutcome(enum.Enum):
     RESTARTED = "restarted"
     NOTIFIED = "notified"
     IGNORED = "ignored"
@@ -143,8 +143,8 @@ class GuestSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    action: Action
-    outcome: Outcome
+    action: GuestAction
+    outcome: GuestOutcome
     reason: str
     notify: bool = False
     """Tell the owner (instanceha.instance.failed)."""
@@ -196,8 +196,8 @@ class Rule:
     name: str
     when: str
     holds: Callable[[Situation], bool]
-    action: Action
-    outcome: Outcome
+    action: GuestAction
+    outcome: GuestOutcome
     reason: str
     """A template over ``Situation.fields()``."""
     notify: bool = False
@@ -208,7 +208,7 @@ def _srv(s: Situation) -> ServerFacts:
     return s.server
 
 
-A, Out = Action, Outcome
+A, Out = GuestAction, GuestOutcome
 RULES: tuple[Rule, ...] = (
     Rule("host-failed", "the host is FAILED", lambda s: s.phase is Phase.FAILED,
          A.NONE, Out.HOST_FAILING, "host {host} is FAILED: left to the host recovery"),

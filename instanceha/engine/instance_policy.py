@@ -66,6 +66,20 @@ _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
 
 
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _member(cls: type[_E], value: object) -> _E | None:
+    """``value`` as a member of the enum ``cls`` (a member, or its value in any
+    case and spacing), or None when it is not one."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(str(value).strip().lower())
+    except ValueError:
+        return None
+
+
 class Recovery(enum.Enum):
     EVACUATE = "evacuate"  # rebuild it on another host
     NOTIFY = "notify"  # only tell its owner (custom recovery, e.g. NFV)
@@ -73,12 +87,7 @@ class Recovery(enum.Enum):
 
     @classmethod
     def parse(cls, value: object) -> Recovery | None:
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            return None
+        return _member(cls, value)
 
 
 _STRENGTH = {Recovery.EVACUATE: 2, Recovery.NOTIFY: 1, Recovery.IGNORE: 0}
@@ -104,7 +113,7 @@ class InstanceFacts:
 
 
 @dataclasses.dataclass(frozen=True)
-class Decision:
+class RecoveryDecision:
     recovery: Recovery
     source: Source
     key: str | None  # the key that decided (None for the default)
@@ -167,8 +176,8 @@ _SOURCES = (
 _AGGREGATE_KEYS = (_NATIVE, (EVACUABLE_KEY, _bool_alias))
 
 
-def decide(facts: InstanceFacts, default: Recovery) -> Decision:
-    return _decide(facts, default, _SOURCES, _AGGREGATE_KEYS, _STRENGTH, Decision)
+def decide(facts: InstanceFacts, default: Recovery) -> RecoveryDecision:
+    return _decide(facts, default, _SOURCES, _AGGREGATE_KEYS, _STRENGTH, RecoveryDecision)
 
 
 def decided_by_server_or_flavor(facts: InstanceFacts) -> bool:
@@ -223,12 +232,7 @@ class GuestPolicy(enum.Enum):
 
     @classmethod
     def parse(cls, value: object) -> GuestPolicy | None:
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            return None
+        return _member(cls, value)
 
 
 _GUEST_STRENGTH = {GuestPolicy.RESTART: 2, GuestPolicy.NOTIFY: 1, GuestPolicy.IGNORE: 0}

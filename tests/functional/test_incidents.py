@@ -7,7 +7,7 @@ import pytest
 from harness import daemons
 
 from instanceha import coordination
-from instanceha.controller.journal import IncidentJournal, State
+from instanceha.controller.journal import IncidentJournal, IncidentState
 
 pytestmark = pytest.mark.functional
 
@@ -36,18 +36,18 @@ def incidents(cli):
 def test_two_leaders_one_story_and_the_cli_reads_it(coordinators, incidents):
     a = IncidentJournal(coordinators(), "ctl-a")
     incident = a.open("compute1", 5, "fence_start", "fencing: heartbeat stale 3.1 s",
-                      state=State.FENCING)
+                      state=IncidentState.FENCING)
     a.record("compute1", "fence_ok", "power off read back via ipmi",
              fence={"driver": "ipmi", "read_back": "off", "attempts": 1, "duration": 0.3})
     a.close()  # writes what is queued: ctl-a then dies before force-down
 
     b = IncidentJournal(coordinators(), "ctl-b")
-    assert b.open("compute1", 6, "fence_start", "fencing", state=State.FENCING) == incident
-    b.record("compute1", "forced_down", "forced down", state=State.FENCED)
+    assert b.open("compute1", 6, "fence_start", "fencing", state=IncidentState.FENCING) == incident
+    b.record("compute1", "forced_down", "forced down", state=IncidentState.FENCED)
     b.record("compute1", "instance", "vm1: evacuated to compute2", counts={"evacuated": 1})
-    b.record("compute1", "held", "held for an operator: flapping", state=State.HELD)
-    other = b.open("compute2", 6, "fence_start", "fencing", state=State.FENCING)
-    b.record("compute2", "restored", "back in service", state=State.CLOSED)
+    b.record("compute1", "held", "held for an operator: flapping", state=IncidentState.HELD)
+    other = b.open("compute2", 6, "fence_start", "fencing", state=IncidentState.FENCING)
+    b.record("compute2", "restored", "back in service", state=IncidentState.CLOSED)
     b.close()
 
     listed = incidents("--format", "json")
@@ -75,7 +75,7 @@ def test_two_leaders_one_story_and_the_cli_reads_it(coordinators, incidents):
 def test_a_zookeeper_outage_delays_the_journal_and_loses_nothing(coordinators, zookeeper):
     store = coordinators()
     j = IncidentJournal(store, "ctl-a", retry_max=0.5)
-    incident = j.open("compute1", 5, "fence_start", "fencing", state=State.FENCING)
+    incident = j.open("compute1", 5, "fence_start", "fencing", state=IncidentState.FENCING)
     daemons.wait_until(lambda: j.pending() == 0, 30, "the first entry written")
     zookeeper.freeze()
     try:

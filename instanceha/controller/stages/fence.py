@@ -14,10 +14,10 @@ import datetime
 import logging
 
 from instanceha import exceptions
+from instanceha.controller.journal import IncidentState
 from instanceha.engine import marker as mk
 
 from .context import StageContext
-from .report import Incident
 
 LOG = logging.getLogger(__name__)
 
@@ -25,12 +25,12 @@ LOG = logging.getLogger(__name__)
 def run(ctx: StageContext, host: str, view, svc, verify):
     token = verify()
     incident = ctx.report.open(host, token, "fence_start", f"fencing: {view.reason}",
-                               state=Incident.FENCING)
+                               state=IncidentState.FENCING)
     ctx.report.emit("host_failed", host=host, reason=view.reason, incident_id=incident)
     try:
         driver = ctx.fencer.driver_name(host)  # raises for a host not in the inventory
     except exceptions.InstanceHAError as e:
-        ctx.report.record(host, "fence_error", str(e), state=Incident.FENCE_FAILED,
+        ctx.report.record(host, "fence_error", str(e), state=IncidentState.FENCE_FAILED,
                           action=e.action.value)
         raise
     ctx.report.emit("fence_start", host=host, driver=driver, incident_id=incident)
@@ -47,7 +47,8 @@ def run(ctx: StageContext, host: str, view, svc, verify):
             ctx.report.emit("fence_error", host=host, driver=driver, incident_id=incident,
                             error=str(e), retrying=True)
             ctx.report.record(host, "fence_error", f"{driver}: {e}",
-                              state=Incident.FENCE_FAILED, action=e.action.value, driver=driver)
+                              state=IncidentState.FENCE_FAILED, action=e.action.value,
+                              driver=driver)
             raise
         return _attested(ctx, host, svc, verify, incident, attested, e)
     driver, devices = evidence.driver, ", ".join(evidence.devices)
@@ -100,6 +101,6 @@ def _force_down(ctx: StageContext, host, svc, verify, note: str, journal_text: s
     ctx.guarded(verify).force_down(host, reason)
     if ctx.failures is not None:
         ctx.failures.record(host)
-    ctx.report.record(host, "forced_down", journal_text, state=Incident.FENCED, **extra)
+    ctx.report.record(host, "forced_down", journal_text, state=IncidentState.FENCED, **extra)
     LOG.warning("host=%s forced down and marked fenced%s (token %d)", host, how, token)
     return dataclasses.replace(svc, forced_down=True, status="disabled", disabled_reason=reason)

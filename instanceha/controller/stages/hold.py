@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 
+from instanceha.controller.journal import IncidentState
 from instanceha.engine import marker as mk
 
 from .context import StageContext
-from .report import Incident
 
 LOG = logging.getLogger(__name__)
 
@@ -18,5 +18,5 @@ def run(ctx: StageContext, host: str, svc, verify, reason: str) -> None:
     token = m.token if m and m.token is not None else None
     ctx.guarded(verify).disable(host, ctx.marker(mk.MarkerState.HELD, token, reason))
     LOG.error("host=%s HELD for an operator: %s", host, reason)
-    ctx.report.record(host, "held", f"held for an operator: {reason}", state=Incident.HELD,
+    ctx.report.record(host, "held", f"held for an operator: {reason}", state=IncidentState.HELD,
                       opens=True)

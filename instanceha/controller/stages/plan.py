@@ -19,7 +19,11 @@ import dataclasses
 from collections.abc import Mapping
 
 from instanceha.compute.model import Server
-from instanceha.engine.instance_policy import Decision, Recovery, decided_by_server_or_flavor
+from instanceha.engine.instance_policy import (
+    Recovery,
+    RecoveryDecision,
+    decided_by_server_or_flavor,
+)
 from instanceha.engine.instance_policy import decide as decide_instance
 
 
@@ -27,7 +31,7 @@ from instanceha.engine.instance_policy import decide as decide_instance
 class Plan:
     host: str
     servers: tuple[Server, ...]
-    decisions: Mapping[str, Decision]
+    decisions: Mapping[str, RecoveryDecision]
 
     def _with(self, recovery: Recovery) -> list[Server]:
         return [s for s in self.servers if self.decisions[s.id].recovery is recovery]

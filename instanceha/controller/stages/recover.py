@@ -17,11 +17,11 @@ import logging
 
 from instanceha import exceptions
 from instanceha.compute import calls
+from instanceha.controller.journal import IncidentState
 from instanceha.engine import marker as mk
 
 from .context import StageContext
 from .plan import Plan, read_plan
-from .report import Incident
 
 LOG = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
     LOG.warning("host=%s recovered: %s (%d API requests since the fence)", host, note,
                 api_calls)
     ctx.report.record(host, "recovery_end", f"recovered: {note}; {api_calls} API requests "
-                      "since the fence", state=Incident.RECOVERED,
+                      "since the fence", state=IncidentState.RECOVERED,
                       seconds=round(ctx.clock.monotonic() - started, 2), api_calls=api_calls)
     if ctx.settings.power_on_after_recovery:
         power_on(ctx, host, verify)
@@ -90,7 +90,7 @@ def _recover(ctx: StageContext, host, plan: Plan, nova, marker, token, incident,
     LOG.warning("host=%s recovering %s", host, plan.summary())
     ctx.report.emit("recovery_start", host=host, incident_id=incident, evacuate=len(evacuate),
                     notify=len(notify))
-    ctx.report.record(host, "recovery_start", plan.summary(), state=Incident.RECOVERING)
+    ctx.report.record(host, "recovery_start", plan.summary(), state=IncidentState.RECOVERING)
     to_evacuate, to_notify = {s.id for s in evacuate}, {s.id for s in notify}
     for s in plan.servers:
         decision = plan.decisions[s.id]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 
+from instanceha.controller.journal import IncidentState
+
 from .context import StageContext
-from .report import Incident
 
 LOG = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def run(ctx: StageContext, host: str, svc, verify, waiting: dict[str, int]) -> f
     m = svc.marker
     incident = ctx.report.incident(host, m.token if m and m.token is not None else None)
     ctx.report.record(host, "restored", "back in service: nova-compute up, evacuations "
-                      "cleaned up; enabled", state=Incident.CLOSED)
+                      "cleaned up; enabled", state=IncidentState.CLOSED)
     ctx.report.emit("host_restored", host=host, incident_id=incident,
                     reason="repaired: nova-compute up, evacuations cleaned up")
     LOG.warning("host=%s back in service: enabled (nova-compute reported up)", host)

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from instanceha.controller.journal import State as Incident
-
 LOG = logging.getLogger(__name__)
 
-__all__ = ["Incident", "Reporter"]
+__all__ = ["Reporter"]
 
 
 class Reporter:

@@ -2,7 +2,7 @@
 
 import socket
 
-from instanceha.cmd.sdnotify import Notifier
+from instanceha.cmd.sdnotify import SystemdNotifier
 from tests.unit.clock import FakeClock
 
 
@@ -17,7 +17,7 @@ def _socket(tmp_path):
 def test_ready_watchdog_stopping(tmp_path):
     s, path = _socket(tmp_path)
     clock = FakeClock(0.0)
-    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "10000000"}, clock=clock)
+    n = SystemdNotifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "10000000"}, clock=clock)
     n.ready("joined as compute1")
     assert s.recv(100) == b"READY=1\nSTATUS=joined as compute1"
     n.watchdog()
@@ -39,7 +39,7 @@ def test_ready_watchdog_stopping(tmp_path):
 
 
 def test_disabled_without_systemd():
-    n = Notifier({})
+    n = SystemdNotifier({})
     assert not n.enabled and n.watchdog_interval is None
     n.ready()
     n.watchdog()
@@ -49,7 +49,7 @@ def test_disabled_without_systemd():
 def test_loop_hook_sends_ready_once_then_only_pings(tmp_path):
     s, path = _socket(tmp_path)
     clock = FakeClock(0.0)
-    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}, clock=clock)
+    n = SystemdNotifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}, clock=clock)
     joined = []
     hook = n.loop_hook(lambda: bool(joined), "joined as compute1")
     hook()

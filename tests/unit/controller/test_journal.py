@@ -4,7 +4,7 @@ No background writer here: the tests flush by hand."""
 
 import pytest
 
-from instanceha.controller.journal import IncidentJournal, Retention, State
+from instanceha.controller.journal import IncidentJournal, IncidentState, Retention
 from tests.unit.clock import FakeClock
 from tests.unit.fakes import FakeCoordinator
 
@@ -29,12 +29,12 @@ def test_one_failure_is_one_incident_with_its_story_in_order(store):
     j = journal(store)
     assert j.record("compute1", "decision", "decided fence: heartbeat stale",
                     new_failure=True, signals=[{"phase": "SUSPECT"}]) is None  # store unread
-    incident = j.open("compute1", 5, "fence_start", "fencing", state=State.FENCING)
+    incident = j.open("compute1", 5, "fence_start", "fencing", state=IncidentState.FENCING)
     j.record("compute1", "fence_ok", "power off read back", fence={"driver": "ipmi"})
-    j.record("compute1", "forced_down", "forced down", state=State.FENCED)
+    j.record("compute1", "forced_down", "forced down", state=IncidentState.FENCED)
     j.record("compute1", "instance", "vm1 evacuated", counts={"evacuated": 1})
     j.record("compute1", "instance", "vm2 notified", counts={"notified": 1})
-    j.record("compute1", "recovery_end", "recovered", state=State.RECOVERED)
+    j.record("compute1", "recovery_end", "recovered", state=IncidentState.RECOVERED)
     assert j.flush()
     assert incident == "compute1-5"
     assert kinds(store, incident) == ["decision", "fence_start", "fence_ok", "forced_down",
@@ -50,17 +50,18 @@ def test_one_failure_is_one_incident_with_its_story_in_order(store):
 
 def test_a_new_leader_continues_the_incident_the_old_one_left(store):
     a = journal(store, "ctl-a", term=5)
-    incident = a.open("compute1", 5, "fence_start", "fencing", state=State.FENCING)
+    incident = a.open("compute1", 5, "fence_start", "fencing", state=IncidentState.FENCING)
     assert a.flush()  # then ctl-a dies before recording its fence in Nova
     b = journal(store, "ctl-b", term=6)
-    assert b.open("compute1", 6, "fence_start", "fencing", state=State.FENCING) == incident
-    b.record("compute1", "forced_down", "forced down", state=State.FENCED)
+    assert b.open("compute1", 6, "fence_start", "fencing", state=IncidentState.FENCING) == incident
+    b.record("compute1", "forced_down", "forced down", state=IncidentState.FENCED)
     assert b.flush()
     assert [e["by"] for e in store.incident_entries(incident)] == ["ctl-a", "ctl-b", "ctl-b"]
     assert list(store.incidents()) == [incident]
 
 
-@pytest.mark.parametrize("left_in", [State.RECOVERED, State.HELD, State.FENCED])
+@pytest.mark.parametrize("left_in", [IncidentState.RECOVERED, IncidentState.HELD,
+                                     IncidentState.FENCED])
 def test_a_new_failure_after_the_host_was_back_opens_a_new_incident(store, left_in):
     j = journal(store)
     first = j.open("compute1", 5, "fence_start", "fencing")
@@ -77,7 +78,7 @@ def test_a_new_failure_after_the_host_was_back_opens_a_new_incident(store, left_
 def test_restored_closes_and_entries_without_an_open_incident_are_not_kept(store):
     j = journal(store)
     incident = j.open("compute1", 5, "fence_start", "fencing")
-    j.record("compute1", "restored", "back in service", state=State.CLOSED)
+    j.record("compute1", "restored", "back in service", state=IncidentState.CLOSED)
     assert j.record("compute1", "decision", "decided idle") is None
     assert j.record("compute2", "decision", "decided idle") is None
     assert j.flush()
@@ -88,8 +89,8 @@ def test_restored_closes_and_entries_without_an_open_incident_are_not_kept(store
 def test_back_before_any_fence_closes_a_detected_incident_only(store):
     j = journal(store)
     a = j.open("compute1", 5, "decision", "decided fence")
-    b = j.open("compute2", 5, "fence_start", "fencing", state=State.FENCING)
-    back = frozenset({State.DETECTED})
+    b = j.open("compute2", 5, "fence_start", "fencing", state=IncidentState.FENCING)
+    back = frozenset({IncidentState.DETECTED})
     j.record("compute1", "decision", "decided idle", close_if=back)
     j.record("compute2", "decision", "decided idle", close_if=back)
     assert j.flush()
@@ -126,8 +127,8 @@ def test_a_new_term_rereads_what_another_leader_wrote(store):
     b = journal(store, "ctl-b", term=6)
     first = a.open("compute1", 5, "fence_start", "fencing")
     assert a.flush()
-    assert b.open("compute1", 6, "x", "x", state=State.RECOVERED) == first
-    b.record("compute1", "restored", "back", state=State.CLOSED)
+    assert b.open("compute1", 6, "x", "x", state=IncidentState.RECOVERED) == first
+    b.record("compute1", "restored", "back", state=IncidentState.CLOSED)
     assert b.flush()
     # ctl-a leads again (term 7): it must not keep appending to the closed incident
     assert a.open("compute1", 7, "fence_start", "fencing") == "compute1-7"
@@ -136,12 +137,12 @@ def test_a_new_term_rereads_what_another_leader_wrote(store):
 def test_retention_keeps_open_ones_and_the_newest_closed(store):
     clock = FakeClock(wall=1_700_000_000.0)
     j = journal(store, clock=clock, retention=Retention(keep=2, max_age=10 * 86400.0))
-    held = j.open("compute0", 5, "held", "held", state=State.HELD)
+    held = j.open("compute0", 5, "held", "held", state=IncidentState.HELD)
     closed = []
     for n in range(4):
         clock.advance(60)
         closed.append(j.open(f"compute{n + 1}", 5, "fence_start", "fencing"))
-        j.record(f"compute{n + 1}", "restored", "back", state=State.CLOSED)
+        j.record(f"compute{n + 1}", "restored", "back", state=IncidentState.CLOSED)
     clock.advance(60)
     j.open("compute9", 5, "fence_start", "fencing")  # pruning happens on a new incident
     assert j.flush()
@@ -200,11 +201,11 @@ def test_a_new_term_with_writes_still_queued_keeps_them(store):
     store is overlaid with what is still queued (newer), nothing is misfiled."""
     j = journal(store, term=5)
     store.journal_down = True
-    incident = j.open("compute1", 5, "fence_start", "fencing", state=State.FENCING)
+    incident = j.open("compute1", 5, "fence_start", "fencing", state=IncidentState.FENCING)
     assert not j.flush()
     j.term(9)
     assert j.current("compute1") == incident
-    j.record("compute1", "forced_down", "forced down", state=State.FENCED)
+    j.record("compute1", "forced_down", "forced down", state=IncidentState.FENCED)
     store.journal_down = False
     assert j.flush()
     assert kinds(store, incident) == ["fence_start", "forced_down"]

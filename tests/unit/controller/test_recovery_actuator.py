@@ -555,8 +555,7 @@ def test_a_forced_down_host_is_enabled_only_once_nova_itself_sees_it_up():
 
 
 def test_each_evacuation_is_reported_as_it_completes_even_if_the_leader_dies_mid_batch():
-    from instanceha.controller.journal import IncidentJournal
-    from instanceha.controller.journal import State as Incident
+    from instanceha.controller.journal import IncidentJournal, IncidentState
     from tests.unit.fakes import FakeCoordinator
 
     class DyingEvacuator:
@@ -586,7 +585,7 @@ def test_each_evacuation_is_reported_as_it_completes_even_if_the_leader_dies_mid
                            journal=journal)
     act._refresh()
     journal.open("compute1", 40, "forced_down", "fenced by this term's leader",
-                 state=Incident.FENCED)
+                 state=IncidentState.FENCED)
     run(act, {"compute1": view("compute1", Phase.FAILED)}, [], Verify(log))
     ends = [e.payload["instance_id"] for e in bus.sent if e.event_type == events.EVACUATE_END]
     assert ends == ["a"]

@@ -26,45 +26,46 @@ def decide(ev=None, policy=GuestPolicy.RESTART, srv="default", phase="HEALTHY", 
 
 def test_active_server_is_hard_rebooted_and_the_owner_told():
     step = decide()
-    assert (step.action, step.outcome, step.notify) == (g.Action.REBOOT, g.Outcome.RESTARTED,
-                                                         True)
+    assert (step.action, step.outcome, step.notify) == (
+        g.GuestAction.REBOOT, g.GuestOutcome.RESTARTED, True)
     assert "restart 1 of at most 2 within 600 s" in step.reason
 
 
 def test_server_nova_already_stopped_is_started():
-    assert decide(srv=server(vm_state="stopped")).action is g.Action.START
+    assert decide(srv=server(vm_state="stopped")).action is g.GuestAction.START
 
 
 def test_owner_stopped_server_is_left_alone():
     step = decide(srv=server(vm_state="stopped", owner_stopped=True))
-    assert (step.action, step.outcome, step.notify) == (g.Action.NONE, g.Outcome.LEFT_ALONE,
-                                                         False)
+    assert (step.action, step.outcome, step.notify) == (
+        g.GuestAction.NONE, g.GuestOutcome.LEFT_ALONE, False)
 
 
 def test_task_state_waits_then_gives_up_and_says_so():
     busy = server(task_state="rebooting_hard")
-    assert decide(srv=busy, waited=59).action is g.Action.WAIT
+    assert decide(srv=busy, waited=59).action is g.GuestAction.WAIT
     step = decide(srv=busy, waited=61)
-    assert (step.action, step.outcome, step.notify) == (g.Action.NONE, g.Outcome.GAVE_UP, True)
+    assert (step.action, step.outcome, step.notify) == (
+        g.GuestAction.NONE, g.GuestOutcome.GAVE_UP, True)
 
 
 def test_at_most_max_restarts_within_the_window_then_gives_up():
-    assert decide(restarts=[NOW - 700, NOW - 10]).action is g.Action.REBOOT  # 1 in window
+    assert decide(restarts=[NOW - 700, NOW - 10]).action is g.GuestAction.REBOOT  # 1 in window
     step = decide(restarts=[NOW - 20, NOW - 10])
-    assert (step.outcome, step.notify) == (g.Outcome.GAVE_UP, True)
+    assert (step.outcome, step.notify) == (g.GuestOutcome.GAVE_UP, True)
     assert "already restarted 2 time(s) within 600 s (max 2)" in step.reason
 
 
 def test_a_restart_since_the_failure_is_not_repeated():
     step = decide(srv=server(restarted_since="reboot by admin at ..."))
-    assert (step.action, step.outcome) == (g.Action.NONE, g.Outcome.ALREADY)
+    assert (step.action, step.outcome) == (g.GuestAction.NONE, g.GuestOutcome.ALREADY)
 
 
 @pytest.mark.parametrize("phase,action,outcome", [
-    ("FAILED", g.Action.NONE, g.Outcome.HOST_FAILING),
-    ("SUSPECT", g.Action.WAIT, g.Outcome.WAITING),
-    ("DEGRADED", g.Action.REBOOT, g.Outcome.RESTARTED),
-    (None, g.Action.REBOOT, g.Outcome.RESTARTED),
+    ("FAILED", g.GuestAction.NONE, g.GuestOutcome.HOST_FAILING),
+    ("SUSPECT", g.GuestAction.WAIT, g.GuestOutcome.WAITING),
+    ("DEGRADED", g.GuestAction.REBOOT, g.GuestOutcome.RESTARTED),
+    (None, g.GuestAction.REBOOT, g.GuestOutcome.RESTARTED),
 ])
 def test_a_failing_host_is_left_to_the_host_recovery(phase, action, outcome):
     step = decide(phase=phase)
@@ -72,17 +73,17 @@ def test_a_failing_host_is_left_to_the_host_recovery(phase, action, outcome):
 
 
 def test_a_host_suspect_for_too_long_is_left_to_the_host_recovery():
-    assert decide(phase="SUSPECT", waited=61).outcome is g.Outcome.HOST_FAILING
+    assert decide(phase="SUSPECT", waited=61).outcome is g.GuestOutcome.HOST_FAILING
 
 
 def test_unknown_or_moved_servers_are_not_touched():
-    assert decide(srv=None).outcome is g.Outcome.NOT_AN_INSTANCE
-    assert decide(srv=server(host="c2")).outcome is g.Outcome.MOVED
+    assert decide(srv=None).outcome is g.GuestOutcome.NOT_AN_INSTANCE
+    assert decide(srv=server(host="c2")).outcome is g.GuestOutcome.MOVED
 
 
 @pytest.mark.parametrize("policy,action,outcome,notify", [
-    (GuestPolicy.NOTIFY, g.Action.NOTIFY, g.Outcome.NOTIFIED, True),
-    (GuestPolicy.IGNORE, g.Action.NONE, g.Outcome.IGNORED, False),
+    (GuestPolicy.NOTIFY, g.GuestAction.NOTIFY, g.GuestOutcome.NOTIFIED, True),
+    (GuestPolicy.IGNORE, g.GuestAction.NONE, g.GuestOutcome.IGNORED, False),
 ])
 def test_notify_and_ignore_never_touch_nova(policy, action, outcome, notify):
     step = decide(policy=policy, srv=server(task_state="spawning"))
@@ -93,13 +94,13 @@ def test_notify_and_ignore_never_touch_nova(policy, action, outcome, notify):
                                          (g.GuestFailure.IO_ERROR, {"action": "report"})])
 def test_no_restart_when_the_hypervisor_or_the_guest_copes(kind, detail):
     step = decide(ev=event(kind, **detail))
-    assert (step.action, step.outcome, step.notify) == (g.Action.NONE, g.Outcome.NOT_NEEDED,
-                                                         True)
+    assert (step.action, step.outcome, step.notify) == (
+        g.GuestAction.NONE, g.GuestOutcome.NOT_NEEDED, True)
 
 
 @pytest.mark.parametrize("vm_state", ["shelved_offloaded", "deleted", "rescued", "building"])
 def test_states_a_restart_does_not_apply_to(vm_state):
-    assert decide(srv=server(vm_state=vm_state)).outcome is g.Outcome.LEFT_ALONE
+    assert decide(srv=server(vm_state=vm_state)).outcome is g.GuestOutcome.LEFT_ALONE
 
 
 def test_event_records_are_checked():

@@ -3,9 +3,9 @@
 import pytest
 
 from instanceha.engine.instance_policy import (
-    Decision,
     InstanceFacts,
     Recovery,
+    RecoveryDecision,
     Source,
     decide,
 )
@@ -124,7 +124,7 @@ def test_keys_of_other_sources_are_not_read():
 
 def test_reason_names_the_source():
     d = decide(facts(flavor={K: "notify"}), Recovery.IGNORE)
-    assert d == Decision(N, Source.FLAVOR, K, "notify")
+    assert d == RecoveryDecision(N, Source.FLAVOR, K, "notify")
     assert d.reason == "notify: flavor extra spec instanceha:recovery=notify"
     assert decide(facts(), Recovery.EVACUATE).reason == "evacuate: cloud-wide default"
 

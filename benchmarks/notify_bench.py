@@ -268,9 +268,11 @@ def aodh_main(args) -> int:
         cloud = MiniCloud.attach(run_dir)
     else:
         MiniCloud.install()
-        cloud = MiniCloud.in_run_dir(prefix="bench-notify-", computes=1).up()
+        cloud = MiniCloud.in_run_dir(prefix="bench-notify-", computes=1)
     hook = None
     try:
+        if not run_dir:
+            cloud.up()  # inside the try: a cloud that failed half-way is stopped too
         tele = Telemetry(cloud).up()
         print(f"mini-cloud and telemetry ready in {time.monotonic() - t:.0f} s "
               f"({cloud.run_dir})", flush=True)

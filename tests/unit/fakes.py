@@ -3,7 +3,10 @@
 import itertools
 
 from instanceha import exceptions
+from instanceha.compute.model import Server
 from instanceha.coordination import base
+from instanceha.engine.instance_policy import InstanceFacts
+from tests.unit import nova
 from tests.unit.clock import FakeClock  # noqa: F401  (the one fake clock: tests/unit/clock.py)
 
 _SESSION_IDS = itertools.count(1)
@@ -268,80 +271,31 @@ class FakeCoordinator(base.Coordinator):
         self._restarts[instance_id] = (self._restarts.get(instance_id, []) + [at])[-keep:]
 
 
-class FakeNova:
-    """The NovaClient surface the recovery actuator, its stages and the
-    placement use, in memory. Every call that changes Nova is appended to
-    ``log`` (shared with the fake fencer and verifier, so a test reads the
-    order of all calls); ``on_read`` runs at each service list (a test can
-    check what holds a lock then)."""
+class FakeNova(nova.FakeNova):
+    """The one Nova (tests/unit/nova.py) as the recovery actuator's, its
+    stages' and the placement's tests set it up: every call that changes Nova
+    goes to ``log`` (shared with the fake fencer and verifier, so a test reads
+    the order of all calls); ``reads`` counts the services and server lists
+    only; ``servers`` is a list a test may extend."""
 
     def __init__(self, log, services, servers=(), migrations=(), aggregates=None,
                  on_read=None, enable_only_reserved=False):
-        import threading
-
-        self.log = log
-        self.svc = {s.host: s for s in services}
+        super().__init__(services, (), migrations, aggregates, log=log, on_read=on_read,
+                         enable_only_reserved=enable_only_reserved)
         self.servers = list(servers)
-        self.migrations = list(migrations)
-        self.aggregates = aggregates or {}
-        self.on_read = on_read
-        self.enable_only_reserved = enable_only_reserved
-        self.lock = threading.Lock()
-        self.reads: list[str] = []
-
-    def services(self, host=None):
-        with self.lock:
-            self.reads.append("services")
-            found = list(self.svc.values())
-        if self.on_read is not None:
-            self.on_read()
-        return found
-
-    def host_aggregates(self, fresh=True):
-        return {h: frozenset(a) for h, a in self.aggregates.items()}
 
     def _set(self, host, **changes):
-        import dataclasses
+        return self.set_service(host, **changes)
 
-        with self.lock:
-            self.svc[host] = dataclasses.replace(self.svc[host], **changes)
-            return self.svc[host]
-
-    def force_down(self, host, reason=None):
-        self.log.append(("force_down", host, reason))
-        return self._set(host, forced_down=True, status="disabled", disabled_reason=reason)
-
-    def disable(self, host, reason):
-        self.log.append(("disable", host, reason))
-        return self._set(host, status="disabled", disabled_reason=reason)
-
-    def enable(self, host, unset_forced_down=True):
-        from instanceha.engine import marker as mk
-
-        self.log.append(("enable", host))
-        if self.enable_only_reserved:  # the placement tests: only spares are enabled
-            with self.lock:
-                m = self.svc[host].marker
-                assert self.svc[host].disabled, f"{host} enabled twice"
-                assert m is not None and m.state is mk.MarkerState.RESERVED, host
-        changes = {"forced_down": False} if unset_forced_down else {}
-        return self._set(host, status="enabled", disabled_reason=None, **changes)
-
-    def unset_forced_down(self, host):
-        self.log.append(("unset_forced_down", host))
-        return self._set(host, forced_down=False)
-
-    def evacuate(self, server_id, host=None):
-        self.log.append(("evacuate", server_id, host))
-
-    def servers_on_host(self, host):
+    def servers_on_host(self, host: str) -> list[Server]:
         with self.lock:
             self.reads.append("servers_on_host")
             return [s for s in self.servers if s.host == host]
 
-    def instance_facts(self, servers, host, enough=None):
-        from instanceha.engine.instance_policy import InstanceFacts
+    def host_aggregates(self, fresh: bool = True) -> dict[str, frozenset[str]]:
+        return {h: frozenset(a) for h, a in self.aggregates.items()}
 
+    def instance_facts(self, servers, host, enough=None):
         return {s.id: InstanceFacts(server_metadata=s.metadata) for s in servers}
 
     def evacuations(self, server_id=None, source_host=None, changes_since=None):

@@ -1,12 +1,13 @@
 """``instanceha host reserve|unreserve`` on a fake Nova."""
 
-import dataclasses
 
 import pytest
 
 from instanceha.cmd import cli, reserve_cli
 from instanceha.compute.model import ComputeService
 from instanceha.engine import marker as mk
+from tests.unit.compute.fakes import server
+from tests.unit.nova import FakeNova
 
 
 def svc(reason=None, up=True, forced=False):
@@ -15,31 +16,12 @@ def svc(reason=None, up=True, forced=False):
                           disabled_reason=reason, zone="nova", updated_at=None)
 
 
-class FakeNova:
-    def __init__(self, service, servers=()):
-        self.svc, self.servers, self.calls = service, list(servers), []
-
-    def service(self, host):
-        return self.svc
-
-    def servers_on_host(self, host):
-        return self.servers
-
-    def disable(self, host, reason):
-        self.calls.append(("disable", host, reason))
-        self.svc = dataclasses.replace(self.svc, status="disabled", disabled_reason=reason)
-
-    def enable(self, host, unset_forced_down=True):
-        self.calls.append(("enable", host, unset_forced_down))
-        self.svc = dataclasses.replace(self.svc, status="enabled", disabled_reason=None)
-
-
 @pytest.fixture
 def nova(monkeypatch):
     holder = {}
 
-    def use(service, servers=()):
-        holder["nova"] = FakeNova(service, servers)
+    def use(service, servers=()):  # servers: on the host (c3)
+        holder["nova"] = FakeNova([service], servers, record_keywords=True)
         monkeypatch.setattr(reserve_cli, "_client", lambda conf: holder["nova"])
         return holder["nova"]
 
@@ -73,7 +55,7 @@ def test_reserve_refuses(nova, capsys, service, force, words):
 
 
 def test_reserve_a_host_disabled_by_an_operator_with_force_and_warn_about_servers(nova, capsys):
-    n = nova(svc("maintenance", up=False), servers=["s1"])
+    n = nova(svc("maintenance", up=False), servers=[server("s1", "c3")])
     assert run("reserve", "c3", "--force") == 0
     assert n.calls[0][0] == "disable"
     err = capsys.readouterr().err

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 from instanceha.compute import exceptions as exc
 from instanceha.compute.model import Migration, Server
+from tests.unit import nova
 
 
 def server(sid, host="dead", vm_state="active", task_state=None, status=None, **kw):
@@ -31,30 +31,32 @@ class Script:
     dest: str = "spare"
 
 
-class FakeNova:
+class FakeNova(nova.FakeNova):
+    """The one Nova (tests/unit/nova.py) running evacuations by ``Script``:
+    every call, reads included, in ``calls``."""
+
     def __init__(self, servers, scripts=None):
-        self.servers = {s.id: s for s in servers}
+        super().__init__(servers=servers, record_reads=True)
         self.scripts = scripts or {}
-        self.migrations: list[Migration] = []
-        self.calls: list[tuple] = []
         self.inflight = 0
         self.max_inflight = 0
         self._pending: dict[str, list] = {}  # sid -> [migration index, polls left]
         self._queued: dict[str, Script] = {}  # sid -> an evacuate nova-api has not acted on
-        self.lock = threading.RLock()
 
-    def script(self, sid):
+    def _script(self, sid):
         return self.scripts.setdefault(sid, Script())
 
     # -- the NovaClient surface the Evacuator uses --------------------------------
 
-    def server(self, sid):
+    def server(self, server_id):
+        sid = server_id
         with self.lock:
             self.calls.append(("server", sid))
             self._advance(sid)
             return self.servers[sid]
 
-    def evacuations(self, sid=None, source_host=None, changes_since=None):
+    def evacuations(self, server_id=None, source_host=None, changes_since=None):
+        sid = server_id
         with self.lock:
             self.calls.append(("evacuations", sid, source_host))
             for queued, sc in list(self._queued.items()):
@@ -72,23 +74,26 @@ class FakeNova:
                            and (changes_since is None or m.updated_at is not None)),
                           key=lambda m: m.id, reverse=True)
 
-    def reset_state(self, sid, state="active"):
+    def reset_state(self, server_id, state="active"):
+        sid = server_id
         with self.lock:
             self.calls.append(("reset_state", sid, state))
             s = self.servers[sid]
             self.servers[sid] = dataclasses.replace(
                 s, vm_state=state, task_state=None, status=state.upper(), fault=None)
 
-    def stop(self, sid):
+    def stop(self, server_id):
+        sid = server_id
         with self.lock:
             self.calls.append(("stop", sid))
             s = self.servers[sid]
             self.servers[sid] = dataclasses.replace(s, vm_state="stopped", status="SHUTOFF")
 
-    def evacuate(self, sid, host=None):
+    def evacuate(self, server_id, host=None):
+        sid = server_id
         with self.lock:
             self.calls.append(("evacuate", sid, host))
-            sc = self.script(sid)
+            sc = self._script(sid)
             if sc.conflicts:
                 sc.conflicts -= 1
                 raise exc.NovaConflict(operation="evacuate", status=409, reason="still in use")
@@ -104,7 +109,7 @@ class FakeNova:
                 raise exc.NovaUnavailable(operation=f"evacuate {sid}", reason="ReadTimeout")
 
     def _accept(self, sid):
-        sc = self.script(sid)
+        sc = self._script(sid)
         s = self.servers[sid]
         if s.task_state is not None:  # as Nova's check_instance_state
             raise exc.NovaConflict(operation="evacuate", status=409,
@@ -128,7 +133,7 @@ class FakeNova:
     def _advance(self, sid):
         if sid not in self._pending:
             return
-        sc = self.script(sid)
+        sc = self._script(sid)
         index, left = self._pending[sid]
         if sc.never_finishes:
             return

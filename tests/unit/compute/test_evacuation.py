@@ -190,11 +190,11 @@ def test_server_errors_on_evacuate_are_retried_with_backoff():
     # found by the chaos suite: three 500s within 0.4 s used up the 3 attempts and
     # left the server on the dead host for good ("0 evacuated, 1 failed")
     class Blip(FakeNova):
-        errors = 3
+        blips = 3
 
         def evacuate(self, sid, host=None):
-            if self.errors:
-                self.errors -= 1
+            if self.blips:
+                self.blips -= 1
                 self.calls.append(("evacuate", sid, host))
                 raise exc.NovaServerError(operation="evacuate", status=500, reason="oops")
             super().evacuate(sid, host)

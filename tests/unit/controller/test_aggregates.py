@@ -5,19 +5,15 @@ import logging
 from instanceha.compute import exceptions as exc
 from instanceha.controller.aggregates import AggregateCache
 from tests.unit.clock import FakeClock
+from tests.unit.nova import FakeNova
 
 
-class Nova:
-    def __init__(self, *answers):
-        self.answers = list(answers)
-        self.reads = 0
-
-    def host_aggregates(self):
-        self.reads += 1
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+def Nova(*answers):  # noqa: N802 - the one fake Nova, its aggregates scripted
+    """Nova whose host_aggregates() answers ``answers`` in turn (the last one
+    kept); an exception is raised."""
+    nova = FakeNova()
+    nova.answers["host_aggregates"] = list(answers)
+    return nova
 
 
 class Later:
@@ -59,7 +55,7 @@ def test_read_again_only_every_refresh_seconds():
     clock.advance(1)
     cache()
     later.run()
-    assert nova.reads == 2
+    assert len(nova.reads) == 2
 
 
 def test_a_failed_read_keeps_the_last_grouping_retries_sooner_and_is_logged_once(caplog):
@@ -81,7 +77,7 @@ def test_a_failed_read_keeps_the_last_grouping_retries_sooner_and_is_logged_once
     assert "host aggregates not read" in warnings[0].getMessage()
     assert "the grouping read 300 s ago stays in use" in warnings[0].getMessage()
     assert cache.describe()["error"] and cache.describe()["age"] == 360.0
-    assert nova.reads == 3
+    assert len(nova.reads) == 3
     cache()
     later.run()
     assert cache() == {} and cache.describe()["error"] is None  # no aggregates at all

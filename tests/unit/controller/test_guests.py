@@ -14,12 +14,12 @@ from instanceha.controller.executor import Verifier
 from instanceha.controller.guests import GuestActuator, GuestActuatorSettings
 from instanceha.controller.journal import IncidentJournal
 from instanceha.engine.guest import GuestSettings
-from instanceha.engine.instance_policy import InstanceFacts
 from instanceha.engine.model import HostView, Phase
 from instanceha.notify import events
 from tests.unit.clock import FakeClock
 from tests.unit.compute.fakes import server
 from tests.unit.fakes import FakeCoordinator, FakeLeadership
+from tests.unit.nova import FakeNova
 
 WALL = 1.7e9
 
@@ -32,36 +32,6 @@ class SyncPool:
 
     def shutdown(self, **kw):
         pass
-
-
-class Nova:
-    def __init__(self):
-        self.servers = {}
-        self.actions = {}
-        self.calls = []
-        self.errors = []
-
-    def server(self, sid):
-        if sid not in self.servers:
-            raise nova_exc.NovaNotFound(operation="show", status=404, reason="not found")
-        return self.servers[sid]
-
-    def instance_facts(self, servers, host):
-        return {s.id: InstanceFacts(server_metadata=s.metadata) for s in servers}
-
-    def instance_actions(self, sid):
-        return list(self.actions.get(sid, []))
-
-    def _act(self, what, sid):
-        if self.errors:
-            raise self.errors.pop(0)
-        self.calls.append((what, sid))
-
-    def reboot(self, sid, hard=True):
-        self._act("reboot", sid)
-
-    def start(self, sid):
-        self._act("start", sid)
 
 
 class Notifier:
@@ -77,7 +47,7 @@ def rig():
     clock = FakeClock(wall=WALL)
     coord = FakeCoordinator(clock)
     lead = FakeLeadership()
-    nova = Nova()
+    nova = FakeNova()
     notifier = Notifier()
     journal = IncidentJournal(coord, "ctl-1", clock=clock, background=False)
     act = GuestActuator(coord, nova, GuestActuatorSettings(

@@ -22,14 +22,17 @@ way every OpenStack service does::
 
 The command gets the notification as JSON on stdin and, in its environment,
 ``INSTANCE_ID``, ``PROJECT_ID``, ``FAILED_HOST``, ``INCIDENT_ID``,
-``MESSAGE_ID``. Exit 0: done. Any other exit (or a timeout): the message is
+``MESSAGE_ID``, ``IDEMPOTENCY_KEY``. Exit 0: done. Any other exit (or a timeout): the message is
 put back and tried again, at most ``--max-attempts`` times.
 
 Delivery is at least once (a message may come twice, for example after a
-broker restart): the script remembers the message ids it handled and runs the
-command once per id. The pool (``--pool``) is a queue of its own: it receives
-every event while this script is down, and takes nothing away from other
-consumers. Use one pool name per VNF manager, the same on every restart.
+broker restart, or from a new instanceha leader that took over mid-incident):
+the script remembers the idempotency keys it handled (``idempotency_key`` in
+the payload: one per step of an incident, the same on every copy; the message
+id for payloads older than 1.2) and runs the command once per key. The pool
+(``--pool``) is a queue of its own: it receives every event while this script
+is down, and takes nothing away from other consumers. Use one pool name per
+VNF manager, the same on every restart.
 """
 
 import argparse
@@ -64,32 +67,33 @@ class RecoveryEndpoint:
         self.projects = set(projects)
         self.timeout = timeout
         self.max_attempts = max_attempts
-        self.done = collections.OrderedDict()  # message_id -> True, bounded
+        self.done = collections.OrderedDict()  # idempotency key -> True, bounded
         self.attempts = collections.Counter()
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
         message_id = metadata["message_id"]
-        if message_id in self.done:
-            LOG.info("duplicate %s for %s: already handled", message_id,
-                     payload.get("instance_id"))
+        key = payload.get("idempotency_key") or message_id
+        if key in self.done:
+            LOG.info("duplicate %s for %s: already handled", key, payload.get("instance_id"))
             return None
         if self.projects and payload.get("project_id") not in self.projects:
             return None  # not one of ours
         if payload.get("dry_run") or not payload.get("host_fenced"):
             LOG.info("%s: host %s not fenced (or dry run): nothing to do",
                      payload.get("instance_id"), payload.get("host"))
-            return self._handled(message_id)
+            return self._handled(key)
         if not payload.get("version", "").startswith("1."):
             LOG.error("payload version %s not understood; skipping %s",
                       payload.get("version"), message_id)
-            return self._handled(message_id)
+            return self._handled(key)
         notification = {"event_type": event_type, "publisher_id": publisher_id,
                         "message_id": message_id, "timestamp": str(metadata.get("timestamp")),
                         "payload": payload}
         env = dict(os.environ, INSTANCE_ID=payload["instance_id"],
                    PROJECT_ID=payload["project_id"], FAILED_HOST=payload["host"],
-                   INCIDENT_ID=payload["incident_id"], MESSAGE_ID=message_id)
-        self.attempts[message_id] += 1
+                   INCIDENT_ID=payload["incident_id"], MESSAGE_ID=message_id,
+                   IDEMPOTENCY_KEY=key)
+        self.attempts[key] += 1
         try:
             result = subprocess.run(self.command, input=json.dumps(notification), text=True,
                                     env=env, timeout=self.timeout, check=False)
@@ -100,16 +104,16 @@ class RecoveryEndpoint:
         if ok:
             LOG.info("recovered %s (project %s) from %s", payload["instance_id"],
                      payload["project_id"], payload["host"])
-            return self._handled(message_id)
-        if self.attempts[message_id] >= self.max_attempts:
+            return self._handled(key)
+        if self.attempts[key] >= self.max_attempts:
             LOG.error("giving up on %s after %d attempts", payload["instance_id"],
-                      self.attempts[message_id])
-            return self._handled(message_id)
+                      self.attempts[key])
+            return self._handled(key)
         return oslo_messaging.NotificationResult.REQUEUE
 
-    def _handled(self, message_id):
-        self.done[message_id] = True
-        self.attempts.pop(message_id, None)
+    def _handled(self, key):
+        self.done[key] = True
+        self.attempts.pop(key, None)
         while len(self.done) > 100000:
             self.done.popitem(last=False)
         return None

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from oslo_log import log as logging
 
 from instanceha import exceptions
+from instanceha.clock import SYSTEM
 from instanceha.cmd import common, sdnotify
 from instanceha.conf import policy
 from instanceha.controller.executor import Actuator, LogOnlyActuator
@@ -120,7 +121,8 @@ def _hold_notifier(notifier, dry_run: bool):
                 rule=first.rule if first else "mass-failure", reason=state.reason,
                 hosts=sorted(state.dead),
                 limit=first.limit if first else guard_policy.max_failed_hosts,
-                observed=first.observed if first else len(state.dead), dry_run=dry_run))
+                observed=first.observed if first else len(state.dead), dry_run=dry_run,
+                hold_id=f"{SYSTEM.wall():.3f}"))  # when the hold began: one key per hold
         except ValueError as e:
             LOG.error("safety hold notification not built: %s", e)
 
@@ -179,6 +181,8 @@ def build_actuator(conf, coordinator, records,
         # the option's choices are Recovery's values: parse never returns None here
         default_recovery=typing.cast(Recovery, Recovery.parse(conf.nova.default_instance_recovery)),
         workers=conf.controller.recovery_workers,
+        # every host the guard lets through is fenced at once, never behind a recovery
+        fence_workers=policy.guard_policy(conf).max_failed_hosts,
         dry_run=conf.controller.dry_run,
         power_on_after_recovery=conf.fencing.power_on_after_recovery,
         target=policy.target_policy(conf),

@@ -129,7 +129,9 @@ recovery_opts = [
         default=8,
         min=1,
         max=256,
-        help="Hosts whose fencing or recovery steps run at the same time (a count).",
+        help="Hosts whose recovery steps (evacuations, re-enable, hold) run at the same "
+        "time (a count). Fences do not use these: they run on workers of their own, as "
+        "many as max_failed_hosts, so a fence never waits for a recovery.",
     ),
 ]
 

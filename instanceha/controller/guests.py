@@ -287,7 +287,9 @@ class GuestActuator:
                 policy=policy.value if policy is not GuestPolicy.IGNORE else "notify",
                 reason=event.kind, detail={k: v for k, v in event.detail.items()
                                            if v is None or isinstance(v, (str, int, float))},
-                action=action, note=note, dry_run=self.settings.dry_run))
+                action=action, note=note, dry_run=self.settings.dry_run,
+                # without an incident of its own, the failure's time tells it apart
+                occurrence=None if incident else f"{event.at:.3f}"))
         except ValueError as e:  # a payload our schema refuses: a bug, never a stall
             LOG.error("notification instanceha.instance.failed not built: %s", e)
 

@@ -9,6 +9,11 @@ a leader that dies mid-recovery leaves its entries, and the next leader
 appends to the *same* incident (it finds the host's open incident in the
 store), so ``instanceha incidents show ID`` tells one story.
 
+The journal also keeps which notifications each open incident has sent
+(``notifications_sent`` in its summary: their idempotency keys, recorded once
+the bus took them): a leader that takes an incident over, and a fence retry, do not
+send those again (``claim``).
+
 Incident ids are ``<host>-<token>``: the host and the fencing token of the
 term that opened it (``.2``, ``.3``... if a term opens several for one host).
 
@@ -41,6 +46,8 @@ from instanceha.clock import SYSTEM, Clock
 LOG = logging.getLogger(__name__)
 
 MAX_TEXT = 2000
+SENT = "notifications_sent"
+"""The summary's list of the idempotency keys of the notifications delivered."""
 
 
 class IncidentState(str, enum.Enum):
@@ -64,6 +71,7 @@ class IncidentState(str, enum.Enum):
 
 
 ENDED = frozenset({IncidentState.CLOSED, IncidentState.GAVE_UP})
+_ENDED_VALUES = frozenset(s.value for s in ENDED)
 OPEN = frozenset(IncidentState) - ENDED
 CONTINUED_BY_A_FENCE = frozenset({IncidentState.DETECTED, IncidentState.FENCING,
                                   IncidentState.FENCE_FAILED})
@@ -115,6 +123,8 @@ class IncidentJournal:
         self._term: int | None = None
         self._loaded_term: int | None = None
         self._early: list[_Item] = []
+        self._claimed: set[tuple[str, str]] = set()
+        """(incident, idempotency key) of the notifications on their way from here."""
         self._out: collections.deque = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -212,6 +222,45 @@ class IncidentJournal:
         with self._lock:
             return self._open_for(host) if self._index is not None else None
 
+    def count(self, incident: str, name: str) -> int:
+        """A counter of the incident's summary (``counts=`` of ``record``)."""
+        with self._lock:
+            summary = self._index.get(incident) if self._index is not None else None
+            value = summary.get(name, 0) if summary is not None else 0
+            return value if isinstance(value, int) else 0
+
+    # -- the notifications an incident has sent -------------------------------
+    def claim(self, incident: str, key: str) -> bool:
+        """May the notification of this step (its idempotency ``key``) be sent?
+        False when the incident records it as delivered (by this controller or
+        an earlier leader) or it is on its way from here; else True, and it is
+        on its way (``notified`` ends that). Job threads only (may read the
+        store); an unreadable store answers True: at least once, never lost."""
+        if not self._ready():
+            self.load()
+        with self._lock:
+            if (incident, key) in self._claimed:
+                return False
+            summary = self._index.get(incident) if self._index is not None else None
+            if summary is not None and key in summary.get(SENT, ()):
+                return False
+            self._claimed.add((incident, key))
+            return True
+
+    def notified(self, incident: str, key: str, delivered: bool) -> None:
+        """A claimed notification was delivered (recorded in its incident while
+        open) or given up (it may be sent again)."""
+        with self._lock:
+            self._claimed.discard((incident, key))
+            summary = self._index.get(incident) if self._index is not None else None
+            if not delivered or summary is None or summary.get("state") in _ENDED_VALUES:
+                return
+            sent = list(summary.get(SENT, ()))
+            if key in sent:
+                return
+            summary[SENT] = sent + [key]
+            self._push(("write", incident, dict(summary), None))
+
     # -- in memory, lock held --------------------------------------------------
     @property
     def _loaded(self) -> dict[str, dict]:
@@ -276,6 +325,7 @@ class IncidentJournal:
             summary["reason"] = text
             if state in ENDED:
                 summary["closed_at"] = at
+                summary.pop(SENT, None)  # nothing is sent again for it: bounded
         summary["updated_at"] = at
         summary["entries"] = summary.get("entries", 0) + 1
         entry = {"at": at, "kind": kind, "text": text, "by": self.name, "term": self._term}
@@ -326,7 +376,8 @@ class IncidentJournal:
                     while n < len(self._out) and self._out[n][0] == "write" \
                             and self._out[n][1] == incident:
                         summary = self._out[n][2]
-                        batch.append(self._out[n][3])
+                        if self._out[n][3] is not None:  # None: the summary only
+                            batch.append(self._out[n][3])
                         n += 1
             try:
                 if op == "write":

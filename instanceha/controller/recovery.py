@@ -1,19 +1,19 @@
 """The recovery actuator: the tick and the dispatch of the recovery stages.
 
 Level-triggered. Every tick it reads what Nova says of each host (refreshed
-in the background, so a slow Nova never stalls detection), asks the pure
-``engine.recovery.next_stage()`` what to do, and runs that step as a job on a
-bounded pool: one job per host at a time, so one slow BMC or one long
-evacuation never holds up another host. The stages themselves, one module
-each, are in ``instanceha.controller.stages`` (read its docstring for the
-pipeline top to bottom): a FENCE job goes on into the recovery as soon as the
-force-down is acknowledged, with the reads it needs made while the fence ran.
-A FAILED host the mass-failure guard still holds (its short wait for
-companions, or the per-tick cap) has its plan read ahead already, read-only,
-so that the fence finds it ready; a read older than ``READ_AHEAD_MAX_AGE`` is
-not used (the fence reads again), and at most ``workers`` hosts are read
-ahead at a time (a mass failure the guard holds does not become a burst of
-server lists on Nova).
+in the background by ``nova_view.NovaView``, so a slow Nova never stalls
+detection), asks the pure ``engine.recovery.next_stage()`` what to do, and
+runs that step as a job: one job per host at a time, so one slow BMC or one
+long evacuation never holds up another host. The stages themselves, one
+module each, are in ``instanceha.controller.stages`` (read its docstring for
+the pipeline top to bottom).
+
+Fences first: a fence never waits for a recovery (``jobs.Jobs``). A FENCE
+job hands its host's recovery over to the recovery workers as soon as the
+force-down is acknowledged, with the reads it needs made while the fence
+ran. A FAILED
+host the guard still holds has its plan read ahead already
+(``read_ahead.ReadAhead``), read-only, so that the fence finds it ready.
 Each step ends by writing the next durable marker into Nova; a controller
 that dies mid-way leaves a marker the next leader resumes from.
 
@@ -23,25 +23,24 @@ world-changing call: every fence, force-down, evacuation, reset and enable.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
+import functools
 import logging
-import threading
-import types
 from collections.abc import Mapping
 
-from instanceha import exceptions
-from instanceha.backoff import Retries
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import calls as api_calls
 from instanceha.compute.calls import ApiCalls
-from instanceha.compute.model import ComputeService
 from instanceha.engine.model import HostView, Phase
 from instanceha.engine.recovery import HostFacts, Stage, next_stage
 
 from .executor import Verify
+from .jobs import HostSlot, Jobs
 from .journal import IncidentState
+from .nova_view import NovaView
 from .placement import Placement
+from .read_ahead import MAX_AGE as READ_AHEAD_MAX_AGE
+from .read_ahead import ReadAhead
 from .stages import hold as hold_stage
 from .stages import pipeline
 from .stages import recover as recover_stage
@@ -58,19 +57,10 @@ from .stages.report import Reporter
 
 LOG = logging.getLogger(__name__)
 
-READ_AHEAD_MAX_AGE = 10.0
-"""Seconds: a plan read ahead of the fence longer ago than this is read again."""
+__all__ = ["READ_AHEAD_MAX_AGE", "ActuatorSettings", "Attestations", "FailureHistory",
+           "Guarded", "HostSlot", "RecoveryActuator"]
 
-__all__ = ["ActuatorSettings", "Attestations", "FailureHistory", "Guarded",
-           "RecoveryActuator"]
-
-
-def _decided_by(svc) -> tuple | None:
-    """What of Nova's record of a service a recovery decision reads (not its
-    ``updated_at``, which changes with every report of a live compute)."""
-    if svc is None:
-        return None
-    return (svc.state, svc.status, svc.forced_down, svc.disabled_reason)
+QUIET = (Stage.IDLE, Stage.LEAVE_ALONE)
 
 
 class RecoveryActuator:
@@ -83,56 +73,30 @@ class RecoveryActuator:
         (each host's recovery counts its own)."""
         self.settings = settings
         self.nova_events = nova_events
-        self.fencer = fencer
-        self.nova = nova
-        self.evacuator_factory = evacuator_factory
-        self.report = Reporter(notifier, events, journal, metrics)
-        self.failures = failures
-        self.attestations = attestations
-        self.signals: dict[str, collections.deque] = {}
-        self.clock = clock
-        self.pool = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery")
-        # the reads made while a fence runs: never queued behind the jobs themselves
-        self.reads = concurrent.futures.ThreadPoolExecutor(settings.workers, "recovery-read")
-        # Nova's services read on a thread of its own: never queued behind the
-        # jobs of hosts whose recoveries wait on a busy API
-        self.refresher = concurrent.futures.ThreadPoolExecutor(1, "nova-refresh")
-        self.jobs: dict[str, concurrent.futures.Future] = {}
-        self.job_done_at: dict[str, float] = {}
-        self._waiting: dict[str, int] = {}
-        self.next_try: dict[str, float] = {}
-        self.retries: dict[str, Retries] = {}
-        """Hosts whose last recovery step failed: the back-off of their next try."""
-        self.services: dict[str, ComputeService] = {}
-        self.services_at: float | None = None
-        self.services_error: str | None = None
-        self._refreshing: concurrent.futures.Future | None = None
-        self._lock = threading.Lock()
-        # what a tick decides again (a steady cloud costs a tick nothing per host)
-        self._moved: set[str] = set()
-        """Hosts whose Nova record changed in a refresh not yet acted on."""
-        self._nova_up: Mapping[str, bool] = types.MappingProxyType({})
+        self.nova_view = NovaView(nova, settings.nova_refresh, clock)
+        self.read_ahead = ReadAhead(settings.workers, clock)
+        self.hosts: dict[str, HostSlot] = {}
         self._active: set[str] = set()
         """Hosts decided again every tick: a marker of ours, a stage under way."""
         self._views: Mapping[str, HostView] | None = None
         """The views of the last tick acted on; None: decide every host next tick."""
-        self.revision = 0
-        """Grows when Nova's record of a host or a recovery decision changes
-        (what ``nova_status()`` shows), so that a reader can skip a rebuild."""
-        self.decisions: dict[str, tuple[Stage, str]] = {}
-        self._held: dict[str, float] = {}
-        self._ahead: dict[str, tuple[float, float, concurrent.futures.Future]] = {}
-        """Hosts held before their fence: (the failure's since, read at, the plan)."""
-        self._dry_said: dict[str, tuple] = {}
-        self.placement = Placement(settings.target, nova, self._phases)
-        self.calls = calls if calls is not None else ApiCalls(clock)
-        self.ctx = StageContext(settings=settings, fencer=fencer, nova=nova,
-                                evacuator_factory=evacuator_factory, placement=self.placement,
-                                report=self.report, failures=failures,
-                                attestations=attestations, phases=self._phases, clock=clock,
-                                calls=self.calls)
+        self._decided = 0
+        self._inventory: tuple | None = None
+        """The fencing inventory file as the last tick saw it."""
+        self.ctx = StageContext(
+            settings=settings, fencer=fencer, nova=nova, evacuator_factory=evacuator_factory,
+            placement=Placement(settings.target, nova, self._phases),
+            report=Reporter(notifier, events, journal, metrics), failures=failures,
+            attestations=attestations, phases=self._phases, clock=clock,
+            calls=calls if calls is not None else ApiCalls(clock))
+        self.jobs = Jobs(settings, clock, self.ctx.calls, self.nova_view.invalidate)
 
-    # the reports, as the edge wires them (cmd/controller.py sets metrics later)
+    # what the stages work with, as the edge wires it (cmd/controller.py sets metrics later)
+    nova = property(lambda self: self.ctx.nova)
+    fencer = property(lambda self: self.ctx.fencer)
+    calls = property(lambda self: self.ctx.calls)
+    clock = property(lambda self: self.ctx.clock)
+    report = property(lambda self: self.ctx.report)
     notifier = property(lambda self: self.report.notifier,
                         lambda self, v: setattr(self.report, "notifier", v))
     events = property(lambda self: self.report.events,
@@ -142,57 +106,36 @@ class RecoveryActuator:
     metrics = property(lambda self: self.report.metrics,
                        lambda self, v: setattr(self.report, "metrics", v))
 
-    # -- Nova's view, refreshed in the background -------------------------
-    def _refresh(self) -> None:
-        started = self.clock.monotonic()
-        try:
-            services = {s.host: s for s in self.nova.services()}
-        except exceptions.InstanceHAError as e:
-            self.services_error = str(e)
-            LOG.warning("nova services not refreshed: %s (%s)", e, e.action.value)
-            return
-        nova_up = types.MappingProxyType(
-            {h: s.up for h, s in services.items() if not s.forced_down})
-        old = self.services  # only this thread replaces it: compared outside the lock
-        moved = {h for h in services.keys() | old.keys()
-                 if _decided_by(services.get(h)) != _decided_by(old.get(h))}
-        with self._lock:
-            self.services = services
-            self._moved |= moved
-            self._nova_up = nova_up
-            if moved:
-                self.revision += 1
-            # when the read *started*: a read begun before a job ended may miss its write
-            self.services_at = started
-            self.services_error = None
-
-    def _maybe_refresh(self) -> None:
-        now = self.clock.monotonic()
-        busy = self._refreshing is not None and not self._refreshing.done()
-        due = self.services_at is None or now - self.services_at >= self.settings.nova_refresh
-        if due and not busy:
-            self._refreshing = self.refresher.submit(self._refresh)
+    # -- what the leader's status shows ---------------------------------------
+    @property
+    def revision(self) -> int:
+        """Grows when Nova's record of a host or a recovery decision changes
+        (what ``nova_status()`` shows), so that a reader can skip a rebuild."""
+        return self.nova_view.revision + self._decided
 
     def nova_up(self) -> Mapping[str, bool]:
-        """Nova's liveness view of each host, for the detector's DEGRADED phase.
-        A forced-down service reads "down" whatever runs: unknown, so left out.
-        Read-only, and the same object until a refresh reads a new one."""
-        with self._lock:
-            return self._nova_up
+        return self.nova_view.nova_up()
+
+    def decision(self, host: str) -> tuple[Stage, str] | None:
+        """The last recovery decision for ``host``: (stage, reason)."""
+        slot = self.hosts.get(host)
+        return slot.decision if slot is not None else None
+
+    def running(self) -> list[str]:
+        """The hosts with a step under way."""
+        return sorted(h for h, slot in dict(self.hosts).items() if slot.running())
 
     def nova_status(self) -> dict[str, dict]:
         """Nova's view of each host and this controller's recovery decision,
         for ``instanceha status``."""
-        with self._lock:
-            services = dict(self.services)
         out = {}
-        for host, s in services.items():
+        for host, s in self.nova_view.services.items():
+            decision = self.decision(host)
             out[host] = {"state": "up" if s.up else "down",
                          "status": "disabled" if s.disabled else "enabled",
                          "forced_down": s.forced_down,
                          "marker": s.marker.state.value if s.marker else None,
-                         "recovery": self.decisions[host][0].value
-                         if host in self.decisions else None}
+                         "recovery": decision[0].value if decision else None}
             waiting = self.calls.waiting_on(host)
             if waiting is not None:  # a recovery waiting on a slow API answer
                 out[host]["waiting_on"] = waiting
@@ -223,181 +166,155 @@ class RecoveryActuator:
             names.update(h for h, v in views.items() if last.get(h) != v)
         return [h for h in names if h in views]
 
-    def _quiet(self, host: str, svc, stage: Stage) -> bool:
-        if stage not in (Stage.IDLE, Stage.LEAVE_ALONE) or svc.disabled_reason:
+    def _quiet(self, host: str, slot: HostSlot, svc, stage: Stage) -> bool:
+        if stage not in QUIET or svc.disabled_reason:
             return False  # a marker of ours (or a reason an operator wrote) is looked at
-        job = self.jobs.get(host)
-        if (job is not None and not job.done()) or host in self._ahead:
+        if slot.running() or host in self.read_ahead:
             return False
-        done_at = self.job_done_at.get(host)
         # a step just ended: its host is decided again on the next read of Nova
-        return done_at is None or (self.services_at is not None and self.services_at > done_at)
+        return slot.job_done_at is None or self.nova_view.read_after(slot.job_done_at)
 
     def act(self, views: Mapping[str, HostView], fence_allowed: list[str],
             verify: Verify) -> None:
         if self.nova_events is not None:
             self.nova_events.ensure()
-        self._maybe_refresh()
+        self.nova_view.maybe_refresh()
         if self.journal is not None:
             self.journal.term(verify.token)
-        with self._lock:
-            services = self.services  # replaced by a refresh, never mutated
-            moved, self._moved = self._moved, set()
+        services, moved = self.nova_view.take()
         names = self._to_decide(views, fence_allowed, moved)
         self._observe(views, names)
         if not services:
             self._views = None
             return  # nothing known of Nova yet: no decision without its durable state
         now = self.clock.monotonic()
-        for gone in [h for h in self._ahead if h not in views or h not in services]:
-            self._ahead.pop(gone)[2].cancel()  # never left holding a read-ahead slot
+        self._retry_fences_if_inventory_changed(now)
+        self.read_ahead.keep_only(lambda h: h in views and h in services)
         self._active.intersection_update(views)
         try:
-            self._decide(views, sorted(names), services, fence_allowed, verify, now)
+            for host in sorted(names):
+                self._decide(host, views[host], services.get(host), fence_allowed, verify, now)
         except BaseException:
             self._views = None  # a host not reached this tick is not left undecided
             raise
 
-    def _decide(self, views: Mapping[str, HostView], names: list[str], services,
-                fence_allowed: list[str], verify: Verify, now: float) -> None:
-        for host in names:
-            view = views[host]
-            svc = services.get(host)
-            if svc is None:
-                self._active.discard(host)
-                continue
-            # forced down, Nova's state says "down" whatever runs: then the agent's
-            # report (HEALTHY includes "nova-compute running") is the evidence
-            nova_up = view.phase is Phase.HEALTHY if svc.forced_down else svc.up
-            facts = HostFacts(phase=view.phase, disabled=svc.disabled, marker=svc.marker,
-                              nova_up=nova_up, recent_failures=self._recent_failures(host))
-            decision = next_stage(facts, self.settings.policy)
-            if self.decisions.get(host, (None, None))[0] is not decision.stage:
-                LOG.info("host=%s recovery=%s reason=%s", host, decision.stage.value,
-                         decision.reason)
-                running = host in self.jobs and not self.jobs[host].done()
-                if not running:  # a job under way is already doing it (fence -> recover)
-                    self._journal_decision(host, view, decision)
-            if self.decisions.get(host) != (decision.stage, decision.reason):
-                with self._lock:  # the refresher's thread adds to it too
-                    self.revision += 1
-            self.decisions[host] = (decision.stage, decision.reason)
-            if self._quiet(host, svc, decision.stage):
-                self._active.discard(host)
-            else:
-                self._active.add(host)
-            if decision.stage is not Stage.FENCE and host in self._ahead:
-                self._ahead.pop(host)[2].cancel()
-            if decision.stage in (Stage.IDLE, Stage.LEAVE_ALONE):
-                continue
-            if decision.stage is Stage.FENCE and host not in fence_allowed:
-                if not self.settings.dry_run:
-                    self._read_ahead(host, view)
-                if self._held.get(host) != view.since:
-                    self._held[host] = view.since
-                    self._record(host, "held", "not handed to fencing yet: the mass-failure "
-                                 "guard holds every fence, the per-tick cap was reached, or "
-                                 "the host failed moments ago (the guard first waits to see "
-                                 "whether others fail with it)")
-                continue  # the guard, its wait or the per-tick cap holds it
-            job = self.jobs.get(host)
-            if job is not None and not job.done():
-                continue
-            done_at = self.job_done_at.get(host)
-            if done_at is not None and (self.services_at is None or self.services_at <= done_at):
-                continue  # decide again only on a view of Nova read after the last step
-            if now < self.next_try.get(host, 0.0):
-                continue
-            if self.settings.dry_run:
-                LOG.warning("DRY-RUN host=%s would run recovery stage %s: %s", host,
-                            decision.stage.value, decision.reason)
-                self.next_try[host] = now + self.settings.retry_backoff_max
-                if self._dry_said.get(host) != (decision.stage, view.since):
-                    self._dry_said[host] = (decision.stage, view.since)
-                    self._record(host, "dry_run", f"DRY-RUN: would run {decision.stage.value}"
-                                 f": {decision.reason}")
-                    if decision.stage is Stage.FENCE:
-                        incident = self.report.incident(host, verify.token)
-                        self.report.emit("host_failed", host=host, reason=view.reason,
-                                         incident_id=incident, dry_run=True)
-                continue
-            self.jobs[host] = self.pool.submit(self._run, host, view, svc, decision.stage,
-                                               verify)
+    def _decide(self, host: str, view: HostView, svc, fence_allowed: list[str],
+                verify: Verify, now: float) -> None:
+        if svc is None:
+            self._active.discard(host)
+            return
+        slot = self.hosts.setdefault(host, HostSlot())
+        # forced down, Nova's state says "down" whatever runs: then the agent's
+        # report (HEALTHY includes "nova-compute running") is the evidence
+        nova_up = view.phase is Phase.HEALTHY if svc.forced_down else svc.up
+        facts = HostFacts(phase=view.phase, disabled=svc.disabled, marker=svc.marker,
+                          nova_up=nova_up, recent_failures=self._recent_failures(host))
+        decision = next_stage(facts, self.settings.policy)
+        stage = decision.stage
+        if slot.decision is None or slot.decision[0] is not stage:
+            LOG.info("host=%s recovery=%s reason=%s", host, stage.value, decision.reason)
+            if not slot.running():  # a job under way is already doing it (fence -> recover)
+                self._journal_decision(host, slot, view, decision)
+        if slot.decision != (stage, decision.reason):
+            self._decided += 1
+        slot.decision = (stage, decision.reason)
+        if self._quiet(host, slot, svc, stage):
+            self._active.discard(host)
+        else:
+            self._active.add(host)
+        if stage is not Stage.FENCE:
+            self.read_ahead.drop(host)
+        if stage in QUIET:
+            return
+        if stage is Stage.FENCE and host not in fence_allowed:
+            self._held(host, slot, view)
+            return  # the guard, its wait or the per-tick cap holds it
+        if slot.running() or now < slot.next_try:
+            return
+        if not self.nova_view.read_after(slot.job_done_at):
+            return  # decide again only on a view of Nova read after the last step
+        if self.settings.dry_run:
+            self._dry_run(host, slot, view, stage, decision.reason, verify, now)
+            return
+        self.jobs.start(host, slot, stage, functools.partial(self._dispatch, host, slot, stage,
+                                                             view, svc, verify))
 
-    def _read_ahead(self, host: str, view: HostView) -> None:
-        """Read the plan of a FAILED host the guard still holds (read-only): once
-        per failure, and for at most ``workers`` hosts at a time."""
-        known = self._ahead.get(host)
-        if known is not None and known[0] == view.since:
+    def _retry_fences_if_inventory_changed(self, now: float) -> None:
+        """A fence that failed is tried again as soon as the fencing inventory
+        file changes (a fixed password or address), not at its next back-off
+        step: every minute of waiting is an outage for the host's servers."""
+        stamp = self.fencer.inventory_stamp() if self.fencer is not None else None
+        seen, self._inventory = self._inventory, stamp
+        if seen is None or stamp is None or stamp == seen:
             return
-        if known is None and len(self._ahead) >= self.settings.workers:
-            return
+        wall = self.clock.wall()
+        for host, slot in list(self.hosts.items()):
+            if slot.failed_stage is not Stage.FENCE or slot.next_try <= now:
+                continue
+            due = slot.next_try - now
+            slot.next_try = now
+            LOG.warning("host=%s the fencing inventory changed: fence retried now (its "
+                        "back-off had it in %.0f s)", host, due)
+            self.report.record(host, "inventory_changed", "the fencing inventory file "
+                               f"changed: the fence is tried again now, not in {due:.0f} s",
+                               retry_was_due_at=round(wall + due, 3))
+
+    def _held(self, host: str, slot: HostSlot, view: HostView) -> None:
+        """A FAILED host not handed to fencing yet: its plan read ahead, and
+        the hold said once per failure."""
+        if not self.settings.dry_run:
+            self.read_ahead.start(host, view.since, lambda: self._read_plan(host))
+        if slot.held_since != view.since:
+            slot.held_since = view.since
+            self.report.record(host, "held", "not handed to fencing yet: the mass-failure "
+                               "guard holds every fence, the per-tick cap was reached, or "
+                               "the host failed moments ago (the guard first waits to see "
+                               "whether others fail with it)")
+
+    def _read_plan(self, host: str) -> concurrent.futures.Future:
         self.calls.restart(host)  # the incident's requests counted from its first read
         with self.calls.scope(host):
-            plan = api_calls.submit(self.reads, read_plan, self.nova, host,
+            return api_calls.submit(self.jobs.reads, read_plan, self.nova, host,
                                     self.settings.default_recovery)
-        self._ahead[host] = (view.since, self.clock.monotonic(), plan)
 
-    def _plan_ahead(self, host: str, view: HostView) -> concurrent.futures.Future | None:
-        """The plan read ahead for this failure, if young enough to use."""
-        known = self._ahead.pop(host, None)
-        if known is None:
-            return None
-        since, read_at, plan = known
-        age = self.clock.monotonic() - read_at
-        if since == view.since and age <= READ_AHEAD_MAX_AGE:
-            LOG.info("host=%s fence uses the recovery plan read ahead %.1f s ago", host, age)
-            return plan
-        plan.cancel()
-        LOG.info("host=%s recovery plan read ahead %.1f s ago is not used (%s): read again "
-                 "beside the fence", host, age,
-                 "older than %.0f s" % READ_AHEAD_MAX_AGE if since == view.since
-                 else "read for an earlier failure")
-        return None
+    def _dry_run(self, host: str, slot: HostSlot, view: HostView, stage: Stage, reason: str,
+                 verify: Verify, now: float) -> None:
+        LOG.warning("DRY-RUN host=%s would run recovery stage %s: %s", host, stage.value,
+                    reason)
+        slot.next_try = now + self.settings.retry_backoff_max
+        if slot.dry_said == (stage, view.since):
+            return
+        slot.dry_said = (stage, view.since)
+        self.report.record(host, "dry_run", f"DRY-RUN: would run {stage.value}: {reason}")
+        if stage is Stage.FENCE:
+            incident = self.report.incident(host, verify.token)
+            self.report.emit("host_failed", host=host, reason=view.reason,
+                             incident_id=incident, dry_run=True)
 
-    def _run(self, host, view, svc, stage, verify) -> None:
-        try:
-            with self.calls.scope(host):
-                self._step(host, view, svc, stage, verify)
-        finally:
-            self.job_done_at[host] = self.clock.monotonic()
-            with self._lock:
-                self.services_at = None  # read Nova's new state at once
-
-    def _step(self, host, view, svc, stage, verify) -> None:
-        try:
-            self._dispatch(host, view, svc, stage, verify)
-            self.retries.pop(host, None)
-        except exceptions.NotLeader as e:
-            LOG.warning("host=%s recovery=%s stopped: %s", host, stage.value, e)
-        except exceptions.InstanceHAError as e:
-            self._retry_later(host, stage, e)
-        except Exception:
-            self.next_try[host] = self.clock.monotonic() + self.settings.retry_backoff_max
-            LOG.exception("host=%s recovery=%s crashed", host, stage.value)
-
-    def _dispatch(self, host, view, svc, stage, verify) -> None:
+    # -- the steps ------------------------------------------------------------
+    def _dispatch(self, host: str, slot: HostSlot, stage: Stage, view: HostView, svc,
+                  verify: Verify) -> None:
         ctx = self.ctx
         if stage is Stage.FENCE:
-            pipeline.fence_then_recover(ctx, self.reads, host, view, svc, verify,
-                                        plan=self._plan_ahead(host, view))
+            then = pipeline.fence_then_recover(ctx, self.jobs.reads, host, view, svc, verify,
+                                               plan=self.read_ahead.take(host, view.since))
+            if then is not None:  # the recovery goes on without holding a fence worker
+                self.jobs.hand_over(host, slot, then)
         elif stage is Stage.RECOVER:
             recover_stage.run(ctx, host, svc, verify)
         elif stage is Stage.REENABLE:
-            wait = reenable_stage.run(ctx, host, svc, verify, self._waiting)
+            wait, slot.cleanup_seen = reenable_stage.run(ctx, host, svc, verify,
+                                                         slot.cleanup_seen)
             if wait is not None:
-                self.next_try[host] = self.clock.monotonic() + wait
+                slot.next_try = self.clock.monotonic() + wait
         elif stage is Stage.HOLD:
-            reason = self.decisions.get(host, (None, "held"))[1]
+            reason = slot.decision[1] if slot.decision else "held"
             hold_stage.run(ctx, host, svc, verify, reason)
 
-    def _retry_later(self, host, stage, e: exceptions.InstanceHAError) -> None:
-        if host not in self.retries:
-            self.retries[host] = self.settings.retry.start()
-        wait = self.retries[host].next()
-        self.next_try[host] = self.clock.monotonic() + wait
-        LOG.error("host=%s recovery=%s failed: %s; %s, next try in %.0f s", host,
-                  stage.value, e, e.action.value, wait)
+    def wait(self, timeout: float | None = None) -> None:
+        """Until every step under way (and the recovery a fence hands over) and
+        every plan read ahead has ended; TimeoutError after ``timeout`` s."""
+        self.jobs.wait(list(self.hosts.values()), self.read_ahead.plans(), timeout)
 
     # -- the incident journal -----------------------------------------------
     def _observe(self, views: Mapping[str, HostView], names) -> None:
@@ -406,23 +323,19 @@ class RecoveryActuator:
         now = self.clock.wall()
         for host in names:
             view = views[host]
-            seen = self.signals.setdefault(host, collections.deque(maxlen=8))
+            seen = self.hosts.setdefault(host, HostSlot()).signals
             if seen and seen[-1]["phase"] == view.phase.value and \
                     seen[-1]["since"] == view.since:
                 continue
             seen.append({"at": now, "since": view.since, "phase": view.phase.value,
                          "rule": view.rule, "reason": view.reason})
 
-    def _record(self, host: str, kind: str, text: str, **kwargs) -> str | None:
-        return self.report.record(host, kind, text, **kwargs)
-
-    def _journal_decision(self, host: str, view: HostView, decision) -> None:
+    def _journal_decision(self, host: str, slot: HostSlot, view: HostView, decision) -> None:
         if self.journal is None:
             return
         text = f"decided {decision.stage.value}: {decision.reason}"
         if decision.stage is Stage.FENCE:
-            signals = [{k: v for k, v in s.items() if k != "since"}
-                       for s in self.signals.get(host, ())]
+            signals = [{k: v for k, v in s.items() if k != "since"} for s in slot.signals]
             self.journal.record(host, "decision", text, new_failure=True, signals=signals,
                                 phase=view.phase.value)
         elif decision.stage is Stage.IDLE and view.phase in (Phase.HEALTHY, Phase.DEGRADED):
@@ -433,19 +346,19 @@ class RecoveryActuator:
             self.journal.record(host, "decision", text, phase=view.phase.value)
 
     def _recent_failures(self, host: str) -> int:
-        if self.failures is None:
+        if self.ctx.failures is None:
             return 0
-        return self.failures.count(host, self.settings.policy.flap_window)
+        return self.ctx.failures.count(host, self.settings.policy.flap_window)
 
     def _phases(self) -> dict[str, Phase]:
         """The detector's last phase of each host (spares must be HEALTHY)."""
-        return {h: Phase(seen[-1]["phase"]) for h, seen in dict(self.signals).items() if seen}
+        return {h: Phase(slot.signals[-1]["phase"]) for h, slot in dict(self.hosts).items()
+                if slot.signals}
 
     def close(self) -> None:
         if self.nova_events is not None:
             self.nova_events.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.reads.shutdown(wait=False, cancel_futures=True)
-        self.refresher.shutdown(wait=False, cancel_futures=True)
+        self.jobs.close()
+        self.nova_view.close()
         if self.journal is not None:
             self.journal.close()

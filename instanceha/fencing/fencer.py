@@ -79,6 +79,13 @@ class Fencer:
         self._watched = (path, _stamp(path), load)
         return self
 
+    def inventory_stamp(self) -> tuple | None:
+        """The watched inventory file as it is now (modification time, size,
+        inode; None when not watched or unreadable): it changes when the file
+        does, so a caller can retry a failed fence at once instead of waiting
+        for its back-off. Reading it reloads nothing (the next action does)."""
+        return _stamp(self._watched[0]) if self._watched is not None else None
+
     def _reload_if_changed(self) -> None:
         if self._watched is None:
             return

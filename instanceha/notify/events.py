@@ -15,18 +15,23 @@ builder's output against it.
 
 Fields every payload has: ``version``, ``incident_id`` (ties the events of one
 failure together; null only in a safety hold not tied to one incident),
-``dry_run`` (the controller only says what it would do). Host events add
-``host``, the failed host; instance events add ``instance_id``, ``project_id``
-and ``policy`` so an event-alarm service can route them to the owning tenant.
+``idempotency_key`` (one per step of an incident: the same on every copy of
+that step's event, whoever sends it; see ``idempotency_key()``), ``dry_run``
+(the controller only says what it would do). Host events add ``host``, the
+failed host; instance events add ``instance_id``, ``project_id`` and
+``policy`` so an event-alarm service can route them to the owning tenant.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import types
 from collections.abc import Iterable, Mapping
 
-PAYLOAD_VERSION = "1.1"  # 1.1: host.fence.end adds level and devices
+PAYLOAD_VERSION = "1.2"
+"""1.1: host.fence.end adds level and devices; 1.2: idempotency_key in every
+payload, host.fence.error adds attempt, host.recovery.start adds batch."""
 
 PREFIX = "instanceha."
 
@@ -130,10 +135,27 @@ def _flag(name: str, value: object) -> bool:
     return value
 
 
-def _event(event_type: str, incident_id: str | None, dry_run: bool, **fields) -> Event:
+def idempotency_key(incident_id: str, event_type: str, instance_id: str | None = None,
+                    counter: object = None) -> str:
+    """The key of one step of an incident: ``<incident_id>/<step>[/<instance_id>]``,
+    where the step is the event type without ``instanceha.``, followed by
+    ``#<counter>`` for a step an incident may take several times (a fence
+    attempt, a second recovery batch, one guest failure among several).
+    Every copy of a step's event carries the same key, whichever controller
+    sends it: a consumer that acts once per key acts once per step."""
+    step = event_type[len(PREFIX):] if event_type.startswith(PREFIX) else event_type
+    if counter is not None:
+        step = f"{step}#{counter}"
+    return "/".join(p for p in (incident_id, step, instance_id) if p is not None)
+
+
+def _event(event_type: str, incident_id: str | None, dry_run: bool, *, counter=None,
+           key_incident: str | None = None, **fields) -> Event:
     payload = {
         "version": PAYLOAD_VERSION,
         "incident_id": None if incident_id is None else _text("incident_id", incident_id),
+        "idempotency_key": idempotency_key(key_incident or incident_id or "-", event_type,
+                                           fields.get("instance_id"), counter),
         "dry_run": _flag("dry_run", dry_run),
     }
     payload.update(fields)
@@ -155,6 +177,12 @@ def _instance_event(event_type, host, incident_id, instance_id, project_id, poli
                        policy=policy, **fields)
 
 
+def _positive(name: str, value: object) -> int:
+    if _count(name, value) < 1:
+        raise ValueError(f"{name} counts from 1")
+    return value  # type: ignore[return-value]
+
+
 # -- host ------------------------------------------------------------------
 
 
@@ -165,11 +193,10 @@ def host_failed(*, host: str, reason: str, incident_id: str, dry_run: bool = Fal
 
 def fence_start(*, host: str, driver: str, incident_id: str, attempt: int = 1,
                 dry_run: bool = False) -> Event:
-    """Fencing of ``host`` through ``driver`` begins (attempt counts from 1)."""
-    if _count("attempt", attempt) < 1:
-        raise ValueError("attempt counts from 1")
-    return _host_event(FENCE_START, host, incident_id, dry_run,
-                       driver=_text("driver", driver), attempt=attempt)
+    """Fencing of ``host`` through ``driver`` begins (attempt counts from 1, over
+    the whole incident, across leaders)."""
+    return _host_event(FENCE_START, host, incident_id, dry_run, counter=attempt,
+                       driver=_text("driver", driver), attempt=_positive("attempt", attempt))
 
 
 def fence_end(*, host: str, driver: str, incident_id: str, duration: float | None = None,
@@ -187,19 +214,26 @@ def fence_end(*, host: str, driver: str, incident_id: str, duration: float | Non
 
 
 def fence_error(*, host: str, driver: str, incident_id: str, error: str, retrying: bool,
-                dry_run: bool = False) -> Event:
-    """Fencing failed; ``retrying`` says whether the controller tries again
-    (false: held for an operator). Nothing on the host is recovered meanwhile."""
-    return _host_event(FENCE_ERROR, host, incident_id, dry_run, driver=_text("driver", driver),
-                       error=_text("error", error), retrying=_flag("retrying", retrying))
+                attempt: int = 1, dry_run: bool = False) -> Event:
+    """Fencing attempt ``attempt`` failed; ``retrying`` says whether the
+    controller tries again (false: held for an operator). Nothing on the host
+    is recovered meanwhile."""
+    return _host_event(FENCE_ERROR, host, incident_id, dry_run, counter=attempt,
+                       driver=_text("driver", driver), error=_text("error", error),
+                       retrying=_flag("retrying", retrying),
+                       attempt=_positive("attempt", attempt))
 
 
 def recovery_start(*, host: str, incident_id: str, evacuate: int, notify: int,
-                   dry_run: bool = False) -> Event:
+                   batch: int = 1, dry_run: bool = False) -> Event:
     """Recovery of the fenced host's instances begins: ``evacuate`` of them
-    will be evacuated, ``notify`` of them only announced (recovery_required)."""
+    will be evacuated, ``notify`` of them only announced (recovery_required).
+    ``batch`` 2: servers found on the host after its force-down (they landed
+    there while it was fenced), recovered after the first batch."""
     return _host_event(RECOVERY_START, host, incident_id, dry_run,
-                       evacuate=_count("evacuate", evacuate), notify=_count("notify", notify))
+                       counter=batch if batch != 1 else None,
+                       evacuate=_count("evacuate", evacuate), notify=_count("notify", notify),
+                       batch=_positive("batch", batch))
 
 
 def recovery_end(*, host: str, incident_id: str, evacuated: int, failed: int, notified: int,
@@ -265,14 +299,20 @@ def recovery_required(*, host: str, incident_id: str, instance_id: str, project_
 
 
 def safety_hold(*, rule: str, reason: str, hosts: Iterable[str], limit: float, observed: float,
-                incident_id: str | None = None, dry_run: bool = False) -> Event:
+                incident_id: str | None = None, hold_id: str | None = None,
+                dry_run: bool = False) -> Event:
     """A safety guard holds fencing and recovery (e.g. too many hosts look
-    failed at once): ``observed`` exceeded ``limit`` of ``rule``."""
+    failed at once): ``observed`` exceeded ``limit`` of ``rule``. ``hold_id``
+    names this hold in the idempotency key (for example when it began);
+    without it the key is made of the rule and the hosts."""
     hosts = tuple(_text("hosts[]", h) for h in hosts)
     for name, value in (("limit", limit), ("observed", observed)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name} must be a number, not {value!r}")
-    return _event(SAFETY_HOLD, incident_id, dry_run, rule=_text("rule", rule),
+    if hold_id is None:
+        hold_id = hashlib.sha256("\n".join((rule, *sorted(hosts))).encode()).hexdigest()[:16]
+    return _event(SAFETY_HOLD, incident_id, dry_run, counter=_text("hold_id", hold_id),
+                  key_incident=incident_id or "safety", rule=_text("rule", rule),
                   reason=_text("reason", reason), hosts=hosts, limit=limit, observed=observed)
 
 
@@ -281,11 +321,13 @@ def safety_hold(*, rule: str, reason: str, hosts: Iterable[str], limit: float, o
 
 def instance_failed(*, host: str, incident_id: str, instance_id: str, project_id: str,
                     policy: str, reason: str, detail: Mapping[str, object], action: str,
-                    note: str, dry_run: bool = False) -> Event:
+                    note: str, occurrence: str | None = None, dry_run: bool = False) -> Event:
     """The instance's guest failed on ``host`` (the host itself is fine):
     ``reason`` says what failed, ``detail`` carries the hypervisor's facts
     (libvirt event, detail, watchdog or I/O error action, device), ``action``
-    what instanceha does about it and ``note`` why."""
+    what instanceha does about it and ``note`` why. ``occurrence`` tells this
+    guest failure from others coalesced into the same incident (the guest
+    event's id) in the idempotency key."""
     if policy not in GUEST_POLICIES:
         raise ValueError(f"policy must be one of {GUEST_POLICIES}, not {policy!r}")
     if reason not in GUEST_REASONS:
@@ -301,7 +343,7 @@ def instance_failed(*, host: str, incident_id: str, instance_id: str, project_id
             raise ValueError(f"detail {key!r} must be a string key with a scalar value, "
                              f"not {value!r}")
         facts[key] = value
-    return _host_event(INSTANCE_FAILED, host, incident_id, dry_run,
+    return _host_event(INSTANCE_FAILED, host, incident_id, dry_run, counter=occurrence,
                        instance_id=_text("instance_id", instance_id),
                        project_id=_text("project_id", project_id), policy=policy,
                        reason=reason, detail=types.MappingProxyType(facts), action=action,

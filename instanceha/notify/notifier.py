@@ -59,16 +59,18 @@ class Notifier:
     def enabled(self) -> bool:
         return self.outbox is not None
 
-    def emit(self, event: events.Event) -> str | None:
+    def emit(self, event: events.Event,
+             on_done: Callable[[bool], None] | None = None) -> str | None:
         """Queue ``event`` for delivery; returns its message_id (None when
-        notifications are disabled). Never blocks, never raises for a bus
-        problem."""
+        notifications are disabled: ``on_done`` is then never called). Never
+        blocks, never raises for a bus problem. ``on_done(delivered)``: called
+        once the message was delivered (True) or given up (False)."""
         if self.outbox is None:
             return None
         message_id = self._new_id()
         # oslo.messaging's format: a naive UTC datetime
         stamp = self._clock.utcnow().replace(tzinfo=None)
-        self.outbox.put(envelope(event, self.publisher_id, message_id, stamp))
+        self.outbox.put(envelope(event, self.publisher_id, message_id, stamp), on_done)
         return message_id
 
     def stats(self) -> StatsSnapshot:

@@ -7,7 +7,10 @@ that finds the outbox full is refused (or, with ``drop_oldest``, the oldest one
 is dropped for it) and counted in ``stats.lost_overflow``. Not only for
 notifications: the agent's guest failures go to the coordinator through one.
 The logic lives in ``pump()``, which the tests drive with a fake clock; the
-thread only calls ``pump()`` and waits for the delay it returns.
+thread only calls ``pump()`` and waits for the delay it returns. A message may
+carry ``on_done(delivered)``, called once when it was delivered (True) or
+given up (False): the incident journal records a notification as sent only
+once it really was.
 """
 
 from __future__ import annotations
@@ -99,6 +102,15 @@ class Pending:
     attempts: int = 0
     sent_to: set = dataclasses.field(default_factory=set)
     """Drivers that already took the message (a retry skips them)."""
+    on_done: Callable[[bool], None] | None = None
+
+    def done(self, delivered: bool) -> None:
+        if self.on_done is None:
+            return
+        try:
+            self.on_done(delivered)
+        except Exception:  # a caller's hook must never stop the sender
+            LOG.exception("after %s: its on_done hook failed", describe(self.message))
 
 
 def describe(message: dict) -> str:
@@ -138,8 +150,11 @@ class Outbox:
             return len(self._queue)
 
     # -- producer side: never blocks ----------------------------------------
-    def put(self, message: dict) -> bool:
+    def put(self, message: dict, on_done: Callable[[bool], None] | None = None) -> bool:
+        """Queue ``message``; ``on_done(delivered)`` is called once it was
+        delivered or given up (at once when refused)."""
         now = self._clock.monotonic()
+        pending = Pending(message, now, now + self.policy.deadline, on_done=on_done)
         dropped = None
         with self._lock:
             full = len(self._queue) >= self.policy.max_pending
@@ -148,18 +163,20 @@ class Outbox:
             else:
                 if full:
                     dropped = self._queue.popleft()
-                self._queue.append(Pending(message, now, now + self.policy.deadline))
+                self._queue.append(pending)
                 refused = False
         self.stats.incr("emitted")
         if refused:
             self.stats.incr("lost_overflow")
             LOG.error("%s lost: %s refused (%s closed or %d pending)", self._what,
                       self._describe(message), self.name, self.policy.max_pending)
+            pending.done(False)
             return False
         if dropped is not None:
             self.stats.incr("lost_overflow")
             LOG.error("%s lost: %s dropped, the oldest of %d pending (%s full)", self._what,
                       self._describe(dropped.message), self.policy.max_pending, self.name)
+            dropped.done(False)
         self._wakeup.set()
         return True
 
@@ -175,6 +192,7 @@ class Outbox:
             self.stats.incr("lost_deadline")
             LOG.error("%s lost: %s not delivered within %.1f s (%d attempts)", self._what,
                       self._describe(p.message), self.policy.deadline, p.attempts)
+            p.done(False)
 
     def pump(self) -> float | None:
         """Deliver what can be delivered now, in order. Returns the seconds
@@ -198,6 +216,7 @@ class Outbox:
                 if self._queue and self._queue[0] is head:
                     self._queue.popleft()
             self.stats.incr("delivered")
+            head.done(True)
             if self._failures:
                 LOG.warning("%s: delivering again after %d failed attempts; %d pending",
                             self.name, self._failures, self.pending())
@@ -257,4 +276,5 @@ class Outbox:
             self.stats.incr("lost_shutdown")
             LOG.error("%s lost: %s still pending at shutdown", self._what,
                       self._describe(p.message))
+            p.done(False)
         return self.stats.snapshot()

@@ -27,6 +27,10 @@ class ActuatorSettings:
     policy: RecoveryPolicy = RecoveryPolicy()
     default_recovery: Recovery = Recovery.EVACUATE
     workers: int = 8
+    """Hosts whose recovery (evacuations, re-enable, hold) runs at the same time."""
+    fence_workers: int = 10
+    """Hosts fenced at the same time, never queued behind a recovery: as many as
+    the mass-failure guard lets through at once (its ``max_failed_hosts``)."""
     nova_refresh: float = 2.0
     retry_backoff: float = 2.0
     retry_backoff_max: float = 60.0

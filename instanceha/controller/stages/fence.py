@@ -18,6 +18,7 @@ from instanceha.controller.journal import IncidentState
 from instanceha.engine import marker as mk
 
 from .context import StageContext
+from .report import FENCE_ATTEMPTS
 
 LOG = logging.getLogger(__name__)
 
@@ -25,7 +26,9 @@ LOG = logging.getLogger(__name__)
 def run(ctx: StageContext, host: str, view, svc, verify):
     token = verify()
     incident = ctx.report.open(host, token, "fence_start", f"fencing: {view.reason}",
-                               state=IncidentState.FENCING)
+                               state=IncidentState.FENCING, counts={FENCE_ATTEMPTS: 1})
+    attempt = ctx.report.attempt(incident)
+    # once per incident: a retry (or a new leader's fence) does not say it again
     ctx.report.emit("host_failed", host=host, reason=view.reason, incident_id=incident)
     try:
         driver = ctx.fencer.driver_name(host)  # raises for a host not in the inventory
@@ -33,7 +36,8 @@ def run(ctx: StageContext, host: str, view, svc, verify):
         ctx.report.record(host, "fence_error", str(e), state=IncidentState.FENCE_FAILED,
                           action=e.action.value)
         raise
-    ctx.report.emit("fence_start", host=host, driver=driver, incident_id=incident)
+    ctx.report.emit("fence_start", host=host, driver=driver, incident_id=incident,
+                    attempt=attempt)
     LOG.warning("host=%s fencing (token %d): %s", host, token, view.reason)
     verify()  # re-checked right before the power-off
     failed_since = ctx.clock.utcnow() - datetime.timedelta(
@@ -45,7 +49,7 @@ def run(ctx: StageContext, host: str, view, svc, verify):
         ctx.report.count("fence", "attested" if attested is not None else "error")
         if attested is None:
             ctx.report.emit("fence_error", host=host, driver=driver, incident_id=incident,
-                            error=str(e), retrying=True)
+                            error=str(e), retrying=True, attempt=attempt)
             ctx.report.record(host, "fence_error", f"{driver}: {e}",
                               state=IncidentState.FENCE_FAILED, action=e.action.value,
                               driver=driver)

@@ -60,14 +60,16 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
                 fresh = mk.Marker(mk.MarkerState.RECOVERING, token=token, spares=spares) \
                     if spares else m
                 spares = _recover(ctx, host, late, nova, fresh, token, incident, outcome,
-                                  None) or spares
+                                  None, batch=2) or spares
         if marking is not None:
             marking.result()  # raises a failed write: RECOVERED is never written first
     note = f"{outcome.evacuated} evacuated, {outcome.failed} failed, {outcome.notified} notified"
-    nova.disable(host, ctx.marker(mk.MarkerState.RECOVERED, token, note, spares))
+    # said before the marker is written: a leader killed in between leaves the
+    # marker RECOVERING, and the next one's recovery finds it sent (the journal)
     ctx.report.emit("recovery_end", host=host, incident_id=incident,
                     evacuated=outcome.evacuated, failed=outcome.failed,
                     notified=outcome.notified, duration=ctx.clock.monotonic() - started)
+    nova.disable(host, ctx.marker(mk.MarkerState.RECOVERED, token, note, spares))
     api_calls = ctx.calls.count(host)
     LOG.warning("host=%s recovered: %s (%d API requests since the fence)", host, note,
                 api_calls)
@@ -84,12 +86,12 @@ class _Outcome:
 
 
 def _recover(ctx: StageContext, host, plan: Plan, nova, marker, token, incident,
-             outcome: _Outcome, prepared) -> tuple[str, ...]:
+             outcome: _Outcome, prepared, batch: int = 1) -> tuple[str, ...]:
     """One batch: report the plan, notify, evacuate; returns the spares used."""
     evacuate, notify = plan.evacuate, plan.notify
     LOG.warning("host=%s recovering %s", host, plan.summary())
     ctx.report.emit("recovery_start", host=host, incident_id=incident, evacuate=len(evacuate),
-                    notify=len(notify))
+                    notify=len(notify), batch=batch)
     ctx.report.record(host, "recovery_start", plan.summary(), state=IncidentState.RECOVERING)
     to_evacuate, to_notify = {s.id for s in evacuate}, {s.id for s in notify}
     for s in plan.servers:

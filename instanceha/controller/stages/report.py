@@ -8,7 +8,10 @@ import logging
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["Reporter"]
+__all__ = ["FENCE_ATTEMPTS", "Reporter"]
+
+FENCE_ATTEMPTS = "fence_attempts"
+"""The incident's counter of fencing attempts (its summary, kept across leaders)."""
 
 
 class Reporter:
@@ -20,13 +23,36 @@ class Reporter:
 
     def emit(self, name: str, **kwargs) -> None:
         """Build the event ``name`` (``instanceha.notify.events``) and hand it to
-        the outbox (returns at once)."""
+        the outbox (returns at once), unless the incident's journal says that
+        step's notification was sent already (its idempotency key): by this
+        controller, or by a leader before it. Recorded as sent once delivered."""
         if self.notifier is None or self.events is None:
             return
         try:
-            self.notifier.emit(getattr(self.events, name)(**kwargs))
+            event = getattr(self.events, name)(**kwargs)
         except ValueError as e:  # a payload our schema refuses: a bug, never a stall
             LOG.error("notification %s not built: %s", name, e)
+            return
+        journal, incident = self.journal, event.payload.get("incident_id")
+        key = event.payload.get("idempotency_key")
+        if journal is None or incident is None:
+            self.notifier.emit(event)
+            return
+        if not journal.claim(incident, key):
+            LOG.info("notification %s not sent again: incident %s has sent it (%s)",
+                     event.event_type, incident, key)
+            return
+        sent = self.notifier.emit(event, on_done=lambda delivered: journal.notified(
+            incident, key, delivered))
+        if sent is None:  # notifications disabled: nothing on its way
+            journal.notified(incident, key, False)
+
+    def attempt(self, incident: str) -> int:
+        """The number of the fencing attempt under way (counted in the journal
+        across leaders; 1 without a journal)."""
+        if self.journal is None:
+            return 1
+        return max(1, self.journal.count(incident, FENCE_ATTEMPTS))
 
     def record(self, host: str, kind: str, text: str, **kwargs) -> str | None:
         if self.journal is None:

@@ -19,6 +19,8 @@ Each test records what it measured with the ``fault`` fixture
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import itertools
 import json
 import os
@@ -68,11 +70,10 @@ def broker(tmp_path_factory):
 class Rig:
     """One failure of compute1 with everything a chaos test needs around it."""
 
-    def __init__(self, minicloud, nova, servers, daemon_factory, tmp_path, broker, zookeeper,
-                 root_path):
+    def __init__(self, minicloud, nova, servers, daemon_factory, tmp_path, broker, cli):
         self.cloud, self.nova, self.servers = minicloud, nova, servers
         self.daemon_factory, self.tmp = daemon_factory, tmp_path
-        self.broker, self.zookeeper, self.root_path = broker, zookeeper, root_path
+        self.broker, self.cli = broker, cli
         self.hosts = minicloud.hosts
         self.victim = self.hosts[0]
         self.exchange = f"ih-chaos-{next(_N)}-{os.getpid()}"
@@ -80,25 +81,38 @@ class Rig:
         self.nova_path = nova_url.path
         self.proxy = FaultProxy(f"http://{nova_url.hostname}:{nova_url.port}").start()
         self.bmc = None
+        self.bmcs = {}  # host -> its ipmi_sim BMC
         self.agents = {}
         self.controllers = []
         self.listener = None
         self.events_path = tmp_path / "events.jsonl"
 
     # -- set-up ----------------------------------------------------------------
-    def victim_bmc(self, entry=None, **bmc_args):
+    def victim_bmc(self, entry=None, also=(), **bmc_args):
         """compute1's BMC (ipmi_sim), unless ``entry`` is given (a BMC that is not
-        there); the other hosts get in-memory BMCs (never fenced here)."""
+        there); the hosts in ``also`` get an ipmi_sim BMC too (``self.bmcs``),
+        the others in-memory BMCs (never fenced here)."""
         if entry is None:
-            self.bmc = IpmiSimBMC(str(self.tmp), name=f"bmc-{self.victim}", **bmc_args).start()
+            self.bmc = self.bmcs[self.victim] = IpmiSimBMC(
+                str(self.tmp), name=f"bmc-{self.victim}", **bmc_args).start()
             entry = self.bmc.entry(timeout=2)
+        for h in also:
+            self.bmcs[h] = IpmiSimBMC(str(self.tmp), name=f"bmc-{h}").start()
+        self.write_inventory(dict({h: b.entry(timeout=2) for h, b in self.bmcs.items()},
+                                  **{self.victim: entry}))
+        return self.bmc
+
+    def write_inventory(self, entries):
+        """The fencing inventory: ``entries`` (host -> entry), the rest fake.
+        Replaced in one rename (a running controller reads it whole)."""
         inventory = {"hosts": {h: {"driver": "fake", "address": f"fake-{h}"}
                                for h in self.hosts}}
-        inventory["hosts"][self.victim] = entry
+        inventory["hosts"].update(entries)
         self.inventory = self.tmp / "fencing-inventory.yaml"
-        self.inventory.write_text(yaml.safe_dump(inventory))
-        os.chmod(self.inventory, 0o600)
-        return self.bmc
+        fresh = self.tmp / "fencing-inventory.yaml.new"
+        fresh.write_text(yaml.safe_dump(inventory))
+        os.chmod(fresh, 0o600)
+        os.replace(fresh, self.inventory)
 
     def boot(self, count, prefix="chaos"):
         """``count`` opted-in servers on the victim, ACTIVE."""
@@ -150,6 +164,40 @@ class Rig:
                 out.append(e)
         return out
 
+    def incident(self, host=None):
+        """The summary of the host's newest incident (``instanceha incidents``)."""
+        listed = self.cli("incidents", "--host", host or self.victim, "--format", "json")
+        found = json.loads(listed.stdout or "[]")
+        return found[0] if found else {}
+
+    def wait_steps_recorded(self, last):
+        """Until the consumer received ``last`` (an event type, without
+        ``instanceha.``; the outbox sends in order, so every step before it
+        too) and the incident journal records each key it received as sent:
+        the steps done so far are complete. Returns those keys."""
+        def done():
+            got = {e["payload"]["idempotency_key"] for e in self.events()}
+            if not any(e["event_type"] == f"instanceha.{last}" for e in self.events()):
+                return None
+            sent = set(self.incident().get("notifications_sent", ()))
+            return got if got <= sent else None
+        return wait_for(done, 60, f"{last} received and every step sent recorded")
+
+    def wait_steps_received(self, expected):
+        """Until the consumer received every step of ``expected`` ((event type,
+        instance id) pairs), then: each idempotency key exactly once, and no
+        step beyond ``expected``. Returns what it received."""
+        def steps():
+            return sorted(((e["event_type"][len("instanceha."):],
+                            e["payload"].get("instance_id")) for e in self.events()), key=str)
+        wait_for(lambda: not (collections.Counter(expected) - collections.Counter(steps())),
+                 120, f"every step on the bus: {expected}")
+        got = self.events()
+        keys = collections.Counter(e["payload"]["idempotency_key"] for e in got)
+        assert [k for k, n in keys.items() if n > 1] == [], keys
+        assert steps() == expected, steps()
+        return got
+
     def start_agents(self):
         for h in self.hosts:
             n = h[len("compute"):]
@@ -157,7 +205,7 @@ class Rig:
                 "watched_processes": f"nova-compute:nova-compute{n}.conf",
                 "health_check_interval": 0.5}})
 
-    def controller(self, name, nova=None, fencing=None, nova_events=False):
+    def controller(self, name, nova=None, fencing=None, nova_events=False, controller=None):
         """Every controller listens to Nova's notifications on the cloud's
         RabbitMQ (Nova declares its exchange non-durable, the rig's own bus is
         durable: [nova_notifications] amqp_durable_queues keeps them apart);
@@ -169,7 +217,7 @@ class Rig:
                              "poll_interval": 0.2}, **(fencing or {})),
             "nova": dict(self.cloud.nova_options(), timeout=30, evacuation_timeout=120,
                          poll_interval=0.5, endpoint_override=self.proxy.url + self.nova_path),
-            "controller": {"max_failed_percent": 100},
+            "controller": dict({"max_failed_percent": 100}, **(controller or {})),
         })
         sections["nova"].update(nova or {})
         ctl = self.daemon_factory("controller", name, extra=sections)
@@ -186,8 +234,9 @@ class Rig:
                 ctl.wait_log(rf"host={h} phase=\w+->HEALTHY", timeout=90)
         return a, b
 
-    def one_controller(self, nova=None, fencing=None, nova_events=False):
-        ctl = self.controller("ctl-a", nova=nova, fencing=fencing, nova_events=nova_events)
+    def one_controller(self, nova=None, fencing=None, nova_events=False, controller=None):
+        ctl = self.controller("ctl-a", nova=nova, fencing=fencing, nova_events=nova_events,
+                              controller=controller)
         ctl.wait_log(r"leadership gained by ctl-a", timeout=60)
         for h in self.hosts:
             ctl.wait_log(rf"host={h} phase=\w+->HEALTHY", timeout=90)
@@ -196,17 +245,21 @@ class Rig:
     # -- the failure -------------------------------------------------------------
     def fail_victim(self):
         """compute1 dies: agent and nova-compute gone, its BMC still says ON."""
-        self.agents[self.victim].kill()
-        self.cloud.kill_compute(self.victim)
+        self.fail(self.victim)
         self.t_fail = time.monotonic()
         self.t_fail_wall = time.time()
 
-    def marker(self):
-        return self.nova.service(self.victim).marker
+    def fail(self, host):
+        self.agents[host].kill()
+        self.cloud.kill_compute(host)
 
-    def wait_marker(self, state, timeout=300):
-        return wait_for(lambda: (m := self.marker()) is not None and m.state is state and m,
-                        timeout, f"{self.victim} marked {state.value}")
+    def marker(self, host=None):
+        return self.nova.service(host or self.victim).marker
+
+    def wait_marker(self, state, timeout=300, host=None):
+        host = host or self.victim
+        return wait_for(lambda: (m := self.marker(host)) is not None and m.state is state and m,
+                        timeout, f"{host} marked {state.value}")
 
     # -- what happened -----------------------------------------------------------
     def evacuate_posts(self, server_id=None, forwarded=True):
@@ -242,12 +295,14 @@ class Rig:
                 out[key] = float(value)
         return out
 
-    def cli(self, *args):
-        from harness import daemons
-        conf = daemons.write_conf(str(self.tmp / "cli.conf"), {"coordination": {
-            "backend_url": self.zookeeper.url, "root_path": self.root_path}})
-        return subprocess.run([os.path.join(BIN, "instanceha"), "--config-file", conf, *args],
-                              capture_output=True, text=True, timeout=60)
+    def journal(self, host=None):
+        """The entries of the host's newest incident, from ``instanceha incidents``."""
+        listed = self.cli("incidents", "--host", host or self.victim, "--format", "json")
+        found = json.loads(listed.stdout or "[]")
+        if not found:
+            return []
+        shown = self.cli("incidents", "show", found[0]["id"], "--format", "json")
+        return json.loads(shown.stdout or "{}").get("entries", [])
 
     def since_fail(self, t):
         return t - self.t_fail
@@ -260,17 +315,17 @@ class Rig:
             self.listener.kill()
             self.listener.wait()
         self.proxy.stop()
-        if self.bmc is not None:
-            self.bmc.stop()
+        for bmc in self.bmcs.values():
+            bmc.stop()
         if not self.broker.running:
             self.broker.start()
         ensure_healthy(self.cloud, self.nova, timeout=240)
 
 
 @pytest.fixture
-def rig(minicloud, nova, servers, daemon_factory, tmp_path, broker, zookeeper, root_path):
+def rig(minicloud, nova, servers, daemon_factory, tmp_path, broker, cli):
     ensure_healthy(minicloud, nova)
-    r = Rig(minicloud, nova, servers, daemon_factory, tmp_path, broker, zookeeper, root_path)
+    r = Rig(minicloud, nova, servers, daemon_factory, tmp_path, broker, cli)
     try:
         yield r
     finally:
@@ -285,27 +340,31 @@ def _fence_attempts(log, host):
 
 
 # -- the leader killed at each step ----------------------------------------------------
+#
+# One scenario, run at each step of a recovery: the leader (ctl-a) is SIGKILLed while
+# the fault proxy holds its next write to Nova, after the notifications of the steps
+# it completed were delivered (``instanceha listen`` on the real RabbitMQ received
+# them) and recorded in the incident journal; the hot standby (ctl-b) takes over.
+# Each case adds what it checks of its step.
 
-@pytest.mark.fault(
-    "leader SIGKILLed after the fence, before the force-down", component="controller",
-    expect="the standby takes over, fences again only by reading the BMC (already off: no "
-           "second power-off request), forces down once, evacuates each server once")
-def test_leader_killed_after_fence_before_force_down(rig, fault):
-    bmc = rig.victim_bmc()
-    ids = rig.boot(2)
-    rig.start_agents()
-    gate = rig.proxy.gate("PUT", SERVICES, body=FORCE_DOWN)
-    a, b = rig.leader_and_standby()
 
-    rig.fail_victim()
-    gate.wait_held(120)  # the leader fenced and now asks Nova to force the host down
-    assert not bmc.powered_on() and bmc.power_off_requests() == 1
+@dataclasses.dataclass(frozen=True)
+class KillAt:
+    gate: tuple  # (method, path, body, skip) of the write held at the kill
+    servers: int
+    last_sent: str  # the last step (event type) sent before that write
+    forward: bool = False  # the held write reaches Nova after the kill
+    nova: dict = dataclasses.field(default_factory=dict)
+
+
+def _after_fence_held(rig, a):
+    """The leader fenced and now asks Nova to force the host down."""
+    assert not rig.bmc.powered_on() and rig.bmc.power_off_requests() == 1
     assert rig.marker() is None  # nothing durable yet: the kill falls right here
-    a.kill()
-    t_kill = time.monotonic()
-    gate.release(forward=False)  # the force-down dies with the leader: Nova never sees it
 
-    b.wait_log(r"leadership gained by ctl-b", timeout=60)
+
+def _after_fence_checked(rig, b, ids, fault, t_kill):
+    bmc = rig.bmc
     b.wait_log(rf"host={rig.victim} fenced: ipmi read back off after (\d+) request", 120)
     m = rig.wait_marker(mk.MarkerState.RECOVERED)
     t_done = time.monotonic()
@@ -325,80 +384,46 @@ def test_leader_killed_after_fence_before_force_down(rig, fault):
     assert f"{len(ids)} evacuated, 0 failed" in m.note
 
 
-@pytest.mark.parametrize("sent", [
-    pytest.param(True, id="2nd-sent", marks=pytest.mark.fault(
-        "leader SIGKILLed in the middle of evacuations: 1st of 3 done, 2nd already sent",
-        component="controller",
-        expect="the 2nd evacuate reaches Nova after the leader died; the standby does not "
-               "repeat it (awaits it if still running, or finds the server moved) and "
-               "evacuates the 3rd: every server evacuated exactly once")),
-    pytest.param(False, id="2nd-not-sent", marks=pytest.mark.fault(
-        "leader SIGKILLed in the middle of evacuations: 1st of 3 done, 2nd not yet sent",
-        component="controller",
-        expect="the standby evacuates the 2nd and the 3rd, not the 1st again: every server "
-               "evacuated exactly once")),
-])
-def test_leader_killed_mid_evacuations(rig, fault, sent):
-    rig.victim_bmc()
-    ids = rig.boot(3)
-    rig.start_agents()
-    gate = rig.proxy.gate("POST", ACTION, body=EVACUATE, skip=1)
-    # one evacuation at a time: the kill falls between the 1st and the 2nd
-    a, b = rig.leader_and_standby(nova={"evacuation_concurrency": 1})
-
-    rig.fail_victim()
-    gate.wait_held(180)
-    (first,) = rig.evacuate_posts()
+def _mid_evacuations_held(rig, a):
+    (rig.first_evacuate,) = rig.evacuate_posts()
     assert rig.marker().state is mk.MarkerState.RECOVERING
-    a.kill()
-    t_kill = time.monotonic()
-    # sent: Nova does it, nobody reads the answer; not sent: it dies with the leader
-    gate.release(forward=sent)
-
-    b.wait_log(r"leadership gained by ctl-b", timeout=60)
-    m = rig.wait_marker(mk.MarkerState.RECOVERED)
-    t_done = time.monotonic()
-    per = rig.assert_evacuated_once(ids)
-    order = [re.search(r"/servers/([^/]+)/action", r.path).group(1) for r in rig.evacuate_posts()]
-    found = ("in progress and awaited it" if "already in progress" in b.read_log()
-             else "already moved")
-    fault.observed(f"evacuate POSTs reaching Nova per server, in order: "
-                   f"{[order.count(s) for s in order]}; migration records per server: "
-                   f"{[per[s][1] for s in order]}"
-                   + (f"; the standby found the 2nd {found}" if sent else ""))
-    fault.observed(f"standby finished {t_done - t_kill:.1f} s after the kill; its marker: "
-                   f"{m.note}")
-    assert sorted(order) == sorted(ids) and order[0] == first.path.split("/")[-2]
 
 
-@pytest.mark.fault(
-    "leader SIGKILLed after RECOVERED, before the re-enable", component="controller",
-    expect="the standby re-enables the repaired host once; nothing is fenced or evacuated "
-           "again")
-def test_leader_killed_before_reenable(rig, fault):
-    bmc = rig.victim_bmc()
-    ids = rig.boot(1)
-    rig.start_agents()
-    gate = rig.proxy.gate("PUT", SERVICES, body=ENABLE)
-    a, b = rig.leader_and_standby()
+def _mid_evacuations_checked(sent):
+    def check(rig, b, ids, fault, t_kill):
+        m = rig.wait_marker(mk.MarkerState.RECOVERED)
+        t_done = time.monotonic()
+        per = rig.assert_evacuated_once(ids)
+        order = [re.search(r"/servers/([^/]+)/action", r.path).group(1)
+                 for r in rig.evacuate_posts()]
+        found = ("in progress and awaited it" if "already in progress" in b.read_log()
+                 else "already moved")
+        fault.observed(f"evacuate POSTs reaching Nova per server, in order: "
+                       f"{[order.count(s) for s in order]}; migration records per server: "
+                       f"{[per[s][1] for s in order]}"
+                       + (f"; the standby found the 2nd {found}" if sent else ""))
+        fault.observed(f"standby finished {t_done - t_kill:.1f} s after the kill; its marker: "
+                       f"{m.note}")
+        assert sorted(order) == sorted(ids)
+        assert order[0] == rig.first_evacuate.path.split("/")[-2]
+    return check
 
-    rig.fail_victim()
+
+def _repair_victim(rig, ids):
+    """Recovered; then the host is repaired (power on, nova-compute and the agent
+    back): the leader asks Nova to enable it."""
     rig.wait_marker(mk.MarkerState.RECOVERED)
     rig.assert_evacuated_once(ids)
-    # the host is repaired: power on, nova-compute and the agent come back
-    bmc.set_power(True)
+    rig.bmc.set_power(True)
     rig.cloud.start_compute(rig.victim)
     n = rig.victim[len("compute"):]
     rig.agents[f"{rig.victim}-back"] = rig.daemon_factory("agent", f"{rig.victim}-back", extra={
         "DEFAULT": {"host": rig.victim},
         "agent": {"watched_processes": f"nova-compute:nova-compute{n}.conf",
                   "health_check_interval": 0.5}})
-    gate.wait_held(240)
-    a.kill()
-    t_kill = time.monotonic()
-    gate.release(forward=False)
 
-    b.wait_log(r"leadership gained by ctl-b", timeout=60)
+
+def _before_reenable_checked(rig, b, ids, fault, t_kill):
     b.wait_log(rf"host={rig.victim} back in service", timeout=180)
     t_done = time.monotonic()
     svc = rig.nova.service(rig.victim)
@@ -406,12 +431,93 @@ def test_leader_killed_before_reenable(rig, fault):
     per = rig.evacuations_per_server(ids)
     fault.observed(f"enable PUTs reaching Nova: {len(enables)}; re-enabled by the standby "
                    f"{t_done - t_kill:.1f} s after the kill; power-off requests: "
-                   f"{bmc.power_off_requests()}; evacuate POSTs / migrations: "
+                   f"{rig.bmc.power_off_requests()}; evacuate POSTs / migrations: "
                    f"{list(per.values())}")
     assert not svc.forced_down and not svc.disabled
-    assert len(enables) == 1 and bmc.power_off_requests() == 1
+    assert len(enables) == 1 and rig.bmc.power_off_requests() == 1
     assert all(v == (1, 1) for v in per.values())
     assert "fencing (token" not in b.read_log()
+
+
+# case: (the kill, what happens before the write is held, what is checked when it is
+# held, what is checked once the standby is done)
+KILLS = {
+    "after-fence": (KillAt(("PUT", SERVICES, FORCE_DOWN, 0), 2, "host.fence.end"),
+                    None, _after_fence_held, _after_fence_checked),
+    "mid-evacuations-2nd-sent": (
+        KillAt(("POST", ACTION, EVACUATE, 1), 3, "instance.evacuate.end", forward=True,
+               nova={"evacuation_concurrency": 1}),
+        None, _mid_evacuations_held, _mid_evacuations_checked(True)),
+    "mid-evacuations-2nd-not-sent": (
+        KillAt(("POST", ACTION, EVACUATE, 1), 3, "instance.evacuate.end",
+               nova={"evacuation_concurrency": 1}),
+        None, _mid_evacuations_held, _mid_evacuations_checked(False)),
+    "before-reenable": (KillAt(("PUT", SERVICES, ENABLE, 0), 1, "host.recovery.end"),
+                        _repair_victim, None, _before_reenable_checked),
+}
+
+
+@pytest.mark.parametrize("kill", [
+    pytest.param("after-fence", id="after-fence", marks=pytest.mark.fault(
+        "leader SIGKILLed after the fence, before the force-down", component="controller",
+        expect="the standby takes over, fences again only by reading the BMC (already off: "
+               "no second power-off request), forces down once, evacuates each server once; "
+               "the consumer receives each step once")),
+    pytest.param("mid-evacuations-2nd-sent", id="2nd-sent", marks=pytest.mark.fault(
+        "leader SIGKILLed in the middle of evacuations: 1st of 3 done, 2nd already sent",
+        component="controller",
+        expect="the 2nd evacuate reaches Nova after the leader died; the standby does not "
+               "repeat it (awaits it if still running, or finds the server moved) and "
+               "evacuates the 3rd: every server evacuated exactly once; the consumer "
+               "receives each step once")),
+    pytest.param("mid-evacuations-2nd-not-sent", id="2nd-not-sent", marks=pytest.mark.fault(
+        "leader SIGKILLed in the middle of evacuations: 1st of 3 done, 2nd not yet sent",
+        component="controller",
+        expect="the standby evacuates the 2nd and the 3rd, not the 1st again: every server "
+               "evacuated exactly once; the consumer receives each step once")),
+    pytest.param("before-reenable", id="before-reenable", marks=pytest.mark.fault(
+        "leader SIGKILLed after RECOVERED, before the re-enable", component="controller",
+        expect="the standby re-enables the repaired host once; nothing is fenced or "
+               "evacuated again; the consumer receives each step once")),
+])
+def test_leader_killed_at_a_step(rig, fault, kill):
+    case, prepare, held, checked = KILLS[kill]
+    rig.victim_bmc()
+    ids = rig.boot(case.servers)
+    rig.start_agents()
+    rig.listen()
+    method, path, body, skip = case.gate
+    gate = rig.proxy.gate(method, path, body=body, skip=skip)
+    a, b = rig.leader_and_standby(nova=case.nova)
+
+    rig.fail_victim()
+    if prepare is not None:
+        prepare(rig, ids)
+    gate.wait_held(240)
+    if held is not None:
+        held(rig, a)
+    sent = rig.wait_steps_recorded(case.last_sent)
+    a.kill()
+    t_kill = time.monotonic()
+    gate.release(forward=case.forward)  # not forwarded: the write dies with the leader
+
+    b.wait_log(r"leadership gained by ctl-b", timeout=60)
+    checked(rig, b, ids, fault, t_kill)
+    got = rig.wait_steps_received(_steps_of_a_recovery(kill, ids))
+    fault.observed(f"the consumer received {len(got)} notifications, each idempotency key "
+                   f"once ({len(sent)} sent before the kill, recorded in the journal)")
+
+
+def _steps_of_a_recovery(kill, ids):
+    """Each step's event type and instance, as the consumer must receive them once."""
+    steps = [("host.failed", None), ("host.fence.start", None), ("host.fence.end", None),
+             ("host.recovery.start", None), ("host.recovery.end", None)]
+    steps += [(f"instance.evacuate.{e}", sid) for sid in ids for e in ("start", "end")]
+    if kill == "after-fence":
+        steps.append(("host.fence.start", None))  # the standby's own attempt (#2)
+    if kill == "before-reenable":
+        steps.append(("host.restored", None))
+    return sorted(steps, key=str)
 
 
 # -- Nova failing -------------------------------------------------------------------
@@ -522,6 +628,52 @@ def test_pipelined_recovery_reads_during_the_fence_writes_after(rig):
     assert force[0].wall < min(p.wall for p in posts)
     metrics = rig.metrics(ctl)
     assert metrics.get('instanceha_nova_notifications_total{state="woke"}', 0) >= 1, metrics
+
+
+# -- fences first ----------------------------------------------------------------------
+
+@pytest.mark.fault(
+    "Nova never answers a recovery's evacuate (every recovery worker waits on it) while "
+    "another host fails", component="nova-api",
+    expect="the second host is powered off (read back at its BMC), forced down and journaled "
+           "fenced while the first recovery still waits on Nova: fences have workers of their "
+           "own; its recovery follows once a recovery worker is free")
+def test_a_fence_never_waits_for_recoveries_stuck_on_a_slow_nova(rig, fault):
+    second = rig.hosts[1]
+    rig.victim_bmc(also=[second])
+    ids = rig.boot(1)
+    rig.start_agents()
+    # the victim's evacuate is held at the proxy: its recovery waits on Nova with the
+    # only recovery worker
+    gate = rig.proxy.gate("POST", ACTION, body=EVACUATE)
+    # (and no client timeout cuts that wait short while the test looks)
+    rig.one_controller(controller={"recovery_workers": 1}, nova={"timeout": 600})
+
+    rig.fail_victim()
+    gate.wait_held(180)
+    rig.wait_marker(mk.MarkerState.RECOVERING, 60)  # written beside the first evacuate
+    rig.fail(second)
+    t_second = time.monotonic()
+    bmc2 = rig.bmcs[second]
+    wait_for(lambda: not bmc2.powered_on(), 120, f"{second} powered off")
+    journal = wait_for(lambda: (e := rig.journal(second)) and "forced_down" in
+                       [x["kind"] for x in e] and e, 60, f"{second} journaled fenced")
+    # all of this while the first recovery still waits on Nova
+    assert gate.holding == 1 and rig.evacuate_posts(forwarded=True) == []
+    assert rig.marker().state is mk.MarkerState.RECOVERING
+    assert rig.marker(second).state is mk.MarkerState.FENCED
+    kinds = [e["kind"] for e in journal]
+    assert kinds.index("fence_start") < kinds.index("fence_ok") < kinds.index("forced_down")
+    fault.observed(f"{second} read back off at its BMC {bmc2.first_off_at() - rig.t_fail_wall:.1f}"
+                   f" s after {rig.victim} failed ({time.monotonic() - t_second:.1f} s after its "
+                   f"own failure), while {rig.victim}'s evacuate was held; its journal: "
+                   f"{', '.join(kinds)}")
+    gate.release(forward=True)
+    m = rig.wait_marker(mk.MarkerState.RECOVERED)
+    rig.wait_marker(mk.MarkerState.RECOVERED, host=second)
+    rig.assert_evacuated_once(ids)
+    assert "1 evacuated, 0 failed" in m.note
+    assert bmc2.power_off_requests() == 1 and rig.bmc.power_off_requests() == 1
 
 
 # -- the API call budget ----------------------------------------------------------------
@@ -718,3 +870,46 @@ def test_bmc_slow(rig, fault):
     assert errors and len(force) == 1
     assert off_at < force[0].wall < rig.evacuate_posts()[0].wall
     assert "1 evacuated, 0 failed" in m.note, ctl.read_log()[-2000:]
+
+
+@pytest.mark.fault(
+    "BMC password wrong in the fencing inventory, then fixed in the file while the "
+    "controller runs", component="bmc",
+    expect="the fence fails and backs off (held, host.failed said once); the changed file is "
+           "seen at the next tick and the fence is tried again at once, before its back-off "
+           "step, with the fixed password: fenced and recovered, no restart")
+def test_a_password_fixed_in_the_inventory_is_used_at_once(rig, fault):
+    bmc = rig.victim_bmc()
+    good = bmc.entry(timeout=2)
+    rig.victim_bmc(entry=bmc.entry(timeout=2, password="not-the-password"))
+    ids = rig.boot(1)
+    rig.start_agents()
+    rig.listen()
+    ctl = rig.one_controller(fencing={"deadline": 3})
+    rig.fail_victim()
+    failed = rf"host={rig.victim} recovery=fence failed: .*next try in (\d+) s"
+    # a failure whose back-off step is long enough to tell a retry at once from it
+    wait_for(lambda: any(int(w) >= 8 for w in re.findall(failed, ctl.read_log())), 180,
+             "a fence failure backed off for 8 s or more")
+    rig.write_inventory({rig.victim: good})
+    t_fixed = time.time()
+    m = rig.wait_marker(mk.MarkerState.RECOVERED)
+    rig.assert_evacuated_once(ids)
+    entries = rig.journal()
+    kinds = [e["kind"] for e in entries]
+    changed = kinds.index("inventory_changed")
+    retry = kinds.index("fence_start", changed)
+    assert kinds[changed - 1] == "fence_error" and kinds[retry + 1] == "fence_ok", kinds
+    due = entries[changed]["retry_was_due_at"]
+    # the retry follows the reload, not the back-off schedule
+    assert entries[changed]["at"] < entries[retry]["at"] < due
+    assert bmc.power_off_requests() == 1 and "1 evacuated, 0 failed" in m.note
+    starts = [e["payload"]["attempt"] for e in rig.events("host.fence.start")]
+    got = wait_for(lambda: (x := rig.events("host.fence.end")) and x, 60, "host.fence.end")
+    assert len(rig.events("host.failed")) == 1 and len(got) == 1
+    assert starts == list(range(1, len(starts) + 1))
+    fault.observed(f"{kinds.count('fence_error')} failed fence(s) before the fix; the file "
+                   f"changed {due - t_fixed:.1f} s before the back-off's next try; retried "
+                   f"{entries[retry]['at'] - entries[changed]['at']:.2f} s after the change was "
+                   f"seen, fenced at attempt {starts[-1]}; host.failed on the bus: 1; marker: "
+                   f"{m.note}")

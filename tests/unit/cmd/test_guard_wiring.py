@@ -51,8 +51,11 @@ class Notifier:
     def __init__(self):
         self.events = []
 
-    def emit(self, event):
+    def emit(self, event, on_done=None):  # delivered at once
         self.events.append(event)
+        if on_done is not None:
+            on_done(True)
+        return f"msg-{len(self.events)}"
 
 
 class Actuator:

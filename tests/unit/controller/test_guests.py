@@ -38,8 +38,11 @@ class Notifier:
     def __init__(self):
         self.sent = []
 
-    def emit(self, event):
+    def emit(self, event, on_done=None):  # delivered at once
         self.sent.append(event)
+        if on_done is not None:
+            on_done(True)
+        return f"msg-{len(self.sent)}"
 
 
 @pytest.fixture

@@ -229,8 +229,11 @@ class Bus:
     def __init__(self):
         self.sent = []
 
-    def emit(self, event):
+    def emit(self, event, on_done=None):  # delivered at once
         self.sent.append(event)
+        if on_done is not None:
+            on_done(True)
+        return f"msg-{len(self.sent)}"
 
 
 class Metrics:
@@ -249,11 +252,10 @@ def recover(services, servers, target, room=None):
         ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE, target=target),
         None, nova, lambda guarded: FakeEvacuator(log, guarded, room), notifier=bus,
         events=events, metrics=metrics, clock=FakeClock(wall=NOW.timestamp(), frozen_wall=True))
-    act._refresh()
+    act.nova_view.refresh()
     act.act({"c1": HostView("c1", Phase.FAILED, 0.0, "why", "rule"),
              "c3": HostView("c3", Phase.HEALTHY, 0.0, "ok", "rule")}, [], Verify(log))
-    for job in list(act.jobs.values()):
-        job.result(timeout=10)
+    act.wait(timeout=10)
     act.close()
     return log, nova, bus, metrics
 

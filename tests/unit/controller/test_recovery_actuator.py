@@ -1,7 +1,6 @@
 """The recovery actuator on fakes: the order of its calls, its markers, its
-events. Jobs run on its real thread pool; tests wait on the jobs' futures."""
+events. Jobs run on its real thread pools; tests wait for them (``act.wait``)."""
 
-import concurrent.futures
 import dataclasses
 import datetime
 import logging
@@ -36,6 +35,10 @@ class Log(list):
 class FakeFencer:
     def __init__(self, log, error=None):
         self.log, self.error = log, error
+        self.stamp = ("inventory", 1)
+
+    def inventory_stamp(self):
+        return self.stamp
 
     def power_on(self, host):
         self.log.append(("power_on", host))
@@ -76,8 +79,11 @@ class Bus:
     def __init__(self):
         self.sent = []
 
-    def emit(self, event):
+    def emit(self, event, on_done=None):  # delivered at once
         self.sent.append(event)
+        if on_done is not None:
+            on_done(True)
+        return f"msg-{len(self.sent)}"
 
 
 def svc(host, reason=None, up=False, forced=False):
@@ -109,15 +115,16 @@ class Verify:
 
 
 def make(log, services, servers=(), fencer_error=None, migrations=(), dry_run=False,
-         power_on=False, journal=None):
+         power_on=False, journal=None, attestations=None):
     nova = FakeNova(log, services, servers, migrations)
     bus = Bus()
     act = RecoveryActuator(
         ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE, dry_run=dry_run,
                          power_on_after_recovery=power_on),
         FakeFencer(log, fencer_error), nova, lambda guarded: FakeEvacuator(log, guarded),
-        notifier=bus, events=events, clock=at_now(), journal=journal)
-    act._refresh()
+        notifier=bus, events=events, clock=at_now(), journal=journal,
+        attestations=attestations)
+    act.nova_view.refresh()
     return act, nova, bus
 
 
@@ -125,10 +132,9 @@ def run(act, views, allowed, verify, refresh=True):
     """One tick after a fresh read of Nova (as the background refresh does)."""
     if refresh:
         act.clock.advance(1.0)
-        act._refresh()
+        act.nova_view.refresh()
     act.act(views, allowed, verify)
-    for job in list(act.jobs.values()):
-        job.result(timeout=10)
+    act.wait(timeout=10)
 
 
 MUTATING = ("power_off", "force_down", "disable", "enable", "unset_forced_down", "evacuate")
@@ -181,7 +187,7 @@ class GatedFencer(FakeFencer):
         return super().power_off(host)
 
 
-def make_gated(log, servers, on_power_off=None, relisted=()):
+def make_gated(log, servers, on_power_off=None, relisted=(), **settings):
     class Relisting(FakeNova):
         listed = 0
 
@@ -195,10 +201,10 @@ def make_gated(log, servers, on_power_off=None, relisted=()):
     fencer = GatedFencer(log, nova, on_power_off)
     bus = Bus()
     act = RecoveryActuator(
-        ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE), fencer, nova,
-        lambda guarded: FakeEvacuator(log, guarded), notifier=bus, events=events,
+        ActuatorSettings(name="ctl-a", default_recovery=Recovery.IGNORE, **settings), fencer,
+        nova, lambda guarded: FakeEvacuator(log, guarded), notifier=bus, events=events,
         clock=at_now())
-    act._refresh()
+    act.nova_view.refresh()
     return act, nova, fencer, bus
 
 
@@ -234,8 +240,8 @@ def test_a_host_back_alive_during_its_fence_is_left_to_the_next_tick():
     log = Log()
     act = None
 
-    def back():  # the detector sees the host again while its BMC answers
-        act._observe({"compute1": view("compute1", Phase.HEALTHY)}, ["compute1"])
+    def back():  # the detector sees the host again while its BMC answers (a tick)
+        act.act({"compute1": view("compute1", Phase.HEALTHY)}, [], Verify(Log()))
 
     act, nova, _, bus = make_gated(log, [server("a", "evacuate")], on_power_off=back)
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
@@ -263,7 +269,7 @@ def test_a_plan_read_that_failed_during_the_fence_is_read_again():
     nova = Blip(log, [svc("compute1")], [server("a", "evacuate")])
     act = RecoveryActuator(ActuatorSettings(name="ctl-a"), FakeFencer(log), nova,
                            lambda guarded: FakeEvacuator(log, guarded), clock=at_now())
-    act._refresh()
+    act.nova_view.refresh()
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
     assert [c[1] for c in log if c[0] == "evacuate"] == ["a"]
     act.close()
@@ -426,9 +432,9 @@ def test_operator_attestation_stands_in_for_a_dead_bmc(age, used, caplog):
     caplog.set_level("WARNING", "instanceha.controller.stages.fence")
     log = Log()
     err = fexc.BMCUnreachable(host="compute1", address="127.0.0.1", reason="no power")
-    act, nova, bus = make(log, [svc("compute1")], fencer_error=err)
     record = {"by": "alice", "reason": "PDU off", "at": NOW.timestamp() - age}
-    act.attestations = act.ctx.attestations = FakeAttestations({"compute1": record})
+    attestations = FakeAttestations({"compute1": record})
+    act, nova, bus = make(log, [svc("compute1")], fencer_error=err, attestations=attestations)
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
     m = mk.decode(nova.svc["compute1"].disabled_reason)
     if used:
@@ -436,12 +442,12 @@ def test_operator_attestation_stands_in_for_a_dead_bmc(age, used, caplog):
         assert fenced.state is mk.MarkerState.FENCED
         assert "attested by alice: PDU off" in fenced.note
         assert m.state is mk.MarkerState.RECOVERED  # and recovered right after
-        assert act.attestations.consumed == ["compute1"]
+        assert attestations.consumed == ["compute1"]
         ends = [e for e in bus.sent if e.event_type == events.FENCE_END]
         assert [e.payload["driver"] for e in ends] == ["operator-attestation"]
         assert "host=compute1 forced down and marked fenced on attestation" in caplog.text
     else:  # made before this failure began: never reused
-        assert m is None and act.attestations.consumed == []
+        assert m is None and attestations.consumed == []
         assert bus.sent[-1].event_type == events.FENCE_ERROR
     act.close()
 
@@ -521,7 +527,7 @@ def test_status_shows_novas_view_and_the_recovery_decision():
     run(act, {"compute1": view("compute1", Phase.FAILED),
               "compute2": view("compute2", Phase.HEALTHY)}, ["compute1"], Verify(log))
     act.clock.advance(1.0)
-    act._refresh()
+    act.nova_view.refresh()
     seen = act.nova_status()
     assert seen["compute1"] == {"state": "down", "status": "disabled", "forced_down": True,
                                 "marker": "recovered", "recovery": "fence"}
@@ -583,7 +589,7 @@ def test_each_evacuation_is_reported_as_it_completes_even_if_the_leader_dies_mid
     act = RecoveryActuator(ActuatorSettings(name="ctl-a"), FakeFencer(log), nova,
                            DyingEvacuator, notifier=bus, events=events, clock=at_now(),
                            journal=journal)
-    act._refresh()
+    act.nova_view.refresh()
     journal.open("compute1", 40, "forced_down", "fenced by this term's leader",
                  state=IncidentState.FENCED)
     run(act, {"compute1": view("compute1", Phase.FAILED)}, [], Verify(log))
@@ -619,7 +625,6 @@ def test_only_a_host_back_before_its_fence_closes_a_detected_incident(phase, mar
 
 
 def test_journal_notifications_and_metrics_say_which_level_fenced():
-    import dataclasses
 
     from prometheus_client import CollectorRegistry
 
@@ -657,7 +662,7 @@ def test_status_names_the_api_call_a_recovery_waits_on_without_republishing_for_
     log = Log()
     act, _, _ = make(log, [svc("compute1"), svc("compute2", up=True)])
     act.clock.advance(1.0)
-    act._refresh()
+    act.nova_view.refresh()
     with act.calls.scope("compute1"):
         act.calls.begin("compute", "GET", "/os-migrations?source_compute=compute1")
     assert "waiting_on" not in act.nova_status()["compute1"]  # not slow yet
@@ -682,18 +687,16 @@ def test_nova_is_read_again_while_every_worker_runs_a_recovery():
     log = Log()
     release = threading.Event()
     act, nova, fencer, _ = make_gated(log, [server("a", "evacuate")],
-                                      on_power_off=lambda: release.wait(10))
-    act.settings = dataclasses.replace(act.settings, workers=1)
-    act.pool = concurrent.futures.ThreadPoolExecutor(1, "recovery")
+                                      on_power_off=lambda: release.wait(10), workers=1,
+                                      fence_workers=1)
     act.act({"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
-    (job,) = act.jobs.values()
+    assert act.running() == ["compute1"]
     act.clock.advance(act.settings.nova_refresh)
-    before = act.services_at
-    act._maybe_refresh()
-    act._refreshing.result(timeout=10)
-    assert act.services_at > before and not job.done()
+    before = act.nova_view.read_at
+    act.nova_view.maybe_refresh().result(timeout=10)
+    assert act.nova_view.read_at > before and act.running() == ["compute1"]
     release.set()
-    job.result(timeout=10)
+    act.wait(timeout=10)
     act.close()
 
 
@@ -704,13 +707,13 @@ def test_a_host_the_guard_holds_has_its_plan_read_ahead_and_its_fence_uses_it(ca
     act, nova, bus = make(log, [svc("compute1")], [server("a", "evacuate")])
     failed = {"compute1": view("compute1", Phase.FAILED)}
     run(act, failed, [], Verify(log))  # held by the guard's wait for companions
-    act._ahead["compute1"][2].result(timeout=10)
+    act.wait(timeout=10)  # the plan read ahead
     assert nova.reads.count("servers_on_host") == 1
     assert mutations(log) == []  # read-only: nothing moves before the fence
     run(act, failed, [], Verify(log))  # still held: read once per failure
     assert nova.reads.count("servers_on_host") == 1
     act.clock.advance(recovery.READ_AHEAD_MAX_AGE / 2 - 1.0)
-    with caplog.at_level(logging.INFO, logger="instanceha.controller.recovery"):
+    with caplog.at_level(logging.INFO, logger="instanceha.controller.read_ahead"):
         run(act, failed, ["compute1"], Verify(log))  # handed to fencing
     assert "host=compute1 fence uses the recovery plan read ahead 6.0 s ago" in caplog.text
     # the plan read ahead, then the one list after the force-down (late arrivals)
@@ -728,9 +731,9 @@ def test_a_plan_read_ahead_too_long_before_the_fence_is_read_again(caplog):
     act, nova, bus = make(log, [svc("compute1")], [server("a", "evacuate")])
     failed = {"compute1": view("compute1", Phase.FAILED)}
     run(act, failed, [], Verify(log))
-    act._ahead["compute1"][2].result(timeout=10)
+    act.wait(timeout=10)  # the plan read ahead
     act.clock.advance(recovery.READ_AHEAD_MAX_AGE + 1.0)
-    with caplog.at_level(logging.INFO, logger="instanceha.controller.recovery"):
+    with caplog.at_level(logging.INFO, logger="instanceha.controller.read_ahead"):
         run(act, failed, ["compute1"], Verify(log))
     assert "host=compute1 recovery plan read ahead 12.0 s ago is not used (older than " \
         "10 s)" in caplog.text
@@ -744,12 +747,11 @@ def test_at_most_workers_hosts_are_read_ahead_while_the_guard_holds_them():
     hosts = [f"compute{i}" for i in range(1, 40)]
     act, nova, _ = make(log, [svc(h) for h in hosts])
     run(act, {h: view(h, Phase.FAILED) for h in hosts}, [], Verify(log))
-    for _, _, plan in act._ahead.values():
-        plan.result(timeout=10)
-    assert len(act._ahead) == act.settings.workers < len(hosts)
+    act.wait(timeout=10)
+    assert len(act.read_ahead.hosts()) == act.settings.workers < len(hosts)
     assert nova.reads.count("servers_on_host") == act.settings.workers
     run(act, {h: view(h, Phase.HEALTHY) for h in hosts}, [], Verify(log))  # all back
-    assert act._ahead == {}
+    assert act.read_ahead.hosts() == []
     assert mutations(log) == []
     act.close()
 
@@ -758,7 +760,163 @@ def test_a_host_forgotten_while_held_frees_its_read_ahead():
     log = Log()
     act, nova, _ = make(log, [svc("compute1")])
     run(act, {"compute1": view("compute1", Phase.FAILED)}, [], Verify(log))
-    assert list(act._ahead) == ["compute1"]
+    assert act.read_ahead.hosts() == ["compute1"]
     run(act, {}, [], Verify(log))  # no longer registered
-    assert act._ahead == {}
+    assert act.read_ahead.hosts() == []
     act.close()
+
+
+def test_a_fence_never_waits_for_a_recovery():
+    """One recovery worker, taken by compute1's evacuation that waits on Nova:
+    compute2 fails and is fenced and forced down meanwhile (fences have
+    workers of their own); its recovery then waits for the recovery worker."""
+    import threading
+
+    log = Log()
+    release, fenced = threading.Event(), threading.Event()
+
+    class StuckEvacuator(FakeEvacuator):
+        def evacuate_host(self, host, servers, target_host=None):
+            release.wait(10)  # Nova does not answer
+            return super().evacuate_host(host, servers, target_host)
+
+    class Nova(FakeNova):
+        def force_down(self, host, reason=None):
+            try:
+                return super().force_down(host, reason)
+            finally:
+                fenced.set()
+
+    marker = mk.encode(mk.MarkerState.FENCED, at=NOW, token=40)
+    nova = Nova(log, [svc("compute1", marker, forced=True), svc("compute2")],
+                [server("a", "evacuate"), server("b", "evacuate", host="compute2")])
+    act = RecoveryActuator(ActuatorSettings(name="ctl-a", workers=1, fence_workers=2),
+                           FakeFencer(log), nova, lambda guarded: StuckEvacuator(log, guarded),
+                           clock=at_now())
+    act.nova_view.refresh()
+    failed = {h: view(h, Phase.FAILED) for h in ("compute1", "compute2")}
+    act.act(failed, [], Verify(log))  # compute1's recovery takes the only recovery worker
+    assert act.running() == ["compute1"]
+    act.act(failed, ["compute2"], Verify(log))
+    assert fenced.wait(10), "compute2's fence waited for compute1's recovery"
+    assert ("power_off", "compute2") in log and act.running() == ["compute1", "compute2"]
+    assert "evacuate" not in [c[0] for c in log]  # compute1's evacuation still waits
+    release.set()
+    act.wait(timeout=10)
+    calls = [c[:2] for c in log if c[0] in ("power_off", "force_down", "evacuate")]
+    assert calls.index(("force_down", "compute2")) < calls.index(("evacuate", "a"))
+    assert sorted(c[1] for c in log if c[0] == "evacuate") == ["a", "b"]
+    act.close()
+
+
+def test_a_failed_fence_is_retried_as_soon_as_the_inventory_changes():
+    """A wrong BMC password: the fence fails and backs off; the operator fixes
+    the inventory file: the next tick fences again, before the back-off ends,
+    and the journal says why."""
+    from instanceha.controller.journal import IncidentJournal
+    from tests.unit.fakes import FakeCoordinator
+
+    log = Log()
+    store = FakeCoordinator(FakeClock())
+    journal = IncidentJournal(store, "ctl-a", clock=at_now(), background=False)
+    err = fexc.AuthFailed(host="compute1", driver="ipmi", address="127.0.0.1",
+                          username="admin", reason="wrong password")
+    act, nova, bus = make(log, [svc("compute1")], fencer_error=err, journal=journal)
+    views = {"compute1": view("compute1", Phase.FAILED)}
+    for _ in range(3):  # back-off 2, 4, 8 s: the third waits 8 s
+        act.clock.advance(act.settings.retry_backoff_max)
+        run(act, views, ["compute1"], Verify(log))
+    assert [c[0] for c in log].count("power_off") == 3
+    run(act, views, ["compute1"], Verify(log))
+    assert [c[0] for c in log].count("power_off") == 3  # within the back-off: no try
+    act.fencer.error = None
+    act.fencer.stamp = ("inventory", 2)  # fixed by the operator
+    run(act, views, ["compute1"], Verify(log), refresh=False)
+    assert [c[0] for c in log].count("power_off") == 4 and "force_down" in [c[0] for c in log]
+    assert journal.flush()
+    (incident,) = store.incidents()
+    kinds = [e["kind"] for e in store.incident_entries(incident)]
+    changed = kinds.index("inventory_changed")
+    assert kinds[changed - 1] == "fence_error" and kinds[changed + 1:changed + 3] == [
+        "fence_start", "fence_ok"]
+    entry = store.incident_entries(incident)[changed]
+    assert entry["retry_was_due_at"] > NOW.timestamp() and "not in 7 s" in entry["text"]
+    act.close()
+
+
+def test_a_fence_retry_says_host_failed_once_and_numbers_its_attempts():
+    from instanceha.controller.journal import IncidentJournal
+    from tests.unit.fakes import FakeCoordinator
+
+    log = Log()
+    journal = IncidentJournal(FakeCoordinator(FakeClock()), "ctl-a",
+                              clock=at_now(), background=False)
+    err = fexc.BMCUnreachable(host="compute1", address="127.0.0.1", reason="timeout")
+    act, nova, bus = make(log, [svc("compute1")], fencer_error=err, journal=journal)
+    views = {"compute1": view("compute1", Phase.FAILED)}
+    run(act, views, ["compute1"], Verify(log))
+    act.clock.advance(act.settings.retry_backoff_max)
+    act.fencer.error = None
+    run(act, views, ["compute1"], Verify(log))
+    types = [e.event_type for e in bus.sent]
+    assert types[:5] == [events.HOST_FAILED, events.FENCE_START, events.FENCE_ERROR,
+                         events.FENCE_START, events.FENCE_END]
+    assert types.count(events.HOST_FAILED) == 1
+    attempts = [e.payload["attempt"] for e in bus.sent
+                if e.event_type in (events.FENCE_START, events.FENCE_ERROR)]
+    assert attempts == [1, 1, 2]
+    keys = [e.payload["idempotency_key"] for e in bus.sent]
+    assert len(keys) == len(set(keys))
+    act.close()
+
+
+def test_a_new_leader_resuming_an_incident_does_not_send_its_steps_again():
+    """Leader A fences, starts the recovery and evacuates one server of two,
+    then is deposed; B (a new term, its own journal on the same store) resumes
+    from the RECOVERING marker: the consumer gets each step once."""
+    from instanceha.controller.journal import IncidentJournal
+    from tests.unit.fakes import FakeCoordinator
+
+    class DyingEvacuator:
+        on_result = None
+
+        def __init__(self, nova):
+            self.nova = nova
+
+        def evacuate_host(self, host, servers, target_host=None):
+            first = servers[0]
+            self.nova.evacuate(first.id)
+            self.on_result(EvacuationResult(first.id, first.name, host, Outcome.EVACUATED, 1,
+                                            2.0, dest_host="compute2", status="ACTIVE"))
+            raise exceptions.NotLeader(reason="deposed mid-batch")
+
+    log, bus = Log(), Bus()
+    store = FakeCoordinator(FakeClock())
+    nova = FakeNova(log, [svc("compute1")], [server("a", "evacuate"), server("b", "evacuate")])
+
+    def leader(name, evacuator):
+        journal = IncidentJournal(store, name, clock=at_now(), background=False)
+        act = RecoveryActuator(ActuatorSettings(name=name), FakeFencer(log), nova, evacuator,
+                               notifier=bus, events=events, clock=at_now(), journal=journal)
+        act.nova_view.refresh()
+        return act, journal
+
+    a, journal_a = leader("ctl-a", DyingEvacuator)
+    failed = {"compute1": view("compute1", Phase.FAILED)}
+    run(a, failed, ["compute1"], Verify(log, token=42))
+    assert journal_a.flush()
+    assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.RECOVERING
+    a.close()
+    sent_by_a = len(bus.sent)
+    b, journal_b = leader("ctl-b", lambda guarded: FakeEvacuator(log, guarded))
+    run(b, failed, [], Verify(log, token=43))
+    assert journal_b.flush()
+    assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.RECOVERED
+    keys = [e.payload["idempotency_key"] for e in bus.sent]
+    assert len(keys) == len(set(keys)), keys
+    by_b = [(e.event_type, e.payload.get("instance_id")) for e in bus.sent[sent_by_a:]]
+    assert by_b == [(events.EVACUATE_END, "b"), (events.RECOVERY_END, None)]
+    assert {e.payload["incident_id"] for e in bus.sent} == {"compute1-42"}
+    (incident,) = store.incidents()
+    assert sorted(store.incidents()[incident]["notifications_sent"]) == sorted(keys)
+    b.close()

@@ -32,10 +32,9 @@ def healthy(*hosts):
 def tick(act, views, allowed=(), verify=None, refresh=False):
     if refresh:
         act.clock.advance(1.0)
-        act._refresh()
+        act.nova_view.refresh()
     act.act(views, list(allowed), verify or Verify(Log()))
-    for job in list(act.jobs.values()):
-        job.result(timeout=10)
+    act.wait(timeout=10)
 
 
 def test_a_steady_cloud_is_decided_once_then_not_again(decided):
@@ -47,7 +46,7 @@ def test_a_steady_cloud_is_decided_once_then_not_again(decided):
     tick(act, views)
     tick(act, views, refresh=True)  # Nova read again, nothing that decides moved
     assert len(decided) == 3
-    assert act.decisions["c2"][0] is recovery.Stage.IDLE
+    assert act.decision("c2")[0] is recovery.Stage.IDLE
 
 
 def test_only_the_host_whose_view_changed_is_decided_and_fenced(decided):
@@ -60,7 +59,7 @@ def test_only_the_host_whose_view_changed_is_decided_and_fenced(decided):
     tick(act, failed, allowed=["c2"], verify=Verify(log))
     assert [f.phase for f in decided] == [Phase.FAILED]
     assert ("power_off", "c2") in log
-    assert act.decisions["c2"][0] is recovery.Stage.FENCE
+    assert act.decision("c2")[0] is recovery.Stage.FENCE
     # a host with a recovery under way (our marker in Nova) is decided every tick
     del decided[:]
     tick(act, failed, verify=Verify(log), refresh=True)
@@ -75,7 +74,7 @@ def test_a_change_in_nova_alone_is_decided(decided):
     revision = act.revision
     nova._set("c1", status="disabled", disabled_reason="maintenance by ops")
     tick(act, views, refresh=True)
-    assert act.decisions["c1"][0] is recovery.Stage.LEAVE_ALONE
+    assert act.decision("c1")[0] is recovery.Stage.LEAVE_ALONE
     assert act.revision > revision
 
 
@@ -127,5 +126,5 @@ def test_a_tick_cut_short_by_an_error_decides_every_host_next_time(monkeypatch):
     monkeypatch.setattr(recovery, "next_stage",
                         lambda facts, policy: seen.append(facts.phase) or real(facts, policy))
     tick(act, changed)  # the same views map: nothing new in it, yet c1 was never decided
-    assert act.decisions["c1"][0] is recovery.Stage.FENCE
+    assert act.decision("c1")[0] is recovery.Stage.FENCE
     assert sorted(p.value for p in seen) == ["FAILED", "HEALTHY", "HEALTHY"]

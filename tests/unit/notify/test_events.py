@@ -136,3 +136,34 @@ def test_safety_hold_without_incident_is_valid():
                            observed=2.0)
     samples.validate(e.event_type, e.payload_dict())
     assert e.payload_dict()["hosts"] == ["a", "b"] and e.payload["incident_id"] is None
+
+
+def test_every_step_has_one_idempotency_key_and_a_copy_has_the_same():
+    kw = dict(host="compute1", incident_id="compute1-7")
+    failed = events.host_failed(reason="dead", **kw).payload["idempotency_key"]
+    assert failed == "compute1-7/host.failed"
+    assert events.host_failed(reason="other words", **kw).payload["idempotency_key"] == failed
+    starts = [events.fence_start(driver="ipmi", attempt=n, **kw).payload["idempotency_key"]
+              for n in (1, 2)]
+    assert starts == ["compute1-7/host.fence.start#1", "compute1-7/host.fence.start#2"]
+    error = events.fence_error(driver="ipmi", error="x", retrying=True, attempt=2, **kw)
+    assert (error.payload["idempotency_key"], error.payload["attempt"]) == (
+        "compute1-7/host.fence.error#2", 2)
+    batches = [events.recovery_start(evacuate=1, notify=0, batch=n, **kw)
+               .payload["idempotency_key"] for n in (1, 2)]
+    assert batches == ["compute1-7/host.recovery.start", "compute1-7/host.recovery.start#2"]
+    per_instance = {events.evacuate_end(instance_id=vm, project_id="p", target_host="c2", **kw)
+                    .payload["idempotency_key"] for vm in ("vm-a", "vm-b")}
+    assert per_instance == {"compute1-7/instance.evacuate.end/vm-a",
+                            "compute1-7/instance.evacuate.end/vm-b"}
+    other = events.host_failed(reason="dead", host="compute1", incident_id="compute1-9")
+    assert other.payload["idempotency_key"] != failed  # another incident, another step
+
+
+def test_a_safety_hold_is_keyed_by_the_hold():
+    kw = dict(rule="max_failed_hosts", reason="r", hosts=["c1", "c2"], limit=1, observed=2)
+    a, b = (events.safety_hold(hold_id=h, **kw).payload["idempotency_key"]
+            for h in ("1700000000.000", "1700000600.000"))
+    assert a == "safety/safety.hold#1700000000.000" and a != b
+    same = {events.safety_hold(**kw).payload["idempotency_key"] for _ in range(2)}
+    assert len(same) == 1

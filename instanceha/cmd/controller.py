@@ -16,6 +16,7 @@ from instanceha.conf import policy
 from instanceha.controller.executor import Actuator, LogOnlyActuator
 from instanceha.controller.metrics import ControllerMetrics
 from instanceha.controller.service import ControllerService, ControllerSettings
+from instanceha.coordination import Coordinator
 
 LOG = logging.getLogger(__name__)
 PROG = "instanceha-controller"
@@ -83,7 +84,7 @@ def _aggregates(conf, nova, closers):
     return cache
 
 
-def _guests(conf, coordinator, actuator, closers):
+def _guests(conf, coordinator: Coordinator, actuator, closers):
     """The guest actuator: the recovery actuator's Nova, bus and journal (None without
     Nova: no recovery actuator)."""
     if actuator is None or actuator.nova is None:
@@ -95,7 +96,9 @@ def _guests(conf, coordinator, actuator, closers):
 
     c = conf.guest
     settings = GuestActuatorSettings(
-        name=conf.host, default_policy=GuestPolicy.parse(c.default_policy),
+        name=conf.host,
+        # the option's choices are GuestPolicy's values: parse never returns None here
+        default_policy=typing.cast(GuestPolicy, GuestPolicy.parse(c.default_policy)),
         guest=GuestSettings(max_restarts=c.max_restarts, window=c.restart_window,
                             task_state_wait=c.task_state_wait, coalesce=c.coalesce),
         dry_run=conf.controller.dry_run)
@@ -129,7 +132,7 @@ def _hold_notifier(notifier, dry_run: bool):
     return on_hold
 
 
-def build_actuator(conf, coordinator, records,
+def build_actuator(conf, coordinator: Coordinator, records,
                    control) -> tuple[Actuator, list[Callable[[], object]]]:
     """The recovery actuator when fencing is configured, else the log-only one.
 

@@ -32,12 +32,14 @@ from instanceha import exceptions
 from instanceha.backoff import Backoff, Retries
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import exceptions as nova_exc
+from instanceha.compute.nova import NovaClient
 from instanceha.engine import guest as g
 from instanceha.engine.instance_policy import GuestPolicy, decide_guest
 from instanceha.engine.model import Phase
 
 from .executor import Verify
 from .journal import IncidentState
+from .stores import GuestEventStore
 
 LOG = logging.getLogger(__name__)
 
@@ -73,7 +75,8 @@ class GuestActuatorSettings:
 
 
 class GuestActuator:
-    def __init__(self, coordinator, nova, settings: GuestActuatorSettings, notifier=None,
+    def __init__(self, coordinator: GuestEventStore, nova: NovaClient,
+                 settings: GuestActuatorSettings, notifier=None,
                  events=None, journal=None, metrics=None, clock: Clock = SYSTEM,
                  pool=None) -> None:
         self.coordinator = coordinator
@@ -183,8 +186,8 @@ class GuestActuator:
             server = self._server(event.instance_id)
             decision = None
             if server is not None:
-                facts = self.nova.instance_facts([server], event.host)[server.id]
-                decision = decide_guest(facts, self.settings.default_policy)
+                policy_facts = self.nova.instance_facts([server], event.host)[server.id]
+                decision = decide_guest(policy_facts, self.settings.default_policy)
             policy = decision.policy if decision else self.settings.default_policy
             facts = self._server_facts(server, event, policy) if server is not None else None
             restarts = self.coordinator.guest_restarts(event.instance_id) \

@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from instanceha import exceptions
 from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
+from instanceha.controller.stores import IncidentStore
 
 LOG = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class _Item:
 
 
 class IncidentJournal:
-    def __init__(self, store, name: str, retention: Retention = Retention(),
+    def __init__(self, store: IncidentStore, name: str, retention: Retention = Retention(),
                  clock: Clock = SYSTEM, max_queue: int = 10000,
                  background: bool = True, retry_max: float = 10.0) -> None:
         self.store = store

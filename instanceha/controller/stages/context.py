@@ -12,6 +12,7 @@ from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute.calls import ApiCalls
 from instanceha.compute.nova import NovaClient, mutating_methods
+from instanceha.controller.stores import ControlStore, FailureStore
 from instanceha.engine import marker as mk
 from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.model import Phase
@@ -72,7 +73,7 @@ class FailureHistory:
     outlive every controller), for flap damping. ``records()`` returns the
     latest observed registry (the reconciler's last snapshot): no extra read."""
 
-    def __init__(self, coordinator, records: Callable[[], Mapping],
+    def __init__(self, coordinator: FailureStore, records: Callable[[], Mapping],
                  clock: Clock = SYSTEM) -> None:
         self.coordinator = coordinator
         self.records = records
@@ -96,7 +97,7 @@ class Attestations:
 
     PREFIX = "attest:"
 
-    def __init__(self, coordinator, control: Callable[[], Mapping]) -> None:
+    def __init__(self, coordinator: ControlStore, control: Callable[[], Mapping]) -> None:
         self.coordinator = coordinator
         self.control = control
 

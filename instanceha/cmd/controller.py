@@ -146,7 +146,6 @@ def build_actuator(conf, coordinator: Coordinator, records,
     from instanceha import fencing
     from instanceha.compute.calls import ApiCalls
     from instanceha.compute.evacuation import Evacuator
-    from instanceha.compute.nova import NovaClient
     from instanceha.compute.waiting import CompletionWatch
     from instanceha.conf import fencing as fencing_conf
     from instanceha.conf import notifications as notifications_conf
@@ -171,7 +170,7 @@ def build_actuator(conf, coordinator: Coordinator, records,
                                   "fencing is configured but Nova is not: set the [nova] "
                                   "keystone credentials (auth_type = password, ...)")
     calls = ApiCalls()
-    nova = NovaClient.from_conf(conf)
+    nova = nova_conf.nova_client(conf)
     nova.recorder = calls
     notifier = notifier_mod.make_notifier(conf, notifications_conf.bus_settings(conf),
                                           notifications_conf.delivery_policy(conf)).start()

@@ -22,13 +22,13 @@ from instanceha.engine import marker as mk
 
 
 def _client(conf):
-    from instanceha.compute.nova import NovaClient
+    from instanceha.conf import nova as nova_conf
     from instanceha.conf import policy
 
     if not conf.nova.auth_type:
         raise policy.config_error(conf, "nova", "auth_type", "the [nova] keystone "
                                   "credentials are needed (auth_type = password, ...)")
-    return NovaClient.from_conf(conf)
+    return nova_conf.nova_client(conf)
 
 
 def _run(conf, body) -> int:

@@ -76,7 +76,7 @@ def mutating_methods(cls: type) -> frozenset[str]:
 
 
 class NovaClient:
-    """Nova as instanceha needs it. Build once (``from_conf``) and share."""
+    """Nova as instanceha needs it. Build once (``conf.nova.nova_client``) and share."""
 
     def __init__(self, connection, cache_ttl: float = 30.0,
                  clock: Clock = SYSTEM, recorder=None) -> None:
@@ -89,28 +89,6 @@ class NovaClient:
         self._ids_lock = threading.Lock()
         self._aggregates = TTLCache(cache_ttl, clock)
         self._images = TTLCache(cache_ttl, clock)
-
-    @classmethod
-    def from_conf(cls, conf, group: str = "nova") -> NovaClient:
-        """Build the keystoneauth session once from the [nova] group (the edge)."""
-        from keystoneauth1 import loading as ks_loading
-        from openstack import connection
-
-        try:
-            auth = ks_loading.load_auth_from_conf_options(conf, group)
-        except (ks_exc.MissingRequiredOptions, ks_exc.AuthPluginException) as e:
-            raise exc.NovaConfigError(operation="loading [nova] auth options", reason=str(e))
-        session = ks_loading.load_session_from_conf_options(conf, group, auth=auth)
-        c = conf[group]
-        interface = c.valid_interfaces[0] if c.valid_interfaces else None
-        conn = connection.Connection(
-            session=session, region_name=c.region_name, interface=interface,
-            compute_endpoint_override=c.endpoint_override,
-            connect_retries=c.connect_retries,
-            compute_status_code_retries=c.status_code_retries,
-            app_name="instanceha", app_version="1",
-        )
-        return cls(conn, cache_ttl=c.cache_ttl)
 
     # -- plumbing ------------------------------------------------------------
 

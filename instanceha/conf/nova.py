@@ -186,3 +186,30 @@ def evacuation_settings(conf, group: str = GROUP):
         timeout=c.evacuation_timeout, poll_interval=c.poll_interval,
         poll_initial=min(c.poll_initial_interval, c.poll_interval),
         lost_write_grace=c.lost_write_grace)
+
+
+def nova_client(conf, group: str = GROUP):
+    """A NovaClient on the keystoneauth session of [nova] (built once, at the
+    edge: below it nothing reads oslo.config), or NovaConfigError."""
+    from keystoneauth1 import exceptions as ks_exc
+    from keystoneauth1 import loading as ks_loading
+    from openstack import connection
+
+    from instanceha.compute import exceptions as exc
+    from instanceha.compute.nova import NovaClient
+
+    try:
+        auth = ks_loading.load_auth_from_conf_options(conf, group)
+    except (ks_exc.MissingRequiredOptions, ks_exc.AuthPluginException) as e:
+        raise exc.NovaConfigError(operation="loading [nova] auth options", reason=str(e))
+    session = ks_loading.load_session_from_conf_options(conf, group, auth=auth)
+    c = conf[group]
+    interface = c.valid_interfaces[0] if c.valid_interfaces else None
+    conn = connection.Connection(
+        session=session, region_name=c.region_name, interface=interface,
+        compute_endpoint_override=c.endpoint_override,
+        connect_retries=c.connect_retries,
+        compute_status_code_retries=c.status_code_retries,
+        app_name="instanceha", app_version="1",
+    )
+    return NovaClient(conn, cache_ttl=c.cache_ttl)

@@ -73,7 +73,7 @@ def nova(nova_conf_file):
     conf = cfg.ConfigOpts()
     nova_conf.register_opts(conf)
     conf([], default_config_files=[nova_conf_file])
-    return NovaClient.from_conf(conf)
+    return nova_conf.nova_client(conf)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from harness import daemons, procs
 from oslo_config import cfg
 
 from instanceha.compute import exceptions as exc
-from instanceha.compute.nova import NovaClient
 from instanceha.conf import nova as nova_conf
 from instanceha.engine import marker
 from instanceha.engine.instance_policy import Recovery, Source, decide
@@ -102,7 +101,7 @@ def client_with(minicloud, tmp_path, **overrides):
     conf = cfg.ConfigOpts()
     nova_conf.register_opts(conf)
     conf([], default_config_files=[path])
-    return NovaClient.from_conf(conf)
+    return nova_conf.nova_client(conf)
 
 
 def test_unreachable_nova_says_retry(minicloud, tmp_path):

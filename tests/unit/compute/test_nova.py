@@ -218,7 +218,7 @@ def test_endpoint_override_bypasses_the_catalog(tmp_path, monkeypatch):
     conf = cfg.ConfigOpts()
     nova_conf.register_opts(conf)
     conf([], default_config_files=[str(path)])
-    NovaClient.from_conf(conf)
+    nova_conf.nova_client(conf)
     assert made["compute_endpoint_override"] == "http://127.0.0.1:8999/v2.1"
     assert "endpoint_override" in {o.dest for o in nova_conf.keystoneauth_opts()}
 

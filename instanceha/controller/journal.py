@@ -24,15 +24,15 @@ incident of its own, keyed by host *and* instance (``instance=`` on
 
 Resolution (which incident an entry belongs to, state changes) happens in
 memory under a lock, synchronously and in call order; only the writes to
-the coordinator are deferred to a background writer that retries while the
-coordinator is away. So the recovery never waits on the journal and never
+the coordinator are deferred, through the project's one outbox
+(``notify.outbox.Outbox``: bounded, in order, retried with back-off while the
+coordinator is away). So the recovery never waits on the journal and never
 fails because of it. Retention is bounded: closed incidents beyond ``keep``
 or older than ``max_age`` are deleted when a new incident opens.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import enum
 import logging
@@ -40,13 +40,16 @@ import threading
 from collections.abc import Mapping
 
 from instanceha import exceptions
-from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.controller.stores import IncidentStore
+from instanceha.notify.outbox import DeliveryPolicy, Outbox
 
 LOG = logging.getLogger(__name__)
 
 MAX_TEXT = 2000
+KEEP_TRYING = 30 * 86400.0
+"""Seconds a write is retried while the coordinator is away (in effect, until
+the controller stops)."""
 SENT = "notifications_sent"
 """The summary's list of the idempotency keys of the notifications delivered."""
 
@@ -108,6 +111,10 @@ class _Item:
     target: str | None = None
 
 
+def _describe(message: Mapping[str, object]) -> str:
+    return f"{message.get('op')} of incident {message.get('incident', '(index)')}"
+
+
 class IncidentJournal:
     def __init__(self, store: IncidentStore, name: str, retention: Retention = Retention(),
                  clock: Clock = SYSTEM, max_queue: int = 10000,
@@ -117,25 +124,32 @@ class IncidentJournal:
         self.retention = retention
         self.clock = clock
         self.max_queue = max_queue
-        self.retry_max = retry_max
         self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
         self._index: dict[str, dict] | None = None
         self._term: int | None = None
         self._loaded_term: int | None = None
         self._early: list[_Item] = []
+        self._early_dropped = 0
         self._claimed: set[tuple[str, str]] = set()
         """(incident, idempotency key) of the notifications on their way from here."""
-        self._out: collections.deque = collections.deque()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self.dropped = 0
-        self.write_errors = 0
-        self._thread = None
+        # the coordinator away: the oldest write is dropped for a new one
+        self.outbox = Outbox(self._write, DeliveryPolicy(
+            deadline=KEEP_TRYING, retry_interval=min(0.5, retry_max),
+            retry_max_interval=retry_max, max_pending=max_queue, close_timeout=2.0,
+            drop_oldest=True), clock=clock, name="incident journal", describe=_describe,
+            what="incident journal write")
         if background:
-            self._thread = threading.Thread(target=self._writer, name="incident-journal",
-                                            daemon=True)
-            self._thread.start()
+            self.outbox.start()
+
+    @property
+    def dropped(self) -> int:
+        """Entries lost: the queue was full (the coordinator away too long)."""
+        stats = self.outbox.stats.snapshot()
+        return self._early_dropped + stats.lost_overflow + stats.lost_deadline
+
+    @property
+    def write_errors(self) -> int:
+        return self.outbox.stats.failed_attempts
 
     # -- the term ------------------------------------------------------------
     def term(self, token: int | None) -> None:
@@ -143,7 +157,6 @@ class IncidentJournal:
         A new term re-reads the store: another leader may have written since."""
         if token is not None and token != self._term:
             self._term = token
-            self._wake.set()
 
     def _ready(self) -> bool:
         return self._index is not None and self._loaded_term == self._term
@@ -167,11 +180,11 @@ class IncidentJournal:
                 return False  # another term began meanwhile: the next load reads again
             index = {i: dict(s) for i, s in summaries.items()
                      if isinstance(s, Mapping) and "host" in s}
-            for op, incident, summary, _ in self._out:  # queued: newer than the store
-                if op == "write":
-                    index[incident] = dict(summary)
-                else:
-                    index.pop(incident, None)
+            for m in self.outbox.pending_messages():  # queued: newer than the store
+                if m["op"] == "write":
+                    index[m["incident"]] = dict(m["summary"])
+                elif m["op"] == "delete":
+                    index.pop(m["incident"], None)
             self._index = index
             self._loaded_term = term
             early, self._early = self._early, []
@@ -198,12 +211,13 @@ class IncidentJournal:
         with self._lock:
             if not self._ready():
                 if len(self._early) >= self.max_queue:
-                    self.dropped += 1
+                    self._early_dropped += 1
                     LOG.error("incident journal: entry dropped (store unread, %d buffered): "
                               "host=%s %s", len(self._early), host, kind)
                     return None
+                if not self._early:  # the writer reads the store, then applies them
+                    self.outbox.put({"op": "load"})
                 self._early.append(item)
-                self._wake.set()
                 return None
             return self._apply(item)
 
@@ -260,7 +274,7 @@ class IncidentJournal:
             if key in sent:
                 return
             summary[SENT] = sent + [key]
-            self._push(("write", incident, dict(summary), None))
+            self._push("write", incident, dict(summary))
 
     # -- in memory, lock held --------------------------------------------------
     @property
@@ -333,7 +347,7 @@ class IncidentJournal:
         if state is not None:
             entry["state"] = state.value
         entry.update(facts or {})
-        self._push(("write", incident, dict(summary), entry))
+        self._push("write", incident, dict(summary), entry)
 
     def _prune(self, now: float) -> None:
         ended = {s.value for s in ENDED}
@@ -344,80 +358,36 @@ class IncidentJournal:
         doomed.update(i for _, i in closed[:max(0, excess)])
         for incident in sorted(doomed):
             del self._loaded[incident]
-            self._push(("delete", incident, None, None))
+            self._push("delete", incident)
 
-    def _push(self, op) -> None:
-        if len(self._out) >= self.max_queue:
-            self._out.popleft()
-            self.dropped += 1
-            LOG.error("incident journal: %d writes queued (the coordinator is away): the "
-                      "oldest was dropped", self.max_queue)
-        self._out.append(op)
-        self._wake.set()
+    def _push(self, op: str, incident: str, summary: Mapping | None = None,
+              entry: Mapping | None = None) -> None:
+        self.outbox.put({"op": op, "incident": incident, "summary": summary, "entry": entry})
 
-    # -- the writer ---------------------------------------------------------------
+    # -- the writer (the outbox's thread) ---------------------------------------
+    def _write(self, message: Mapping, sent_to: set) -> None:
+        """Deliver one queued operation to the store; raises to be retried."""
+        if not self._ready() and not self.load():
+            raise exceptions.CoordinatorUnavailable(where="incident journal",
+                                                    reason="the store is not readable")
+        op, incident = message["op"], str(message.get("incident"))
+        if op == "write":
+            entry = message["entry"]
+            self.store.incident_write(incident, message["summary"],
+                                      [entry] if entry is not None else [])
+        elif op == "delete":
+            self.store.incident_delete(incident)
+
     def flush(self) -> bool:
         """Write what is queued, in order; False if the store refused (kept queued)."""
-        with self._flush_lock:
-            return self._flush()
-
-    def _flush(self) -> bool:
-        if not self._ready() and (self._early or self._term is not None):
-            if not self.load():
-                return False
-        while True:
-            with self._lock:
-                if not self._out:
-                    return True
-                op, incident, summary, entry = self._out[0]
-                batch = [entry] if entry is not None else []
-                n = 1
-                if op == "write":
-                    # consecutive writes to one incident: one round trip
-                    while n < len(self._out) and self._out[n][0] == "write" \
-                            and self._out[n][1] == incident:
-                        summary = self._out[n][2]
-                        if self._out[n][3] is not None:  # None: the summary only
-                            batch.append(self._out[n][3])
-                        n += 1
-            try:
-                if op == "write":
-                    self.store.incident_write(incident, summary, batch)
-                else:
-                    self.store.incident_delete(incident)
-            except exceptions.InstanceHAError as e:
-                self.write_errors += 1
-                LOG.warning("incident journal: %s %s not written: %s (%s); kept queued",
-                            op, incident, e, e.action.value)
-                return False
-            with self._lock:
-                for _ in range(n):
-                    self._out.popleft()
-
-    def _writer(self) -> None:
-        retries = Backoff(0.5, self.retry_max).start()
-        while not self._stop.is_set():
-            self._wake.wait()
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            if self.flush():
-                retries.reset()
-                continue
-            self.clock.wait(retries.next(), self._stop)
-            self._wake.set()
+        return self.outbox.flush() and not self._early
 
     def pending(self) -> int:
+        """Entries not written yet (queued, or waiting for the store to be read)."""
+        writes = sum(1 for m in self.outbox.pending_messages() if m["op"] != "load")
         with self._lock:
-            return len(self._out) + len(self._early)
+            return writes + len(self._early)
 
     def close(self, timeout: float = 2.0) -> None:
         """Try to write what is queued (bounded), then stop the writer."""
-        deadline = self.clock.monotonic() + timeout
-        while self.pending() and self.clock.monotonic() < deadline:
-            if not self.flush():
-                break
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.outbox.close(timeout)

@@ -1,5 +1,9 @@
 """An in-memory outbox: ``put()`` never blocks; one sender thread delivers in order.
 
+The one outbox of the project: the notifications (``notify.notifier``), the
+incident journal's writes (``controller.journal``) and the agent's guest
+failures go to their destination through it.
+
 When delivery fails (broker down) the head message is retried with exponential
 backoff; nothing behind it overtakes it. A message not delivered within its
 deadline is dropped, logged and counted in ``stats.lost_deadline``; a message
@@ -137,6 +141,7 @@ class Outbox:
         self.name = name
         self._queue: collections.deque[Pending] = collections.deque()
         self._lock = threading.Lock()
+        self._pumping = threading.Lock()  # one deliverer at a time
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,6 +153,11 @@ class Outbox:
     def pending(self) -> int:
         with self._lock:
             return len(self._queue)
+
+    def pending_messages(self) -> list[dict]:
+        """The messages not delivered yet, oldest first (a snapshot)."""
+        with self._lock:
+            return [p.message for p in self._queue]
 
     # -- producer side: never blocks ----------------------------------------
     def put(self, message: dict, on_done: Callable[[bool], None] | None = None) -> bool:
@@ -197,6 +207,18 @@ class Outbox:
     def pump(self) -> float | None:
         """Deliver what can be delivered now, in order. Returns the seconds
         until the next attempt is due, or None when nothing is pending."""
+        with self._pumping:
+            return self._pump()
+
+    def flush(self) -> bool:
+        """Try to deliver everything pending now, in order, whatever the
+        back-off says; True when nothing is left (it stops at a failure)."""
+        with self._pumping:
+            self._next_attempt_at = 0.0
+            self._pump()
+        return self.pending() == 0
+
+    def _pump(self) -> float | None:
         while True:
             now = self._clock.monotonic()
             self._drop_expired(now)

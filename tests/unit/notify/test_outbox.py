@@ -258,3 +258,34 @@ def test_without_a_deadline_nothing_expires(bus, clock):
         clock.advance(box.pump())
     bus.up = True
     assert box.pump() is None and bus.delivered == ["m0"] and box.stats.lost_deadline == 0
+
+
+def test_each_message_says_once_whether_it_was_delivered_or_given_up(bus, clock):
+    box = make(bus, clock, max_pending=2)
+    done = []
+    for i in range(3):  # the third finds the outbox full
+        box.put(msg(i), on_done=lambda ok, i=i: done.append((i, ok)))
+    assert done == [(2, False)]
+    bus.up = False
+    box.pump()
+    assert done == [(2, False)]  # failed attempts are not an end
+    clock.advance(61.0)  # past the deadline
+    box.pump()
+    assert sorted(done) == [(0, False), (1, False), (2, False)]
+    bus.up = True
+    box.put(msg(3), on_done=lambda ok: done.append((3, ok)))
+    box.pump()
+    assert done[-1] == (3, True)
+
+
+def test_flush_tries_at_once_whatever_the_backoff_and_lists_what_waits(bus, clock):
+    box = make(bus, clock)
+    bus.up = False
+    box.put(msg(0))
+    box.put(msg(1))
+    assert not box.flush()
+    assert [m["message_id"] for m in box.pending_messages()] == ["m0", "m1"]
+    bus.up = True
+    assert box.pump() > 0  # the back-off still waits...
+    assert box.flush() and bus.delivered == ["m0", "m1"]  # ...flush does not
+    assert box.pending_messages() == []

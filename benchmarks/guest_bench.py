@@ -157,7 +157,7 @@ def main(argv=None) -> int:
         agent.wait_log(r"libvirt \S+ connected", timeout=60)
         sections = dict(base, **bus)
         sections.update(DEFAULT=dict(bus["DEFAULT"], host="ctl"),
-                        fencing={"inventory_file": inv_path},
+                        fencing={"inventory_file": inv_path, "test_only_allow_fake_driver": True},
                         nova=dict(cloud.nova_options(), timeout=30),
                         guest={"max_restarts": 100, "coalesce": 0})
         ctl = daemons.Daemon.instanceha("instanceha-controller", work, "ctl",

@@ -25,12 +25,31 @@ def _config_check(args, conf) -> int:
     try:
         policy.detection_policy(conf)
         policy.check_backend(conf)
+        warnings = _fencing_check(conf)
     except exceptions.InstanceHAError as e:
         print(f"config check: FAILED: {e}", file=sys.stderr)
         return 2
+    for text in warnings:
+        print(f"config check: WARNING: {text}", file=sys.stderr)
     files = ", ".join(conf.config_file) or "(no config file: defaults)"
     print(f"config check: OK ({files})")
     return 0
+
+
+def _fencing_check(conf) -> list[str]:
+    """The fencing inventory, as the controller loads it (a ``fake`` driver is
+    refused unless the test-only switch is set; then it is a warning)."""
+    from instanceha.conf import fencing as fencing_conf
+
+    path = conf.fencing.inventory_file
+    if not path:
+        return []
+    fakes = fencing_conf.fake_hosts(fencing_conf.inventory_loader(conf)(path))
+    if not fakes:
+        return []
+    return [f"[fencing] test_only_allow_fake_driver is set: {len(fakes)} host(s) of {path} "
+            f"({', '.join(fakes[:5])}) use the 'fake' fencing driver and are NEVER powered "
+            "off (their instances would run twice): TEST ONLY, never in production"]
 
 
 def _register_config(sub) -> None:

@@ -56,6 +56,16 @@ opts = [
         "BMC never holds the others back.",
     ),
     cfg.BoolOpt(
+        "test_only_allow_fake_driver",
+        default=False,
+        help="TEST ONLY. Accept the 'fake' fencing driver in the inventory. It powers "
+        "nothing off and answers 'off': a host 'fenced' with it keeps running while its "
+        "instances are rebuilt elsewhere, twice on shared storage. Without this switch "
+        "the controller refuses such an inventory at start (and on a reload), and "
+        "'instanceha config check' says so. For the project's tests, the demo's dry "
+        "runs and devstack; never in production.",
+    ),
+    cfg.BoolOpt(
         "power_on_after_recovery",
         default=False,
         help="Power a fenced host back on once its instances were evacuated (it comes "
@@ -92,16 +102,47 @@ def fence_policy(conf):
                        power_on_after_recovery=f.power_on_after_recovery)
 
 
+FAKE = "fake"
+
+
+def inventory_loader(conf):
+    """``load(path) -> Inventory``: the inventory validated, and refused when it
+    names the ``fake`` driver without ``[fencing] test_only_allow_fake_driver``
+    (the controller loads it at start and again when the file changes)."""
+    from instanceha.fencing import exceptions as fencing_exc
+    from instanceha.fencing import inventory
+
+    allowed = conf.fencing.test_only_allow_fake_driver
+
+    def load(path: str):
+        inv = inventory.load(path)
+        fakes = fake_hosts(inv)
+        if fakes and not allowed:
+            raise fencing_exc.InventoryError(
+                file=path, host=fakes[0], key="driver",
+                reason=f"the '{FAKE}' driver powers nothing off and reports the host off: its "
+                f"instances would run twice ({len(fakes)} host(s) use it). It is for tests "
+                "only: give the host its real BMC, or set [fencing] "
+                "test_only_allow_fake_driver = true in a test's configuration")
+        return inv
+
+    return load
+
+
+def fake_hosts(inv) -> list[str]:
+    """The hosts whose fencing is the fake driver (for the loud warnings)."""
+    return sorted(h for h in inv.hosts() if any(d.driver == FAKE for d in inv.devices(h)))
+
+
 def load_inventory(conf):
     """The validated inventory of [fencing] inventory_file (raises a typed error)."""
     from instanceha.conf.policy import config_error
-    from instanceha.fencing import inventory
 
     path = conf.fencing.inventory_file
     if not path:
         raise config_error(conf, GROUP, "inventory_file",
                            "not set: no host can be fenced without a fencing inventory")
-    return inventory.load(path)
+    return inventory_loader(conf)(path)
 
 
 def make_fencer(conf):

@@ -21,7 +21,7 @@ def clean_registry():
 
 
 def make_conf(tmp_path, inventory=None, extra=""):
-    text = "[fencing]\n" + extra
+    text = "[fencing]\ntest_only_allow_fake_driver = true\n" + extra
     if inventory is not None:
         inv = tmp_path / "inv.yaml"
         inv.write_text(inventory)

@@ -73,7 +73,7 @@ def run_full(args, say) -> int:
         time.sleep(1.0)
         failed_at = datetime.datetime.now()
         agents[victim].kill()
-        cloud.kill_compute(victim)
+        cloud.kill_host(victim)
         active = ActiveWatch(st.conn, moving, victim).start()
         say(f"{victim} died: agent and nova-compute gone, its BMC still reports power ON")
         if args.kill_leader:

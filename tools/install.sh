@@ -28,6 +28,7 @@ APT_PKGS=(
   libvirt-dev pkg-config                                         # to build libvirt-python
   python3 python3-venv python3-dev gcc                           # the venv
   openssl procps iproute2 ca-certificates curl shellcheck
+  iptables                                                       # a simulated host's address silenced (dead host)
 )
 
 if [ "${INSTANCEHA_SKIP_APT:-0}" != 1 ]; then

@@ -3,7 +3,8 @@
     cloud = MiniCloud(run_dir).up()        # tools/minicloud/up.sh, ~60-110 s
     cloud.endpoints["auth"], cloud.endpoints["computes"], cloud.connection()
     cloud.kill_compute("compute2")         # SIGKILL its nova-compute
-    cloud.start_compute("compute2")        # same config and node identity
+    cloud.kill_host("compute2")            # ...and its management address goes silent
+    cloud.start_compute("compute2")        # same config and node identity, address back
     cloud.down()                           # tools/minicloud/down.sh (only our PIDs)
 
 ``MiniCloud.attach(run_dir)`` uses a cloud that is already up (for example
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness import procs  # noqa: E402
+from harness import hostnet, procs  # noqa: E402
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MINICLOUD_DIR = os.path.join(TOP, "tools", "minicloud")
@@ -53,6 +55,8 @@ class MiniCloud:
         return self
 
     def down(self, wipe: bool = False) -> str:
+        for host in self.hosts if self._has_endpoints() else ():
+            self.restore(host)
         argv = [os.path.join(MINICLOUD_DIR, "down.sh"), self.run_dir] + (["--wipe"] if wipe else [])
         return _run(argv, "down.sh", 120)
 
@@ -88,6 +92,18 @@ class MiniCloud:
     @property
     def hosts(self) -> list[str]:
         return list(self.endpoints["computes"])
+
+    def _has_endpoints(self) -> bool:
+        return os.path.exists(os.path.join(self.run_dir, "endpoints.json"))
+
+    def host_ip(self, host: str) -> str:
+        """The host's management address (its own loopback address: nova-compute's
+        ``my_ip``, Nova's hypervisor ``host_ip``)."""
+        ips = self.endpoints.get("host_ips")
+        if not ips or host not in ips:
+            raise MiniCloudError(f"no management address for {host}: a mini-cloud started "
+                                 "by an older tools/minicloud/up.sh (start it again)")
+        return ips[host]
 
     def pid(self, name: str) -> int | None:
         """The PID of a component recorded by up.sh, if that process is alive."""
@@ -132,8 +148,37 @@ class MiniCloud:
         return self._compute(host, "kill")
 
     def start_compute(self, host: str) -> int:
-        """(Re)start the host's nova-compute with the same config and node identity."""
+        """(Re)start the host's nova-compute with the same config and node identity;
+        its management address answers again (the host is back)."""
+        self.restore(host)
         return self._compute(host, "start")
+
+    def kill_host(self, host: str) -> int | None:
+        """The whole host dies: its management address goes silent (no packet to it
+        is answered, hostnet.silence) and its nova-compute is SIGKILLed. The caller
+        kills the host's agent. ``start_compute`` brings it back."""
+        self.silence(host)
+        return self.kill_compute(host)
+
+    def freeze_host(self, host: str) -> int | None:
+        """The whole host hangs (a stuck kernel): its address goes silent and its
+        nova-compute is SIGSTOPped (the caller freezes the host's agent)."""
+        self.silence(host)
+        pid = self.pid(f"nova-{host}")
+        if pid is not None:
+            os.kill(pid, signal.SIGSTOP)
+        return pid
+
+    def silence(self, host: str) -> None:
+        hostnet.silence(self.host_ip(host))
+
+    def restore(self, host: str) -> None:
+        address = (self.endpoints.get("host_ips") or {}).get(host)
+        if address is not None:  # (a cloud from an older up.sh has none to restore)
+            hostnet.restore(address)
+
+    def silenced(self, host: str) -> bool:
+        return hostnet.is_silenced(self.host_ip(host))
 
     def compute_running(self, host: str) -> bool:
         return self.pid(f"nova-{host}") is not None

@@ -62,7 +62,8 @@ export MC_PORT_MYSQL=$P_MYSQL MC_PORT_AMQP=$P_AMQP MC_PORT_ERL_DIST=$P_ERL_DIST 
        MC_PORT_CINDER=$P_CINDER
 MCTOOL render-tree "$MC_DIR/templates" "$ETC"
 for n in $(seq 1 "$COMPUTES"); do
-  MCTOOL render-file "$MC_DIR/templates/nova/nova-compute.conf.tmpl" "$ETC/nova/nova-compute$n.conf" N="$n"
+  MCTOOL render-file "$MC_DIR/templates/nova/nova-compute.conf.tmpl" "$ETC/nova/nova-compute$n.conf" N="$n" \
+    HOST_IP="$(MCTOOL host-ip "$PORT_BASE" "$n")"
 done
 MCTOOL render-file "$MC_DIR/templates/clouds.yaml.tmpl" "$RUN_DIR/clouds.yaml"
 MCTOOL write-endpoints "$RUN_DIR/endpoints.json"

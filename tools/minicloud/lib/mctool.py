@@ -13,6 +13,9 @@
       move every "127.0.0.1:PORT" of the block OLD_BASE.. to NEW_BASE.. (one pass).
   mctool.py write-endpoints DST_JSON
       the endpoints file that tests, benchmarks and the demo read.
+  mctool.py host-ip PORT_BASE N
+      the management address of compute N (its own loopback address, unique
+      per cloud: 127.X.Y.N from the port base).
 
 Placeholders are @NAME@; the value comes from the environment variable
 MC_NAME (or NAME=VALUE arguments). An unknown placeholder is an error.
@@ -112,6 +115,14 @@ def rewrite_ports(old, new, count):
         sys.stdout.write(rx.sub(sub, line))
 
 
+def host_ip(port_base, n):
+    """compute N's own loopback address (nova-compute's my_ip, Nova's host_ip):
+    the controllers' second source probes it; a test silences it to kill the
+    host. Unique per running cloud: port bases differ."""
+    base = int(port_base)
+    return f"127.{(base // 256) % 256}.{base % 256}.{int(n)}"
+
+
 def write_endpoints(dst):
     e = os.environ
     p = {k[len("MC_PORT_"):].lower(): int(v) for k, v in e.items() if k.startswith("MC_PORT_")}
@@ -147,6 +158,8 @@ def write_endpoints(dst):
         "nova": f"http://{lo}:{p['nova']}/v2.1",
         "cinder": f"http://{lo}:{p['cinder']}/v3",
         "computes": computes,
+        "host_ips": {c: host_ip(e["MC_PORT_BASE"], i)
+                     for i, c in enumerate(computes, start=1)},
         "image": "tiny",
         "flavor": "m1.tiny",
         "compute_script": os.path.join(e["MC_MINICLOUD_DIR"], "lib", "compute.sh"),
@@ -174,6 +187,8 @@ def main(argv):
         rewrite_ports(*(int(a) for a in args))
     elif cmd == "write-endpoints":
         write_endpoints(args[0])
+    elif cmd == "host-ip":
+        print(host_ip(*args))
     else:
         raise SystemExit(__doc__)
     return 0

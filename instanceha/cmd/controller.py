@@ -13,6 +13,7 @@ from instanceha import exceptions
 from instanceha.clock import SYSTEM
 from instanceha.cmd import common, sdnotify
 from instanceha.conf import policy
+from instanceha.controller.agent_alerts import AgentDownAlerts
 from instanceha.controller.executor import Actuator, LogOnlyActuator
 from instanceha.controller.metrics import ControllerMetrics
 from instanceha.controller.service import ControllerService, ControllerSettings
@@ -57,7 +58,12 @@ def build(conf) -> ControllerService:
                                 on_hold=_hold_notifier(recovery.notifier if recovery else None,
                                                        settings.dry_run),
                                 aggregates=aggregates,
-                                guests=_guests(conf, coordinator, recovery, closers))
+                                guests=_guests(conf, coordinator, recovery, closers),
+                                second_source=_second_source(
+                                    conf, recovery.nova if recovery else None, closers),
+                                alerts=AgentDownAlerts(recovery.journal)
+                                if recovery is not None and recovery.journal is not None
+                                else None)
     service.closers = closers
     holder.append(service)
     return service
@@ -68,6 +74,34 @@ def _recovery(actuator: Actuator):
     from instanceha.controller.recovery import RecoveryActuator
 
     return actuator if isinstance(actuator, RecoveryActuator) else None
+
+
+def _second_source(conf, nova, closers):
+    """The second source of liveness ([detection] second_source): a probe of each
+    host's management address, read from Nova's hypervisors (None without Nova:
+    a host whose agent dies is then fenced on that alone)."""
+    d = conf.detection
+    if d.second_source == "none":
+        LOG.warning("[detection] second_source = none: a host whose agent alone dies is "
+                    "fenced like a dead host")
+        return None
+    if nova is None:
+        LOG.warning("no Nova: no second source of liveness (the hosts' management addresses "
+                    "come from Nova's hypervisors); a host whose agent alone dies is fenced "
+                    "like a dead host")
+        return None
+    from instanceha.controller.host_probe import AddressProbe, HostAddresses, ProbeSettings
+
+    addresses = HostAddresses(nova.host_addresses)
+    addresses("")  # the first read starts now, in the background
+    probe = AddressProbe(addresses, ProbeSettings(
+        port=d.probe_port, timeout=d.probe_timeout, interval=d.probe_interval,
+        max_in_flight=d.probe_max_in_flight))
+    closers.append(probe.close)
+    LOG.info("second source of liveness: a host whose agent looks dead is probed on its "
+             "management address (Nova's hypervisor host_ip), TCP port %d, %.2f s to answer",
+             d.probe_port, d.probe_timeout)
+    return probe
 
 
 def _aggregates(conf, nova, closers):
@@ -158,13 +192,18 @@ def build_actuator(conf, coordinator: Coordinator, records,
         RecoveryActuator,
     )
     from instanceha.engine.instance_policy import Recovery
-    from instanceha.fencing import inventory
     from instanceha.notify import events
     from instanceha.notify import notifier as notifier_mod
 
-    inv = inventory.load(conf.fencing.inventory_file)
+    load = fencing_conf.inventory_loader(conf)
+    inv = load(conf.fencing.inventory_file)
+    fakes = fencing_conf.fake_hosts(inv)
+    if fakes:
+        LOG.warning("TEST ONLY: [fencing] test_only_allow_fake_driver is set and %d host(s) "
+                    "(%s) use the 'fake' fencing driver: they are NEVER powered off; never "
+                    "run this in production", len(fakes), ", ".join(fakes[:5]))
     fencer = fencing.Fencer(inv, fencing_conf.fence_policy(conf)).watch(
-        conf.fencing.inventory_file, inventory.load)
+        conf.fencing.inventory_file, load)
     if not conf.nova.auth_type:
         raise policy.config_error(conf, "nova", "auth_type",
                                   "fencing is configured but Nova is not: set the [nova] "

@@ -6,8 +6,8 @@
 The journal is written by the leading controller into the coordinator (one
 incident per failure of a host, kept across leader changes; see
 instanceha/controller/journal.py). Exit codes: 0 OK; 1 a listed incident
-needs an operator (held, or its fence failing); 2 error (coordinator
-unreachable, no such incident, bad input).
+needs an operator (held, its fence failing, or its agent down); 2 error
+(coordinator unreachable, no such incident, bad input).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from instanceha import exceptions
 from instanceha.cmd import common
 from instanceha.cmd.ops_cli import _run
 
-NEEDS_OPERATOR = ("held", "fence-failed", "gave-up")
+NEEDS_OPERATOR = ("held", "fence-failed", "gave-up", "agent-down")
 
 
 def _when(epoch) -> str:

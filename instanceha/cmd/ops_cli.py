@@ -115,6 +115,11 @@ def _print_table(doc, snap) -> None:
                      d.get("reason", "")[:70]))
     print("\n".join(common.table_lines(rows)))
     for host, d in sorted(doc.get("hosts", {}).items()):
+        if d.get("phase") == "AGENT_DOWN":
+            print(f"ALERT agent dead, host alive: {host} for {_ago(d.get('since'))}: not fenced, "
+                  f"but unprotected until its agent is back (systemctl status "
+                  f"instanceha-agent on {host}); {d.get('reason', '')}")
+    for host, d in sorted(doc.get("hosts", {}).items()):
         waiting = (d.get("nova") or {}).get("waiting_on")
         if waiting:
             print(f"{host}: recovery waiting on {waiting} (as published)")

@@ -11,6 +11,8 @@ letting openstacksdk negotiate the newest one (which changes behaviour: from
         ``host`` filtering for admins
 * 2.94  evacuate: the newest version that keeps an ACTIVE server ACTIVE
 * 2.58  instance actions with ``updated_at`` (who stopped, rebooted, started)
+* 2.53  hypervisors with their service's host and ``host_ip`` (the second
+        source's probe addresses)
 
 Failures become ``instanceha.compute.exceptions`` errors whose ``action`` says
 whether to retry (Nova away, 5xx, 409) or escalate (403, 404, bad config).
@@ -52,6 +54,7 @@ MV_MIGRATIONS = "2.59"
 MV_SERVERS = "2.73"
 MV_EVACUATE = "2.94"  # >= 2.95 leaves evacuated servers SHUTOFF
 MV_INSTANCE_ACTIONS = "2.58"
+MV_HYPERVISORS = "2.53"
 PAGE = 1000
 WRITE_TRIES = 3  # a service update whose answer was lost: read back, then send again
 WRITE_RETRY = Backoff(0.5, 1.0)  # seconds before the 2nd try, doubled for the 3rd
@@ -243,6 +246,17 @@ class NovaClient:
         return self._update_service(host, {"forced_down": False}, "unset forced down")
 
     # -- servers -------------------------------------------------------------
+
+    def host_addresses(self) -> dict[str, str]:
+        """Each compute host's management address: its hypervisor's ``host_ip``
+        (nova-compute's ``my_ip``)."""
+        out = {}
+        for h in self._paged("/os-hypervisors/detail", "hypervisors", "listing hypervisors",
+                             MV_HYPERVISORS):
+            host = (h.get("service") or {}).get("host")
+            if host and h.get("host_ip"):
+                out[host] = h["host_ip"]
+        return out
 
     def servers_on_host(self, host: str) -> list[Server]:
         """Every server Nova places on ``host``, in all projects."""

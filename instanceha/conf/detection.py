@@ -64,6 +64,56 @@ opts = [
         help="Interval between two reconciliation ticks of the controller "
         "(observe every host, decide, act), in seconds.",
     ),
+    cfg.StrOpt(
+        "second_source",
+        default="probe",
+        choices=[
+            ("probe", "a TCP probe of the host's management address (Nova's hypervisor "
+             "host_ip), from the controller"),
+            ("none", "none: a host whose agent is dead is fenced (the behaviour before)"),
+        ],
+        help="The source of liveness, independent of the agent process, that the "
+        "controller asks before it fails a host whose agent looks dead (membership "
+        "lost, or main loop silent): while the host answers it is AGENT_DOWN ('agent "
+        "dead, host alive', an alert), never fenced; a host that does not answer within "
+        "probe_timeout, or whose nova-compute Nova reports down, is failed. Needs Nova "
+        "(the addresses); a host with no address known is judged by its agent alone.",
+    ),
+    cfg.PortOpt(
+        "probe_port",
+        default=22,
+        help="The TCP port probed on each host's management address. Accepted (SYN-ACK) "
+        "or refused (RST) both prove the host's kernel answers; choose a port no "
+        "firewall on the way drops (22: sshd) and no middlebox answers for the host.",
+    ),
+    cfg.FloatOpt(
+        "probe_timeout",
+        default=0.5,
+        min=0.05,
+        max=10.0,
+        help="How long a host has to answer the probe, in seconds (3 connections are "
+        "spread over it: one lost packet is no verdict). A dead host is failed this "
+        "much later than its agent's loss alone would fail it; up to [agent] "
+        "heartbeat_interval + tick_interval (the mass-failure guard's wait for "
+        "companions, 0.7 s) this costs its fence no time.",
+    ),
+    cfg.FloatOpt(
+        "probe_interval",
+        default=1.0,
+        min=0.1,
+        max=60.0,
+        help="How often a host held as 'agent dead, host alive' is probed again, in "
+        "seconds: a host that stops answering is failed within probe_interval + "
+        "probe_timeout.",
+    ),
+    cfg.IntOpt(
+        "probe_max_in_flight",
+        default=256,
+        min=1,
+        max=65536,
+        help="The number of probe connections open at the same time at most (a mass "
+        "failure queues the rest).",
+    ),
 ]
 
 

@@ -68,6 +68,10 @@ class IncidentState(str, enum.Enum):
     """Every instance handled; waiting for the host to come back."""
     HELD = "held"
     """Kept disabled for an operator."""
+    AGENT_DOWN = "agent-down"
+    """"Agent dead, host alive": the host's agent is gone but the host answers
+    the second source. Nothing is fenced: an alert for an operator. Closed when
+    the agent is back; a fence (the host fell silent too) continues it."""
     GAVE_UP = "gave-up"
     """A guest failure instanceha stopped restarting (too many, or Nova kept busy):
     left to an operator or the owner. Ends the incident, like closed."""
@@ -78,7 +82,7 @@ ENDED = frozenset({IncidentState.CLOSED, IncidentState.GAVE_UP})
 _ENDED_VALUES = frozenset(s.value for s in ENDED)
 OPEN = frozenset(IncidentState) - ENDED
 CONTINUED_BY_A_FENCE = frozenset({IncidentState.DETECTED, IncidentState.FENCING,
-                                  IncidentState.FENCE_FAILED})
+                                  IncidentState.FENCE_FAILED, IncidentState.AGENT_DOWN})
 """A new fence of the host continues an incident in these states (a leader
 died before recording its fence in Nova); any other open one is over."""
 
@@ -229,6 +233,16 @@ class IncidentJournal:
             self.load()
         incident = self.record(host, kind, text, new_failure=True, **kwargs)
         return incident if incident is not None else f"{host}-{token}"
+
+    def open_in(self, state: IncidentState) -> dict[str, str] | None:
+        """host -> its open host incident in ``state``; None while the store is
+        not read for this term (never reads it: any thread)."""
+        with self._lock:
+            if not self._ready():
+                self._wake.set()  # the writer reads it
+                return None
+            return {s["host"]: i for i, s in self._index.items()
+                    if s.get("state") == state.value and s.get("instance_id") is None}
 
     def current(self, host: str) -> str | None:
         """The host's open incident (job threads: may read the store)."""

@@ -16,14 +16,28 @@ import dataclasses
 import heapq
 import logging
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from instanceha.controller import observe
 from instanceha.controller.executor import Executor
 from instanceha.coordination import ClusterSnapshot, Coordinator
 from instanceha.engine import detection, guard
-from instanceha.engine.model import DetectionPolicy, HostView, Phase
+from instanceha.engine.model import DetectionPolicy, HostView, Phase, SecondSource
 
 LOG = logging.getLogger(__name__)
+
+
+class SecondSourcePort(Protocol):
+    """A source of liveness independent of the agent (controller.host_probe)."""
+
+    def want(self, host: str) -> SecondSource:
+        """The host's answer so far; the first call starts asking (never blocks)."""
+
+    def drop(self, host: str) -> None:
+        """No longer needed."""
+
+    def changed(self) -> set[str]:
+        """The hosts whose answer changed since the previous call."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +56,11 @@ class Reconciler:
         executor: Executor,
         nova_states: Callable[[], Mapping[str, bool]] | None = None,
         on_transition: Callable[[Transition], None] | None = None,
+        second_source: SecondSourcePort | None = None,
     ) -> None:
+        """``second_source``: asked about every host whose agent looks dead
+        before it may be FAILED (None: hosts are judged by their agent alone)."""
+        self.second_source = second_source
         self.coordinator = coordinator
         self.policy = policy
         self.executor = executor
@@ -95,6 +113,16 @@ class Reconciler:
         self._wake[name] = due
         heapq.heappush(self._timers, (due, name))
 
+    def _ask(self, obs, old: HostView | None):
+        """The observation with the second source's answer, asked (asynchronously)
+        while the host's agent looks dead; dropped once it does not."""
+        if self.second_source is None:
+            return obs
+        if detection.asks_second_source(obs, self.policy, old):
+            return dataclasses.replace(obs, second_source=self.second_source.want(obs.host))
+        self.second_source.drop(obs.host)
+        return obs
+
     # -- the tick ----------------------------------------------------------------
     def tick(self, act: bool = True) -> list[Transition]:
         snap = self.coordinator.snapshot()
@@ -106,9 +134,10 @@ class Reconciler:
         changed = None
         if self._rev is not None and trust == self._trust:
             changed = snap.changed_since(self._rev)
+        answered = self.second_source.changed() if self.second_source is not None else set()
         if changed is not None:
             names = set(changed) | self._again | self._woken(snap.taken_at) \
-                | self._nova_changed(nova)
+                | self._nova_changed(nova) | answered
             self.touched = frozenset(names)
         else:
             self.full_ticks += 1
@@ -127,8 +156,13 @@ class Reconciler:
                 if old is not None:
                     removed.append(name)
                 self._wake.pop(name, None)
+                if self.second_source is not None:
+                    self.second_source.drop(name)
                 continue
+            obs = self._ask(obs, old)
             view = detection.decide(old, obs, ctl, self.policy, snap.taken_at)
+            if self.second_source is not None and view.phase is Phase.FAILED:
+                self.second_source.drop(name)  # decided: its answer changes nothing more
             self._schedule(snap, name, obs)
             if view != old:
                 updates[name] = view

@@ -55,11 +55,18 @@ class ControllerService:
         on_hold: Callable | None = None,
         aggregates: Callable | None = None,
         guests=None,
+        second_source=None,
+        alerts=None,
     ) -> None:
         """``aggregates``: the host aggregates provider of the mass-failure guard
         (a cache that answers at once; None: no grouping, no Nova). ``guests``:
-        the guest actuator (controller.guests), run by the leader every tick."""
+        the guest actuator (controller.guests), run by the leader every tick.
+        ``second_source``: the reconciler's second source of liveness
+        (controller.host_probe). ``alerts``: journals the hosts whose agent
+        alone is dead (controller.agent_alerts), run by the leader every tick."""
         self.guests = guests
+        self.second_source = second_source
+        self.alerts = alerts
         self.coordinator = coordinator
         self.settings = settings
         self.clock = clock
@@ -96,7 +103,8 @@ class ControllerService:
                             persist=self.coordinator.update_control)
         self.reconciler = Reconciler(self.coordinator, self.settings.policy, executor,
                                      nova_states=self.nova_states,
-                                     on_transition=self.on_transition)
+                                     on_transition=self.on_transition,
+                                     second_source=self.second_source)
         LOG.info("controller %s observing; candidate for leadership%s", self.settings.name,
                  " (DRY-RUN: acting on nothing)" if self.settings.dry_run else "")
 
@@ -130,6 +138,11 @@ class ControllerService:
         if self.guests is not None and act and leadership.is_leader() \
                 and rec.last_snapshot is not None:
             self.guests.tick(rec.views, rec.last_snapshot.control, rec.executor.verifier)
+        if self.alerts is not None:
+            if act and leadership.is_leader():
+                self.alerts.tick(rec.views, leadership.token)
+            else:
+                self.alerts.idle()
         if leader and act:
             self._publish(now)
 

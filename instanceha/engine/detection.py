@@ -11,6 +11,19 @@ ages it observes cannot be trusted yet); such a host is held in SUSPECT.
 The table, ``RULES``, in order (first match wins):
 
 {RULES}
+
+The second source (``HostObservation.second_source``): an agent's death is
+not its host's death. Before a host whose agent looks dead is FAILED, a
+source that does not depend on the agent process is asked (the controller's
+probe of the host's management address): while it shows the host alive, the
+host is AGENT_DOWN ("agent dead, host alive": an alert, never a fence); a
+host that does not answer within the probe's timeout is FAILED; so is one
+whose nova-compute Nova reports down meanwhile (the host's kernel answers but
+its user space is dead or hung). A host with no second source (none
+configured, no address known) is HOST_SILENT: decided by its agent alone.
+``asks_second_source()`` says which observations ask; a host once FAILED
+stays FAILED until its agent is back (a fence may be under way: a late
+answer never takes that decision back).
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from instanceha.engine.model import (
     HostView,
     Phase,
     PolicyError,
+    SecondSource,
     SessionState,
 )
 
@@ -44,6 +58,13 @@ class Signal(str, enum.Enum):
     """The agent announced a planned stop and is not a member."""
     SERVICE_DOWN = "SERVICE_DOWN"
     """The agent reports nova-compute not running, or Nova reports it down."""
+    HOST_ANSWERS = "HOST_ANSWERS"
+    """The second source shows the host alive since its agent fell silent."""
+    HOST_SILENT = "HOST_SILENT"
+    """The second source got no answer within its timeout, or there is none for
+    this host. (Neither signal: the second source was asked, no answer yet.)"""
+    NOVA_DOWN = "NOVA_DOWN"
+    """Nova reports the host's nova-compute service down (whatever the agent says)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,16 +84,51 @@ RULES: tuple[Rule, ...] = (
     _rule("planned-stop", (S.PLANNED_STOP,), Phase.STOPPED, "the agent announced a planned stop"),
     _rule(
         "dead",
-        (S.MEMBER_LOST, S.HEARTBEAT_STALE),
+        (S.MEMBER_LOST, S.HEARTBEAT_STALE, S.HOST_SILENT),
         Phase.FAILED,
-        "membership lost and silent for {age:.1f} s",
+        "membership lost and silent for {age:.1f} s{second}",
     ),
     _rule(
         "hung",
-        (S.HEARTBEAT_HUNG,),
+        (S.HEARTBEAT_HUNG, S.HOST_SILENT),
         Phase.FAILED,
-        "silent for {age:.1f} s while the session lives: agent main loop or host hung",
+        "silent for {age:.1f} s while the session lives: agent main loop or host "
+        "hung{second}",
     ),
+    _rule(
+        "dead-nova-down",
+        (S.MEMBER_LOST, S.HEARTBEAT_STALE, S.NOVA_DOWN),
+        Phase.FAILED,
+        "membership lost {age:.1f} s ago and Nova reports nova-compute down: the host's "
+        "user space is dead or hung{second}",
+    ),
+    _rule(
+        "hung-nova-down",
+        (S.HEARTBEAT_HUNG, S.NOVA_DOWN),
+        Phase.FAILED,
+        "agent silent for {age:.1f} s and Nova reports nova-compute down: the host's user "
+        "space is dead or hung{second}",
+    ),
+    _rule(
+        "agent-dead",
+        (S.MEMBER_LOST, S.HEARTBEAT_STALE, S.HOST_ANSWERS),
+        Phase.AGENT_DOWN,
+        "agent dead, host alive: membership lost {age:.1f} s ago but the host answers the "
+        "second source; not fenced (an alert: the host is unprotected until its agent is back)",
+    ),
+    _rule(
+        "agent-hung",
+        (S.HEARTBEAT_HUNG, S.HOST_ANSWERS),
+        Phase.AGENT_DOWN,
+        "agent hung, host alive: silent for {age:.1f} s but the host answers the second "
+        "source; not fenced (an alert: the host is unprotected until its agent is back)",
+    ),
+    _rule("asking", (S.MEMBER_LOST, S.HEARTBEAT_STALE), Phase.SUSPECT,
+          "membership lost and silent for {age:.1f} s: asking the second source whether "
+          "the host lives"),
+    _rule("asking-hung", (S.HEARTBEAT_HUNG,), Phase.SUSPECT,
+          "silent for {age:.1f} s while the session lives: asking the second source whether "
+          "the host lives"),
     _rule("member-lost", (S.MEMBER_LOST,), Phase.SUSPECT,
           "membership lost, last sign of life too recent to call it dead"),
     _rule(
@@ -177,7 +233,29 @@ def signals(obs: HostObservation, policy: DetectionPolicy) -> frozenset[Signal]:
         found.add(Signal.HEARTBEAT_HUNG)
     if obs.member and (obs.services.get(NOVA_COMPUTE) is False or obs.nova_service_up is False):
         found.add(Signal.SERVICE_DOWN)
+    if obs.nova_service_up is False:
+        found.add(Signal.NOVA_DOWN)
+    if obs.second_source is SecondSource.ANSWERS:
+        found.add(Signal.HOST_ANSWERS)
+    elif obs.second_source is not SecondSource.ASKING:
+        found.add(Signal.HOST_SILENT)
     return frozenset(found)
+
+
+_ASK_ON = frozenset({Signal.MEMBER_LOST, Signal.HEARTBEAT_STALE})
+
+
+def asks_second_source(obs: HostObservation, policy: DetectionPolicy,
+                       previous: HostView | None = None) -> bool:
+    """Whether the second source must be asked about this host: its agent looks
+    dead (membership lost, or silent past heartbeat_stale_after: asked before
+    the hung window, so that its answer is there when that window passes), it
+    did not stop on purpose, and it is not FAILED already (a FAILED host's
+    answer changes nothing: see ``decide``)."""
+    if previous is not None and previous.phase is Phase.FAILED:
+        return False
+    found = signals(obs, policy)
+    return bool(found & _ASK_ON) and Signal.PLANNED_STOP not in found
 
 
 def next_crossing(age: float, policy: DetectionPolicy) -> float | None:
@@ -209,6 +287,16 @@ def _service_reason(obs: HostObservation) -> str:
     return "agent alive, Nova reports the nova-compute service down"
 
 
+_SECOND = {
+    SecondSource.NONE: "",
+    SecondSource.ASKING: "",
+    SecondSource.ANSWERS: "; the host answers the second source",
+    SecondSource.SILENT: "; the host does not answer the second source either",
+}
+
+LOOKS_DEAD = frozenset({Phase.SUSPECT, Phase.FAILED})
+
+
 def decide(
     previous: HostView | None,
     obs: HostObservation,
@@ -217,10 +305,15 @@ def decide(
     now: float,
 ) -> HostView:
     """Decide one host's phase. Pure: same inputs, same answer."""
+    if previous is not None and previous.phase is Phase.FAILED \
+            and obs.second_source is not SecondSource.NONE:
+        # handed to fencing: a later answer of the second source never takes it back
+        obs = dataclasses.replace(obs, second_source=SecondSource.SILENT)
     found = signals(obs, policy)
     rule = match(found)
     phase = rule.phase
-    reason = rule.reason.format(age=obs.heartbeat_age, service_reason=_service_reason(obs))
+    reason = rule.reason.format(age=obs.heartbeat_age, service_reason=_service_reason(obs),
+                                second=_SECOND[obs.second_source])
     rule_name = rule.name
     if phase is Phase.FAILED and not controller_settled(ctl, policy):
         if previous is None or previous.phase is not Phase.FAILED:
@@ -249,6 +342,11 @@ def decide(
         reason += " (rejoined as a new incarnation" + (
             ", boot id changed: the host rebooted)" if rebooted else ")"
         )
+    lost_since = None
+    if phase in LOOKS_DEAD:
+        kept = previous is not None and previous.phase in LOOKS_DEAD \
+            and previous.lost_since is not None
+        lost_since = previous.lost_since if kept else now
     return HostView(
         host=obs.host,
         phase=phase,
@@ -259,6 +357,7 @@ def decide(
         boot_id=boot_id,
         rejoined=rejoined,
         rebooted=rebooted,
+        lost_since=lost_since,
     )
 
 

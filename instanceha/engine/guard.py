@@ -39,7 +39,10 @@ from collections.abc import Iterable, Mapping, Set
 from instanceha.engine.model import HostView, Phase
 
 DEAD_LOOKING = frozenset({Phase.SUSPECT, Phase.FAILED})
-ALIVE = frozenset({Phase.HEALTHY, Phase.DEGRADED})
+ALIVE = frozenset({Phase.HEALTHY, Phase.DEGRADED, Phase.AGENT_DOWN})
+"""AGENT_DOWN: the second source shows the host alive (a dead agent is no
+failure to count: many agents down at once, a bad agent upgrade, must not hold
+the fences of hosts that really died)."""
 MONITORED = ALIVE | DEAD_LOOKING
 
 Aggregates = Mapping[str, frozenset[str]]
@@ -296,14 +299,19 @@ def select(views: Mapping[str, HostView], state: GuardState, policy: GuardPolicy
         else (v for v in views.values() if v.phase is Phase.FAILED)
     failed = sorted(candidates, key=lambda v: (v.since, v.host))
     kept = {v.host for v in failed if admitted.get(v.host) == v.since}
-    # a host FAILED less than vanish_window ago waits: the hosts failing with it
-    # (ZooKeeper expires their sessions over a tick or two, each FAILED at once
-    # with session liveness) are counted before any is handed over
+    # a host that fell silent less than vanish_window ago waits: the hosts failing
+    # with it (ZooKeeper expires their sessions over a tick or two) are counted
+    # before any is handed over; counted from when it first looked dead, not
+    # from FAILED (the second source's answer comes within that wait)
     new = [v.host for v in failed if v.host not in kept
            and (not policy.vanish_window or now is None
-                or now - v.since >= policy.vanish_window)]
+                or now - _lost_since(v) >= policy.vanish_window)]
     new = new[: policy.max_fences_per_tick]
     return [v.host for v in failed if v.host in kept or v.host in new]
+
+
+def _lost_since(view: HostView) -> float:
+    return view.lost_since if view.lost_since is not None else view.since
 
 
 def by_aggregate(host_aggregates: Mapping[str, frozenset[str]]) -> dict[str, frozenset[str]]:

@@ -20,10 +20,31 @@ class Phase(str, enum.Enum):
     signal is not trusted yet (the controller's own session just reconnected)."""
     FAILED = "FAILED"
     """Both signals say dead (membership lost and heartbeat stale), or the
-    heartbeat is stale past the hung window while the session lives. Handed
-    over to fencing."""
+    heartbeat is stale past the hung window while the session lives, and the
+    second source does not show the host alive (or Nova reports its
+    nova-compute down). Handed over to fencing."""
     STOPPED = "STOPPED"
     """The agent announced a planned stop: the host is out of HA on purpose."""
+    AGENT_DOWN = "AGENT_DOWN"
+    """"Agent dead, host alive": the agent is gone (membership lost, or its main
+    loop hung) but a second source independent of it (a probe of the host's
+    management address) shows the host alive. Never fenced; an alert for an
+    operator: the host is not protected while its agent is down."""
+
+
+class SecondSource(str, enum.Enum):
+    """What a source of liveness independent of the agent says of a host whose
+    agent looks dead (``HostObservation.second_source``)."""
+
+    NONE = "NONE"
+    """There is none for this host (not configured, no address known): the
+    host is decided by its agent alone, as before the second source."""
+    ASKING = "ASKING"
+    """Asked, not answered yet (bounded: the probe's timeout)."""
+    ANSWERS = "ANSWERS"
+    """The host answered after its agent fell silent."""
+    SILENT = "SILENT"
+    """The host did not answer within the probe's timeout."""
 
 
 class SessionState(str, enum.Enum):
@@ -105,6 +126,8 @@ class HostObservation:
     """Local services the agent reports, name -> running."""
     nova_service_up: bool | None = None
     """Nova's own view of the nova-compute service; None when unknown."""
+    second_source: SecondSource = SecondSource.NONE
+    """The second source's answer, asked only while the agent looks dead."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,3 +154,8 @@ class HostView:
     """The host came back as a new incarnation since the previous view."""
     rebooted: bool = False
     """...and its boot id changed: the host itself restarted."""
+    lost_since: float | None = None
+    """Since when the host has looked dead without a break (SUSPECT or FAILED);
+    None while it does not. The mass-failure guard counts its wait for
+    companions from here: the second source's answer may make a host FAILED
+    later than it fell silent."""

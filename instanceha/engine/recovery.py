@@ -74,7 +74,8 @@ class Decision:
     reason: str
 
 
-ALIVE = frozenset({Phase.HEALTHY, Phase.DEGRADED})
+ALIVE = frozenset({Phase.HEALTHY, Phase.DEGRADED, Phase.AGENT_DOWN})
+"""AGENT_DOWN: the host answers (someone powered a fenced host back on): held."""
 IN_PROGRESS = frozenset({MarkerState.FENCED, MarkerState.RECOVERING})
 NO_MARKER = None
 """In a rule's markers: the service carries no marker of ours."""

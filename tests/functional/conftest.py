@@ -43,49 +43,76 @@ def root_path():
     return f"/ih-test-{next(_ROOTS)}-{int(time.time() * 1000) % 10**8}"
 
 
-@pytest.fixture
-def cli(tmp_path, zookeeper, root_path):
-    """``cli("status", "--format", "json")``: the operator CLI on this test's root."""
-    conf = daemons.write_conf(str(tmp_path / "cli.conf"), {
-        "coordination": {"backend_url": zookeeper.url, "root_path": root_path}})
+class DaemonFactory:
+    """instanceha's daemons and CLI on one coordinator root, each config built
+    here (one place for what every daemon's [coordination] needs)."""
 
-    def run(*args):
-        return subprocess.run([CLI, "--config-file", conf, *args], capture_output=True,
-                              text=True, timeout=60)
+    def __init__(self, workdir, zookeeper, root_path):
+        self.workdir = str(workdir)
+        self.zookeeper = zookeeper
+        self.root_path = root_path
+        self.started = []
 
-    return run
+    def coordination(self):
+        return {"backend_url": self.zookeeper.url, "root_path": self.root_path,
+                "session_timeout": 2.0}
 
-
-@pytest.fixture
-def daemon_factory(tmp_path, zookeeper, root_path):
-    started = []
-
-    def make(kind, name, extra=None, argv_prefix=None, env=None):
+    def __call__(self, kind, name, extra=None, argv_prefix=None, env=None):
         sections = {
             "DEFAULT": {"host": name},
-            "coordination": {"backend_url": zookeeper.url, "root_path": root_path,
-                             "session_timeout": 2.0},
+            "coordination": self.coordination(),
             "agent": {"watched_processes": "init:/sbin/init"},
             "detection": {"tick_interval": 0.1},
             "telemetry": {"controller_port": 0, "agent_port": 0},
         }
         if kind == "agent":  # each agent its own session file (never shared)
-            sections["agent"]["session_file"] = str(tmp_path / f"{name}.session")
+            sections["agent"]["session_file"] = os.path.join(self.workdir, f"{name}.session")
         for group, values in (extra or {}).items():
             sections.setdefault(group, {}).update(values)
         prog = {"agent": "instanceha-agent", "controller": "instanceha-controller"}[kind]
-        d = daemons.Daemon.instanceha(prog, str(tmp_path), name, sections, env=env,
+        d = daemons.Daemon.instanceha(prog, self.workdir, name, sections, env=env,
                                       argv_prefix=argv_prefix)
-        started.append(d)
+        self.started.append(d)
         return d.start()
 
-    yield make
-    for d in started:
-        try:
-            d.thaw()
-        except (ProcessLookupError, TypeError, AttributeError):
-            pass
-        d.terminate()
+    def cli(self, *args):
+        """``cli("status", "--format", "json")``: the operator CLI on this root."""
+        coordination = self.coordination()
+        coordination.pop("session_timeout")
+        conf = daemons.write_conf(os.path.join(self.workdir, "cli.conf"),
+                                  {"coordination": coordination})
+        return subprocess.run([CLI, "--config-file", conf, *args], capture_output=True,
+                              text=True, timeout=60)
+
+    def close(self):
+        for d in self.started:
+            try:
+                d.thaw()
+            except (ProcessLookupError, TypeError, AttributeError):
+                pass
+            d.terminate()
+
+
+@pytest.fixture
+def cli(tmp_path, zookeeper, root_path):
+    """``cli("status", "--format", "json")``: the operator CLI on this test's root."""
+    return DaemonFactory(tmp_path, zookeeper, root_path).cli
+
+
+@pytest.fixture
+def daemon_factory(tmp_path, zookeeper, root_path):
+    factory = DaemonFactory(tmp_path, zookeeper, root_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_daemon_factory(tmp_path_factory, zookeeper):
+    """The same, shared by a module's tests (one stack for several faults)."""
+    root = f"/ih-test-mod-{next(_ROOTS)}-{int(time.time() * 1000) % 10**8}"
+    factory = DaemonFactory(tmp_path_factory.mktemp("daemons"), zookeeper, root)
+    yield factory
+    factory.close()
 
 
 class RecordingHandler(BaseActuator):

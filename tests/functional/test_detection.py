@@ -46,10 +46,12 @@ def test_join_then_planned_stop_is_not_a_crash(daemon_factory, observer):
     assert "SUSPECT" not in observer.phases_seen("compute1")
 
 
-@pytest.mark.fault("Agent killed (SIGKILL)", component="agent",
+@pytest.mark.fault("Agent killed (SIGKILL), not restarted, no second source of liveness",
+                   component="agent",
                    expect="FAILED by the dead rule (membership lost, and silent for the "
                           "session timeout its expiry proves) after about one session "
-                          "timeout; handed to fencing")
+                          "timeout; handed to fencing (with a second source the host is "
+                          "asked first: see the agent-death tests)")
 def test_sigkill_is_failed_by_membership_and_heartbeat(daemon_factory, observer_factory,
                                                        fault):
     # a hung window far away: only the two-signal rule (membership + heartbeat) can fire

@@ -214,7 +214,8 @@ class Rig:
         sections.update({
             "nova_notifications": {"transport_url": self.cloud.endpoints["transport_url"]},
             "fencing": dict({"inventory_file": str(self.inventory), "deadline": 20,
-                             "poll_interval": 0.2}, **(fencing or {})),
+                             "poll_interval": 0.2, "test_only_allow_fake_driver": True},
+                            **(fencing or {})),
             "nova": dict(self.cloud.nova_options(), timeout=30, evacuation_timeout=120,
                          poll_interval=0.5, endpoint_override=self.proxy.url + self.nova_path),
             "controller": dict({"max_failed_percent": 100}, **(controller or {})),
@@ -250,8 +251,9 @@ class Rig:
         self.t_fail_wall = time.time()
 
     def fail(self, host):
+        """The whole host dies: its agent, its nova-compute and its address."""
         self.agents[host].kill()
-        self.cloud.kill_compute(host)
+        self.cloud.kill_host(host)
 
     def marker(self, host=None):
         return self.nova.service(host or self.victim).marker

@@ -96,7 +96,8 @@ def agent(daemon_factory, host, name=None):
 def controller(daemon_factory, minicloud, inv, port, bus=None, env=None, name="ctl",
                standby=False, **sections):
     extra = {
-        "fencing": {"inventory_file": inv, "deadline": 20, "poll_interval": 0.2},
+        "fencing": {"inventory_file": inv, "deadline": 20, "poll_interval": 0.2,
+                    "test_only_allow_fake_driver": True},  # inventory(): fake BMCs
         "nova": dict(minicloud.nova_options(), timeout=30, evacuation_timeout=120,
                      evacuation_attempts=2, poll_interval=0.5),
         "controller": {"max_failed_percent": 100},
@@ -205,7 +206,7 @@ def test_controller_recovers_the_whole_mix_then_reenables_the_host(
         # compute1 dies: its agent and nova-compute stop; its BMC still says ON
         assert bmc.powered_on()
         agents[victim].kill()
-        minicloud.kill_compute(victim)
+        minicloud.kill_host(victim)
         ctl.wait_log(rf"host={victim} fenced: ipmi read back off", timeout=120)
         assert not bmc.powered_on()
 
@@ -316,7 +317,7 @@ def test_reserved_spare_in_the_failed_hosts_aggregate_takes_its_servers(
                                    "reserved_fallback_to_scheduler": "false"})
         try:
             agents[victim].kill()
-            minicloud.kill_compute(victim)
+            minicloud.kill_host(victim)
             m = recovered(nova, victim)
             assert "2 evacuated, 0 failed, 0 notified" in m.note, m.note
             assert m.spares == (spare,)
@@ -359,7 +360,7 @@ def test_no_capacity_is_reported_by_the_controller(
     try:
         ctl = controller(daemon_factory, minicloud, inventory(tmp_path, hosts, {}), port, bus)
         agents[victim].kill()
-        minicloud.kill_compute(victim)
+        minicloud.kill_host(victim)
         m = recovered(nova, victim)
         assert "1 evacuated, 1 failed, 0 notified" in m.note, m.note
 

@@ -132,7 +132,7 @@ def test_failed_compute_is_fenced_evacuated_notified_and_reenabled(
     try:
         ctl = daemon_factory("controller", "ctl-e2e", extra=dict(bus, **{
             "fencing": {"inventory_file": str(inv_path), "deadline": 20,
-                        "poll_interval": 0.2},
+                        "poll_interval": 0.2, "test_only_allow_fake_driver": True},
             "nova": dict(minicloud.nova_options(), timeout=30, evacuation_timeout=120,
                          poll_interval=0.5),
             "controller": {"max_failed_percent": 100},
@@ -144,7 +144,7 @@ def test_failed_compute_is_fenced_evacuated_notified_and_reenabled(
         # compute1 dies: agent and nova-compute gone, its BMC still says ON
         assert bmc.powered_on()
         agents[victim].kill()
-        minicloud.kill_compute(victim)
+        minicloud.kill_host(victim)
 
         ctl.wait_log(rf"host={victim} phase=\w+->FAILED", timeout=60)
         ctl.wait_log(rf"host={victim} fenced: ipmi read back off", timeout=90)

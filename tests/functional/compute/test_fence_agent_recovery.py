@@ -88,7 +88,7 @@ def test_bmc_unreachable_the_pdu_level_fences_and_recovery_proceeds(
         ctl = controller(daemon_factory, minicloud, inv, port, bus)
         try:
             agents[victim].kill()
-            minicloud.kill_compute(victim)
+            minicloud.kill_host(victim)
             ctl.wait_log(rf"host={victim} fenced: fence_agent read back off .* level 2 of 2",
                          timeout=120)
             assert all(not p.powered_on(3) for p in pdus)
@@ -139,7 +139,7 @@ def test_agents_that_cannot_fence_hold_their_hosts(minicloud, nova, servers, dae
         try:
             for h in hosts:
                 agents[h].kill()
-                minicloud.kill_compute(h)
+                minicloud.kill_host(h)
             expect = {wrong: r"fence_ipmilan for \S+ .*failed '(status|off)'.*wrong password",
                       hang: r"fence_hang for \S+ .*did not finish '\w+' within [0-9.]+ s and "
                             r"was killed",

@@ -129,7 +129,7 @@ def start_controller(daemon_factory, minicloud, tmp_path, listener, name, port):
     os.chmod(path, 0o600)
     extra = {
         "DEFAULT": {"host": name},
-        "fencing": {"inventory_file": str(path)},
+        "fencing": {"inventory_file": str(path), "test_only_allow_fake_driver": True},
         "nova": dict(minicloud.nova_options(), timeout=30),
         "controller": {"max_failed_percent": 100},
         "telemetry": {"controller_port": port},
@@ -386,7 +386,8 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
     guests["watchdog"].kill_qemu()
     agent.wait_log(rf"guest failure of {ids['watchdog']} queued for the leader", timeout=30,
                    after=agent_mark)
-    agent.freeze()  # the host fails (its agent hangs) before the leader handles it
+    agent.freeze()  # the host fails (its agent hangs, its address goes silent) before the
+    minicloud.silence(HOST)  # leader handles it (an answering address: AGENT_DOWN, alive)
     try:
         ctl2.wait_log(rf"host={HOST} phase=\w+->FAILED", timeout=30, after=mark)
         assert cli("resume").returncode == 0
@@ -396,6 +397,7 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
         assert metric(port2, "instanceha_guest_failures_total", kind="stopped_failed",
                       outcome="host_failing") == 1.0
     finally:
+        minicloud.restore(HOST)
         agent.thaw()
     fault.observed("a guest failure queued before its host failed: left to the host recovery")
     ctl2.terminate()

@@ -1,5 +1,6 @@
 """The failure detector's transition table, tested as a grid. No clock, no sleep."""
 
+import dataclasses
 import os
 import re
 
@@ -14,6 +15,7 @@ from instanceha.engine.model import (
     HostView,
     Phase,
     PolicyError,
+    SecondSource,
     SessionState,
 )
 
@@ -165,7 +167,7 @@ def test_incarnation_remembered_while_absent():
 def test_signals():
     s = detection.signals(obs(member=False, age=HUNG, planned=True, services=DOWN), POLICY)
     assert s == {Signal.MEMBER_LOST, Signal.HEARTBEAT_STALE, Signal.HEARTBEAT_HUNG,
-                 Signal.PLANNED_STOP}
+                 Signal.PLANNED_STOP, Signal.HOST_SILENT}
     # SERVICE_DOWN only counts for a host whose agent is alive
     assert Signal.SERVICE_DOWN in detection.signals(obs(services=DOWN), POLICY)
 
@@ -259,3 +261,96 @@ def test_the_refusal_says_which_session_timeout_would_do():
         detection.check_cut_off_leader(0.5, 0.5, 1.0)
     assert "shorter than" not in e.value.reason
 
+
+
+# -- the second source: an agent's death is not the host's death -----------------
+
+A, S, ASK, NONE = (SecondSource.ANSWERS, SecondSource.SILENT, SecondSource.ASKING,
+                   SecondSource.NONE)
+
+
+def obs2(member=False, age=STALE, second=NONE, nova_up=None, planned=False):
+    return dataclasses.replace(obs(member, age, planned=planned, nova_up=nova_up),
+                               second_source=second)
+
+
+# member, age, second source, Nova's view  ->  phase, rule
+SECOND_GRID = [
+    (False, STALE, ASK, None, Phase.SUSPECT, "asking"),
+    (False, HUNG, ASK, None, Phase.SUSPECT, "asking"),
+    (False, STALE, A, None, Phase.AGENT_DOWN, "agent-dead"),
+    (False, HUNG, A, True, Phase.AGENT_DOWN, "agent-dead"),
+    (False, STALE, S, None, Phase.FAILED, "dead"),
+    (False, STALE, NONE, None, Phase.FAILED, "dead"),  # no second source: as before
+    (False, STALE, A, False, Phase.FAILED, "dead-nova-down"),  # the kernel answers only
+    (False, STALE, ASK, False, Phase.FAILED, "dead-nova-down"),  # no need to wait
+    (False, FRESH, ASK, None, Phase.SUSPECT, "member-lost"),
+    (True, STALE, ASK, None, Phase.SUSPECT, "heartbeat-stale"),
+    (True, STALE, A, None, Phase.SUSPECT, "heartbeat-stale"),
+    (True, HUNG, ASK, None, Phase.SUSPECT, "asking-hung"),
+    (True, HUNG, A, None, Phase.AGENT_DOWN, "agent-hung"),
+    (True, HUNG, S, None, Phase.FAILED, "hung"),
+    (True, HUNG, A, False, Phase.FAILED, "hung-nova-down"),
+    (True, FRESH, A, None, Phase.HEALTHY, "alive"),
+]
+
+
+@pytest.mark.parametrize("member,age,second,nova_up,phase,rule", SECOND_GRID)
+def test_second_source_grid(member, age, second, nova_up, phase, rule):
+    view = decide(None, obs2(member, age, second, nova_up), SETTLED, POLICY, now=100.0)
+    assert (view.phase, view.rule) == (phase, rule)
+
+
+def test_agent_down_reads_agent_dead_host_alive():
+    view = decide(None, obs2(second=A), SETTLED, POLICY, now=1.0)
+    assert view.reason.startswith("agent dead, host alive") and "not fenced" in view.reason
+    silent = decide(None, obs2(second=S), SETTLED, POLICY, now=1.0)
+    assert "does not answer the second source either" in silent.reason
+
+
+def test_a_failed_host_stays_failed_whatever_the_second_source_says_later():
+    failed = decide(None, obs2(second=S), SETTLED, POLICY, now=1.0)
+    for second in (A, ASK):
+        again = decide(failed, obs2(second=second), SETTLED, POLICY, now=2.0)
+        assert (again.phase, again.since) == (Phase.FAILED, 1.0)
+    back = decide(failed, obs(True, FRESH, inc=8), SETTLED, POLICY, now=3.0)
+    assert back.phase is Phase.HEALTHY
+
+
+def test_agent_down_becomes_failed_when_the_host_falls_silent_or_nova_says_down():
+    held = decide(None, obs2(second=A), SETTLED, POLICY, now=1.0)
+    assert decide(held, obs2(second=S), SETTLED, POLICY, now=9.0).phase is Phase.FAILED
+    assert decide(held, obs2(second=A, nova_up=False), SETTLED, POLICY,
+                  now=9.0).phase is Phase.FAILED
+    assert decide(held, obs(True, FRESH, inc=8), SETTLED, POLICY, now=9.0).phase \
+        is Phase.HEALTHY
+
+
+def test_never_failed_while_unsettled_even_when_silent():
+    unsettled = ControllerObservation(SessionState.CONNECTED, connected_for=0.1)
+    view = decide(None, obs2(second=S), unsettled, POLICY, now=1.0)
+    assert (view.phase, view.rule) == (Phase.SUSPECT, detection.HOLD_RULE)
+
+
+@pytest.mark.parametrize("o,previous,asks", [
+    (obs(), None, False),                                   # healthy
+    (obs(True, STALE), None, True),                         # stall reported
+    (obs(False, FRESH), None, True),                        # membership lost
+    (obs(False, STALE), None, True),
+    (obs(False, STALE, planned=True), None, False),         # planned stop
+    (obs(True, FRESH, services=DOWN), None, False),         # DEGRADED: agent alive
+    (obs(False, STALE), HostView("compute1", Phase.FAILED, 0.0, "x", "dead"), False),
+])
+def test_which_hosts_ask_the_second_source(o, previous, asks):
+    assert detection.asks_second_source(o, POLICY, previous) is asks
+
+
+def test_lost_since_counts_from_the_first_dead_look():
+    asking = decide(None, obs2(second=ASK), SETTLED, POLICY, now=10.0)
+    failed = decide(asking, obs2(second=S), SETTLED, POLICY, now=10.5)
+    assert (failed.since, failed.lost_since) == (10.5, 10.0)
+    held = decide(asking, obs2(second=A), SETTLED, POLICY, now=10.5)
+    assert held.lost_since is None  # AGENT_DOWN: alive by the second source
+    again = decide(held, obs2(second=S), SETTLED, POLICY, now=20.0)
+    assert again.lost_since == 20.0
+    assert decide(again, obs(), SETTLED, POLICY, now=21.0).lost_since is None

@@ -41,3 +41,27 @@ def test_nothing_while_held_and_the_old_call_still_caps():
     views = failed("a", "b", "c")
     assert guard.select(views, GuardState(held=True, reason="x"), POLICY, {"a": 0.0}) == []
     assert guard.select(views, GuardState(), POLICY) == ["a"]
+
+
+def test_the_wait_for_companions_counts_from_the_first_dead_look():
+    """The second source may make a host FAILED up to its timeout after the host
+    fell silent: the guard's wait (vanish_window) counts from the silence, so the
+    answer costs a dead host no extra time when it comes within that wait."""
+    policy = GuardPolicy(max_failed_hosts=100, max_failed_percent=100.0, vanish_window=0.7)
+    late = {"a": HostView("a", Phase.FAILED, 10.5, "dead", "dead", lost_since=10.0)}
+    assert guard.select(late, GuardState(), policy, now=10.6) == []
+    assert guard.select(late, GuardState(), policy, now=10.71) == ["a"]
+    no_record = {"a": HostView("a", Phase.FAILED, 10.5, "dead", "dead")}  # as before
+    assert guard.select(no_record, GuardState(), policy, now=10.71) == []
+
+
+def test_hosts_whose_agent_alone_is_dead_never_hold_the_fences_of_dead_hosts():
+    """A bad agent upgrade takes many agents down at once: those hosts are
+    AGENT_DOWN (the second source shows them alive), not dead-looking."""
+    policy = GuardPolicy(max_failed_hosts=2, max_failed_percent=100.0)
+    views = {f"h{i}": HostView(f"h{i}", Phase.AGENT_DOWN, 0.0, "agent dead, host alive",
+                               "agent-dead") for i in range(20)}
+    views["dead"] = HostView("dead", Phase.FAILED, 0.0, "dead", "dead")
+    state = guard.evaluate(views, GuardState(), policy, now=1.0)
+    assert not state.held and state.dead == {"dead"}
+    assert guard.select(views, state, policy, now=1.0) == ["dead"]

@@ -34,9 +34,9 @@ import selectors
 import socket
 import struct
 import threading
-import time
 from collections.abc import Callable, Mapping
 
+from instanceha.clock import SYSTEM, Clock
 from instanceha.engine.model import SecondSource
 
 LOG = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class ProbeSettings:
 
 @dataclasses.dataclass
 class _Host:
-    address: str | None
+    address: str
     answer: SecondSource = SecondSource.ASKING
     round_started: float | None = None
     attempts_made: int = 0
@@ -78,7 +78,7 @@ class AddressProbe:
     reconciler asks. Thread-safe; never blocks its callers."""
 
     def __init__(self, addresses: Callable[[str], str | None], settings: ProbeSettings,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Clock = SYSTEM) -> None:
         self.addresses = addresses
         self.settings = settings
         self.clock = clock
@@ -94,7 +94,7 @@ class AddressProbe:
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._stop = threading.Event()
-        self.counters = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()
         self._thread = threading.Thread(target=self._run, name="host-probe", daemon=True)
         self._thread.start()
 
@@ -148,7 +148,7 @@ class AddressProbe:
         self._wake()
         self._thread.join(2)
         for key in list(self._selector.get_map().values()):
-            if key.fileobj is not self._wake_r:
+            if isinstance(key.fileobj, socket.socket) and key.fileobj is not self._wake_r:
                 key.fileobj.close()
         self._selector.close()
         self._wake_r.close()
@@ -164,16 +164,16 @@ class AddressProbe:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                timeout = self._start_due(self.clock())
+                timeout = self._start_due(self.clock.monotonic())
                 for key, _ in self._selector.select(timeout):
                     if key.fileobj is self._wake_r:
                         _drain(self._wake_r)
-                    else:
+                    elif isinstance(key.fileobj, socket.socket):
                         self._attempt_done(key.fileobj, key.data)
-                self._end_rounds(self.clock())
+                self._end_rounds(self.clock.monotonic())
             except Exception:  # the probe must outlive any error: fail towards "silent"
                 LOG.exception("host probe failed; going on")
-                time.sleep(0.05)
+                self.clock.wait(0.05, self._stop)
 
     def _in_flight(self) -> int:
         return len(self._selector.get_map()) - 1
@@ -207,12 +207,12 @@ class AddressProbe:
                     wait = min(wait, due - now)
             while self._due and self._in_flight() < s.max_in_flight:
                 host = self._due.popleft()
-                state = self._hosts.get(host)
-                if state is None:
+                queued = self._hosts.get(host)
+                if queued is None:
                     continue
-                state.queued = False
-                state.round_started, state.attempts_made, state.answered = now, 0, False
-                self._connect(host, state)
+                queued.queued = False
+                queued.round_started, queued.attempts_made, queued.answered = now, 0, False
+                self._connect(host, queued)
                 wait = min(wait, spacing)
         return max(0.0, wait)
 
@@ -314,7 +314,7 @@ class HostAddresses:
     ``retry`` seconds when a host is asked for whose address is not known."""
 
     def __init__(self, read: Callable[[], Mapping[str, str]], refresh: float = 300.0,
-                 retry: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 retry: float = 10.0, clock: Clock = SYSTEM) -> None:
         self.read = read
         self.refresh = refresh
         self.retry = retry
@@ -326,7 +326,7 @@ class HostAddresses:
         self.error: str | None = None
 
     def __call__(self, host: str) -> str | None:
-        now = self.clock()
+        now = self.clock.monotonic()
         with self._lock:
             address = self._map.get(host)
             stale = self._read_at is None or now - self._read_at >= \
@@ -339,7 +339,7 @@ class HostAddresses:
         return address
 
     def _read_now(self) -> None:
-        started = self.clock()
+        started = self.clock.monotonic()
         try:
             fresh = dict(self.read())
             error = None

@@ -238,10 +238,11 @@ class IncidentJournal:
         """host -> its open host incident in ``state``; None while the store is
         not read for this term (never reads it: any thread)."""
         with self._lock:
-            if not self._ready():
+            index = self._index
+            if not self._ready() or index is None:
                 self._wake.set()  # the writer reads it
                 return None
-            return {s["host"]: i for i, s in self._index.items()
+            return {s["host"]: i for i, s in index.items()
                     if s.get("state") == state.value and s.get("instance_id") is None}
 
     def current(self, host: str) -> str | None:

@@ -344,9 +344,10 @@ def decide(
         )
     lost_since = None
     if phase in LOOKS_DEAD:
-        kept = previous is not None and previous.phase in LOOKS_DEAD \
-            and previous.lost_since is not None
-        lost_since = previous.lost_since if kept else now
+        lost_since = now
+        if previous is not None and previous.phase in LOOKS_DEAD \
+                and previous.lost_since is not None:
+            lost_since = previous.lost_since
     return HostView(
         host=obs.host,
         phase=phase,

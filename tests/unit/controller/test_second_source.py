@@ -156,7 +156,7 @@ def test_a_planned_stop_is_not_asked_about():
 # -- the journal's account ---------------------------------------------------------
 
 def journal(coord, clock):
-    j = IncidentJournal(coord, "ctl-a", background=False, wall=clock)
+    j = IncidentJournal(coord, "ctl-a", background=False, clock=clock)
     j.term(5)
     j.load()
     return j
@@ -206,7 +206,7 @@ def test_a_new_leader_closes_alerts_of_agents_back_meanwhile():
     AgentDownAlerts(old).tick({"compute1": view("compute1", Phase.AGENT_DOWN),
                                "compute2": view("compute2", Phase.AGENT_DOWN)}, 5)
     assert old.flush()
-    new = IncidentJournal(coord, "ctl-b", background=False, wall=clock)
+    new = IncidentJournal(coord, "ctl-b", background=False, clock=clock)
     alerts = AgentDownAlerts(new)
     views = {"compute1": view("compute1", Phase.HEALTHY, "alive", "member"),
              "compute2": view("compute2", Phase.AGENT_DOWN)}

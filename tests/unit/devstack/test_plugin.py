@@ -216,9 +216,9 @@ def test_the_fake_driver_is_chosen_consciously(tmp_path, daemons_up):
     assert run.conf()[(section, option)] == "True"
     (warning,) = run.of("warn")
     assert "FAKE" in warning[0] and "Test clouds only" in warning[0]
-    groups = dict(ih_opts.list_opts())
-    if option not in {o.dest for o in groups.get(section, [])}:
-        pytest.skip(f"instanceha has no [{section}] {option} yet (issue 25.4 adds the switch)")
+    groups = {getattr(g, "name", g): opts for g, opts in ih_opts.list_opts()}
+    assert option in {o.dest for o in groups.get(section, [])}, \
+        f"instanceha has no [{section}] {option}"
 
 
 def test_one_inventory_entry_per_nova_compute_host(tmp_path, daemons_up):

@@ -80,6 +80,8 @@ class FakeNova:
         self.servers = {s.id: s for s in servers}
         self.migrations = list(migrations)
         self.aggregates = dict(aggregates or {})
+        self.addresses: dict[str, str] = {}
+        """host -> its management address (the hypervisor's host_ip)."""
         self.actions: dict[str, list[InstanceAction]] = {}
         self.images: dict[str, dict[str, object]] = {}
         self.calls = self.log = log if log is not None else []
@@ -189,6 +191,11 @@ class FakeNova:
     def aggregates_of(self, host: str) -> dict[str, dict[str, str]]:
         with self.lock:
             return {name: {} for name in self.aggregates.get(host, ())}
+
+    @reads
+    def host_addresses(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self.addresses)
 
     @reads
     def host_aggregates(self, fresh: bool = True) -> dict[str, frozenset[str]]:

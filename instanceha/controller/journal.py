@@ -134,6 +134,7 @@ class IncidentJournal:
         self._loaded_term: int | None = None
         self._early: list[_Item] = []
         self._early_dropped = 0
+        self._load_asked: int | None = None
         self._claimed: set[tuple[str, str]] = set()
         """(incident, idempotency key) of the notifications on their way from here."""
         # the coordinator away: the oldest write is dropped for a new one
@@ -240,7 +241,9 @@ class IncidentJournal:
         with self._lock:
             index = self._index
             if not self._ready() or index is None:
-                self._wake.set()  # the writer reads it
+                if self._load_asked != self._term:  # the writer reads it, once a term
+                    self._load_asked = self._term
+                    self.outbox.put({"op": "load"})
                 return None
             return {s["host"]: i for i, s in index.items()
                     if s.get("state") == state.value and s.get("instance_id") is None}

@@ -19,7 +19,7 @@ The budget: ZooKeeper expires a session between T - T/3 and T (+ one
 tickTime) after the client's last packet (kazoo pings every T/3 at most), so a
 restart must be back within T - T/3 = 1.33 s of the kill in the worst case.
 
-    python benchmarks/agent_restart_bench.py [--rounds 20] [--load 0] [--nice 0]
+    python benchmarks/agent_restart_bench.py [--rounds 20] [--load 0] [--nice 0[,-10]]
         [--restart-sec 0.1] [--json FILE]
 """
 
@@ -117,8 +117,7 @@ class Watcher:
 
 
 def run(args) -> dict:
-    measured: list[float] = []
-    cpu: list[float] = []
+    nices = [int(n) for n in str(args.nice).split(",")]
     rounds = []
     load = None
     with Stack("agent-restart-", say=lambda s: None) as st:
@@ -129,12 +128,16 @@ def run(args) -> dict:
             "session_file": os.path.join(st.work, "agent.session")})
         sections["coordination"] = dict(sections["coordination"], root_path=root)
         sections["telemetry"] = {"enabled": "false"}
-        prefix = ["nice", "-n", str(args.nice)] if args.nice else None
         exe = os.path.join(os.path.dirname(sys.executable), "instanceha-agent")
-        agent = daemons.Daemon.instanceha("instanceha-agent", st.work, "agent", sections,
-                                          argv_prefix=(prefix or []) + [exe])
-        st.started.append(agent.start())
-        agent.wait_log(r"joined as compute1", 60)
+        # one process command per nice value, one session file: each restart is the
+        # other command resuming the same session
+        agents = {n: daemons.Daemon.instanceha(
+            "instanceha-agent", st.work, f"agent-nice{n}", sections,
+            argv_prefix=(["nice", "-n", str(n)] if n else []) + [exe]) for n in nices}
+        running = agents[nices[0]]
+        st.started.extend(agents.values())
+        running.start()
+        running.wait_log(r"joined as compute1", 60)
         watcher = Watcher(st.zk.url, root, "compute1")
         procs.wait_for(watcher.incarnation, 10, "the watcher to see compute1")
         first = watcher.incarnation()
@@ -144,16 +147,18 @@ def run(args) -> dict:
             time.sleep(2)
         try:
             for i in range(args.rounds):
+                nice = nices[(i + 1) % len(nices)]
+                agent = agents[nice]
                 time.sleep(random.uniform(1.0, 3.0))  # a random point of the ping cycle
                 mark = agent.log_size()
                 t_mono = time.monotonic()
                 killed = datetime.datetime.now()
-                agent.proc.kill()
-                agent.proc.wait()
+                running.proc.kill()
+                running.proc.wait()
                 time.sleep(args.restart_sec)  # systemd's RestartSec
-                agent.start()
+                running = agent.start()
                 pid = agent.pid
-                procs.wait_for(lambda mark=mark: STAMP.search(agent.read_log(), mark), 15,
+                procs.wait_for(lambda a=agent, mark=mark: STAMP.search(a.read_log(), mark), 15,
                                "the restarted agent's verdict on its session", interval=0.01)
                 used = cpu_seconds(pid)
                 m = STAMP.search(agent.read_log(), mark)
@@ -166,31 +171,36 @@ def run(args) -> dict:
                 vanished = any(inc != first for inc in changes)
                 if not resumed:
                     first = watcher.incarnation()
-                rounds.append({"round": i, "restart_to_resumed_s": round(dt, 3),
-                               "resumed": resumed, "vanished": vanished,
-                               "cpu_s": used})
-                measured.append(dt)
-                if used is not None:
-                    cpu.append(used)
-                print(f"round {i:2d}: {'resumed' if resumed else 'EXPIRED'} {dt:.3f} s after "
-                      f"the kill; cpu {used} s; observer saw "
-                      f"{'a VANISH' if vanished else 'no vanish'}", flush=True)
+                rounds.append({"round": i, "nice": nice, "restart_to_resumed_s": round(dt, 3),
+                               "resumed": resumed, "vanished": vanished, "cpu_s": used,
+                               "loadavg": os.getloadavg()[0]})
+                print(f"round {i:2d} nice {nice:3d}: {'resumed' if resumed else 'EXPIRED'} "
+                      f"{dt:.3f} s after the kill; cpu {used} s; observer saw "
+                      f"{'a VANISH' if vanished else 'no vanish'}; load average "
+                      f"{os.getloadavg()[0]:.1f}", flush=True)
         finally:
             if load is not None:
                 load.kill()
                 load.wait()
             watcher.close()
-    figures = {
-        "resumed_share": sum(r["resumed"] for r in rounds) / len(rounds) if rounds else None,
-        "vanished": sum(r["vanished"] for r in rounds) if rounds else None,
-        "restart_to_resumed_p50_s": pct(measured, 50),
-        "restart_to_resumed_p95_s": pct(measured, 95),
-        "restart_to_resumed_max_s": max(measured) if measured else None,
-        "start_cpu_p50_s": pct(cpu, 50),
-    }
-    return {"rounds": rounds, "figures": figures,
+    per_nice = {}
+    for n in nices:
+        mine = [r for r in rounds if r["nice"] == n]
+        times = [r["restart_to_resumed_s"] for r in mine]
+        per_nice[n] = {
+            "rounds": len(mine),
+            "resumed_share": sum(r["resumed"] for r in mine) / len(mine) if mine else None,
+            "vanished": sum(r["vanished"] for r in mine) if mine else None,
+            "restart_to_resumed_p50_s": pct(times, 50),
+            "restart_to_resumed_p95_s": pct(times, 95),
+            "restart_to_resumed_max_s": max(times) if times else None,
+            "start_cpu_p50_s": pct([r["cpu_s"] for r in mine if r["cpu_s"] is not None], 50),
+        }
+    # the targets are the last nice value's (the unit's setting when several are compared)
+    figures = dict(per_nice[nices[-1]])
+    return {"rounds": rounds, "figures": figures, "per_nice": per_nice,
             "settings": {"session_timeout": SESSION_TIMEOUT, "tick_ms": 500,
-                         "restart_sec": args.restart_sec, "nice": args.nice,
+                         "restart_sec": args.restart_sec, "nice": nices,
                          "load_workers": args.load, "cpus": os.cpu_count()}}
 
 
@@ -198,15 +208,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--load", type=int, default=0, help="stress-ng CPU workers beside")
-    p.add_argument("--nice", type=int, default=0, help="the agent's nice value (the unit's)")
+    p.add_argument("--nice", default="0", help="the agent's nice value (the unit's); a comma "
+                   "list alternates them round by round, the targets apply to the last")
     p.add_argument("--restart-sec", type=float, default=0.1)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     result = run(args)
+    for n, f in result["per_nice"].items():
+        print(f"nice {n}: {f['rounds']} rounds, resumed {f['resumed_share']:.0%}, restart to "
+              f"resumed p50 {f['restart_to_resumed_p50_s']:.3f} s, p95 "
+              f"{f['restart_to_resumed_p95_s']:.3f} s, max {f['restart_to_resumed_max_s']:.3f} s"
+              f"; start CPU p50 {f['start_cpu_p50_s']:.2f} s")
+    print(f"settings {result['settings']}")
     f = result["figures"]
-    print(f"restart to resumed: p50 {f['restart_to_resumed_p50_s']:.3f} s, p95 "
-          f"{f['restart_to_resumed_p95_s']:.3f} s, max {f['restart_to_resumed_max_s']:.3f} s; "
-          f"start CPU p50 {f['start_cpu_p50_s']} s; settings {result['settings']}")
     status = targets.report(TARGETS, f, out=result)
     if args.json:
         with open(args.json, "w") as out:

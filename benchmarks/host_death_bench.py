@@ -19,6 +19,7 @@ agent) and the leader puts it back in service. Victims rotate over the
 computes. The added detection time is the difference of the medians.
 
     python benchmarks/host_death_bench.py [--rounds 5] [--json FILE] [--keep]
+        [--cloud RUN_DIR]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ sys.path.insert(0, os.path.join(TOP, "tools"))
 
 import targets  # noqa: E402  (benchmarks/targets.py, beside this file)
 from harness import procs  # noqa: E402
+from harness.minicloud import MiniCloud  # noqa: E402
 from harness.stack import Stack, bmc_off_at, log_times, seconds  # noqa: E402
 
 MODES = ("none", "probe")
@@ -63,13 +65,19 @@ class Bench:
     def start(self) -> None:
         st = self.st
         st.start_zookeeper(tick_ms=500)
-        st.start_cloud(prefix="hostdeath-", computes=3)
+        if self.args.cloud:  # a mini-cloud already up (tools/minicloud/up.sh): left running
+            st.cloud = MiniCloud.attach(self.args.cloud)
+        else:
+            st.start_cloud(prefix="hostdeath-", computes=3)
         st.start_bmcs()
         self.agents = {h: st.agent(h) for h in st.cloud.hosts}
         self.ctls["none"] = self.controller("none")
         self.ctls["none"].wait_log("leadership gained", timeout=60)
         self.current = "none"
         self.ctls["probe"] = self.controller("probe")  # the hot standby
+        # a controller trusts its view only once settled (heartbeat_stale_after +
+        # reconnect_grace, 8 s): no round starts before both are
+        time.sleep(10.0)
 
     def controller(self, mode: str):
         # every host fails again and again on purpose: no flap damping here
@@ -165,12 +173,19 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="kills per mode")
     p.add_argument("--json", default=None)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--cloud", default=None, metavar="RUN_DIR",
+                   help="use this running mini-cloud (and leave it running)")
     args = p.parse_args(argv)
     bench = Bench(args)
     try:
         bench.start()
         result = bench.run()
     finally:
+        if args.cloud and bench.st.cloud is not None:
+            for h in bench.st.cloud.hosts:  # the attached cloud: repaired, left running
+                bench.st.cloud.restore(h)
+                bench.st.cloud.start_compute(h)
+            bench.st.cloud = None
         bench.st.close()
     f = result["figures"]
     for m in MODES:

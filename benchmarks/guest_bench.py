@@ -145,12 +145,13 @@ def main(argv=None) -> int:
         with open(inv_path, "w") as f:
             yaml.safe_dump(inv, f)
         os.chmod(inv_path, 0o600)
-        base = {"coordination": {"backend_url": zk.url},
+        base = {"coordination": zk.section("controller"),
                 "telemetry": {"controller_port": 0, "agent_port": 0}}
         bus = {"DEFAULT": {"transport_url": ep["transport_url"]},
                "oslo_messaging_notifications": {"driver": "messagingv2"}}
+        zk.provision("/instanceha", [HOST])
         agent = daemons.Daemon.instanceha("instanceha-agent", work, "agent", dict(
-            base, DEFAULT={"host": HOST},
+            base, coordination=zk.section("agent", HOST), DEFAULT={"host": HOST},
             agent={"watched_processes": "nova-compute:nova-compute1.conf"},
             guest={"monitor": "true", "libvirt_uri": hv.uri})).start()
         started.append(agent)

@@ -89,14 +89,16 @@ def main(argv=None) -> int:
     try:
         say(f"starting ZooKeeper (tickTime 500 ms) in {work}")
         zk = ZooKeeperServer(os.path.join(work, "zookeeper"), tick_ms=500).start()
-        say(f"ZooKeeper up at {zk.hosts}")
-        base = {"coordination": {"backend_url": zk.url, "session_timeout": 2.0},
-                "telemetry": {"controller_port": 0, "agent_port": 0}}
+        say(f"ZooKeeper up at {zk.hosts} (TLS; every daemon authenticates, every node "
+            "has a least-privilege ACL)")
+        telemetry = {"controller_port": 0, "agent_port": 0}
         hang_flag = os.path.join(work, "hang")
         computes = [f"compute{i}" for i in range(1, args.computes + 1)]
         victim = computes[-1]
+        zk.provision("/instanceha", computes)  # as the leader does for its inventory
         for name in computes:
-            sections = dict(base, DEFAULT={"host": name},
+            sections = dict(coordination=zk.section("agent", name, session_timeout=2.0),
+                            telemetry=telemetry, DEFAULT={"host": name},
                             agent={"watched_processes": "init:/sbin/init",
                                    "health_check_interval": 0.2})
             prefix = None
@@ -110,8 +112,10 @@ def main(argv=None) -> int:
             say(f"agent {name} started (pid {started[-1].pid})")
         ctls = []
         for name in ("controller-a", "controller-b"):
-            d = daemons.Daemon.instanceha("instanceha-controller", work, name,
-                                          dict(base, DEFAULT={"host": name})).start()
+            d = daemons.Daemon.instanceha(
+                "instanceha-controller", work, name,
+                dict(coordination=zk.section("controller", session_timeout=2.0),
+                     telemetry=telemetry, DEFAULT={"host": name})).start()
             started.append(d)
             ctls.append(d)
             say(f"controller {name} started (pid {d.pid})")

@@ -21,10 +21,12 @@ class AgentMetrics:
                                    "1 while the agent's membership lives in this session.")
         joined.add_metric([], 1 if a.is_joined() else 0)
         yield joined
-        beats = CounterMetricFamily("instanceha_agent_heartbeats",
-                                    "Data heartbeats written.")
-        beats.add_metric([], a.heartbeats)
-        yield beats
+        tampered = CounterMetricFamily(
+            "instanceha_agent_membership_tampered",
+            "The agent's membership nodes deleted by another client while its session lived "
+            "(each created again at once).")
+        tampered.add_metric([], a.coordinator.stats().get("tampered", 0))
+        yield tampered
         joins = CounterMetricFamily("instanceha_agent_joins", "Joins (a rejoin follows a "
                                     "session loss).")
         joins.add_metric([], a.joins)

@@ -5,11 +5,9 @@ Level-triggered like the controller: every iteration checks what is true now
 Nothing is remembered that the coordinator could contradict: after a session
 expiry the membership is simply found missing and re-created.
 
-With ``liveness = session`` (the default) the loop writes only when something
-changes (a join, local health); its session is its liveness, and the loop
-watchdog (``instanceha.agent.watchdog``) ends it when the loop stalls. With
-``liveness = heartbeat`` (the mechanism before) every iteration writes a data
-heartbeat.
+The loop writes only when something changes (a join, local health); its
+session is its liveness, and the loop watchdog (``instanceha.agent.watchdog``)
+reports a stalled loop and ends the session when the stall goes on.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from instanceha.agent.session_file import SessionFile
 from instanceha.agent.watchdog import LoopWatchdog
 from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
-from instanceha.coordination import ConnectionState, Coordinator, base
+from instanceha.coordination import ConnectionState, Coordinator
 from instanceha.version import __version__
 
 LOG = logging.getLogger(__name__)
@@ -36,18 +34,13 @@ LOG = logging.getLogger(__name__)
 class AgentSettings:
     host: str
     heartbeat_interval: float = 0.5
-    """The main loop's interval (with liveness = heartbeat: of the data heartbeat)."""
+    """The main loop's interval: the granularity of its loop watchdog."""
     health_check_interval: float = 2.0
     reconnect_max_delay: float = 5.0
-    liveness: str = base.SESSION
     stall_report_after: float = 1.5
     """[detection] heartbeat_stale_after: the watchdog reports a stall past it."""
     hung_after: float = 2.0
     """[detection] hung_after: the watchdog ends the session one interval past it."""
-
-    def __post_init__(self) -> None:
-        if self.liveness not in (base.SESSION, base.HEARTBEAT):
-            raise ValueError(f"liveness must be {base.SESSION} or {base.HEARTBEAT}")
 
 
 class Agent:
@@ -84,28 +77,23 @@ class Agent:
         self._wake = threading.Event()
         self.reloads = 0
         self._started = False
-        self._seq = 0
         self._services: Mapping[str, bool] = {}
         self._next_health = 0.0
         self._conflict_logged: object = None  # the member's owner last warned about
         self._retries = Backoff(settings.heartbeat_interval,
                                 settings.reconnect_max_delay).start()
         self.joins = 0
-        self.heartbeats = 0
         self.last_iteration: float | None = None
         self.capabilities_base = {
             "version": __version__,
             "started_at": clock.utcnow().isoformat(),
             "boot_id": health.boot_id(),
             "pid": os.getpid(),
-            base.LIVENESS: settings.liveness,
         }
-        self.watchdog: LoopWatchdog | None = None
-        if settings.liveness == base.SESSION:
-            self.watchdog = LoopWatchdog(
-                coordinator, interval=settings.heartbeat_interval,
-                report_after=settings.stall_report_after,
-                end_after=settings.hung_after + settings.heartbeat_interval, clock=clock)
+        self.watchdog = LoopWatchdog(
+            coordinator, interval=settings.heartbeat_interval,
+            report_after=settings.stall_report_after,
+            end_after=settings.hung_after + settings.heartbeat_interval, clock=clock)
         self._restart_session = False
         self._clear_stall = False
 
@@ -172,10 +160,6 @@ class Agent:
                 self.coordinator.report_stall(None)
             self._clear_stall = False
             self._keep_session()
-            if self.settings.liveness == base.HEARTBEAT:
-                self._seq += 1
-                self.coordinator.heartbeat(self._seq)
-                self.heartbeats += 1
             self._retries.reset()
             return interval
         except exceptions.MemberConflict as e:

@@ -1,6 +1,6 @@
 """The agent's loop watchdog: a stalled main loop ends the agent's session.
 
-With ``liveness = session`` the agent proves it lives by its ZooKeeper
+The agent proves it lives by its ZooKeeper
 session alone, and kazoo's own thread keeps that session alive even while
 the agent's main loop is stuck (a hung probe, a wedged library call). The
 watchdog, on a thread of its own, measures how late the main loop is:

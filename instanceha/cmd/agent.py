@@ -28,13 +28,12 @@ def build(conf) -> Agent:
     # the agent's interval must fit the detector's windows; its watchdog uses them
     detection = policy.detection_policy(conf)
     c = conf.coordination
-    coordinator = policy.coordinator(conf)
+    coordinator = policy.coordinator(conf, role="agent")
     settings = AgentSettings(
         host=conf.host,
         heartbeat_interval=conf.agent.heartbeat_interval,
         health_check_interval=conf.agent.health_check_interval,
         reconnect_max_delay=c.reconnect_max_delay,
-        liveness=conf.agent.liveness,
         stall_report_after=detection.heartbeat_stale_after,
         hung_after=detection.hung_after,
     )
@@ -112,6 +111,9 @@ def main(argv=None) -> int:
     agent.reloader = lambda: reload(conf, agent)
     common.on_stop_signals(on_signal, reload=agent.request_reload)
     LOG.info("%s starting as host %s", PROG, conf.host)
+    insecure = policy.insecure_warning(conf)
+    if insecure:
+        LOG.warning(insecure)
     try:
         # first of all: a restarted agent must resume its session within the
         # session timeout; the rest of the start waits (the loop retries a failure)

@@ -14,8 +14,10 @@ from instanceha.clock import SYSTEM
 from instanceha.cmd import common, sdnotify
 from instanceha.conf import policy
 from instanceha.controller.agent_alerts import AgentDownAlerts
+from instanceha.controller.alerts import AlertJournal
 from instanceha.controller.executor import Actuator, LogOnlyActuator
 from instanceha.controller.metrics import ControllerMetrics
+from instanceha.controller.provision import Provisioner
 from instanceha.controller.service import ControllerService, ControllerSettings
 from instanceha.coordination import Coordinator
 
@@ -26,7 +28,7 @@ PROG = "instanceha-controller"
 def build(conf) -> ControllerService:
     detection = policy.detection_policy(conf)
     c = conf.coordination
-    coordinator = policy.coordinator(conf)
+    coordinator = policy.coordinator(conf, role="controller")
     settings = ControllerSettings(
         name=conf.host,
         policy=detection,
@@ -63,7 +65,9 @@ def build(conf) -> ControllerService:
                                     conf, recovery.nova if recovery else None, closers),
                                 alerts=AgentDownAlerts(recovery.journal)
                                 if recovery is not None and recovery.journal is not None
-                                else None)
+                                else None,
+                                provisioner=_provisioner(coordinator, recovery),
+                                tampering=AlertJournal(recovery.journal if recovery else None))
     service.closers = closers
     holder.append(service)
     return service
@@ -74,6 +78,18 @@ def _recovery(actuator: Actuator):
     from instanceha.controller.recovery import RecoveryActuator
 
     return actuator if isinstance(actuator, RecoveryActuator) else None
+
+
+def _provisioner(coordinator, recovery):
+    """Slots for every host of the fencing inventory and every host Nova knows
+    (None without fencing: hosts are provisioned with 'instanceha host provision')."""
+    if recovery is None:
+        return None
+
+    def desired():
+        return set(recovery.fencer.inventory.hosts()) | set(recovery.nova_up())
+
+    return Provisioner(coordinator, desired)
 
 
 def _second_source(conf, nova, closers):
@@ -285,6 +301,9 @@ def main(argv=None) -> int:
     reload_requested = threading.Event()
     common.on_stop_signals(lambda name: service.stopping.set(), reload=reload_requested.set)
     LOG.info("%s starting as %s", PROG, conf.host)
+    insecure = policy.insecure_warning(conf)
+    if insecure:
+        LOG.warning(insecure)
     metrics = ControllerMetrics(service)
     service.on_transition = metrics.on_transition
     recovery = _recovery(service.handler)
@@ -325,10 +344,13 @@ def main(argv=None) -> int:
             common.reload_config(conf, PROG)
 
     rejected = None
+    refused = None
     try:
         service.run(on_iteration)
     except exceptions.SessionTimeoutRejected as e:
         rejected = e
+    except exceptions.CoordinationError as e:  # not retryable: the start is refused
+        refused = e
     except Exception as e:
         LOG.critical("%s: uncaught %s in the main loop: stopping, then exiting with status %d "
                      "so that it is restarted", PROG, type(e).__name__, common.EXIT_CRASH,
@@ -347,6 +369,8 @@ def main(argv=None) -> int:
             telemetry.stop()
     if rejected is not None:
         common.refuse(PROG, policy.session_timeout_error(conf, rejected))
+    if refused is not None:
+        common.refuse(PROG, refused)
     return common.EXIT_CRASH if crashed else 0
 
 

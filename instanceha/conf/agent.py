@@ -7,31 +7,14 @@ GROUP = "agent"
 group = cfg.OptGroup(GROUP, title="Agent", help="Options of instanceha-agent.")
 
 opts = [
-    cfg.StrOpt(
-        "liveness",
-        default="session",
-        choices=[
-            ("session", "the agent's coordinator session is its liveness: the agent "
-             "writes only when something changes, and its loop watchdog ends the "
-             "session when the main loop stalls past [detection] hung_after"),
-            ("heartbeat", "the mechanism of instanceha before 2026.2: the main loop "
-             "writes a data heartbeat every heartbeat_interval (one ZooKeeper write "
-             "per host per interval)"),
-        ],
-        help="How this agent proves to the controllers that it lives. Controllers "
-        "judge each host by what its agent announces, so both may run side by "
-        "side. A controller older than this option knows only 'heartbeat': upgrade "
-        "the controllers first, or run the agents with 'heartbeat' until then.",
-    ),
     cfg.FloatOpt(
         "heartbeat_interval",
         default=0.5,
         min=0.05,
         max=30.0,
         help="Interval between two iterations of the agent's main loop, in seconds: "
-        "the granularity of its loop watchdog (liveness = session) or the interval "
-        "of its data heartbeat (liveness = heartbeat). Must be shorter than "
-        "[detection] heartbeat_stale_after.",
+        "the granularity of its loop watchdog. Must be shorter than [detection] "
+        "heartbeat_stale_after.",
     ),
     cfg.FloatOpt(
         "health_check_interval",

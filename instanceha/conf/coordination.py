@@ -13,12 +13,52 @@ group = cfg.OptGroup(
 opts = [
     cfg.StrOpt(
         "backend_url",
-        default="zookeeper://127.0.0.1:2181",
+        default="zookeeper://127.0.0.1:2281",
         secret=True,
         help="Coordination backend URL. The scheme names the backend "
         "(entry point in 'instanceha.coordination.backends'): "
-        "'zookeeper://host1:2181,host2:2181,host3:2181' for production, "
-        "'memory://' for tests only. Secret because it may carry credentials.",
+        "'zookeeper://host1:2281,host2:2281,host3:2281' (ZooKeeper's "
+        "secureClientPort when tls is on). Secret because it may carry credentials.",
+    ),
+    cfg.StrOpt(
+        "credentials_file",
+        help="The YAML file with this daemon's coordination credentials (mode 0600 or "
+        "0640: refused when others may read it). Controllers: the key every identity "
+        "derives from ('instanceha coordination credentials new-key'); agents: their "
+        "host's ('... agent HOST', made on a controller); the CLI: the operators' "
+        "('... operator'). Unset: refused, unless insecure = true. See the security "
+        "guide.",
+    ),
+    cfg.BoolOpt(
+        "tls",
+        default=True,
+        help="Connect to ZooKeeper over TLS (its secureClientPort), verifying the "
+        "server's certificate against tls_ca_file. Off: refused unless insecure = true "
+        "(the digest credentials would cross the network in clear).",
+    ),
+    cfg.StrOpt(
+        "tls_ca_file",
+        help="PEM bundle of the CA(s) that signed the ZooKeeper servers' certificates.",
+    ),
+    cfg.StrOpt(
+        "tls_cert_file",
+        help="PEM client certificate, for servers that ask for one (ssl.clientAuth).",
+    ),
+    cfg.StrOpt(
+        "tls_key_file",
+        help="PEM private key of tls_cert_file (mode 0600 or 0640).",
+    ),
+    cfg.BoolOpt(
+        "tls_check_hostname",
+        default=True,
+        help="Check that the server certificate names the host of backend_url.",
+    ),
+    cfg.BoolOpt(
+        "insecure",
+        default=False,
+        help="TEST BEDS ONLY. Allow running without credentials (every node open to "
+        "anyone, so any client that reaches ZooKeeper can get a healthy host fenced) "
+        "and/or without TLS. The daemons log a warning at every start.",
     ),
     cfg.FloatOpt(
         "session_timeout",

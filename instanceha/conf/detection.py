@@ -19,10 +19,9 @@ opts = [
         max=300.0,
         help="A host without a sign of life for longer than this, in seconds, is "
         "suspect; together with the loss of its coordinator membership it is "
-        "failed. With [agent] liveness = session a sign of life is the live "
-        "session (an expired session was silent for its session timeout), and "
-        "the agent's loop watchdog reports a main loop stalled past this; with "
-        "liveness = heartbeat, the data heartbeat. Must be longer than [agent] "
+        "failed. A sign of life is the live session (an expired session was "
+        "silent for its session timeout), and the agent's loop watchdog reports a "
+        "main loop stalled past this. Must be longer than [agent] "
         "heartbeat_interval (3 intervals recommended). The agents read it too.",
     ),
     cfg.FloatOpt(
@@ -32,9 +31,9 @@ opts = [
         max=3600.0,
         help="A host whose membership is still alive but without a sign of life for "
         "longer than this, in seconds, is failed: its agent (or the host) is hung "
-        "while its coordinator session lives on. With [agent] liveness = session "
-        "the controller counts it from the stall its agent's watchdog reported, "
-        "and the watchdog itself ends its session when the main loop stalls past "
+        "while its coordinator session lives on. The controller counts it from "
+        "the stall its agent's watchdog reported, and the watchdog itself ends its "
+        "session when the main loop stalls past "
         "hung_after + [agent] heartbeat_interval. Must be longer than "
         "heartbeat_stale_after, and than [agent] heartbeat_interval + 2/3 x "
         "[coordination] session_timeout (how late a leader cut off from "

@@ -31,7 +31,7 @@ def where(conf: cfg.ConfigOpts, group: str, name: str) -> str:
     except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
         return "(unregistered option)"
     if loc is None:
-        return "(unknown source)"
+        return "(not set)"
     if loc.location is cfg.Locations.opt_default:
         return "(default value)"
     if loc.location is cfg.Locations.command_line:
@@ -78,11 +78,86 @@ def check_backend(conf: cfg.ConfigOpts) -> None:
         raise config_error(conf, "coordination", "backend_url", str(e))
 
 
-def coordinator(conf: cfg.ConfigOpts):
+def coordination_security(conf: cfg.ConfigOpts, role: str | None = None):
+    """(role, credentials, TLS settings) of ``[coordination]``, or ConfigError
+    naming the option and file at fault. ``role``: what the caller is
+    (controller, agent); None: whatever the credentials file says (the CLI), an
+    operator without one. Refuses to run open (no credentials, or no TLS)
+    unless ``insecure`` is set."""
+    import os
+    import stat as stat_mod
+
+    from instanceha.coordination import credentials as cr
+    from instanceha.coordination.zk_session import TlsSettings
+
+    c = conf.coordination
+    creds = None
+    if c.credentials_file:
+        try:
+            creds = cr.load(c.credentials_file)
+        except exceptions.CredentialsError as e:
+            raise config_error(conf, "coordination", "credentials_file", str(e)) from None
+        if role is not None and creds.role != role:
+            raise config_error(conf, "coordination", "credentials_file",
+                               f"{c.credentials_file} holds the credentials of role "
+                               f"{creds.role}; this daemon needs role {role}")
+        if creds.role == cr.AGENT and creds.host != conf.host:
+            raise config_error(conf, "coordination", "credentials_file",
+                               f"{c.credentials_file} is for host {creds.host}, this agent "
+                               f"is host {conf.host} ([DEFAULT] host in "
+                               f"{where(conf, 'DEFAULT', 'host')})")
+    elif not c.insecure:
+        raise config_error(conf, "coordination", "credentials_file",
+                           "not set: without credentials anyone who reaches ZooKeeper can "
+                           "get a healthy host fenced. Make them with 'instanceha "
+                           "coordination credentials' (see the security guide), or set "
+                           "insecure = true on a test bed")
+    tls = None
+    if c.tls:
+        if not c.tls_ca_file:
+            raise config_error(conf, "coordination", "tls_ca_file",
+                               "not set while tls = true: name the CA bundle that signed the "
+                               "ZooKeeper servers' certificates")
+        for option in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            path = c[option]
+            if path and not os.access(path, os.R_OK):
+                raise config_error(conf, "coordination", option, f"{path} cannot be read")
+        if bool(c.tls_cert_file) != bool(c.tls_key_file):
+            raise config_error(conf, "coordination", "tls_key_file",
+                               "tls_cert_file and tls_key_file go together")
+        if c.tls_key_file and os.stat(c.tls_key_file).st_mode & 0o007:
+            mode = stat_mod.S_IMODE(os.stat(c.tls_key_file).st_mode)
+            raise config_error(conf, "coordination", "tls_key_file",
+                               f"{c.tls_key_file} is a private key that others may access "
+                               f"(mode {mode:04o}): chmod o-rwx")
+        tls = TlsSettings(ca_file=c.tls_ca_file, cert_file=c.tls_cert_file,
+                          key_file=c.tls_key_file, check_hostname=c.tls_check_hostname)
+    elif not c.insecure:
+        raise config_error(conf, "coordination", "tls",
+                           "false: the credentials would cross the network in clear. Use "
+                           "ZooKeeper's secureClientPort with tls_ca_file, or set insecure "
+                           "= true on a test bed")
+    resolved = role or (creds.role if creds is not None else cr.OPERATOR)
+    return resolved, creds, tls
+
+
+def insecure_warning(conf: cfg.ConfigOpts) -> str | None:
+    """What a daemon running with ``insecure`` logs at start (None: secure)."""
+    c = conf.coordination
+    missing = [w for w, off in (("authentication and ACLs", not c.credentials_file),
+                                ("TLS", not c.tls)) if off]
+    if not missing:
+        return None
+    return (f"INSECURE coordination ([coordination] insecure = true): no {' and no '.join(missing)}"
+            "; anyone who reaches ZooKeeper can get a healthy host fenced. Test beds only.")
+
+
+def coordinator(conf: cfg.ConfigOpts, role: str | None = None):
     """The coordinator ``[coordination]`` describes (built, not started)."""
     from instanceha import coordination
 
     check_backend(conf)
+    resolved, creds, tls = coordination_security(conf, role)
     c = conf.coordination
     return coordination.get_coordinator(
         c.backend_url,
@@ -91,6 +166,7 @@ def coordinator(conf: cfg.ConfigOpts):
         reconnect_max_delay=c.reconnect_max_delay,
         root_path=c.root_path,
         consistency_interval=c.consistency_interval,
+        role=resolved, creds=creds, tls=tls,
     )
 
 

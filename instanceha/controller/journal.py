@@ -337,7 +337,8 @@ class IncidentJournal:
                 "updated_at": item.at, "closed_at": None, "entries": 0, "reason": "",
             }
             if item.instance is not None:
-                self._loaded[incident].update(type="guest", instance_id=item.instance)
+                self._loaded[incident].update(
+                    type=item.facts.get("incident_type", "guest"), instance_id=item.instance)
             self._prune(item.at)
         summary = self._loaded[incident]
         state = item.state

@@ -18,6 +18,8 @@ from instanceha import exceptions
 from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.controller import status
+from instanceha.controller.alerts import AlertJournal
+from instanceha.controller.provision import Provisioner
 from instanceha.controller.executor import Actuator, Executor
 from instanceha.controller.reconciler import Reconciler
 from instanceha.coordination import Coordinator, Leadership
@@ -57,16 +59,22 @@ class ControllerService:
         guests=None,
         second_source=None,
         alerts=None,
+        provisioner: Provisioner | None = None,
+        tampering: AlertJournal | None = None,
     ) -> None:
         """``aggregates``: the host aggregates provider of the mass-failure guard
         (a cache that answers at once; None: no grouping, no Nova). ``guests``:
         the guest actuator (controller.guests), run by the leader every tick.
         ``second_source``: the reconciler's second source of liveness
         (controller.host_probe). ``alerts``: journals the hosts whose agent
-        alone is dead (controller.agent_alerts), run by the leader every tick."""
+        alone is dead (controller.agent_alerts), run by the leader every tick.
+        ``provisioner``: makes the slots of the hosts to protect (leader);
+        ``tampering``: journals what the coordinator could not trust (leader)."""
         self.guests = guests
         self.second_source = second_source
         self.alerts = alerts
+        self.provisioner = provisioner
+        self.tampering = tampering
         self.coordinator = coordinator
         self.settings = settings
         self.clock = clock
@@ -94,6 +102,8 @@ class ControllerService:
             except exceptions.SessionTimeoutRejected:
                 raise
             except exceptions.CoordinationError as e:
+                if not e.retryable:  # a tree of another layout, credentials it refuses
+                    raise
                 wait = retries.next()
                 LOG.warning("%s; %s, next try in %.1f s", e, e.action.value, wait)
                 self.clock.wait(wait, self.stopping)
@@ -144,6 +154,11 @@ class ControllerService:
             else:
                 self.alerts.idle()
         if leader and act:
+            snap = rec.last_snapshot
+            if self.tampering is not None and snap is not None:
+                self.tampering.tick(snap)
+            if self.provisioner is not None and snap is not None:
+                self.provisioner.tick(snap)
             self._publish(now)
 
     def _publish(self, now: float) -> None:

@@ -3,15 +3,19 @@
 One small API in the manner of tooz, one file per backend, backends loaded
 by stevedore from the URL scheme (``instanceha.coordination.get_coordinator``):
 
-* membership with an *incarnation* per member: every join gets a new one, so
-  a host that reboots and rejoins between two looks is still seen as new;
-* liveness carried by the member's session (``liveness = session``): the
-  agent writes only when something changes, its loop watchdog reports a
-  stalled main loop (``report_stall``) and ends the session when the stall
-  goes on (``end_session``); or, the mechanism before, a *data heartbeat* that
-  the agent's main loop writes (``liveness = heartbeat``);
+* membership with an *incarnation* per member: the session that holds it, new
+  at every join in a new session (a host that reboots and rejoins between two
+  looks is still seen as new), kept by a session a restarted agent resumes;
+* liveness carried by the member's session: the agent writes only when
+  something changes, its loop watchdog reports a stalled main loop
+  (``report_stall``) and ends the session when the stall goes on
+  (``end_session``);
 * a host registry that survives the agent (a controller that starts after a
-  host died still knows the host), with a "planned stop" announcement;
+  host died still knows the host), provisioned by the controllers, with a
+  "planned stop" announcement;
+* authenticated identities and least-privilege ACLs (``zk_acl``): an agent
+  writes only its own host's nodes; what the view cannot trust is reported as
+  an :class:`Alert`;
 * leadership with an immediate "lost" signal and a fencing token, and a
   ``verify()`` round trip to re-check it before every action;
 * the connection state, with the time it last became connected.
@@ -34,17 +38,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-# -- what a member publishes about its liveness (keys of its capabilities) -----
-LIVENESS = "liveness"
-"""How the member proves it lives: ``SESSION`` or ``HEARTBEAT`` (absent: an
-agent from before this key, which writes a data heartbeat)."""
-SESSION = "session"
-HEARTBEAT = "heartbeat"
+# -- what a member publishes about its liveness --------------------------------
 SESSION_TIMEOUT = "session_timeout"
-"""The session timeout the server granted to the member, in seconds."""
+"""Capability: the session timeout the server granted to the member, in seconds."""
 STALLED_FOR = "stalled_for"
-"""Present while the member's watchdog reports its main loop stalled: for how
-many seconds it had been stalled when it wrote this."""
+"""A stall report: for how many seconds the member's main loop had been stalled
+when its watchdog wrote it."""
 
 ALIVE_NOW = math.inf
 """``ClusterSnapshot.heartbeats`` value of a host whose liveness is its live
@@ -79,6 +78,20 @@ class HostRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class Alert:
+    """Something in the coordination store that its writer had no right to
+    claim (a forged index entry, a deleted membership node): counted, logged
+    and journaled by the leader; never acted on."""
+
+    seq: int
+    """Grows with every alert of this coordinator (the leader journals the new ones)."""
+    at: float
+    kind: str
+    host: str
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ClusterSnapshot:
     """What a controller observed of the cluster at ``taken_at``."""
 
@@ -92,15 +105,19 @@ class ClusterSnapshot:
     heartbeats: Mapping[str, float]
     """host -> the last instant it is known to have been alive, on this
     controller's clock: ``ALIVE_NOW`` while its session lives and its loop
-    runs; for a data heartbeat, when this controller last saw it change; may
-    lie in the past of the observation that proves it (a session that
-    ZooKeeper expired was silent for its session timeout before)."""
+    runs; may lie in the past of the observation that proves it (a session
+    that ZooKeeper expired was silent for its session timeout before)."""
     control: Mapping[str, object] = dataclasses.field(default_factory=dict)
     """Operator switches shared by every controller (pause, guard release...)."""
     revision: int = 0
     """The change log's revision this snapshot reflects."""
     changes: ChangeLog | None = None
     """Which hosts changed at which revision (None: not tracked by the backend)."""
+    provisioned: frozenset[str] = frozenset()
+    """Every host with a slot, joined or not (``hosts`` holds those whose agent
+    joined at least once: only they are monitored)."""
+    alerts: tuple[Alert, ...] = ()
+    """The latest alerts, oldest first."""
 
     def changed_since(self, revision: int) -> frozenset[str] | None:
         """The hosts whose observation may differ from the snapshot at
@@ -283,21 +300,17 @@ class Coordinator(abc.ABC):
     # -- agent side ------------------------------------------------------
     @abc.abstractmethod
     def join(self, member_id: str, capabilities: Mapping[str, object]) -> int:
-        """Register the host, clear its planned-stop mark, create the
-        session-bound membership and heartbeat. Returns the incarnation.
-        Idempotent within one session, including a session resumed by a
-        restarted process (``resume_session``): the membership this session
-        holds is kept, with its incarnation. Raises MemberConflict while another
-        session (a previous run of this agent) still holds the membership."""
+        """Clear the host's planned-stop mark and create the session-bound
+        membership. Returns the incarnation. Idempotent within one session,
+        including a session resumed by a restarted process (the membership it
+        holds is kept: same incarnation, nothing vanishes). Raises
+        MemberConflict while another session (a previous run of this agent)
+        still holds the membership, NotProvisioned while no controller has
+        provisioned the host."""
 
     @abc.abstractmethod
     def joined(self) -> bool:
         """True while the membership created by ``join`` lives in the current session."""
-
-    @abc.abstractmethod
-    def heartbeat(self, seq: int) -> None:
-        """Write the data heartbeat (``liveness = heartbeat`` only). Must not
-        block the caller for long."""
 
     @abc.abstractmethod
     def report_stall(self, stalled_for: float | None) -> None:
@@ -317,7 +330,8 @@ class Coordinator(abc.ABC):
     @abc.abstractmethod
     def leave(self, reason: str, planned: bool = True) -> None:
         """Leave the group; with ``planned`` the host is marked as stopped on
-        purpose so that no controller treats it as a crash."""
+        purpose so that no controller treats it as a crash. The membership
+        goes with the session (``stop()``)."""
 
     # -- controller side -------------------------------------------------
     @abc.abstractmethod
@@ -343,6 +357,11 @@ class Coordinator(abc.ABC):
     @abc.abstractmethod
     def forget_host(self, host: str) -> None:
         """Remove a host from the registry (decommissioned)."""
+
+    @abc.abstractmethod
+    def provision_host(self, host: str) -> bool:
+        """Controllers: create the host's slot so that its agent (and only
+        it) may join; True when created, False when it existed."""
 
     @abc.abstractmethod
     def leadership(self, candidate_id: str) -> Leadership: ...
@@ -374,9 +393,10 @@ class Coordinator(abc.ABC):
     # -- guest failures (agents append, the leader consumes) --------------------
     @abc.abstractmethod
     def guest_event_put(self, event: Mapping[str, object]) -> str:
-        """Append one guest failure an agent saw to the durable queue and return
-        its id. It stays until the leader deletes it (outlives the agent and every
-        controller: a leader that dies mid-way leaves it to the next one)."""
+        """Append one guest failure this agent's host saw to the durable queue
+        and return its id. It stays until the leader deletes it (outlives the
+        agent and every controller: a leader that dies mid-way leaves it to the
+        next one). The event's ``host`` is this agent's host, whatever it says."""
 
     @abc.abstractmethod
     def guest_events(self) -> list[tuple[str, Mapping[str, object]]]:

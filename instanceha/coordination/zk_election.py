@@ -15,9 +15,8 @@ from kazoo import exceptions as kz_exc
 
 from instanceha import exceptions
 from instanceha.coordination import base
+from instanceha.coordination.zk_layout import ELECTION
 from instanceha.coordination.zk_session import TRANSIENT, ZooKeeperSession
-
-ELECTION = "election"
 
 
 class ZooKeeperLeadership(base.Leadership):
@@ -67,6 +66,7 @@ class ZooKeeperLeadership(base.Leadership):
                 self._node = self.client.create(
                     self._dir + "/c-",
                     self.candidate_id.encode(),
+                    acl=self.session.acls.acl("tree"),
                     ephemeral=True,
                     sequence=True,
                 )

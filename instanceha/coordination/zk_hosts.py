@@ -1,10 +1,13 @@
-"""The host registry: ``<root>/hosts/<host>``, persistent, outlives its agent.
+"""The host registry, controller side: slots, their provisioning, fence history.
 
-It holds the planned-stop mark (written by an agent that stops on purpose,
-cleared when it joins again) and the times of the host's recent fences (flap
-damping). A controller that starts after a host died still knows the host.
-Every write is a compare-and-set merge, and a merge that changes nothing
-writes nothing.
+``<root>/hosts/<host>`` (the slot) is made by a controller with an ACL that
+grants that host's agent identity, and nobody else, the right to write it and
+to create nodes in it: the agent's membership, its planned-stop mark, its
+guest failures. A slot whose agent never joined (no ``first_join``) is
+provisioned but not monitored: nothing is concluded from its silence.
+``<root>/history/<host>`` holds the host's recent fence times (flap damping),
+written by the leader only. Every write is a compare-and-set merge, and a merge
+that changes nothing writes nothing.
 """
 
 from __future__ import annotations
@@ -13,22 +16,28 @@ from collections.abc import Mapping
 
 from kazoo import exceptions as kz_exc
 
-from instanceha.coordination import base
-from instanceha.coordination.zk_session import ZooKeeperSession, dumps, loads
+from instanceha.coordination import base, credentials
+from instanceha.coordination import zk_layout as L
+from instanceha.coordination.zk_codec import dumps, loads
+from instanceha.coordination.zk_session import ZooKeeperSession
 
-HOSTS = "hosts"
+
+def planned_stop(data: Mapping) -> Mapping | None:
+    value = data.get("planned_stop")
+    return value if isinstance(value, dict) else None
 
 
-def record(host: str, raw: bytes | None) -> base.HostRecord:
-    """A registry node's data as a HostRecord (bad fields are dropped)."""
-    data = loads(raw)
-    failures = data.get("failures")
-    return base.HostRecord(
-        host=host,
-        planned_stop=data.get("planned_stop") if isinstance(data.get("planned_stop"), dict)
-        else None,
-        failures=tuple(f for f in failures if isinstance(f, (int, float))
-                       and not isinstance(f, bool)) if isinstance(failures, list) else ())
+def failures(data: Mapping) -> tuple[float, ...]:
+    value = data.get("failures")
+    if not isinstance(value, list):
+        return ()
+    return tuple(f for f in value if isinstance(f, (int, float)) and not isinstance(f, bool))
+
+
+def record(host: str, slot: Mapping, history: Mapping | None = None) -> base.HostRecord:
+    """A slot's data (and the host's history) as a HostRecord (bad fields dropped)."""
+    return base.HostRecord(host=host, planned_stop=planned_stop(slot),
+                           failures=failures(history or {}))
 
 
 class HostRegistry:
@@ -36,18 +45,33 @@ class HostRegistry:
         self.session = session
         self.client = session.client
 
-    def path(self, host: str) -> str:
-        return self.session.path(HOSTS, host)
+    def slot(self, host: str) -> str:
+        return self.session.path(L.HOSTS, host)
 
-    def merge(self, host: str, changes: Mapping[str, object]) -> dict:
-        """Compare-and-set merge into the host's entry; no write when nothing changes."""
-        path = self.path(host)
+    def history(self, host: str) -> str:
+        return self.session.path(L.HISTORY, host)
+
+    def provision(self, host: str) -> bool:
+        """Create the host's slot (its agent may then join); True if created."""
+        credentials.check_host(host)
+        try:
+            self.client.create(self.slot(host), b"",
+                               acl=self.session.acls.acl("slot", host))
+            return True
+        except kz_exc.NodeExistsError:
+            return False
+
+    def provisioned(self) -> list[str]:
+        return sorted(self.client.get_children(self.session.path(L.HOSTS)))
+
+    def _merge(self, path: str, changes: Mapping[str, object], kind: str) -> dict:
         while True:
             try:
                 raw, stat = self.client.get(path)
             except kz_exc.NoNodeError:
                 try:
-                    self.client.create(path, dumps(dict(changes)), makepath=True)
+                    self.client.create(path, dumps(dict(changes)),
+                                       acl=self.session.acls.acl(kind))
                     return dict(changes)
                 except kz_exc.NodeExistsError:
                     continue
@@ -63,15 +87,16 @@ class HostRegistry:
 
     def record_failure(self, host: str, at: float, keep: int = 10) -> None:
         try:
-            raw, _ = self.client.get(self.path(host))
-            failures = loads(raw).get("failures") or []
+            raw, _ = self.client.get(self.history(host))
+            past = list(failures(loads(raw)))
         except kz_exc.NoNodeError:
-            failures = []
-        failures = [f for f in failures if isinstance(f, (int, float))][-(keep - 1):] + [at]
-        self.merge(host, {"failures": failures})
+            past = []
+        self._merge(self.history(host), {"failures": past[-(keep - 1):] + [at]}, "tree")
 
     def forget(self, host: str) -> None:
-        try:
-            self.client.delete(self.path(host))
-        except kz_exc.NoNodeError:
-            pass
+        """Remove the host's slot (with whatever is left in it) and its history."""
+        for path in (self.slot(host), self.history(host)):
+            try:
+                self.client.delete(path, recursive=True)
+            except kz_exc.NoNodeError:
+                pass

@@ -13,32 +13,24 @@ ZooKeeper's 1 MB node limit (long texts are cut at the writer).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from kazoo import exceptions as kz_exc
 
 from instanceha import exceptions
+from instanceha.coordination.zk_codec import dumps as _dumps
+from instanceha.coordination.zk_codec import loads as _loads
 
 ENTRY_PREFIX = "e-"
 
 
-def _dumps(data: Mapping[str, object]) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _loads(raw: bytes | None) -> dict:
-    try:
-        value = json.loads(raw.decode()) if raw else {}
-    except (UnicodeDecodeError, ValueError):
-        return {"_undecodable": True}
-    return value if isinstance(value, dict) else {"_undecodable": True}
-
-
 class ZooKeeperIncidentStore:
-    def __init__(self, client, path: str) -> None:
+    """Written by the leader only (ACL kind ``tree``: operators read)."""
+
+    def __init__(self, client, path: str, acl: Callable[[], list]) -> None:
         self.client = client
         self.path = path
+        self.acl = acl
 
     def _node(self, incident_id: str) -> str:
         if not incident_id or "/" in incident_id or incident_id in (".", ".."):
@@ -53,13 +45,14 @@ class ZooKeeperIncidentStore:
             self.client.set(node, data)
         except kz_exc.NoNodeError:
             try:
-                self.client.create(node, data, makepath=True)
+                self.client.create(node, data, acl=self.acl())
             except kz_exc.NodeExistsError:
                 self.client.set(node, data)
         if entries:
             tx = self.client.transaction()
             for entry in entries:
-                tx.create(f"{node}/{ENTRY_PREFIX}", _dumps(entry), sequence=True)
+                tx.create(f"{node}/{ENTRY_PREFIX}", _dumps(entry), acl=self.acl(),
+                          sequence=True)
             results = tx.commit()
             failed = [r for r in results if isinstance(r, Exception)]
             if failed:

@@ -1,8 +1,10 @@
-"""The ZooKeeper session: one kazoo client, its connection state, the codecs.
+"""The ZooKeeper session: one kazoo client, its connection state, its security.
 
 Every other ``zk_*`` module works through a :class:`ZooKeeperSession`: the
 client, the paths under the root, the connection state with the time it last
-became connected, and the session timeout the server granted.
+became connected, the session timeout the server granted, and the identities
+(``auth_data``, re-sent by kazoo on every reconnection) and TLS settings the
+client connects with.
 
 Threads: kazoo calls state listeners on its own threads; they only record
 facts and never block.
@@ -10,21 +12,24 @@ facts and never block.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from kazoo import exceptions as kz_exc
 from kazoo.client import KazooClient
 from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.serialization import Connect
 from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.retry import KazooRetry
 
 from instanceha import exceptions
 from instanceha.coordination import base
+from instanceha.coordination.zk_acl import AclModel
+from instanceha.coordination.zk_codec import dumps, loads  # noqa: F401  (the one codec)
 
 LOG = logging.getLogger(__name__)
 
@@ -56,18 +61,16 @@ def parse_hosts(url: str) -> str:
     return parsed.netloc
 
 
-def dumps(data: Mapping[str, object]) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+@dataclasses.dataclass(frozen=True)
+class TlsSettings:
+    """TLS of the client connection (ZooKeeper's ``secureClientPort``)."""
 
-
-def loads(raw: bytes | None) -> dict:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw.decode())
-    except (UnicodeDecodeError, ValueError):
-        return {"_undecodable": True}
-    return value if isinstance(value, dict) else {"_undecodable": True}
+    ca_file: str
+    """The CA bundle the server certificate is verified against."""
+    cert_file: str | None = None
+    """A client certificate, for servers that ask for one (``ssl.clientAuth``)."""
+    key_file: str | None = None
+    check_hostname: bool = True
 
 
 def translated(method):
@@ -78,6 +81,12 @@ def translated(method):
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
+        except kz_exc.NoAuthError:
+            raise exceptions.CoordinationDenied(
+                where=self.where, operation=method.__name__,
+                identity=getattr(self, "identity", "?"),
+                reason="not allowed by the ACL (wrong credentials, or an identity that may "
+                       "not do this)") from None
         except kz_exc.KazooException as e:
             raise exceptions.CoordinatorUnavailable(where=self.where, reason=type(e).__name__)
 
@@ -90,11 +99,14 @@ class _RecordingHandler(ConnectionHandler):
 
     granted_ms: int | None = None
 
-    def _connect(self, host, hostip, port):
-        read_timeout, connect_timeout = super()._connect(host, hostip, port)
-        # kazoo derives read_timeout = negotiated timeout * 2/3 (both in ms)
-        self.granted_ms = int(round(read_timeout * 3 / 2))
-        return read_timeout, connect_timeout
+    def _invoke(self, timeout, request, xid=None):
+        result = super()._invoke(timeout, request, xid)
+        # the Connect answer, read before kazoo declares the session CONNECTED
+        # (and before it sends the auth packets): recorded there, not after
+        # _connect returns, so that whoever waits for CONNECTED sees it
+        if isinstance(request, Connect) and result[0].time_out > 0:
+            self.granted_ms = result[0].time_out
+        return result
 
 
 class _FailFastClient(KazooClient):
@@ -131,23 +143,32 @@ class ZooKeeperSession:
 
     def __init__(self, url: str, *, session_timeout: float, connect_timeout: float,
                  reconnect_max_delay: float, root_path: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 acls: AclModel | None = None, tls: TlsSettings | None = None) -> None:
         self.where = parse_hosts(url)
         self.session_timeout = session_timeout
         self.connect_timeout = connect_timeout
         self.root_path = root_path.rstrip("/")
         self.clock = clock
+        self.acls = acls or AclModel(None)
+        self.tls = tls
         retry = KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_jitter=RECONNECT_JITTER,
                            max_delay=reconnect_max_delay)
         kazoo_log = logging.getLogger("kazoo.client")
         if _NO_PASSWORD not in kazoo_log.filters:
             kazoo_log.addFilter(_NO_PASSWORD)
+        secure = {} if tls is None else {
+            "use_ssl": True, "ca": tls.ca_file, "certfile": tls.cert_file,
+            "keyfile": tls.key_file, "verify_certs": True,
+            "check_hostname": tls.check_hostname}
         self.client = _FailFastClient(
             hosts=self.where,
             timeout=session_timeout,
             connection_retry=retry,
             command_retry=None,
             logger=kazoo_log,
+            auth_data=self.acls.auth_data(),
+            **secure,
         )
         self._handler = _RecordingHandler(
             self.client, self.client._conn_retry.copy(), logger=self.client.logger
@@ -157,10 +178,14 @@ class ZooKeeperSession:
         self.connected_since: float | None = None
         self.client.add_listener(self._on_state)
 
+    @property
+    def identity(self) -> str:
+        return self.acls.identity
+
     def path(self, *parts: str) -> str:
         return "/".join((self.root_path,) + parts)
 
-    def start(self, subdirs: tuple[str, ...]) -> None:
+    def start(self) -> None:
         try:
             self.client.start(timeout=self.connect_timeout)
         except Exception as e:  # kazoo raises its own timeout type per handler
@@ -172,8 +197,6 @@ class ZooKeeperSession:
             raise exceptions.SessionTimeoutRejected(
                 granted=granted, requested=self.session_timeout
             )
-        for sub in subdirs:
-            self.client.ensure_path(self.path(sub))
 
     def stop(self) -> None:
         try:

@@ -1,43 +1,42 @@
-"""The controller's view of the cluster, kept by watches on changes only.
+"""The controller's view of the cluster: four children watches and what they name.
 
-What is watched, with kazoo's one-shot watches (kazoo 2.11 has no persistent
-watches), each re-armed by the read that a change makes necessary anyway:
+What is watched (kazoo's one-shot watches, each re-armed by the read that a
+change makes necessary anyway; layout in ``zk_layout``):
 
-* ``<root>/hosts`` (children): a host registered or forgotten, the only
-  event that costs a read of the whole list;
-* ``<root>/hosts/<host>`` (data): planned stop, recent fences;
-* ``<root>/members/<host>`` (exists/data) of every registered host: join,
-  leave, expiry, capabilities, a stall the agent's watchdog reports;
-* ``<root>/heartbeats/<host>`` (exists) only for members that announce
-  ``liveness = heartbeat`` (the mechanism before);
-* ``<root>/control`` (data): the operators' switches.
+* ``live`` (children): one entry per agent session holding a membership;
+* ``stalls`` (children), and the data of each entry (few): stall reports;
+* ``hosts`` (children): the provisioned slots;
+* ``history`` (children), and the data of each entry (hosts fenced lately);
+* the member node of every live host (data): its capabilities;
+* the two control nodes (data).
 
-A steady cluster sends no event at all: a member's liveness is its session,
-which ZooKeeper keeps with pings that change nothing. Watch callbacks run on
-kazoo's thread and only record facts (a name, the time of an event); every
-read happens in the caller's thread in ``snapshot()``, which applies what
-changed and appends the changed hosts to a :class:`ChangeLog`, so that the
-controller re-decides only those.
+A connection loss (kazoo drops every watch) or a new session costs four
+re-lists, whatever the number of hosts, plus a read per host that changed
+meanwhile: the view is current again after one refresh. Capabilities are
+refreshed behind it (their data watches re-armed a batch per refresh); they
+tell DEGRADED from HEALTHY, never life from death.
 
-Liveness (``ClusterSnapshot.heartbeats``) as this view derives it, on the
-controller's clock:
+Trust: an entry of ``live`` or ``stalls`` names a host, but any agent identity
+may create one. The view believes it only once it has read the entry's owner
+(its session) and the host's member node in the host's own slot, which only
+that host's identity can create: same session, verified; another, forged
+(ignored, counted, and reported as an alert the leader journals). When a
+verified entry vanishes while the member node of the same session still
+exists, someone deleted the entry, not ZooKeeper's expiry: the host stays a
+member (its agent creates the entry again) and the tampering is reported.
 
-* member with ``liveness = session``: ``ALIVE_NOW``; while its watchdog
-  reports ``stalled_for = S`` (written when the event arrived at ``t``):
-  ``t - S``;
-* member gone, its deletion seen by a watch at ``t``: when it had reported a
-  stall, as above; else ``t - T``, T the session timeout it was granted: an
-  agent only ever closes its session on purpose after marking a planned
-  stop, so a deletion without one is ZooKeeper's expiry, which comes after T
-  without a packet from the agent; a deletion found by a read, not by an
-  event, proves nothing (``t``);
-* ``liveness = heartbeat``: when the data heartbeat last changed.
+Liveness (``ClusterSnapshot.heartbeats``), on the controller's clock
+(``liveness()``):
 
-Safety net: every ``consistency_interval`` seconds each host's registry entry
-and membership are read again (a slice per refresh, not all at once) and the
-lists compared; a difference no event explains is corrected and logged.
-kazoo drops every watch on a connection loss: the next refresh re-reads
-everything and re-arms each watch (level-triggered).
+* member: ``ALIVE_NOW``; while its session reports a stall of ``S`` seconds
+  (seen at ``t``): ``t - S``;
+* membership gone, seen by a watch at ``t``: ``t - T`` (T: the session timeout
+  it was granted; an agent closes its session on purpose only after marking a
+  planned stop, so a loss without one is ZooKeeper's expiry, after T of
+  silence), or earlier if it had reported a stall; found by a re-read: ``t``
+  (proves nothing about when);
+* provisioned and joined once, never seen a member by this view: when the
+  view first saw it.
 """
 
 from __future__ import annotations
@@ -53,27 +52,58 @@ from kazoo import exceptions as kz_exc
 from kazoo.protocol.states import EventType
 
 from instanceha.coordination import base
+from instanceha.coordination import zk_layout as L
+from instanceha.coordination.zk_codec import loads
 from instanceha.coordination.zk_control import ControlNode
-from instanceha.coordination.zk_hosts import HOSTS, record
-from instanceha.coordination.zk_members import HEARTBEATS, MEMBERS
-from instanceha.coordination.zk_session import TRANSIENT, ZooKeeperSession, loads
+from instanceha.coordination.zk_hosts import failures, record
+from instanceha.coordination.zk_index import ChildrenIndex, Diff
+from instanceha.coordination.zk_session import TRANSIENT, ZooKeeperSession
 
 LOG = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass(frozen=True)
-class _Seen:
-    """The last state of a host's membership this view read."""
-
-    caps: dict
-    at: float
-    """When it was written (the watch event's arrival) or, without an event, read."""
+REARM_BATCH = 2000
+"""Member data watches re-armed per refresh after a connection loss."""
+ALERTS_KEPT = 200
 
 
 def _number(value) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return float(value)
     return None
+
+
+def liveness(present: bool, stall: tuple[float, float] | None,
+             lost: tuple[float, bool] | None, session_timeout: float,
+             first_seen: float | None) -> float | None:
+    """The last instant a host is known alive (``ALIVE_NOW``: now). ``stall``:
+    (stalled_for, seen at) of its session; ``lost``: (at, seen by a watch event)."""
+    if present:
+        return base.ALIVE_NOW if stall is None else stall[1] - stall[0]
+    if lost is not None:
+        at, by_event = lost
+        if stall is not None:
+            return min(stall[1] - stall[0], at)
+        return at - session_timeout if by_event else at
+    return first_seen
+
+
+@dataclasses.dataclass
+class _Entry:
+    """An entry of ``live`` or ``stalls``."""
+
+    host: str
+    owner: int | None = None
+    verified: bool | None = None
+    """None: not read yet; False: forged (another session than the host's)."""
+    stalled_for: float | None = None
+    at: float = 0.0
+
+
+@dataclasses.dataclass
+class _Member:
+    owner: int
+    caps: dict
+    czxid: int
 
 
 class ClusterView:
@@ -86,108 +116,86 @@ class ClusterView:
         self.clock = clock or session.clock
         self.consistency_interval = consistency_interval
         self.changes = base.ChangeLog()
+        c = self.client
+        self.slots = ChildrenIndex(c, session.path(L.HOSTS), self.clock)
+        self.live = ChildrenIndex(c, session.path(L.LIVE), self.clock)
+        self.stall_index = ChildrenIndex(c, session.path(L.STALLS), self.clock)
+        self.history_index = ChildrenIndex(c, session.path(L.HISTORY), self.clock)
+        self._indexes = (self.slots, self.live, self.stall_index, self.history_index)
         self._lock = threading.Lock()  # what kazoo's thread records
-        self._refresh_lock = threading.Lock()  # one refresh at a time
+        self._refresh_lock = threading.Lock()
         self._needs_resync = True
         self.watching_since: float | None = None
-        # published: replaced (copied) by the refresh that changes them, never
-        # mutated under a snapshot already handed out
+        # published (replaced, never mutated under a snapshot handed out)
         self._hosts: dict[str, base.HostRecord] = {}
         self._members: dict[str, base.MemberRecord] = {}
         self._alive: dict[str, float] = {}
         self._control: dict = {}
-        # bookkeeping
-        self._watched: set[str] = set()  # hosts whose membership is watched
-        self._beating: set[str] = set()  # members whose data heartbeat is watched
-        self._seen: dict[str, _Seen] = {}  # last membership data, kept after it is gone
-        self._lost: dict[str, tuple[float, bool]] = {}  # gone: (when, seen by an event)
+        self._provisioned: frozenset[str] = frozenset()
+        # what the view knows
+        self._slot: dict[str, dict] = {}
+        self._history: dict[str, tuple[float, ...]] = {}
+        self._live: dict[str, _Entry] = {}
+        self._stalls: dict[str, _Entry] = {}
+        self._member: dict[str, _Member] = {}
+        self._present: dict[str, int] = {}  # host -> the owner session of its membership
+        self._lost: dict[str, tuple[float, bool, int]] = {}  # at, seen by an event, owner
+        self._stall_now: dict[str, tuple[int, float, float]] = {}  # host -> owner, S, seen at
+        self._timeout: dict[str, float] = {}
         self._first_seen: dict[str, float] = {}
         # recorded by kazoo's thread
-        self._p_list = True
-        self._p_control = True
-        self._p_hosts: set[str] = set()
-        self._p_members: set[str] = set()
-        self._p_beats: set[str] = set()
-        self._event_at: dict[str, float] = {}  # membership created/changed: when
-        self._gone_at: dict[str, float] = {}  # membership deleted: when
-        self._beat_at: dict[str, float] = {}
-        self._events: collections.Counter = collections.Counter()  # per host
-        # the consistency read
-        self._audit: list[str] = []
-        self._audit_owed = 0.0
-        self._audit_last: float | None = None
-        self._lists_at: float | None = None
-        self._suspect: dict[str, int] = {}
-        self.counters = collections.Counter()
+        self._member_events: dict[str, float] = {}
+        self._stall_events: set[str] = set()
+        self._history_events: set[str] = set()
+        self._control_dirty = True
+        self._unwatched: set[str] = set()
+        self._audit_at: float | None = None
+        self._auditing = False
+        self.alerts: collections.deque = collections.deque(maxlen=ALERTS_KEPT)
+        self._alert_seq = 0
+        self.counters: collections.Counter = collections.Counter()
         session.add_state_listener(self._on_state)
 
+    # -- kazoo's thread: record facts only, never block ------------------------------------
     def _on_state(self, state: base.ConnectionState) -> None:
-        # kazoo drops every watch on any connection loss: re-arm at next refresh
-        self._needs_resync = True
-
-    # -- paths ---------------------------------------------------------------
-    def _host_path(self, h: str) -> str:
-        return self.session.path(HOSTS, h)
-
-    def _member_path(self, h: str) -> str:
-        return self.session.path(MEMBERS, h)
-
-    # -- watches: record facts only, never block -------------------------------
-    def _on_hosts_list(self, event) -> None:
-        if event.type != EventType.NONE:
-            self.counters["watch_events"] += 1
-            with self._lock:
-                self._p_list = True
-
-    def _on_control(self, event) -> None:
-        if event.type != EventType.NONE:
-            self.counters["watch_events"] += 1
-            with self._lock:
-                self._p_control = True
-
-    def _on_host(self, event) -> None:
-        if event.type in (EventType.CHANGED, EventType.DELETED):
-            name = event.path.rsplit("/", 1)[1]
-            self.counters["watch_events"] += 1
-            with self._lock:
-                self._p_hosts.add(name)
-                self._events[name] += 1
+        self._needs_resync = True  # kazoo dropped every watch
 
     def _on_member(self, event) -> None:
         if event.type == EventType.NONE:
             return
-        name = event.path.rsplit("/", 1)[1]
-        now = self.clock()
+        host = event.path.rsplit("/", 2)[-2]
         self.counters["watch_events"] += 1
         with self._lock:
-            self._p_members.add(name)
-            self._events[name] += 1
-            if event.type == EventType.DELETED:
-                self._gone_at[name] = now
-            else:
-                self._event_at[name] = now
-                self._gone_at.pop(name, None)
+            self._member_events.setdefault(host, self.clock())
 
-    def _on_beat(self, event) -> None:
-        if event.type == EventType.NONE:
-            return  # connection lost: the next refresh re-arms every watch
-        name = event.path.rsplit("/", 1)[1]
-        self.counters["watch_events"] += 1
-        if event.type in (EventType.CHANGED, EventType.CREATED):
-            now = self.clock()
+    def _on_stall(self, event) -> None:
+        if event.type in (EventType.CHANGED, EventType.DELETED):
+            self.counters["watch_events"] += 1
             with self._lock:
-                self._beat_at[name] = now
-                self._p_beats.add(name)
-        if self.session.connected and name in self._beating:
-            self._arm_beat(name)
+                self._stall_events.add(event.path.rsplit("/", 1)[1])
 
-    def _arm_beat(self, name: str) -> None:
-        try:
-            self.client.exists_async(self.session.path(HEARTBEATS, name), watch=self._on_beat)
-        except (kz_exc.ConnectionClosedError, kz_exc.ConnectionLoss):
-            self._needs_resync = True
+    def _on_history(self, event) -> None:
+        if event.type in (EventType.CHANGED, EventType.CREATED):
+            with self._lock:
+                self._history_events.add(event.path.rsplit("/", 1)[1])
 
-    # -- the snapshot ------------------------------------------------------------
+    def _on_control(self, event) -> None:
+        if event.type != EventType.NONE:
+            self.counters["watch_events"] += 1
+            self._control_dirty = True
+
+    # -- paths -------------------------------------------------------------------------------
+    def _member_path(self, host: str) -> str:
+        return self.session.path(L.HOSTS, host, L.MEMBER)
+
+    # -- alerts ------------------------------------------------------------------------------
+    def _alert(self, kind: str, host: str, detail: str) -> None:
+        self._alert_seq += 1
+        self.counters[kind] += 1
+        self.alerts.append(base.Alert(self._alert_seq, self.clock(), kind, host, detail))
+        LOG.error("TAMPERING (%s) about %s: %s", kind, host, detail)
+
+    # -- the snapshot ------------------------------------------------------------------------
     def snapshot(self) -> base.ClusterSnapshot:
         with self._refresh_lock:
             if self.session.connected:
@@ -206,274 +214,316 @@ class ClusterView:
                 control=types.MappingProxyType(self._control),
                 revision=self.changes.revision,
                 changes=self.changes,
+                provisioned=self._provisioned,
+                alerts=tuple(self.alerts),
             )
 
     def _refresh(self) -> None:
-        if self._needs_resync:
+        resync = self._needs_resync
+        if resync:
             self._needs_resync = False
-            self._resync()
-            return
-        self._cow: set[str] = set()
-        with self._lock:
-            hosts, self._p_hosts = self._p_hosts, set()
-            members, self._p_members = self._p_members, set()
-            beats, self._p_beats = self._p_beats, set()
-            p_list, self._p_list = self._p_list, False
-            p_control, self._p_control = self._p_control, False
-        if p_control:
+            self.watching_since = None
+            for index in self._indexes:
+                index.invalidate()
+            self._control_dirty = True
+            self._unwatched |= set(self._member)
+            with self._lock:
+                self._stall_events |= set(self._stalls)
+                self._history_events |= set(self._history)
+            self.counters["resyncs"] += 1
+        now = self.clock()
+        if self._control_dirty:
+            self._control_dirty = False
             self._control = self.control_node.read(watch=self._on_control)
-        changed: set[str] = beats & self._beating
-        if p_list:
-            names = set(self.client.get_children(self.session.path(HOSTS),
-                                                 watch=self._on_hosts_list))
-            new = names - set(self._hosts)
-            for gone in set(self._hosts) - names:
-                self._w("_hosts").pop(gone, None)
-                changed.add(gone)
-                if gone not in self._members:
-                    self._watched.discard(gone)
-            hosts |= new
-            members |= new - self._watched
-        now = self.clock()
-        changed |= self._read_hosts(hosts, now)
-        changed |= self._read_members(members, now)
-        changed |= self._consistency(now)
+        self._audit(now)
+        changed: set[str] = set()
+        changed |= self._apply_slots(self._poll(self.slots), now)
+        changed |= self._apply_history(self._poll(self.history_index))
+        changed |= self._apply_live(self._poll(self.live), now)
+        changed |= self._apply_stalls(self._poll(self.stall_index), now)
+        changed |= self._member_changes(now)
         self._settle(changed, now)
+        if resync or self.watching_since is None:
+            self.watching_since = self.clock()
 
-    def _w(self, name: str) -> dict:
-        """The published dict ``name``, copied once per refresh before a change."""
-        if name not in self._cow:
-            setattr(self, name, dict(getattr(self, name)))
-            self._cow.add(name)
-        return getattr(self, name)
+    def _poll(self, index: ChildrenIndex) -> Diff:
+        diff = index.poll()
+        if self._auditing and diff:
+            self.counters["repairs"] += 1
+            LOG.warning("consistency read: %s differed from the watched view (+%d -%d) and "
+                        "no watch event had said so; corrected", index.path, len(diff.added),
+                        len(diff.removed))
+        return diff
 
-    def _settle(self, changed: set[str], now: float) -> None:
-        """Recompute the liveness of ``changed`` hosts and log the changes."""
-        for h in changed:
-            if h not in self._hosts and h not in self._members:  # forgotten
-                for book in (self._seen, self._lost, self._first_seen):
-                    book.pop(h, None)
-                self._watched.discard(h)
-                self._beating.discard(h)
-                with self._lock:
-                    self._beat_at.pop(h, None)
-                    self._events.pop(h, None)
-                if h in self._alive:
-                    self._w("_alive").pop(h)
-                continue
-            alive = self._liveness(h)
-            if alive != self._alive.get(h):
-                if alive is None:
-                    self._w("_alive").pop(h, None)
-                else:
-                    self._w("_alive")[h] = alive
-        self.changes.record(changed)
+    def _audit(self, now: float) -> None:
+        """The safety net: every ``consistency_interval`` the lists are read
+        again and a pass of member reads starts (a batch per refresh)."""
+        self._auditing = False
+        if self.consistency_interval <= 0:
+            return
+        if self._audit_at is None:
+            self._audit_at = now
+            return
+        if now - self._audit_at < self.consistency_interval:
+            return
+        self._audit_at = now
+        self._auditing = not any(i.dirty for i in self._indexes)
+        for index in self._indexes:
+            index.invalidate()
+        self._unwatched |= set(self._present)
 
-    def _resync(self) -> None:
-        self.watching_since = None
-        with self._lock:
-            self._p_hosts, self._p_members, self._p_beats = set(), set(), set()
-            self._p_list = self._p_control = False
-        self._cow = set()
-        self._beating = set()
-        self._control = self.control_node.read(watch=self._on_control)
-        names = set(self.client.get_children(self.session.path(HOSTS),
-                                             watch=self._on_hosts_list))
-        now = self.clock()
-        for gone in set(self._hosts) - names:
-            self._w("_hosts").pop(gone)
-        self._watched = set(names) | (self._watched & set(self._members))
-        self._read_hosts(names, now)
-        self._read_members(set(self._watched), now, resync=True)
-        for h in set(self._alive) - set(self._hosts) - set(self._members):
-            self._w("_alive").pop(h)
-        self._settle(set(self._hosts) | set(self._members), now)
-        self.changes.reset()
-        self._audit = []
-        self.watching_since = self.clock()
-        self.counters["resyncs"] += 1
+    # -- slots and history ------------------------------------------------------------------------
+    def _apply_slots(self, diff: Diff, now: float) -> set[str]:
+        if not diff:
+            return set()
+        self._provisioned = frozenset(self.slots.names)
+        changed = set(diff.removed)
+        for host in diff.removed:
+            self._forget(host)
+        changed |= self._read_slots(diff.added, now)
+        return changed
 
-    # -- reads ---------------------------------------------------------------------
-    def _read_hosts(self, names: Iterable[str], now: float) -> set[str]:
-        names = list(names)
-        pending = {h: self.client.get_async(self._host_path(h), watch=self._on_host)
-                   for h in names}
+    def _read_slots(self, hosts: Iterable[str], now: float) -> set[str]:
+        pending = {h: self.client.get_async(self.session.path(L.HOSTS, h)) for h in hosts}
         self.counters["reads"] += len(pending)
         changed = set()
-        for h, res in pending.items():
+        for host, result in pending.items():
             try:
-                raw, _ = res.get()
+                raw, _ = result.get()
             except kz_exc.NoNodeError:
-                if h in self._hosts:
-                    self._w("_hosts").pop(h)
-                    changed.add(h)
                 continue
-            rec = record(h, raw)
-            if self._hosts.get(h) != rec:
-                if h not in self._hosts:
-                    # a host first seen now gets one full window from now, never
-                    # from when this controller started watching
-                    self._first_seen.setdefault(h, now)
-                    self._watched.add(h)
-                self._w("_hosts")[h] = rec
-                changed.add(h)
+            data = loads(raw)
+            if self._slot.get(host) != data:
+                self._slot[host] = data
+                changed.add(host)
+                self._first_seen.setdefault(host, now)
         return changed
 
-    def _read_members(self, names: Iterable[str], now: float,
-                      resync: bool = False) -> set[str]:
-        names = [m for m in names if m in self._watched or m in self._members]
-        pending = {m: self.client.get_async(self._member_path(m), watch=self._on_member)
-                   for m in names}
-        changed, absent = set(), []
-        for m, res in pending.items():
+    def _forget(self, host: str) -> None:
+        for book in (self._slot, self._member, self._present, self._lost, self._stall_now,
+                     self._timeout, self._first_seen, self._history):
+            book.pop(host, None)
+        self._unwatched.discard(host)
+
+    def _apply_history(self, diff: Diff) -> set[str]:
+        with self._lock:
+            events, self._history_events = self._history_events, set()
+        names = (set(diff.added) | events) & set(self.history_index.names)
+        for gone in diff.removed:
+            self._history.pop(gone, None)
+        pending = {h: self.client.get_async(self.session.path(L.HISTORY, h),
+                                            watch=self._on_history) for h in names}
+        changed = set(diff.removed)
+        for host, result in pending.items():
             try:
-                raw, stat = res.get()
+                raw, _ = result.get()
             except kz_exc.NoNodeError:
-                absent.append(m)
                 continue
-            changed |= self._present(m, loads(raw), stat, now, resync)
-        # a missing node keeps no data watch: an exists watch sees it come
-        probes = {m: self.client.exists_async(self._member_path(m), watch=self._on_member)
-                  for m in absent}
-        self.counters["reads"] += len(pending) + len(probes)
-        for m, res in probes.items():
-            if res.get() is not None:
-                with self._lock:
-                    self._p_members.add(m)  # created meanwhile: read at next refresh
-            changed |= self._absent(m, now, resync)
+            self._history[host] = failures(loads(raw))
+            changed.add(host)
         return changed
 
-    def _present(self, m: str, caps: dict, stat, now: float, resync: bool) -> set[str]:
-        with self._lock:
-            at = self._event_at.pop(m, None)
-            self._gone_at.pop(m, None)
-        old_seen = self._seen.get(m)
-        old = self._members.get(m)
-        if at is None:  # no event: keep the time of the data we already had
-            at = old_seen.at if old_seen is not None and old_seen.caps == caps else now
-        self._seen[m] = _Seen(caps=caps, at=at)
-        self._lost.pop(m, None)
-        self._first_seen.setdefault(m, now)
-        rec = base.MemberRecord(member_id=m, incarnation=stat.czxid, capabilities=caps)
-        if _session_mode(caps):
-            self._beating.discard(m)
-        else:
-            if old is None or old.incarnation != rec.incarnation:
-                # a join is a sign of life: its heartbeat window starts there
-                with self._lock:
-                    self._beat_at[m] = max(self._beat_at.get(m, at), at)
-            if resync or m not in self._beating:
-                self._beating.add(m)
-                self._arm_beat(m)
-        if old == rec and old_seen is not None and old_seen.at == at:
+    # -- membership -------------------------------------------------------------------------
+    def _apply_live(self, diff: Diff, now: float) -> set[str]:
+        if not diff:
             return set()
-        self._w("_members")[m] = rec
-        return {m}
+        changed: set[str] = set()
+        vanished = []
+        for name in diff.removed:
+            entry = self._live.pop(name, None)
+            if entry is not None and entry.verified:
+                vanished.append(entry)
+        added = {}
+        for name in diff.added:
+            parsed = L.parse_index(name)
+            if parsed is None:
+                self._alert("foreign-index-entry", name, f"{self.live.path}/{name} is not "
+                            "an entry instanceha writes; ignored")
+                continue
+            added[name] = self._live[name] = _Entry(parsed[0])
+        changed |= self._verify(added, self.session.path(L.LIVE), "membership")
+        for entry in vanished:
+            changed |= self._vanished(entry, diff.removed_at, now)
+        return changed
 
-    def _absent(self, m: str, now: float, resync: bool) -> set[str]:
-        with self._lock:
-            at = self._gone_at.pop(m, None)
-            self._event_at.pop(m, None)
-        if m not in self._members:
-            return set()
-        self._w("_members").pop(m)
-        self._lost[m] = (at, True) if at is not None and not resync else (now, False)
-        return {m}
-
-    def _liveness(self, h: str) -> float | None:
-        member = self._members.get(h)
-        seen = self._seen.get(h)
-        if member is not None:
-            caps = member.capabilities
-            if _session_mode(caps):
-                stalled = _number(caps.get(base.STALLED_FOR))
-                return base.ALIVE_NOW if stalled is None else seen.at - stalled
-            return self._beat_at.get(h, self._first_seen.get(h))
-        lost = self._lost.get(h)
-        if seen is not None and _session_mode(seen.caps) and lost is not None:
-            at, by_event = lost
-            stalled = _number(seen.caps.get(base.STALLED_FOR))
-            if stalled is not None:
-                return min(seen.at - stalled, at)
-            vouched = _number(seen.caps.get(base.SESSION_TIMEOUT)) or 0.0
-            return at - vouched if by_event else at
-        if h in self._beat_at:
-            return self._beat_at[h]
-        return self._first_seen.get(h)
-
-    # -- the consistency read (safety net) -------------------------------------------
-    def _consistency(self, now: float) -> set[str]:
+    def _verify(self, entries: dict[str, _Entry], parent: str, what: str) -> set[str]:
+        """Read each entry's owner and its host's member node; trust the entry
+        when both belong to the same session."""
+        owners = {n: self.client.exists_async(f"{parent}/{n}") for n in entries}
+        hosts = {e.host for e in entries.values()}
+        members = {h: self.client.get_async(self._member_path(h), watch=self._on_member)
+                   for h in hosts}
+        self.counters["reads"] += len(owners) + len(members)
+        for host, result in members.items():
+            self._store_member(host, result)
         changed = set()
-        if self._suspect:
-            with self._lock:
-                events = dict(self._events)
-            for h, count in list(self._suspect.items()):
-                del self._suspect[h]
-                if events.get(h, 0) == count:
-                    self.counters["repairs"] += 1
-                    LOG.warning("consistency read: %s differed from the watched view and no "
-                                "watch event followed (one was missed); corrected", h)
-        if self.consistency_interval <= 0:
-            return changed
-        if self._lists_at is None or now - self._lists_at >= self.consistency_interval:
-            self._lists_at = now
-            changed |= self._compare_lists(now)
-        if self._audit_last is None:
-            self._audit_last = now
-            return changed
-        n = len(self._watched)
-        self._audit_owed = min(self._audit_owed + n * (now - self._audit_last)
-                               / self.consistency_interval, float(n))
-        self._audit_last = now
-        take = int(self._audit_owed)
-        if not take:
-            return changed
-        self._audit_owed -= take
-        batch = []
-        while len(batch) < take:
-            if not self._audit:
-                self._audit = sorted(self._watched, reverse=True)
-                if not self._audit:
-                    break
-            batch.append(self._audit.pop())
-        with self._lock:
-            busy = self._p_hosts | self._p_members
-            counts = {h: self._events.get(h, 0) for h in batch}
-        batch = [h for h in batch if h not in busy]
-        self.counters["audited"] += len(batch)
-        before = {h: (self._hosts.get(h), self._members.get(h)) for h in batch}
-        found = self._read_hosts(batch, now) | self._read_members(batch, now)
-        for h in found:
-            if before.get(h, (None, None)) != (self._hosts.get(h), self._members.get(h)):
-                self._suspect[h] = counts.get(h, 0)
-        return changed | found
+        for name, result in owners.items():
+            entry = entries[name]
+            stat = result.get()
+            if stat is None:
+                continue  # gone meanwhile: the next list says so
+            entry.owner = stat.ephemeralOwner
+            member = self._member.get(entry.host)
+            entry.verified = member is not None and member.owner == entry.owner
+            if not entry.verified:
+                self._alert(f"forged-{what}", entry.host, f"{parent}/{name} belongs to session "
+                            f"0x{entry.owner:x}, not to the session holding "
+                            f"{entry.host}'s member node "
+                            f"({'none' if member is None else f'0x{member.owner:x}'}); ignored")
+                continue
+            if what == "membership" and self._present.get(entry.host) != entry.owner:
+                self._present[entry.host] = entry.owner
+                self._lost.pop(entry.host, None)
+                self._first_seen.setdefault(entry.host, self.clock())
+                changed.add(entry.host)
+        return changed
 
-    def _compare_lists(self, now: float) -> set[str]:
-        """Registry and membership lists against the view (two reads)."""
-        hosts = set(self.client.get_children(self.session.path(HOSTS),
-                                             watch=self._on_hosts_list))
-        members = set(self.client.get_children(self.session.path(MEMBERS)))
-        self.counters["reads"] += 2
-        differ = (hosts ^ set(self._hosts)) | (members ^ set(self._members))
-        if not differ:
+    def _store_member(self, host: str, result) -> bool:
+        """Store a member node read; True when what the view knows changed."""
+        try:
+            raw, stat = result.get()
+        except kz_exc.NoNodeError:
+            self.client.exists_async(self._member_path(host), watch=self._on_member)
+            return self._member.pop(host, None) is not None
+        caps = loads(raw)
+        member = _Member(stat.ephemeralOwner, caps, stat.czxid)
+        timeout = _number(caps.get(base.SESSION_TIMEOUT))
+        if timeout is not None:
+            self._timeout[host] = timeout
+        old = self._member.get(host)
+        self._member[host] = member
+        return old != member
+
+    def _vanished(self, entry: _Entry, at: float | None, now: float) -> set[str]:
+        host, owner = entry.host, entry.owner
+        if self._present.get(host) != owner:
             return set()
+        if any(e.host == host and e.owner == owner and e.verified for e in self._live.values()):
+            return set()  # another entry of the same session still stands
+        stat = self.client.exists(self._member_path(host))
+        self.counters["reads"] += 1
+        if stat is not None and stat.ephemeralOwner == owner:
+            self._alert("tampered-membership", host, f"its index entry was deleted while its "
+                        f"session 0x{owner:x} lives (its member node stands); still a member, "
+                        "its agent creates the entry again")
+            return set()
+        del self._present[host]
+        self._lost[host] = (at, True, owner) if at is not None else (now, False, owner)
+        self._read_slots([host], now)  # a planned stop is marked before the session closes
+        return {host}
+
+    def _member_changes(self, now: float) -> set[str]:
+        """Member nodes whose watch fired, and a batch of those whose watch is gone."""
         with self._lock:
-            counts = {h: self._events.get(h, 0) for h in differ}
-            busy = self._p_hosts | self._p_members
-            self._p_list = self._p_list or hosts != set(self._hosts)
-            self._p_members |= differ & (members | self._watched)
-        for h in differ:
-            if h not in busy:
-                self._suspect[h] = counts[h]
-        self._watched |= members - self._watched  # a member without a registry entry
-        return set()
+            events, self._member_events = self._member_events, {}
+        batch = set(events)
+        while self._unwatched and len(batch) < REARM_BATCH + len(events):
+            batch.add(self._unwatched.pop())
+        batch = {h for h in batch if h in self._present or h in self._member}
+        pending = {h: self.client.get_async(self._member_path(h), watch=self._on_member)
+                   for h in batch}
+        self.counters["reads"] += len(pending)
+        changed = set()
+        for host, result in pending.items():
+            owner = self._present.get(host)
+            if self._store_member(host, result):
+                changed.add(host)
+            member = self._member.get(host)
+            if host in events and owner is not None and (member is None or
+                                                         member.owner != owner):
+                still = any(e.host == host and e.owner == owner and e.verified
+                            for e in self._live.values())
+                if still:
+                    self._alert("tampered-membership", host, "its member node was deleted "
+                                f"while its session 0x{owner:x} lives; its agent creates it "
+                                "again")
+        return changed
+
+    # -- stalls -----------------------------------------------------------------------------
+    def _apply_stalls(self, diff: Diff, now: float) -> set[str]:
+        changed = set()
+        for name in diff.removed:
+            entry = self._stalls.pop(name, None)
+            if entry is not None and entry.verified:
+                changed.add(entry.host)
+        added = {}
+        for name in diff.added:
+            parsed = L.parse_index(name)
+            if parsed is not None:
+                added[name] = self._stalls[name] = _Entry(parsed[0])
+        with self._lock:
+            events, self._stall_events = self._stall_events, set()
+        reread = (events & set(self._stalls)) | set(added)
+        pending = {n: self.client.get_async(self.session.path(L.STALLS, n), watch=self._on_stall)
+                   for n in reread}
+        self.counters["reads"] += len(pending)
+        for name, result in pending.items():
+            entry = self._stalls[name]
+            try:
+                raw, stat = result.get()
+            except kz_exc.NoNodeError:
+                continue
+            if entry.owner is None:
+                entry.owner = stat.ephemeralOwner
+                member = self._member.get(entry.host)
+                entry.verified = member is not None and member.owner == entry.owner
+                if not entry.verified:
+                    self._alert("forged-stall", entry.host, f"{name} belongs to session "
+                                f"0x{entry.owner:x}, not to {entry.host}'s; ignored")
+            if not entry.verified:
+                continue
+            stalled = _number(loads(raw).get(base.STALLED_FOR))
+            if stalled != entry.stalled_for:
+                entry.stalled_for, entry.at = stalled, now
+                if stalled is None:
+                    self._stall_now.pop(entry.host, None)
+                else:
+                    self._stall_now[entry.host] = (entry.owner, stalled, now)
+                changed.add(entry.host)
+        return changed
+
+    def _stall_of(self, host: str, owner: int | None) -> tuple[float, float] | None:
+        """The stall last reported by ``owner``'s session (kept after it ends)."""
+        found = self._stall_now.get(host)
+        return (found[1], found[2]) if found is not None and found[0] == owner else None
+
+    # -- publishing -------------------------------------------------------------------------
+    def _settle(self, changed: set[str], now: float) -> None:
+        if not changed:
+            return
+        hosts, members, alive = dict(self._hosts), dict(self._members), dict(self._alive)
+        for h in changed:
+            slot = self._slot.get(h)
+            if slot is None and h not in self._present:
+                hosts.pop(h, None)
+                members.pop(h, None)
+                alive.pop(h, None)
+                continue
+            joined = h in self._present or h in self._lost or (slot or {}).get("first_join")
+            if joined:
+                hosts[h] = record(h, slot or {}, {"failures": list(self._history.get(h, ()))})
+            else:
+                hosts.pop(h, None)
+            owner = self._present.get(h)
+            member = self._member.get(h)
+            if owner is not None:
+                caps = member.caps if member is not None and member.owner == owner else {}
+                members[h] = base.MemberRecord(member_id=h, incarnation=owner, capabilities=caps)
+            else:
+                members.pop(h, None)
+            lost = self._lost.get(h)
+            stall = self._stall_of(h, owner if owner is not None else
+                                   (lost[2] if lost is not None else None))
+            value = liveness(owner is not None, stall, lost[:2] if lost else None,
+                             self._timeout.get(h, self.session.session_timeout),
+                             self._first_seen.get(h)) if joined else None
+            if value is None:
+                alive.pop(h, None)
+            else:
+                alive[h] = value
+        self._hosts, self._members, self._alive = hosts, members, alive
+        self.changes.record(changed)
 
     def stats(self) -> dict:
-        with self._lock:
-            pending = len(self._p_hosts) + len(self._p_members)
         return dict(self.counters, hosts=len(self._hosts), members=len(self._members),
-                    pending=pending)
-
-
-def _session_mode(caps) -> bool:
-    return caps.get(base.LIVENESS) == base.SESSION
+                    provisioned=len(self._provisioned), pending=len(self._unwatched))

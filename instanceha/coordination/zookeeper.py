@@ -8,24 +8,27 @@ tooz leader frozen past its session timeout still believes it leads. So the
 layout and the recipes are ours, one module each:
 
 ===================  =====================================================================
-``zk_session``       the kazoo client, connection state, granted session timeout, codecs
-``zk_members``       the agent's membership ``<root>/members/<host>`` (ephemeral; czxid =
-                     incarnation), its stall reports, the data heartbeat of
-                     ``liveness = heartbeat`` (``<root>/heartbeats/<host>``)
-``zk_hosts``         the host registry ``<root>/hosts/<host>`` (persistent: planned stop,
-                     recent fences)
-``zk_view``          the controller's view: watches on changes only, liveness, the change
-                     log, the periodic consistency read
+``zk_session``       the kazoo client: connection state, granted session timeout, TLS,
+                     the identities it authenticates as
+``credentials``      identities, the key they derive from, credentials files
+``zk_acl``           the ACL of every kind of node, per identity
+``zk_layout``        the tree (layout 2) and the kind of each node; created by controllers
+``zk_members``       the agent's membership in its own slot, index entry, stall reports
+``zk_hosts``         the host registry (slots, provisioning) and fence history
+``zk_index``         one children watch on one parent: added and removed names
+``zk_view``          the controller's view: four re-lists after any connection loss,
+                     trust checked against the hosts' own slots, liveness, change log
 ``zk_election``      ``<root>/election/c-<seq>``: the lowest leads, its czxid is the
                      fencing token
-``zk_control``       ``<root>/control`` (operator switches) and ``<root>/status``
+``zk_control``       ``<root>/control/{operator,controller}`` and ``<root>/status``
 ``zk_incidents``     the incident journal ``<root>/incidents``
-``zk_guest_events``  the guest-failure queue ``<root>/guest-events`` and restart records
+``zk_guest_events``  guest failures in each host's slot, the doorbell, restart records
 ===================  =====================================================================
 
 Threads: kazoo calls watches and state listeners on its own threads. They
-only record facts and never block; every blocking call happens in the
-caller's thread, so the owner's loop stays level-triggered.
+only record facts and never block (the agent's re-creation of a deleted
+membership node is asynchronous); every blocking call happens in the caller's
+thread, so the owner's loop stays level-triggered.
 """
 
 from __future__ import annotations
@@ -33,14 +36,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from instanceha.coordination import base
-from instanceha.coordination.zk_control import CONTROL, ControlNode
-from instanceha.coordination.zk_election import ELECTION, ZooKeeperLeadership
+from instanceha import exceptions
+from instanceha.coordination import base, credentials
+from instanceha.coordination.zk_acl import AclModel
+from instanceha.coordination.zk_control import ControlNode
+from instanceha.coordination.zk_election import ZooKeeperLeadership
 from instanceha.coordination.zk_guest_events import ZooKeeperGuestEventStore
-from instanceha.coordination.zk_hosts import HOSTS, HostRegistry
+from instanceha.coordination.zk_hosts import HostRegistry
 from instanceha.coordination.zk_incidents import ZooKeeperIncidentStore
-from instanceha.coordination.zk_members import HEARTBEATS, MEMBERS, Membership
+from instanceha.coordination.zk_layout import INCIDENTS, Layout
+from instanceha.coordination.zk_members import Membership
 from instanceha.coordination.zk_session import (  # noqa: F401  (parse_hosts: the public helper)
+    TlsSettings,
     ZooKeeperSession,
     parse_hosts,
     translated,
@@ -49,30 +56,52 @@ from instanceha.coordination.zk_view import ClusterView
 
 LOG = logging.getLogger(__name__)
 
-SUBDIRS = (HOSTS, MEMBERS, HEARTBEATS, ELECTION, CONTROL)
-
 
 class ZooKeeperCoordinator(base.Coordinator):
-    def __init__(self, url: str, **kwargs) -> None:
+    def __init__(self, url: str, *, role: str = credentials.CONTROLLER,
+                 creds: credentials.Credentials | None = None,
+                 tls: TlsSettings | None = None, **kwargs) -> None:
+        """``role``: what this client is (controller, agent, operator); it must be
+        the role of ``creds`` when given. Without credentials every node is open
+        to anyone (test beds only: the daemons refuse it unless told)."""
         super().__init__(url, **kwargs)
+        if creds is not None and creds.role != role:
+            raise exceptions.CredentialsError(
+                file=creds.source,
+                reason=f"holds the credentials of role {creds.role}, used by a {role}")
+        self.role = role
+        self.acls = AclModel(creds)
         self.session = ZooKeeperSession(
             url, session_timeout=self.session_timeout, connect_timeout=self.connect_timeout,
             reconnect_max_delay=self.reconnect_max_delay, root_path=self.root_path,
-            clock=self.clock)
+            clock=self.clock, acls=self.acls, tls=tls)
         self.where = self.session.where
         self.client = self.session.client
+        self.layout = Layout(self.client, self.root_path, self.acls, self.where)
         self.registry = HostRegistry(self.session)
-        self.membership = Membership(self.session, self.registry)
-        self.control = ControlNode(self.session)
+        self.membership = Membership(self.session, self.layout)
+        self.control = ControlNode(self.session, role)
         self.view = ClusterView(self.session, self.control, self.consistency_interval,
                                 self.clock)
-        self._incidents = ZooKeeperIncidentStore(self.client, self.session.path("incidents"))
-        self.guests = ZooKeeperGuestEventStore(self.client, self.session.path("guest-events"),
-                                               self.session.path("guest-restarts"))
+        self._incidents = ZooKeeperIncidentStore(
+            self.client, self.session.path(INCIDENTS), lambda: self.acls.acl("tree"))
+        self.guests = ZooKeeperGuestEventStore(self.session)
+
+    @property
+    def identity(self) -> str:
+        return self.acls.identity
 
     # -- connection --------------------------------------------------------
     def start(self) -> None:
-        self.session.start(SUBDIRS)
+        self.session.start()
+        try:
+            if self.role == credentials.CONTROLLER:
+                self.layout.ensure()
+            elif self.role == credentials.OPERATOR:
+                self.layout.check()
+        except Exception:
+            self.session.stop()
+            raise
 
     def stop(self) -> None:
         self.session.stop()
@@ -111,10 +140,6 @@ class ZooKeeperCoordinator(base.Coordinator):
         return self.membership.incarnation
 
     @translated
-    def heartbeat(self, seq: int) -> None:
-        self.membership.heartbeat(seq)
-
-    @translated
     def update_capabilities(self, capabilities: Mapping[str, object]) -> None:
         self.membership.update_capabilities(capabilities)
 
@@ -138,7 +163,8 @@ class ZooKeeperCoordinator(base.Coordinator):
         return self.view.snapshot()
 
     def stats(self) -> Mapping[str, float]:
-        return self.view.stats()
+        return dict(self.view.stats(), tampered=self.membership.tampered,
+                    forged_guest_events=self.guests.forged)
 
     @translated
     def update_control(self, changes: Mapping[str, object | None]) -> Mapping[str, object]:
@@ -160,6 +186,10 @@ class ZooKeeperCoordinator(base.Coordinator):
     def forget_host(self, host: str) -> None:
         self.registry.forget(host)
 
+    @translated
+    def provision_host(self, host: str) -> bool:
+        return self.registry.provision(host)
+
     # -- incident journal --------------------------------------------------
     @translated
     def incident_write(self, incident_id: str, summary: Mapping[str, object],
@@ -178,9 +208,16 @@ class ZooKeeperCoordinator(base.Coordinator):
     def incident_delete(self, incident_id: str) -> None:
         self._incidents.delete(incident_id)
 
+    # -- guest failures ----------------------------------------------------
     @translated
     def guest_event_put(self, event):
-        return self.guests.put(event)
+        host = self.membership.member_id or (self.acls.creds.host if self.acls.creds else None)
+        if host is None:
+            raise exceptions.CoordinationError(reason="a guest failure before the agent "
+                                               "knows its host (join first)")
+        if not self.acls.knows_admins:
+            self.membership.ensure_slot(host)
+        return self.guests.put(host, event)
 
     @translated
     def guest_events(self):
@@ -200,4 +237,3 @@ class ZooKeeperCoordinator(base.Coordinator):
 
     def leadership(self, candidate_id: str) -> base.Leadership:
         return ZooKeeperLeadership(self.session, candidate_id)
-

@@ -10,9 +10,8 @@ import time
 
 import pytest
 from harness import daemons
-from harness.zookeeper import ZooKeeperServer
+from harness.zookeeper import ZooKeeperServer, provision
 
-from instanceha import coordination
 from instanceha.controller.executor import BaseActuator, Executor
 from instanceha.controller.reconciler import Reconciler
 from instanceha.engine.model import DetectionPolicy
@@ -53,14 +52,19 @@ class DaemonFactory:
         self.root_path = root_path
         self.started = []
 
-    def coordination(self):
-        return {"backend_url": self.zookeeper.url, "root_path": self.root_path,
-                "session_timeout": 2.0}
+    def coordination(self, role="controller", host=None):
+        """The ``[coordination]`` of ``role`` (its own credentials, TLS) on this root."""
+        return self.zookeeper.section(role, host, root_path=self.root_path,
+                                      session_timeout=2.0)
 
     def __call__(self, kind, name, extra=None, argv_prefix=None, env=None):
+        """An agent (its host's slot provisioned first, on whatever ZooKeeper
+        ``extra`` points it to, as the leading controller does for the hosts of
+        its inventory) or a controller, with their own credentials."""
+        host = (extra or {}).get("DEFAULT", {}).get("host", name)
         sections = {
             "DEFAULT": {"host": name},
-            "coordination": self.coordination(),
+            "coordination": self.coordination(kind, host if kind == "agent" else None),
             "agent": {"watched_processes": "init:/sbin/init"},
             "detection": {"tick_interval": 0.1},
             "telemetry": {"controller_port": 0, "agent_port": 0},
@@ -69,6 +73,9 @@ class DaemonFactory:
             sections["agent"]["session_file"] = os.path.join(self.workdir, f"{name}.session")
         for group, values in (extra or {}).items():
             sections.setdefault(group, {}).update(values)
+        if kind == "agent":
+            c = sections["coordination"]
+            provision(c["backend_url"], self.zookeeper.security, c["root_path"], [host])
         prog = {"agent": "instanceha-agent", "controller": "instanceha-controller"}[kind]
         d = daemons.Daemon.instanceha(prog, self.workdir, name, sections, env=env,
                                       argv_prefix=argv_prefix)
@@ -76,8 +83,9 @@ class DaemonFactory:
         return d.start()
 
     def cli(self, *args):
-        """``cli("status", "--format", "json")``: the operator CLI on this root."""
-        coordination = self.coordination()
+        """``cli("status", "--format", "json")``: the operator CLI on this root,
+        with the operators' credentials."""
+        coordination = self.coordination("operator")
         coordination.pop("session_timeout")
         conf = daemons.write_conf(os.path.join(self.workdir, "cli.conf"),
                                   {"coordination": coordination})
@@ -130,9 +138,10 @@ class Observer:
     """An in-process controller (real ZooKeeper session, real reconciler) whose
     decisions the test can read."""
 
-    def __init__(self, url, root_path, policy=None, session_timeout=2.0):
-        self.coordinator = coordination.get_coordinator(
-            url, session_timeout=session_timeout, root_path=root_path)
+    def __init__(self, zk, root_path, policy=None, session_timeout=2.0):
+        """``zk``: the ZooKeeper server (or ensemble) of the harness."""
+        self.coordinator = zk.coordinator("controller", session_timeout=session_timeout,
+                                          root_path=root_path)
         self.coordinator.start()
         self.leadership = self.coordinator.leadership("observer")
         self.handler = RecordingHandler()
@@ -186,7 +195,7 @@ def observer_factory(zookeeper, root_path):
     made = []
 
     def make(policy=None):
-        obs = Observer(zookeeper.url, root_path, policy=policy)
+        obs = Observer(zookeeper, root_path, policy=policy)
         made.append(obs)
         return obs
 

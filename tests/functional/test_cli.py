@@ -57,15 +57,19 @@ def test_status_pause_and_forget(daemon_factory, cli):
     ctl.wait_log(r"host=compute2 phase=FAILED->FORGOTTEN")
 
 
-def test_status_without_a_leader_is_an_error(cli):
+def test_status_without_a_leader_is_an_error(cli, zookeeper, root_path):
+    r = cli("status")
+    assert r.returncode == 2 and "no controller has initialised" in r.stderr
+    zookeeper.provision(root_path, [])  # a controller made the tree, none leads now
     r = cli("status")
     assert r.returncode == 2 and "no leader has published" in r.stderr
 
 
-def test_unreachable_coordinator_is_an_error(tmp_path):
+def test_unreachable_coordinator_is_an_error(tmp_path, zookeeper):
     from harness import procs
-    conf = daemons.write_conf(str(tmp_path / "c.conf"), {"coordination": {
-        "backend_url": f"zookeeper://127.0.0.1:{procs.free_port()}", "connect_timeout": 1}})
+    conf = daemons.write_conf(str(tmp_path / "c.conf"), {"coordination": dict(
+        zookeeper.section("operator"),
+        backend_url=f"zookeeper://127.0.0.1:{procs.free_port()}", connect_timeout=1)})
     r = subprocess.run([CLI, "--config-file", conf, "status"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and "unreachable" in r.stderr and "retry later" in r.stderr

@@ -136,34 +136,6 @@ def test_hung_main_loop_is_failed_while_session_lives(daemon_factory, observer, 
                    f"{_entered(observer, 'compute1', 'HEALTHY', resumed):.2f} s after it resumed")
 
 
-@pytest.mark.fault("Agent main loop hung, data-heartbeat agent ([agent] liveness = heartbeat)",
-                   component="agent",
-                   expect="FAILED by the hung rule (data heartbeat stale past hung_after while the "
-                          "membership lives); HEALTHY again when the loop resumes")
-def test_hung_main_loop_of_a_heartbeat_agent(daemon_factory, observer, tmp_path, fault):
-    flag = tmp_path / "hang"
-    agent = daemon_factory(
-        "agent", "compute1",
-        extra={"agent": {"health_check_interval": 0.1, "liveness": "heartbeat"}},
-        argv_prefix=[sys.executable, HANG_AGENT],
-        env={"INSTANCEHA_TEST_HANG_FILE": str(flag)},
-    )
-    observer.wait_phase("compute1", "HEALTHY")
-    assert observer.coordinator.snapshot().members["compute1"].capabilities["liveness"] == \
-        "heartbeat"
-    hung = time.monotonic()
-    flag.write_text("hang")
-    observer.wait_phase("compute1", "FAILED")
-    assert observer.view("compute1").rule == "hung"
-    resumed = time.monotonic()
-    flag.unlink()
-    observer.wait_phase("compute1", "HEALTHY")
-    assert "join #2" not in agent.read_log()  # no watchdog here: the same session throughout
-    fault.observed(f"FAILED (rule hung) {_entered(observer, 'compute1', 'FAILED', hung):.2f} s "
-                   f"after the loop hung; HEALTHY "
-                   f"{_entered(observer, 'compute1', 'HEALTHY', resumed):.2f} s after it resumed")
-
-
 def test_a_steady_agent_sends_only_pings(daemon_factory, observer, zookeeper, root_path):
     """Liveness = session: once joined and its health known, the agent sends
     ZooKeeper nothing but kazoo's pings (no request, so no write), and stays
@@ -175,9 +147,8 @@ def test_a_steady_agent_sends_only_pings(daemon_factory, observer, zookeeper, ro
                        .capabilities.get("services", {}).get("init") is not None, 10,
                        "the agent's first health check")
     caps = observer.coordinator.snapshot().members["compute1"].capabilities
-    assert caps["liveness"] == "session" and caps["session_timeout"] == 2.0
-    assert client.exists(f"{root_path}/heartbeats/compute1") is None
-    _, member = client.get(f"{root_path}/members/compute1")
+    assert caps["session_timeout"] == 2.0
+    _, member = client.get(f"{root_path}/hosts/compute1/member")
     sid = member.ephemeralOwner
     before = zookeeper.connections()[sid]
     started = time.monotonic()
@@ -186,7 +157,7 @@ def test_a_steady_agent_sends_only_pings(daemon_factory, observer, zookeeper, ro
     after = zookeeper.connections()[sid]
     assert after["lcxid"] == before["lcxid"], (before, after)  # not one request
     assert int(after["recved"]) > int(before["recved"])  # ... but pings
-    _, again = client.get(f"{root_path}/members/compute1")
+    _, again = client.get(f"{root_path}/hosts/compute1/member")
     assert (again.mzxid, again.version) == (member.mzxid, member.version)
     assert observer.phase("compute1") == "HEALTHY"
     assert observer.phases_seen("compute1")[-1] == "HEALTHY"
@@ -307,8 +278,8 @@ def test_agent_started_before_the_coordinator_joins_when_it_comes(tmp_path, root
     zk = ZooKeeperServer(str(tmp_path / "late-zk"), tick_ms=200)  # port chosen, not started
     sections = {
         "DEFAULT": {"host": "compute9"},
-        "coordination": {"backend_url": zk.url, "root_path": root_path,
-                         "connect_timeout": 1.0, "reconnect_max_delay": 1.0},
+        "coordination": zk.section("agent", "compute9", root_path=root_path,
+                                   connect_timeout=1.0, reconnect_max_delay=1.0),
         "agent": {"watched_processes": "init:/sbin/init"},
         "telemetry": {"enabled": "false"},
     }
@@ -316,6 +287,7 @@ def test_agent_started_before_the_coordinator_joins_when_it_comes(tmp_path, root
     try:
         agent.wait_log(r"is unreachable: .*retry later, next try in")
         zk.start()
+        zk.provision(root_path, ["compute9"])  # as the leading controller does
         agent.wait_log(r"joined as compute9 \(incarnation \d+, join #1\)")
         assert agent.proc.poll() is None
     finally:

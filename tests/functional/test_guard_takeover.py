@@ -8,7 +8,6 @@ import time
 import pytest
 from harness import daemons
 
-from instanceha import coordination
 from instanceha.controller.executor import GUARD_HOLD
 
 pytestmark = pytest.mark.functional
@@ -22,7 +21,8 @@ QUIET = 4.0  # seconds the new leader is watched for a fence it must not hand ov
 
 @pytest.fixture
 def control(zookeeper, root_path):
-    coord = coordination.get_coordinator(zookeeper.url, root_path=root_path)
+    zookeeper.provision(root_path, [])  # the tree, as the first controller makes it
+    coord = zookeeper.coordinator("operator", root_path=root_path)
     coord.start()
     yield lambda: coord.snapshot().control
     coord.stop()

@@ -5,16 +5,15 @@ writer's session is gone; the watch sees new failures; restarts merge."""
 import pytest
 from harness import daemons
 
-from instanceha import coordination
-
 pytestmark = pytest.mark.functional
 
 
 def test_failures_outlive_the_agent_and_reach_another_session(zookeeper, root_path):
-    agent = coordination.get_coordinator(zookeeper.url, root_path=root_path)
-    leader = coordination.get_coordinator(zookeeper.url, root_path=root_path)
-    agent.start()
+    leader = zookeeper.coordinator("controller", root_path=root_path)
     leader.start()
+    leader.provision_host("c1")
+    agent = zookeeper.coordinator("agent", "c1", root_path=root_path)
+    agent.start()
     try:
         assert leader.guest_events() == []
         first = agent.guest_event_put({"host": "c1", "instance_id": "vm1", "kind": "watchdog",
@@ -23,7 +22,7 @@ def test_failures_outlive_the_agent_and_reach_another_session(zookeeper, root_pa
         daemons.wait_until(lambda: leader.guest_events(), 10, "the watch to see it")
         (event_id, record), = leader.guest_events()
         assert event_id == first and record["detail"] == {"action": "none"}
-        again = coordination.get_coordinator(zookeeper.url, root_path=root_path)
+        again = zookeeper.coordinator("agent", "c1", root_path=root_path)
         again.start()
         second = again.guest_event_put({"host": "c1", "instance_id": "vm2", "kind": "crashed",
                                         "at": 2.0})

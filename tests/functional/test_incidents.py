@@ -6,7 +6,6 @@ import json
 import pytest
 from harness import daemons
 
-from instanceha import coordination
 from instanceha.controller.journal import IncidentJournal, IncidentState
 
 pytestmark = pytest.mark.functional
@@ -17,8 +16,7 @@ def coordinators(zookeeper, root_path):
     made = []
 
     def make():
-        c = coordination.get_coordinator(zookeeper.url, session_timeout=2.0,
-                                         root_path=root_path)
+        c = zookeeper.coordinator("controller", session_timeout=2.0, root_path=root_path)
         c.start()
         made.append(c)
         return c

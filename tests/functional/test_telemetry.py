@@ -59,7 +59,8 @@ def test_agent_health_turns_503_when_its_loop_hangs(daemon_factory, observer, tm
     observer.wait_phase("compute1", "HEALTHY")
     daemons.wait_until(lambda: get(port, "/readyz")[0] == 200, 10, "agent ready")
     code, text = get(port, "/metrics")
-    assert "instanceha_agent_joined 1.0" in text and "instanceha_agent_heartbeats_total" in text
+    assert "instanceha_agent_joined 1.0" in text
+    assert "instanceha_agent_membership_tampered_total 0.0" in text
     flag.write_text("hang")
     daemons.wait_until(lambda: get(port, "/healthz")[0] == 503, 10, "/healthz to turn 503")
     assert "stalled" in get(port, "/healthz")[1]

@@ -65,10 +65,8 @@ class FakeCoordinator(base.Coordinator):
         self.started = 0
         self.start_errors = []
         self.join_errors = []
-        self.heartbeat_errors = []
         self.joined_flag = False
         self.joins = []
-        self.beats = []
         self.capability_updates = []
         self.left = []
         self.leadership_obj = FakeLeadership()
@@ -78,6 +76,7 @@ class FakeCoordinator(base.Coordinator):
         removes one to expire it; a restarted process's coordinator shares it)."""
         self.session = None
         self._resume = None
+        self.provisioned = set()
 
     # connection
     def start(self):
@@ -133,11 +132,6 @@ class FakeCoordinator(base.Coordinator):
     def joined(self):
         return self.joined_flag
 
-    def heartbeat(self, seq):
-        if self.heartbeat_errors:
-            raise self.heartbeat_errors.pop(0)
-        self.beats.append(seq)
-
     def report_stall(self, stalled_for):
         self.stalls.append(stalled_for)
 
@@ -157,11 +151,11 @@ class FakeCoordinator(base.Coordinator):
 
     # controller side
     def add_member(self, host, incarnation=1, services=None, boot_id="b1", session=False):
-        """``session``: liveness by session (alive now), else by data heartbeat."""
+        """``session``: alive now (its live session); else its last sign of life is
+        now and ages with the clock (as a member whose watchdog reports a stall
+        from now on)."""
         self.hosts[host] = base.HostRecord(host)
         caps = {"services": services or {"nova-compute": True}, "boot_id": boot_id}
-        if session:
-            caps[base.LIVENESS] = base.SESSION
         self.members[host] = base.MemberRecord(host, incarnation, caps)
         self.heartbeats[host] = base.ALIVE_NOW if session else self.clock()
 
@@ -183,7 +177,8 @@ class FakeCoordinator(base.Coordinator):
             watching_since=self.watching_since, hosts=now[0],
             members=now[1], heartbeats=now[2],
             control=dict(self.control),
-            revision=self.changes.revision if self.changes else 0, changes=self.changes)
+            revision=self.changes.revision if self.changes else 0, changes=self.changes,
+            provisioned=frozenset(self.provisioned) | frozenset(self.hosts))
 
     def publish_status(self, status):
         self.status = dict(status)
@@ -206,6 +201,11 @@ class FakeCoordinator(base.Coordinator):
 
     def forget_host(self, host):
         self.hosts.pop(host, None)
+
+    def provision_host(self, host):
+        made = host not in self.provisioned
+        self.provisioned.add(host)
+        return made
 
     def leadership(self, candidate_id):
         return self.leadership_obj

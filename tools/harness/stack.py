@@ -134,8 +134,10 @@ class Stack:
                                            interval=interval).start()
         return self.prometheus
 
-    def base(self) -> dict:
-        return {"coordination": {"backend_url": self.zk.url, "session_timeout": 2.0},
+    def base(self, role: str = "controller", host: str | None = None) -> dict:
+        """The sections every daemon shares; ``[coordination]`` with ``role``'s
+        credentials (TLS, authentication and ACLs on, as in production)."""
+        return {"coordination": self.zk.section(role, host, session_timeout=2.0),
                 "telemetry": {"controller_port": 0, "agent_port": 0}}
 
     def bus_sections(self) -> dict:
@@ -146,9 +148,10 @@ class Stack:
         """The host's agent, watching its nova-compute."""
         n = host[len("compute"):]
         name = f"agent-{host}" + (f"-{tag}" if tag else "")
+        self.zk.provision("/instanceha", [host])  # as the leader does for its inventory
         d = daemons.Daemon.instanceha(
             "instanceha-agent", self.work, name,
-            dict(self.base(), DEFAULT={"host": host}, agent={
+            dict(self.base("agent", host), DEFAULT={"host": host}, agent={
                 "watched_processes": f"nova-compute:nova-compute{n}.conf",
                 "health_check_interval": 0.5,
                 "session_file": os.path.join(self.work, f"{name}.session")})).start()

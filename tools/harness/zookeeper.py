@@ -7,6 +7,16 @@ In tests: ``ZooKeeperServer(tmpdir, tick_ms=200).start()``; ``.stop()``,
 ``.restart()``, ``.freeze()``/``.thaw()``. A fresh data dir per server, its
 own port, admin server off, 4lw ``ruok,srvr,stat,mntr,cons,conf``.
 
+Secure by default, as instanceha runs in production: clients connect over TLS
+to ``secureClientPort`` (``.url``; the server's certificate is signed by a CA
+made in the server's dir, see ``zksecurity``), authenticate with credentials
+derived from the server's own test key, and every node instanceha writes
+carries least-privilege ACLs. ``.section(role, host)`` gives the
+``[coordination]`` options of a daemon, ``.coordinator(role, host)`` an
+in-process client, ``.provision(root, hosts)`` creates the hosts' slots as the
+leading controller would. The plain ``clientPort`` (``.plain_url``) stays
+open for the four-letter words and for tests of clients without TLS.
+
 ``ZooKeeperEnsemble(tmpdir, size=3, tick_ms=200).start()``: that many servers
 on loopback (``server.N=127.0.0.1:peer:election`` lines, a ``myid`` each);
 ``.url`` names them all; ``.servers[i]`` can be stopped, killed, frozen and
@@ -19,40 +29,59 @@ import argparse
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness import procs  # noqa: E402
+from harness.zksecurity import ZkSecurity  # noqa: E402
 
+# Debian's zookeeper.jar names no class path for Netty, which the TLS port needs
 CLASSPATH = ":".join(
     ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar"]
     + [
         f"/usr/share/java/{j}"
-        for j in ("zookeeper-jute.jar", "slf4j-api.jar", "netty.jar", "jline.jar")
+        for j in ("zookeeper-jute.jar", "slf4j-api.jar", "jline.jar", "netty-buffer.jar",
+                  "netty-codec.jar", "netty-common.jar", "netty-handler.jar",
+                  "netty-resolver.jar", "netty-transport.jar",
+                  "netty-transport-native-unix-common.jar",
+                  "netty-transport-native-epoll.jar")
         if os.path.exists(f"/usr/share/java/{j}")
     ]
 )
 
 
-def four_letter(port: int, word: bytes = b"ruok", timeout: float = 1.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(word)
-        chunks = []
-        while True:
-            data = s.recv(65536)
-            if not data:
-                return b"".join(chunks)
-            chunks.append(data)
+def four_letter(port: int, word: bytes = b"ruok", timeout: float = 1.0,
+                ca_file: str | None = None) -> bytes:
+    """A four-letter word; over TLS when ``ca_file`` is given (the secure port
+    answers for the connections it holds, the plain port for its own)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        s = ssl.create_default_context(cafile=ca_file).wrap_socket(
+            raw, server_hostname="127.0.0.1") if ca_file else raw
+        with s:
+            s.sendall(word)
+            chunks = []
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    return b"".join(chunks)
+                chunks.append(data)
 
 
 class ZooKeeperServer:
     def __init__(self, base_dir: str, port: int | None = None, tick_ms: int = 200,
                  max_session_ms: int | None = None, myid: int | None = None,
-                 peers: list[str] | None = None, heap_mb: int = 256) -> None:
+                 peers: list[str] | None = None, heap_mb: int = 256,
+                 secure: bool = True, security: ZkSecurity | None = None,
+                 secure_port: int | None = None) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.port = port or procs.free_port()
+        self.secure = secure
+        self.security = (security or ZkSecurity(os.path.join(self.base_dir, "security"))) \
+            if secure else None
+        self.secure_port = (secure_port or procs.free_port()) if secure else None
         self.tick_ms = tick_ms
         self.max_session_ms = max_session_ms
         self.myid = myid
@@ -65,11 +94,34 @@ class ZooKeeperServer:
 
     @property
     def url(self) -> str:
+        """What clients use: the TLS port when secure."""
+        return f"zookeeper://{self.hosts}"
+
+    @property
+    def client_port(self) -> int:
+        """The port instanceha's clients connect to (the TLS one when secure)."""
+        return self.secure_port if self.secure else self.port
+
+    @property
+    def plain_url(self) -> str:
         return f"zookeeper://127.0.0.1:{self.port}"
 
     @property
     def hosts(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.secure_port if self.secure else self.port}"
+
+    # -- clients, as instanceha's daemons connect -----------------------------------
+    def section(self, role: str, host: str | None = None, **more) -> dict:
+        return coordination_section(self.url, self.security, role, host, **more)
+
+    def coordinator(self, role: str, host: str | None = None, url: str | None = None,
+                    **kwargs):
+        """An in-process client with ``role``'s credentials (``url``: another way in
+        to this server, e.g. through a proxy)."""
+        return make_coordinator(url or self.url, self.security, role, host, **kwargs)
+
+    def provision(self, root_path: str, hosts) -> None:
+        provision(self.url, self.security, root_path, hosts)
 
     def _write_cfg(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
@@ -86,6 +138,18 @@ class ZooKeeperServer:
             # tests fsync on a shared disk: don't let a slow fsync stall everyone
             "forceSync=no",
         ]
+        if self.secure:
+            sec = self.security
+            lines += [
+                f"secureClientPort={self.secure_port}",
+                "secureClientPortAddress=127.0.0.1",
+                "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+                f"ssl.keyStore.location={sec.server_pem}",
+                "ssl.keyStore.type=PEM",
+                f"ssl.trustStore.location={sec.ca_file}",
+                "ssl.trustStore.type=PEM",
+                "ssl.clientAuth=want",
+            ]
         if self.max_session_ms:
             lines.append(f"maxSessionTimeout={self.max_session_ms}")
         lines += self.peers
@@ -120,6 +184,9 @@ class ZooKeeperServer:
         its last operation, ``lcxid``: the xid of its last request, pings
         excluded, ``recved``/``sent`` packets...)."""
         out = four_letter(self.port, b"cons").decode(errors="replace")
+        if self.secure:
+            out += four_letter(self.secure_port, b"cons",
+                               ca_file=self.security.ca_file).decode(errors="replace")
         found = {}
         for line in out.splitlines():
             if "(" not in line or "sid=" not in line:
@@ -173,16 +240,20 @@ class ZooKeeperServer:
 
 
 class ZooKeeperEnsemble:
-    """``size`` servers on loopback forming one ensemble."""
+    """``size`` servers on loopback forming one ensemble (one security domain)."""
 
-    def __init__(self, base_dir: str, size: int = 3, tick_ms: int = 200) -> None:
+    def __init__(self, base_dir: str, size: int = 3, tick_ms: int = 200,
+                 secure: bool = True, security: ZkSecurity | None = None) -> None:
         self.base_dir = os.path.abspath(base_dir)
+        self.security = (security or ZkSecurity(os.path.join(self.base_dir, "security"))) \
+            if secure else None
         ports = [(procs.free_port(), procs.free_port(), procs.free_port()) for _ in range(size)]
         peers = [f"server.{i + 1}=127.0.0.1:{peer}:{election}"
                  for i, (_, peer, election) in enumerate(ports)]
         self.servers = [
             ZooKeeperServer(os.path.join(self.base_dir, f"zk{i + 1}"), port=client,
-                            tick_ms=tick_ms, myid=i + 1, peers=peers)
+                            tick_ms=tick_ms, myid=i + 1, peers=peers, secure=secure,
+                            security=self.security)
             for i, (client, _, _) in enumerate(ports)
         ]
 
@@ -193,6 +264,15 @@ class ZooKeeperEnsemble:
     @property
     def url(self) -> str:
         return f"zookeeper://{self.hosts}"
+
+    def section(self, role: str, host: str | None = None, **more) -> dict:
+        return coordination_section(self.url, self.security, role, host, **more)
+
+    def coordinator(self, role: str, host: str | None = None, **kwargs):
+        return make_coordinator(self.url, self.security, role, host, **kwargs)
+
+    def provision(self, root_path: str, hosts) -> None:
+        provision(self.url, self.security, root_path, hosts)
 
     def start(self, timeout: float = 60.0) -> ZooKeeperEnsemble:
         for s in self.servers:
@@ -215,7 +295,7 @@ class ZooKeeperEnsemble:
         return None
 
     def by_port(self, port: int) -> ZooKeeperServer:
-        return next(s for s in self.servers if s.port == port)
+        return next(s for s in self.servers if port in (s.port, s.client_port))
 
     def stop(self) -> None:
         for s in self.servers:
@@ -224,6 +304,39 @@ class ZooKeeperEnsemble:
             except (ProcessLookupError, AttributeError):
                 pass
             s.stop()
+
+
+def coordination_section(url: str, security: ZkSecurity | None, role: str,
+                         host: str | None = None, **more) -> dict:
+    """The ``[coordination]`` options of a daemon (``role``) on this ZooKeeper."""
+    if security is None:
+        base = {"backend_url": url, "insecure": "true", "tls": "false"}
+    else:
+        base = security.section(url, role, host)
+    return dict(base, **more)
+
+
+def make_coordinator(url: str, security: ZkSecurity | None, role: str,
+                     host: str | None = None, **kwargs):
+    """An in-process coordinator (not started) with ``role``'s credentials."""
+    from instanceha import coordination
+
+    if security is not None:
+        kwargs.setdefault("creds", security.credentials_for(role, host))
+        kwargs.setdefault("tls", security.tls())
+    return coordination.get_coordinator(url, role=role, **kwargs)
+
+
+def provision(url: str, security: ZkSecurity | None, root_path: str, hosts) -> None:
+    """Create the tree under ``root_path`` and the slots of ``hosts``, as the
+    leading controller does for the hosts of its inventory."""
+    admin = make_coordinator(url, security, "controller", root_path=root_path)
+    admin.start()
+    try:
+        for h in hosts:
+            admin.provision_host(h)
+    finally:
+        admin.stop()
 
 
 def main(argv=None) -> int:

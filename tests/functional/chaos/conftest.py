@@ -13,8 +13,11 @@ from harness.zookeeper import ZooKeeperEnsemble
 
 
 @pytest.fixture
-def ensemble(tmp_path):
-    ens = ZooKeeperEnsemble(str(tmp_path / "ensemble"), size=3, tick_ms=200).start()
+def ensemble(tmp_path, zookeeper):
+    """Three servers in the session ZooKeeper's security domain (same CA, same
+    key): the daemons' credentials work on either."""
+    ens = ZooKeeperEnsemble(str(tmp_path / "ensemble"), size=3, tick_ms=200,
+                            security=zookeeper.security).start()
     yield ens
     ens.stop()
 

@@ -32,12 +32,12 @@ def test_faults_detected_on_an_ensemble(fault, ensemble, daemon_factory, tmp_pat
     agents["hung"] = daemon_factory(
         "agent", "hung", extra=dict(where, agent={"health_check_interval": 0.1}),
         argv_prefix=[sys.executable, HANG_AGENT], env={"INSTANCEHA_TEST_HANG_FILE": str(flag)})
-    observer = Observer(ensemble.url, root_path)
+    observer = Observer(ensemble, root_path)
     try:
         for n in agents:
             observer.wait_phase(n, "HEALTHY")
         live = observer.view("live").incarnation
-        servers = {s.port for s in ensemble.running()
+        servers = {s.client_port for s in ensemble.running()
                    for sid in s.connections() if sid in _owners(observer, root_path)}
         at = time.monotonic()
         agents["killed"].kill()
@@ -60,12 +60,8 @@ def test_faults_detected_on_an_ensemble(fault, ensemble, daemon_factory, tmp_pat
 
 
 def _owners(observer, root_path) -> set[int]:
-    client = observer.coordinator.client
-    owners = set()
-    for n in client.get_children(f"{root_path}/members"):
-        _, stat = client.get(f"{root_path}/members/{n}")
-        owners.add(stat.ephemeralOwner)
-    return owners
+    """The sessions holding a membership: each live member's incarnation."""
+    return {m.incarnation for m in observer.coordinator.snapshot().members.values()}
 
 
 def _entered(observer, host, since):

@@ -20,7 +20,6 @@ import urllib.request
 import pytest
 from harness import daemons
 
-from instanceha import coordination
 from instanceha.controller.executor import BaseActuator
 from instanceha.controller.service import ControllerService, ControllerSettings
 from instanceha.engine.guard import GuardPolicy
@@ -132,8 +131,7 @@ class _PerTick(BaseActuator):
 def test_released_guard_fences_at_most_max_fences_per_tick(daemon_factory, zookeeper,
                                                            root_path, cli, fault):
     agents = _agents(daemon_factory)
-    coord = coordination.get_coordinator(zookeeper.url, session_timeout=2.0,
-                                         root_path=root_path)
+    coord = zookeeper.coordinator("controller", session_timeout=2.0, root_path=root_path)
     actuator = _PerTick()
     settings = ControllerSettings(
         name="ctl-inproc", policy=DetectionPolicy(), tick_interval=0.1, session_timeout=2.0,

@@ -16,7 +16,7 @@ import time
 import pytest
 from harness import daemons, procs
 
-from instanceha import coordination, exceptions
+from instanceha import exceptions
 from instanceha.coordination import ConnectionState
 from tests.functional.chaos import logs
 
@@ -63,7 +63,7 @@ CUT_EXPECT = ("the cut-off leader stops acting within one tick and never hands a
         component="controller", expect=CUT_EXPECT)),
 ])
 def test_leader_cut_off_from_zookeeper(how, fault, zookeeper, daemon_factory, proxy_factory):
-    proxy = proxy_factory(zookeeper.port)
+    proxy = proxy_factory(zookeeper.client_port)
     agents, a, b = _start_cluster(daemon_factory, f"zookeeper://{proxy.address}",
                                   zookeeper.url, hosts=("compute1", "compute2"))
     old_token = logs.token(a)
@@ -114,9 +114,10 @@ def test_leader_cut_off_from_zookeeper(how, fault, zookeeper, daemon_factory, pr
     "ZooKeeper call made while the client's link is black-holed", component="coordination",
     expect="the call fails at once (coordinator unavailable); it does not wait for the link")
 def test_call_while_disconnected_fails_at_once(fault, zookeeper, proxy_factory, root_path):
-    proxy = proxy_factory(zookeeper.port)
-    coord = coordination.get_coordinator(f"zookeeper://{proxy.address}", session_timeout=2.0,
-                                         root_path=root_path)
+    proxy = proxy_factory(zookeeper.client_port)
+    zookeeper.provision(root_path, [])
+    coord = zookeeper.coordinator("controller", url=f"zookeeper://{proxy.address}",
+                                  session_timeout=2.0, root_path=root_path)
     coord.start()
     try:
         coord.publish_status({"leader": "me"})
@@ -153,7 +154,7 @@ def test_call_while_disconnected_fails_at_once(fault, zookeeper, proxy_factory, 
 # -- a 3-node ensemble loses one server ------------------------------------------
 
 def _server_of(d: daemons.Daemon, ensemble):
-    ports = procs.tcp_peer_ports(d.pid) & {s.port for s in ensemble.servers}
+    ports = procs.tcp_peer_ports(d.pid) & {s.client_port for s in ensemble.servers}
     assert len(ports) == 1, f"{d.name} is connected to {ports}"
     return ensemble.by_port(ports.pop())
 
@@ -192,7 +193,7 @@ def test_ensemble_loses_one_server(victim, fault, ensemble, daemon_factory):
     else:
         lead_note = "leadership moved to ctl-b"
     # every agent keeps its session through the loss (each reconnects to another server)
-    live_ports = {s.port for s in ensemble.running()}
+    live_ports = {s.client_port for s in ensemble.running()}
     for n in LIVE:
         daemons.wait_until(lambda n=n: procs.tcp_peer_ports(agents[n].pid) & live_ports, 20,
                            f"{n} to be connected to a live server")

@@ -57,7 +57,6 @@ import pytest
 import yaml
 from harness import libvirtd, procs
 
-from instanceha import coordination
 from instanceha.notify import events as ev
 from tests.functional.cloud import Bus
 from tests.unit.notify import samples
@@ -311,7 +310,7 @@ def test_guest_failures_reach_the_leader_and_each_policy_runs(
     guests["panic"].send("panic")
     agent.wait_log(rf"guest failure of {ids['panic']} queued for the leader", timeout=30,
                    after=mark)
-    coord = coordination.get_coordinator(zookeeper.url, root_path=root_path)
+    coord = zookeeper.coordinator("controller", root_path=root_path)
     coord.start()
     try:
         queued = [r for _, r in coord.guest_events() if r.get("instance_id") == ids["panic"]]

@@ -12,31 +12,27 @@ from tests.unit.clock import FakeClock
 from tests.unit.fakes import FakeCoordinator
 
 
-def _agent(liveness):
+def _agent():
     clock = FakeClock()
     coord = FakeCoordinator(clock)
     services = {"nova-compute": True, "libvirtd": True}
     a = Agent(coord, AgentSettings(host="compute1", heartbeat_interval=0.5,
                                    health_check_interval=2.0, reconnect_max_delay=4.0,
-                                   liveness=liveness, stall_report_after=1.5,
-                                   hung_after=2.0),
+                                   stall_report_after=1.5, hung_after=2.0),
               probe=lambda: dict(services), clock=clock)
     return a, coord, clock, services
 
 
 @pytest.fixture
 def agent():
-    """The data-heartbeat agent (liveness = heartbeat, the mechanism before)."""
-    return _agent("heartbeat")
+    """The agent: its session is its liveness."""
+    return _agent()
 
 
-@pytest.fixture
-def session_agent():
-    """The default agent: its session is its liveness."""
-    return _agent("session")
+session_agent = agent
 
 
-def test_first_step_connects_joins_and_heartbeats(agent):
+def test_first_step_connects_and_joins_then_writes_nothing(agent):
     a, coord, clock, _ = agent
     assert a.step() == 0.5
     assert coord.started == 1
@@ -44,9 +40,8 @@ def test_first_step_connects_joins_and_heartbeats(agent):
     caps = coord.joins[0][1]
     assert caps["services"] == {"nova-compute": True, "libvirtd": True}
     assert {"version", "started_at", "boot_id", "pid"} <= set(caps)
-    assert coord.beats == [1]
     a.step()
-    assert coord.beats == [1, 2] and len(coord.joins) == 1
+    assert len(coord.joins) == 1 and coord.capability_updates == [] and coord.stalls == []
 
 
 def test_rejoins_when_the_membership_is_gone(agent):
@@ -65,9 +60,9 @@ def test_waits_out_the_previous_session_and_logs_once(agent, caplog):
         for _ in range(3):
             assert a.step() == 0.5
     assert caplog.text.count("already present") == 1
-    assert coord.beats == []
+    assert coord.joins == []
     a.step()
-    assert len(coord.joins) == 1 and coord.beats == [1]
+    assert len(coord.joins) == 1
 
 
 def test_health_change_is_published_at_next_check(agent):
@@ -85,18 +80,19 @@ def test_health_change_is_published_at_next_check(agent):
 def test_backoff_doubles_and_is_capped_then_resets(agent):
     a, coord, _, _ = agent
     err = exceptions.CoordinatorUnavailable(where="zk", reason="ConnectionLoss")
-    coord.heartbeat_errors = [err] * 5
+    coord.join_errors = [err] * 5
     waits = [a.step() for _ in range(5)]
     assert waits == [0.5, 1.0, 2.0, 4.0, 4.0]
-    assert a.step() == 0.5
+    assert a.step() == 0.5 and len(coord.joins) == 1
 
 
 def test_not_connected_waits_without_calling_the_coordinator(agent):
     a, coord, _, _ = agent
     a.step()
     coord.set_state(ConnectionState.SUSPENDED)
+    coord.joined_flag = False
     a.step()
-    assert coord.beats == [1]
+    assert len(coord.joins) == 1 and coord.capability_updates == []
 
 
 def test_planned_shutdown_announces_itself(agent):
@@ -114,7 +110,7 @@ def test_rejected_session_timeout_is_not_retried(agent):
         a.step()
 
 
-# -- liveness = session: writes only on change, the loop watchdog ------------------
+# -- writes only on change, the loop watchdog ---------------------------------------
 
 def test_session_agent_joins_then_writes_nothing_while_nothing_changes(session_agent):
     a, coord, clock, services = session_agent
@@ -123,8 +119,7 @@ def test_session_agent_joins_then_writes_nothing_while_nothing_changes(session_a
         a.iteration_done(0.5)
         clock.advance(0.5)
     assert len(coord.joins) == 1
-    assert coord.joins[0][1]["liveness"] == "session"
-    assert coord.beats == [] and coord.capability_updates == [] and coord.stalls == []
+    assert coord.capability_updates == [] and coord.stalls == []
     services["libvirtd"] = False
     clock.advance(2.0)
     a.step()
@@ -207,11 +202,10 @@ def _agent_with(**kw):
                  clock=clock)
 
 
-def test_heartbeat_agent_has_no_watchdog(agent):
-    a, coord, clock, _ = agent
-    assert a.watchdog is None
-    a.step()
-    assert coord.joins[0][1]["liveness"] == "heartbeat"
+def test_every_agent_has_its_loop_watchdog(agent):
+    a, _, _, _ = agent
+    assert a.watchdog is not None
+    assert (a.watchdog.report_after, a.watchdog.end_after) == (1.5, 2.5)
 
 
 def test_process_probe_reads_proc(tmp_path):

@@ -14,25 +14,104 @@ import argparse
 import sys
 
 from instanceha import exceptions
-from instanceha.cmd import common, fencing_cli, incidents_cli, listen_cli, ops_cli
+from instanceha.cmd import (
+    common,
+    coordination_cli,
+    fencing_cli,
+    incidents_cli,
+    listen_cli,
+    ops_cli,
+)
 from instanceha.conf import policy
 from instanceha.version import __version__
 
 PROG = "instanceha"
 
 
+def _role(args, conf) -> str:
+    if args.role:
+        return args.role
+    from instanceha.coordination import credentials as cr
+
+    if conf.coordination.credentials_file:
+        try:
+            return cr.load(conf.coordination.credentials_file).role
+        except exceptions.InstanceHAError:
+            pass  # reported by the coordination check below
+    return cr.CONTROLLER if conf.fencing.inventory_file else cr.OPERATOR
+
+
+def _controller_checks(conf):
+    from instanceha.conf import fencing as fencing_conf
+
+    yield "mass-failure guard", lambda: policy.guard_policy(conf)
+    yield "recovery policy", lambda: (policy.recovery_policy(conf), policy.target_policy(conf),
+                                      policy.journal_retention(conf))
+    if not conf.fencing.inventory_file:
+        return
+    yield "fencing options", lambda: fencing_conf.fence_policy(conf)
+
+    def inventory():
+        try:  # the controller's own loader: a 'fake' driver refused without its switch
+            fencing_conf.inventory_loader(conf)(conf.fencing.inventory_file)
+        except exceptions.ConfigError:
+            raise
+        except exceptions.InstanceHAError as e:
+            raise policy.config_error(conf, "fencing", "inventory_file", str(e)) from None
+
+    yield f"fencing inventory {conf.fencing.inventory_file}", inventory
+
+    def nova():
+        if not conf.nova.auth_type:
+            raise policy.config_error(conf, "nova", "auth_type",
+                                      "fencing is configured but Nova is not: set the [nova] "
+                                      "keystone credentials (auth_type = password, ...)")
+
+    yield "Nova credentials", nova
+
+
+def _agent_checks(conf):
+    def monitor():
+        if conf.guest.monitor:
+            try:
+                import libvirt  # noqa: F401
+            except ImportError as e:
+                raise policy.config_error(conf, "guest", "monitor", f"the libvirt python "
+                                          f"binding is missing ({e})") from None
+
+    yield "instance monitor", monitor
+
+
 def _config_check(args, conf) -> int:
-    try:
-        policy.detection_policy(conf)
-        policy.check_backend(conf)
-        warnings = _fencing_check(conf)
-    except exceptions.InstanceHAError as e:
-        print(f"config check: FAILED: {e}", file=sys.stderr)
-        return 2
-    for text in warnings:
-        print(f"config check: WARNING: {text}", file=sys.stderr)
+    """What the daemon of ``role`` checks at start, without starting anything."""
+    role = _role(args, conf)
+    checks = [("detection windows", lambda: policy.detection_policy(conf)),
+              ("coordination backend", lambda: policy.check_backend(conf)),
+              (f"coordination security (as {role})",
+               lambda: policy.coordination_security(conf, role))]
+    if role == "controller":
+        checks += list(_controller_checks(conf))
+    elif role == "agent":
+        checks += list(_agent_checks(conf))
+    failed = 0
+    for what, check in checks:
+        try:
+            check()
+            print(f"ok      {what}")
+        except exceptions.InstanceHAError as e:
+            failed += 1
+            print(f"FAILED  {what}: {e}", file=sys.stderr)
+    warning = policy.insecure_warning(conf)
+    if warning and not failed:
+        print(f"WARNING {warning}")
+    if role == "controller" and not failed:
+        for text in _fencing_check(conf):
+            print(f"WARNING {text}")
     files = ", ".join(conf.config_file) or "(no config file: defaults)"
-    print(f"config check: OK ({files})")
+    if failed:
+        print(f"config check: FAILED ({failed} problem(s); {files})", file=sys.stderr)
+        return 2
+    print(f"config check: OK as {role} ({files})")
     return 0
 
 
@@ -55,12 +134,17 @@ def _fencing_check(conf) -> list[str]:
 def _register_config(sub) -> None:
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_cmd", required=True)
-    c = csub.add_parser("check", help="validate the configuration and exit")
+    c = csub.add_parser("check", help="check the configuration as the daemon would at start, "
+                        "and exit")
+    c.add_argument("--role", choices=("controller", "agent", "operator"),
+                   help="whose start to check (default: the role of [coordination] "
+                        "credentials_file, else controller when a fencing inventory is set, "
+                        "else operator)")
     c.set_defaults(handler=_config_check)
 
 
 REGISTRARS = [_register_config, ops_cli.register, incidents_cli.register, fencing_cli.register,
-              listen_cli.register]
+              listen_cli.register, coordination_cli.register]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ import sys
 import time
 
 from instanceha import exceptions
-from instanceha.cmd import common, reserve_cli
+from instanceha.cmd import common, coordination_cli, reserve_cli
 from instanceha.conf import policy
 from instanceha.controller.executor import GUARD_HOLD, GUARD_OVERRIDE_UNTIL, PAUSED
 
@@ -278,3 +278,4 @@ def register(sub) -> None:
     f.add_argument("host")
     f.set_defaults(handler=_forget)
     reserve_cli.register(hsub)
+    coordination_cli.register_host(hsub)

@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from instanceha.compute.evacuation import Outcome
 from instanceha.controller.reconciler import Transition
+from instanceha.coordination.base import ALERT_KINDS
 from instanceha.engine.model import Phase
 
 FENCE_RESULTS = ("ok", "attested", "error")
@@ -121,6 +122,15 @@ class _Collector:
                                       "1 while the coordinator session is connected.")
         connected.add_metric([], 1 if snap is not None and snap.connected_for > 0 else 0)
         yield connected
+        stats = svc.coordinator.stats()
+        alerts = CounterMetricFamily(
+            "instanceha_coordination_alerts", "Entries of the coordination store the view "
+            "refused to trust (forged by another identity) and membership nodes deleted "
+            "while their session lived, by kind: never acted on, journaled by the leader.",
+            labels=["kind"])
+        for kind in ALERT_KINDS:
+            alerts.add_metric([kind], stats.get(kind, 0))
+        yield alerts
         by_phase = GaugeMetricFamily("instanceha_hosts", "Hosts by phase.", labels=["phase"])
         for phase in Phase:
             by_phase.add_metric([phase.value],

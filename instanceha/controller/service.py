@@ -19,8 +19,8 @@ from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.controller import status
 from instanceha.controller.alerts import AlertJournal
-from instanceha.controller.provision import Provisioner
 from instanceha.controller.executor import Actuator, Executor
+from instanceha.controller.provision import Provisioner
 from instanceha.controller.reconciler import Reconciler
 from instanceha.coordination import Coordinator, Leadership
 from instanceha.engine.guard import GuardPolicy

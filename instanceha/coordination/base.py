@@ -77,6 +77,11 @@ class HostRecord:
     """Wall-clock times (epoch seconds) of its recent fences, newest last."""
 
 
+ALERT_KINDS = ("forged-membership", "forged-stall", "tampered-membership",
+               "foreign-index-entry", "forged-guest-event")
+"""What the coordinator's ``stats()`` counts by these names (``Alert.kind``)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Alert:
     """Something in the coordination store that its writer had no right to

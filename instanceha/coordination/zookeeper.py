@@ -164,7 +164,7 @@ class ZooKeeperCoordinator(base.Coordinator):
 
     def stats(self) -> Mapping[str, float]:
         return dict(self.view.stats(), tampered=self.membership.tampered,
-                    forged_guest_events=self.guests.forged)
+                    **{"forged-guest-event": self.guests.forged})
 
     @translated
     def update_control(self, changes: Mapping[str, object | None]) -> Mapping[str, object]:

@@ -94,7 +94,45 @@ def test_config_check_refuses_a_hung_after_a_cut_off_leader_reaches_first(tmp_pa
     assert r.returncode == 2, r.stdout
     assert "[detection] hung_after" in r.stderr and "[coordination] session_timeout" in r.stderr
     assert str(bad) in r.stderr
-    bad.write_text("[coordination]\nsession_timeout = 3\n[detection]\nhung_after = 2.6\n")
+    bad.write_text("[coordination]\nsession_timeout = 3\ninsecure = true\ntls = false\n"
+                   "[detection]\nhung_after = 2.6\n")
     r = subprocess.run([CLI, "--config-file", str(bad), "config", "check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    assert "WARNING INSECURE coordination" in r.stdout
+
+
+def test_config_check_checks_what_a_daemon_checks_at_start(tmp_path, zookeeper):
+    """Each failure names the option and the file; nothing is started."""
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("hosts: [compute1: {driver: ipmi\n")
+    inventory.chmod(0o600)
+    conf = tmp_path / "controller.conf"
+    daemons.write_conf(str(conf), {"coordination": zookeeper.section("controller"),
+                                   "fencing": {"inventory_file": str(inventory)}})
+    r = subprocess.run([CLI, "--config-file", str(conf), "config", "check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "ok      coordination security (as controller)" in r.stdout
+    assert "[fencing] inventory_file" in r.stderr and "not valid YAML" in r.stderr
+    assert "[nova] auth_type" in r.stderr
+    open_conf = tmp_path / "open.conf"
+    open_conf.write_text("[coordination]\ntls_ca_file = /nonexistent/ca.pem\n")
+    r = subprocess.run([CLI, "--config-file", str(open_conf), "config", "check", "--role",
+                        "agent"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "[coordination] credentials_file" in r.stderr and "not set" in r.stderr
+    creds = tmp_path / "agent.yaml"
+    creds.write_text(open(zookeeper.security.credentials("agent", "compute1")).read())
+    creds.chmod(0o644)
+    open_conf.write_text(f"[DEFAULT]\nhost = compute1\n[coordination]\n"
+                         f"credentials_file = {creds}\ntls_ca_file = "
+                         f"{zookeeper.security.ca_file}\n")
+    r = subprocess.run([CLI, "--config-file", str(open_conf), "config", "check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "others may access it (mode 0644)" in r.stderr
+    assert "password" not in r.stderr.lower().replace("holds passwords", "")
+    creds.chmod(0o600)
+    r = subprocess.run([CLI, "--config-file", str(open_conf), "config", "check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "config check: OK as agent" in r.stdout, r.stderr

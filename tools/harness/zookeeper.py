@@ -75,7 +75,7 @@ class ZooKeeperServer:
                  max_session_ms: int | None = None, myid: int | None = None,
                  peers: list[str] | None = None, heap_mb: int = 256,
                  secure: bool = True, security: ZkSecurity | None = None,
-                 secure_port: int | None = None) -> None:
+                 secure_port: int | None = None, min_session_ms: int | None = None) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.port = port or procs.free_port()
         self.secure = secure
@@ -84,6 +84,7 @@ class ZooKeeperServer:
         self.secure_port = (secure_port or procs.free_port()) if secure else None
         self.tick_ms = tick_ms
         self.max_session_ms = max_session_ms
+        self.min_session_ms = min_session_ms
         self.myid = myid
         self.peers = peers or []  # "server.N=host:peer:election" lines of an ensemble
         self.heap_mb = heap_mb
@@ -152,6 +153,8 @@ class ZooKeeperServer:
             ]
         if self.max_session_ms:
             lines.append(f"maxSessionTimeout={self.max_session_ms}")
+        if self.min_session_ms:
+            lines.append(f"minSessionTimeout={self.min_session_ms}")
         lines += self.peers
         with open(self.cfg, "w") as f:
             f.write("\n".join(lines) + "\n")

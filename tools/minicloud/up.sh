@@ -76,8 +76,10 @@ MCTOOL write-endpoints "$RUN_DIR/endpoints.json"
 ts "configs rendered in $RUN_DIR (ports $PORT_BASE..$((PORT_BASE + 9)), $COMPUTES computes)"
 
 # ---------------------------------------------------------------- helpers
+# MINICLOUD_WAIT_FACTOR (default 1) multiplies every wait below: a machine that
+# runs several clouds or test suites at once starts each service slower
 wait_cmd() {  # wait_cmd TIMEOUT DESCRIPTION CMD...
-  local t=$1 what=$2; shift 2
+  local t=$(( $1 * ${MINICLOUD_WAIT_FACTOR:-1} )) what=$2; shift 2
   local end=$(( $(date +%s) + t ))
   until "$@" > /dev/null 2>&1; do
     [ "$(date +%s)" -lt $end ] || die "timeout waiting for $what (logs: $LOG)"

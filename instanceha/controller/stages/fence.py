@@ -83,7 +83,10 @@ def run(ctx: StageContext, host: str, view, svc, verify):
 
 def _attested(ctx: StageContext, host, svc, verify, incident, attested, error):
     """The BMC cannot confirm, an operator did: audited, and said everywhere."""
-    who = f"{attested.get('by', '?')}: {attested.get('reason', '')}"
+    # identity: who ZooKeeper let write the attestation (authenticated); by: the
+    # login the CLI stamped (a claim)
+    who = (f"{attested.get('identity', 'unknown identity')} (login "
+           f"{attested.get('by', '?')}): {attested.get('reason', '')}")
     LOG.error("host=%s fence NOT confirmed by the BMC (%s); power-off ATTESTED by "
               "operator %s", host, error, who)
     ctx.report.emit("fence_end", host=host, driver="operator-attestation", incident_id=incident)
@@ -91,6 +94,7 @@ def _attested(ctx: StageContext, host, svc, verify, incident, attested, error):
                        f"BMC could not confirm ({error}); power-off attested by operator "
                        f"{who}; forced down and marked fenced",
                        fence={"driver": "operator-attestation", "by": attested.get("by"),
+                              "identity": attested.get("identity"),
                               "reason": attested.get("reason"), "bmc_error": str(error)},
                        how=" on attestation")
     if ctx.attestations is not None:  # attested through them: they are there

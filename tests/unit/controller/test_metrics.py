@@ -16,11 +16,20 @@ class Rec:
         self.executor = type("E", (), {"guard_state": type("G", (), {"held": False})()})()
 
 
+class Coord:
+    def __init__(self):
+        self.counts = {}
+
+    def stats(self):
+        return dict(self.counts, reads=3)
+
+
 class Svc:
     def __init__(self, views):
         self.reconciler = Rec(views)
         self.leadership = None
         self.aggregates = None
+        self.coordinator = Coord()
 
 
 class Bus:
@@ -142,3 +151,12 @@ def test_recovery_markers_are_exported_by_the_leader_only():
     assert 'state="recovering"' not in out  # one state per host, no stale label
     svc.leadership = Lead(False)  # a standby's Nova view is not refreshed
     assert "instanceha_host_recovery{" not in text(m)
+
+
+def test_coordination_alerts_are_exported_by_kind():
+    svc = Svc({})
+    svc.coordinator.counts = {"forged-membership": 2, "tampered-membership": 1}
+    out = text(ControllerMetrics(svc))
+    assert 'instanceha_coordination_alerts_total{kind="forged-membership"} 2.0' in out
+    assert 'instanceha_coordination_alerts_total{kind="tampered-membership"} 1.0' in out
+    assert 'instanceha_coordination_alerts_total{kind="forged-stall"} 0.0' in out

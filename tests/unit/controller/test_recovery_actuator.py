@@ -432,7 +432,8 @@ def test_operator_attestation_stands_in_for_a_dead_bmc(age, used, caplog):
     caplog.set_level("WARNING", "instanceha.controller.stages.fence")
     log = Log()
     err = fexc.BMCUnreachable(host="compute1", address="127.0.0.1", reason="no power")
-    record = {"by": "alice", "reason": "PDU off", "at": NOW.timestamp() - age}
+    record = {"by": "alice", "identity": "instanceha-operator", "reason": "PDU off",
+              "at": NOW.timestamp() - age}
     attestations = FakeAttestations({"compute1": record})
     act, nova, bus = make(log, [svc("compute1")], fencer_error=err, attestations=attestations)
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
@@ -440,7 +441,7 @@ def test_operator_attestation_stands_in_for_a_dead_bmc(age, used, caplog):
     if used:
         fenced = mk.decode(next(c[2] for c in log if c[0] == "force_down"))
         assert fenced.state is mk.MarkerState.FENCED
-        assert "attested by alice: PDU off" in fenced.note
+        assert "attested by instanceha-operator (login alice): PDU off" in fenced.note
         assert m.state is mk.MarkerState.RECOVERED  # and recovered right after
         assert attestations.consumed == ["compute1"]
         ends = [e for e in bus.sent if e.event_type == events.FENCE_END]

@@ -43,7 +43,7 @@ import targets  # noqa: E402  (benchmarks/targets.py, beside this file)
 from harness import daemons, procs  # noqa: E402
 from harness.stack import Stack  # noqa: E402
 
-from instanceha import coordination, exceptions  # noqa: E402
+from instanceha import exceptions  # noqa: E402
 
 SESSION_TIMEOUT = 2.0
 BUDGET = SESSION_TIMEOUT * 2 / 3
@@ -84,9 +84,9 @@ def cpu_seconds(pid: int) -> float | None:
 class Watcher:
     """The controller's side: the coordinator's view of one member, every 20 ms."""
 
-    def __init__(self, url: str, root: str, host: str) -> None:
-        self.coord = coordination.get_coordinator(url, session_timeout=SESSION_TIMEOUT,
-                                                  root_path=root)
+    def __init__(self, zk, root: str, host: str) -> None:
+        self.coord = zk.coordinator("controller", session_timeout=SESSION_TIMEOUT,
+                                    root_path=root)
         self.coord.start()
         self.host = host
         self.seen: list[tuple[float, int | None]] = []
@@ -123,7 +123,8 @@ def run(args) -> dict:
     with Stack("agent-restart-", say=lambda s: None) as st:
         st.start_zookeeper(tick_ms=500)
         root = "/agent-restart"
-        sections = dict(st.base(), DEFAULT={"host": "compute1"}, agent={
+        st.zk.provision(root, ["compute1"])
+        sections = dict(st.base("agent", "compute1"), DEFAULT={"host": "compute1"}, agent={
             "watched_processes": "init:/sbin/init",
             "session_file": os.path.join(st.work, "agent.session")})
         sections["coordination"] = dict(sections["coordination"], root_path=root)
@@ -138,7 +139,7 @@ def run(args) -> dict:
         st.started.extend(agents.values())
         running.start()
         running.wait_log(r"joined as compute1", 60)
-        watcher = Watcher(st.zk.url, root, "compute1")
+        watcher = Watcher(st.zk, root, "compute1")
         procs.wait_for(watcher.incarnation, 10, "the watcher to see compute1")
         first = watcher.incarnation()
         if args.load:

@@ -12,9 +12,10 @@ change makes necessary anyway; layout in ``zk_layout``):
 
 A connection loss (kazoo drops every watch) or a new session costs four
 re-lists, whatever the number of hosts, plus a read per host that changed
-meanwhile: the view is current again after one refresh. Capabilities are
-refreshed behind it (their data watches re-armed a batch per refresh); they
-tell DEGRADED from HEALTHY, never life from death.
+meanwhile: the view is current again after one refresh (``reads`` counts
+these). Capabilities are refreshed behind it (their data watches re-armed,
+``REARM_BATCH`` per refresh, counted as ``rearm_reads``); they tell DEGRADED
+from HEALTHY, never life from death.
 
 Trust: an entry of ``live`` or ``stalls`` names a host, but any agent identity
 may create one. The view believes it only once it has read the entry's owner
@@ -417,12 +418,16 @@ class ClusterView:
         with self._lock:
             events, self._member_events = self._member_events, {}
         batch = set(events)
-        while self._unwatched and len(batch) < REARM_BATCH + len(events):
-            batch.add(self._unwatched.pop())
-        batch = {h for h in batch if h in self._present or h in self._member}
+        rearm = set()
+        while self._unwatched and len(rearm) < REARM_BATCH:
+            host = self._unwatched.pop()
+            if host in self._present:
+                rearm.add(host)
+        batch = {h for h in batch if h in self._present or h in self._member} | rearm
         pending = {h: self.client.get_async(self._member_path(h), watch=self._on_member)
                    for h in batch}
-        self.counters["reads"] += len(pending)
+        self.counters["reads"] += len(batch - rearm)
+        self.counters["rearm_reads"] += len(batch & rearm)
         changed = set()
         for host, result in pending.items():
             owner = self._present.get(host)

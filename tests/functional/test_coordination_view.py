@@ -1,0 +1,156 @@
+"""The controller's view of layout 2 on a real, secure ZooKeeper, in process.
+
+* a connection loss costs a re-list of the four indexes, not a read per host
+  (counted by the view's own read counter: its requests, not time);
+* a membership lost while the controller was cut off is found by the re-list;
+* an index entry or a stall report of another host's session is ignored and
+  reported as an alert;
+* an index entry deleted while its session's member node stands is
+  tampering, not a death.
+"""
+
+from __future__ import annotations
+
+import pytest
+from harness import daemons
+from harness.tcpproxy import TcpProxy
+
+from instanceha.coordination.base import ALIVE_NOW, ConnectionState
+from instanceha.coordination.zk_codec import dumps
+
+pytestmark = pytest.mark.functional
+N = 40
+
+
+@pytest.fixture
+def proxy(zookeeper):
+    p = TcpProxy("127.0.0.1", zookeeper.client_port).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def agents(zookeeper, root_path):
+    hosts = [f"h{i:03d}" for i in range(N)]
+    zookeeper.provision(root_path, hosts)
+    made = {}
+    for h in hosts:
+        a = zookeeper.coordinator("agent", h, root_path=root_path)
+        a.start()
+        a.join(h, {"services": {"nova-compute": True}})
+        made[h] = a
+    yield made
+    for a in made.values():
+        a.stop()
+
+
+def _view(zookeeper, root_path, url=None):
+    c = zookeeper.coordinator("controller", url=url, root_path=root_path,
+                              consistency_interval=0)
+    c.start()
+    return c
+
+
+def _settled(c, predicate, what):
+    """The first snapshot for which ``predicate`` holds."""
+    def look():
+        snap = c.snapshot()
+        return snap if predicate(snap) else None
+
+    return daemons.wait_until(look, 20, what)
+
+
+def test_a_reconnection_costs_a_re_list_not_a_read_per_host(zookeeper, root_path, agents,
+                                                           proxy):
+    ctl = _view(zookeeper, root_path, url=f"zookeeper://{proxy.address}")
+    try:
+        _settled(ctl, lambda s: len(s.members) == N, f"{N} members")
+        first = ctl.stats()["reads"]
+        assert first >= 2 * N  # the first look verifies every entry (its owner, its slot)
+        dead = agents.pop("h007")
+        proxy.reset()  # the controller's connection dropped (the session survives)
+        daemons.wait_until(lambda: ctl.state is not ConnectionState.CONNECTED, 10,
+                           "the controller to notice the cut")
+        dead.stop()  # meanwhile a host's session ends
+        proxy.restore()
+        snap = _settled(ctl, lambda s: s.state is ConnectionState.CONNECTED and
+                        "h007" not in s.members and s.watching_since is not None,
+                        "the view current again")
+        assert set(snap.members) == set(agents)
+        assert snap.heartbeats["h007"] != ALIVE_NOW
+        after = ctl.stats()
+        # four re-lists, the lost host's slot and member check, the control nodes:
+        # nothing per live host on the way to a current view ...
+        assert after["reads"] - first <= 12, after
+        assert after["resyncs"] == 2
+        # ... the capabilities' watches are re-armed behind it, once per live member
+        daemons.wait_until(lambda: ctl.snapshot() and ctl.stats()["pending"] == 0, 10,
+                           "the capabilities' watches re-armed")
+        assert ctl.stats()["rearm_reads"] == N - 1
+    finally:
+        ctl.stop()
+
+
+def test_forged_entries_are_ignored_and_reported(zookeeper, root_path, agents):
+    ctl = _view(zookeeper, root_path)
+    try:
+        _settled(ctl, lambda s: len(s.members) == N, f"{N} members")
+        liar = agents["h001"]  # a compromised host's own agent session
+        liar.client.create(f"{root_path}/live/h002@", b"", ephemeral=True, sequence=True)
+        liar.client.create(f"{root_path}/stalls/h002@", dumps({"stalled_for": 50.0}),
+                           ephemeral=True, sequence=True)
+        snap = _settled(ctl, lambda s: {a.kind for a in s.alerts} >=
+                        {"forged-membership", "forged-stall"}, "two alerts")
+        assert {a.host for a in snap.alerts} == {"h002"}
+        assert snap.heartbeats["h002"] == ALIVE_NOW  # the forged stall is not believed
+        assert snap.members["h002"].incarnation == agents["h002"].session_id
+        agents["h002"].stop()  # h002 really dies: the forged entry cannot keep it alive
+        snap = _settled(ctl, lambda s: "h002" not in s.members, "h002 lost")
+        assert snap.heartbeats["h002"] != ALIVE_NOW
+    finally:
+        ctl.stop()
+
+
+def test_a_deleted_index_entry_of_a_live_session_is_tampering(zookeeper, root_path, agents):
+    ctl = _view(zookeeper, root_path)
+    try:
+        _settled(ctl, lambda s: len(s.members) == N, f"{N} members")
+        (entry,) = [n for n in ctl.client.get_children(f"{root_path}/live")
+                    if n.startswith("h003@")]
+        ctl.client.delete(f"{root_path}/live/{entry}")
+        snap = _settled(ctl, lambda s: any(a.kind == "tampered-membership" for a in s.alerts),
+                        "the tampering alert")
+        assert "h003" in snap.members and snap.heartbeats["h003"] == ALIVE_NOW
+        # the agent created its entry again (asynchronously, from its watch)
+        daemons.wait_until(lambda: [n for n in ctl.client.get_children(f"{root_path}/live")
+                                    if n.startswith("h003@")], 10, "a new entry")
+        assert agents["h003"].stats()["tampered"] == 1
+    finally:
+        ctl.stop()
+
+
+def test_a_tree_of_the_open_layout_is_refused_with_what_to_do(zookeeper, root_path,
+                                                               daemon_factory):
+    """An instanceha tree from before layouts had a version (every node open to
+    anyone) is not taken over: the controller refuses, naming the root."""
+    from kazoo.client import KazooClient
+
+    from instanceha import exceptions
+
+    old = KazooClient(hosts=f"127.0.0.1:{zookeeper.port}")
+    old.start(timeout=20)
+    try:
+        old.ensure_path(f"{root_path}/members")
+        old.ensure_path(f"{root_path}/hosts/compute1")
+        ctl = zookeeper.coordinator("controller", root_path=root_path)
+        with pytest.raises(exceptions.LayoutMismatch) as e:
+            ctl.start()
+        text = str(e.value)
+        assert root_path in text and "layout 1" in text and "root_path" in text
+        assert ctl.state is not ConnectionState.CONNECTED
+        daemon = daemon_factory("controller", "ctl")
+        assert daemon.proc.wait(60) == 2
+        assert "refusing to start" in daemon.output() and root_path in daemon.output()
+    finally:
+        old.stop()
+        old.close()

@@ -145,7 +145,7 @@ class ClusterView:
         self._timeout: dict[str, float] = {}
         self._first_seen: dict[str, float] = {}
         # recorded by kazoo's thread
-        self._member_events: dict[str, float] = {}
+        self._member_events: dict[str, bool] = {}  # host -> a deletion was seen
         self._stall_events: set[str] = set()
         self._history_events: set[str] = set()
         self._control_dirty = True
@@ -167,7 +167,8 @@ class ClusterView:
         host = event.path.rsplit("/", 2)[-2]
         self.counters["watch_events"] += 1
         with self._lock:
-            self._member_events.setdefault(host, self.clock())
+            deleted = self._member_events.get(host, False)
+            self._member_events[host] = deleted or event.type == EventType.DELETED
 
     def _on_stall(self, event) -> None:
         if event.type in (EventType.CHANGED, EventType.DELETED):
@@ -399,14 +400,18 @@ class ClusterView:
         host, owner = entry.host, entry.owner
         if self._present.get(host) != owner:
             return set()
-        if any(e.host == host and e.owner == owner and e.verified for e in self._live.values()):
-            return set()  # another entry of the same session still stands
-        stat = self.client.exists(self._member_path(host))
-        self.counters["reads"] += 1
-        if stat is not None and stat.ephemeralOwner == owner:
+        # a session's ephemeral nodes go together (one transaction closes it): an
+        # entry gone while another node of its session stands was deleted by a client
+        alive = any(e.host == host and e.owner == owner and e.verified
+                    for e in self._live.values())
+        if not alive:
+            stat = self.client.exists(self._member_path(host))
+            self.counters["reads"] += 1
+            alive = stat is not None and stat.ephemeralOwner == owner
+        if alive:
             self._alert("tampered-membership", host, f"its index entry was deleted while its "
-                        f"session 0x{owner:x} lives (its member node stands); still a member, "
-                        "its agent creates the entry again")
+                        f"session 0x{owner:x} lives; still a member, its agent creates the "
+                        "entry again")
             return set()
         del self._present[host]
         self._lost[host] = (at, True, owner) if at is not None else (now, False, owner)
@@ -433,16 +438,22 @@ class ClusterView:
             owner = self._present.get(host)
             if self._store_member(host, result):
                 changed.add(host)
-            member = self._member.get(host)
-            if host in events and owner is not None and (member is None or
-                                                         member.owner != owner):
-                still = any(e.host == host and e.owner == owner and e.verified
-                            for e in self._live.values())
-                if still:
-                    self._alert("tampered-membership", host, "its member node was deleted "
-                                f"while its session 0x{owner:x} lives; its agent creates it "
-                                "again")
+            if events.get(host) and owner is not None and self._session_lives(host, owner):
+                self._alert("tampered-membership", host, "its member node was deleted while "
+                            f"its session 0x{owner:x} lives; its agent creates it again")
         return changed
+
+    def _session_lives(self, host: str, owner: int) -> bool:
+        """An index entry of ``owner``'s session still exists (read now): its
+        member node's deletion was a client's, not the session's end (which
+        removes both in one transaction; its list event may not be here yet)."""
+        names = [n for n, e in self._live.items() if e.host == host and e.owner == owner]
+        for name in names:
+            self.counters["reads"] += 1
+            stat = self.client.exists(self.session.path(L.LIVE, name))
+            if stat is not None and stat.ephemeralOwner == owner:
+                return True
+        return False
 
     # -- stalls -----------------------------------------------------------------------------
     def _apply_stalls(self, diff: Diff, now: float) -> set[str]:

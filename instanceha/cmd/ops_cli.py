@@ -86,7 +86,7 @@ def _print_table(doc, snap) -> None:
     until = snap.control.get(GUARD_OVERRIDE_UNTIL)
     if isinstance(until, (int, float)) and until > time.time():
         by = snap.control.get("guard_override") or {}
-        print(f"GUARD OVERRIDDEN for another {until - time.time():.0f}s by {by.get('by')}: "
+        print(f"GUARD OVERRIDDEN for another {until - time.time():.0f}s by {_who(by)}: "
               f"{by.get('reason')}")
     aggregates = guard.get("aggregates")
     if isinstance(aggregates, dict) and (not aggregates.get("known") or aggregates.get("error")):
@@ -99,7 +99,12 @@ def _print_table(doc, snap) -> None:
         print(", ".join(words))
     control = doc.get("control", {})
     if control.get(PAUSED):
-        print(f"PAUSED: {control[PAUSED]}")
+        paused = control[PAUSED]
+        if isinstance(paused, dict):
+            print(f"PAUSED by {_who(paused)} {_ago(_epoch(paused.get('at')))} ago: "
+                  f"{paused.get('reason')}")
+        else:
+            print(f"PAUSED: {paused}")
     rows = [("HOST", "PHASE", "FOR", "HEARTBEAT", "AGENT", "NOVA", "RECOVERY", "REASON")]
     for host, d in sorted(doc.get("hosts", {}).items()):
         services = d.get("services") or {}
@@ -144,6 +149,18 @@ def _print_guests(guests) -> None:
                          r.get("kind", "?"), r.get("outcome", "?"), r.get("incident_id") or "-",
                          str(r.get("note", ""))[:60]))
         print("\n".join(common.table_lines(rows)))
+
+
+def _who(record) -> str:
+    """The authenticated identity that wrote a switch, and the login it claimed."""
+    return f"{record.get('identity') or 'an unknown identity'} (login {record.get('by', '?')})"
+
+
+def _epoch(iso) -> float | None:
+    try:
+        return datetime.datetime.fromisoformat(iso).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def _persisted_hold(snap) -> bool:

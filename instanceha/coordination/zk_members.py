@@ -99,9 +99,12 @@ class Membership:
         if granted is not None:
             self.capabilities[base.SESSION_TIMEOUT] = granted
         self.ensure_slot(member_id)
-        self._merge_slot({"planned_stop": None}, first_join=True)
+        slot = self._merge_slot({"planned_stop": None}, first_join=True)
         self._ensure_member(sid)
-        self._ensure_hint(sid)
+        if self.hint_path is None and isinstance(slot.get("entry"), str):
+            self.hint_path = slot["entry"]  # this session's, if a restarted agent resumed it
+        if self._ensure_hint(sid):
+            self._merge_slot({"entry": self.hint_path})
         self._joined_session = sid
         self.incarnation = sid
         return sid
@@ -119,19 +122,22 @@ class Membership:
             self.client.set(path, dumps(self.capabilities))
         self.client.exists(path, watch=self._on_own_node)
 
-    def _ensure_hint(self, sid: int) -> None:
+    def _ensure_hint(self, sid: int) -> bool:
+        """This session's index entry exists (True when it had to be created)."""
         hint = self.hint_path
-        if hint is not None:
+        if hint is not None and hint.startswith(self.session.path(L.LIVE, "")):
             stat = self.client.exists(hint, watch=self._on_own_node)
             if stat is not None and stat.ephemeralOwner == sid:
-                return
+                return False
         self.hint_path = self.client.create(
             self.session.path(L.LIVE, L.index_prefix(self.member_id)), b"",
             acl=self._acl("own"), ephemeral=True, sequence=True)
         self.client.exists(self.hint_path, watch=self._on_own_node)
+        return True
 
-    def _merge_slot(self, changes: Mapping[str, object], first_join: bool = False) -> None:
-        """Compare-and-set merge into the slot's data; no write when nothing changes."""
+    def _merge_slot(self, changes: Mapping[str, object], first_join: bool = False) -> dict:
+        """Compare-and-set merge into the slot's data; no write when nothing
+        changes. Returns the data as it was before."""
         path = self.slot()
         while True:
             raw, stat = self.client.get(path)
@@ -140,10 +146,10 @@ class Membership:
             if first_join and "first_join" not in data:
                 new["first_join"] = round(self.wall(), 3)
             if new == data:
-                return
+                return data
             try:
                 self.client.set(path, dumps(new), version=stat.version)
-                return
+                return data
             except kz_exc.BadVersionError:
                 continue  # a controller wrote meanwhile: merge again
 

@@ -38,6 +38,9 @@ def test_status_pause_and_forget(daemon_factory, cli):
     assert "action=none" not in ctl.read_log()
     r, doc = status()
     assert r.returncode == 1 and doc["hosts"]["compute2"]["phase"] == "FAILED"
+    # who paused: the identity ZooKeeper let write it, beside the login the CLI claims
+    assert doc["control"]["paused"]["identity"] == "instanceha-operator"
+    assert "PAUSED by instanceha-operator (login " in cli("status").stdout
     assert cli("resume").returncode == 0
     ctl.wait_log(r"host=compute2 phase=FAILED action=none")
 
@@ -50,6 +53,7 @@ def test_status_pause_and_forget(daemon_factory, cli):
         cli("status", "--format", "json").stdout)["control"].get("attest:compute2"), 20,
         "the attestation in the leader's status")
     assert record["reason"] == "PDU switched off" and record["by"] and record["at"] > 0
+    assert record["identity"] == "instanceha-operator"
 
     # a live host cannot be forgotten; a dead one can, and leaves the view
     assert cli("host", "forget", "compute1").returncode == 2

@@ -154,3 +154,53 @@ def test_a_tree_of_the_open_layout_is_refused_with_what_to_do(zookeeper, root_pa
     finally:
         old.stop()
         old.close()
+
+
+AGENT_PROCESS = """
+import json, sys, time
+sys.path.insert(0, "tools")
+from harness.zookeeper import ZooKeeperServer
+zk = ZooKeeperServer(sys.argv[1])  # the running server's dir: its port and credentials
+zk.port, zk.secure_port = int(sys.argv[2]), int(sys.argv[3])
+a = zk.coordinator("agent", "h1", root_path=sys.argv[4])
+a.start()
+incarnation = a.join("h1", {"services": {}})
+c = a.session_credentials()
+print(json.dumps([incarnation, c.session_id, c.password.hex()]), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_resumed_session_keeps_its_one_membership(zookeeper, root_path):
+    """A restarted agent presenting its session's credentials (its session file)
+    finds its member node and its index entry: same incarnation, one entry."""
+    import json
+    import subprocess
+    import sys
+
+    from instanceha.coordination.base import SessionCredentials
+
+    zookeeper.provision(root_path, ["h1"])
+    proc = subprocess.Popen([sys.executable, "-c", AGENT_PROCESS, zookeeper.base_dir,
+                             str(zookeeper.port), str(zookeeper.secure_port), root_path],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        incarnation, sid, password = json.loads(proc.stdout.readline())
+    finally:
+        proc.kill()  # the process dies: no closeSession, the session lives on
+        proc.wait()
+    again = zookeeper.coordinator("agent", "h1", root_path=root_path)
+    again.resume_session(SessionCredentials(sid, bytes.fromhex(password)))
+    again.start()
+    ctl = _view(zookeeper, root_path)
+    try:
+        assert again.session_id == incarnation
+        assert again.join("h1", {"services": {}}) == incarnation
+        entries = [n for n in ctl.client.get_children(f"{root_path}/live")
+                   if n.startswith("h1@")]
+        assert len(entries) == 1, entries
+        snap = _settled(ctl, lambda s: "h1" in s.members, "h1 a member")
+        assert snap.members["h1"].incarnation == incarnation and not snap.alerts
+    finally:
+        ctl.stop()
+        again.stop()

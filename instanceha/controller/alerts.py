@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from instanceha.controller.journal import State
+from instanceha.controller.journal import IncidentState
 from instanceha.coordination import ClusterSnapshot
 
 LOG = logging.getLogger(__name__)
@@ -36,6 +36,6 @@ class AlertJournal:
             # an incident of its own, ended at once: a record, not a recovery
             self.journal.record(a.host, "tampering", f"{a.kind}: {a.detail}",
                                 instance=f"coordination-{a.kind}", opens=True,
-                                state=State.CLOSED, incident_type="tampering", alert=a.kind)
+                                state=IncidentState.CLOSED, incident_type="tampering", alert=a.kind)
         self.recorded += len(new)
         return len(new)

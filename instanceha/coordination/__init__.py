@@ -6,6 +6,7 @@ the ``instanceha.coordination.backends`` namespace whose name is the scheme.
 
 from __future__ import annotations
 
+import typing
 import urllib.parse
 
 from stevedore import driver
@@ -34,7 +35,8 @@ def backend_names() -> list[str]:
 def backend_class(url: str) -> type[Coordinator]:
     scheme = urllib.parse.urlsplit(url).scheme
     try:
-        return driver.DriverManager(NAMESPACE, scheme, invoke_on_load=False).driver
+        return typing.cast(type[Coordinator],
+                           driver.DriverManager(NAMESPACE, scheme, invoke_on_load=False).driver)
     except sd_exc.NoMatches:
         raise exceptions.UnknownBackend(
             scheme=scheme, url_option="[coordination] backend_url", known=", ".join(backend_names())

@@ -154,6 +154,7 @@ def for_operator(key: Secret, source: str = "<memory>") -> Credentials:
 
 def render(creds: Credentials) -> str:
     """The YAML text of a credentials file (write it with mode 0600)."""
+    data: dict[str, object]
     if creds.role == CONTROLLER:
         data = {"role": CONTROLLER, "key": creds.keys[0].reveal(),
                 "previous_keys": [k.reveal() for k in creds.keys[1:]]}

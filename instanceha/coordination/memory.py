@@ -96,7 +96,7 @@ class MemoryLeadership(base.Leadership):
         return self.seq if self.is_leader() else None
 
     def verify(self) -> int:
-        if not self.is_leader():
+        if not self.is_leader() or self.seq is None:
             raise exceptions.NotLeader(reason=f"{self.leader()} leads now")
         return self.seq
 
@@ -108,12 +108,14 @@ class MemoryLeadership(base.Leadership):
         s = self.coord.store
         if self.resigned or not self.coord.connected:
             return
+        session = self.coord.session
+        if session is None:
+            return
         with s.lock:
-            if self.session != self.coord.session or not any(
-                    c[0] == self.seq for c in s.candidates):
+            if self.session != session or not any(c[0] == self.seq for c in s.candidates):
                 self.seq = next(s.ids)
-                self.session = self.coord.session
-                s.candidates.append((self.seq, self.session, self.candidate_id))
+                self.session = session
+                s.candidates.append((self.seq, session, self.candidate_id))
 
     def resign(self) -> None:
         self.resigned = True
@@ -166,9 +168,10 @@ class MemoryCoordinator(base.Coordinator):
         self._listeners.append(listener)
 
     def _require(self) -> int:
-        if not self.connected:
+        session = self.session
+        if session is None or not self.connected:
             raise exceptions.CoordinatorUnavailable(where=self.url, reason="not connected")
-        return self.session
+        return session
 
     # -- agent side -------------------------------------------------------------
     def join(self, member_id: str, capabilities: Mapping[str, object]) -> int:
@@ -198,26 +201,26 @@ class MemoryCoordinator(base.Coordinator):
         return self._joined is not None and self._joined == self.session and self.connected
 
     def report_stall(self, stalled_for: float | None) -> None:
-        s = self.store
+        s, host = self.store, self.member_id
         with s.lock:
-            m = s.members.get(self.member_id or "")
-            if m is None or m.session != self.session:
+            m = s.members.get(host) if host is not None else None
+            if host is None or m is None or m.session != self.session:
                 return
             m.stalled_for = None if stalled_for is None else round(stalled_for, 3)
             m.stalled_at = self.clock()
-            s.changes.record([self.member_id])
+            s.changes.record([host])
 
     def end_session(self) -> None:
         self._joined = None
         self.stop()
 
     def update_capabilities(self, capabilities: Mapping[str, object]) -> None:
-        s = self.store
+        s, host = self.store, self.member_id
         with s.lock:
-            m = s.members.get(self.member_id or "")
-            if m is not None and m.session == self.session:
+            m = s.members.get(host) if host is not None else None
+            if host is not None and m is not None and m.session == self.session:
                 m.caps = dict(capabilities, **{base.SESSION_TIMEOUT: self.session_timeout})
-                s.changes.record([self.member_id])
+                s.changes.record([host])
 
     def leave(self, reason: str, planned: bool = True) -> None:
         if self.member_id is None:

@@ -29,11 +29,11 @@ def audit_tree(coord) -> tuple[list[Finding], int]:
     client, root, acls = coord.client, coord.root_path, coord.acls
     findings: list[Finding] = []
     walked = 0
-    level = [()]
+    level: list[tuple[str, ...]] = [()]
     while level:
         acl_reads = {parts: client.get_acls_async(_path(root, parts)) for parts in level}
         kids = {parts: client.get_children_async(_path(root, parts)) for parts in level}
-        nxt = []
+        nxt: list[tuple[str, ...]] = []
         for parts in level:
             path = _path(root, parts)
             try:

@@ -116,6 +116,8 @@ class ZooKeeperLeadership(base.Leadership):
             self._leader_flag.clear()
             self._dirty = True
             raise exceptions.NotLeader(reason=f"coordinator round trip failed: {type(e).__name__}")
+        if self._token is None:  # _evaluate() sets it whenever it finds this candidate first
+            raise exceptions.NotLeader(reason="no fencing token for this term")
         return self._token
 
     def resign(self) -> None:

@@ -64,7 +64,7 @@ class ZooKeeperIncidentStore:
         except kz_exc.NoNodeError:
             return {}
         pending = {n: self.client.get_async(f"{self.path}/{n}") for n in names}
-        out = {}
+        out: dict[str, Mapping[str, object]] = {}
         for name, result in pending.items():
             try:
                 raw, _ = result.get()
@@ -81,7 +81,7 @@ class ZooKeeperIncidentStore:
         except kz_exc.NoNodeError:
             raise exceptions.IncidentNotFound(incident_id=incident_id)
         pending = [self.client.get_async(f"{node}/{n}") for n in names]
-        out = []
+        out: list[Mapping[str, object]] = []
         for result in pending:
             try:
                 raw, _ = result.get()

@@ -199,7 +199,7 @@ class Layout:
             self._create(self.path(name), kind)
         self._create(self.path(CONTROL, CONTROLLER_NODE), "tree")
         self._create(self.path(CONTROL, OPERATOR_NODE), "operator")
-        want = {"version": VERSION}
+        want: dict[str, object] = {"version": VERSION}
         if not self.acls.open:
             want["grant"] = self.acls.grants()
         if version is None or data != want:

@@ -60,11 +60,18 @@ class Membership:
         self.tampered = 0
 
     # -- paths -------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        """The host this agent joined as (known from its first ``join``)."""
+        if self.member_id is None:
+            raise exceptions.CoordinationError(reason="the agent has not joined yet")
+        return self.member_id
+
     def slot(self, host: str | None = None) -> str:
-        return self.session.path(L.HOSTS, host or self.member_id)
+        return self.session.path(L.HOSTS, host or self.host)
 
     def member_path(self) -> str:
-        return self.session.path(L.HOSTS, self.member_id, L.MEMBER)
+        return self.session.path(L.HOSTS, self.host, L.MEMBER)
 
     def _acl(self, kind: str):
         return self.session.acls.acl(kind, self.member_id)
@@ -130,7 +137,7 @@ class Membership:
             if stat is not None and stat.ephemeralOwner == sid:
                 return False
         self.hint_path = self.client.create(
-            self.session.path(L.LIVE, L.index_prefix(self.member_id)), b"",
+            self.session.path(L.LIVE, L.index_prefix(self.host)), b"",
             acl=self._acl("own"), ephemeral=True, sequence=True)
         self.client.exists(self.hint_path, watch=self._on_own_node)
         return True
@@ -187,7 +194,7 @@ class Membership:
                                                   acl=self._acl("own"), ephemeral=True)
             else:
                 result = self.client.create_async(
-                    self.session.path(L.LIVE, L.index_prefix(self.member_id)), b"",
+                    self.session.path(L.LIVE, L.index_prefix(self.host)), b"",
                     acl=self._acl("own"), ephemeral=True, sequence=True)
             result.rawlink(self._recreated)
         except Exception as e:  # kazoo's thread: report, never raise
@@ -232,7 +239,7 @@ class Membership:
         try:
             if path is None:
                 self.client.create_async(
-                    self.session.path(L.STALLS, L.index_prefix(self.member_id)), data,
+                    self.session.path(L.STALLS, L.index_prefix(self.host)), data,
                     acl=self._acl("own"), ephemeral=True, sequence=True,
                 ).rawlink(self._stall_created)
             else:

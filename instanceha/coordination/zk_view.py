@@ -398,7 +398,7 @@ class ClusterView:
 
     def _vanished(self, entry: _Entry, at: float | None, now: float) -> set[str]:
         host, owner = entry.host, entry.owner
-        if self._present.get(host) != owner:
+        if owner is None or self._present.get(host) != owner:
             return set()
         # a session's ephemeral nodes go together (one transaction closes it): an
         # entry gone while another node of its session stands was deleted by a client
@@ -423,7 +423,7 @@ class ClusterView:
         with self._lock:
             events, self._member_events = self._member_events, {}
         batch = set(events)
-        rearm = set()
+        rearm: set[str] = set()
         while self._unwatched and len(rearm) < REARM_BATCH:
             host = self._unwatched.pop()
             if host in self._present:

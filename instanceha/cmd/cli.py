@@ -101,12 +101,11 @@ def _config_check(args, conf) -> int:
         except exceptions.InstanceHAError as e:
             failed += 1
             print(f"FAILED  {what}: {e}", file=sys.stderr)
-    warning = policy.insecure_warning(conf)
-    if warning and not failed:
-        print(f"WARNING {warning}")
+    warnings = [w for w in [policy.insecure_warning(conf)] if w]
     if role == "controller" and not failed:
-        for text in _fencing_check(conf):
-            print(f"WARNING {text}")
+        warnings += _fencing_check(conf)
+    for text in warnings:
+        print(f"config check: WARNING: {text}", file=sys.stderr)
     files = ", ".join(conf.config_file) or "(no config file: defaults)"
     if failed:
         print(f"config check: FAILED ({failed} problem(s); {files})", file=sys.stderr)

@@ -103,7 +103,7 @@ def test_config_check_refuses_a_hung_after_a_cut_off_leader_reaches_first(tmp_pa
     r = subprocess.run([CLI, "--config-file", str(bad), "config", "check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "WARNING INSECURE coordination" in r.stdout
+    assert "config check: WARNING: INSECURE coordination" in r.stderr
 
 
 def test_config_check_checks_what_a_daemon_checks_at_start(tmp_path, zookeeper):

@@ -25,7 +25,9 @@ def write(path, text):
 
 
 def conf_with(tmp_path, inventory, allow=None):
-    text = f"[fencing]\ninventory_file = {inventory}\n"
+    # what a controller needs besides fencing, so that only fencing is judged
+    text = ("[coordination]\ninsecure = true\ntls = false\n[nova]\nauth_type = password\n"
+            f"[fencing]\ninventory_file = {inventory}\n")
     if allow is not None:
         text += f"test_only_allow_fake_driver = {allow}\n"
     path = tmp_path / "instanceha.conf"

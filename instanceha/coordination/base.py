@@ -35,8 +35,9 @@ import dataclasses
 import enum
 import math
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from instanceha.clock import SYSTEM, Clock
 
 # -- what a member publishes about its liveness --------------------------------
 SESSION_TIMEOUT = "session_timeout"
@@ -254,7 +255,7 @@ class Coordinator(abc.ABC):
         reconnect_max_delay: float = 5.0,
         root_path: str = "/instanceha",
         consistency_interval: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM,
     ) -> None:
         """``consistency_interval``: how often a watching backend re-reads
         everything it watches, as a safety net (0: never)."""

@@ -146,13 +146,13 @@ class MemoryCoordinator(base.Coordinator):
         with self.store.lock:
             self.session = next(self.store.ids)
             self.store.sessions.add(self.session)
-        self.connected_since = self.clock()
+        self.connected_since = self.clock.monotonic()
         for listener in list(self._listeners):
             listener(base.ConnectionState.CONNECTED)
 
     def stop(self) -> None:
         if self.session is not None:
-            self.store.end(self.session, self.clock(), self.session_timeout)
+            self.store.end(self.session, self.clock.monotonic(), self.session_timeout)
         self.session = None
         self.connected_since = None
 
@@ -186,7 +186,7 @@ class MemoryCoordinator(base.Coordinator):
                 raise exceptions.MemberConflict(member=member_id, owner=f"0x{held.session:x}")
             slot = s.slots[member_id]
             slot["planned_stop"] = None
-            slot.setdefault("first_join", self.clock())
+            slot.setdefault("first_join", self.clock.monotonic())
             caps = dict(capabilities, **{base.SESSION_TIMEOUT: self.session_timeout})
             if held is None:
                 s.members[member_id] = _Member(session, caps)
@@ -207,7 +207,7 @@ class MemoryCoordinator(base.Coordinator):
             if host is None or m is None or m.session != self.session:
                 return
             m.stalled_for = None if stalled_for is None else round(stalled_for, 3)
-            m.stalled_at = self.clock()
+            m.stalled_at = self.clock.monotonic()
             s.changes.record([host])
 
     def end_session(self) -> None:
@@ -236,7 +236,7 @@ class MemoryCoordinator(base.Coordinator):
     # -- controller side ----------------------------------------------------------
     def snapshot(self) -> base.ClusterSnapshot:
         s = self.store
-        now = self.clock()
+        now = self.clock.monotonic()
         with s.lock:
             hosts, members, alive = {}, {}, {}
             for host, slot in s.slots.items():

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
 
 from kazoo import exceptions as kz_exc
 from kazoo.protocol.states import EventType
+
+from instanceha.clock import Clock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +35,7 @@ EMPTY = Diff(frozenset(), frozenset(), None)
 
 
 class ChildrenIndex:
-    def __init__(self, client, path: str, clock: Callable[[], float]) -> None:
+    def __init__(self, client, path: str, clock: Clock) -> None:
         self.client = client
         self.path = path
         self.clock = clock
@@ -54,7 +55,7 @@ class ChildrenIndex:
             self.events += 1
             self._dirty = True
             if self._event_at is None:
-                self._event_at = self.clock()
+                self._event_at = self.clock.monotonic()
 
     def invalidate(self) -> None:
         """The watch is gone (connection lost): re-read at the next poll."""

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from kazoo import exceptions as kz_exc
 from kazoo.protocol.states import EventType
 
 from instanceha import exceptions
+from instanceha.clock import SYSTEM, Clock
 from instanceha.coordination import base
 from instanceha.coordination import zk_layout as L
 from instanceha.coordination.zk_codec import dumps, loads
@@ -41,11 +41,11 @@ class Membership:
     """One agent's membership (the agent side of the coordinator)."""
 
     def __init__(self, session: ZooKeeperSession, layout: L.Layout,
-                 wall: Callable[[], float] = time.time) -> None:
+                 clock: Clock = SYSTEM) -> None:
         self.session = session
         self.client = session.client
         self.layout = layout
-        self.wall = wall
+        self.clock = clock
         self.member_id: str | None = None
         self.capabilities: dict = {}
         self.incarnation: int | None = None
@@ -151,7 +151,7 @@ class Membership:
             data = loads(raw)
             new = dict(data, **changes)
             if first_join and "first_join" not in data:
-                new["first_join"] = round(self.wall(), 3)
+                new["first_join"] = round(self.clock.wall(), 3)
             if new == data:
                 return data
             try:

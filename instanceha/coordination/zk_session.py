@@ -15,9 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import time
 import urllib.parse
-from collections.abc import Callable
 
 from kazoo import exceptions as kz_exc
 from kazoo.client import KazooClient
@@ -27,9 +25,13 @@ from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.retry import KazooRetry
 
 from instanceha import exceptions
+from instanceha.clock import SYSTEM, Clock
 from instanceha.coordination import base
 from instanceha.coordination.zk_acl import AclModel
 from instanceha.coordination.zk_codec import dumps, loads  # noqa: F401  (the one codec)
+
+# the jitter the detection policy's reconnect grace counts with: one number for both
+from instanceha.engine.detection import RECONNECT_JITTER
 
 LOG = logging.getLogger(__name__)
 
@@ -45,11 +47,6 @@ STATE = {
     KazooState.SUSPENDED: base.ConnectionState.SUSPENDED,
     KazooState.LOST: base.ConnectionState.LOST,
 }
-
-RECONNECT_JITTER = 0.2
-"""kazoo's ``max_jitter`` for the reconnection back-off (see
-``instanceha.engine.detection.RECONNECT_JITTER``)."""
-
 
 def parse_hosts(url: str) -> str:
     """``zookeeper://h1:2181,h2:2181/`` -> ``h1:2181,h2:2181`` (query ignored)."""
@@ -143,7 +140,7 @@ class ZooKeeperSession:
 
     def __init__(self, url: str, *, session_timeout: float, connect_timeout: float,
                  reconnect_max_delay: float, root_path: str,
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Clock = SYSTEM,
                  acls: AclModel | None = None, tls: TlsSettings | None = None) -> None:
         self.where = parse_hosts(url)
         self.session_timeout = session_timeout
@@ -244,7 +241,8 @@ class ZooKeeperSession:
 
     def _on_state(self, kstate: str) -> None:
         state = STATE[kstate]
-        self.connected_since = self.clock() if state is base.ConnectionState.CONNECTED else None
+        connected = state is base.ConnectionState.CONNECTED
+        self.connected_since = self.clock.monotonic() if connected else None
         for listener in list(self._listeners):
             try:
                 listener(state)

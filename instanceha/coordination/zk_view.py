@@ -47,11 +47,12 @@ import dataclasses
 import logging
 import threading
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from kazoo import exceptions as kz_exc
 from kazoo.protocol.states import EventType
 
+from instanceha.clock import Clock
 from instanceha.coordination import base
 from instanceha.coordination import zk_layout as L
 from instanceha.coordination.zk_codec import loads
@@ -110,7 +111,7 @@ class _Member:
 class ClusterView:
     def __init__(self, session: ZooKeeperSession, control: ControlNode,
                  consistency_interval: float = 60.0,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Clock | None = None) -> None:
         self.session = session
         self.client = session.client
         self.control_node = control
@@ -194,7 +195,7 @@ class ClusterView:
     def _alert(self, kind: str, host: str, detail: str) -> None:
         self._alert_seq += 1
         self.counters[kind] += 1
-        self.alerts.append(base.Alert(self._alert_seq, self.clock(), kind, host, detail))
+        self.alerts.append(base.Alert(self._alert_seq, self.clock.monotonic(), kind, host, detail))
         LOG.error("TAMPERING (%s) about %s: %s", kind, host, detail)
 
     # -- the snapshot ------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class ClusterView:
                 except TRANSIENT:
                     self._needs_resync = True
             return base.ClusterSnapshot(
-                taken_at=self.clock(),
+                taken_at=self.clock.monotonic(),
                 state=self.session.state,
                 connected_since=self.session.connected_since,
                 watching_since=self.watching_since,
@@ -233,7 +234,7 @@ class ClusterView:
                 self._stall_events |= set(self._stalls)
                 self._history_events |= set(self._history)
             self.counters["resyncs"] += 1
-        now = self.clock()
+        now = self.clock.monotonic()
         if self._control_dirty:
             self._control_dirty = False
             self._control = self.control_node.read(watch=self._on_control)
@@ -246,7 +247,7 @@ class ClusterView:
         changed |= self._member_changes(now)
         self._settle(changed, now)
         if resync or self.watching_since is None:
-            self.watching_since = self.clock()
+            self.watching_since = self.clock.monotonic()
 
     def _poll(self, index: ChildrenIndex) -> Diff:
         diff = index.poll()
@@ -376,7 +377,7 @@ class ClusterView:
             if what == "membership" and self._present.get(entry.host) != entry.owner:
                 self._present[entry.host] = entry.owner
                 self._lost.pop(entry.host, None)
-                self._first_seen.setdefault(entry.host, self.clock())
+                self._first_seen.setdefault(entry.host, self.clock.monotonic())
                 changed.add(entry.host)
         return changed
 

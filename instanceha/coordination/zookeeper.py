@@ -79,7 +79,7 @@ class ZooKeeperCoordinator(base.Coordinator):
         self.client = self.session.client
         self.layout = Layout(self.client, self.root_path, self.acls, self.where)
         self.registry = HostRegistry(self.session)
-        self.membership = Membership(self.session, self.layout)
+        self.membership = Membership(self.session, self.layout, self.clock)
         self.control = ControlNode(self.session, role)
         self.view = ClusterView(self.session, self.control, self.consistency_interval,
                                 self.clock)

@@ -17,7 +17,9 @@ layout and the recipes are ours, one module each:
 ``zk_hosts``         the host registry (slots, provisioning) and fence history
 ``zk_index``         one children watch on one parent: added and removed names
 ``zk_view``          the controller's view: four re-lists after any connection loss,
-                     trust checked against the hosts' own slots, liveness, change log
+                     the consistency audit, the published snapshot, change log
+``zk_trust``         membership believed only when verified against the host's own
+                     slot; stalls; liveness facts; forgery and tampering alerts
 ``zk_election``      ``<root>/election/c-<seq>``: the lowest leads, its czxid is the
                      fencing token
 ``zk_control``       ``<root>/control/{operator,controller}`` and ``<root>/status``

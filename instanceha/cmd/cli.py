@@ -2,7 +2,8 @@
 
     instanceha --version
     instanceha [--config-file F] config check
-    instanceha [--config-file F] status | incidents | pause | resume | guard ... | host ...
+    instanceha [--config-file F] status | capacity | incidents | pause | resume | guard ...
+    instanceha [--config-file F] host ...
 
 Subcommand modules expose ``register(subparsers)``; each parser sets
 ``handler(args, conf) -> exit code``.
@@ -15,6 +16,7 @@ import sys
 
 from instanceha import exceptions
 from instanceha.cmd import (
+    capacity_cli,
     common,
     coordination_cli,
     fencing_cli,
@@ -142,8 +144,8 @@ def _register_config(sub) -> None:
     c.set_defaults(handler=_config_check)
 
 
-REGISTRARS = [_register_config, ops_cli.register, incidents_cli.register, fencing_cli.register,
-              listen_cli.register, coordination_cli.register]
+REGISTRARS = [_register_config, ops_cli.register, capacity_cli.register, incidents_cli.register,
+              fencing_cli.register, listen_cli.register, coordination_cli.register]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -23,6 +23,10 @@ from instanceha.coordination import Coordinator
 
 LOG = logging.getLogger(__name__)
 PROG = "instanceha-controller"
+CAPACITY_EVENTS = ("instance.create.end", "instance.delete.end", "instance.resize_confirm.end",
+                   "instance.shelve_offload.end", "instance.unshelve.end",
+                   "instance.live_migration_post.end", "instance.restore.end")
+"""Nova's notifications after which the capacity model reads sooner."""
 
 
 def build(conf) -> ControllerService:
@@ -67,7 +71,8 @@ def build(conf) -> ControllerService:
                                 if recovery is not None and recovery.journal is not None
                                 else None,
                                 provisioner=_provisioner(coordinator, recovery),
-                                tampering=AlertJournal(recovery.journal if recovery else None))
+                                tampering=AlertJournal(recovery.journal if recovery else None),
+                                capacity=_capacity(conf, recovery, closers))
     service.closers = closers
     holder.append(service)
     return service
@@ -132,6 +137,73 @@ def _aggregates(conf, nova, closers):
     cache = AggregateCache(nova.host_aggregates, refresh=conf.controller.aggregates_refresh)
     closers.append(cache.close)
     return cache
+
+
+def _capacity(conf, recovery, closers):
+    """The failover capacity monitor on the recovery actuator's Nova (None
+    without Nova or with [capacity] enabled = false)."""
+    settings = policy.capacity_settings(conf)
+    priority = policy.default_priority(conf)
+    if recovery is None:
+        return None
+    actuator, nova = recovery, recovery.nova
+    from instanceha.controller.capacity_dispatch import Dispatcher, Throttle
+
+    throttle = Throttle(settings.max_concurrent_evacuations, settings.max_evacuations_per_host)
+    if not settings.enabled:
+        LOG.warning("[capacity] enabled = false: failover coverage is not computed; "
+                    "evacuations go in priority order without a planned target")
+        actuator.ctx.dispatcher = Dispatcher(None, throttle, default_priority=priority)
+        return None
+    from instanceha.compute.capacity_reads import CapacityReads
+    from instanceha.controller.capacity import CapacityMonitor
+    from instanceha.controller.capacity_reader import ModelReader, ReaderSettings
+
+    reader = ModelReader(
+        CapacityReads(nova),
+        ReaderSettings(default_recovery=policy.default_recovery(conf),
+                       default_priority=priority,
+                       failure_domain_key=conf.capacity.failure_domain_key),
+        services=lambda: actuator.nova_view.services, phases=actuator.ctx.phases)
+    monitor = CapacityMonitor(reader, settings,
+                              on_change=_coverage_notifier(actuator, conf.controller.dry_run))
+    feed = actuator.nova_events
+    if feed is not None:
+        # what changes room outside our own evacuations (those count as load
+        # on their target until the next read anyway): not rebuild.*, so that a
+        # recovery's own notifications do not make reads within its API budget
+        def on_end(event_type: str) -> None:
+            if event_type.startswith(CAPACITY_EVENTS):
+                monitor.poke()
+
+        feed.on_end = on_end
+    actuator.ctx.dispatcher = Dispatcher(monitor, throttle, settings.plan_targets,
+                                         settings.defer_without_room, priority)
+    actuator.ctx.dispatcher.groups_read = reader.reads.server_groups
+    closers.insert(0, monitor.close)
+    c = settings.coverage
+    LOG.info("failover capacity: tolerance %s, read every %.0f s; evacuations %s, at most "
+             "%d at once, %d per target host", c.tolerance.value if c.tolerance.value ==
+             "domain" else f"{c.hosts} host(s)", settings.refresh_interval,
+             "to planned targets" if settings.plan_targets else "without planned targets",
+             settings.max_concurrent_evacuations, settings.max_evacuations_per_host)
+    return monitor
+
+
+def _coverage_notifier(actuator, dry_run: bool):
+    """instanceha.capacity.changed on the bus when coverage flips."""
+    notifier = actuator.notifier
+    if notifier is None:
+        return None
+    from instanceha.controller.capacity import change_event
+
+    def on_change(coverage, was, read_at: float) -> None:
+        try:
+            notifier.emit(change_event(coverage, was, dry_run, change_id=f"{read_at:.0f}"))
+        except ValueError as e:
+            LOG.error("capacity notification not built: %s", e)
+
+    return on_change
 
 
 def _guests(conf, coordinator: Coordinator, actuator, closers):

@@ -1,6 +1,7 @@
 """Operator subcommands that talk to the coordinator.
 
     instanceha status [--format table|json]
+    instanceha capacity [--format table|json] [--live]   (capacity_cli)
     instanceha pause --reason TEXT | instanceha resume
     instanceha guard override --minutes N | instanceha guard clear
     instanceha host forget HOST
@@ -128,10 +129,28 @@ def _print_table(doc, snap) -> None:
         waiting = (d.get("nova") or {}).get("waiting_on")
         if waiting:
             print(f"{host}: recovery waiting on {waiting} (as published)")
+    _print_capacity(doc.get("capacity"), age)
     _print_guests(doc.get("guests"))
     unpublished = sorted(set(snap.hosts) - set(doc.get("hosts", {})))
     if unpublished:
         print(f"registered but not yet in the leader's view: {', '.join(unpublished)}")
+
+
+def _print_capacity(report, published_age: float) -> None:
+    """The failover capacity, in a few lines (``instanceha capacity`` has it all)."""
+    if not report:
+        return
+    from instanceha.cmd.capacity_cli import summary_line
+
+    if report.get("age") is not None:
+        report = dict(report, age=report["age"] + published_age)
+    print("\n" + summary_line(report))
+    short = [f for f in report.get("failures") or () if not f.get("covered")]
+    if short:
+        names = ", ".join(f"{f['kind']} {f['name']}" for f in short[:5])
+        more = len(short) - 5 + (report.get("more_failures") or 0)
+        print(f"  not covered: {names}" + (f" and {more} more" if more > 0 else "")
+              + "; see 'instanceha capacity'")
 
 
 def _print_guests(guests) -> None:

@@ -41,11 +41,12 @@ waiting machinery is ``compute.waiting``.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
@@ -134,10 +135,17 @@ class Evacuator:
         self._polls = Backoff(settings.poll_initial, settings.poll_interval, GROWTH)
         """Between two reads of a running evacuation (reset by Nova's word)."""
 
+    gate: Callable[[Server, str | None], contextlib.AbstractContextManager] | None = None
+    """Wraps each server's evacuation (the capacity throttle: a slot per evacuation,
+    priority first); set by the recovery after construction, like ``on_result``."""
+
     def evacuate_host(self, host: str, servers: Iterable[Server],
-                      target_host: str | None = None) -> list[EvacuationResult]:
-        """Evacuate ``servers`` of the fenced ``host`` (as the caller read them);
-        one result per server, in order."""
+                      target_host: str | None = None,
+                      targets: Mapping[str, str | None] | None = None
+                      ) -> list[EvacuationResult]:
+        """Evacuate ``servers`` of the fenced ``host`` (as the caller read them),
+        started in the order given; one result per server, in order.
+        ``targets``: server id -> its own target host (overrides ``target_host``)."""
         servers = list(servers)
         if not servers:
             return []
@@ -149,12 +157,20 @@ class Evacuator:
         try:
             workers = min(self.settings.concurrency, len(servers))
             with concurrent.futures.ThreadPoolExecutor(workers, "evacuate") as pool:
-                futures = [calls.submit(pool, self.evacuate_server, s, host, target_host,
-                                        records, waker) for s in servers]
+                futures = [calls.submit(pool, self._gated, s, host,
+                                        (targets or {}).get(s.id, target_host), records, waker)
+                           for s in servers]
                 return [f.result() for f in futures]
         finally:
             if self.watch is not None:
                 self.watch.unsubscribe(ids)
+
+    def _gated(self, server: Server, host: str, target: str | None, records: HostRecords,
+               waker: Waker) -> EvacuationResult:
+        if self.gate is None:
+            return self.evacuate_server(server, host, target, records, waker)
+        with self.gate(server, target):
+            return self.evacuate_server(server, host, target, records, waker)
 
     def _records(self, host: str) -> HostRecords:
         since = self.clock.utcnow() - datetime.timedelta(seconds=RECORDS_MARGIN)

@@ -123,3 +123,12 @@ def unanswered(e: InstanceHAError) -> bool:
     if isinstance(e, NovaUnavailable):
         return not e.unsent
     return getattr(e, "status", None) in (502, 504)
+
+
+class WaitingForRoom(ComputeError):
+    """Servers of a fenced host were held back: no surviving host has room for
+    them now. Not a failure of anything: the recovery is tried again, and
+    sends them when room appears."""
+
+    message = "%(count)d server(s) of %(host)s wait for room (%(reason)s)"
+    action = Action.RETRY

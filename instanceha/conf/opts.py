@@ -17,6 +17,7 @@ _MODULES = (
     "nova_notifications",
     "controller",
     "recovery",
+    "capacity",
     "fencing",
     "telemetry",
     "notifications",

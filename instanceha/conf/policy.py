@@ -220,3 +220,47 @@ def target_policy(conf: cfg.ConfigOpts):
     c = conf.recovery
     return TargetPolicy(method=Method(c.method), match=Match(c.reserved_match),
                         fallback_to_scheduler=c.reserved_fallback_to_scheduler)
+
+
+def capacity_settings(conf: cfg.ConfigOpts):
+    """[capacity] (and the [recovery] target policy the plan mirrors)."""
+    from instanceha.controller.capacity import CapacitySettings
+    from instanceha.engine.capacity_coverage import CoveragePolicy, Tolerance
+    from instanceha.engine.capacity_plan import PlanPolicy
+
+    c = conf.capacity
+    target = target_policy(conf)
+    return CapacitySettings(
+        enabled=c.enabled, refresh_interval=c.refresh_interval,
+        min_interval=min(c.min_interval, c.refresh_interval),
+        coverage=CoveragePolicy(
+            tolerance=Tolerance(c.tolerance), hosts=c.hosts,
+            plan=PlanPolicy(spares=target.reserved, spare_match=target.match,
+                            fallback_to_scheduler=target.fallback_to_scheduler)),
+        plan_targets=c.plan_targets, defer_without_room=c.defer_without_room,
+        max_concurrent_evacuations=c.max_concurrent_evacuations,
+        max_evacuations_per_host=c.max_evacuations_per_host)
+
+
+def default_priority(conf: cfg.ConfigOpts) -> int:
+    from instanceha.engine.instance_policy import parse_priority
+
+    value = parse_priority(conf.capacity.default_priority)
+    if value is None:
+        raise config_error(conf, "capacity", "default_priority",
+                           f"{conf.capacity.default_priority!r} is not a priority: use "
+                           "lowest, low, medium, high, highest or a number from 0 to 1000")
+    return value
+
+
+def default_recovery(conf: cfg.ConfigOpts):
+    """[nova] default_instance_recovery as the engine's enum (its choices are
+    the enum's values: oslo.config refused anything else)."""
+    from instanceha.engine.instance_policy import Recovery
+
+    value = Recovery.parse(conf.nova.default_instance_recovery)
+    if value is None:
+        raise config_error(conf, "nova", "default_instance_recovery",
+                           f"{conf.nova.default_instance_recovery!r} is not evacuate, notify or "
+                           "ignore")
+    return value

@@ -211,6 +211,9 @@ class _Collector:
                                        "handled (leader only).")
             queued.add_metric([], guests.pending_count)
             yield queued
+        capacity = getattr(svc, "capacity", None)
+        if capacity is not None:
+            yield from _capacity(capacity.report())
         hold = GaugeMetricFamily("instanceha_safety_hold",
                                  "1 while the mass-failure guard holds every fence.")
         held = rec is not None and rec.executor.guard_state.held
@@ -249,3 +252,36 @@ def _api_calls(calls):
     for key, s in sorted(seconds.items()):
         spent.add_metric(list(key), s)
     yield spent
+
+
+def _capacity(report):
+    """Failover coverage, from the capacity monitor's report (leader only: a
+    standby has none; absent series rather than stale ones)."""
+    covered = GaugeMetricFamily("instanceha_capacity_covered",
+                                "1 while every failure the [capacity] tolerance counts finds "
+                                "room for all its evacuable servers, 0 when not (absent: not "
+                                "known yet).")
+    uncovered = GaugeMetricFamily("instanceha_capacity_uncovered",
+                                  "Failures whose evacuable servers would not all find room, "
+                                  "by kind: host (each host on its own), domain (each failure "
+                                  "domain as a whole).", labels=["kind"])
+    short = GaugeMetricFamily("instanceha_capacity_shortfall",
+                              "What the worst counted failure's servers lack, by Placement "
+                              "resource class (VCPU, MEMORY_MB...): add this to be covered.",
+                              labels=["resource_class"])
+    age = GaugeMetricFamily("instanceha_capacity_age_seconds",
+                            "Seconds since the capacity model was last read from Placement "
+                            "and Nova.")
+    if report.get("covered") is not None:
+        covered.add_metric([], 1 if report["covered"] else 0)
+        counts = report.get("counts") or {}
+        uncovered.add_metric(["host"], counts.get("uncovered_hosts", 0))
+        uncovered.add_metric(["domain"], counts.get("uncovered_domains", 0))
+        for rc, n in sorted((report.get("shortfall") or {}).items()):
+            short.add_metric([rc], n)
+    if report.get("age") is not None:
+        age.add_metric([], report["age"])
+    yield covered
+    yield uncovered
+    yield short
+    yield age

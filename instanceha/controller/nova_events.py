@@ -66,6 +66,8 @@ class NovaEventFeed:
         self.error: str | None = None
         self.received = 0
         self.woke = 0
+        self.on_end: Callable[[str], None] | None = None
+        """Told of every action that ended (the capacity model reads sooner)."""
 
     @property
     def listening(self) -> bool:
@@ -75,6 +77,8 @@ class NovaEventFeed:
         self.received += 1
         if not event_type.endswith(ENDS):
             return  # progress (instance.update, ...start): nothing to read yet
+        if self.on_end is not None:
+            self.on_end(event_type)
         uuid = instance_uuid(payload)
         if uuid is not None and self.watch.poke(uuid):
             self.woke += 1

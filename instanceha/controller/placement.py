@@ -82,22 +82,30 @@ class Placement:
                  record_spares: Callable[[tuple[str, ...]], object],
                  journal: Callable[..., object] | None = None,
                  prepared: Choice | None = None,
+                 targets: Mapping[str, str | None] | None = None,
+                 allowed: Callable[[object, str], bool] | None = None,
                  ) -> tuple[list[EvacuationResult], tuple[str, ...]]:
-        """Evacuate ``servers`` of the fenced ``host``; one result per server, in
-        order, and the spares used (oldest first).
+        """Evacuate ``servers`` of the fenced ``host`` (started in the order
+        given); one result per server, in order, and the spares used (oldest
+        first).
 
         ``marker``: the failed host's marker as read (its ``spares`` resume an
         interrupted recovery); ``record_spares(spares)`` writes them into it;
-        ``prepared``: the choice ``prepare()`` made ahead."""
+        ``prepared``: the choice ``prepare()`` made ahead. ``targets``: each
+        server's planned target with the scheduler method; ``allowed(server,
+        spare)``: whether its server group lets it go to that spare (a server
+        not allowed goes on to the next spare, or the scheduler)."""
         try:
             return self._evacuate(host, servers, evacuator, guarded, marker, record_spares,
-                                  journal, prepared)
+                                  journal, prepared, targets, allowed)
         finally:
             self.release(host)
 
     def _evacuate(self, host, servers, evacuator, guarded, marker, record_spares, journal,
-                  prepared):
+                  prepared, targets=None, allowed=None):
         if not self.policy.reserved or not servers:
+            if targets:
+                return evacuator.evacuate_host(host, servers, targets=targets), ()
             return evacuator.evacuate_host(host, servers), ()
         say = journal or (lambda *a, **k: None)
         final: dict[str, EvacuationResult] = {}
@@ -134,13 +142,18 @@ class Placement:
                     LOG.warning("host=%s spare=%s enabled: reserved spare now in service",
                                 host, current.host)
                     say("spare", f"spare {current.host} enabled", spare=current.host)
-            results = evacuator.evacuate_host(host, remaining, target_host=current.host)
+            spare = current.host
+            take = [s for s in remaining if allowed is None or allowed(s, spare)]
+            skipped = [s for s in remaining if s not in take]
+            results = evacuator.evacuate_host(host, take, target_host=spare) if take else []
             for r in results:
                 final[r.server_id] = r
-            remaining = [s for s in remaining if final[s.id].outcome is Outcome.NO_CAPACITY]
+            remaining = skipped + [s for s in take
+                                   if final[s.id].outcome is Outcome.NO_CAPACITY]
             if remaining:
-                LOG.warning("host=%s spare=%s has no room for %d server(s): trying the "
-                            "next spare", host, current.host, len(remaining))
+                LOG.warning("host=%s spare=%s has no room (or its server group forbids "
+                            "it) for %d server(s): trying the next spare", host, spare,
+                            len(remaining))
             current = None
         if remaining and self.policy.fallback_to_scheduler:
             LOG.warning("host=%s no spare for %d server(s) (%s): the scheduler places them",

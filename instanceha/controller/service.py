@@ -61,6 +61,7 @@ class ControllerService:
         alerts=None,
         provisioner: Provisioner | None = None,
         tampering: AlertJournal | None = None,
+        capacity=None,
     ) -> None:
         """``aggregates``: the host aggregates provider of the mass-failure guard
         (a cache that answers at once; None: no grouping, no Nova). ``guests``:
@@ -75,6 +76,8 @@ class ControllerService:
         self.alerts = alerts
         self.provisioner = provisioner
         self.tampering = tampering
+        self.capacity = capacity
+        """The failover capacity monitor (controller.capacity): the leader reads."""
         self.coordinator = coordinator
         self.settings = settings
         self.clock = clock
@@ -153,6 +156,8 @@ class ControllerService:
                 self.alerts.tick(rec.views, leadership.token)
             else:
                 self.alerts.idle()
+        if self.capacity is not None:
+            self.capacity.tick(leading=act and leadership.is_leader())
         if leader and act:
             snap = rec.last_snapshot
             if self.tampering is not None and snap is not None:
@@ -166,6 +171,7 @@ class ControllerService:
         if rec.last_snapshot is None:
             return
         guests = self.guests.report() if self.guests is not None else None
+        capacity = self.capacity
         # what the status is built from: the views map is replaced when a view
         # changes, the members (their capabilities: services, guest monitor) are
         # replaced when one changes, the actuator's revision grows with Nova's
@@ -173,13 +179,15 @@ class ControllerService:
         # over every host
         snap = rec.last_snapshot
         inputs = (rec.views, snap.members, snap.control, rec.executor.guard_state,
-                  self.handler.revision, leadership.token, guests)
+                  self.handler.revision, leadership.token, guests,
+                  capacity.revision if capacity is not None else None)
         if not self.publisher.due(inputs, now):
             return
         doc = status.build(self.settings.name, leadership.token, rec.views,
                            snap, rec.executor.guard_state, now,
                            self.clock.wall(), self.handler.nova_status(),
-                           guard_report=rec.executor.guard_report(), guests=guests)
+                           guard_report=rec.executor.guard_report(), guests=guests,
+                           capacity=capacity.report() if capacity is not None else None)
         try:
             self.publisher.maybe_publish(doc, now, inputs)
         except exceptions.CoordinationError as e:

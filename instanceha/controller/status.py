@@ -26,12 +26,14 @@ def build(
     nova: Mapping[str, Mapping] | None = None,
     guard_report: Mapping[str, object] | None = None,
     guests: Mapping[str, object] | None = None,
+    capacity: Mapping[str, object] | None = None,
 ) -> dict:
     """``nova``: Nova's view of each host and the recovery decision (the
     recovery actuator's ``nova_status()``), when Nova is configured.
     ``guard_report``: the executor's account of the mass-failure guard (since
     when it holds, the rules exceeded, the host aggregates). ``guests``: the guest
-    actuator's report (failures queued, the latest handled)."""
+    actuator's report (failures queued, the latest handled). ``capacity``: the
+    failover capacity monitor's report (bounded: see controller.capacity)."""
     hosts = {}
     for host, v in sorted(views.items()):
         member = snap.members.get(host)
@@ -58,6 +60,7 @@ def build(
         "control": dict(snap.control),
         "hosts": hosts,
         "guests": dict(guests) if guests is not None else None,
+        "capacity": dict(capacity) if capacity is not None else None,
     }
 
 
@@ -77,6 +80,7 @@ def _material(status: Mapping) -> tuple:
                repr((d.get("guest_monitor") or {}).get("state")))
               for h, d in status["hosts"].items()),
         guests.get("pending"), tuple(r.get("incident_id") for r in guests.get("recent", ())),
+        (status.get("capacity") or {}).get("revision"),
     )
 
 

@@ -101,8 +101,12 @@ class Group:
         return f"{self.policy.value} group {self.name or self.id} ({kind})"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Server:
+    """Not frozen (a frozen dataclass's ``__init__`` goes through
+    ``object.__setattr__``, a third of the model's build time at 100,000
+    servers): never changed once built; a change is a new ``Server``."""
+
     id: str
     name: str
     host: str
@@ -145,6 +149,8 @@ class Model:
         self.groups: dict[str, Group] = {}
         self.members: dict[str, dict[str, int]] = {}
         """group id -> host -> how many of its members run there."""
+        self._evacuable: dict[str, tuple[Server, ...]] = {}
+        """host -> its evacuable servers in dispatch order (kept until it changes)."""
         self._hosts_changed: set[str] = set()
         self._freed: set[str] = set()
         self._groups_changed: set[str] = set()
@@ -180,6 +186,7 @@ class Model:
         self.servers[server.id] = server
         self.on_host.setdefault(server.host, {})[server.id] = server
         self._hosts_changed.add(server.host)
+        self._evacuable.pop(server.host, None)
         if server.group is not None:
             per_host = self.members.setdefault(server.group, {})
             per_host[server.host] = per_host.get(server.host, 0) + 1
@@ -192,6 +199,7 @@ class Model:
 
     def _unplace(self, old: Server) -> None:
         self.on_host.get(old.host, {}).pop(old.id, None)
+        self._evacuable.pop(old.host, None)
         self._hosts_changed.add(old.host)
         self._freed.add(old.host)
         if old.group is not None:
@@ -222,6 +230,15 @@ class Model:
         self._layout = False
         return changes
 
+    def evacuable(self, host: str) -> tuple[Server, ...]:
+        """The host's evacuable servers, highest priority first, then the
+        largest, then the name (the order a recovery sends them in)."""
+        known = self._evacuable.get(host)
+        if known is None:
+            known = self._evacuable[host] = tuple(sorted(
+                (s for s in self.on_host.get(host, {}).values() if s.evacuate), key=rank))
+        return known
+
     def hosts_of_group(self, group_id: str) -> frozenset[str]:
         return frozenset(self.members.get(group_id, {}))
 
@@ -241,6 +258,12 @@ class Model:
                 for rc, n in s.need.items():
                     total[rc] = total.get(rc, 0) + n
         return total
+
+
+def rank(s: Server) -> tuple[int, int, str, str]:
+    """Dispatch order: highest priority, then the largest (its largest
+    class's amount), then the name."""
+    return (-s.priority, -max(s.need.values(), default=0), s.name, s.id)
 
 
 def flavor_need(vcpus: int, ram: int, disk: int, ephemeral: int = 0, swap: int = 0,

@@ -115,6 +115,9 @@ class CoverageTracker:
         self.replanned = 0
         """Plans made by the last ``refresh()`` (for the benchmark and tests)."""
         self._domains: dict[str, frozenset[str]] = {}
+        self._domain_of: dict[str, str] = {}
+        self._kind: dict[str, dict[str, FailurePlan]] = {"host": {}, "domain": {}}
+        """The plans by kind and name (the same objects as ``plans``)."""
         self._first = True
 
     # -- the operator's question ----------------------------------------------
@@ -123,7 +126,7 @@ class CoverageTracker:
         todo: set[tuple[str, str]] = set()
         if self._first:
             self.index = Index.of(self.model)
-            self._domains = self.model.domains()
+            self._set_domains(self.model.domains())
             todo = {_key("host", h) for h in self.model.hosts}
             todo |= {_key("domain", d) for d in self._domains}
             self._first = False
@@ -134,7 +137,7 @@ class CoverageTracker:
                 for d in self._domains.keys() | domains.keys():
                     if self._domains.get(d) != domains.get(d):
                         todo.add(_key("domain", d))
-                self._domains = domains
+                self._set_domains(domains)
             todo |= self._affected(changes.hosts, changes.freed, changes.groups)
         for key in todo:
             self._replan(key)
@@ -143,10 +146,13 @@ class CoverageTracker:
             self.worst = self._worst() if self.policy.hosts > 1 else None
         return self.coverage()
 
+    def _set_domains(self, domains: dict[str, frozenset[str]]) -> None:
+        self._domains = domains
+        self._domain_of = {h: d for d, hs in domains.items() for h in hs}
+
     def coverage(self) -> Coverage:
-        hosts = {name: p for (kind, name), p in self.plans.items() if kind == "host"}
-        domains = {name: p for (kind, name), p in self.plans.items() if kind == "domain"}
-        return Coverage(self.policy, hosts, domains, self.worst)
+        return Coverage(self.policy, dict(self._kind["host"]), dict(self._kind["domain"]),
+                        self.worst)
 
     def plan_failure(self, failed: Iterable[str], servers: list[Server] | None = None,
                      pending: Iterable[tuple[Server, str]] = (),
@@ -160,13 +166,14 @@ class CoverageTracker:
                 self._replan(key)
             self.worst = None if self.policy.hosts <= 1 else self._worst()
         return plan(self.model, self.index, frozenset(failed), self.policy.plan, servers,
-                    pending, {k: frozenset(v) for k, v in (avoid or {}).items()})
+                    pending, {k: frozenset(v) for k, v in (avoid or {}).items()},
+                    most_room=True)
 
     # -- incremental ----------------------------------------------------------
     def _affected(self, hosts: frozenset[str], freed: frozenset[str],
                   groups: frozenset[str]) -> set[tuple[str, str]]:
         todo: set[tuple[str, str]] = set()
-        domain_of = {h: d for d, hs in self._domains.items() for h in hs} if hosts else {}
+        domain_of = self._domain_of
         for h in hosts:
             todo.add(_key("host", h))
             if h in domain_of:
@@ -202,6 +209,7 @@ class CoverageTracker:
     def _replan(self, key: tuple[str, str]) -> None:
         kind, name = key
         old = self.plans.pop(key, None)
+        self._kind[kind].pop(name, None)
         if old is not None:
             for target in {p.target for p in old.placed}:
                 self.uses.get(target, set()).discard(key)
@@ -217,11 +225,11 @@ class CoverageTracker:
             failed = self._domains.get(name)
             if not failed:
                 return
-        if not any(s.evacuate for h in failed for s in self.model.on_host.get(h, {}).values()):
+        if not any(self.model.evacuable(h) for h in failed):
             new = FailurePlan(failed)
         else:
             new = plan(self.model, self.index, failed, self.policy.plan)
-        self.plans[key] = new
+        self.plans[key] = self._kind[kind][name] = new
         for target in {p.target for p in new.placed}:
             self.uses.setdefault(target, set()).add(key)
         for group in {p.server.group for p in new.placed + new.unplaced}:

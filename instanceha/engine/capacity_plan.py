@@ -38,9 +38,20 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import heapq
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from instanceha.engine.capacity import DISK_GB, MEMORY_MB, PCPU, VCPU, Host, Model, Role, Server
+from instanceha.engine.capacity import (
+    DISK_GB,
+    MEMORY_MB,
+    PCPU,
+    VCPU,
+    Host,
+    Model,
+    Role,
+    Server,
+    rank,
+)
 from instanceha.engine.reserved import Match
 
 SCORED = (VCPU, PCPU, MEMORY_MB, DISK_GB)
@@ -56,8 +67,11 @@ class PlanPolicy:
     fallback_to_scheduler: bool = True
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Placed:
+    """Not frozen, like ``Server`` (200,000 of them in the coverage of 5,000
+    hosts): never changed once built."""
+
     server: Server
     target: str
     spare: bool = False
@@ -68,8 +82,8 @@ class NoRoom:
     server: Server
     reason: str
     lacking: Mapping[str, int]
-    """Resource class -> how much of the server's need found no host (empty
-    when a zone or a server group, not room, stopped it)."""
+    """Resource class -> the server's need of each class no host had enough
+    of (empty when a zone or a server group, not room, stopped it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +109,8 @@ class FailurePlan:
         return out
 
     def shortfall(self) -> dict[str, int]:
-        """Resource class -> what the servers without room lack, summed."""
+        """Resource class -> what the servers without room need of the classes
+        they found no room for, summed: room to add (where they may go)."""
         out: dict[str, int] = {}
         for u in self.unplaced:
             for rc, n in u.lacking.items():
@@ -121,15 +136,22 @@ def score(host: Host) -> float:
 class Row:
     """One host as the placer reads it: free amount and ``max_unit`` per class."""
 
-    __slots__ = ("name", "free", "max_unit", "zone", "room")
+    __slots__ = ("name", "free", "max_unit", "zone", "room", "capacity")
 
     def __init__(self, host: Host) -> None:
         self.name = host.name
         self.zone = host.zone
+        self.capacity = {rc: inv.capacity for rc, inv in host.inventory.items()
+                         if rc in SCORED and inv.capacity > 0}
         self.free = {rc: host.free(rc) for rc in host.inventory}
         self.max_unit = {rc: host.max_unit(rc) for rc in host.inventory}
         self.room = {rc: min(f, self.max_unit[rc]) for rc, f in self.free.items()}
         """What one server may take of each class while nothing is planned here."""
+
+    def score(self, load: Mapping[str, int]) -> float:
+        """``score()`` of the host once ``load`` is added."""
+        shares = [(self.free.get(rc, 0) - load.get(rc, 0)) / c for rc, c in self.capacity.items()]
+        return min(shares) if shares else 0.0
 
     def fits(self, need: Mapping[str, int], load: Mapping[str, int] | None) -> bool:
         free, max_unit = self.free, self.max_unit
@@ -220,34 +242,58 @@ class Index:
 
     @classmethod
     def of(cls, model: Model) -> Index:
+        """Built at once (sorted once, not inserted one by one)."""
         index = cls()
-        index.update(model, list(model.hosts))
+        for name, host in model.hosts.items():
+            row = index.rows[name] = Row(host)
+            if host.role is Role.SPARE:
+                index.spares.add(name)
+            elif host.role is Role.TARGET:
+                index._zone[name] = host.zone
+                for zone in (None, host.zone) if host.zone is not None else (None,):
+                    pool = index.pools.setdefault(zone, Pool())
+                    key = -score(host)
+                    pool.order.append((key, name))
+                    for rc, free in row.free.items():
+                        pool.by_rc.setdefault(rc, []).append((-free, name))
+                    pool._keys[name] = (key, dict(row.free))
+        for pool in index.pools.values():
+            pool.order.sort()
+            for items in pool.by_rc.values():
+                items.sort()
         return index
-
-
-def _rank(s: Server) -> tuple[int, int, str, str]:
-    return (-s.priority, -max(s.need.values(), default=0), s.name, s.id)
 
 
 def order(servers: Iterable[Server]) -> list[Server]:
     """Dispatch order: highest priority, then the largest, then the name."""
-    return sorted(servers, key=_rank)
+    return sorted(servers, key=rank)
 
 
 def plan(model: Model, index: Index, failed: Collection[str], policy: PlanPolicy = PlanPolicy(),
          servers: Sequence[Server] | None = None,
          pending: Iterable[tuple[Server, str]] = (),
-         avoid: Mapping[str, Collection[str]] | None = None) -> FailurePlan:
+         avoid: Mapping[str, Collection[str]] | None = None,
+         most_room: bool = False) -> FailurePlan:
     """The plan for ``failed`` hosts failing together.
 
     ``servers``: those to place (default: every evacuable server of the failed
     hosts); ``pending``: (server, target) of evacuations in flight, not yet in
-    Placement's usage; ``avoid``: server id -> targets Nova refused for it."""
+    Placement's usage; ``avoid``: server id -> targets Nova refused for it.
+    ``most_room``: each server to the allowed host with the most room left,
+    counting what this plan and ``pending`` put there (a recovery's plan:
+    several hosts failing together spread over the whole cloud) instead of
+    next fit in the index's order (coverage: the same answer, cheaper)."""
     failed = frozenset(failed)
-    if servers is None:
-        servers = [s for h in sorted(failed) for s in model.on_host.get(h, {}).values()
-                   if s.evacuate]
-    return _Placer(model, index, failed, policy, pending, avoid or {}).run(order(servers))
+    ordered: Sequence[Server]
+    if servers is None and len(failed) == 1:
+        ordered = model.evacuable(next(iter(failed)))
+    elif servers is None:
+        ordered = order(s for h in failed for s in model.evacuable(h))
+    else:
+        ordered = order(servers)
+    placer = _Placer(model, index, failed, policy, pending, avoid or {})
+    placer.most_room = most_room
+    return placer.run(ordered)
 
 
 class _Placer:
@@ -264,6 +310,8 @@ class _Placer:
         """group id -> host -> members this plan (or ``pending``) put there."""
         self.next: dict[str | None, int] = {}
         """Pool -> where its next server is tried first (next fit, wrapping)."""
+        self.most_room = False
+        self.heaps: dict[str | None, list[tuple[float, str]]] = {}
         for server, target in pending:
             self._take(server, target)
 
@@ -305,7 +353,7 @@ class _Placer:
         return hosts
 
     # -- placing --------------------------------------------------------------
-    def run(self, servers: list[Server]) -> FailurePlan:
+    def run(self, servers: Sequence[Server]) -> FailurePlan:
         placed: list[Placed] = []
         unplaced: list[NoRoom] = []
         spares_used: list[str] = []
@@ -317,22 +365,65 @@ class _Placer:
             remaining = order(self._spares(by_failed, placed, spares_used))
             if not self.policy.fallback_to_scheduler:
                 for s in remaining:
+                    missing = self._missing(s)
                     unplaced.append(NoRoom(s, "no reserved spare with room left (and no "
                                            "fallback to the scheduler)",
-                                           self._missing(s) or dict(s.need)))
+                                           {rc: s.need[rc] for rc in missing} or dict(s.need)))
                 remaining = []
-        fast = self._fast
+        # the hot loop of the coverage (every host's plan): the common case (no
+        # server group, next fit finds room within FAST_TRIES) inlined
+        pools, rows, loads, failed = self.index.pools, self.index.rows, self.load, self.failed
+        nxt = self.next
+        fast = not self.most_room and not self.avoid
         for s in remaining:
-            target = fast(s) if s.group is None else None
-            if target is None:
-                target = self._choose(s)
+            target = None
+            if fast and s.group is None:
+                zone = s.zone
+                pool = pools.get(zone) if zone is not None else pools[None]
+                entries = pool.order if pool is not None else ()
+                n = len(entries)
+                need = s.need.items()
+                start = nxt.get(zone, 0)
+                for step in range(min(n, FAST_TRIES)):
+                    at = (start + step) % n
+                    name = entries[at][1]
+                    if name in failed:
+                        continue
+                    row = rows[name]
+                    load = loads.get(name)
+                    if load is None:
+                        room = row.room
+                        for rc, q in need:
+                            if room.get(rc, 0) < q:
+                                break
+                        else:
+                            target = name
+                    else:
+                        free, max_unit = row.free, row.max_unit
+                        for rc, q in need:
+                            if free.get(rc, 0) - load.get(rc, 0) < q or max_unit.get(rc, 0) < q:
+                                break
+                        else:
+                            target = name
+                    if target is not None:
+                        nxt[zone] = at + 1
+                        if load is None:
+                            loads[name] = dict(s.need)
+                        else:
+                            for rc, q in need:
+                                load[rc] = load.get(rc, 0) + q
+                        placed.append(Placed(s, target))
+                        break
+                if target is not None:
+                    continue
+            target = self._choose(s)
             if target is None:
                 unplaced.append(self._no_room(s))
             else:
                 self._take(s, target)
                 placed.append(Placed(s, target))
         if self.policy.spares:
-            placed.sort(key=lambda p: _rank(p.server))
+            placed.sort(key=lambda p: rank(p.server))
         return FailurePlan(self.failed, tuple(placed), tuple(unplaced), tuple(spares_used))
 
     def _spares(self, by_failed: dict[str, list[Server]], placed: list[Placed],
@@ -378,47 +469,6 @@ class _Placer:
                                 -len(failed.aggregates & h.aggregates), h.name))
         return [h.name for h in out]
 
-    def _fast(self, server: Server) -> str | None:
-        """``_search`` without a server group, inlined (the common case, and
-        the coverage's hot loop): None when the few tries found nothing."""
-        pools = self.index.pools
-        zone = server.zone
-        pool = pools.get(zone) if zone is not None else pools[None]
-        if pool is None:
-            return None
-        entries = pool.order
-        n = len(entries)
-        if not n:
-            return None
-        rows, loads, failed, avoid = self.index.rows, self.load, self.failed, self.avoid
-        refused = avoid.get(server.id, ()) if avoid else ()
-        need = server.need.items()
-        start = self.next.get(zone, 0)
-        for step in range(min(n, FAST_TRIES)):
-            at = (start + step) % n
-            name = entries[at][1]
-            if name in failed or name in refused:
-                continue
-            row = rows[name]
-            load = loads.get(name)
-            if load is None:
-                room = row.room
-                for rc, q in need:
-                    if room.get(rc, 0) < q:
-                        break
-                else:
-                    self.next[zone] = at + 1
-                    return name
-                continue
-            free, max_unit = row.free, row.max_unit
-            for rc, q in need:
-                if free.get(rc, 0) - load.get(rc, 0) < q or max_unit.get(rc, 0) < q:
-                    break
-            else:
-                self.next[zone] = at + 1
-                return name
-        return None
-
     def _choose(self, server: Server) -> str | None:
         pool = self.index.pools.get(server.zone) if server.zone is not None \
             else self.index.pools[None]
@@ -445,11 +495,46 @@ class _Placer:
             return False
         return self.index.rows[name].fits(server.need, self.load.get(name))
 
+    def _key(self, name: str, pool: Pool) -> float:
+        load = self.load.get(name)
+        return pool._keys[name][0] if load is None else -self.index.rows[name].score(load)
+
+    def _most(self, server: Server, pool: Pool, soft: bool) -> str | None:
+        """The allowed host with the most room left, this plan's load counted
+        (a heap per pool; an entry whose host was loaded since is put back
+        with its new score when it comes up)."""
+        heap = self.heaps.get(server.zone)
+        if heap is None:
+            heap = self.heaps[server.zone] = [(self._key(n, pool), n)
+                                              for _, n in pool.order if n not in self.failed]
+            heapq.heapify(heap)
+        tried, found = [], None
+        while heap:
+            key, name = heapq.heappop(heap)
+            now = self._key(name, pool)
+            if now != key:
+                heapq.heappush(heap, (now, name))
+                continue
+            if self._allowed(server, name, pool, soft):
+                found = name
+                break
+            tried.append((key, name))
+        for entry in tried:
+            heapq.heappush(heap, entry)
+        if found is not None:
+            load = dict(self.load.get(found, {}))
+            for rc, n in server.need.items():
+                load[rc] = load.get(rc, 0) + n
+            heapq.heappush(heap, (-self.index.rows[found].score(load), found))
+        return found
+
     def _search(self, server: Server, pool: Pool, soft: bool) -> str | None:
         """Next fit in score order: the host after the one the previous server
         of this pool went to (wrapping), so that a plan spreads one server per
         host over the hosts with the most room; a few tries, then every host
         with enough of the server's scarcest resource class."""
+        if self.most_room:
+            return self._most(server, pool, soft)
         entries = pool.order
         n = len(entries)
         start = self.next.get(server.zone, 0) % n
@@ -528,7 +613,7 @@ class _Placer:
                           f"{_amounts(server.need)} free together", dict(server.need))
         most = ", ".join(f"{server.need[rc] - missing[rc]} {rc}" for rc in sorted(missing))
         return NoRoom(server, f"no room: needs {_amounts(server.need)}; the most free on a "
-                      f"host of {where}: {most}", missing)
+                      f"host of {where}: {most}", {rc: server.need[rc] for rc in missing})
 
 
 def _typical(pool: Pool, rc: str) -> float:

@@ -18,7 +18,9 @@ encoded and decoded only here::
   ``token`` is the fencing token of the recovery; ``at`` when the state was
   entered (UTC, whole seconds); ``spares`` the reserved spare hosts this
   recovery enabled as evacuation targets, oldest first (``,``-separated; a
-  new leader resumes with the last one); ``note`` free text for humans.
+  new leader resumes with the last one); ``waiting`` how many servers wait
+  on the host for room (a recovery that resumes only evacuates); ``note``
+  free text for humans.
 
 Nova limits ``disabled_reason`` to 255 characters; ``encode`` trims the note
 (then drops the oldest spares) to fit and never emits anything longer.
@@ -63,6 +65,7 @@ class Marker:
     version: int = VERSION
     raw: str = ""  # the reason as read from Nova (decode only)
     spares: tuple[str, ...] = ()  # spare hosts enabled as targets, oldest first
+    waiting: int = 0  # servers left on the host for lack of room, sent when room appears
 
     @property
     def known(self) -> bool:
@@ -81,7 +84,7 @@ def _format_time(at: datetime.datetime) -> str:
 
 
 def encode(state: MarkerState, at: datetime.datetime | None = None, token: int | None = None,
-           note: str = "", spares: tuple[str, ...] | list[str] = ()) -> str:
+           note: str = "", spares: tuple[str, ...] | list[str] = (), waiting: int = 0) -> str:
     """The ``disabled_reason`` text for a state (at most 255 characters)."""
     if state is MarkerState.UNKNOWN:
         raise ValueError("cannot encode the UNKNOWN marker state")
@@ -95,6 +98,10 @@ def encode(state: MarkerState, at: datetime.datetime | None = None, token: int |
         text += f";token={token}"
     if at is not None:
         text += f";at={_format_time(at)}"
+    if isinstance(waiting, bool) or not isinstance(waiting, int) or waiting < 0:
+        raise ValueError(f"marker waiting must be a non-negative int, got {waiting!r}")
+    if waiting:
+        text += f";waiting={waiting}"
     spares = list(spares)
     while spares and len(text) + len(";spares=") + len(",".join(spares)) > MAX_LENGTH:
         spares.pop(0)  # the newest spare is the one a new leader resumes with
@@ -147,5 +154,6 @@ def decode(reason: str | None) -> Marker | None:
     at = _parse_time(fields["at"]) if "at" in fields else None
     spares = tuple(h for h in (x.strip() for x in fields.get("spares", "").split(","))
                    if h and _HOST_OK.match(h))
+    waiting = int(fields["waiting"]) if fields.get("waiting", "").isdigit() else 0
     return Marker(state=state, token=token, at=at, note=fields.get("note", ""),
-                  version=version, raw=raw, spares=spares)
+                  version=version, raw=raw, spares=spares, waiting=waiting)

@@ -49,6 +49,8 @@ RECOVERY_REQUIRED = "instanceha.instance.recovery_required"
 HOST_RESTORED = "instanceha.host.restored"
 SAFETY_HOLD = "instanceha.safety.hold"
 INSTANCE_FAILED = "instanceha.instance.failed"
+EVACUATE_DEFERRED = "instanceha.instance.evacuate.deferred"
+CAPACITY_CHANGED = "instanceha.capacity.changed"
 
 # oslo.messaging priorities (they become the topic suffix: notifications.info)
 INFO = "INFO"
@@ -69,6 +71,8 @@ PRIORITIES: Mapping[str, str] = types.MappingProxyType({
     HOST_RESTORED: INFO,
     SAFETY_HOLD: INFO,
     INSTANCE_FAILED: ERROR,
+    EVACUATE_DEFERRED: ERROR,
+    CAPACITY_CHANGED: INFO,
 })
 
 EVENT_TYPES: tuple[str, ...] = tuple(PRIORITIES)
@@ -348,3 +352,50 @@ def instance_failed(*, host: str, incident_id: str, instance_id: str, project_id
                        project_id=_text("project_id", project_id), policy=policy,
                        reason=reason, detail=types.MappingProxyType(facts), action=action,
                        note=_text("note", note))
+
+
+# -- failover capacity ------------------------------------------------------------
+
+
+def evacuate_deferred(*, host: str, incident_id: str, instance_id: str, project_id: str,
+                      reason: str, priority: int, policy: str = "evacuate",
+                      dry_run: bool = False) -> Event:
+    """The instance is not sent to Nova yet: no host has room for it now
+    (``reason``: which resource, zone or server group). It stays on the fenced
+    host (not in ERROR) and is evacuated when room appears; the other
+    instances, of higher ``priority`` first, took what room there was."""
+    return _instance_event(EVACUATE_DEFERRED, host, incident_id, instance_id, project_id,
+                           policy, dry_run, reason=_text("reason", reason),
+                           priority=_count("priority", priority), retrying=True)
+
+
+def capacity_changed(*, covered: bool, previous: bool | None, tolerance: str, hosts: int,
+                     failures: Iterable[Mapping[str, object]], uncovered: int,
+                     shortfall: Mapping[str, int], reason: str, change_id: str,
+                     dry_run: bool = False) -> Event:
+    """Failover coverage flipped: the cloud can (``covered``) or cannot take the
+    servers of the failures its tolerance asks to survive. ``failures``: the
+    first ones not covered (name, servers without room, shortfall by resource
+    class); ``uncovered``: how many in all; ``change_id`` names this answer in
+    the idempotency key (the time of the model read that gave it)."""
+    if tolerance not in ("hosts", "domain"):
+        raise ValueError(f"tolerance must be hosts or domain, not {tolerance!r}")
+    listed = []
+    for f in failures:
+        short = f.get("short") or {}
+        if not isinstance(short, Mapping):
+            raise ValueError(f"failures[].short must be a mapping, not {short!r}")
+        listed.append({"name": _text("failures[].name", f.get("name")),
+                       "without_room": _count("failures[].without_room",
+                                              f.get("without_room")),
+                       "short": {_text("short key", k): _count("short value", v)
+                                 for k, v in short.items()}})
+    if previous is not None:
+        _flag("previous", previous)
+    return _event(CAPACITY_CHANGED, None, dry_run, counter=_text("change_id", change_id),
+                  key_incident="capacity", covered=_flag("covered", covered),
+                  previous=previous, tolerance=tolerance, hosts=_count("hosts", hosts),
+                  failures=tuple(listed), uncovered=_count("uncovered", uncovered),
+                  shortfall={_text("shortfall key", k): _count("shortfall value", v)
+                             for k, v in shortfall.items()},
+                  reason=_text("reason", reason))

@@ -133,13 +133,17 @@ class StageContext:
     phases: Callable[[], Mapping[str, Phase]]
     clock: Clock
     calls: ApiCalls = dataclasses.field(default_factory=ApiCalls)
+    dispatcher: Any = None
+    """The capacity dispatcher (controller.capacity_dispatch): priority order,
+    planned targets, held-back servers, the shared throttle. None: as before."""
 
     def guarded(self, verify: Callable[[], int]) -> Guarded:
         return Guarded(self.nova, verify)
 
     def marker(self, state: mk.MarkerState, token: int | None, note: str = "",
-               spares: tuple[str, ...] = ()) -> str:
-        return mk.encode(state, at=self.clock.utcnow(), token=token, note=note, spares=spares)
+               spares: tuple[str, ...] = (), waiting: int = 0) -> str:
+        return mk.encode(state, at=self.clock.utcnow(), token=token, note=note, spares=spares,
+                         waiting=waiting)
 
     def still_failed(self, host: str) -> bool:
         """The detector's latest phase of ``host`` is still FAILED."""

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 from instanceha.compute.model import Server
 from instanceha.engine.instance_policy import (
+    InstanceFacts,
     Recovery,
     RecoveryDecision,
     decided_by_server_or_flavor,
@@ -32,6 +33,8 @@ class Plan:
     host: str
     servers: tuple[Server, ...]
     decisions: Mapping[str, RecoveryDecision]
+    facts: Mapping[str, InstanceFacts] = dataclasses.field(default_factory=dict)
+    """What each decision was made from (the restart priority reads it too)."""
 
     def _with(self, recovery: Recovery) -> list[Server]:
         return [s for s in self.servers if self.decisions[s.id].recovery is recovery]
@@ -56,7 +59,8 @@ class Plan:
         """The part of a ``later`` read of the host that this plan does not hold."""
         known = {s.id for s in self.servers}
         fresh = tuple(s for s in later.servers if s.id not in known)
-        return Plan(self.host, fresh, {s.id: later.decisions[s.id] for s in fresh})
+        return Plan(self.host, fresh, {s.id: later.decisions[s.id] for s in fresh},
+                    {s.id: later.facts[s.id] for s in fresh if s.id in later.facts})
 
 
 def read_plan(nova, host: str, default: Recovery) -> Plan:
@@ -64,4 +68,5 @@ def read_plan(nova, host: str, default: Recovery) -> Plan:
     servers = tuple(nova.servers_on_host(host))
     facts = nova.instance_facts(servers, host, enough=decided_by_server_or_flavor) \
         if servers else {}
-    return Plan(host, servers, {s.id: decide_instance(facts[s.id], default) for s in servers})
+    return Plan(host, servers, {s.id: decide_instance(facts[s.id], default) for s in servers},
+                facts)

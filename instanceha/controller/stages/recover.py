@@ -17,6 +17,8 @@ import logging
 
 from instanceha import exceptions
 from instanceha.compute import calls
+from instanceha.compute import exceptions as exc
+from instanceha.compute.evacuation import Outcome
 from instanceha.controller.journal import IncidentState
 from instanceha.engine import marker as mk
 
@@ -34,6 +36,10 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
     m = svc.marker
     token = m.token if m and m.token is not None else verify()
     incident = ctx.report.incident(host, token)
+    if m is not None and m.waiting and ctx.dispatcher is not None \
+            and not ctx.dispatcher.worth_retrying(host):
+        raise exc.WaitingForRoom(count=m.waiting, host=host,
+                                 reason="the capacity model was not read again since")
     nova = ctx.guarded(verify)
     early = plan is not None
     marking = None
@@ -50,6 +56,7 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
                                 ctx.settings.default_recovery) if early else None
         outcome = _Outcome()
         spares = _recover(ctx, host, plan, nova, m, token, incident, outcome, prepared)
+        spares = spares or (m.spares if m is not None else ())
         if relisted is not None:
             late = plan.new_in(relisted.result())
             if late.servers:
@@ -63,6 +70,8 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
                                   None, batch=2) or spares
         if marking is not None:
             marking.result()  # raises a failed write: RECOVERED is never written first
+    if outcome.held:
+        _wait_for_room(ctx, host, nova, token, spares, outcome)
     note = f"{outcome.evacuated} evacuated, {outcome.failed} failed, {outcome.notified} notified"
     # said before the marker is written: a leader killed in between leaves the
     # marker RECOVERING, and the next one's recovery finds it sent (the journal)
@@ -83,28 +92,46 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
 class _Outcome:
     def __init__(self) -> None:
         self.evacuated = self.failed = self.notified = 0
+        self.held: dict[str, str] = {}
+        """server id -> why it waits for room (not sent, or Nova found none)."""
+
+
+def _wait_for_room(ctx: StageContext, host, nova, token, spares, outcome: _Outcome) -> None:
+    """Servers wait for room: the host stays RECOVERING (with how many wait),
+    and the actuator tries again with its back-off."""
+    n = len(outcome.held)
+    note = f"{outcome.evacuated} evacuated, {n} waiting for room"
+    nova.disable(host, ctx.marker(mk.MarkerState.RECOVERING, token, note, spares, waiting=n))
+    ctx.dispatcher.waiting(host)
+    LOG.warning("host=%s %d server(s) wait for room; tried again when the capacity model "
+                "shows some", host, n)
+    ctx.report.record(host, "waiting", f"{n} server(s) wait for room; sent when room "
+                      "appears", state=IncidentState.RECOVERING, waiting=n)
+    reason = next(iter(outcome.held.values()))
+    raise exc.WaitingForRoom(count=n, host=host, reason=reason)
 
 
 def _recover(ctx: StageContext, host, plan: Plan, nova, marker, token, incident,
              outcome: _Outcome, prepared, batch: int = 1) -> tuple[str, ...]:
     """One batch: report the plan, notify, evacuate; returns the spares used."""
     evacuate, notify = plan.evacuate, plan.notify
-    LOG.warning("host=%s recovering %s", host, plan.summary())
-    ctx.report.emit("recovery_start", host=host, incident_id=incident, evacuate=len(evacuate),
-                    notify=len(notify), batch=batch)
-    ctx.report.record(host, "recovery_start", plan.summary(), state=IncidentState.RECOVERING)
-    to_evacuate, to_notify = {s.id for s in evacuate}, {s.id for s in notify}
-    for s in plan.servers:
-        decision = plan.decisions[s.id]
-        if s.id in to_evacuate:
-            continue
-        what = "notified" if s.id in to_notify else "ignored"
-        ctx.report.record(host, "instance", f"{s.name}: {what} ({decision.reason})",
-                          counts={what: 1}, instance_id=s.id, outcome=what, status=s.status)
-    for s in notify:
-        ctx.report.emit("recovery_required", host=host, incident_id=incident, instance_id=s.id,
-                        project_id=s.project_id or "unknown", policy="notify")
-    outcome.notified += len(notify)
+    resuming = marker is not None and marker.state is mk.MarkerState.RECOVERING \
+        and marker.waiting > 0
+    if resuming:  # the rest was reported when the recovery began
+        LOG.warning("host=%s trying again %d server(s) that waited for room", host,
+                    len(evacuate))
+    else:
+        LOG.warning("host=%s recovering %s", host, plan.summary())
+        ctx.report.emit("recovery_start", host=host, incident_id=incident,
+                        evacuate=len(evacuate), notify=len(notify), batch=batch)
+        ctx.report.record(host, "recovery_start", plan.summary(), state=IncidentState.RECOVERING)
+        _not_evacuated(ctx, host, plan, incident, outcome)
+    dispatch = None
+    if ctx.dispatcher is not None and evacuate:
+        dispatch = ctx.dispatcher.plan(host, evacuate, plan.facts)
+        evacuate = list(dispatch.send)
+        for s, reason in dispatch.held:
+            _held(ctx, host, incident, s, reason, dispatch, outcome)
     for s in evacuate:
         ctx.report.emit("evacuate_start", host=host, incident_id=incident, instance_id=s.id,
                         project_id=s.project_id or "unknown", policy="evacuate")
@@ -123,12 +150,22 @@ def _recover(ctx: StageContext, host, plan: Plan, nova, marker, token, incident,
             _evacuated(ctx, host, incident, r, by_id[r.server_id], plan.decisions[r.server_id])
 
     evacuator.on_result = evacuated
+    extra = {}
+    if dispatch is not None:
+        evacuator.gate = ctx.dispatcher.gate(dispatch)
+        extra = dict(targets=dispatch.targets, allowed=ctx.dispatcher.allowed(ctx.nova))
     results, spares = ctx.placement.evacuate(
         host, evacuate, evacuator, nova, marker,
         lambda used: nova.disable(host, ctx.marker(mk.MarkerState.RECOVERING, token,
                                                    spares=used)),
         lambda kind, text, **kw: ctx.report.record(host, kind, text, **kw),
-        prepared=prepared)
+        prepared=prepared, **extra)
+    if dispatch is not None:
+        results = _refused(ctx, host, nova, incident, results, by_id, evacuator, dispatch,
+                           outcome)
+        for text in ctx.dispatcher.group_violations(results):
+            LOG.error("host=%s server group policy NOT kept: %s", host, text)
+            ctx.report.record(host, "group", f"server group policy not kept: {text}")
     for r in results:
         server = by_id[r.server_id]
         if r.ok:
@@ -149,6 +186,64 @@ def _recover(ctx: StageContext, host, plan: Plan, nova, marker, token, incident,
                           instance_id=r.server_id, outcome=r.outcome.value, status=r.status,
                           attempts=r.attempts, seconds=round(r.seconds, 2))
     return spares
+
+
+def _not_evacuated(ctx: StageContext, host, plan: Plan, incident, outcome: _Outcome) -> None:
+    to_evacuate, to_notify = {s.id for s in plan.evacuate}, {s.id for s in plan.notify}
+    for s in plan.servers:
+        decision = plan.decisions[s.id]
+        if s.id in to_evacuate:
+            continue
+        what = "notified" if s.id in to_notify else "ignored"
+        ctx.report.record(host, "instance", f"{s.name}: {what} ({decision.reason})",
+                          counts={what: 1}, instance_id=s.id, outcome=what, status=s.status)
+    for s in plan.notify:
+        ctx.report.emit("recovery_required", host=host, incident_id=incident, instance_id=s.id,
+                        project_id=s.project_id or "unknown", policy="notify")
+    outcome.notified += len(plan.notify)
+
+
+def _held(ctx: StageContext, host, incident, server, reason, dispatch, outcome) -> None:
+    """A server kept on the fenced host for lack of room: said once per
+    incident (journal, bus), and counted as waiting."""
+    outcome.held[server.id] = reason
+    if not ctx.dispatcher.first_hold(incident, server.id, reason):
+        return
+    LOG.warning("host=%s server=%s waits for room: %s", host, server.id, reason)
+    ctx.report.record(host, "instance", f"{server.name}: waiting for room ({reason})",
+                      instance_id=server.id, outcome="waiting", status=server.status,
+                      priority=dispatch.priority.get(server.id))
+    ctx.report.emit("evacuate_deferred", host=host, incident_id=incident,
+                    instance_id=server.id, project_id=server.project_id or "unknown",
+                    reason=reason, priority=dispatch.priority.get(server.id, 0))
+
+
+def _refused(ctx: StageContext, host, nova, incident, results, by_id, evacuator, dispatch,
+             outcome: _Outcome):
+    """Nova found no room for some ("No valid host", which leaves them in
+    ERROR): those sent to a planned target go once more without one; the
+    others are reset to active and wait for room like the ones held back."""
+    retry = [by_id[r.server_id] for r in results
+             if r.outcome is Outcome.NO_CAPACITY and dispatch.targets.get(r.server_id)]
+    if retry:
+        LOG.warning("host=%s Nova refused the planned target of %d server(s): sent again "
+                    "without a target", host, len(retry))
+        again = {r.server_id: r for r in evacuator.evacuate_host(host, retry)}
+        results = [again.get(r.server_id, r) for r in results]
+    kept = []
+    for r in results:
+        if r.outcome is not Outcome.NO_CAPACITY:
+            kept.append(r)
+            continue
+        server = by_id[r.server_id]
+        try:
+            nova.reset_state(server.id, "active")  # not left in ERROR
+        except exceptions.InstanceHAError as e:
+            LOG.warning("host=%s server=%s not reset to active after Nova's 'No valid "
+                        "host': %s", host, server.id, e)
+        _held(ctx, host, incident, server, f"Nova found no valid host: {r.error}", dispatch,
+              outcome)
+    return kept
 
 
 def _evacuated(ctx: StageContext, host, incident, r, server, decision) -> None:

@@ -16,9 +16,11 @@
   does) and resolves once it is back; every rule evaluates on series that exist
   with its labels, every query of the Grafana dashboard returns numbers, and
   ``promtool check metrics`` finds nothing in the daemons' /metrics;
-* no capacity: a server no host has room for is reported as failed to
-  recover (log, ``instanceha_evacuations_total{result="no capacity"}`` on the
-  controller's /metrics, ``evacuate_error`` on the bus); the others move.
+* no room: a server no host has room for is not sent to Nova (its 'No valid
+  host' would leave it in ERROR): it is reported (log,
+  ``instanceha.instance.evacuate.deferred`` on the bus) and waits on the fenced
+  host, which stays RECOVERING; the others move; once a filler is deleted it
+  moves too (see also test_capacity.py).
 
 Real: ZooKeeper, Nova with the fake virt driver, Cinder with its fake
 (logging) volume driver, RabbitMQ, ipmi_sim, Prometheus, and
@@ -342,8 +344,11 @@ def test_reserved_spare_in_the_failed_hosts_aggregate_takes_its_servers(
         ensure_healthy(minicloud, nova)
 
 
-def test_no_capacity_is_reported_by_the_controller(
-        minicloud, nova, servers, daemon_factory, bus, tmp_path):
+def test_a_server_without_room_waits_on_the_fenced_host_and_moves_when_room_appears(
+        minicloud, nova, admin, servers, daemon_factory, bus, tmp_path):
+    """No host has room for one server: it is not sent to Nova (whose 'No valid
+    host' would leave it in ERROR), it is reported (log, bus) and waits on the
+    fenced host, the host stays RECOVERING; a filler deleted, it moves."""
     ensure_healthy(minicloud, nova)
     hosts, victim = minicloud.hosts, minicloud.hosts[0]
     others = [h for h in hosts if h != victim]
@@ -358,25 +363,30 @@ def test_no_capacity_is_reported_by_the_controller(
     port = procs.free_port()
     ctl = None
     try:
-        ctl = controller(daemon_factory, minicloud, inventory(tmp_path, hosts, {}), port, bus)
+        ctl = controller(daemon_factory, minicloud, inventory(tmp_path, hosts, {}), port, bus,
+                         capacity={"refresh_interval": 5, "min_interval": 1})
+        ctl.wait_log(r"failover capacity: covered again|failover capacity NOT covered",
+                     timeout=60)
         agents[victim].kill()
         minicloud.kill_host(victim)
-        m = recovered(nova, victim)
-        assert "1 evacuated, 1 failed, 0 notified" in m.note, m.note
-
-        ctl.wait_log(rf"host={victim} server={too_big.id} NOT recovered \(no capacity\)")
+        waiting = wait_for(lambda: (m := nova.service(victim).marker) and m.waiting and m,
+                           300, f"{victim} RECOVERING with a server waiting for room")
+        assert (waiting.state, waiting.waiting) == (mk.MarkerState.RECOVERING, 1), waiting
+        ctl.wait_log(rf"host={victim} server={too_big.id} waits for room: no room: needs "
+                     r"\d+ DISK_GB, 600000 MEMORY_MB")
+        (deferred,) = bus.wait(ev.EVACUATE_DEFERRED, instance_id=too_big.id)
+        assert "MEMORY_MB" in deferred["payload"]["reason"] and deferred["payload"]["retrying"]
         s = nova.server(too_big.id)
-        assert (s.host, s.status) == (victim, "ERROR")
-        assert nova.evacuations(too_big.id)[0].status == "error"
+        assert (s.host, s.status) == (victim, "ACTIVE")  # never sent: not in ERROR
+        assert nova.evacuations(too_big.id) == []
         assert_moved(nova, small.id, victim, "ACTIVE")
+        assert not metric(port, "instanceha_evacuations_total", result="no capacity")
 
-        (error,) = bus.wait(ev.EVACUATE_ERROR, instance_id=too_big.id)
-        assert "No valid host" in error["payload"]["error"]
-        assert error["payload"]["host"] == victim
-        (summary,) = bus.wait(ev.RECOVERY_END, host=victim)
-        assert (summary["payload"]["evacuated"], summary["payload"]["failed"]) == (1, 1)
-        assert metric(port, "instanceha_evacuations_total", result="no capacity") == 1.0
-        assert metric(port, "instanceha_evacuations_total", result="evacuated") == 1.0
+        admin.compute.delete_server(fillers[0].id)  # room appears on compute2
+        m = recovered(nova, victim)
+        assert "1 evacuated, 0 failed" in m.note, m.note
+        assert_moved(nova, too_big.id, victim, "ACTIVE", dest=others[0])
+        assert metric(port, "instanceha_evacuations_total", result="evacuated") == 2.0
     finally:
         if ctl is not None:
             ctl.terminate()

@@ -397,3 +397,30 @@ def test_incremental_refresh_agrees_with_a_full_one(seed):
 def _coverage_answer(cov):
     return ({h: p.covered for h, p in cov.hosts.items()},
             {d: p.covered for d, p in cov.domains.items()}, cov.covered)
+
+
+@pytest.mark.parametrize("most_room", [False, True])
+def test_four_servers_two_survivors_two_each(most_room):
+    m = cloud([host("c1", 4), host("c2", 1), host("c3")],
+              [server(f"s{i}", "c1") for i in range(4)])
+    p = plan(m, Index.of(m), {"c1"}, PlanPolicy(), most_room=most_room)
+    assert sorted(x.target for x in p.placed) == ["c2", "c2", "c3", "c3"]
+
+
+def test_a_recovery_plan_counts_the_others_in_flight_and_spreads():
+    """Hosts failing one after the other: each plan sees the previous ones'
+    evacuations in flight and goes where the most room is left."""
+    hosts = [host(f"t{i}") for i in range(6)] + [host(f"f{i}", 4) for i in range(3)]
+    servers = [server(f"f{i}-{j}", f"f{i}") for i in range(3) for j in range(4)]
+    m = cloud(hosts, servers)
+    tracker = CoverageTracker(m)
+    tracker.refresh()
+    pending = []
+    for i in range(3):
+        p = tracker.plan_failure({f"f{i}"}, [s for s in servers if s.host == f"f{i}"],
+                                 pending=pending)
+        pending += [(x.server, x.target) for x in p.placed]
+    per_target = {}
+    for _, t in pending:
+        per_target[t] = per_target.get(t, 0) + 1
+    assert set(per_target) == {f"t{i}" for i in range(6)} and max(per_target.values()) == 2

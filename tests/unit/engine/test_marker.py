@@ -115,3 +115,19 @@ def test_too_many_spares_keep_the_newest_within_255():
 def test_garbled_spares_are_dropped_not_fatal():
     m = marker.decode("instanceha:v1:recovering;token=3;spares=c3,,bad host,c4")
     assert (m.state, m.token, m.spares) == (MarkerState.RECOVERING, 3, ("c3", "c4"))
+
+
+@pytest.mark.parametrize("waiting", [0, 1, 12])
+def test_servers_waiting_for_room_round_trip(waiting):
+    text = marker.encode(MarkerState.RECOVERING, token=3, waiting=waiting, spares=("c7",),
+                     note="2 evacuated")
+    m = marker.decode(text)
+    assert (m.state, m.waiting, m.spares, m.note) == (MarkerState.RECOVERING, waiting,
+                                                      ("c7",), "2 evacuated")
+    assert ("waiting=" in text) is bool(waiting)
+
+
+def test_a_bad_waiting_count_is_refused_and_a_garbled_one_read_as_none():
+    with pytest.raises(ValueError):
+        marker.encode(MarkerState.RECOVERING, waiting=-1)
+    assert marker.decode("instanceha:v1:recovering;waiting=x").waiting == 0

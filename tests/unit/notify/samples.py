@@ -44,6 +44,10 @@ def lifecycle(instances=2, incident=INCIDENT, host=HOST):
             out.append(events.evacuate_error(**kw, error="No valid host", retrying=True))
             out.append(events.evacuate_start(**kw))
         out.append(events.evacuate_end(**kw, target_host="compute2", duration=3.5))
+    out.append(events.evacuate_deferred(
+        host=host, incident_id=incident, instance_id=vm[0], project_id="tenant-a",
+        priority=200, reason="no room: needs 4096 MEMORY_MB, 2 VCPU; the most free on a host "
+        "of zone az1: 1024 MEMORY_MB"))
     out += [
         events.recovery_end(host=host, incident_id=incident, evacuated=instances, failed=0,
                             notified=instances, duration=9.0),
@@ -61,6 +65,12 @@ def lifecycle(instances=2, incident=INCIDENT, host=HOST):
                                        "source": "event"},
                                action="reboot", note="hard reboot (restart 1 of at most 3 "
                                "within 3600 s)"),
+        events.capacity_changed(
+            covered=False, previous=True, tolerance="hosts", hosts=1,
+            failures=[{"name": "host compute1", "without_room": 2,
+                       "short": {"MEMORY_MB": 2048}}], uncovered=1,
+            shortfall={"MEMORY_MB": 2048}, reason="host compute1: 2 server(s) without room",
+            change_id="1765036800"),
     ]
     return out
 

@@ -26,6 +26,8 @@ STABLE = [
     "instanceha.host.restored",
     "instanceha.safety.hold",
     "instanceha.instance.failed",
+    "instanceha.instance.evacuate.deferred",
+    "instanceha.capacity.changed",
 ]
 
 

@@ -112,7 +112,7 @@ class Controller:
             self.coord, ControllerSettings(name="bench", policy=DetectionPolicy(),
                                            tick_interval=tick, session_timeout=2.0),
             self.actuator, on_transition=self._on, nova_states=self.actuator.nova_up)
-        self.service._start()
+        self.service.start()
         self.rec = self.service.reconciler
         self.failed_at: dict[str, float] = {}
         self.false_failed: list[str] = []

@@ -34,6 +34,8 @@ class FaultRecord:
 
 
 _RECORDS: dict[str, dict] = {}
+_RECORD = pytest.StashKey[FaultRecord]()
+"""Where the ``fault`` fixture keeps a test's record on its item."""
 
 
 def pytest_addoption(parser):
@@ -50,7 +52,7 @@ def pytest_configure(config):
 @pytest.fixture
 def fault(request):
     record = FaultRecord()
-    request.node._fault_record = record
+    request.node.stash[_RECORD] = record
     return record
 
 
@@ -80,7 +82,7 @@ def pytest_runtest_makereport(item, call):
             crash = getattr(report.longrepr, "reprcrash", None)
             message = crash.message.splitlines()[0][:200] if crash is not None else ""
             entry["observed"].append(f"failed: {message}" if message else "failed")
-    record = getattr(item, "_fault_record", None)
+    record = item.stash.get(_RECORD, None)
     if record is not None and report.when == "call":
         entry["observed"][:0] = record.observations
 

@@ -58,11 +58,11 @@ def build(conf) -> ControllerService:
 
     actuator, closers = build_actuator(conf, coordinator, records, control)
     recovery = _recovery(actuator)
-    aggregates = _aggregates(conf, recovery.nova if recovery else None, closers)
+    aggregates = aggregate_cache(conf, recovery.nova if recovery else None, closers)
     service = ControllerService(coordinator, settings, actuator,
                                 nova_states=actuator.nova_up,
-                                on_hold=_hold_notifier(recovery.notifier if recovery else None,
-                                                       settings.dry_run),
+                                on_hold=hold_notifier(recovery.notifier if recovery else None,
+                                                      settings.dry_run),
                                 aggregates=aggregates,
                                 guests=_guests(conf, coordinator, recovery, closers),
                                 second_source=_second_source(
@@ -125,7 +125,7 @@ def _second_source(conf, nova, closers):
     return probe
 
 
-def _aggregates(conf, nova, closers):
+def aggregate_cache(conf, nova, closers):
     """Nova's host aggregates for the guard's per-aggregate limits, read in the
     background (None without Nova: the cluster-wide limits only)."""
     if nova is None:
@@ -232,7 +232,7 @@ def _guests(conf, coordinator: Coordinator, actuator, closers):
     return guests
 
 
-def _hold_notifier(notifier, dry_run: bool):
+def hold_notifier(notifier, dry_run: bool):
     """A safety hold goes on the bus too (the operators' and VNF managers' alert):
     the first limit exceeded is the payload's rule, limit and observed value."""
     if notifier is None:

@@ -151,14 +151,14 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="command")
     register(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = p.parse_args(_split(argv))
+    args = p.parse_args(config_file_first(argv))
     conf = common.make_conf()
     common.load(conf, [a for f in args.config_file for a in ("--config-file", f)],
                 "instanceha", with_logging=False)
     return args.handler(args, conf)
 
 
-def _split(argv: list[str]) -> list[str]:
+def config_file_first(argv: list[str]) -> list[str]:
     """Put the global --config-file options before the ``listen`` subcommand."""
     head, rest, it = [], [], iter(argv)
     for a in it:

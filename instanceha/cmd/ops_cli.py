@@ -62,17 +62,19 @@ def _status(args, conf) -> int:
             doc = dict(doc, read_at=round(time.time(), 3))
             print(json.dumps(doc, indent=2, sort_keys=True))
         else:
-            _print_table(doc, snap)
+            print_status_table(doc, snap)
         attention = [h for h, d in doc.get("hosts", {}).items()
                      if d.get("phase") not in ("HEALTHY", "STOPPED")
                      or (d.get("guest_monitor") or {}).get("state") == "lost"]
-        held = doc.get("guard", {}).get("held") or _persisted_hold(snap)
+        held = doc.get("guard", {}).get("held") or persisted_hold(snap)
         return 1 if attention or held else 0
 
     return _run(conf, body)
 
 
-def _print_table(doc, snap) -> None:
+def print_status_table(doc, snap) -> None:
+    """``instanceha status`` as text: the leader, the guard (held, persisted,
+    overridden), then one line per host."""
     age = time.time() - doc.get("published_at", 0)
     print(f"leader: {doc.get('leader')} (token {doc.get('token')}), "
           f"status published {age:.1f}s ago")
@@ -80,7 +82,7 @@ def _print_table(doc, snap) -> None:
     if guard.get("held"):
         since = f" for {_ago(guard['since'])}" if guard.get("since") else ""
         print(f"SAFETY HOLD{since}: {guard.get('reason')}")
-    elif _persisted_hold(snap):
+    elif persisted_hold(snap):
         hold = snap.control[GUARD_HOLD]
         print(f"SAFETY HOLD persisted by the leader of term {hold.get('token')} for "
               f"{_ago(hold.get('since'))} (the next leader starts held): {hold.get('reason')}")
@@ -182,7 +184,9 @@ def _epoch(iso) -> float | None:
         return None
 
 
-def _persisted_hold(snap) -> bool:
+def persisted_hold(snap) -> bool:
+    """Whether a leader persisted a safety hold in the control node (the next
+    leader starts held), whatever the published status says."""
     hold = snap.control.get(GUARD_HOLD)
     return isinstance(hold, dict) and bool(hold.get("held"))
 

@@ -110,6 +110,8 @@ class AggregateCache:
                     if self.read_at is not None else None,
                     "error": self.error}
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop refreshing. ``wait``: until a read in flight has ended (and its
+        grouping is kept); by default the edge does not wait for Nova."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=wait, cancel_futures=True)

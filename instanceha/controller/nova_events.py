@@ -103,6 +103,20 @@ class NovaEventFeed:
                 return
             self._pending = self._worker.submit(self._stop)
 
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait for the start or stop in flight, if any (at most ``timeout``
+        seconds); True when none is left: ``listening`` and ``error`` then
+        tell the outcome of the last ``ensure`` or ``stop``."""
+        with self._lock:
+            pending = self._pending
+        if pending is None:
+            return True
+        try:
+            pending.result(timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+        return True
+
     def _busy(self) -> bool:
         return self._pending is not None and not self._pending.done()
 

@@ -36,11 +36,15 @@ LOG = logging.getLogger(__name__)
 
 class Placement:
     def __init__(self, policy: TargetPolicy, nova,
-                 phases: Callable[[], Mapping[str, Phase]] = dict) -> None:
+                 phases: Callable[[], Mapping[str, Phase]] = dict,
+                 lock: threading.Lock | None = None) -> None:
+        """``lock`` serialises the read of Nova, the choice and the enable of a
+        spare (a lock of its own by default; anything else that enables spares
+        must hold the same one)."""
         self.policy = policy
         self.nova = nova  # reads only; changes go through the caller's guarded client
         self.phases = phases
-        self._lock = threading.Lock()
+        self._lock = lock if lock is not None else threading.Lock()
         self._held: dict[str, str] = {}
         """failed host -> the spare chosen for it ahead, not recorded yet"""
 

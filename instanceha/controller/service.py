@@ -96,7 +96,10 @@ class ControllerService:
         self.closers: list[Callable[[], object]] = []
         """What the edge closes after the loop (pools, caches, the notifier)."""
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Connect to the coordinator (retried while it is away; a session timeout
+        it rejects or a tree it refuses raises) and build the reconciler. ``run``
+        calls it first; a caller that drives ``step`` itself calls it once."""
         retries = Backoff(0.1, self.settings.reconnect_max_delay).start()
         while not self.stopping.is_set():
             try:
@@ -122,7 +125,7 @@ class ControllerService:
                  " (DRY-RUN: acting on nothing)" if self.settings.dry_run else "")
 
     def _started(self) -> tuple[Leadership, Reconciler]:
-        """The leadership and the reconciler ``_start`` made (a step runs after it)."""
+        """The leadership and the reconciler ``start`` made (a step runs after it)."""
         assert self.leadership is not None and self.reconciler is not None, "not started"
         return self.leadership, self.reconciler
 
@@ -194,7 +197,7 @@ class ControllerService:
             LOG.debug("status not published: %s", e)
 
     def run(self, on_iteration: Callable[[], None] | None = None) -> None:
-        self._start()
+        self.start()
         while not self.stopping.is_set():
             started = self.clock.monotonic()
             try:

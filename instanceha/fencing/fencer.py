@@ -119,6 +119,11 @@ class Fencer:
         """The driver of host's first device (built once); HostNotInInventory if none."""
         return self._driver(host)[0]
 
+    def drivers(self, host: str) -> list[list[FenceDriver]]:
+        """The drivers of host's devices, level by level (built once, renewed when
+        a re-read inventory changes the host's devices); HostNotInInventory if none."""
+        return self._levels(host)[0]
+
     def driver_name(self, host: str) -> str:
         """The inventory's driver name for host's first device; HostNotInInventory if none."""
         return self.inventory.get(host).driver

@@ -113,10 +113,13 @@ class IPMIDriver(FenceDriver):
                                                   f"{timeout:.1f} s"))
         if "error" in box:
             self._end()
-            raise self._translate(box["error"], what)
+            raise self.translate(box["error"], what)
         return box["value"]
 
-    def _translate(self, e: BaseException, what: str) -> exc.FencingError:
+    def translate(self, e: BaseException, what: str) -> exc.FencingError:
+        """The one typed error for what pyghmi raised during ``what`` (an
+        authentication refusal, a timeout, a BMC error or an undecodable reply);
+        the reason is built here, never a copy of the library's text."""
         if isinstance(e, exc.FencingError):
             return e
         import pyghmi.exceptions as pe

@@ -86,11 +86,12 @@ class RedfishDriver(FenceDriver):
                 raise
             except Exception as e:
                 self._root = None  # reconnect next time
-                raise self._translate(e, what)
+                raise self.translate(e, what)
 
-    def _translate(self, e: Exception, what: str) -> exc.FencingError:
-        # reasons are built here, never copied from the exception text (URLs and
-        # bodies can carry what we do not want in a log line)
+    def translate(self, e: Exception, what: str) -> exc.FencingError:
+        """The one typed error for what sushy or requests raised during ``what``.
+        Reasons are built here, never copied from the exception text (URLs and
+        bodies can carry what we do not want in a log line)."""
         if isinstance(e, sushy_exc.AccessError):
             return exc.AuthFailed(**self.facts(username=self.entry.username,
                                                reason=f"HTTP {e.status_code} on {what}"))

@@ -284,9 +284,6 @@ class FakeNova(nova.FakeNova):
                          enable_only_reserved=enable_only_reserved)
         self.servers = list(servers)
 
-    def _set(self, host, **changes):
-        return self.set_service(host, **changes)
-
     def servers_on_host(self, host: str) -> list[Server]:
         with self.lock:
             self.reads.append("servers_on_host")

@@ -75,14 +75,17 @@ def test_a_symbolic_link_is_never_followed(tmp_path, caplog):
 
 
 def test_a_file_for_another_host_or_coordinator_is_ignored(tmp_path, caplog):
-    _store(tmp_path, host="compute2").save(CREDS)
+    writer = _store(tmp_path, host="compute2")
+    writer.save(CREDS)
+    writer.close()  # its process ended: the lock is free, the file stays
     for kwargs in ({}, {"host": "compute2", "where": "zk9:2181"},
                    {"host": "compute2", "root": "/other"}):
         other = SessionFile(str(tmp_path / "agent-session.json"),
                             kwargs.get("host", "compute1"), kwargs.get("where", "zk1:2181"),
                             kwargs.get("root", "/ih"))
-        other._lock_fd = -1  # the lock is the first store's: reading only
+        assert other.lock()
         assert other.load() is None
+        other.close()
     assert caplog.text.count("was written for host") == 3
 
 
@@ -158,8 +161,13 @@ def test_a_session_ended_by_the_watchdog_is_never_resumed(tmp_path):
     a = _agent(coord, _store(tmp_path), clock)
     a.step()
     first = coord.session.session_id
-    coord.end_session()
-    a._restart_session = True
+    a.iteration_done(0.5)
+    for _ in range(100):  # the next step hangs: the watchdog ends the session
+        clock.advance(0.125)
+        if a.watchdog.check(clock()) == "ended":
+            break
+    assert coord.sessions_ended == 1
+    a.iteration_done(0.5)  # the hung step returned: a new session is due
     a.step()
     assert coord.session.session_id != first
     assert a.session_file.load().credentials == coord.session

@@ -71,7 +71,7 @@ def test_every_hold_reason_goes_on_the_bus_and_matches_the_schema(case):
     state = CASES[case]()
     assert state.held
     actuator = Actuator()
-    cmd_controller._hold_notifier(actuator.notifier, dry_run=False)(state, POLICY)
+    cmd_controller.hold_notifier(actuator.notifier, dry_run=False)(state, POLICY)
     (event,) = actuator.notifier.events
     payload = event.payload_dict()
     samples.validate("instanceha.safety.hold", payload)
@@ -85,7 +85,7 @@ def test_every_hold_reason_goes_on_the_bus_and_matches_the_schema(case):
 def test_an_adopted_hold_without_breaches_still_builds_a_valid_event():
     state = guard.adopt(GuardState(dead=frozenset({"h1"})), "storm", 0.0)
     actuator = Actuator()
-    cmd_controller._hold_notifier(actuator.notifier, dry_run=True)(state, POLICY)
+    cmd_controller.hold_notifier(actuator.notifier, dry_run=True)(state, POLICY)
     payload = actuator.notifier.events[0].payload_dict()
     samples.validate("instanceha.safety.hold", payload)
     assert payload["rule"] == "mass-failure" and payload["dry_run"] is True
@@ -102,10 +102,10 @@ def test_aggregates_come_from_the_actuators_nova_and_close_with_it():
             return {}
 
     closers = []
-    cache = cmd_controller._aggregates(Conf, Actuator(Nova()).nova, closers)
+    cache = cmd_controller.aggregate_cache(Conf, Actuator(Nova()).nova, closers)
     assert cache.refresh == 300.0 and closers == [cache.close]
     cache.close()
-    assert cmd_controller._aggregates(Conf, None, []) is None  # no recovery actuator: no Nova
+    assert cmd_controller.aggregate_cache(Conf, None, []) is None  # no recovery actuator: no Nova
 
 
 def _snap(control):
@@ -120,7 +120,7 @@ def _doc(guard_section):
 
 
 def test_status_shows_the_hold_since_when_and_unknown_aggregates(capsys):
-    ops_cli._print_table(_doc({
+    ops_cli.print_status_table(_doc({
         "held": True, "reason": "held by a previous leader: 6 hosts look dead (> 3)",
         "since": time.time() - 42, "aggregates": {"known": False, "count": None, "age": None,
                                                   "error": "Forbidden (HTTP 403)"}}), _snap({}))
@@ -136,7 +136,7 @@ def test_status_shows_a_persisted_hold_no_leader_has_taken_yet_and_an_override(c
                "guard_override": {"by": "alice", "reason": "rack 4 lost power",
                                   "identity": "instanceha-operator"}}
     snap = _snap(control)
-    ops_cli._print_table(_doc({"held": False, "reason": ""}), snap)
+    ops_cli.print_status_table(_doc({"held": False, "reason": ""}), snap)
     out = capsys.readouterr().out
     assert "SAFETY HOLD persisted by the leader of term 8" in out
     assert "4 hosts vanished together" in out
@@ -144,4 +144,4 @@ def test_status_shows_a_persisted_hold_no_leader_has_taken_yet_and_an_override(c
     assert re.search(r"GUARD OVERRIDDEN for another 59\ds by instanceha-operator \(login "
                      r"alice\): rack 4 lost power|GUARD OVERRIDDEN for another 600s by "
                      r"instanceha-operator \(login alice\): rack 4 lost power", out), out
-    assert ops_cli._persisted_hold(snap) and not ops_cli._persisted_hold(_snap({}))
+    assert ops_cli.persisted_hold(snap) and not ops_cli.persisted_hold(_snap({}))

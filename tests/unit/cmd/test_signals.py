@@ -128,9 +128,15 @@ def test_system_exit_in_a_thread_is_not_a_crash(handlers, monkeypatch):
     assert exits == []
 
 
-def test_watched_processes_is_reloadable():
+def test_watched_processes_is_reloadable(tmp_path):
     conf = cfg.ConfigOpts()
     from instanceha.conf import agent
 
     agent.register_opts(conf)
-    assert conf._get_opt_info("watched_processes", "agent")["opt"].mutable
+    path = tmp_path / "agent.conf"
+    path.write_text("[agent]\nwatched_processes = nova-compute:nova-compute\n")
+    conf(["--config-file", str(path)], default_config_files=[])
+    path.write_text("[agent]\nwatched_processes = nova-compute:nova-compute,ovs:ovs-vswitchd\n")
+    conf.mutate_config_files()  # what SIGHUP does
+    assert conf.agent.watched_processes == {"nova-compute": "nova-compute",
+                                            "ovs": "ovs-vswitchd"}

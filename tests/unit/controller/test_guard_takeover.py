@@ -44,7 +44,7 @@ def _service(clock, coord, token):
     svc = ControllerService(coord, ControllerSettings(name=f"ctl-{token}",
                                                       policy=DetectionPolicy(), guard=GUARD),
                             handler, clock=clock)
-    svc._start()
+    svc.start()
     return svc, handler
 
 

@@ -28,8 +28,7 @@ class FakeListener:
 
 
 def settle(feed):
-    if feed._pending is not None:
-        feed._pending.result(timeout=10)
+    assert feed.settle(timeout=10), "a start or stop of the listener never ended"
 
 
 def make(fail=None):

@@ -4,6 +4,7 @@ writes them into the failed host's marker."""
 
 import dataclasses
 import datetime
+import threading
 
 import pytest
 
@@ -209,10 +210,11 @@ def test_two_hosts_failing_at_once_never_get_the_same_spare():
     a spare happen under one lock (checked at every read), so a second
     recovery sees the first one's spare as taken."""
     log, reads = [], []
+    lock = threading.Lock()
     nova = FakeNova(log, [svc("c1", FENCED, forced=True), svc("c2", FENCED, forced=True),
                           svc("c3", RESERVED), svc("c4", RESERVED)],
-                    on_read=lambda: reads.append(placement._lock.locked()))
-    placement = Placement(SPARES, nova)
+                    on_read=lambda: reads.append(lock.locked()))
+    placement = Placement(SPARES, nova, lock=lock)
     guarded = Guarded(nova, Verify(log))
     used = {}
     for host in ("c1", "c2"):

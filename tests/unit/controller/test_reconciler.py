@@ -131,7 +131,7 @@ def _service(clock, coord, handler):
     settings = ControllerSettings(name="ctl", policy=POLICY, tick_interval=0.2,
                                   session_timeout=2.0, guard=NO_GUARD)
     svc = ControllerService(coord, settings, handler, clock=clock)
-    svc._start()
+    svc.start()
     return svc
 
 
@@ -157,7 +157,7 @@ def test_start_retries_an_unreachable_coordinator(world):
     coord.start_errors = [exceptions.CoordinatorUnavailable(where="zk", reason="refused")] * 2
     svc = ControllerService(coord, ControllerSettings(name="c", policy=POLICY), Recorder(),
                             clock=clock)
-    svc._start()
+    svc.start()
     assert coord.started == 3 and svc.reconciler is not None
 
 
@@ -167,7 +167,7 @@ def test_start_refuses_a_rejected_session_timeout(world):
     svc = ControllerService(coord, ControllerSettings(name="c", policy=POLICY), Recorder(),
                             clock=clock)
     with pytest.raises(exceptions.SessionTimeoutRejected):
-        svc._start()
+        svc.start()
 
 
 def test_log_only_handler_never_claims_a_fence(world, caplog):

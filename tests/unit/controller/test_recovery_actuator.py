@@ -247,7 +247,7 @@ def test_a_host_back_alive_during_its_fence_is_left_to_the_next_tick():
     run(act, {"compute1": view("compute1", Phase.FAILED)}, ["compute1"], Verify(log))
     assert "evacuate" not in [c[0] for c in log]
     assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.FENCED
-    nova._set("compute1", state="up")
+    nova.set_service("compute1", state="up")
     run(act, {"compute1": view("compute1", Phase.HEALTHY)}, [], Verify(log))
     assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.HELD
     act.close()
@@ -471,7 +471,7 @@ def test_the_incident_journal_tells_the_whole_failure():
     run(act, failed, [], verify)  # the guard holds it once
     run(act, failed, ["compute1"], verify)  # fenced, forced down, recovered at once
     run(act, failed, [], verify)  # nothing more to do while it is down
-    nova._set("compute1", state="up")
+    nova.set_service("compute1", state="up")
     healthy = {"compute1": HostView("compute1", Phase.HEALTHY, 9.0, "back", "r3")}
     act.clock.advance(act.settings.nova_refresh)
     run(act, healthy, [], verify)  # forced-down unset
@@ -555,7 +555,7 @@ def test_a_forced_down_host_is_enabled_only_once_nova_itself_sees_it_up():
     assert nova.svc["compute1"].disabled  # still out of service
     run(act, views, [], Verify(log))  # nova-compute has not reported yet: wait
     assert ("enable", "compute1") not in log
-    nova._set("compute1", state="up")
+    nova.set_service("compute1", state="up")
     run(act, views, [], Verify(log))
     assert ("enable", "compute1") in log and bus.sent[-1].event_type == events.HOST_RESTORED
     act.close()
@@ -676,7 +676,19 @@ def test_status_names_the_api_call_a_recovery_waits_on_without_republishing_for_
                         "hosts": {"compute1": {"phase": "FAILED", "rule": "r", "member": False,
                                                "incarnation": 1, "services": {},
                                                "nova": nova}}}
-    assert status._material(doc(before)) == status._material(doc(seen["compute1"]))
+
+    class Store:  # what the publisher writes to
+        def __init__(self):
+            self.published = []
+
+        def publish_status(self, doc):
+            self.published.append(doc)
+
+    store = Store()
+    publisher = status.StatusPublisher(store, refresh=5.0)
+    assert publisher.maybe_publish(doc(before), now=0.0)
+    assert not publisher.maybe_publish(doc(seen["compute1"]), now=1.0)  # only the wait grew
+    assert store.published == [doc(before)]
     act.close()
 
 

@@ -72,7 +72,7 @@ def test_a_change_in_nova_alone_is_decided(decided):
     views = healthy("c1", "c2")
     tick(act, views)
     revision = act.revision
-    nova._set("c1", status="disabled", disabled_reason="maintenance by ops")
+    nova.set_service("c1", status="disabled", disabled_reason="maintenance by ops")
     tick(act, views, refresh=True)
     assert act.decision("c1")[0] is recovery.Stage.LEAVE_ALONE
     assert act.revision > revision

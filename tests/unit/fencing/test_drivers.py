@@ -1,6 +1,8 @@
 """Driver translations: every third-party failure becomes one typed error."""
 
 
+import threading
+
 import pyghmi.exceptions as pe
 import pytest
 import requests
@@ -8,6 +10,9 @@ import sushy
 from sushy import exceptions as sushy_exc
 
 from instanceha.fencing import exceptions as exc
+from instanceha.fencing import ipmi as ipmi_driver
+from instanceha.fencing import ipmi_session
+from instanceha.fencing import redfish as redfish_driver
 from instanceha.fencing.base import PowerState
 from instanceha.fencing.ipmi import IPMIDriver, auth_caps_request
 from instanceha.fencing.redfish import RedfishDriver
@@ -28,11 +33,11 @@ def ipmi():
     ("Node busy", exc.BMCError),
 ])
 def test_ipmi_errors(text, error):
-    assert isinstance(ipmi()._translate(pe.IpmiException(text), "x"), error)
+    assert isinstance(ipmi().translate(pe.IpmiException(text), "x"), error)
 
 
 def test_ipmi_undecodable_reply_is_garbage():
-    assert isinstance(ipmi()._translate(IndexError("boom"), "x"), exc.GarbageReply)
+    assert isinstance(ipmi().translate(IndexError("boom"), "x"), exc.GarbageReply)
 
 
 class FakeSession:
@@ -56,26 +61,30 @@ class FakeSession:
 @pytest.fixture
 def closed(monkeypatch):
     """The sessions the driver ended, with how (polite: Close Session sent)."""
-    from instanceha.fencing import ipmi_session
-
     ended = []
     monkeypatch.setattr(ipmi_session, "close",
                         lambda session, polite=True: ended.append((session, polite)))
     return ended
 
 
+def logins(monkeypatch, login):
+    """The BMC answers the sessionless probe; each login is ``login()``."""
+    monkeypatch.setattr(ipmi_driver, "probe", lambda address, port, timeout: "ok")
+    monkeypatch.setattr(ipmi_session, "open_session",
+                        lambda address, port, username, password: login())
+
+
 def logged_in(monkeypatch, *sessions):
     """A driver whose logins hand out ``sessions`` in turn (no network)."""
-    d = ipmi()
     queue = list(sessions)
-    logins = []
+    made = []
 
-    def login(timeout):
-        logins.append(timeout)
+    def login():
+        made.append(queue[0])
         return queue.pop(0)
 
-    monkeypatch.setattr(d, "_login", login)
-    return d, logins
+    logins(monkeypatch, login)
+    return ipmi(), made
 
 
 def status(byte):
@@ -94,14 +103,17 @@ def status(byte):
     ({1: pe.IpmiException("Session no longer connected")}, exc.BMCUnreachable),
 ])
 def test_ipmi_read_back_must_be_on_or_off(replies, result, monkeypatch, closed):
-    d, _ = logged_in(monkeypatch, FakeSession(replies))
+    first, afresh = FakeSession(replies), FakeSession(status(0x01))
+    d, made = logged_in(monkeypatch, first, afresh)
     if isinstance(result, PowerState):
         assert d.get_power_state(timeout=2) is result
         assert closed == []  # kept for the rest of the action
     else:
         with pytest.raises(result):
             d.get_power_state(timeout=2)
-        assert len(closed) == 1 and d._session is None  # the next call logs in afresh
+        assert closed == [(first, True)]
+        assert d.get_power_state(timeout=2) is PowerState.ON
+        assert made == [first, afresh]  # the next call logged in afresh
 
 
 @pytest.mark.parametrize("state, byte", [(PowerState.OFF, 0x00), (PowerState.ON, 0x01)])
@@ -116,41 +128,37 @@ def test_ipmi_an_action_uses_one_session_and_ends_it(monkeypatch, closed):
     """A fence (read, request, reads) logs in once; ending it logs out, and the
     next action logs in again: no session is kept between two fences."""
     first, second = FakeSession(status(0x00)), FakeSession(status(0x00))
-    d, logins = logged_in(monkeypatch, first, second)
+    d, made = logged_in(monkeypatch, first, second)
     d.get_power_state(timeout=2)
     d.request_power(PowerState.OFF, timeout=2)
     d.get_power_state(timeout=2)
-    assert len(logins) == 1 and len(first.sent) == 3
+    assert made == [first] and len(first.sent) == 3
     d.end_session()
-    assert closed == [(first, True)] and d._session is None
-    d.get_power_state(timeout=2)
-    assert len(logins) == 2 and len(second.sent) == 1
+    assert closed == [(first, True)]
+    d.get_power_state(timeout=2)  # the ended session is not used again: a new login
+    assert made == [first, second] and len(first.sent) == 3 and len(second.sent) == 1
     d.end_session()
     d.end_session()  # nothing left to end: no error, nothing closed twice
     assert closed == [(first, True), (second, True)]
 
 
 def test_ipmi_call_that_hangs_is_cut_at_the_timeout(monkeypatch, closed):
-    import threading
-
     release = threading.Event()
-    hung = FakeSession(status(0x01), block=release)
-    d, _ = logged_in(monkeypatch, hung)
+    hung, afresh = FakeSession(status(0x01), block=release), FakeSession(status(0x00))
+    d, made = logged_in(monkeypatch, hung, afresh)
     with pytest.raises(exc.BMCUnreachable) as e:
         d.get_power_state(timeout=0.05)
     release.set()
     assert "within 0.1 s" in str(e.value) or "within 0.0 s" in str(e.value)
     # a command is still in flight on it: forgotten without Close Session
-    assert closed == [(hung, False)] and d._session is None
+    assert closed == [(hung, False)]
+    assert d.get_power_state(timeout=2) is PowerState.OFF and made == [hung, afresh]
+    assert len(hung.sent) == 1  # the forgotten session got nothing more
 
 
 def test_ipmi_login_that_ends_after_the_caller_gave_up_is_closed_not_kept(monkeypatch):
-    import threading
-
-    from instanceha.fencing import ipmi_session
-
     release, done = threading.Event(), threading.Event()
-    late = FakeSession()
+    late, afresh = FakeSession(), FakeSession(status(0x01))
     ended = []
 
     def close(session, polite=True):
@@ -158,31 +166,57 @@ def test_ipmi_login_that_ends_after_the_caller_gave_up_is_closed_not_kept(monkey
         done.set()
 
     monkeypatch.setattr(ipmi_session, "close", close)
+    queue = [late, afresh]
+
+    def login():
+        if queue[0] is late:
+            release.wait(5)
+        return queue.pop(0)
+
+    logins(monkeypatch, login)
     d = ipmi()
-
-    def login(timeout):
-        release.wait(5)
-        return late
-
-    monkeypatch.setattr(d, "_login", login)
     with pytest.raises(exc.BMCUnreachable):
         d.get_power_state(timeout=0.05)
     release.set()
     assert done.wait(5), "the late login was never closed"
-    assert ended == [(late, True)] and d._session is None and late.sent == []
+    assert ended == [(late, True)] and late.sent == []
+    assert d.get_power_state(timeout=2) is PowerState.ON  # not on the late session:
+    assert queue == [] and late.sent == [] and len(afresh.sent) == 1  # a login of its own
+
+
+class Unscheduled(threading.Thread):
+    """A driver's worker thread that the scheduler has not run yet: ``start``
+    only files it in ``held``; the test runs it later."""
+
+    held: list = []
+
+    def start(self):
+        Unscheduled.held.append(self)
+
+    def join(self, timeout=None):
+        pass
+
+    def is_alive(self):
+        return self in Unscheduled.held
 
 
 def test_ipmi_a_given_up_call_does_not_use_the_next_actions_session(monkeypatch, closed):
     """The worker of a call that timed out before it ran must not send its
     command on a session opened since (a second power request)."""
-    d, _ = logged_in(monkeypatch, FakeSession())
-    stale_epoch = d._epoch
-    d._end(polite=False)  # what a timeout does
-    newer = FakeSession()
-    d._session = newer
-    with pytest.raises(exc.BMCUnreachable):
-        d._session_for(stale_epoch, 2)
-    assert newer.sent == [] and d._session is newer
+    newer = FakeSession(status(0x00))
+    d, made = logged_in(monkeypatch, newer)
+    with monkeypatch.context() as m:
+        m.setattr(ipmi_driver.threading, "Thread", Unscheduled)
+        with pytest.raises(exc.BMCUnreachable):
+            d.get_power_state(timeout=0.05)  # given up before its worker ran
+    (stale,) = Unscheduled.held
+    Unscheduled.held.clear()
+    d.request_power(PowerState.OFF, timeout=2)  # the next action logs in: newer
+    assert newer.sent == [(0x00, 0x02, [0x00])]
+    stale.run()  # the given-up worker runs at last: it sends nothing on newer
+    assert newer.sent == [(0x00, 0x02, [0x00])]
+    assert d.get_power_state(timeout=2) is PowerState.OFF  # newer is still the session
+    assert made == [newer] and closed == [] and len(newer.sent) == 2
 
 
 def test_ipmi_probe_packet_is_a_valid_ipmi_15_message():
@@ -237,7 +271,7 @@ def chained(outer_cls, cause):
     (sushy_exc.MissingAttributeError(attribute="PowerState", resource="r"), exc.GarbageReply),
 ])
 def test_redfish_errors(error, expected):
-    assert isinstance(redfish()._translate(error, "x"), expected)
+    assert isinstance(redfish().translate(error, "x"), expected)
 
 
 class FakeSystem:
@@ -250,22 +284,31 @@ class FakeSystem:
             raise self.reset_error
 
 
-def with_system(system):
-    d = redfish()
-    d._system = lambda timeout: system
-    return d
+def with_system(system, monkeypatch):
+    """A driver whose BMC (sushy's root) serves ``system`` (no network)."""
+    class Root:
+        def __init__(self, url, **kwargs):
+            pass
+
+        def get_system(self, path):
+            assert path == "/redfish/v1/Systems/1"
+            return system
+
+    monkeypatch.setattr(redfish_driver.sushy, "Sushy", Root)
+    return redfish()
 
 
-def test_redfish_409_on_force_off_is_an_accepted_no_op():
+def test_redfish_409_on_force_off_is_an_accepted_no_op(monkeypatch):
     system = FakeSystem(sushy.POWER_STATE_OFF, http_error(sushy_exc.HTTPError, 409))
-    d = with_system(system)
+    d = with_system(system, monkeypatch)
     d.request_power(PowerState.OFF)  # no exception
     assert system.resets == [sushy.RESET_FORCE_OFF]
     assert d.get_power_state() is PowerState.OFF
 
 
-def test_redfish_other_reset_errors_are_not_swallowed():
-    d = with_system(FakeSystem(sushy.POWER_STATE_ON, http_error(sushy_exc.BadRequestError, 400)))
+def test_redfish_other_reset_errors_are_not_swallowed(monkeypatch):
+    d = with_system(FakeSystem(sushy.POWER_STATE_ON, http_error(sushy_exc.BadRequestError, 400)),
+                   monkeypatch)
     with pytest.raises(exc.BMCError):
         d.request_power(PowerState.OFF)
 
@@ -277,8 +320,8 @@ def test_redfish_other_reset_errors_are_not_swallowed():
     (sushy.POWER_STATE_POWERING_ON, exc.PowerStateInTransition),
     (None, exc.GarbageReply),
 ])
-def test_redfish_read_back(value, result):
-    d = with_system(FakeSystem(value))
+def test_redfish_read_back(value, result, monkeypatch):
+    d = with_system(FakeSystem(value), monkeypatch)
     if isinstance(result, PowerState):
         assert d.get_power_state() is result
     else:

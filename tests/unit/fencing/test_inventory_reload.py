@@ -61,10 +61,10 @@ def test_a_changed_device_of_a_level_renews_the_hosts_drivers(tmp_path):
     path = tmp_path / "inventory.yaml"
     write(path, LEVELS)
     fencer = Fencer(inventory.load(str(path))).watch(str(path), inventory.load)
-    levels, _ = fencer._levels("compute1")
+    levels = fencer.drivers("compute1")
     assert [[d.entry.address for d in lv] for lv in levels] == [["bmc"], ["pdu-a", "pdu-b"]]
     write(path, LEVELS.replace("pdu-b", "pdu-c"))  # only a level-2 device changed
-    renewed, _ = fencer._levels("compute1")
+    renewed = fencer.drivers("compute1")
     assert renewed is not levels
     assert [[d.entry.address for d in lv] for lv in renewed] == [["bmc"], ["pdu-a", "pdu-c"]]
     fencer.close()

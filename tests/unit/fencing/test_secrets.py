@@ -58,7 +58,7 @@ def test_ipmi_errors_never_echo_the_password():
     import pyghmi.exceptions as pe
 
     for text in ("Incorrect password provided", None, "Unauthorized name", "weird 0xd5"):
-        err = d._translate(pe.IpmiException(text), "get chassis status")
+        err = d.translate(pe.IpmiException(text), "get chassis status")
         assert PASSWORD not in str(err)
 
 
@@ -75,7 +75,7 @@ def test_redfish_errors_are_built_not_copied(monkeypatch):
         except requests.exceptions.ConnectionError as cause:
             raise sushy_exc.ConnectionError(url=url, error=cause)
     except sushy_exc.ConnectionError as e:
-        err = d._translate(e, "GET PowerState")
+        err = d.translate(e, "GET PowerState")
     assert isinstance(err, exc.BMCUnreachable) and PASSWORD not in str(err)
 
 

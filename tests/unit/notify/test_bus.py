@@ -5,6 +5,7 @@ Uses oslo.messaging's own ``test`` notification driver (registered in the
 ``fake://`` transport: nothing leaves the process."""
 
 import datetime
+import logging
 import warnings
 
 import pytest
@@ -203,11 +204,22 @@ def test_redact(text, expected):
     assert bus.redact(text) == expected
 
 
-def test_transport_url_options_are_secret(tmp_path):
-    conf = make_conf(tmp_path)
+def test_transport_url_options_are_secret(tmp_path, caplog):
+    """Both URLs are secret options: oslo.config masks them where it prints the
+    configuration (``log_opt_values``, what a daemon logs at start)."""
+    conf = make_conf(tmp_path, "[oslo_messaging_notifications]\n"
+                               f"transport_url = rabbit://n:{SECRET}@127.0.0.1:2/\n")
     conf_notifications.register_oslo_messaging_opts(conf)
-    assert conf._get_opt_info("transport_url")["opt"].secret
-    assert conf._get_opt_info("transport_url", "oslo_messaging_notifications")["opt"].secret
+    assert SECRET in conf.transport_url
+    assert SECRET in conf.oslo_messaging_notifications.transport_url
+    log = logging.getLogger("test_bus.options")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        conf.log_opt_values(log, logging.INFO)
+    shown = {m.split(" = ")[0].strip(): m.split(" = ")[1] for m in caplog.messages
+             if " = " in m}
+    assert shown["transport_url"] == "****"
+    assert shown["oslo_messaging_notifications.transport_url"] == "****"
+    assert SECRET not in caplog.text
 
 
 def test_delivery_options_become_the_policy(tmp_path):

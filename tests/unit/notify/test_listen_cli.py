@@ -136,7 +136,8 @@ def test_bad_event_type_regex_exits_2(fake, conf):
 
 
 def test_standalone_main_puts_config_file_first():
-    assert listen_cli._split(["--format", "json", "--config-file", "a.conf", "--count", "1"]) \
+    argv = ["--format", "json", "--config-file", "a.conf", "--count", "1"]
+    assert listen_cli.config_file_first(argv) \
         == ["--config-file", "a.conf", "listen", "--format", "json", "--count", "1"]
 
 

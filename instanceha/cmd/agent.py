@@ -90,7 +90,7 @@ def reload(conf, agent: Agent) -> None:
     common.reload_config(conf, PROG)
     new = dict(conf.agent.watched_processes)
     if new != old:
-        agent.probe = health.ProcessProbe(new)
+        agent.health.probe = health.ProcessProbe(new)
         LOG.info("watched processes now %s", ", ".join(
             f"{k}:{v}" for k, v in sorted(new.items())) or "none")
 

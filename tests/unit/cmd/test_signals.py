@@ -77,7 +77,7 @@ def test_the_agent_reloads_in_its_loop_and_checks_its_services_at_once():
 
     def reloader():
         reloaded.append(1)
-        a.probe = lambda: {"nova-compute": True, "ovs": False}
+        a.health.probe = lambda: {"nova-compute": True, "ovs": False}
 
     a.reloader = reloader
     a.request_reload()  # what the SIGHUP handler calls: sets flags only

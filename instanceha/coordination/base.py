@@ -30,14 +30,13 @@ All times are seconds of the injected monotonic clock.
 from __future__ import annotations
 
 import abc
-import bisect
 import dataclasses
 import enum
 import math
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from instanceha.clock import SYSTEM, Clock
+from instanceha.coordination.changes import ChangeLog
 
 # -- what a member publishes about its liveness --------------------------------
 SESSION_TIMEOUT = "session_timeout"
@@ -161,53 +160,6 @@ class SessionCredentials:
     def __post_init__(self) -> None:
         if self.session_id <= 0 or not self.password:
             raise ValueError("a session has a positive id and a password")
-
-
-class ChangeLog:
-    """Hosts changed, by revision: a bounded journal the backend appends to
-    and consumers query with the revision of their previous snapshot.
-
-    Appends happen in the backend's refresh only; ``since()`` is safe to call
-    from any thread (entries up to a snapshot's revision never change)."""
-
-    def __init__(self, keep: int = 200_000) -> None:
-        self.keep = keep
-        self.revision = 0
-        self._lock = threading.Lock()
-        self._floor = 0
-        self._entries: list[tuple[int, str]] = []
-
-    def record(self, hosts: Iterable[str]) -> int:
-        hosts = list(hosts)
-        if not hosts:
-            return self.revision
-        with self._lock:
-            rev = self.revision + 1
-            entries = self._entries
-            entries.extend((rev, h) for h in hosts)
-            if len(entries) > self.keep:
-                cut = len(entries) - self.keep // 2
-                self._floor = entries[cut - 1][0]
-                self._entries = entries[cut:]
-            self.revision = rev
-        return rev
-
-    def reset(self) -> int:
-        """Everything may have changed (a full re-read)."""
-        with self._lock:
-            self.revision += 1
-            self._floor = self.revision
-            self._entries = []
-        return self.revision
-
-    def since(self, revision: int, upto: int) -> frozenset[str] | None:
-        with self._lock:
-            floor, entries = self._floor, self._entries
-        if revision < floor:
-            return None
-        lo = bisect.bisect_right(entries, revision, key=lambda e: e[0])
-        hi = bisect.bisect_right(entries, upto, key=lambda e: e[0])
-        return frozenset(h for _, h in entries[lo:hi])
 
 
 class Leadership(abc.ABC):

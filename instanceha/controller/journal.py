@@ -14,16 +14,13 @@ The journal also keeps which notifications each open incident has sent
 the bus took them): a leader that takes an incident over, and a fence retry, do not
 send those again (``claim``).
 
-Incident ids are ``<host>-<token>``: the host and the fencing token of the
-term that opened it (``.2``, ``.3``... if a term opens several for one host).
-
 A guest failure (one instance's guest failed on a host that is fine) is an
 incident of its own, keyed by host *and* instance (``instance=`` on
-``record``): ``<host>-<first 8 of the instance id>-<token>``, with
-``instance_id`` in its summary. It never mixes with the host's incidents.
+``record``). Ids and states: ``controller.incidents``.
 
-Resolution (which incident an entry belongs to, state changes) happens in
-memory under a lock, synchronously and in call order; only the writes to
+Resolution (which incident an entry belongs to, state changes:
+``incidents.IncidentIndex``) happens in memory under a lock, synchronously
+and in call order; only the writes to
 the coordinator are deferred, through the project's one outbox
 (``notify.outbox.Outbox``: bounded, in order, retried with back-off while the
 coordinator is away). So the recovery never waits on the journal and never
@@ -33,86 +30,29 @@ or older than ``max_age`` are deleted when a new incident opens.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import logging
 import threading
 from collections.abc import Mapping
 
 from instanceha import exceptions
 from instanceha.clock import SYSTEM, Clock
+from instanceha.controller.incidents import (
+    DEFAULT_RETENTION,
+    MAX_TEXT,
+    SENT,
+    Entry,
+    IncidentIndex,
+    IncidentState,
+    Retention,
+)
 from instanceha.controller.stores import IncidentStore
 from instanceha.notify.outbox import DeliveryPolicy, Outbox
 
 LOG = logging.getLogger(__name__)
 
-MAX_TEXT = 2000
 KEEP_TRYING = 30 * 86400.0
 """Seconds a write is retried while the coordinator is away (in effect, until
 the controller stops)."""
-SENT = "notifications_sent"
-"""The summary's list of the idempotency keys of the notifications delivered."""
-
-
-class IncidentState(str, enum.Enum):
-    DETECTED = "detected"
-    """FAILED and to be fenced; not fenced yet (guard, per-tick cap, pause)."""
-    FENCING = "fencing"
-    """A fence started; its result is not recorded in Nova yet."""
-    FENCE_FAILED = "fence-failed"
-    """The last fence attempt failed; retried with back-off."""
-    FENCED = "fenced"
-    """Power-off confirmed (or attested) and the service forced down."""
-    RECOVERING = "recovering"
-    RECOVERED = "recovered"
-    """Every instance handled; waiting for the host to come back."""
-    HELD = "held"
-    """Kept disabled for an operator."""
-    AGENT_DOWN = "agent-down"
-    """"Agent dead, host alive": the host's agent is gone but the host answers
-    the second source. Nothing is fenced: an alert for an operator. Closed when
-    the agent is back; a fence (the host fell silent too) continues it."""
-    GAVE_UP = "gave-up"
-    """A guest failure instanceha stopped restarting (too many, or Nova kept busy):
-    left to an operator or the owner. Ends the incident, like closed."""
-    CLOSED = "closed"
-
-
-ENDED = frozenset({IncidentState.CLOSED, IncidentState.GAVE_UP})
-_ENDED_VALUES = frozenset(s.value for s in ENDED)
-OPEN = frozenset(IncidentState) - ENDED
-CONTINUED_BY_A_FENCE = frozenset({IncidentState.DETECTED, IncidentState.FENCING,
-                                  IncidentState.FENCE_FAILED, IncidentState.AGENT_DOWN})
-"""A new fence of the host continues an incident in these states (a leader
-died before recording its fence in Nova); any other open one is over."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Retention:
-    keep: int = 500
-    """Closed incidents kept (the newest)."""
-    max_age: float = 90 * 86400.0
-    """Closed incidents older than this (seconds since their last entry) are deleted."""
-
-    def __post_init__(self) -> None:
-        if self.keep < 1 or self.max_age <= 0:
-            raise ValueError("incident retention must keep at least 1 incident for some time")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Item:
-    host: str
-    kind: str
-    text: str
-    facts: Mapping[str, object]
-    at: float
-    state: IncidentState | None
-    opens: bool
-    new_failure: bool
-    close_if: frozenset[IncidentState]
-    counts: Mapping[str, int]
-    instance: str | None = None
-    target: str | None = None
 
 
 def _describe(message: Mapping[str, object]) -> str:
@@ -120,7 +60,7 @@ def _describe(message: Mapping[str, object]) -> str:
 
 
 class IncidentJournal:
-    def __init__(self, store: IncidentStore, name: str, retention: Retention = Retention(),
+    def __init__(self, store: IncidentStore, name: str, retention: Retention = DEFAULT_RETENTION,
                  clock: Clock = SYSTEM, max_queue: int = 10000,
                  background: bool = True, retry_max: float = 10.0) -> None:
         self.store = store
@@ -129,10 +69,10 @@ class IncidentJournal:
         self.clock = clock
         self.max_queue = max_queue
         self._lock = threading.Lock()
-        self._index: dict[str, dict] | None = None
+        self._index: IncidentIndex | None = None
+        """The incidents of the term the store was last read for."""
         self._term: int | None = None
-        self._loaded_term: int | None = None
-        self._early: list[_Item] = []
+        self._early: list[Entry] = []
         self._early_dropped = 0
         self._load_asked: int | None = None
         self._claimed: set[tuple[str, str]] = set()
@@ -164,7 +104,7 @@ class IncidentJournal:
             self._term = token
 
     def _ready(self) -> bool:
-        return self._index is not None and self._loaded_term == self._term
+        return self._index is not None and self._index.term == self._term
 
     def load(self) -> bool:
         """Read the store's incidents for this term (I/O outside the lock).
@@ -190,11 +130,10 @@ class IncidentJournal:
                     index[m["incident"]] = dict(m["summary"])
                 elif m["op"] == "delete":
                     index.pop(m["incident"], None)
-            self._index = index
-            self._loaded_term = term
+            self._index = IncidentIndex(index, term, self.name, self.retention, self._push)
             early, self._early = self._early, []
             for item in early:
-                self._apply(item)
+                self._index.apply(item)
         return True
 
     # -- recording (any thread; never blocks on the store) --------------------
@@ -210,7 +149,7 @@ class IncidentJournal:
         failure coalesced with the one just handled).
         Returns the incident id, or None when not resolved yet (the store is
         not read yet: the entry is applied, in order, once it is)."""
-        item = _Item(host, kind, text[:MAX_TEXT], dict(facts), self.clock.wall(), state,
+        item = Entry(host, kind, text[:MAX_TEXT], dict(facts), self.clock.wall(), state,
                      opens or new_failure, new_failure, close_if, dict(counts or {}), instance,
                      incident)
         with self._lock:
@@ -224,7 +163,7 @@ class IncidentJournal:
                     self.outbox.put({"op": "load"})
                 self._early.append(item)
                 return None
-            return self._apply(item)
+            return self._loaded.apply(item)
 
     def open(self, host: str, token: int, kind: str, text: str, **kwargs) -> str:
         """Record an entry that opens (or continues) the host's incident and
@@ -245,15 +184,14 @@ class IncidentJournal:
                     self._load_asked = self._term
                     self.outbox.put({"op": "load"})
                 return None
-            return {s["host"]: i for i, s in index.items()
-                    if s.get("state") == state.value and s.get("instance_id") is None}
+            return index.open_in(state)
 
     def current(self, host: str) -> str | None:
         """The host's open incident (job threads: may read the store)."""
         if not self._ready():
             self.load()
         with self._lock:
-            return self._open_for(host) if self._index is not None else None
+            return self._index.open_for(host) if self._index is not None else None
 
     def count(self, incident: str, name: str) -> int:
         """A counter of the incident's summary (``counts=`` of ``record``)."""
@@ -285,99 +223,15 @@ class IncidentJournal:
         open) or given up (it may be sent again)."""
         with self._lock:
             self._claimed.discard((incident, key))
-            summary = self._index.get(incident) if self._index is not None else None
-            if not delivered or summary is None or summary.get("state") in _ENDED_VALUES:
-                return
-            sent = list(summary.get(SENT, ()))
-            if key in sent:
-                return
-            summary[SENT] = sent + [key]
-            self._push("write", incident, dict(summary))
+            if delivered and self._index is not None:
+                self._index.sent(incident, key)
 
     # -- in memory, lock held --------------------------------------------------
     @property
-    def _loaded(self) -> dict[str, dict]:
-        """The index, once loaded (these methods run only after ``load``)."""
+    def _loaded(self) -> IncidentIndex:
+        """The index, once loaded (only after ``_ready``)."""
         assert self._index is not None
         return self._index
-
-    def _open_for(self, host: str, instance: str | None = None) -> str | None:
-        candidates = [(s.get("opened_at", 0.0), i) for i, s in self._loaded.items()
-                      if s.get("host") == host and s.get("instance_id") == instance
-                      and s.get("state") in OPEN]
-        return max(candidates)[1] if candidates else None
-
-    def _new_id(self, host: str, instance: str | None = None) -> str:
-        base = f"{host}-{self._term if self._term is not None else 0}"
-        if instance is not None:
-            base = f"{host}-{instance[:8]}-{self._term if self._term is not None else 0}"
-        incident, n = base, 1
-        while incident in self._loaded:
-            n += 1
-            incident = f"{base}.{n}"
-        return incident
-
-    def _apply(self, item: _Item) -> str | None:
-        if item.target is not None and item.target in self._loaded:
-            self._transition(item.target, item.at, item.kind, item.text, item.state, item.facts)
-            return item.target
-        incident = self._open_for(item.host, item.instance)
-        if item.new_failure and incident is not None and \
-                self._loaded[incident]["state"] not in CONTINUED_BY_A_FENCE:
-            self._transition(incident, item.at, "closed", "superseded: the host failed again "
-                             "after being back in service", IncidentState.CLOSED)
-            incident = None
-        if incident is None:
-            if not item.opens:
-                return None  # nothing open for this host: not an incident's business
-            incident = self._new_id(item.host, item.instance)
-            self._loaded[incident] = {
-                "id": incident, "host": item.host, "state": IncidentState.DETECTED.value,
-                "opened_at": item.at, "opened_by": self.name, "term": self._term,
-                "updated_at": item.at, "closed_at": None, "entries": 0, "reason": "",
-            }
-            if item.instance is not None:
-                self._loaded[incident].update(
-                    type=item.facts.get("incident_type", "guest"), instance_id=item.instance)
-            self._prune(item.at)
-        summary = self._loaded[incident]
-        state = item.state
-        if state is None and item.close_if and IncidentState(summary["state"]) in item.close_if:
-            state = IncidentState.CLOSED
-        for key, value in item.counts.items():
-            summary[key] = summary.get(key, 0) + value
-        if "fence" in item.facts:
-            summary["fence"] = item.facts["fence"]
-        self._transition(incident, item.at, item.kind, item.text, state, item.facts)
-        return incident
-
-    def _transition(self, incident: str, at: float, kind: str, text: str,
-                    state: IncidentState | None, facts: Mapping[str, object] | None = None) -> None:
-        summary = self._loaded[incident]
-        if state is not None:
-            summary["state"] = state.value
-            summary["reason"] = text
-            if state in ENDED:
-                summary["closed_at"] = at
-                summary.pop(SENT, None)  # nothing is sent again for it: bounded
-        summary["updated_at"] = at
-        summary["entries"] = summary.get("entries", 0) + 1
-        entry = {"at": at, "kind": kind, "text": text, "by": self.name, "term": self._term}
-        if state is not None:
-            entry["state"] = state.value
-        entry.update(facts or {})
-        self._push("write", incident, dict(summary), entry)
-
-    def _prune(self, now: float) -> None:
-        ended = {s.value for s in ENDED}
-        closed = sorted((s.get("updated_at", 0.0), i) for i, s in self._loaded.items()
-                        if s.get("state") in ended)
-        doomed = {i for t, i in closed if now - t > self.retention.max_age}
-        excess = len(closed) - self.retention.keep
-        doomed.update(i for _, i in closed[:max(0, excess)])
-        for incident in sorted(doomed):
-            del self._loaded[incident]
-            self._push("delete", incident)
 
     def _push(self, op: str, incident: str, summary: Mapping | None = None,
               entry: Mapping | None = None) -> None:

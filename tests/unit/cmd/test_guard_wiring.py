@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from instanceha.cmd import controller as cmd_controller
-from instanceha.cmd import ops_cli
+from instanceha.cmd import controller_parts, ops_cli
 from instanceha.coordination import base
 from instanceha.engine import guard
 from instanceha.engine.guard import GuardPolicy, GuardState
@@ -71,7 +70,7 @@ def test_every_hold_reason_goes_on_the_bus_and_matches_the_schema(case):
     state = CASES[case]()
     assert state.held
     actuator = Actuator()
-    cmd_controller.hold_notifier(actuator.notifier, dry_run=False)(state, POLICY)
+    controller_parts.hold_notifier(actuator.notifier, dry_run=False)(state, POLICY)
     (event,) = actuator.notifier.events
     payload = event.payload_dict()
     samples.validate("instanceha.safety.hold", payload)
@@ -85,7 +84,7 @@ def test_every_hold_reason_goes_on_the_bus_and_matches_the_schema(case):
 def test_an_adopted_hold_without_breaches_still_builds_a_valid_event():
     state = guard.adopt(GuardState(dead=frozenset({"h1"})), "storm", 0.0)
     actuator = Actuator()
-    cmd_controller.hold_notifier(actuator.notifier, dry_run=True)(state, POLICY)
+    controller_parts.hold_notifier(actuator.notifier, dry_run=True)(state, POLICY)
     payload = actuator.notifier.events[0].payload_dict()
     samples.validate("instanceha.safety.hold", payload)
     assert payload["rule"] == "mass-failure" and payload["dry_run"] is True
@@ -102,10 +101,10 @@ def test_aggregates_come_from_the_actuators_nova_and_close_with_it():
             return {}
 
     closers = []
-    cache = cmd_controller.aggregate_cache(Conf, Actuator(Nova()).nova, closers)
+    cache = controller_parts.aggregate_cache(Conf, Actuator(Nova()).nova, closers)
     assert cache.refresh == 300.0 and closers == [cache.close]
     cache.close()
-    assert cmd_controller.aggregate_cache(Conf, None, []) is None  # no recovery actuator: no Nova
+    assert controller_parts.aggregate_cache(Conf, None, []) is None  # no recovery actuator: no Nova
 
 
 def _snap(control):

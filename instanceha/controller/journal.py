@@ -77,6 +77,10 @@ class IncidentJournal:
         self._load_asked: int | None = None
         self._claimed: set[tuple[str, str]] = set()
         """(incident, idempotency key) of the notifications on their way from here."""
+        self._unrecorded: dict[tuple[str, str], None] = {}
+        """(incident, key) of notifications delivered before their incident was
+        known here (the store unread): never sent again by this controller, and
+        recorded in the incident once it is known."""
         # the coordinator away: the oldest write is dropped for a new one
         self.outbox = Outbox(self._write, DeliveryPolicy(
             deadline=KEEP_TRYING, retry_interval=min(0.5, retry_max),
@@ -134,6 +138,7 @@ class IncidentJournal:
             early, self._early = self._early, []
             for item in early:
                 self._index.apply(item)
+            self._record_unrecorded()
         return True
 
     # -- recording (any thread; never blocks on the store) --------------------
@@ -163,7 +168,9 @@ class IncidentJournal:
                     self.outbox.put({"op": "load"})
                 self._early.append(item)
                 return None
-            return self._loaded.apply(item)
+            incident = self._loaded.apply(item)
+            self._record_unrecorded()
+            return incident
 
     def open(self, host: str, token: int, kind: str, text: str, **kwargs) -> str:
         """Record an entry that opens (or continues) the host's incident and
@@ -206,11 +213,12 @@ class IncidentJournal:
         False when the incident records it as delivered (by this controller or
         an earlier leader) or it is on its way from here; else True, and it is
         on its way (``notified`` ends that). Job threads only (may read the
-        store); an unreadable store answers True: at least once, never lost."""
+        store); an unreadable store answers True (at least once, never lost),
+        except for a step this controller has delivered already."""
         if not self._ready():
             self.load()
         with self._lock:
-            if (incident, key) in self._claimed:
+            if (incident, key) in self._claimed or (incident, key) in self._unrecorded:
                 return False
             summary = self._index.get(incident) if self._index is not None else None
             if summary is not None and key in summary.get(SENT, ()):
@@ -223,8 +231,14 @@ class IncidentJournal:
         open) or given up (it may be sent again)."""
         with self._lock:
             self._claimed.discard((incident, key))
-            if delivered and self._index is not None:
+            if not delivered:
+                return
+            if self._index is not None and self._index.get(incident) is not None:
                 self._index.sent(incident, key)
+                return
+            self._unrecorded[(incident, key)] = None  # recorded once the incident is known
+            if len(self._unrecorded) > self.max_queue:  # bounded: the oldest forgotten
+                del self._unrecorded[next(iter(self._unrecorded))]
 
     # -- in memory, lock held --------------------------------------------------
     @property
@@ -232,6 +246,15 @@ class IncidentJournal:
         """The index, once loaded (only after ``_ready``)."""
         assert self._index is not None
         return self._index
+
+    def _record_unrecorded(self) -> None:
+        """Record the notifications delivered before their incident was known."""
+        if not self._unrecorded or self._index is None:
+            return
+        for incident, key in list(self._unrecorded):
+            if self._index.get(incident) is not None:
+                self._index.sent(incident, key)
+                del self._unrecorded[(incident, key)]
 
     def _push(self, op: str, incident: str, summary: Mapping | None = None,
               entry: Mapping | None = None) -> None:

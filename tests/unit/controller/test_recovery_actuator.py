@@ -883,6 +883,46 @@ def test_a_fence_retry_says_host_failed_once_and_numbers_its_attempts():
     act.close()
 
 
+def test_a_fence_retry_after_the_journal_was_unreadable_says_host_failed_once():
+    """The journal's store cannot be read when the first fence starts: its
+    host.failed is sent (at least once) and delivered, the fence fails; the
+    retry comes once the store reads again and must not send it a second time."""
+    from instanceha.controller.journal import IncidentJournal
+    from tests.unit.fakes import FakeCoordinator
+
+    class Store(FakeCoordinator):
+        unreadable = True
+
+        def incidents(self):
+            if self.unreadable:
+                raise exceptions.CoordinatorUnavailable(where="fake", reason="reads time out")
+            return super().incidents()
+
+    log = Log()
+    store = Store(FakeClock())
+    journal = IncidentJournal(store, "ctl-a", clock=at_now(), background=False)
+    err = fexc.BMCUnreachable(host="compute1", driver="ipmi", address="127.0.0.1",
+                              reason="timeout")
+    act, nova, bus = make(log, [svc("compute1")], fencer_error=err, journal=journal)
+    views = {"compute1": view("compute1", Phase.FAILED)}
+    run(act, views, ["compute1"], Verify(log))
+    assert [e.event_type for e in bus.sent] == [events.HOST_FAILED, events.FENCE_START,
+                                               events.FENCE_ERROR]
+    store.unreadable = False
+    act.clock.advance(act.settings.retry_backoff_max)
+    act.fencer.error = None
+    run(act, views, ["compute1"], Verify(log))
+    types = [e.event_type for e in bus.sent]
+    assert types.count(events.HOST_FAILED) == 1, types
+    assert types[3:5] == [events.FENCE_START, events.FENCE_END]
+    keys = [e.payload["idempotency_key"] for e in bus.sent]
+    assert len(keys) == len(set(keys)), keys
+    assert journal.flush()
+    (incident,) = store.incidents()
+    assert f"{incident}/host.failed" in store.incidents()[incident]["notifications_sent"]
+    act.close()
+
+
 def test_a_new_leader_resuming_an_incident_does_not_send_its_steps_again():
     """Leader A fences, starts the recovery and evacuates one server of two,
     then is deposed; B (a new term, its own journal on the same store) resumes

@@ -114,7 +114,7 @@ def run_listen(args, conf) -> int:
         return 1
     lst.stop()
     if args.pool is None:
-        _delete_queue(conf, pool, bus)
+        delete_queue(conf, pool, bus)
     if args.count and seen < args.count:
         print(f"listen: {seen} of {args.count} events within {args.timeout} s",
               file=sys.stderr)
@@ -122,7 +122,7 @@ def run_listen(args, conf) -> int:
     return 0
 
 
-def _delete_queue(conf, pool: str, bus) -> None:
+def delete_queue(conf, pool: str, bus) -> None:
     """Best effort: remove this run's own queue (RabbitMQ keeps it otherwise)."""
     try:
         import kombu

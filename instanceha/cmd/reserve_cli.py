@@ -21,7 +21,9 @@ from instanceha import exceptions
 from instanceha.engine import marker as mk
 
 
-def _client(conf):
+def nova_client(conf):
+    """The Nova client of the ``[nova]`` section; a ConfigError naming the
+    option when it holds no credentials."""
     from instanceha.conf import nova as nova_conf
     from instanceha.conf import policy
 
@@ -33,7 +35,7 @@ def _client(conf):
 
 def _run(conf, body) -> int:
     try:
-        return body(_client(conf))
+        return body(nova_client(conf))
     except exceptions.InstanceHAError as e:
         print(f"error: {e} ({e.action.value})", file=sys.stderr)
         return 2

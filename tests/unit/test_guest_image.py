@@ -16,7 +16,7 @@ def test_an_image_of_this_recipe_is_reused_without_apt(tmp_path, monkeypatch):
     def no_download(names, where):
         raise AssertionError(f"downloaded {names}")
 
-    monkeypatch.setattr(guestimage, "_download", no_download)
+    monkeypatch.setattr(guestimage, "download", no_download)
     _built(tmp_path, f"{guestimage.RECIPE}\nlinux-image-6.1.0-57-amd64\n")
     assert guestimage.build(str(tmp_path)) == guestimage.paths(str(tmp_path))
 
@@ -28,7 +28,7 @@ def test_an_image_of_another_recipe_is_rebuilt(tmp_path, monkeypatch):
         asked.append(names)
         raise guestimage.BuildError("no network in a unit test")
 
-    monkeypatch.setattr(guestimage, "_download", download)
+    monkeypatch.setattr(guestimage, "download", download)
     _built(tmp_path, "0\nlinux-image-6.1.0-1-amd64\n")
     with pytest.raises(guestimage.BuildError):
         guestimage.build(str(tmp_path))

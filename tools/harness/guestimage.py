@@ -112,7 +112,7 @@ def _run(argv, cwd=None) -> str:
     return p.stdout
 
 
-def _download(names, where: str) -> dict[str, str]:
+def download(names, where: str) -> dict[str, str]:
     """apt-get download, then the .deb of each name (apt-get update once if needed)."""
     for attempt in range(8):
         try:
@@ -242,9 +242,9 @@ def build(directory: str = DEFAULT_DIR) -> tuple[str, str]:
     os.makedirs(directory, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory) as work:
         os.chmod(work, 0o755)  # apt-get download runs as _apt when it can
-        meta = _download([KERNEL_META], work)[KERNEL_META]
+        meta = download([KERNEL_META], work)[KERNEL_META]
         package = _kernel_package(meta)
-        debs = _download([package, BUSYBOX], work)
+        debs = download([package, BUSYBOX], work)
         root = os.path.join(work, "root")
         os.makedirs(root)
         _extract(debs[package], root, "./boot/vmlinuz-*",

@@ -22,7 +22,7 @@ def nova(monkeypatch):
 
     def use(service, servers=()):  # servers: on the host (c3)
         holder["nova"] = FakeNova([service], servers, record_keywords=True)
-        monkeypatch.setattr(reserve_cli, "_client", lambda conf: holder["nova"])
+        monkeypatch.setattr(reserve_cli, "nova_client", lambda conf: holder["nova"])
         return holder["nova"]
 
     return use

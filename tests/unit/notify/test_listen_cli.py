@@ -57,7 +57,7 @@ def fake(monkeypatch):
     FakeListener.never_starts = False
     monkeypatch.setattr(listener, "Listener", FakeListener)
     deleted = []
-    monkeypatch.setattr(listen_cli, "_delete_queue", lambda conf, pool, bus: deleted.append(pool))
+    monkeypatch.setattr(listen_cli, "delete_queue", lambda conf, pool, bus: deleted.append(pool))
     monkeypatch.setattr(common, "on_stop_signals", lambda cb: None)
     FakeListener.deleted = deleted
     return FakeListener

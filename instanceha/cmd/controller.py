@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     if insecure:
         LOG.warning(insecure)
     metrics = ControllerMetrics(service)
-    service.on_transition = metrics.on_transition
+    service.hooks.on_transition = metrics.on_transition
     recovery = _recovery(service.handler)
     if recovery is not None:  # the recovery actuator reports to them
         recovery.metrics = metrics
@@ -224,16 +224,16 @@ def main(argv=None) -> int:
         metrics.journal = recovery.journal
         metrics.nova_events = recovery.nova_events
         metrics.api_calls = recovery.calls
-    if service.guests is not None:
-        service.guests.metrics = metrics
-    previous_hold = service.on_hold
+    if service.duties.guests is not None:
+        service.duties.guests.metrics = metrics
+    previous_hold = service.hooks.on_hold
 
     def on_hold(state, guard_policy):
         metrics.safety_holds.inc()
         if previous_hold is not None:
             previous_hold(state, guard_policy)
 
-    service.on_hold = on_hold
+    service.hooks.on_hold = on_hold
 
     def ready():
         rec = service.reconciler

@@ -195,7 +195,7 @@ class _Collector:
             yield listening
         if self.metrics.api_calls is not None:
             yield from _api_calls(self.metrics.api_calls)
-        describe = getattr(svc.aggregates, "describe", None)
+        describe = getattr(svc.hooks.aggregates, "describe", None)
         if describe is not None:
             info = describe()
             age = GaugeMetricFamily("instanceha_aggregates_age_seconds",
@@ -204,14 +204,14 @@ class _Collector:
             if info.get("age") is not None:
                 age.add_metric([], info["age"])
             yield age
-        guests = getattr(svc, "guests", None)
+        guests = svc.duties.guests
         if guests is not None:
             queued = GaugeMetricFamily("instanceha_guest_failures_pending",
                                        "Guest failures in the coordinator's queue, not yet "
                                        "handled (leader only).")
             queued.add_metric([], guests.pending_count)
             yield queued
-        capacity = getattr(svc, "capacity", None)
+        capacity = svc.duties.capacity
         if capacity is not None:
             yield from _capacity(capacity.report())
         hold = GaugeMetricFamily("instanceha_safety_hold",

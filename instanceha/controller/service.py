@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import typing
 from collections.abc import Callable
 
 from instanceha import exceptions
@@ -21,7 +22,7 @@ from instanceha.controller import status
 from instanceha.controller.alerts import AlertJournal
 from instanceha.controller.executor import Actuator, Executor
 from instanceha.controller.provision import Provisioner
-from instanceha.controller.reconciler import Reconciler
+from instanceha.controller.reconciler import Reconciler, SecondSourcePort
 from instanceha.coordination import Coordinator, Leadership
 from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import DetectionPolicy
@@ -43,6 +44,29 @@ class ControllerSettings:
     def max_tick_gap(self) -> float:
         """A tick starting later than this after the previous one acts on nothing."""
         return max(3 * self.tick_interval, self.session_timeout / 2)
+
+
+@dataclasses.dataclass
+class Hooks:
+    """What the reconciler and its executor are built with (``start``); the
+    edge may replace a hook before then (metrics wrap ``on_hold``)."""
+
+    on_transition: Callable | None = None
+    nova_states: Callable | None = None
+    on_hold: Callable | None = None
+    aggregates: Callable | None = None
+    second_source: SecondSourcePort | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderDuties:
+    """What only the leader runs after its tick (each None when not built)."""
+
+    guests: typing.Any = None
+    alerts: typing.Any = None
+    provisioner: Provisioner | None = None
+    tampering: AlertJournal | None = None
+    capacity: typing.Any = None
 
 
 class ControllerService:
@@ -71,23 +95,15 @@ class ControllerService:
         alone is dead (controller.agent_alerts), run by the leader every tick.
         ``provisioner``: makes the slots of the hosts to protect (leader);
         ``tampering``: journals what the coordinator could not trust (leader)."""
-        self.guests = guests
-        self.second_source = second_source
-        self.alerts = alerts
-        self.provisioner = provisioner
-        self.tampering = tampering
-        self.capacity = capacity
-        """The failover capacity monitor (controller.capacity): the leader reads."""
+        self.duties = LeaderDuties(guests, alerts, provisioner, tampering, capacity)
+        """``capacity``: the failover capacity monitor (controller.capacity)."""
+        self.hooks = Hooks(on_transition, nova_states, on_hold, aggregates, second_source)
         self.coordinator = coordinator
         self.settings = settings
         self.clock = clock
         self.stopping = threading.Event()
         self.leadership: Leadership | None = None
         self.handler = handler
-        self.on_transition = on_transition
-        self.nova_states = nova_states
-        self.on_hold = on_hold
-        self.aggregates = aggregates
         self.last_iteration: float | None = None
         self.reconciler: Reconciler | None = None
         self._was_leader = False
@@ -114,13 +130,13 @@ class ControllerService:
                 LOG.warning("%s; %s, next try in %.1f s", e, e.action.value, wait)
                 self.clock.wait(wait, self.stopping)
         self.leadership = self.coordinator.leadership(self.settings.name)
+        h = self.hooks
         executor = Executor(self.leadership, self.handler, self.settings.guard,
-                            clock=self.clock, on_hold=self.on_hold, aggregates=self.aggregates,
+                            clock=self.clock, on_hold=h.on_hold, aggregates=h.aggregates,
                             persist=self.coordinator.update_control)
         self.reconciler = Reconciler(self.coordinator, self.settings.policy, executor,
-                                     nova_states=self.nova_states,
-                                     on_transition=self.on_transition,
-                                     second_source=self.second_source)
+                                     nova_states=h.nova_states, on_transition=h.on_transition,
+                                     second_source=h.second_source)
         LOG.info("controller %s observing; candidate for leadership%s", self.settings.name,
                  " (DRY-RUN: acting on nothing)" if self.settings.dry_run else "")
 
@@ -151,30 +167,31 @@ class ControllerService:
                 "this tick", gap, self.settings.max_tick_gap)
             act = False
         rec.tick(act=act)
-        if self.guests is not None and act and leadership.is_leader() \
+        d = self.duties
+        if d.guests is not None and act and leadership.is_leader() \
                 and rec.last_snapshot is not None:
-            self.guests.tick(rec.views, rec.last_snapshot.control, rec.executor.verifier)
-        if self.alerts is not None:
+            d.guests.tick(rec.views, rec.last_snapshot.control, rec.executor.verifier)
+        if d.alerts is not None:
             if act and leadership.is_leader():
-                self.alerts.tick(rec.views, leadership.token)
+                d.alerts.tick(rec.views, leadership.token)
             else:
-                self.alerts.idle()
-        if self.capacity is not None:
-            self.capacity.tick(leading=act and leadership.is_leader())
+                d.alerts.idle()
+        if d.capacity is not None:
+            d.capacity.tick(leading=act and leadership.is_leader())
         if leader and act:
             snap = rec.last_snapshot
-            if self.tampering is not None and snap is not None:
-                self.tampering.tick(snap)
-            if self.provisioner is not None and snap is not None:
-                self.provisioner.tick(snap)
+            if d.tampering is not None and snap is not None:
+                d.tampering.tick(snap)
+            if d.provisioner is not None and snap is not None:
+                d.provisioner.tick(snap)
             self._publish(now)
 
     def _publish(self, now: float) -> None:
         leadership, rec = self._started()
         if rec.last_snapshot is None:
             return
-        guests = self.guests.report() if self.guests is not None else None
-        capacity = self.capacity
+        guests = self.duties.guests.report() if self.duties.guests is not None else None
+        capacity = self.duties.capacity
         # what the status is built from: the views map is replaced when a view
         # changes, the members (their capabilities: services, guest monitor) are
         # replaced when one changes, the actuator's revision grows with Nova's

@@ -4,6 +4,7 @@ bus's stats, and per-host series built from the current view only."""
 from prometheus_client import CollectorRegistry, generate_latest
 
 from instanceha.controller.metrics import ControllerMetrics
+from instanceha.controller.service import Hooks, LeaderDuties
 from instanceha.engine.model import HostView, Phase
 from instanceha.notify.outbox import StatsSnapshot
 from tests.unit.clock import FakeClock
@@ -28,7 +29,8 @@ class Svc:
     def __init__(self, views):
         self.reconciler = Rec(views)
         self.leadership = None
-        self.aggregates = None
+        self.hooks = Hooks()
+        self.duties = LeaderDuties()
         self.coordinator = Coord()
 
 
@@ -76,10 +78,18 @@ def test_age_of_the_guards_aggregates_is_exported_when_known():
     m = ControllerMetrics(svc, CollectorRegistry())
     assert "instanceha_aggregates_age_seconds" not in text(m)  # no Nova: no series
     info = {"known": False, "count": None, "age": None, "error": "403"}
-    svc.aggregates = type("A", (), {"describe": lambda self: info})()
+    svc.hooks.aggregates = type("A", (), {"describe": lambda self: info})()
     assert "\ninstanceha_aggregates_age_seconds " not in text(m)  # never read: no sample
     info.update(known=True, count=2, age=12.5)
     assert "instanceha_aggregates_age_seconds 12.5" in text(m)
+
+
+def test_the_leaders_duties_are_exported_when_built():
+    svc = Svc({})
+    m = ControllerMetrics(svc, CollectorRegistry())
+    assert "instanceha_guest_failures_pending" not in text(m)  # no guest actuator
+    svc.duties = LeaderDuties(guests=type("G", (), {"pending_count": 3})())
+    assert "instanceha_guest_failures_pending 3.0" in text(m)
 
 
 def test_forgotten_host_has_no_series():

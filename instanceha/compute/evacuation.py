@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import dataclasses
 import datetime
-import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
@@ -52,7 +50,13 @@ from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute import calls
 from instanceha.compute import exceptions as exc
-from instanceha.compute.model import Migration, Server
+from instanceha.compute.model import (  # the records of an evacuation live with the others
+    EvacuationResult,
+    EvacuationSettings,
+    Migration,
+    Outcome,
+    Server,
+)
 from instanceha.compute.waiting import CompletionWatch, HostRecords, Pause, Waker
 from instanceha.engine import evacuation as verdict
 from instanceha.exceptions import InstanceHAError
@@ -69,48 +73,6 @@ RECORDS_MARGIN = 3600.0  # seconds before the evacuation starts that its records
 GROWTH = 1.5  # each wait between two reads of a running evacuation, this much longer
 
 
-@dataclasses.dataclass(frozen=True)
-class EvacuationSettings:
-    concurrency: int = 32
-    attempts: int = 3
-    timeout: float = 300.0  # seconds, per attempt
-    poll_interval: float = 2.0  # seconds: the longest wait between two reads
-    poll_initial: float = 0.25  # seconds: the first wait, grown by half up to poll_interval
-    lost_write_grace: float = 60.0  # seconds an unanswered evacuate may still be in Nova
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.attempts < 1:
-            raise ValueError("concurrency and attempts must be >= 1")
-        if not 0 < self.poll_initial <= self.poll_interval:
-            raise ValueError("poll_initial must be > 0 and <= poll_interval")
-
-
-
-class Outcome(enum.Enum):
-    EVACUATED = "evacuated"
-    FAILED = "failed"
-    NO_CAPACITY = "no capacity"
-
-
-@dataclasses.dataclass(frozen=True)
-class EvacuationResult:
-    server_id: str
-    name: str
-    source_host: str
-    outcome: Outcome
-    attempts: int
-    seconds: float
-    dest_host: str | None = None
-    status: str | None = None  # the server's final status
-    migration_id: int | None = None
-    migration_status: str | None = None
-    error: InstanceHAError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is Outcome.EVACUATED
-
-
 class _AttemptFailed(Exception):
     def __init__(self, reason: str, no_capacity: bool = False) -> None:
         super().__init__(reason)
@@ -119,14 +81,14 @@ class _AttemptFailed(Exception):
 
 
 class Evacuator:
-    def __init__(self, nova, settings: EvacuationSettings = EvacuationSettings(),
+    def __init__(self, nova, settings: EvacuationSettings | None = None,
                  clock: Clock = SYSTEM,
                  on_result: Callable[[EvacuationResult], None] | None = None,
                  watch: CompletionWatch | None = None) -> None:
         """A wait between two reads is cut short by Nova's notifications
         (``watch``); a back-off after a failed call is not."""
         self.nova = nova
-        self.settings = settings
+        self.settings = settings = settings or EvacuationSettings()
         self.clock = clock
         self.on_result = on_result
         self.watch = watch

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 from collections.abc import Mapping
 
 from instanceha.engine import marker as marker_mod
+from instanceha.exceptions import InstanceHAError
 
 
 def parse_time(value: str | None) -> datetime.datetime | None:
@@ -131,3 +133,45 @@ class InstanceAction:
     def from_api(cls, d: Mapping) -> InstanceAction:
         return cls(action=d.get("action", ""), user_id=d.get("user_id"),
                    request_id=d.get("request_id"), start_time=parse_time(d.get("start_time")))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvacuationSettings:
+    concurrency: int = 32
+    attempts: int = 3
+    timeout: float = 300.0  # seconds, per attempt
+    poll_interval: float = 2.0  # seconds: the longest wait between two reads
+    poll_initial: float = 0.25  # seconds: the first wait, grown by half up to poll_interval
+    lost_write_grace: float = 60.0  # seconds an unanswered evacuate may still be in Nova
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.attempts < 1:
+            raise ValueError("concurrency and attempts must be >= 1")
+        if not 0 < self.poll_initial <= self.poll_interval:
+            raise ValueError("poll_initial must be > 0 and <= poll_interval")
+
+
+
+class Outcome(enum.Enum):
+    EVACUATED = "evacuated"
+    FAILED = "failed"
+    NO_CAPACITY = "no capacity"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvacuationResult:
+    server_id: str
+    name: str
+    source_host: str
+    outcome: Outcome
+    attempts: int
+    seconds: float
+    dest_host: str | None = None
+    status: str | None = None  # the server's final status
+    migration_id: int | None = None
+    migration_status: str | None = None
+    error: InstanceHAError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.EVACUATED

@@ -46,7 +46,7 @@ function instanceha_bin {
 
 # this node's host name, as Nova's compute service and the agent name it
 function instanceha_host {
-    hostname
+    echo "${INSTANCEHA_HOST:-$(hostname)}"
 }
 
 # the client URL: ZooKeeper's TLS port

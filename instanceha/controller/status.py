@@ -2,6 +2,12 @@
 
 Written only when something an operator would see changed, or every
 ``refresh`` seconds so that readers can tell a live leader from a dead one.
+
+Its size grows with the cloud: about 330 bytes of JSON per host (1.65 MB at
+5000 hosts); every field of a host's entry is bounded (a reason longer than
+``REASON_CHARS`` is cut: the incident journal and the log keep it whole), and
+the coordinator stores the per-host part in chunks that each fit in a
+ZooKeeper node (``coordination.zk_control``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,11 @@ from instanceha.engine.guard import GuardState
 from instanceha.engine.model import HostView
 
 STATUS_VERSION = 1
+REASON_CHARS = 500
+
+
+def bounded(text: str, limit: int = REASON_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def build(
@@ -42,7 +53,7 @@ def build(
             "phase": v.phase.value,
             "since": round(wall - (now - v.since), 3),
             "rule": v.rule,
-            "reason": v.reason,
+            "reason": bounded(v.reason),
             "member": member is not None,
             "incarnation": v.incarnation,
             "heartbeat_age": round(snap.heartbeat_age(host), 3),

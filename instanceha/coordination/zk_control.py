@@ -5,7 +5,8 @@
                                controller identities may write it
 ``<root>/control/controller``  the controllers' (the leader's persisted safety
                                hold); only controllers may write it
-``<root>/status``              the leader's latest view (zlib JSON)
+``<root>/status``              the leader's latest view: a summary (zlib JSON)
+``<root>/status/hosts-<g>-<i>`` the per-host part of publication ``g``, in chunks
 
 Each identity writes its own node (compare-and-set), so who set a switch is
 the authenticated identity ZooKeeper let write that node, not a name the
@@ -13,21 +14,42 @@ client claims: the merged view adds it to every dict value as ``identity``
 (beside the ``by`` the CLI stamps with the operator's login, which is only a
 claim). Controllers may also remove an operator's key (an attestation is
 consumed by the fence it allowed).
+
+The status grows with the cloud (about 330 bytes of JSON per host) and a
+ZooKeeper node holds less than 1 MB (``jute.maxbuffer``, which bounds every
+request too, a transaction included), so its per-host part is stored in
+chunks of at most ``CHUNK_BYTES`` of JSON each (compressed, never more than
+that plus a few bytes: below the limit whatever the data). A publication
+creates its chunks (new, immutable nodes named by a fresh generation), then
+in one transaction checks they all exist, points the summary at them and
+deletes the chunks of earlier publications: a reader that read the summary
+and then every chunk it names has one publication, whole; a chunk gone
+meanwhile means a newer publication replaced it, and the reader starts
+again.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from kazoo import exceptions as kz_exc
 
+from instanceha import exceptions
 from instanceha.coordination import credentials
 from instanceha.coordination import zk_layout as L
 from instanceha.coordination.zk_codec import dumps, loads
 from instanceha.coordination.zk_session import ZooKeeperSession
 
 IDENTITY = "identity"
+CHUNK_BYTES = 768 * 1024
+"""JSON bytes of hosts per status chunk: compressed, a chunk stays below
+ZooKeeper's 1 MB node limit even for data zlib cannot shrink."""
+CHUNKS = "_chunks"
+"""The summary's key naming the chunks of its publication."""
+READ_TRIES = 5
 OWNERS = {L.OPERATOR_NODE: credentials.OPERATOR_USER,
           L.CONTROLLER_NODE: credentials.CONTROLLER_USER}
 
@@ -100,18 +122,117 @@ class ControlNode:
                 continue  # another writer meanwhile: merge again
 
     def publish_status(self, status: Mapping[str, object]) -> None:
-        data = zlib.compress(dumps(status))
+        summary, chunks = split_status(status, CHUNK_BYTES)
+        for _ in range(READ_TRIES):
+            gen = secrets.token_hex(4)
+            names = [L.status_chunk(gen, i) for i in range(len(chunks))]
+            acl = self.session.acls.acl("tree")
+            pending = [self.client.create_async(f"{self.status_path}/{n}", zlib.compress(c),
+                                                acl=acl)
+                       for n, c in zip(names, chunks, strict=True)]
+            try:
+                for result in pending:
+                    result.get()
+            except kz_exc.NodeExistsError:
+                continue  # another publication drew the same generation: draw again
+            except kz_exc.NoNodeError:
+                self._create_summary()
+                continue
+            data = zlib.compress(dumps(dict(summary, **{CHUNKS: names})))
+            if self._switch(data, names):
+                return
+        raise exceptions.CoordinatorUnavailable(
+            where=self.session.where,
+            reason=f"the status could not be published in {READ_TRIES} tries (another "
+                   "controller publishing at the same time?)")
+
+    def _create_summary(self) -> None:
         try:
-            self.client.set(self.status_path, data)
-        except kz_exc.NoNodeError:
-            self.client.create(self.status_path, data, acl=self.session.acls.acl("tree"))
+            self.client.create(self.status_path, b"", acl=self.session.acls.acl("tree"))
+        except kz_exc.NodeExistsError:
+            pass
+
+    def _switch(self, data: bytes, names: Sequence[str]) -> bool:
+        """One transaction: the new chunks exist, the summary names them, every
+        other chunk goes. False when another writer changed the chunks meanwhile."""
+        old = [c for c in self.client.get_children(self.status_path) if c not in names]
+        tx = self.client.transaction()
+        for n in names:
+            tx.check(f"{self.status_path}/{n}", 0)
+        tx.set_data(self.status_path, data)
+        for n in old:
+            tx.delete(f"{self.status_path}/{n}")
+        results = tx.commit()
+        failed = [r for r in results if isinstance(r, Exception)
+                  and not isinstance(r, kz_exc.RolledBackError)]
+        if not failed:
+            return True
+        if isinstance(failed[0], kz_exc.NoNodeError):
+            return False  # one of ours or of the old chunks went meanwhile: again
+        raise failed[0]
 
     def read_status(self) -> Mapping[str, object] | None:
-        try:
-            raw, _ = self.client.get(self.status_path)
-        except kz_exc.NoNodeError:
-            return None
-        try:
-            return loads(zlib.decompress(raw))
-        except zlib.error:
-            return {"_undecodable": True}
+        """The latest publication, whole (its summary and every chunk it names)."""
+        for _ in range(READ_TRIES):
+            try:
+                raw, _ = self.client.get(self.status_path)
+            except kz_exc.NoNodeError:
+                return None
+            summary = _inflate(raw)
+            names = summary.pop(CHUNKS, None)
+            if not isinstance(names, list):
+                return summary  # a summary with its hosts inline (or undecodable)
+            pending = [self.client.get_async(f"{self.status_path}/{n}") for n in names]
+            try:
+                chunks = [_inflate(r.get()[0]) for r in pending]
+            except kz_exc.NoNodeError:
+                continue  # a newer publication replaced it meanwhile: read that one
+            return join_status(summary, chunks)
+        raise exceptions.CoordinatorUnavailable(
+            where=self.session.where,
+            reason=f"the status changed {READ_TRIES} times while it was being read; "
+                   "try again")
+
+
+def _inflate(raw: bytes | None) -> dict:
+    if not raw:
+        return {}
+    try:
+        return loads(zlib.decompress(raw))
+    except zlib.error:
+        return {"_undecodable": True}
+
+
+def split_status(status: Mapping[str, object],
+                 chunk_bytes: int) -> tuple[dict, list[bytes]]:
+    """The status without its hosts, and its hosts as JSON chunks of at most
+    ``chunk_bytes`` each (in host order; a host whose own entry is larger gets
+    a chunk of its own). Encoded as ``zk_codec.dumps`` would encode them."""
+    hosts = status.get("hosts")
+    summary = {k: v for k, v in status.items() if k != "hosts"}
+    if not isinstance(hosts, Mapping):
+        summary["hosts"] = hosts
+        return summary, []
+    head, tail = b'{"hosts":{', b"}}"
+    chunks: list[bytes] = []
+    pieces: list[bytes] = []
+    size = len(head) + len(tail)
+    for host in sorted(hosts):
+        piece = json.dumps(host).encode() + b":" + dumps(hosts[host])
+        if pieces and size + 1 + len(piece) > chunk_bytes:
+            chunks.append(head + b",".join(pieces) + tail)
+            pieces, size = [], len(head) + len(tail)
+        size += len(piece) + (1 if pieces else 0)
+        pieces.append(piece)
+    if pieces or not chunks:
+        chunks.append(head + b",".join(pieces) + tail)
+    return summary, chunks
+
+
+def join_status(summary: Mapping[str, object], chunks: Sequence[Mapping]) -> dict:
+    hosts: dict = {}
+    for chunk in chunks:
+        part = chunk.get("hosts")
+        if isinstance(part, dict):
+            hosts.update(part)
+    return dict(summary, hosts=hosts)

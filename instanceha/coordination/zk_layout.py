@@ -26,7 +26,8 @@
   <root>/control/controller        tree    the leader's switches (safety hold)
   <root>/control/operator          operator  the operators' switches (pause, override,
                                            attestations)
-  <root>/status                    tree    the leader's latest view
+  <root>/status                    tree    the leader's latest view (a summary)
+  <root>/status/hosts-<g>-<i>      tree    its per-host part, in chunks (``zk_control``)
   <root>/election/c-<seq>          tree    controllers' candidates
   <root>/incidents/...             tree    the incident journal
   <root>/guest-restarts/<id>       tree    restarts requested per instance
@@ -74,10 +75,16 @@ DIRS = {HOSTS: "hosts", LIVE: "index", STALLS: "index", DOORBELL: "index", HISTO
 """Top-level directories and their kinds (made by the first controller)."""
 
 _INDEXED = re.compile(r"^(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*)@(?P<seq>\d{10})$")
+_STATUS_CHUNK = re.compile(r"^hosts-[0-9a-f]{8}-\d{4}$")
 
 
 def index_prefix(host: str) -> str:
     return f"{host}@"
+
+
+def status_chunk(generation: str, index: int) -> str:
+    """The name of chunk ``index`` of status publication ``generation`` (8 hex)."""
+    return f"hosts-{generation}-{index:04d}"
 
 
 def parse_index(name: str) -> tuple[str, int] | None:
@@ -107,6 +114,8 @@ def kind_of(parts: tuple[str, ...]) -> str | None:
         if n == 3 and parts[2].startswith(EVENT_PREFIX):
             return "event"
         return None
+    if top == STATUS and n == 2:
+        return "tree" if _STATUS_CHUNK.match(parts[1]) else None
     if top in (LIVE, STALLS) and n == 2:
         return "own" if parse_index(parts[1]) else None
     if top == DOORBELL and n == 2:

@@ -25,6 +25,7 @@ APT_PKGS=(
   mariadb-server mariadb-client                                  # nova/keystone databases
   libvirt-daemon-system qemu-system-x86                          # real guest events (TCG)
   prometheus                                                     # scrapes the daemons in tests; promtool checks the rules
+  stress-ng                                                      # foreign CPU load in the benchmarks
   libvirt-dev pkg-config                                         # to build libvirt-python
   python3 python3-venv python3-dev gcc                           # the venv
   openssl procps iproute2 ca-certificates curl shellcheck

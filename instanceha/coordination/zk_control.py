@@ -123,6 +123,7 @@ class ControlNode:
 
     def publish_status(self, status: Mapping[str, object]) -> None:
         summary, chunks = split_status(status, CHUNK_BYTES)
+        inline = not isinstance(status.get("hosts"), Mapping)
         for _ in range(READ_TRIES):
             gen = secrets.token_hex(4)
             names = [L.status_chunk(gen, i) for i in range(len(chunks))]
@@ -138,7 +139,7 @@ class ControlNode:
             except kz_exc.NoNodeError:
                 self._create_summary()
                 continue
-            data = zlib.compress(dumps(dict(summary, **{CHUNKS: names})))
+            data = zlib.compress(dumps(summary if inline else dict(summary, **{CHUNKS: names})))
             if self._switch(data, names):
                 return
         raise exceptions.CoordinatorUnavailable(
@@ -155,7 +156,11 @@ class ControlNode:
     def _switch(self, data: bytes, names: Sequence[str]) -> bool:
         """One transaction: the new chunks exist, the summary names them, every
         other chunk goes. False when another writer changed the chunks meanwhile."""
-        old = [c for c in self.client.get_children(self.status_path) if c not in names]
+        try:
+            old = [c for c in self.client.get_children(self.status_path) if c not in names]
+        except kz_exc.NoNodeError:  # the first publication under this root
+            self._create_summary()
+            return False
         tx = self.client.transaction()
         for n in names:
             tx.check(f"{self.status_path}/{n}", 0)
@@ -207,12 +212,12 @@ def split_status(status: Mapping[str, object],
                  chunk_bytes: int) -> tuple[dict, list[bytes]]:
     """The status without its hosts, and its hosts as JSON chunks of at most
     ``chunk_bytes`` each (in host order; a host whose own entry is larger gets
-    a chunk of its own). Encoded as ``zk_codec.dumps`` would encode them."""
+    a chunk of its own). Encoded as ``zk_codec.dumps`` would encode them. A
+    status without a ``hosts`` mapping is all summary, no chunk."""
     hosts = status.get("hosts")
-    summary = {k: v for k, v in status.items() if k != "hosts"}
     if not isinstance(hosts, Mapping):
-        summary["hosts"] = hosts
-        return summary, []
+        return dict(status), []  # nothing per host: the summary is the whole
+    summary = {k: v for k, v in status.items() if k != "hosts"}
     head, tail = b'{"hosts":{', b"}}"
     chunks: list[bytes] = []
     pieces: list[bytes] = []

@@ -124,3 +124,9 @@ def test_a_summary_with_its_hosts_inline_is_still_read(clients):
     assert op.read_status() == doc
     ctl.publish_status(_doc(3, gen=2, noise=4))
     assert op.read_status()["gen"] == 2 and len(_chunks(ctl)) == 1
+
+
+def test_a_status_without_hosts_is_one_node(clients):
+    ctl, op = clients
+    ctl.publish_status({"leader": "me"})
+    assert op.read_status() == {"leader": "me"} and _chunks(ctl) == []

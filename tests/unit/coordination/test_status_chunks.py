@@ -84,3 +84,8 @@ def test_a_long_reason_is_cut_in_the_status():
     assert status.bounded("short") == "short"
     cut = status.bounded("y" * 2000)
     assert len(cut) == status.REASON_CHARS and cut.endswith("...")
+
+
+def test_a_status_without_hosts_is_all_summary():
+    summary, chunks = zk_control.split_status({"leader": "me"}, 4096)
+    assert summary == {"leader": "me"} and chunks == []

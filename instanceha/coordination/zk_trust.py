@@ -285,13 +285,15 @@ class Members:
         self._lost[host] = _Lost(at, True, owner) if at is not None else _Lost(now, False, owner)
         return True
 
-    def member_changes(self) -> set[str]:
-        """Member nodes whose watch fired, and a batch of those whose watch is gone."""
+    def member_changes(self, rearm_watches: bool = True) -> set[str]:
+        """Member nodes whose watch fired, and (``rearm_watches``) a batch of
+        those whose watch is gone."""
         with self._lock:
             events, self._member_events = self._member_events, {}
         batch = set(events)
         rearmed: set[str] = set()
-        while self._unwatched and len(rearmed) < REARM_BATCH:
+        batch_size = REARM_BATCH if rearm_watches else 0
+        while self._unwatched and len(rearmed) < batch_size:
             host = self._unwatched.pop()
             if host in self._present:
                 rearmed.add(host)

@@ -13,9 +13,9 @@ change makes necessary anyway; layout in ``zk_layout``):
 A connection loss (kazoo drops every watch) or a new session costs four
 re-lists, whatever the number of hosts, plus a read per host that changed
 meanwhile: the view is current again after one refresh (``reads`` counts
-these). Capabilities are refreshed behind it (their data watches re-armed,
-``REARM_BATCH`` per refresh, counted as ``rearm_reads``); they tell DEGRADED
-from HEALTHY, never life from death.
+these). Capabilities are refreshed behind it (their data watches re-armed
+from the next refresh on, ``REARM_BATCH`` per refresh, counted as
+``rearm_reads``); they tell DEGRADED from HEALTHY, never life from death.
 
 Trust: an entry of ``live`` or ``stalls`` is believed only once verified
 against the host's member node in its own slot (``zk_trust.Members``, which
@@ -142,7 +142,9 @@ class ClusterView:
         changed |= self.history.apply(self._poll(self.index.history), self.index.history.names)
         changed |= self._apply_live(self._poll(self.index.live), now)
         changed |= self.members.apply_stalls(self._poll(self.index.stalls), now)
-        changed |= self.members.member_changes()
+        # the re-listing refresh publishes the lists at once; the capabilities'
+        # watches are re-armed from the next one on (they never tell life from death)
+        changed |= self.members.member_changes(rearm_watches=not resync)
         self._settle(changed)
         if resync or self.watching_since is None:
             self.watching_since = self.clock.monotonic()

@@ -217,10 +217,11 @@ class Controller:
         real_snapshot = coord.snapshot
 
         def snapshot():
+            t0 = time.monotonic()
             snap = real_snapshot()
             hook = self.on_snapshot
             if hook is not None:
-                hook(snap)
+                hook(snap, t0)
             return snap
 
         coord.snapshot = snapshot  # the reconciler's one way in: observed, not changed
@@ -447,12 +448,13 @@ def one_cut(ctl, proxy, observer, cell: Cell, seconds: float, mode: str) -> dict
     seen: dict = {}
     restored = time.monotonic()
 
-    def on_snapshot(snap):
+    def on_snapshot(snap, began):
         if snap.taken_at < restored or "current" in seen:
             return
         if (snap.watching_since is not None and snap.watching_since >= restored
                 and frozenset(snap.members) == live and snap.provisioned == slots):
             seen["current"] = snap.taken_at
+            seen["began"] = began  # the snapshot (the view's refresh) that made it current
             seen["stats"] = dict(ctl.coord.stats())
 
     ctl.on_snapshot = on_snapshot
@@ -479,6 +481,7 @@ def one_cut(ctl, proxy, observer, cell: Cell, seconds: float, mode: str) -> dict
         "restore_to_view_current_s": seen["current"] - restored,
         "connected_to_view_current_s": (seen["current"] - reconnected[0]) if reconnected
         else None,
+        "refresh_s": seen["current"] - seen["began"],
         "restore_to_capabilities_rearmed_s": rearmed - restored,
         "reads_until_current": delta("reads"), "rearm_reads_until_current":
             delta("rearm_reads"), "resyncs_until_current": delta("resyncs"),
@@ -497,19 +500,31 @@ def measure(cell: Cell, args) -> dict:
                      "loadavg_at_start": os.getloadavg()[0]}
     stress = start_stress() if cell.loaded else None
     runq = RunQueue().start()
-    proxy = TcpProxy("127.0.0.1", cell.upstream).start()
+    # the controller's link goes through a proxy only when the cell cuts it
+    proxy = TcpProxy("127.0.0.1", cell.upstream).start() if args.cuts else None
     loads, ctl, observer = [], None, None
     started = time.monotonic()
     try:
-        ctl = Controller(cell.coordinator("controller", url=f"zookeeper://{proxy.address}"),
-                         cell.n)
+        ctl = Controller(cell.coordinator(
+            "controller", url=f"zookeeper://{proxy.address}" if proxy is not None else None),
+            cell.n)
+        zk0, me0 = cpu_seconds(cell.zk.proc.pid), cpu_seconds(os.getpid())
         loads = start_load(cell)
         # polled once a second: a loop over every view holds the GIL from kazoo's thread
         procs.wait_for(lambda: all_healthy(ctl, cell.n), 180 + cell.n / 20,
                        f"{cell.n} simulated agents HEALTHY", interval=1.0)
         figures["joined_and_healthy_s"] = round(time.monotonic() - started, 1)
-        print(f"   {cell.n} joined and HEALTHY in {figures['joined_and_healthy_s']:.0f} s",
-              flush=True)
+        # what joining cost: ZooKeeper's CPU (TLS handshakes, sessions, creates) and
+        # the load generators' (their whole life so far: the joins)
+        figures["join_cpu_s"] = {
+            "zookeeper": cpu_seconds(cell.zk.proc.pid) - zk0,
+            "load_generators": sum(cpu_seconds(lp.pid) for lp in loads),
+            "controller_process": cpu_seconds(os.getpid()) - me0}
+        j = figures["join_cpu_s"]
+        print(f"   {cell.n} joined and HEALTHY in {figures['joined_and_healthy_s']:.0f} s; CPU "
+              f"spent: ZooKeeper {j['zookeeper']:.1f} s ({j['zookeeper'] / cell.n * 1000:.2f} ms "
+              f"per agent), load generators {j['load_generators']:.1f} s, controller "
+              f"{j['controller_process']:.1f} s", flush=True)
         for fault in FAULTS if args.rounds else ():
             before = len(ctl.victims_false_failed)
             lat = [one_fault(ctl, cell, fault, i) for i in range(args.rounds)]
@@ -533,8 +548,9 @@ def measure(cell: Cell, args) -> dict:
                 cuts.append(c)
                 print(f"   cut {k + 1} ({c['mode']}, {c['seconds']:.1f} s): connected again "
                       f"{_s(c['restore_to_connected_s'])} after the restore, view current "
-                      f"{c['restore_to_view_current_s']:.3f} s after it "
-                      f"({c['reads_until_current']} reads, {c['rearm_reads_until_current']} "
+                      f"{c['restore_to_view_current_s']:.3f} s after it (the refresh that "
+                      f"made it current took {c['refresh_s']:.3f} s; "
+                      f"{c['reads_until_current']} reads, {c['rearm_reads_until_current']} "
                       f"re-arm reads, {c['resyncs_until_current']} resync), capabilities "
                       f"re-armed at {c['restore_to_capabilities_rearmed_s']:.2f} s", flush=True)
                 time.sleep(3.0)  # the guard and the views settle between two cuts
@@ -556,7 +572,8 @@ def measure(cell: Cell, args) -> dict:
             closer.start()
             closer.join(30)
         figures["simulated_sessions_lost_and_rejoined"] = stop_load(loads)
-        proxy.stop()
+        if proxy is not None:
+            proxy.stop()
         figures["run_queue"] = runq.stop()
         stop_stress(stress)
     rq = figures["run_queue"]
@@ -582,15 +599,15 @@ def idle_window(ctl, cell: Cell, loads, proxy, seconds) -> dict:
     false_before = len(ctl.false_failed)
     print(f"   idle {seconds:.0f} s ...", flush=True)
     zk_pid, load_pids = cell.zk.proc.pid, [lp.pid for lp in loads]
-    proxy_tid = proxy._thread.native_id
+    proxy_tid = proxy._thread.native_id if proxy is not None else None
     me = os.getpid()
-    u0, px0 = cpu_seconds(me), cpu_seconds(me, proxy_tid)
+    u0, px0 = cpu_seconds(me), cpu_seconds(me, proxy_tid) if proxy_tid else 0.0
     zk0, load0 = cpu_seconds(zk_pid), sum(cpu_seconds(q) for q in load_pids)
     zx0, st0 = cell.zk.zxid(), dict(ctl.coord.stats())
     w0 = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - w0
-    u1, px1 = cpu_seconds(me), cpu_seconds(me, proxy_tid)
+    u1, px1 = cpu_seconds(me), cpu_seconds(me, proxy_tid) if proxy_tid else 0.0
     zk1, load1 = cpu_seconds(zk_pid), sum(cpu_seconds(q) for q in load_pids)
     zx1, st1 = cell.zk.zxid(), dict(ctl.coord.stats())
     ticks, tick_cpu = list(ctl.tick_ms), list(ctl.tick_cpu_ms)
@@ -702,6 +719,9 @@ def security_ratios(cells: dict) -> dict:
                 r[key] = _ratio(on["idle"][key], off["idle"][key])
         r["joined_and_healthy_s"] = _ratio(on.get("joined_and_healthy_s"),
                                            off.get("joined_and_healthy_s"))
+        if "join_cpu_s" in on and "join_cpu_s" in off:
+            for who in ("zookeeper", "load_generators"):
+                r[f"join_cpu_{who}"] = _ratio(on["join_cpu_s"][who], off["join_cpu_s"][who])
         out[name.replace("-secure-", "-")] = r
     return out
 

@@ -3,11 +3,12 @@
 Written only when something an operator would see changed, or every
 ``refresh`` seconds so that readers can tell a live leader from a dead one.
 
-Its size grows with the cloud: about 330 bytes of JSON per host (1.65 MB at
-5000 hosts); every field of a host's entry is bounded (a reason longer than
-``REASON_CHARS`` is cut: the incident journal and the log keep it whole), and
-the coordinator stores the per-host part in chunks that each fit in a
-ZooKeeper node (``coordination.zk_control``).
+Its size grows with the cloud: about 490 bytes of JSON per host with FQDN
+host names (2.46 MB at 5000 hosts, ``benchmarks/status_bench.py``); every
+field of a host's entry is bounded (a reason longer than ``REASON_CHARS`` is
+cut: the incident journal and the log keep it whole), and the coordinator
+stores the per-host part in chunks that each fit in a ZooKeeper node
+(``coordination.zk_control``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ client claims: the merged view adds it to every dict value as ``identity``
 claim). Controllers may also remove an operator's key (an attestation is
 consumed by the fence it allowed).
 
-The status grows with the cloud (about 330 bytes of JSON per host) and a
+The status grows with the cloud (about 490 bytes of JSON per host) and a
 ZooKeeper node holds less than 1 MB (``jute.maxbuffer``, which bounds every
 request too, a transaction included), so its per-host part is stored in
 chunks of at most ``CHUNK_BYTES`` of JSON each (compressed, never more than

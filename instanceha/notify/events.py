@@ -29,6 +29,8 @@ import hashlib
 import types
 from collections.abc import Iterable, Mapping
 
+from instanceha.notify import fields as valid
+
 PAYLOAD_VERSION = "1.2"
 """1.1: host.fence.end adds level and devices; 1.2: idempotency_key in every
 payload, host.fence.error adds attempt, host.recovery.start adds batch."""
@@ -113,32 +115,6 @@ class Event:
 # -- helpers ---------------------------------------------------------------
 
 
-def _text(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string, not {value!r}")
-    return value
-
-
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
-    return value
-
-
-def _seconds(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative number of seconds, not {value!r}")
-    return float(value)
-
-
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a boolean, not {value!r}")
-    return value
-
-
 def idempotency_key(incident_id: str, event_type: str, instance_id: str | None = None,
                     counter: object = None) -> str:
     """The key of one step of an incident: ``<incident_id>/<step>[/<instance_id>]``,
@@ -157,18 +133,18 @@ def _event(event_type: str, incident_id: str | None, dry_run: bool, *, counter=N
            key_incident: str | None = None, **fields) -> Event:
     payload = {
         "version": PAYLOAD_VERSION,
-        "incident_id": None if incident_id is None else _text("incident_id", incident_id),
+        "incident_id": None if incident_id is None else valid.text("incident_id", incident_id),
         "idempotency_key": idempotency_key(key_incident or incident_id or "-", event_type,
                                            fields.get("instance_id"), counter),
-        "dry_run": _flag("dry_run", dry_run),
+        "dry_run": valid.flag("dry_run", dry_run),
     }
     payload.update(fields)
     return Event(event_type, PRIORITIES[event_type], payload)
 
 
 def _host_event(event_type, host, incident_id, dry_run, **fields) -> Event:
-    return _event(event_type, _text("incident_id", incident_id), dry_run,
-                  host=_text("host", host), **fields)
+    return _event(event_type, valid.text("incident_id", incident_id), dry_run,
+                  host=valid.text("host", host), **fields)
 
 
 def _instance_event(event_type, host, incident_id, instance_id, project_id, policy,
@@ -176,15 +152,9 @@ def _instance_event(event_type, host, incident_id, instance_id, project_id, poli
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
     return _host_event(event_type, host, incident_id, dry_run,
-                       instance_id=_text("instance_id", instance_id),
-                       project_id=_text("project_id", project_id),
+                       instance_id=valid.text("instance_id", instance_id),
+                       project_id=valid.text("project_id", project_id),
                        policy=policy, **fields)
-
-
-def _positive(name: str, value: object) -> int:
-    if _count(name, value) < 1:
-        raise ValueError(f"{name} counts from 1")
-    return value  # type: ignore[return-value]
 
 
 # -- host ------------------------------------------------------------------
@@ -192,7 +162,7 @@ def _positive(name: str, value: object) -> int:
 
 def host_failed(*, host: str, reason: str, incident_id: str, dry_run: bool = False) -> Event:
     """The controller declared ``host`` failed (it will fence it next)."""
-    return _host_event(HOST_FAILED, host, incident_id, dry_run, reason=_text("reason", reason))
+    return _host_event(HOST_FAILED, host, incident_id, dry_run, reason=valid.text("reason", reason))
 
 
 def fence_start(*, host: str, driver: str, incident_id: str, attempt: int = 1,
@@ -200,7 +170,8 @@ def fence_start(*, host: str, driver: str, incident_id: str, attempt: int = 1,
     """Fencing of ``host`` through ``driver`` begins (attempt counts from 1, over
     the whole incident, across leaders)."""
     return _host_event(FENCE_START, host, incident_id, dry_run, counter=attempt,
-                       driver=_text("driver", driver), attempt=_positive("attempt", attempt))
+                       driver=valid.text("driver", driver),
+                       attempt=valid.positive("attempt", attempt))
 
 
 def fence_end(*, host: str, driver: str, incident_id: str, duration: float | None = None,
@@ -210,11 +181,11 @@ def fence_end(*, host: str, driver: str, incident_id: str, duration: float | Non
     operator when ``driver`` says so). Instances on it may now be recovered.
     ``level`` is the fencing level that confirmed (from 1) and ``devices`` its
     devices (None and empty for an operator's attestation)."""
-    if level is not None and _count("level", level) < 1:
+    if level is not None and valid.count("level", level) < 1:
         raise ValueError("level counts from 1")
-    return _host_event(FENCE_END, host, incident_id, dry_run, driver=_text("driver", driver),
-                       duration=_seconds("duration", duration), level=level,
-                       devices=tuple(_text("devices", d) for d in devices))
+    return _host_event(FENCE_END, host, incident_id, dry_run, driver=valid.text("driver", driver),
+                       duration=valid.seconds("duration", duration), level=level,
+                       devices=tuple(valid.text("devices", d) for d in devices))
 
 
 def fence_error(*, host: str, driver: str, incident_id: str, error: str, retrying: bool,
@@ -223,9 +194,9 @@ def fence_error(*, host: str, driver: str, incident_id: str, error: str, retryin
     controller tries again (false: held for an operator). Nothing on the host
     is recovered meanwhile."""
     return _host_event(FENCE_ERROR, host, incident_id, dry_run, counter=attempt,
-                       driver=_text("driver", driver), error=_text("error", error),
-                       retrying=_flag("retrying", retrying),
-                       attempt=_positive("attempt", attempt))
+                       driver=valid.text("driver", driver), error=valid.text("error", error),
+                       retrying=valid.flag("retrying", retrying),
+                       attempt=valid.positive("attempt", attempt))
 
 
 def recovery_start(*, host: str, incident_id: str, evacuate: int, notify: int,
@@ -236,29 +207,32 @@ def recovery_start(*, host: str, incident_id: str, evacuate: int, notify: int,
     there while it was fenced), recovered after the first batch."""
     return _host_event(RECOVERY_START, host, incident_id, dry_run,
                        counter=batch if batch != 1 else None,
-                       evacuate=_count("evacuate", evacuate), notify=_count("notify", notify),
-                       batch=_positive("batch", batch))
+                       evacuate=valid.count("evacuate", evacuate),
+                       notify=valid.count("notify", notify),
+                       batch=valid.positive("batch", batch))
 
 
 def recovery_end(*, host: str, incident_id: str, evacuated: int, failed: int, notified: int,
                  duration: float | None = None, dry_run: bool = False) -> Event:
     """Recovery finished: counts of evacuated, failed and notify-only instances."""
     return _host_event(RECOVERY_END, host, incident_id, dry_run,
-                       evacuated=_count("evacuated", evacuated), failed=_count("failed", failed),
-                       notified=_count("notified", notified),
-                       duration=_seconds("duration", duration))
+                       evacuated=valid.count("evacuated", evacuated),
+                       failed=valid.count("failed", failed),
+                       notified=valid.count("notified", notified),
+                       duration=valid.seconds("duration", duration))
 
 
 def recovery_error(*, host: str, incident_id: str, error: str, retrying: bool,
                    dry_run: bool = False) -> Event:
     """Recovery of the host as a whole failed (e.g. Nova unreachable)."""
-    return _host_event(RECOVERY_ERROR, host, incident_id, dry_run, error=_text("error", error),
-                       retrying=_flag("retrying", retrying))
+    return _host_event(RECOVERY_ERROR, host, incident_id, dry_run, error=valid.text("error", error),
+                       retrying=valid.flag("retrying", retrying))
 
 
 def host_restored(*, host: str, incident_id: str, reason: str, dry_run: bool = False) -> Event:
     """The host is back in service (enabled in Nova again); closes the incident."""
-    return _host_event(HOST_RESTORED, host, incident_id, dry_run, reason=_text("reason", reason))
+    return _host_event(HOST_RESTORED, host, incident_id, dry_run,
+                       reason=valid.text("reason", reason))
 
 
 # -- instances ---------------------------------------------------------------
@@ -277,16 +251,16 @@ def evacuate_end(*, host: str, incident_id: str, instance_id: str, project_id: s
     return _instance_event(EVACUATE_END, host, incident_id, instance_id, project_id, policy,
                            dry_run,
                            target_host=None if target_host is None
-                           else _text("target_host", target_host),
-                           duration=_seconds("duration", duration))
+                           else valid.text("target_host", target_host),
+                           duration=valid.seconds("duration", duration))
 
 
 def evacuate_error(*, host: str, incident_id: str, instance_id: str, project_id: str,
                    error: str, retrying: bool, policy: str = "evacuate",
                    dry_run: bool = False) -> Event:
     return _instance_event(EVACUATE_ERROR, host, incident_id, instance_id, project_id, policy,
-                           dry_run, error=_text("error", error),
-                           retrying=_flag("retrying", retrying))
+                           dry_run, error=valid.text("error", error),
+                           retrying=valid.flag("retrying", retrying))
 
 
 def recovery_required(*, host: str, incident_id: str, instance_id: str, project_id: str,
@@ -296,7 +270,7 @@ def recovery_required(*, host: str, incident_id: str, instance_id: str, project_
     recover it. ``host_fenced`` true means the host is confirmed off, so
     starting a replacement cannot split-brain."""
     return _instance_event(RECOVERY_REQUIRED, host, incident_id, instance_id, project_id, policy,
-                           dry_run, host_fenced=_flag("host_fenced", host_fenced))
+                           dry_run, host_fenced=valid.flag("host_fenced", host_fenced))
 
 
 # -- safety ----------------------------------------------------------------
@@ -309,15 +283,15 @@ def safety_hold(*, rule: str, reason: str, hosts: Iterable[str], limit: float, o
     failed at once): ``observed`` exceeded ``limit`` of ``rule``. ``hold_id``
     names this hold in the idempotency key (for example when it began);
     without it the key is made of the rule and the hosts."""
-    hosts = tuple(_text("hosts[]", h) for h in hosts)
+    hosts = tuple(valid.text("hosts[]", h) for h in hosts)
     for name, value in (("limit", limit), ("observed", observed)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name} must be a number, not {value!r}")
     if hold_id is None:
         hold_id = hashlib.sha256("\n".join((rule, *sorted(hosts))).encode()).hexdigest()[:16]
-    return _event(SAFETY_HOLD, incident_id, dry_run, counter=_text("hold_id", hold_id),
-                  key_incident=incident_id or "safety", rule=_text("rule", rule),
-                  reason=_text("reason", reason), hosts=hosts, limit=limit, observed=observed)
+    return _event(SAFETY_HOLD, incident_id, dry_run, counter=valid.text("hold_id", hold_id),
+                  key_incident=incident_id or "safety", rule=valid.text("rule", rule),
+                  reason=valid.text("reason", reason), hosts=hosts, limit=limit, observed=observed)
 
 
 # -- guest failures ----------------------------------------------------------
@@ -348,10 +322,10 @@ def instance_failed(*, host: str, incident_id: str, instance_id: str, project_id
                              f"not {value!r}")
         facts[key] = value
     return _host_event(INSTANCE_FAILED, host, incident_id, dry_run, counter=occurrence,
-                       instance_id=_text("instance_id", instance_id),
-                       project_id=_text("project_id", project_id), policy=policy,
+                       instance_id=valid.text("instance_id", instance_id),
+                       project_id=valid.text("project_id", project_id), policy=policy,
                        reason=reason, detail=types.MappingProxyType(facts), action=action,
-                       note=_text("note", note))
+                       note=valid.text("note", note))
 
 
 # -- failover capacity ------------------------------------------------------------
@@ -365,8 +339,8 @@ def evacuate_deferred(*, host: str, incident_id: str, instance_id: str, project_
     host (not in ERROR) and is evacuated when room appears; the other
     instances, of higher ``priority`` first, took what room there was."""
     return _instance_event(EVACUATE_DEFERRED, host, incident_id, instance_id, project_id,
-                           policy, dry_run, reason=_text("reason", reason),
-                           priority=_count("priority", priority), retrying=True)
+                           policy, dry_run, reason=valid.text("reason", reason),
+                           priority=valid.count("priority", priority), retrying=True)
 
 
 def capacity_changed(*, covered: bool, previous: bool | None, tolerance: str, hosts: int,
@@ -385,17 +359,17 @@ def capacity_changed(*, covered: bool, previous: bool | None, tolerance: str, ho
         short = f.get("short") or {}
         if not isinstance(short, Mapping):
             raise ValueError(f"failures[].short must be a mapping, not {short!r}")
-        listed.append({"name": _text("failures[].name", f.get("name")),
-                       "without_room": _count("failures[].without_room",
+        listed.append({"name": valid.text("failures[].name", f.get("name")),
+                       "without_room": valid.count("failures[].without_room",
                                               f.get("without_room")),
-                       "short": {_text("short key", k): _count("short value", v)
+                       "short": {valid.text("short key", k): valid.count("short value", v)
                                  for k, v in short.items()}})
     if previous is not None:
-        _flag("previous", previous)
-    return _event(CAPACITY_CHANGED, None, dry_run, counter=_text("change_id", change_id),
-                  key_incident="capacity", covered=_flag("covered", covered),
-                  previous=previous, tolerance=tolerance, hosts=_count("hosts", hosts),
-                  failures=tuple(listed), uncovered=_count("uncovered", uncovered),
-                  shortfall={_text("shortfall key", k): _count("shortfall value", v)
+        valid.flag("previous", previous)
+    return _event(CAPACITY_CHANGED, None, dry_run, counter=valid.text("change_id", change_id),
+                  key_incident="capacity", covered=valid.flag("covered", covered),
+                  previous=previous, tolerance=tolerance, hosts=valid.count("hosts", hosts),
+                  failures=tuple(listed), uncovered=valid.count("uncovered", uncovered),
+                  shortfall={valid.text("shortfall key", k): valid.count("shortfall value", v)
                              for k, v in shortfall.items()},
-                  reason=_text("reason", reason))
+                  reason=valid.text("reason", reason))

@@ -58,30 +58,34 @@ function instanceha_zookeeper_url {
     fi
 }
 
-# instanceha_cli ROLE ARGS...: instanceha's CLI with ROLE's configuration
-# (controller: the controllers' credentials; operator: instanceha.conf's).
+# instanceha_role_conf ROLE: the file naming ROLE's credentials, read after
+# instanceha.conf (none for the operator: instanceha.conf names theirs)
+function instanceha_role_conf {
+    case $1 in
+        controller) echo "$INSTANCEHA_CONTROLLER_CONF" ;;
+        agent) echo "$INSTANCEHA_AGENT_CONF" ;;
+    esac
+}
+
+# instanceha_cli ROLE ARGS...: instanceha's CLI with ROLE's configuration.
 # Only file names go on its command line, never a secret.
 function instanceha_cli {
-    local role=$1
+    local files=(--config-file "$INSTANCEHA_CONF") conf
+    conf=$(instanceha_role_conf "$1")
     shift
-    local files=(--config-file "$INSTANCEHA_CONF")
-    if [[ "$role" == controller ]]; then
-        files+=(--config-file "$INSTANCEHA_CONTROLLER_CONF")
-    fi
+    [[ -n "$conf" ]] && files+=(--config-file "$conf")
     "$(instanceha_bin instanceha)" "${files[@]}" "$@"
 }
 
 # instanceha_config_check ROLE: what the daemon checks at start (credentials,
 # TLS files, inventory...), or stack.sh dies with instanceha's own message
 function instanceha_config_check {
-    local role=$1 conf out
-    conf=$INSTANCEHA_AGENT_CONF
-    [[ "$role" == controller ]] && conf=$INSTANCEHA_CONTROLLER_CONF
-    if ! out=$("$(instanceha_bin instanceha)" --config-file "$INSTANCEHA_CONF" --config-file "$conf" \
-            config check --role "$role" 2>&1); then
+    local role=$1 out
+    if ! out=$(instanceha_cli "$role" config check --role "$role" 2>&1); then
         echo "$out"
         die $LINENO "instanceha-$role: 'instanceha config check --role $role' failed on" \
-            "$INSTANCEHA_CONF and $conf: $(echo "$out" | grep FAILED | head -3 | tr '\n' ' ')"
+            "$INSTANCEHA_CONF and $(instanceha_role_conf "$role"):" \
+            "$(echo "$out" | grep FAILED | head -3 | tr '\n' ' ')"
     fi
     echo "$out"
 }
@@ -514,12 +518,12 @@ function instanceha_start {
         fi
         instanceha_write_inventory
         instanceha_config_check controller
-        run_process instanceha-controller "$(instanceha_bin instanceha-controller) --config-file $INSTANCEHA_CONF --config-file $INSTANCEHA_CONTROLLER_CONF"
+        run_process instanceha-controller "$(instanceha_bin instanceha-controller) --config-file $INSTANCEHA_CONF --config-file $(instanceha_role_conf controller)"
         instanceha_wait_ready instanceha-controller "$(instanceha_local_url "$INSTANCEHA_CONTROLLER_PORT" /readyz)"
     fi
     if is_service_enabled instanceha-agent; then
         instanceha_config_check agent
-        run_process instanceha-agent "$(instanceha_bin instanceha-agent) --config-file $INSTANCEHA_CONF --config-file $INSTANCEHA_AGENT_CONF"
+        run_process instanceha-agent "$(instanceha_bin instanceha-agent) --config-file $INSTANCEHA_CONF --config-file $(instanceha_role_conf agent)"
         instanceha_wait_ready instanceha-agent "$(instanceha_local_url "$INSTANCEHA_AGENT_PORT" /readyz)"
     fi
     if is_service_enabled instanceha-controller; then

@@ -51,6 +51,7 @@ import asyncio
 import asyncio.sslproto
 import collections
 import os
+import random
 import signal
 import ssl
 import struct
@@ -77,6 +78,7 @@ from instanceha.coordination import credentials as cr  # noqa: E402
 from instanceha.coordination import zk_layout as L  # noqa: E402
 from instanceha.coordination.zk_acl import AclModel  # noqa: E402
 from instanceha.coordination.zk_codec import dumps  # noqa: E402
+from instanceha.engine.detection import RECONNECT_JITTER  # noqa: E402
 from instanceha.secret import Secret  # noqa: E402
 
 EPHEMERAL = 1
@@ -87,6 +89,10 @@ CONNECTION_LOSS = -4
 PING_XID = -2
 AUTH_XID = -4
 PING_SLICES = 20
+REJOIN_DELAY, REJOIN_MAX_DELAY = 0.1, 5.0
+"""A failed re-join waits as the agent's client does before its next try
+(``zk_session``: kazoo's retry from 0.1 s, doubling, up to ``[coordination]
+reconnect_max_delay``, 5 s by default, plus its jitter)."""
 _len = struct.Struct("!i")
 _reply = struct.Struct("!iqi")
 PING = _len.pack(8) + int_int_struct.pack(PING_XID, Ping.type)
@@ -343,11 +349,20 @@ async def run(args) -> int:
     rejoining: set[str] = set()
     rejoins = 0
 
+    failures: collections.Counter[str] = collections.Counter()  # failed re-joins in a row
+
     async def rejoin(name: str) -> None:
-        # in its own task: the other sessions' pings must not wait for it
+        # in its own task: the other sessions' pings must not wait for it; after
+        # a failed try it backs off as the agent's client does (a constant retry
+        # of thousands of sessions at once would storm a starved server)
         try:
+            if failures[name]:
+                delay = min(REJOIN_DELAY * 2 ** failures[name], REJOIN_MAX_DELAY)
+                await asyncio.sleep(delay * (1 + random.random() * RECONNECT_JITTER))
             sessions[name] = await join(name)
+            failures.pop(name, None)
         except (ConnectionError, OSError, ssl.SSLError, JoinError) as e:
+            failures[name] += 1
             print(f"{clock():.1f} {name}: re-join failed ({e}), next pass tries again",
                   file=sys.stderr,
                   flush=True)

@@ -53,6 +53,7 @@ import os
 import random
 import re
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -79,6 +80,10 @@ from instanceha.exceptions import CoordinationError  # noqa: E402
 
 HANG_AGENT = os.path.join(TOP, "tools", "harness", "hang_agent.py")
 PER_PROCESS = 2500
+JOIN_DEADLINE_S, JOIN_S_PER_AGENT = 60.0, 0.1
+"""A generator not ready in 60 s + 0.1 s per agent (310 s for 2500; 1000
+secure agents joined in 65 s at load 30) means this machine does not hold
+the size."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FAULTS = ("sigkill", "sigstop", "hang")
 SESSION_TIMEOUT = 2.0
@@ -376,22 +381,57 @@ def forget(ctl, name, tries=20):
 
 # -- the load ------------------------------------------------------------------------------
 def start_load(cell: Cell):
-    loads = []
-    for start in range(0, cell.n, PER_PROCESS):
-        n = min(PER_PROCESS, cell.n - start)
-        err = open(os.path.join(cell.work, f"sim-{cell.name}-{start}.err"), "w")
-        mode = ["--security-dir", cell.zk.security.dir] if cell.secure else ["--insecure"]
-        p = subprocess.Popen(
-            [sys.executable, os.path.join(TOP, "benchmarks", "sim_agents.py"), cell.url,
-             cell.root, sim_prefix(start), str(n), "--provision",
-             "--session-timeout", str(SESSION_TIMEOUT)] + mode,
-            stdout=subprocess.PIPE, stderr=err, text=True)
-        loads.append(p)
-        line = p.stdout.readline()  # one process at a time: ready before the next
-        if not line.startswith("ready"):
-            raise RuntimeError(f"simulated agents failed to start; see {err.name}")
-        print(f"   {sim_prefix(start)}*: {line.strip()}", flush=True)
+    """The simulated agents, one generator at a time, each ready before the next.
+
+    A size the machine does not hold is stopped, not waited for: when the
+    generators have lost more sessions while joining than the cell has agents
+    (sessions expiring faster than they join), or a generator is not ready in
+    ``JOIN_DEADLINE_S`` plus ``JOIN_S_PER_AGENT`` per agent."""
+    loads, errs = [], []
+    try:
+        for start in range(0, cell.n, PER_PROCESS):
+            n = min(PER_PROCESS, cell.n - start)
+            err = open(os.path.join(cell.work, f"sim-{cell.name}-{start}.err"), "w")
+            errs.append(err.name)
+            mode = ["--security-dir", cell.zk.security.dir] if cell.secure else ["--insecure"]
+            p = subprocess.Popen(
+                [sys.executable, os.path.join(TOP, "benchmarks", "sim_agents.py"), cell.url,
+                 cell.root, sim_prefix(start), str(n), "--provision",
+                 "--session-timeout", str(SESSION_TIMEOUT)] + mode,
+                stdout=subprocess.PIPE, stderr=err, text=True)
+            loads.append(p)
+            line = _ready_line(p, cell, errs, JOIN_DEADLINE_S + n * JOIN_S_PER_AGENT)
+            if not line.startswith("ready"):
+                raise RuntimeError(f"simulated agents failed to start; see {err.name}")
+            print(f"   {sim_prefix(start)}*: {line.strip()}", flush=True)
+    except BaseException:
+        stop_load(loads)
+        raise
     return loads
+
+
+def _ready_line(p, cell: Cell, errs: list[str], deadline_s: float) -> str:
+    t0 = time.monotonic()
+    while True:
+        if select.select([p.stdout], [], [], 1.0)[0]:
+            return p.stdout.readline()
+        lost = sum(_lines_with(e, "session lost") for e in errs)
+        waited = time.monotonic() - t0
+        if lost > cell.n or waited > deadline_s:
+            expired = _lines_with(cell.zk.log, "Expiring session")
+            raise RuntimeError(
+                f"not held: {lost} simulated sessions lost while joining (the cell has "
+                f"{cell.n}), a generator not ready after {waited:.0f} s; ZooKeeper expired "
+                f"{expired} sessions so far; load average {os.getloadavg()[0]:.1f}; see "
+                f"{errs[-1]} and {cell.zk.log}")
+
+
+def _lines_with(path: str, text: str) -> int:
+    try:
+        with open(path, errors="replace") as f:
+            return sum(1 for line in f if text in line)
+    except OSError:
+        return 0
 
 
 def stop_load(loads) -> int:
@@ -505,9 +545,11 @@ def measure(cell: Cell, args) -> dict:
     loads, ctl, observer = [], None, None
     started = time.monotonic()
     try:
+        extra = {} if args.controller_reconnect_max_delay is None else {
+            "reconnect_max_delay": args.controller_reconnect_max_delay}
         ctl = Controller(cell.coordinator(
-            "controller", url=f"zookeeper://{proxy.address}" if proxy is not None else None),
-            cell.n)
+            "controller", url=f"zookeeper://{proxy.address}" if proxy is not None else None,
+            **extra), cell.n)
         zk0, me0 = cpu_seconds(cell.zk.proc.pid), cpu_seconds(os.getpid())
         loads = start_load(cell)
         # polled once a second: a loop over every view holds the GIL from kazoo's thread
@@ -746,6 +788,9 @@ def main(argv=None) -> int:
     p.add_argument("--cut-mode", choices=("blackhole", "reset", "alternate"),
                    default="blackhole")
     p.add_argument("--failover-rounds", type=int, default=0)
+    p.add_argument("--controller-reconnect-max-delay", type=float, default=None,
+                   help="the controller's [coordination] reconnect_max_delay (default: the "
+                        "option's default, 5 s)")
     p.add_argument("--tick-ms", type=int, default=500,
                    help="ZooKeeper tickTime (a 2 s session needs <= 1000)")
     p.add_argument("--zk-heap-mb", type=int, default=1024,

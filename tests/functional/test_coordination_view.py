@@ -5,7 +5,8 @@
   re-listed view is published before the capabilities' watches are re-armed;
 * a membership lost while the controller was cut off is found by the re-list;
 * an index entry or a stall report of another host's session is ignored and
-  reported as an alert;
+  reported as an alert; an entry whose session ended while it was being
+  verified is not;
 * an index entry deleted while its session's member node stands is
   tampering, not a death.
 """
@@ -109,6 +110,38 @@ def test_forged_entries_are_ignored_and_reported(zookeeper, root_path, agents):
         agents["h002"].stop()  # h002 really dies: the forged entry cannot keep it alive
         snap = _settled(ctl, lambda s: "h002" not in s.members, "h002 lost")
         assert snap.heartbeats["h002"] != ALIVE_NOW
+    finally:
+        ctl.stop()
+
+
+def test_a_session_ending_while_its_entry_is_verified_is_no_forgery(zookeeper, root_path,
+                                                                     agents, monkeypatch):
+    """The view reads a new entry's owner, then the host's member node. A
+    session that ends in between (its member node and entry go in one
+    transaction) is a departure: its entry is gone when read again."""
+    ctl = _view(zookeeper, root_path)
+    try:
+        _settled(ctl, lambda s: len(s.members) == N, f"{N} members")
+        zookeeper.provision(root_path, ["late"])
+        member = f"{root_path}/hosts/late/member"
+        late = zookeeper.coordinator("agent", "late", root_path=root_path)
+        get_async, ended = ctl.client.get_async, []
+
+        def session_ends_in_between(path, *args, **kwargs):
+            if path == member and not ended:
+                # answered after the entry's owner was (one connection, in order)
+                ctl.client.exists(path)
+                late.stop()  # the session ends: member node and entry go
+                ended.append(path)
+            return get_async(path, *args, **kwargs)
+
+        monkeypatch.setattr(ctl.client, "get_async", session_ends_in_between)
+        late.start()
+        late.join("late", {"services": {"nova-compute": True}})
+        snap = _settled(ctl, lambda s: bool(ended) and "late" not in s.members,
+                        "late's entry verified while its session ended")
+        assert not [a for a in snap.alerts if a.host == "late"], snap.alerts
+        assert ctl.stats().get("forged-membership", 0) == 0
     finally:
         ctl.stop()
 

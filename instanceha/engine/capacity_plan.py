@@ -31,30 +31,23 @@ Rules, in the order they are applied:
   so evacuations sent together all land on one host; naming each one's target
   from this plan spreads them.
 
+The hosts as the placer reads them are ``capacity_index``; the room and
+group rules, and why a server found no room, are ``capacity_ledger``.
+
 Pure and deterministic: the same model gives the same plan.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import heapq
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from instanceha.engine.capacity import (
-    DISK_GB,
-    MEMORY_MB,
-    PCPU,
-    VCPU,
-    Host,
-    Model,
-    Role,
-    Server,
-    rank,
-)
+from instanceha.engine.capacity import Host, Model, Server, rank
+from instanceha.engine.capacity_index import Index, Pool, score, typical
+from instanceha.engine.capacity_ledger import Ledger, NoRoom
 from instanceha.engine.reserved import Match
 
-SCORED = (VCPU, PCPU, MEMORY_MB, DISK_GB)
 FAST_TRIES = 8
 """Candidates tried in score order before the exhaustive scan."""
 
@@ -75,15 +68,6 @@ class Placed:
     server: Server
     target: str
     spare: bool = False
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class NoRoom:
-    server: Server
-    reason: str
-    lacking: Mapping[str, int]
-    """Resource class -> the server's need of each class no host had enough
-    of (empty when a zone or a server group, not room, stopped it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,147 +105,6 @@ class FailurePlan:
         return next((p.target for p in self.placed if p.server.id == server_id), None)
 
 
-def score(host: Host) -> float:
-    """The smallest share of capacity left free over the host's resource classes."""
-    best = None
-    for rc in SCORED:
-        inv = host.inventory.get(rc)
-        if inv is None or inv.capacity <= 0:
-            continue
-        share = host.free(rc) / inv.capacity
-        best = share if best is None or share < best else best
-    return best if best is not None else 0.0
-
-
-class Row:
-    """One host as the placer reads it: free amount and ``max_unit`` per class."""
-
-    __slots__ = ("name", "free", "max_unit", "zone", "room", "capacity")
-
-    def __init__(self, host: Host) -> None:
-        self.name = host.name
-        self.zone = host.zone
-        self.capacity = {rc: inv.capacity for rc, inv in host.inventory.items()
-                         if rc in SCORED and inv.capacity > 0}
-        self.free = {rc: host.free(rc) for rc in host.inventory}
-        self.max_unit = {rc: host.max_unit(rc) for rc in host.inventory}
-        self.room = {rc: min(f, self.max_unit[rc]) for rc, f in self.free.items()}
-        """What one server may take of each class while nothing is planned here."""
-
-    def score(self, load: Mapping[str, int]) -> float:
-        """``score()`` of the host once ``load`` is added."""
-        shares = [(self.free.get(rc, 0) - load.get(rc, 0)) / c for rc, c in self.capacity.items()]
-        return min(shares) if shares else 0.0
-
-    def fits(self, need: Mapping[str, int], load: Mapping[str, int] | None) -> bool:
-        free, max_unit = self.free, self.max_unit
-        if load is None:
-            for rc, n in need.items():
-                if free.get(rc, 0) < n or max_unit.get(rc, 0) < n:
-                    return False
-            return True
-        for rc, n in need.items():
-            if free.get(rc, 0) - load.get(rc, 0) < n or max_unit.get(rc, 0) < n:
-                return False
-        return True
-
-
-class Pool:
-    """The hosts that take servers in one zone (or anywhere: zone None), kept
-    sorted by score (the most room first) and by the free amount of each
-    resource class."""
-
-    def __init__(self) -> None:
-        self.order: list[tuple[float, str]] = []
-        self.by_rc: dict[str, list[tuple[int, str]]] = {}
-        self._keys: dict[str, tuple[float, dict[str, int]]] = {}
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._keys
-
-    def add(self, host: Host, row: Row) -> None:
-        self.discard(host.name)
-        key = -score(host)
-        bisect.insort(self.order, (key, host.name))
-        for rc, free in row.free.items():
-            bisect.insort(self.by_rc.setdefault(rc, []), (-free, host.name))
-        self._keys[host.name] = (key, dict(row.free))
-
-    def discard(self, name: str) -> None:
-        known = self._keys.pop(name, None)
-        if known is None:
-            return
-        key, frees = known
-        _remove(self.order, (key, name))
-        for rc, free in frees.items():
-            _remove(self.by_rc[rc], (-free, name))
-
-    def position(self, name: str) -> int:
-        return bisect.bisect_left(self.order, (self._keys[name][0], name))
-
-
-def _remove(items: list[tuple[float, str]] | list[tuple[int, str]],
-            entry: tuple[float, str]) -> None:
-    i = bisect.bisect_left(items, entry)
-    if i < len(items) and items[i] == entry:
-        del items[i]
-
-
-class Index:
-    """The model's hosts as the placer reads them: the target hosts by zone,
-    the spares, one ``Row`` per host; kept as the model changes."""
-
-    def __init__(self) -> None:
-        self.pools: dict[str | None, Pool] = {None: Pool()}
-        self.spares: set[str] = set()
-        self.rows: dict[str, Row] = {}
-        self._zone: dict[str, str | None] = {}
-
-    def update(self, model: Model, names: Iterable[str]) -> None:
-        for name in names:
-            old_zone = self._zone.pop(name, None)
-            self.pools[None].discard(name)
-            if old_zone is not None and old_zone in self.pools:
-                self.pools[old_zone].discard(name)
-            self.spares.discard(name)
-            self.rows.pop(name, None)
-            host = model.hosts.get(name)
-            if host is None:
-                continue
-            row = self.rows[name] = Row(host)
-            if host.role is Role.SPARE:
-                self.spares.add(name)
-            elif host.role is Role.TARGET:
-                self._zone[name] = host.zone
-                self.pools[None].add(host, row)
-                if host.zone is not None:
-                    self.pools.setdefault(host.zone, Pool()).add(host, row)
-
-    @classmethod
-    def of(cls, model: Model) -> Index:
-        """Built at once (sorted once, not inserted one by one)."""
-        index = cls()
-        for name, host in model.hosts.items():
-            row = index.rows[name] = Row(host)
-            if host.role is Role.SPARE:
-                index.spares.add(name)
-            elif host.role is Role.TARGET:
-                index._zone[name] = host.zone
-                for zone in (None, host.zone) if host.zone is not None else (None,):
-                    pool = index.pools.setdefault(zone, Pool())
-                    key = -score(host)
-                    pool.order.append((key, name))
-                    for rc, free in row.free.items():
-                        pool.by_rc.setdefault(rc, []).append((-free, name))
-                    pool._keys[name] = (key, dict(row.free))
-        for pool in index.pools.values():
-            pool.order.sort()
-            for items in pool.by_rc.values():
-                items.sort()
-        return index
 
 
 def order(servers: Iterable[Server]) -> list[Server]:
@@ -305,52 +148,13 @@ class _Placer:
         self.failed = failed
         self.policy = policy
         self.avoid = avoid
-        self.load: dict[str, dict[str, int]] = {}
-        self.added: dict[str, dict[str, int]] = {}
-        """group id -> host -> members this plan (or ``pending``) put there."""
+        self.ledger = Ledger(model, index, failed)
         self.next: dict[str | None, int] = {}
         """Pool -> where its next server is tried first (next fit, wrapping)."""
         self.most_room = False
         self.heaps: dict[str | None, list[tuple[float, str]]] = {}
         for server, target in pending:
-            self._take(server, target)
-
-    # -- bookkeeping ----------------------------------------------------------
-    def _take(self, server: Server, target: str) -> None:
-        into = self.load.get(target)
-        if into is None:
-            into = self.load[target] = {}
-        for rc, n in server.need.items():
-            into[rc] = into.get(rc, 0) + n
-        if server.group is not None:
-            per_host = self.added.setdefault(server.group, {})
-            per_host[target] = per_host.get(target, 0) + 1
-
-    def members(self, group: str, host: str) -> int:
-        """Members of the group on ``host`` once the failed hosts' are gone."""
-        base = 0 if host in self.failed else self.model.members.get(group, {}).get(host, 0)
-        return base + self.added.get(group, {}).get(host, 0)
-
-    def fits(self, server: Server, host: str) -> bool:
-        row = self.index.rows.get(host)
-        return row is not None and row.fits(server.need, self.load.get(host))
-
-    def group_ok(self, server: Server, host: str, soft: bool) -> bool:
-        """May ``server`` go to ``host`` by its group (``soft``: soft rules too)?"""
-        group = self.model.group_of(server)
-        if group is None or (not group.policy.hard and not soft):
-            return True
-        if group.policy.anti:
-            # its own former place is a failed host: counted out by members()
-            return self.members(group.id, host) < max(1, group.max_per_host)
-        where = self.affinity_hosts(group.id)
-        return not where or host in where
-
-    def affinity_hosts(self, group: str) -> set[str]:
-        hosts = {h for h, n in self.model.members.get(group, {}).items()
-                 if n and h not in self.failed}
-        hosts.update(h for h, n in self.added.get(group, {}).items() if n)
-        return hosts
+            self.ledger.take(server, target)
 
     # -- placing --------------------------------------------------------------
     def run(self, servers: Sequence[Server]) -> FailurePlan:
@@ -365,14 +169,15 @@ class _Placer:
             remaining = order(self._spares(by_failed, placed, spares_used))
             if not self.policy.fallback_to_scheduler:
                 for s in remaining:
-                    missing = self._missing(s)
+                    missing = self.ledger.missing(s)
                     unplaced.append(NoRoom(s, "no reserved spare with room left (and no "
                                            "fallback to the scheduler)",
                                            {rc: s.need[rc] for rc in missing} or dict(s.need)))
                 remaining = []
         # the hot loop of the coverage (every host's plan): the common case (no
         # server group, next fit finds room within FAST_TRIES) inlined
-        pools, rows, loads, failed = self.index.pools, self.index.rows, self.load, self.failed
+        pools, rows, failed = self.index.pools, self.index.rows, self.failed
+        loads = self.ledger.load
         nxt = self.next
         fast = not self.most_room and not self.avoid
         for s in remaining:
@@ -418,9 +223,9 @@ class _Placer:
                     continue
             target = self._choose(s)
             if target is None:
-                unplaced.append(self._no_room(s))
+                unplaced.append(self.ledger.no_room(s, self.avoid.get(s.id, ())))
             else:
-                self._take(s, target)
+                self.ledger.take(s, target)
                 placed.append(Placed(s, target))
         if self.policy.spares:
             placed.sort(key=lambda p: rank(p.server))
@@ -440,8 +245,9 @@ class _Placer:
                 for s in todo:
                     if (s.zone is None or s.zone == zone) \
                             and spare not in self.avoid.get(s.id, ()) \
-                            and self.group_ok(s, spare, soft=False) and self.fits(s, spare):
-                        self._take(s, spare)
+                            and self.ledger.group_ok(s, spare, soft=False) \
+                            and self.ledger.fits(s, spare):
+                        self.ledger.take(s, spare)
                         placed.append(Placed(s, spare, spare=True))
                         took.append(s)
                 if took:
@@ -470,14 +276,13 @@ class _Placer:
         return [h.name for h in out]
 
     def _choose(self, server: Server) -> str | None:
-        pool = self.index.pools.get(server.zone) if server.zone is not None \
-            else self.index.pools[None]
+        pool = self.index.pool_of(server.zone)
         if pool is None or not len(pool):
             return None
         group = self.model.group_of(server)
         if group is not None and not group.policy.anti:
             # affinity: the members' hosts first (hard: only those)
-            where = self.affinity_hosts(group.id)
+            where = self.ledger.affinity_hosts(group.id)
             for name in sorted(where):
                 if self._allowed(server, name, pool, soft=True):
                     return name
@@ -491,13 +296,13 @@ class _Placer:
     def _allowed(self, server: Server, name: str, pool: Pool, soft: bool) -> bool:
         if name not in pool or name in self.failed or name in self.avoid.get(server.id, ()):
             return False
-        if server.group is not None and not self.group_ok(server, name, soft):
+        if server.group is not None and not self.ledger.group_ok(server, name, soft):
             return False
-        return self.index.rows[name].fits(server.need, self.load.get(name))
+        return self.index.rows[name].fits(server.need, self.ledger.load.get(name))
 
     def _key(self, name: str, pool: Pool) -> float:
-        load = self.load.get(name)
-        return pool._keys[name][0] if load is None else -self.index.rows[name].score(load)
+        load = self.ledger.load.get(name)
+        return pool.key(name) if load is None else -self.index.rows[name].score(load)
 
     def _most(self, server: Server, pool: Pool, soft: bool) -> str | None:
         """The allowed host with the most room left, this plan's load counted
@@ -522,7 +327,7 @@ class _Placer:
         for entry in tried:
             heapq.heappush(heap, entry)
         if found is not None:
-            load = dict(self.load.get(found, {}))
+            load = dict(self.ledger.load.get(found, {}))
             for rc, n in server.need.items():
                 load[rc] = load.get(rc, 0) + n
             heapq.heappush(heap, (-self.index.rows[found].score(load), found))
@@ -554,77 +359,17 @@ class _Placer:
         the server's scarcest resource class (exhaustive: None means none)."""
         if not server.need:
             return None
-        rc = max(server.need, key=lambda c: server.need[c] / _typical(pool, c))
+        rc = max(server.need, key=lambda c: server.need[c] / typical(pool, c))
         need = server.need[rc]
         best: tuple[float, str] | None = None
         for neg_free, name in pool.by_rc.get(rc, ()):
             if -neg_free < need:
                 break
             if self._allowed(server, name, pool, soft):
-                entry = (pool._keys[name][0], name)
+                entry = (pool.key(name), name)
                 if best is None or entry < best:
                     best = entry
         return best[1] if best is not None else None
-
-    # -- why not --------------------------------------------------------------
-    def _missing(self, server: Server) -> dict[str, int]:
-        """Resource class -> how much more than the most free on any allowed
-        host the server needs (empty: each class fits somewhere on its own)."""
-        pool = self.index.pools.get(server.zone) if server.zone is not None \
-            else self.index.pools[None]
-        out = {}
-        for rc, n in server.need.items():
-            best = 0
-            for neg_free, name in (pool.by_rc.get(rc, ()) if pool is not None else ()):
-                if -neg_free <= best:
-                    break
-                if name in self.failed:
-                    continue
-                row = self.index.rows[name]
-                best = max(best, min(row.free.get(rc, 0) - self.load.get(name, {}).get(rc, 0),
-                                     row.max_unit.get(rc, 0)))
-            if best < n:
-                out[rc] = n - best
-        return out
-
-    def _no_room(self, server: Server) -> NoRoom:
-        where = f"zone {server.zone}" if server.zone is not None else "the cloud"
-        pool = self.index.pools.get(server.zone) if server.zone is not None \
-            else self.index.pools[None]
-        live = [n for n in (pool._keys if pool is not None else ()) if n not in self.failed
-                and n not in self.avoid.get(server.id, ())]
-        if not live:
-            return NoRoom(server, f"no host of {where} takes servers (every one is down, "
-                          "disabled or failed)", {})
-        group = self.model.group_of(server)
-        if group is not None and group.policy.hard:
-            if any(self.fits(server, n) for n in live):
-                if group.policy.anti:
-                    why = (f"{group.label()}: every host of {where} with room holds "
-                           f"{max(1, group.max_per_host)} of its members")
-                else:
-                    why = (f"{group.label()}: its members are on "
-                           f"{', '.join(sorted(self.affinity_hosts(group.id)))}, without "
-                           "room for it")
-                return NoRoom(server, why, {})
-        missing = self._missing(server)
-        if not missing:
-            return NoRoom(server, f"no room: no single host of {where} has "
-                          f"{_amounts(server.need)} free together", dict(server.need))
-        most = ", ".join(f"{server.need[rc] - missing[rc]} {rc}" for rc in sorted(missing))
-        return NoRoom(server, f"no room: needs {_amounts(server.need)}; the most free on a "
-                      f"host of {where}: {most}", {rc: server.need[rc] for rc in missing})
-
-
-def _typical(pool: Pool, rc: str) -> float:
-    """A resource class's scale in the pool (the largest free amount), for
-    choosing the server's scarcest class."""
-    items = pool.by_rc.get(rc)
-    return float(max(1, -items[0][0])) if items else 1.0
-
-
-def _amounts(need: Mapping[str, int]) -> str:
-    return ", ".join(f"{n} {rc}" for rc, n in sorted(need.items()))
 
 
 __all__ = ["FailurePlan", "Index", "NoRoom", "PlanPolicy", "Placed", "Pool", "order", "plan",

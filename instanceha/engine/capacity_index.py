@@ -1,0 +1,202 @@
+"""The capacity model's hosts as a failover plan reads them.
+
+One ``Row`` per host (free amount and ``max_unit`` per resource class), the
+hosts that take servers grouped in a ``Pool`` per availability zone (and one
+for the whole cloud), kept sorted by score (the most room first) and by the
+free amount of each class, and the reserved spares. ``Index.update`` follows
+the model's changed hosts, so that a model read again re-sorts only those
+(``capacity_coverage``); ``Index.of`` builds it at once. The placer
+(``capacity_plan``) reads it and never changes it.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+
+from instanceha.engine.capacity import (
+    DISK_GB,
+    MEMORY_MB,
+    PCPU,
+    VCPU,
+    Host,
+    Model,
+    Role,
+)
+
+SCORED = (VCPU, PCPU, MEMORY_MB, DISK_GB)
+"""The resource classes a host's score (its room left) is judged on."""
+
+
+def score(host: Host) -> float:
+    """The smallest share of capacity left free over the host's resource classes."""
+    best = None
+    for rc in SCORED:
+        inv = host.inventory.get(rc)
+        if inv is None or inv.capacity <= 0:
+            continue
+        share = host.free(rc) / inv.capacity
+        best = share if best is None or share < best else best
+    return best if best is not None else 0.0
+
+
+class Row:
+    """One host as the placer reads it: free amount and ``max_unit`` per class."""
+
+    __slots__ = ("name", "free", "max_unit", "zone", "room", "capacity")
+
+    def __init__(self, host: Host) -> None:
+        self.name = host.name
+        self.zone = host.zone
+        self.capacity = {rc: inv.capacity for rc, inv in host.inventory.items()
+                         if rc in SCORED and inv.capacity > 0}
+        self.free = {rc: host.free(rc) for rc in host.inventory}
+        self.max_unit = {rc: host.max_unit(rc) for rc in host.inventory}
+        self.room = {rc: min(f, self.max_unit[rc]) for rc, f in self.free.items()}
+        """What one server may take of each class while nothing is planned here."""
+
+    def score(self, load: Mapping[str, int]) -> float:
+        """``score()`` of the host once ``load`` is added."""
+        shares = [(self.free.get(rc, 0) - load.get(rc, 0)) / c for rc, c in self.capacity.items()]
+        return min(shares) if shares else 0.0
+
+    def fits(self, need: Mapping[str, int], load: Mapping[str, int] | None) -> bool:
+        free, max_unit = self.free, self.max_unit
+        if load is None:
+            for rc, n in need.items():
+                if free.get(rc, 0) < n or max_unit.get(rc, 0) < n:
+                    return False
+            return True
+        for rc, n in need.items():
+            if free.get(rc, 0) - load.get(rc, 0) < n or max_unit.get(rc, 0) < n:
+                return False
+        return True
+
+
+class Pool:
+    """The hosts that take servers in one zone (or anywhere: zone None), kept
+    sorted by score (the most room first) and by the free amount of each
+    resource class."""
+
+    def __init__(self) -> None:
+        self.order: list[tuple[float, str]] = []
+        self.by_rc: dict[str, list[tuple[int, str]]] = {}
+        self._keys: dict[str, tuple[float, dict[str, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._keys
+
+    def add(self, host: Host, row: Row) -> None:
+        self.discard(host.name)
+        key = -score(host)
+        bisect.insort(self.order, (key, host.name))
+        for rc, free in row.free.items():
+            bisect.insort(self.by_rc.setdefault(rc, []), (-free, host.name))
+        self._keys[host.name] = (key, dict(row.free))
+
+    def discard(self, name: str) -> None:
+        known = self._keys.pop(name, None)
+        if known is None:
+            return
+        key, frees = known
+        _remove(self.order, (key, name))
+        for rc, free in frees.items():
+            _remove(self.by_rc[rc], (-free, name))
+
+    def position(self, name: str) -> int:
+        return bisect.bisect_left(self.order, (self._keys[name][0], name))
+
+    def key(self, name: str) -> float:
+        """The host's sort key in ``order`` (minus its score when indexed)."""
+        return self._keys[name][0]
+
+    def names(self) -> Iterable[str]:
+        """The hosts of the pool (in no particular order)."""
+        return self._keys.keys()
+
+    def append(self, host: Host, row: Row) -> None:
+        """Add without keeping the order: ``sort()`` once after the last."""
+        key = -score(host)
+        self.order.append((key, host.name))
+        for rc, free in row.free.items():
+            self.by_rc.setdefault(rc, []).append((-free, host.name))
+        self._keys[host.name] = (key, dict(row.free))
+
+    def sort(self) -> None:
+        self.order.sort()
+        for items in self.by_rc.values():
+            items.sort()
+
+
+def _remove(items: list[tuple[float, str]] | list[tuple[int, str]],
+            entry: tuple[float, str]) -> None:
+    i = bisect.bisect_left(items, entry)
+    if i < len(items) and items[i] == entry:
+        del items[i]
+
+
+class Index:
+    """The model's hosts as the placer reads them: the target hosts by zone,
+    the spares, one ``Row`` per host; kept as the model changes."""
+
+    def __init__(self) -> None:
+        self.pools: dict[str | None, Pool] = {None: Pool()}
+        self.spares: set[str] = set()
+        self.rows: dict[str, Row] = {}
+        self._zone: dict[str, str | None] = {}
+
+    def update(self, model: Model, names: Iterable[str]) -> None:
+        for name in names:
+            old_zone = self._zone.pop(name, None)
+            self.pools[None].discard(name)
+            if old_zone is not None and old_zone in self.pools:
+                self.pools[old_zone].discard(name)
+            self.spares.discard(name)
+            self.rows.pop(name, None)
+            host = model.hosts.get(name)
+            if host is None:
+                continue
+            row = self.rows[name] = Row(host)
+            if host.role is Role.SPARE:
+                self.spares.add(name)
+            elif host.role is Role.TARGET:
+                self._zone[name] = host.zone
+                self.pools[None].add(host, row)
+                if host.zone is not None:
+                    self.pools.setdefault(host.zone, Pool()).add(host, row)
+
+    @classmethod
+    def of(cls, model: Model) -> Index:
+        """Built at once (sorted once, not inserted one by one)."""
+        index = cls()
+        for name, host in model.hosts.items():
+            row = index.rows[name] = Row(host)
+            if host.role is Role.SPARE:
+                index.spares.add(name)
+            elif host.role is Role.TARGET:
+                index._zone[name] = host.zone
+                for zone in (None, host.zone) if host.zone is not None else (None,):
+                    index.pools.setdefault(zone, Pool()).append(host, row)
+        for pool in index.pools.values():
+            pool.sort()
+        return index
+
+    def pool_of(self, zone: str | None) -> Pool | None:
+        """The pool a server of ``zone`` is placed from (None: no host takes
+        servers in that zone)."""
+        return self.pools.get(zone) if zone is not None else self.pools[None]
+
+
+def typical(pool: Pool, rc: str) -> float:
+    """A resource class's scale in the pool (the largest free amount), for
+    choosing the server's scarcest class."""
+    items = pool.by_rc.get(rc)
+    return float(max(1, -items[0][0])) if items else 1.0
+
+
+__all__ = ["SCORED", "Index", "Pool", "Row", "score", "typical"]

@@ -118,7 +118,7 @@ def _coverage_notifier(actuator, dry_run: bool):
     notifier = actuator.notifier
     if notifier is None:
         return None
-    from instanceha.controller.capacity import change_event
+    from instanceha.controller.capacity_report import change_event
 
     def on_change(coverage, was, read_at: float) -> None:
         try:

@@ -29,21 +29,15 @@ from collections.abc import Callable, Iterable, Mapping
 
 from instanceha import exceptions
 from instanceha.clock import SYSTEM, Clock
+from instanceha.controller import capacity_report as rep
 from instanceha.controller.capacity_reader import ModelReader, ReadStats
 from instanceha.engine import capacity as cap
 from instanceha.engine.capacity_coverage import Coverage, CoveragePolicy, CoverageTracker
 from instanceha.engine.capacity_plan import FailurePlan
-from instanceha.engine.instance_policy import priority_name
 
 LOG = logging.getLogger(__name__)
 
 RETRY = 30.0
-MAX_FAILURES_SHOWN = 50
-"""Failures (hosts, domains) listed in the published report; the rest are counted."""
-MAX_SERVERS_SHOWN = 10
-"""Servers without room listed per failure."""
-ALL_HOSTS_UP_TO = 50
-"""Up to this many hosts, every host's row is published (covered ones too)."""
 PENDING_MAX = 900.0
 """Seconds a planned evacuation counts as load at most (one never sent: the
 recovery stopped; one never ended: three attempts of 300 s)."""
@@ -59,6 +53,53 @@ class CapacitySettings:
     defer_without_room: bool = True
     max_concurrent_evacuations: int = 64
     max_evacuations_per_host: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class LastRead:
+    """What the last read gave (the coverage stays that of the last good one)."""
+
+    coverage: Coverage | None = None
+    read_at: float | None = None
+    """Monotonic time the last good read started."""
+    read_wall: float | None = None
+    error: str | None = None
+    """Why the last read failed (None: it did not)."""
+    stats: ReadStats = dataclasses.field(default_factory=ReadStats)
+    seconds: float = 0.0
+
+
+class InFlight:
+    """Evacuations planned or sent, counted as load on their target until a
+    read started after they ended (or ``PENDING_MAX`` seconds)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[cap.Server, str, float | None, float]] = {}
+        """server id -> (server, target, ended at, planned at)."""
+
+    def others(self, ids: set[str]) -> list[tuple[cap.Server, str]]:
+        """(server, target) of those in flight but ``ids``."""
+        with self._lock:
+            return [(s, t) for s, t, _, _ in self._entries.values() if s.id not in ids]
+
+    def add(self, server: cap.Server, target: str, now: float) -> None:
+        with self._lock:
+            self._entries[server.id] = (server, target, None, now)
+
+    def ended(self, server_id: str, now: float) -> None:
+        with self._lock:
+            known = self._entries.get(server_id)
+            if known is not None:
+                self._entries[server_id] = (known[0], known[1], now, known[3])
+
+    def forget(self, read_started: float) -> None:
+        """Those a read started at ``read_started`` sees in Placement's usage."""
+        with self._lock:
+            for sid in [k for k, (_, _, done, at) in self._entries.items()
+                        if (done is not None and done < read_started)
+                        or read_started - at > PENDING_MAX]:
+                del self._entries[sid]
 
 
 class CapacityMonitor:
@@ -83,20 +124,26 @@ class CapacityMonitor:
         self._lock = threading.Lock()  # the model and the tracker
         self._state = threading.Lock()  # the fields below
         self.tracker = CoverageTracker(reader.model, settings.coverage)
-        self.coverage: Coverage | None = None
-        self.read_at: float | None = None
-        self.read_wall: float | None = None
-        self.error: str | None = None
-        self.stats = ReadStats()
-        self.seconds = 0.0
+        self.last = LastRead()
         self.revision = 0
         """Grows when what the report shows changes (the status publisher's input)."""
         self._next_at: float | None = None
         self._busy = False
         self._leading = False
         self._poked = False
-        self._covered: bool | None = None
-        self._pending: dict[str, tuple[cap.Server, str, float | None, float]] = {}
+        self.in_flight = InFlight()
+
+    @property
+    def coverage(self) -> Coverage | None:
+        return self.last.coverage
+
+    @property
+    def read_at(self) -> float | None:
+        return self.last.read_at
+
+    @property
+    def error(self) -> str | None:
+        return self.last.error
 
     # -- when to read -----------------------------------------------------------
     def tick(self, leading: bool) -> None:
@@ -134,20 +181,20 @@ class CapacityMonitor:
             with self._lock:
                 self.reader.apply(batch)
                 coverage = self.tracker.refresh()
-                self._forget_landed(started)
+                self.in_flight.forget(started)
         except Exception as e:
             self._failed(started, e)
             return
         seconds = self.clock.monotonic() - started
         with self._state:
-            changed = self.coverage is None or _material(coverage) != _material(self.coverage)
-            self.coverage, self.stats, self.seconds = coverage, stats, seconds
-            self.read_at, self.read_wall, self.error = started, self.clock.wall(), None
+            before = self.last.coverage
+            changed = before is None or rep.material(coverage) != rep.material(before)
+            was = None if before is None else before.covered
+            self.last = LastRead(coverage, started, self.clock.wall(), None, stats, seconds)
             self._next_at = started + self.settings.refresh_interval
             self._busy = False
             if changed:
                 self.revision += 1
-            was, self._covered = self._covered, coverage.covered
         LOG.debug("capacity read: %d requests, %d providers and %d servers read, %d plans "
                   "made in %.2f s", stats.requests, stats.providers_read, stats.servers_read,
                   self.tracker.replanned, seconds)
@@ -158,8 +205,8 @@ class CapacityMonitor:
         action = e.action.value if isinstance(e, exceptions.InstanceHAError) else "retry later"
         text = str(e) or type(e).__name__
         with self._state:
-            first = self.error != text
-            self.error = text
+            first = self.last.error != text
+            self.last = dataclasses.replace(self.last, error=text)
             self._next_at = started + min(RETRY, self.settings.refresh_interval)
             self._busy = False
             self.revision += 1
@@ -173,14 +220,14 @@ class CapacityMonitor:
         counted = coverage.counted()
         short = [name for name, p in counted.items() if not p.covered]
         if coverage.covered:
-            LOG.warning("failover capacity: covered again (tolerance %s)", _tolerance(coverage))
+            LOG.warning("failover capacity: covered again (tolerance %s)", rep.tolerance(coverage))
         else:
             LOG.warning("failover capacity NOT covered (tolerance %s): %d failure(s) without "
-                        "room for every server: %s", _tolerance(coverage), len(short),
+                        "room for every server: %s", rep.tolerance(coverage), len(short),
                         ", ".join(short[:5]) + (" ..." if len(short) > 5 else ""))
         if self.on_change is not None:
             try:
-                self.on_change(coverage, was, self.read_wall or self.clock.wall())
+                self.on_change(coverage, was, self.last.read_wall or self.clock.wall())
             except Exception:  # a report must never stop the model
                 LOG.exception("capacity change report failed")
 
@@ -201,13 +248,11 @@ class CapacityMonitor:
         servers = list(servers)
         ids = {s.id for s in servers}
         with self._lock:
-            with self._state:
-                pending = [(s, t) for s, t, _, _ in self._pending.values() if s.id not in ids]
+            pending = self.in_flight.others(ids)
             plan = self.tracker.plan_failure({host}, servers, pending, avoid)
             now = self.clock.monotonic()
-            with self._state:
-                for p in plan.placed:
-                    self._pending[p.server.id] = (p.server, p.target, None, now)
+            for p in plan.placed:
+                self.in_flight.add(p.server, p.target, now)
             return plan
 
     def server(self, server_id: str) -> cap.Server | None:
@@ -217,22 +262,11 @@ class CapacityMonitor:
 
     def dispatched(self, server: cap.Server, target: str) -> None:
         """An evacuation to ``target`` not planned here (sent to another target)."""
-        with self._state:
-            self._pending[server.id] = (server, target, None, self.clock.monotonic())
+        self.in_flight.add(server, target, self.clock.monotonic())
 
     def landed(self, server_id: str) -> None:
         """The evacuation ended: it counts as load until a read started after now."""
-        with self._state:
-            known = self._pending.get(server_id)
-            if known is not None:
-                self._pending[server_id] = (known[0], known[1], self.clock.monotonic(), known[3])
-
-    def _forget_landed(self, read_started: float) -> None:
-        with self._state:
-            for sid in [k for k, (_, _, done, at) in self._pending.items()
-                        if (done is not None and done < read_started)
-                        or read_started - at > PENDING_MAX]:
-                del self._pending[sid]
+        self.in_flight.ended(server_id, self.clock.monotonic())
 
     # -- what operators see -----------------------------------------------------
     def report(self, everything: bool = False) -> dict:
@@ -242,90 +276,19 @@ class CapacityMonitor:
             if not self._leading:  # a standby's model is not kept current: none shown
                 return {"state": "standby", "covered": None, "age": None,
                         "revision": self.revision}
-            coverage, error = self.coverage, self.error
-            age = None if self.read_at is None else round(self.clock.monotonic() - self.read_at, 1)
+            last = self.last
+            coverage, error = last.coverage, last.error
+            age = None if last.read_at is None else round(self.clock.monotonic() - last.read_at, 1)
             out = {"state": "unknown" if coverage is None else ("stale" if error else "ok"),
-                   "age": age, "read_at": self.read_wall, "error": error,
-                   "read_seconds": round(self.seconds, 3), "requests": self.stats.requests,
+                   "age": age, "read_at": last.read_wall, "error": error,
+                   "read_seconds": round(last.seconds, 3), "requests": last.stats.requests,
                    "revision": self.revision}
         if coverage is None:
             return out
         with self._lock:
-            out.update(_summary(coverage, self.reader.model, everything))
+            out.update(rep.summary(coverage, self.reader.model, everything))
         return out
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _tolerance(coverage: Coverage) -> str:
-    p = coverage.policy
-    return "domain" if p.tolerance.value == "domain" else f"{p.hosts} host(s)"
-
-
-def _material(coverage: Coverage) -> tuple:
-    return (coverage.covered, tuple(coverage.uncovered_hosts()),
-            tuple(coverage.uncovered_domains()), tuple(sorted(coverage.shortfall().items())),
-            None if coverage.worst is None else coverage.worst.covered)
-
-
-def _summary(coverage: Coverage, model: cap.Model, everything: bool) -> dict:
-    hosts = coverage.hosts
-    rows = []
-    show_all = everything or len(hosts) <= ALL_HOSTS_UP_TO
-    for name in sorted(hosts):
-        p = hosts[name]
-        if show_all or not p.covered:
-            rows.append(_row("host", name, p, model, None if everything else MAX_SERVERS_SHOWN))
-    for name in sorted(coverage.domains):
-        p = coverage.domains[name]
-        if show_all or not p.covered:
-            rows.append(_row("domain", name, p, model,
-                             None if everything else MAX_SERVERS_SHOWN))
-    if coverage.worst is not None:
-        rows.append(_row("hosts", ", ".join(sorted(coverage.worst.failed)), coverage.worst,
-                         model))
-    shown = rows if everything else rows[:MAX_FAILURES_SHOWN]
-    return {"tolerance": coverage.policy.tolerance.value, "hosts": coverage.policy.hosts,
-            "covered": coverage.covered,
-            "counts": {"hosts": len(hosts), "uncovered_hosts": len(coverage.uncovered_hosts()),
-                       "domains": len(coverage.domains),
-                       "uncovered_domains": len(coverage.uncovered_domains()),
-                       "servers": len(model.servers)},
-            "shortfall": coverage.shortfall(), "failures": shown,
-            "more_failures": len(rows) - len(shown)}
-
-
-def _row(kind: str, name: str, p: FailurePlan, model: cap.Model,
-         limit: int | None = MAX_SERVERS_SHOWN) -> dict:
-    servers = len(p.placed) + len(p.unplaced)
-    return {"kind": kind, "name": name, "covered": p.covered, "servers": servers,
-            "placed": len(p.placed), "short": p.shortfall(),
-            "failed": sorted(p.failed) if kind != "host" else [name],
-            "spares": list(p.spares),
-            "without_room": [{"id": u.server.id, "name": u.server.name,
-                              "host": u.server.host,
-                              "priority": priority_name(u.server.priority),
-                              "reason": u.reason}
-                             for u in p.unplaced[:limit]],
-            "more_without_room": max(0, len(p.unplaced) - (limit or len(p.unplaced)))}
-
-
-def change_event(coverage: Coverage, was: bool | None, dry_run: bool = False,
-                 change_id: str = "0"):
-    """The ``instanceha.capacity.changed`` notification for a flip."""
-    from instanceha.notify import events
-
-    short = [(name, p) for name, p in coverage.counted().items() if not p.covered]
-    reason = ("covered: every counted failure finds room" if coverage.covered else
-              "; ".join(f"{name}: {len(p.unplaced)} server(s) without room"
-                        for name, p in short[:3]) + (f"; {len(short) - 3} more" if
-                                                      len(short) > 3 else ""))
-    return events.capacity_changed(
-        covered=coverage.covered, previous=was, tolerance=coverage.policy.tolerance.value,
-        hosts=coverage.policy.hosts,
-        failures=[{"name": name, "without_room": len(p.unplaced), "short": p.shortfall()}
-                  for name, p in short[:20]],
-        uncovered=len(short), shortfall=coverage.shortfall(), reason=reason, dry_run=dry_run,
-        change_id=change_id)

@@ -51,6 +51,53 @@ class ReadStats:
     full: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Grouping:
+    """Nova's server groups and aggregates as last read, and each host's
+    aggregates (name -> metadata), rebuilt only when the aggregates change."""
+
+    groups: tuple = ()
+    aggregates: tuple = ()
+    by_host: Mapping[str, dict[str, dict[str, str]]] = dataclasses.field(default_factory=dict)
+
+
+class Providers:
+    """What the model knows of Placement's root providers: which host each is
+    (from the hypervisors), the generation last read, and each host's
+    inventories and usages."""
+
+    def __init__(self) -> None:
+        self.rp_host: dict[str, str] = {}
+        self.generation: dict[str, int] = {}
+        self.inventory: dict[str, dict[str, cap.Inventory]] = {}
+        self.used: dict[str, dict[str, int]] = {}
+
+    def stale(self, uuid: str, generation: int, host: str | None, touched: set[str]) -> bool:
+        """Must the provider's inventories and usages be read again?"""
+        return self.generation.get(uuid) != generation or host in touched
+
+    def apply(self, rp_host: dict[str, str], moved: Mapping, providers: Mapping) -> set:
+        """Take what a read gave; returns the hosts whose provider moved or went."""
+        self.rp_host = rp_host
+        moved_hosts = {rp_host.get(u) for u in moved}
+        for uuid, (generation, inventories, usages) in moved.items():
+            host = rp_host.get(uuid)
+            self.generation[uuid] = generation
+            if host is None:
+                continue
+            self.inventory[host] = {rc: _inventory(v) for rc, v in inventories.items()}
+            self.used[host] = usages
+        for uuid in list(self.generation):
+            if uuid not in providers:
+                self.generation.pop(uuid)
+                host = rp_host.get(uuid)
+                if host is not None:
+                    self.inventory.pop(host, None)
+                    self.used.pop(host, None)
+                    moved_hosts.add(host)
+        return moved_hosts
+
+
 class ModelReader:
     def __init__(self, reads: CapacityReads, settings: ReaderSettings = ReaderSettings(),
                  services: Callable[[], Mapping] | None = None,
@@ -64,16 +111,11 @@ class ModelReader:
         self.phases = phases
         self.clock = clock
         self.model = cap.Model()
-        self._rp_host: dict[str, str] = {}
-        self._generation: dict[str, int] = {}
-        self._inventory: dict[str, dict[str, cap.Inventory]] = {}
-        self._used: dict[str, dict[str, int]] = {}
+        self.providers = Providers()
         self._records: dict[str, ServerRecord] = {}
         self._since: datetime.datetime | None = None
         self._images: dict[str, tuple[float, dict]] = {}
-        self._groups: tuple = ()
-        self._aggregates: tuple = ()
-        self._by_host: dict[str, dict[str, dict[str, str]]] = {}
+        self.grouping = Grouping()
         self._host_inputs: dict[str, tuple] = {}
         """host -> what its Host record was built from (rebuilt when it changes)."""
 
@@ -97,13 +139,12 @@ class ModelReader:
             old = self._records.get(rec.id)
             touched.update(h for h in (rec.host, old.host if old else None) if h)
         providers = [p for p in self._count(stats, self.reads.providers) if p.root == p.uuid]
-        rp_host = self._rp_host
+        rp_host = self.providers.rp_host
         if any(p.uuid not in rp_host for p in providers):
             rp_host = self._count(stats, self.reads.hypervisors)
         moved = {}
         for p in providers:
-            if self._generation.get(p.uuid) == p.generation and \
-                    rp_host.get(p.uuid) not in touched:
+            if not self.providers.stale(p.uuid, p.generation, rp_host.get(p.uuid), touched):
                 continue
             inventories = self._count(stats, self.reads.inventories, p.uuid)
             usages = self._count(stats, self.reads.usages, p.uuid)
@@ -147,23 +188,7 @@ class ModelReader:
 
     # -- the apply (pure bookkeeping, under the caller's lock) ---------------------
     def apply(self, batch: dict) -> None:
-        self._rp_host = batch["rp_host"]
-        moved_hosts = {self._rp_host.get(u) for u in batch["moved"]}
-        for uuid, (generation, inventories, usages) in batch["moved"].items():
-            host = self._rp_host.get(uuid)
-            self._generation[uuid] = generation
-            if host is None:
-                continue
-            self._inventory[host] = {rc: _inventory(v) for rc, v in inventories.items()}
-            self._used[host] = usages
-        for uuid in list(self._generation):
-            if uuid not in batch["providers"]:
-                self._generation.pop(uuid)
-                host = self._rp_host.get(uuid)
-                if host is not None:
-                    self._inventory.pop(host, None)
-                    self._used.pop(host, None)
-                    moved_hosts.add(host)
+        moved_hosts = self.providers.apply(batch["rp_host"], batch["moved"], batch["providers"])
         gone: set[str] = set()
         if batch["full"]:
             gone = set(self._records)
@@ -181,11 +206,11 @@ class ModelReader:
             self._since = self.clock.utcnow()
         aggregates = _aggregates(batch["aggregates"])
         groups = tuple(sorted(batch["groups"], key=lambda g: g.id))
-        regrouped, reaggregated = groups != self._groups, aggregates != self._aggregates
+        known = self.grouping
+        regrouped, reaggregated = groups != known.groups, aggregates != known.aggregates
         everyone = batch["full"] or regrouped or reaggregated
-        self._groups, self._aggregates = groups, aggregates
-        if reaggregated or not self._by_host:
-            self._by_host = _by_host(aggregates)
+        by_host = _by_host(aggregates) if reaggregated or not known.by_host else known.by_host
+        self.grouping = Grouping(groups, aggregates, by_host)
         self._apply_hosts(batch, moved_hosts, everyone)
         if regrouped or batch["full"]:
             self.model.set_groups(group_of(g) for g in groups)
@@ -194,8 +219,7 @@ class ModelReader:
             [r for r in batch["servers"] if r.id in self._records]
         memo: dict = {}  # servers alike (metadata, flavor, image, host's aggregates) decide alike
         for rec in changed:
-            self.model.set_server(self._server(rec, member_group, self._by_host, batch["images"],
-                                               memo))
+            self.model.set_server(self._server(rec, member_group, by_host, batch["images"], memo))
         for sid in gone:
             self.model.remove_server(sid)
 
@@ -203,7 +227,7 @@ class ModelReader:
         """A Host record for each host whose inputs changed (its provider's
         generation, its service, its phase, its aggregates)."""
         services, phases = batch["services"], batch["phases"]
-        names = set(services) | set(self._inventory)
+        names = set(services) | set(self.providers.inventory)
         for name in names:
             svc = services.get(name)
             inputs = (_service_facts(svc), phases.get(name))
@@ -211,9 +235,9 @@ class ModelReader:
                 continue
             self._host_inputs[name] = inputs
             role, why = _role(svc, phases.get(name))
-            aggs = self._by_host.get(name, {})
+            aggs = self.grouping.by_host.get(name, {})
             self.model.set_host(cap.Host(
-                name, self._inventory.get(name, {}), self._used.get(name, {}),
+                name, self.providers.inventory.get(name, {}), self.providers.used.get(name, {}),
                 zone=getattr(svc, "zone", None), aggregates=frozenset(aggs),
                 domain=self._domain(aggs), role=role, why_out=why))
         for name in [h for h in self._host_inputs if h not in names]:

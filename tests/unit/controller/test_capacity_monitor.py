@@ -7,8 +7,10 @@ import pytest
 
 from instanceha.compute.capacity_reads import GroupRecord, Provider, ServerRecord
 from instanceha.compute.model import ComputeService
-from instanceha.controller.capacity import CapacityMonitor, CapacitySettings, change_event
+from instanceha.controller import capacity_report
+from instanceha.controller.capacity import CapacityMonitor, CapacitySettings
 from instanceha.controller.capacity_reader import ModelReader, ReaderSettings
+from instanceha.controller.capacity_report import change_event
 from instanceha.engine import capacity as cap
 from instanceha.engine.instance_policy import Recovery
 from instanceha.engine.model import Phase
@@ -290,7 +292,6 @@ def test_evacuations_in_flight_count_until_a_read_after_they_ended(reads):
 
 
 def test_the_published_report_is_bounded():
-    from instanceha.controller import capacity
 
     model = cap.Model()
     from instanceha.engine.capacity_coverage import CoverageTracker
@@ -300,11 +301,11 @@ def test_the_published_report_is_bounded():
         model.set_host(cap.Host(f"h{i:03d}", inv, {"VCPU": 1}))
         model.set_server(cap.Server(f"s{i}", f"s{i}", f"h{i:03d}", {"VCPU": 1}))
     coverage = CoverageTracker(model).refresh()
-    small = capacity._summary(coverage, model, everything=False)
-    assert len(small["failures"]) == capacity.MAX_FAILURES_SHOWN
-    assert small["more_failures"] == 200 - capacity.MAX_FAILURES_SHOWN
+    small = capacity_report.summary(coverage, model, everything=False)
+    assert len(small["failures"]) == capacity_report.MAX_FAILURES_SHOWN
+    assert small["more_failures"] == 200 - capacity_report.MAX_FAILURES_SHOWN
     assert small["counts"]["uncovered_hosts"] == 200
-    full = capacity._summary(coverage, model, everything=True)
+    full = capacity_report.summary(coverage, model, everything=True)
     assert len(full["failures"]) == 200 and full["more_failures"] == 0
 
 

@@ -122,6 +122,8 @@ class Members:
         self._stall_now: dict[str, tuple[int, float, float]] = {}  # host -> owner, S, seen at
         self._timeout: dict[str, float] = {}
         self._member_events: dict[str, bool] = {}  # host -> a deletion was seen (kazoo's thread)
+        # host -> the owner of the member node the view knew when it saw it deleted
+        self._deleted_owner: dict[str, int | None] = {}
         self._stall_events: set[str] = set()  # (kazoo's thread)
         self._unwatched: set[str] = set()
 
@@ -134,6 +136,9 @@ class Members:
         with self._lock:
             deleted = self._member_events.get(host, False)
             self._member_events[host] = deleted or event.type == EventType.DELETED
+            if event.type == EventType.DELETED and host not in self._deleted_owner:
+                known = self._member.get(host)
+                self._deleted_owner[host] = None if known is None else known.owner
 
     def on_stall(self, event) -> None:
         if event.type in (EventType.CHANGED, EventType.DELETED):
@@ -301,6 +306,7 @@ class Members:
         those whose watch is gone."""
         with self._lock:
             events, self._member_events = self._member_events, {}
+            gone_owners, self._deleted_owner = self._deleted_owner, {}
         batch = set(events)
         rearmed: set[str] = set()
         batch_size = REARM_BATCH if rearm_watches else 0
@@ -318,7 +324,11 @@ class Members:
             owner = self._present.get(host)
             if self._store_member(host, result):
                 changed.add(host)
-            if events.get(host) and owner is not None and self._session_lives(host, owner):
+            # the node deleted was this session's (not an earlier session's of the
+            # host, whose end a re-join's newer entry may have overtaken in this refresh)
+            gone = gone_owners.get(host)
+            if events.get(host) and owner is not None and gone in (None, owner) \
+                    and self._session_lives(host, owner):
                 self.alerts.raise_("tampered-membership", host, "its member node was deleted "
                                    f"while its session 0x{owner:x} lives; its agent creates "
                                    "it again")

@@ -8,7 +8,8 @@
   reported as an alert; an entry whose session ended while it was being
   verified is not;
 * an index entry deleted while its session's member node stands is
-  tampering, not a death.
+  tampering, not a death; a member node deleted by its session's end, seen
+  together with the host's re-join, is not.
 """
 
 from __future__ import annotations
@@ -160,6 +161,35 @@ def test_a_deleted_index_entry_of_a_live_session_is_tampering(zookeeper, root_pa
         daemons.wait_until(lambda: [n for n in ctl.client.get_children(f"{root_path}/live")
                                     if n.startswith("h003@")], 10, "a new entry")
         assert agents["h003"].stats()["tampered"] == 1
+    finally:
+        ctl.stop()
+
+
+def test_a_re_join_seen_with_its_old_sessions_end_is_no_tampering(zookeeper, root_path,
+                                                                     agents):
+    """A host's session ends and it joins again before the view's next
+    refresh: that refresh verifies the new entry and sees the old member node
+    deleted. The node was the old session's; nothing was tampered with."""
+    ctl = _view(zookeeper, root_path)
+    try:
+        _settled(ctl, lambda s: len(s.members) == N, f"{N} members")
+        events = ctl.stats().get("watch_events", 0)
+        agents.pop("h005").stop()  # its session ends: member node and entry go
+        daemons.wait_until(lambda: ctl.stats().get("watch_events", 0) > events, 10,
+                           "the member node's deletion seen")
+        again = agents["h005"] = zookeeper.coordinator("agent", "h005", root_path=root_path)
+        again.start()
+        again.join("h005", {"services": {"nova-compute": True}})
+        daemons.wait_until(lambda: [n for n in ctl.client.get_children(f"{root_path}/live")
+                                    if n.startswith("h005@")], 10, "h005's new entry")
+        snap = ctl.snapshot()  # one refresh: the new entry and the old node's deletion
+        assert snap.members["h005"].incarnation == again.session_id
+        assert not [a for a in snap.alerts if a.host == "h005"], snap.alerts
+        # while the new session lives, its own member node deleted is tampering
+        ctl.client.delete(f"{root_path}/hosts/h005/member")
+        snap = _settled(ctl, lambda s: any(a.kind == "tampered-membership" for a in s.alerts),
+                        "the tampering alert")
+        assert {a.host for a in snap.alerts} == {"h005"}
     finally:
         ctl.stop()
 

@@ -74,6 +74,51 @@ class GuestActuatorSettings:
         return self.retry.delay(2)
 
 
+class Schedule:
+    """When each queued failure is tried next, its back-off after an error,
+    and since when it waits (event id -> monotonic seconds)."""
+
+    def __init__(self, settings: GuestActuatorSettings, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._next: dict[str, float] = {}
+        self._retries: dict[str, Retries] = {}
+        self._first_seen: dict[str, float] = {}
+
+    def due(self, event_id: str, now: float) -> bool:
+        """May it be handled now (then it counts as seen from now on)?"""
+        if now < self._next.get(event_id, 0.0):
+            return False
+        self._first_seen.setdefault(event_id, now)
+        return True
+
+    def waited(self, event_id: str) -> float:
+        now = self.clock.monotonic()
+        return now - self._first_seen.get(event_id, now)
+
+    def retry(self, event_id: str) -> float:
+        """Its handling failed: the next try after its back-off's next step."""
+        if event_id not in self._retries:
+            self._retries[event_id] = self.settings.retry.start()
+        wait = self._retries[event_id].next()
+        self._next[event_id] = self.clock.monotonic() + wait
+        return wait
+
+    def recheck(self, event_id: str) -> None:
+        """It waits (a task state Nova still runs): look again in a while."""
+        self._next[event_id] = self.clock.monotonic() + self.settings.recheck
+
+    def crashed(self, event_id: str) -> None:
+        self._next[event_id] = self.clock.monotonic() + self.settings.retry_backoff_max
+
+    def succeeded(self, event_id: str) -> None:
+        self._retries.pop(event_id, None)
+
+    def forget(self, event_id: str) -> None:
+        for d in (self._next, self._first_seen, self._retries):
+            d.pop(event_id, None)
+
+
 class GuestActuator:
     def __init__(self, coordinator: GuestEventStore, nova: NovaClient,
                  settings: GuestActuatorSettings, notifier=None,
@@ -90,9 +135,7 @@ class GuestActuator:
         self.pool = pool or concurrent.futures.ThreadPoolExecutor(settings.workers, "guests")
         self._lock = threading.Lock()
         self.jobs: dict[str, concurrent.futures.Future] = {}  # instance -> its job
-        self.next_try: dict[str, float] = {}  # event id -> clock
-        self.retries: dict[str, Retries] = {}  # event id -> its back-off
-        self.first_seen: dict[str, float] = {}  # event id -> clock (how long it waited)
+        self.schedule = Schedule(settings, clock)
         self._said: dict[str, str] = {}
         self.last: dict[str, tuple[float, str | None, float | None]] = {}
         """instance -> (time of its last handled failure, its incident, when its
@@ -123,11 +166,10 @@ class GuestActuator:
         for event_id, record in pending:
             instance = record.get("instance_id") if isinstance(record, Mapping) else None
             key = instance if isinstance(instance, str) else event_id
-            if key in busy or now < self.next_try.get(event_id, 0.0):
+            if key in busy or not self.schedule.due(event_id, now):
                 busy.add(key)  # later failures of this instance wait for this one
                 continue
             busy.add(key)
-            self.first_seen.setdefault(event_id, now)
             self.jobs[key] = self.pool.submit(self._run, event_id, record, dict(views), verify)
 
     def _say_once(self, key: str, message: str, *args) -> None:
@@ -139,23 +181,16 @@ class GuestActuator:
     def _run(self, event_id, record, views, verify) -> None:
         try:
             self.handle(event_id, record, views, verify)
-            self.retries.pop(event_id, None)
+            self.schedule.succeeded(event_id)
         except exceptions.NotLeader as e:
             LOG.warning("guest failure %s: stopped, %s", event_id, e)
         except exceptions.InstanceHAError as e:
-            wait = self._retry(event_id)
+            wait = self.schedule.retry(event_id)
             LOG.error("guest failure %s (instance %s) not handled: %s; %s, next try in %.0f s",
                       event_id, record.get("instance_id"), e, e.action.value, wait)
         except Exception:
-            self.next_try[event_id] = self.clock.monotonic() + self.settings.retry_backoff_max
+            self.schedule.crashed(event_id)
             LOG.exception("guest failure %s: handling crashed", event_id)
-
-    def _retry(self, event_id: str) -> float:
-        if event_id not in self.retries:
-            self.retries[event_id] = self.settings.retry.start()
-        wait = self.retries[event_id].next()
-        self.next_try[event_id] = self.clock.monotonic() + wait
-        return wait
 
     # -- one failure ------------------------------------------------------------------
     def handle(self, event_id: str, record: Mapping, views: Mapping,
@@ -176,7 +211,7 @@ class GuestActuator:
             return self._done(event_id, event, g.GuestOutcome.COALESCED, verify)
         view = views.get(event.host)
         phase = view.phase if view is not None else None
-        waited = self.clock.monotonic() - self.first_seen.get(event_id, self.clock.monotonic())
+        waited = self.schedule.waited(event_id)
         settings = self.settings.guest
         if phase in (Phase.FAILED, Phase.SUSPECT):
             step = g.decide(event, self.settings.default_policy, None, phase, (), settings,
@@ -200,7 +235,7 @@ class GuestActuator:
                 LOG.info("guest failure of %s on %s: %s", event.instance_id, event.host,
                          step.reason)
                 self._record(event, "waiting", step.reason, opens=True)
-            self.next_try[event_id] = self.clock.monotonic() + self.settings.recheck
+            self.schedule.recheck(event_id)
             return step.outcome
         self._said.pop(event_id, None)
         return self._act(event_id, event, server, decision, step, verify)
@@ -268,8 +303,7 @@ class GuestActuator:
               restarted_at=None) -> g.GuestOutcome:
         verify()  # a deposed leader must leave the failure to the next one
         self.coordinator.guest_event_delete(event_id)
-        for d in (self.next_try, self.first_seen, self.retries):
-            d.pop(event_id, None)
+        self.schedule.forget(event_id)
         if outcome is not g.GuestOutcome.COALESCED:
             self.last[event.instance_id] = (event.at, incident, restarted_at)
             self.recent.appendleft({"at": round(event.at, 3), "host": event.host,

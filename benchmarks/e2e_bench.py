@@ -173,7 +173,9 @@ class Bench:
         # every host fails again and again on purpose: no flap damping here
         self.ctl = st.controller("ctl", {"controller": {"flap_failures": 100}})
         self.ctl.wait_log("leadership gained", timeout=60)
-        self.cli_conf = daemons.write_conf(os.path.join(st.work, "cli.conf"), st.base())
+        # the operators' CLI, with the operators' credentials (least privilege)
+        self.cli_conf = daemons.write_conf(os.path.join(st.work, "cli.conf"),
+                                           {"coordination": st.base("operator")["coordination"]})
 
     @contextlib.contextmanager
     def foreign_load(self, spec: str):
@@ -289,7 +291,8 @@ class Bench:
              "first_post_after_read_back": seconds(read_back, posts[0]),
              "last_post": seconds(failed_at, posts[-1]),
              "all_active": seconds(failed_at, all_active),
-             "ours": seconds(read_back, all_active), "cpu": cpu}
+             "ours": seconds(read_back, all_active), "cpu": cpu,
+             "loadavg": round(os.getloadavg()[0], 2)}
         self.results.append(r)
         print(f"  {tag}: {fault} host {victim}, {n} servers: FAILED +{r['failed']:.2f}s, "
               f"fence {r['fence']:.2f}s{' (re-fence)' if refence else ''}, read back "
@@ -297,7 +300,7 @@ class Bench:
               f"({r['first_post_after_read_back']:.2f}s after the read-back), all ACTIVE "
               f"+{r['all_active']:.2f}s; {r['api_calls']} API requests; instanceha used "
               f"{cpu:.2f} CPU s meanwhile; plan read ahead "
-              f"{'used' if ahead else 'not used'}"
+              f"{'used' if ahead else 'not used'}; load average {r['loadavg']:.1f}"
               + (f" (under load {self.load})" if self.load != "none" else ""), flush=True)
         self.repair(victim, fault, tag)
         st.delete(ids)
@@ -342,12 +345,14 @@ class Bench:
             sent = datetime.datetime.now()
             done = ActiveWatch(st.conn, ids, victim).start().wait(600)
             f = {"servers": n, "floor": seconds(t0, done), "sending": seconds(t0, sent),
-                 "load": self.load, "cpu": self.ours_cpu(since=cpu0)}
+                 "load": self.load, "cpu": self.ours_cpu(since=cpu0),
+                 "loadavg": round(os.getloadavg()[0], 2)}
             if record:
                 self.floors.append(f)
             print(f"  {tag}: Nova's floor, {n} servers: all ACTIVE {f['floor']:.2f}s after the "
                   f"force-down (sent concurrently in {f['sending']:.2f}s; the paused controller "
-                  f"and the agents used {f['cpu']:.2f} CPU s meanwhile)"
+                  f"and the agents used {f['cpu']:.2f} CPU s meanwhile; load average "
+                  f"{f['loadavg']:.1f})"
                   + (f" (under load {self.load})" if self.load != "none" else ""), flush=True)
             st.cloud.start_compute(victim)
             procs.wait_for(lambda: self._completed(victim, ids), 300,
@@ -418,6 +423,10 @@ class Bench:
                       f"{statistics.median(r['cpu'] for r in rs):.2f} CPU s"
                       + (f" (during the floor, controller paused: p50 "
                          f"{statistics.median(paused):.2f})" if paused else ""))
+                seen = [r["loadavg"] for r in rs] + [f["loadavg"] for f in self.floors
+                                                     if f["servers"] == n and f["load"] == load]
+                print(f"  machine load average (1 min) at the end of each run and floor: "
+                      f"p50 {statistics.median(seen):.1f}, {min(seen):.1f}-{max(seen):.1f}")
                 print(f"  fences that used the plan read ahead: "
                       f"{sum(r['ahead'] for r in rs)} of {len(rs)}")
                 calls = [r["api_calls"] / n for r in rs if r["api_calls"] is not None]

@@ -176,6 +176,11 @@ def list_opts():
     return {group: opts + keystoneauth_opts()}
 
 
+POOL_SPARE = 8
+"""Connections to a Nova or Placement endpoint kept beyond the evacuations in
+flight: the read-ahead, the guest actuator, the capacity reads, the refresher."""
+
+
 def evacuation_settings(conf, group: str = GROUP):
     """[nova]'s evacuation options as the evacuator's frozen settings (the edge)."""
     from instanceha.compute.evacuation import EvacuationSettings
@@ -193,6 +198,7 @@ def nova_client(conf, group: str = GROUP):
     edge: below it nothing reads oslo.config), or NovaConfigError."""
     from keystoneauth1 import exceptions as ks_exc
     from keystoneauth1 import loading as ks_loading
+    from keystoneauth1 import session as ks_session
     from openstack import connection
 
     from instanceha.compute import exceptions as exc
@@ -204,6 +210,13 @@ def nova_client(conf, group: str = GROUP):
         raise exc.NovaConfigError(operation="loading [nova] auth options", reason=str(e))
     session = ks_loading.load_session_from_conf_options(conf, group, auth=auth)
     c = conf[group]
+    # requests keeps 10 connections per host by default: with more evacuations
+    # in flight, each one beyond that opened and discarded a connection
+    # ("Connection pool is full", seen in the e2e benchmark at 20 servers)
+    pool = max(10, c.evacuation_concurrency + POOL_SPARE)
+    adapter = ks_session.TCPKeepAliveAdapter(pool_connections=pool, pool_maxsize=pool)
+    for scheme in ("https://", "http://"):
+        session.mount(scheme, adapter)
     interface = c.valid_interfaces[0] if c.valid_interfaces else None
     conn = connection.Connection(
         session=session, region_name=c.region_name, interface=interface,

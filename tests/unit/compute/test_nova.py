@@ -223,6 +223,29 @@ def test_endpoint_override_bypasses_the_catalog(tmp_path, monkeypatch):
     assert "endpoint_override" in {o.dest for o in nova_conf.keystoneauth_opts()}
 
 
+def test_the_connection_pool_holds_every_evacuation_in_flight(tmp_path, monkeypatch):
+    """requests keeps 10 connections per endpoint by default; 32 concurrent
+    evacuations discarded the rest ("Connection pool is full")."""
+    from openstack import connection
+    from oslo_config import cfg
+
+    from instanceha.conf import nova as nova_conf
+
+    made = {}
+    monkeypatch.setattr(connection, "Connection", lambda **kw: made.update(kw) or object())
+    path = tmp_path / "nova.conf"
+    path.write_text("[nova]\nauth_type = password\nauth_url = http://192.0.2.1:5000/v3\n"
+                    "username = u\npassword = p\nproject_name = p\n"
+                    "evacuation_concurrency = 32\n")
+    conf = cfg.ConfigOpts()
+    nova_conf.register_opts(conf)
+    conf([], default_config_files=[str(path)])
+    nova_conf.nova_client(conf)
+    for scheme in ("http://", "https://"):
+        adapter = made["session"].session.get_adapter(scheme + "nova.example")
+        assert adapter.poolmanager.connection_pool_kw["maxsize"] == 32 + nova_conf.POOL_SPARE
+
+
 def test_host_aggregates_one_read_at_2_41_per_host():
     conn = Conn(Response(200, {"aggregates": [
         {"name": "rack1", "hosts": ["c1", "c2"], "metadata": {}},

@@ -335,8 +335,19 @@ def _aggregates(items) -> tuple:
 
 
 def _by_host(aggregates) -> dict[str, dict[str, dict[str, str]]]:
-    out: dict[str, dict[str, dict[str, str]]] = {}
-    for name, hosts, meta in aggregates:
+    """Host -> its aggregates (name -> metadata). Hosts in the same aggregates
+    share one mapping: the decisions' memo keys on it, so that the servers of
+    a rack decide once per kind, not once per host. Read-only."""
+    member_of: dict[str, list[int]] = {}
+    for i, (_, hosts, _) in enumerate(aggregates):
         for h in hosts:
-            out.setdefault(h, {})[name] = dict(meta)
+            member_of.setdefault(h, []).append(i)
+    shared: dict[tuple[int, ...], dict[str, dict[str, str]]] = {}
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for h, indexes in member_of.items():
+        key = tuple(indexes)
+        mapping = shared.get(key)
+        if mapping is None:
+            mapping = shared[key] = {aggregates[i][0]: dict(aggregates[i][2]) for i in key}
+        out[h] = mapping
     return out

@@ -12,7 +12,7 @@ from instanceha.controller.capacity import CapacityMonitor, CapacitySettings
 from instanceha.controller.capacity_reader import ModelReader, ReaderSettings
 from instanceha.controller.capacity_report import change_event
 from instanceha.engine import capacity as cap
-from instanceha.engine.instance_policy import Recovery
+from instanceha.engine.instance_policy import Recovery, priority_name
 from instanceha.engine.model import Phase
 from instanceha.exceptions import InstanceHAError
 from tests.unit.clock import FakeClock
@@ -347,3 +347,32 @@ def test_a_standby_shows_no_model(reads):
     m.tick(leading=False)  # leadership lost: the model is no longer kept current
     assert m.report() == {"state": "standby", "covered": None, "age": None,
                           "revision": m.revision}
+
+
+def test_aggregates_decide_per_host_and_follow_a_host_moved(reads):
+    """A server's priority from its host's aggregates and the host's failure
+    domain; servers alike on hosts of one rack decide alike, and a host moved
+    to another aggregate takes that one's rules at the next read."""
+    reads.aggs = [{"name": "rack-a", "hosts": ["c1", "c2"],
+                   "metadata": {"instanceha:priority": "high",
+                                "instanceha:failure_domain": "true"}},
+                  {"name": "rack-b", "hosts": ["c3"],
+                   "metadata": {"instanceha:priority": "low"}}]
+    for h in ("c1", "c2", "c3"):
+        boot_many(reads, h, 2)
+    m = monitor(reads)
+    m.tick(leading=True)
+    model = m.reader.model
+    assert {sid: priority_name(s.priority) for sid, s in model.servers.items()} == {
+        "c1-0": "high", "c1-1": "high", "c2-0": "high", "c2-1": "high",
+        "c3-0": "low", "c3-1": "low"}
+    assert {h: model.hosts[h].domain for h in ("c1", "c2", "c3")} == {
+        "c1": "rack-a", "c2": "rack-a", "c3": None}
+    reads.aggs[0]["hosts"], reads.aggs[1]["hosts"] = ["c1"], ["c2", "c3"]
+    m.fake_clock.advance(61)
+    m.tick(leading=True)
+    assert {sid: priority_name(s.priority) for sid, s in model.servers.items()} == {
+        "c1-0": "high", "c1-1": "high", "c2-0": "low", "c2-1": "low",
+        "c3-0": "low", "c3-1": "low"}
+    assert {h: model.hosts[h].domain for h in ("c1", "c2", "c3")} == {
+        "c1": "rack-a", "c2": None, "c3": None}

@@ -36,7 +36,7 @@ class AgentMetrics:
         for name, up in sorted(a.services.items()):
             svc.add_metric([name], 1 if up else 0)
         yield svc
-        monitor = a.guest_monitor
+        monitor = a.health.guest_monitor
         if monitor is None:
             return
         connected = GaugeMetricFamily("instanceha_agent_libvirt_connected",

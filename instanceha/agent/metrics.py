@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import typing
+
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+if typing.TYPE_CHECKING:
+    from instanceha.agent.service import Agent
+
 
 class AgentMetrics:
-    def __init__(self, agent, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, agent: Agent, registry: CollectorRegistry | None = None) -> None:
         self.agent = agent
         self.registry = registry or CollectorRegistry()
         self.registry.register(self)

@@ -34,7 +34,7 @@ def modules(names=None):
 
 def list_opts(names=None):
     """Return [(group, [opts])] for every group, as oslo-config-generator wants."""
-    result = {}
+    result: dict[str, list] = {}
     for module in modules(names):
         for group, opts in module.list_opts().items():
             result.setdefault(group, []).extend(opts)

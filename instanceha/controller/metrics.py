@@ -7,6 +7,8 @@ forgotten host's labels vanish with it (no stale labels).
 
 from __future__ import annotations
 
+import typing
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -15,12 +17,16 @@ from instanceha.controller.reconciler import Transition
 from instanceha.coordination.base import ALERT_KINDS
 from instanceha.engine.model import Phase
 
+if typing.TYPE_CHECKING:
+    from instanceha.controller.service import ControllerService
+
 FENCE_RESULTS = ("ok", "attested", "error")
 DETECTION_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 60.0)
 
 
 class ControllerMetrics:
-    def __init__(self, service, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, service: ControllerService,
+                 registry: CollectorRegistry | None = None) -> None:
         self.service = service
         self.registry = registry or CollectorRegistry()
         self.transitions = Counter(

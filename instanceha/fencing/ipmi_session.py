@@ -98,6 +98,9 @@ class FreshSession(Session):
     """pyghmi's Session, never taken from (nor put into) its session cache,
     logging in without pyghmi's unlocked "still logging in?" wait."""
 
+    login_result: dict | None
+    """What pyghmi's login callback said (None until it calls)."""
+
     def __new__(cls, bmc, userid, password, port=623, kg=None, onlogon=None,
                 privlevel=None, keepalive=True):
         self = object.__new__(cls)
@@ -126,6 +129,8 @@ class FreshSession(Session):
                 raise _pyghmi_exc.IpmiException("timeout")
             Session.wait_for_rsp(timeout=WAKE)
         result = self.login_result
+        if result is None:  # set before login_done: never; and never taken for a login
+            raise _pyghmi_exc.IpmiException("the login ended without a result")
         if "error" in result:
             raise _pyghmi_exc.IpmiException(result["error"])
 

@@ -166,6 +166,11 @@ class Evacuator:
                 return self._done(server, host, Outcome.EVACUATED, attempt, t0, cur=cur, mig=mig)
             LOG.warning("evacuation of %s from %s, attempt %d/%d failed: %s", server.id, host,
                         attempt, self.settings.attempts, reason)
+            if no_capacity and target_host is not None:
+                # the scheduler found no room on the one host asked for (full, or
+                # down since it was planned): asking it again cannot do better, and
+                # each try leaves the server in ERROR; the caller sends it without
+                break
         cls = exc.NoCapacity if no_capacity else exc.EvacuationFailed
         error = cls(server=server.id, host=host, attempts=attempt, reason=reason)
         outcome = Outcome.NO_CAPACITY if no_capacity else Outcome.FAILED

@@ -75,6 +75,15 @@ def test_no_capacity_after_every_attempt():
     assert results["b"].ok  # the rest continue
 
 
+def test_a_target_without_room_is_not_asked_again():
+    """No valid host on the one host asked for: the attempts left would ask it
+    again (each leaving the server in ERROR); the caller sends it without one."""
+    nova, results = run([server("a")], {"a": Script(no_valid_host=5)}, target="spare")
+    r = results["a"]
+    assert (r.outcome, r.attempts) == (Outcome.NO_CAPACITY, 1)
+    assert [c for c in nova.calls if c[0] == "evacuate"] == [("evacuate", "a", "spare")]
+
+
 def test_failure_without_fault_is_not_no_capacity():
     _, results = run([server("a")], {"a": Script(fail_migration=5)},
                      EvacuationSettings(concurrency=1, attempts=2, timeout=60, poll_interval=1))

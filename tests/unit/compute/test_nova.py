@@ -201,24 +201,33 @@ def test_deleted_image_has_no_properties():
     assert NovaClient(conn).image_properties("img") == {}
 
 
-def test_endpoint_override_bypasses_the_catalog(tmp_path, monkeypatch):
-    """[nova] endpoint_override (keystoneauth's adapter option) reaches the
-    compute proxy: the chaos suite points the controller at a fault proxy so."""
+def _connection_made(tmp_path, monkeypatch, options: str) -> dict:
+    """The keyword arguments nova_client() builds openstack's Connection with,
+    from a [nova] section with ``options`` added."""
     from openstack import connection
     from oslo_config import cfg
 
     from instanceha.conf import nova as nova_conf
 
-    made = {}
+    made: dict = {}
     monkeypatch.setattr(connection, "Connection", lambda **kw: made.update(kw) or object())
     path = tmp_path / "nova.conf"
     path.write_text("[nova]\nauth_type = password\nauth_url = http://192.0.2.1:5000/v3\n"
-                    "username = u\npassword = p\nproject_name = p\n"
-                    "endpoint_override = http://127.0.0.1:8999/v2.1\n")
+                    "username = u\npassword = p\nproject_name = p\n" + options)
     conf = cfg.ConfigOpts()
     nova_conf.register_opts(conf)
     conf([], default_config_files=[str(path)])
     nova_conf.nova_client(conf)
+    return made
+
+
+def test_endpoint_override_bypasses_the_catalog(tmp_path, monkeypatch):
+    """[nova] endpoint_override (keystoneauth's adapter option) reaches the
+    compute proxy: the chaos suite points the controller at a fault proxy so."""
+    from instanceha.conf import nova as nova_conf
+
+    made = _connection_made(tmp_path, monkeypatch,
+                            "endpoint_override = http://127.0.0.1:8999/v2.1\n")
     assert made["compute_endpoint_override"] == "http://127.0.0.1:8999/v2.1"
     assert "endpoint_override" in {o.dest for o in nova_conf.keystoneauth_opts()}
 
@@ -226,21 +235,9 @@ def test_endpoint_override_bypasses_the_catalog(tmp_path, monkeypatch):
 def test_the_connection_pool_holds_every_evacuation_in_flight(tmp_path, monkeypatch):
     """requests keeps 10 connections per endpoint by default; 32 concurrent
     evacuations discarded the rest ("Connection pool is full")."""
-    from openstack import connection
-    from oslo_config import cfg
-
     from instanceha.conf import nova as nova_conf
 
-    made = {}
-    monkeypatch.setattr(connection, "Connection", lambda **kw: made.update(kw) or object())
-    path = tmp_path / "nova.conf"
-    path.write_text("[nova]\nauth_type = password\nauth_url = http://192.0.2.1:5000/v3\n"
-                    "username = u\npassword = p\nproject_name = p\n"
-                    "evacuation_concurrency = 32\n")
-    conf = cfg.ConfigOpts()
-    nova_conf.register_opts(conf)
-    conf([], default_config_files=[str(path)])
-    nova_conf.nova_client(conf)
+    made = _connection_made(tmp_path, monkeypatch, "evacuation_concurrency = 32\n")
     for scheme in ("http://", "https://"):
         adapter = made["session"].session.get_adapter(scheme + "nova.example")
         assert adapter.poolmanager.connection_pool_kw["maxsize"] == 32 + nova_conf.POOL_SPARE

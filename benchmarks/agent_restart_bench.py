@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(TOP, "tools"))
 import targets  # noqa: E402  (benchmarks/targets.py, beside this file)
 from harness import daemons, procs  # noqa: E402
 from harness.stack import Stack  # noqa: E402
+from targets import pct  # noqa: E402
 
 from instanceha import exceptions  # noqa: E402
 
@@ -61,15 +62,6 @@ TARGETS = (
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \d+ \w+ instanceha\.agent\.service "
                    r"\[-\] (resumed session|session 0x[0-9a-f]+ of the previous run)", re.M)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def pct(values, p):
-    if not values:
-        return None
-    s = sorted(values)
-    k = (len(s) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def cpu_seconds(pid: int) -> float | None:

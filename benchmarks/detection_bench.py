@@ -69,6 +69,7 @@ import targets  # noqa: E402  (benchmarks/targets.py, beside this file)
 from harness import daemons, procs  # noqa: E402
 from harness.tcpproxy import TcpProxy  # noqa: E402
 from harness.zookeeper import ZooKeeperServer, coordination_section, make_coordinator  # noqa: E402
+from targets import pct  # noqa: E402
 
 from instanceha.compute.model import ComputeService  # noqa: E402
 from instanceha.controller.recovery import ActuatorSettings, RecoveryActuator  # noqa: E402
@@ -134,15 +135,6 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def pct(values, p):
-    if not values:
-        return None
-    s = sorted(values)
-    k = (len(s) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def sim_prefix(i: int) -> str:

@@ -59,6 +59,17 @@ class Target:
         return MET if OPS[self.op](value, self.limit) else MISSED
 
 
+def pct(values: Sequence[float], p: float) -> float | None:
+    """The ``p``-th percentile, linearly interpolated between the closest
+    ranks; None for no value (a target then reads "not measured")."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
 def verdicts(targets: Sequence[Target],
              measured: Mapping[str, float | None]) -> list[dict[str, object]]:
     """One record per target: name, op, limit, unit, measured value, verdict."""

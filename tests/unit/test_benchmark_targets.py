@@ -55,3 +55,10 @@ def test_bad_target_is_refused(kwargs, message):
 def test_duplicate_names_are_refused():
     with pytest.raises(ValueError, match="duplicate target names"):
         targets.verdicts(TARGETS + TARGETS[:1], {})
+
+
+def test_percentile_interpolates_and_knows_no_value():
+    assert targets.pct([], 50) is None
+    assert targets.pct([3.0], 95) == 3.0
+    assert targets.pct([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert targets.pct([4.0, 1.0, 3.0, 2.0], 100) == 4.0

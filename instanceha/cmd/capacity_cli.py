@@ -42,7 +42,7 @@ def _published(args, conf) -> int:
             report = dict(report, age=round(report["age"] + age, 1))
         return _show(args, report, f"leader {doc.get('leader')}")
 
-    return ops_cli._run(conf, body)
+    return ops_cli.run_connected(conf, body)
 
 
 def _live(args, conf) -> int:

@@ -22,7 +22,7 @@ import os
 import sys
 
 from instanceha import exceptions
-from instanceha.cmd import common
+from instanceha.cmd import common, ops_cli
 from instanceha.conf import policy
 from instanceha.coordination import credentials as cr
 
@@ -84,16 +84,11 @@ def _connect(conf, role: str):
 def _check(args, conf) -> int:
     from instanceha.coordination.zk_audit import audit_tree
 
-    coord = None
-    try:
-        coord = _connect(conf, cr.CONTROLLER)
-        findings, walked = audit_tree(coord)
-    except exceptions.InstanceHAError as e:
-        print(f"error: {e} ({e.action.value})", file=sys.stderr)
-        return 2
-    finally:
-        if coord is not None:
-            coord.stop()
+    return ops_cli.run_connected(conf, lambda coord: _report(args, *audit_tree(coord)),
+                                 role=cr.CONTROLLER)
+
+
+def _report(args, findings, walked: int) -> int:
     if args.format == "json":
         print(json.dumps({"nodes": walked, "findings": [f._asdict() for f in findings]},
                          indent=2, sort_keys=True))

@@ -19,7 +19,7 @@ import time
 
 from instanceha import exceptions
 from instanceha.cmd import common
-from instanceha.cmd.ops_cli import _run
+from instanceha.cmd.ops_cli import run_connected
 
 NEEDS_OPERATOR = ("held", "fence-failed", "gave-up", "agent-down")
 
@@ -83,7 +83,7 @@ def _list(args, conf) -> int:
             print("\n".join(common.table_lines(rows)))
         return 1 if any(s.get("state") in NEEDS_OPERATOR for s in found) else 0
 
-    return _run(conf, body)
+    return run_connected(conf, body)
 
 
 def _show(args, conf) -> int:
@@ -114,7 +114,7 @@ def _show(args, conf) -> int:
             print("\n".join(common.table_lines(rows)))
         return 1 if summary.get("state") in NEEDS_OPERATOR else 0
 
-    return _run(conf, body)
+    return run_connected(conf, body)
 
 
 def register(sub) -> None:

@@ -26,16 +26,14 @@ from instanceha.conf import policy
 from instanceha.controller.executor import GUARD_HOLD, GUARD_OVERRIDE_UNTIL, PAUSED
 
 
-def _connect(conf):
-    coord = policy.coordinator(conf)
-    coord.start()
-    return coord
-
-
-def _run(conf, body) -> int:
+def run_connected(conf, body, role: str | None = None) -> int:
+    """``body(coordinator)``'s exit status, connected as ``role`` (the
+    operator's credentials by default) and stopped after; an instanceha error
+    is printed with what to do next, exit status 2."""
     coord = None
     try:
-        coord = _connect(conf)
+        coord = policy.coordinator(conf, role=role)
+        coord.start()
         return body(coord)
     except exceptions.InstanceHAError as e:
         print(f"error: {e} ({e.action.value})", file=sys.stderr)
@@ -69,7 +67,7 @@ def _status(args, conf) -> int:
         held = doc.get("guard", {}).get("held") or persisted_hold(snap)
         return 1 if attention or held else 0
 
-    return _run(conf, body)
+    return run_connected(conf, body)
 
 
 def print_status_table(doc, snap) -> None:
@@ -214,7 +212,7 @@ def _pause(args, conf) -> int:
         print(f"paused: no controller acts until 'instanceha resume' ({args.reason})")
         return 0
 
-    return _run(conf, body)
+    return run_connected(conf, body)
 
 
 def _resume(args, conf) -> int:
@@ -223,7 +221,7 @@ def _resume(args, conf) -> int:
         print("resumed")
         return 0
 
-    return _run(conf, body)
+    return run_connected(conf, body)
 
 
 def _guard_override(args, conf) -> int:
@@ -239,7 +237,7 @@ def _guard_override(args, conf) -> int:
               f"fenced even in a storm ({args.reason})")
         return 0
 
-    return _run(conf, body)
+    return run_connected(conf, body)
 
 
 def _guard_clear(args, conf) -> int:
@@ -248,7 +246,7 @@ def _guard_clear(args, conf) -> int:
         print("mass-failure guard override cleared")
         return 0
 
-    return _run(conf, body)
+    return run_connected(conf, body)
 
 
 def _confirm_down(args, conf) -> int:
@@ -271,7 +269,7 @@ def _confirm_down(args, conf) -> int:
               "leader may now recover its instances even if its BMC cannot confirm")
         return 0
 
-    return _run(conf, body)
+    return run_connected(conf, body)
 
 
 def _forget(args, conf) -> int:
@@ -287,7 +285,7 @@ def _forget(args, conf) -> int:
         print(f"{args.host} forgotten: it is no longer monitored")
         return 0
 
-    return _run(conf, body)
+    return run_connected(conf, body)
 
 
 def register(sub) -> None:

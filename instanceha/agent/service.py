@@ -314,6 +314,7 @@ class Agent:
         watcher = threading.Thread(target=self.watchdog.run, args=(self.stopping,),
                                    name="loop-watchdog", daemon=True)
         watcher.start()
+        self.last_iteration = self.clock.monotonic()  # the loop runs (see the controller's)
         try:
             while not self.stopping.is_set():
                 wait = self.step()

@@ -207,7 +207,28 @@ class IncidentJournal:
             value = summary.get(name, 0) if summary is not None else 0
             return value if isinstance(value, int) else 0
 
+    def opened_at(self, incident: str) -> float | None:
+        """When the incident opened (wall seconds); None if unknown (job threads:
+        may read the store)."""
+        if not self._ready():
+            self.load()
+        with self._lock:
+            summary = self._index.get(incident) if self._index is not None else None
+            at = summary.get("opened_at") if summary is not None else None
+            return float(at) if isinstance(at, (int, float)) else None
+
     # -- the notifications an incident has sent -------------------------------
+    def delivered(self, incident: str, key: str) -> bool:
+        """Was the notification of this step (its idempotency ``key``) delivered,
+        by this controller or an earlier leader? (Job threads: may read the store.)"""
+        if not self._ready():
+            self.load()
+        with self._lock:
+            if (incident, key) in self._unrecorded:
+                return True
+            summary = self._index.get(incident) if self._index is not None else None
+            return summary is not None and key in summary.get(SENT, ())
+
     def claim(self, incident: str, key: str) -> bool:
         """May the notification of this step (its idempotency ``key``) be sent?
         False when the incident records it as delivered (by this controller or

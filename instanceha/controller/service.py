@@ -215,6 +215,10 @@ class ControllerService:
 
     def run(self, on_iteration: Callable[[], None] | None = None) -> None:
         self.start()
+        # the loop runs from here: a first step that hangs turns /healthz 503
+        # after stall_after like any later one, and one that is merely under way
+        # (a first read of a large tree) is not reported as a stall
+        self.last_iteration = self.clock.monotonic()
         while not self.stopping.is_set():
             started = self.clock.monotonic()
             try:

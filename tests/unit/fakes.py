@@ -3,6 +3,7 @@
 import itertools
 
 from instanceha import exceptions
+from instanceha.compute import exceptions as compute_exc
 from instanceha.compute.model import Server
 from instanceha.coordination import base
 from instanceha.engine.instance_policy import InstanceFacts
@@ -288,6 +289,14 @@ class FakeNova(nova.FakeNova):
         with self.lock:
             self.reads.append("servers_on_host")
             return [s for s in self.servers if s.host == host]
+
+    def server(self, server_id: str) -> Server:
+        with self.lock:
+            self.reads.append("server")
+            for s in self.servers:
+                if s.id == server_id:
+                    return s
+        raise compute_exc.NovaNotFound(operation="show", status=404, reason="not found")
 
     def host_aggregates(self, fresh: bool = True) -> dict[str, frozenset[str]]:
         return {h: frozenset(a) for h, a in self.aggregates.items()}

@@ -11,13 +11,20 @@ the force-down.
 ``new_in()`` keeps what a second list, read after the force-down, adds (a
 server that landed on the host while it was being fenced): nothing on the
 host is left out because the first list was read early.
+
+``with_moved()`` adds, to the plan of a recovery resumed by a new leader, the
+servers an earlier leader's evacuations moved off the host and whose end it
+never reported (it died first): the evacuator verifies their move (it never
+sends one again), so a consumer told of an evacuation's start is told of its end.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import datetime
+from collections.abc import Callable, Mapping
 
+from instanceha.compute import exceptions as exc
 from instanceha.compute.model import Server
 from instanceha.engine.instance_policy import (
     InstanceFacts,
@@ -70,3 +77,34 @@ def read_plan(nova, host: str, default: Recovery) -> Plan:
         if servers else {}
     return Plan(host, servers, {s.id: decide_instance(facts[s.id], default) for s in servers},
                 facts)
+
+
+def with_moved(plan: Plan, nova, since: datetime.datetime, default: Recovery,
+               reported: Callable[[str], bool]) -> Plan:
+    """``plan`` plus the servers whose evacuation from its host (a record
+    updated since ``since``: the incident's start) moved them away and whose
+    end is not ``reported`` (by server id), as the policy decides them to be
+    evacuated. A server deleted since is left out: nothing of it to verify."""
+    known = {s.id for s in plan.servers}
+    ids: list[str] = []
+    for m in nova.evacuations(source_host=plan.host, changes_since=since):
+        stamp = m.updated_at or m.created_at
+        sid = m.instance_uuid
+        if m.source_compute != plan.host or sid in known or sid in ids \
+                or (stamp is not None and stamp < since) or reported(sid):
+            continue
+        ids.append(sid)
+    moved = []
+    for sid in ids:
+        try:
+            moved.append(nova.server(sid))
+        except exc.NovaNotFound:
+            continue
+    if not moved:
+        return plan
+    facts = nova.instance_facts(moved, plan.host, enough=decided_by_server_or_flavor)
+    decisions = {s.id: decide_instance(facts[s.id], default) for s in moved}
+    kept = tuple(s for s in moved if decisions[s.id].recovery is Recovery.EVACUATE)
+    return Plan(plan.host, plan.servers + kept,
+                {**plan.decisions, **{s.id: decisions[s.id] for s in kept}},
+                {**plan.facts, **{s.id: facts[s.id] for s in kept}})

@@ -13,6 +13,7 @@ mid-batch has told consumers and the journal of the servers it moved.
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import logging
 
 from instanceha import exceptions
@@ -21,11 +22,16 @@ from instanceha.compute import exceptions as exc
 from instanceha.compute.evacuation import Outcome
 from instanceha.controller.journal import IncidentState
 from instanceha.engine import marker as mk
+from instanceha.notify import events
 
 from .context import StageContext
-from .plan import Plan, read_plan
+from .plan import Plan, read_plan, with_moved
 
 LOG = logging.getLogger(__name__)
+
+MOVED_MARGIN = 60.0
+"""Seconds before the incident's start from which an evacuation record counts
+as this incident's (clocks of the controller and of Nova's database differ)."""
 
 
 def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
@@ -52,6 +58,8 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
                 marking = calls.submit(side, nova.disable, host, recovering)
         if plan is None:
             plan = read_plan(ctx.nova, host, ctx.settings.default_recovery)
+            if m is not None:  # resumed: what an earlier leader moved and did not report
+                plan = _with_moved(ctx, host, plan, m, incident)
         relisted = calls.submit(side, read_plan, ctx.nova, host,
                                 ctx.settings.default_recovery) if early else None
         outcome = _Outcome()
@@ -186,6 +194,24 @@ def _recover(ctx: StageContext, host, plan: Plan, nova, marker, token, incident,
                           instance_id=r.server_id, outcome=r.outcome.value, status=r.status,
                           attempts=r.attempts, seconds=round(r.seconds, 2))
     return spares
+
+
+def _with_moved(ctx: StageContext, host, plan: Plan, m: mk.Marker, incident) -> Plan:
+    """Moved since the incident began (by the journal, else the marker's time):
+    the evacuations of an earlier leader that died before reporting their end."""
+    opened = ctx.report.opened_at(incident)
+    began = datetime.datetime.fromtimestamp(opened, datetime.timezone.utc) \
+        if opened is not None else m.at
+    if began is None:
+        return plan
+    since = began - datetime.timedelta(seconds=MOVED_MARGIN)
+    fuller = with_moved(plan, ctx.nova, since, ctx.settings.default_recovery,
+                        lambda sid: ctx.report.delivered(events.EVACUATE_END, incident, sid))
+    if len(fuller.servers) > len(plan.servers):
+        LOG.warning("host=%s %d server(s) moved by an earlier evacuation whose end was not "
+                    "reported: verified, then reported", host,
+                    len(fuller.servers) - len(plan.servers))
+    return fuller
 
 
 def _not_evacuated(ctx: StageContext, host, plan: Plan, incident, outcome: _Outcome) -> None:

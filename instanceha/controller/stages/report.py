@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 
+from instanceha.notify import events
+
 LOG = logging.getLogger(__name__)
 
 __all__ = ["FENCE_ATTEMPTS", "Reporter"]
@@ -46,6 +48,19 @@ class Reporter:
             incident, key, delivered))
         if sent is None:  # notifications disabled: nothing on its way
             journal.notified(incident, key, False)
+
+    def opened_at(self, incident: str) -> float | None:
+        """When the incident opened (wall seconds; None without a journal)."""
+        return self.journal.opened_at(incident) if self.journal is not None else None
+
+    def delivered(self, event_type: str, incident: str, instance_id: str | None = None) -> bool:
+        """Was the notification ``event_type`` of this incident (and instance)
+        delivered, by this controller or a leader before it? False without a
+        journal: nothing says it was."""
+        if self.journal is None:
+            return False
+        return self.journal.delivered(incident,
+                                      events.idempotency_key(incident, event_type, instance_id))
 
     def attempt(self, incident: str) -> int:
         """The number of the fencing attempt under way (counted in the journal

@@ -232,3 +232,29 @@ def test_the_status_is_built_only_when_its_inputs_change_or_the_refresh_is_due(
     assert len(built) == before
     step(1.0)  # the refresh (5 s): published again so that readers see a live leader
     assert len(built) == before + 1
+
+
+def test_health_counts_a_first_step_under_way_as_running_and_a_hung_one_as_stalled(world):
+    """/healthz: 503 "starting" until the loop runs; a first step under way is
+    not a stall (it was: "leadership gained" logged, /healthz still 503), one
+    that outlasts ``stall_after`` is."""
+    from instanceha.cmd import common
+
+    clock, coord = world
+    svc = ControllerService(coord, ControllerSettings(name="c", policy=POLICY,
+                                                      tick_interval=20.0), Recorder(),
+                            clock=clock)
+    healthy = common.loop_health(lambda: svc.last_iteration, clock, stall_after=10.0)
+    assert healthy() == (False, "starting")
+    seen = []
+
+    def first_step():
+        seen.append(healthy()[0])
+        clock.advance(11.0)
+        seen.append(healthy())
+        svc.stopping.set()
+
+    svc.step = first_step
+    svc.run()
+    assert seen == [True, (False, "main loop stalled for 11.0 s")]
+    assert healthy()[0]  # the step ended

@@ -973,3 +973,77 @@ def test_a_new_leader_resuming_an_incident_does_not_send_its_steps_again():
     (incident,) = store.incidents()
     assert sorted(store.incidents()[incident]["notifications_sent"]) == sorted(keys)
     b.close()
+
+
+def test_a_new_leader_reports_the_end_of_an_evacuation_its_predecessor_sent_and_died_in():
+    """Leader A evacuates two servers; Nova moves both, but A dies after
+    reporting only the first. B resumes: the second is no longer on the host,
+    yet B finds its evacuation record, verifies it and reports its end: the
+    consumer told of both starts is told of both ends, each once."""
+    from instanceha.controller.journal import IncidentJournal
+    from tests.unit.fakes import FakeCoordinator
+
+    log, bus = Log(), Bus()
+    store = FakeCoordinator(FakeClock())
+    nova = FakeNova(log, [svc("compute1"), svc("compute2", up=True)],
+                    [server("a", "evacuate"), server("b", "evacuate"), server("c", "evacuate")])
+
+    def moved(sid, n):
+        nova.servers = [dataclasses.replace(s, host="compute2") if s.id == sid else s
+                        for s in nova.servers]
+        nova.migrations.append(Migration(n, None, sid, "evacuation", "done", "compute1",
+                                         "compute2", NOW, NOW))
+
+    class DyingEvacuator:
+        on_result = None
+
+        def __init__(self, nova):
+            self.nova = nova
+
+        def evacuate_host(self, host, servers, target_host=None):
+            first, second = servers[0], servers[1]
+            for n, s in enumerate((first, second), 1):
+                self.nova.evacuate(s.id)
+                moved(s.id, n)
+            self.on_result(EvacuationResult(first.id, first.name, host, Outcome.EVACUATED, 1,
+                                            2.0, dest_host="compute2", status="ACTIVE"))
+            raise exceptions.NotLeader(reason="deposed mid-batch")
+
+    def leader(name, evacuator):
+        journal = IncidentJournal(store, name, clock=at_now(), background=False)
+        act = RecoveryActuator(ActuatorSettings(name=name), FakeFencer(log), nova, evacuator,
+                               notifier=bus, events=events, clock=at_now(), journal=journal)
+        act.nova_view.refresh()
+        return act, journal
+
+    a, journal_a = leader("ctl-a", DyingEvacuator)
+    failed = {"compute1": view("compute1", Phase.FAILED)}
+    run(a, failed, ["compute1"], Verify(log, token=42))
+    assert journal_a.flush()
+    a.close()
+    sent_by_a = len(bus.sent)
+    evacuated_by_b = []
+
+    class Evacuator(FakeEvacuator):
+        def evacuate_host(self, host, servers, target_host=None):
+            evacuated_by_b.extend(s.id for s in servers)
+            return super().evacuate_host(host, servers, target_host)
+
+    b, journal_b = leader("ctl-b", lambda guarded: Evacuator(log, guarded))
+    run(b, failed, [], Verify(log, token=43))
+    assert journal_b.flush()
+    assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.RECOVERED
+    # "b" is handed to the evacuator (the real one verifies a server that left
+    # the host: tests/unit/compute); "a", reported by A, is not
+    assert sorted(evacuated_by_b) == ["b", "c"]
+    keys = [e.payload["idempotency_key"] for e in bus.sent]
+    assert len(keys) == len(set(keys)), keys
+    by_b = sorted((e.event_type, e.payload.get("instance_id") or "")
+                  for e in bus.sent[sent_by_a:])
+    assert by_b == [(events.RECOVERY_END, ""), (events.EVACUATE_END, "b"),
+                    (events.EVACUATE_END, "c")]
+    ends = [e.payload["instance_id"] for e in bus.sent if e.event_type == events.EVACUATE_END]
+    starts = [e.payload["instance_id"] for e in bus.sent
+              if e.event_type == events.EVACUATE_START]
+    assert sorted(ends) == sorted(starts) == ["a", "b", "c"]
+    b.close()

@@ -8,7 +8,9 @@ retention of ended incidents. It does no I/O and takes no lock: the journal
 its outbox (``push``), which writes it to the coordinator.
 
 Incident ids are ``<host>-<token>``: the host and the fencing token of the
-term that opened it (``.2``, ``.3``... if a term opens several for one host).
+term that opened it (``.2``, ``.3``... if a term opens several for one host;
+``.<epoch milliseconds>`` for one opened while the store could not be read:
+the id its notifications already carry, which no other incident has).
 A guest failure is keyed by host *and* instance:
 ``<host>-<first 8 of the instance id>-<token>``, with ``instance_id`` in its
 summary; it never mixes with the host's incidents.
@@ -89,6 +91,8 @@ class Entry:
     counts: Mapping[str, int]
     instance: str | None = None
     target: str | None = None
+    new_id: str | None = None
+    """The id of the incident this entry opens, if it opens one (and it is free)."""
 
 
 Push = Callable[..., None]
@@ -146,7 +150,8 @@ class IncidentIndex:
         if incident is None:
             if not item.opens:
                 return None  # nothing open for this host: not an incident's business
-            incident = self._new_id(item.host, item.instance)
+            incident = item.new_id if item.new_id is not None \
+                and item.new_id not in self.summaries else self._new_id(item.host, item.instance)
             self.summaries[incident] = {
                 "id": incident, "host": item.host, "state": IncidentState.DETECTED.value,
                 "opened_at": item.at, "opened_by": self.name, "term": self.term,

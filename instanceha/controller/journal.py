@@ -30,6 +30,7 @@ or older than ``max_age`` are deleted when a new incident opens.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
@@ -146,17 +147,19 @@ class IncidentJournal:
                opens: bool = False, new_failure: bool = False,
                close_if: frozenset[IncidentState] = frozenset(),
                counts: Mapping[str, int] | None = None, instance: str | None = None,
-               incident: str | None = None, **facts) -> str | None:
+               incident: str | None = None, new_id: str | None = None,
+               **facts) -> str | None:
         """Add an entry to the host's open incident; ``opens`` starts one if
         the host has none; ``new_failure`` (a fence is due) also closes an open
         one that a new fence does not continue (the host was back in service);
         ``incident`` adds the entry to that incident, even an ended one (a guest
-        failure coalesced with the one just handled).
+        failure coalesced with the one just handled); ``new_id``: the id of the
+        incident it opens, if it opens one (unless taken).
         Returns the incident id, or None when not resolved yet (the store is
         not read yet: the entry is applied, in order, once it is)."""
         item = Entry(host, kind, text[:MAX_TEXT], dict(facts), self.clock.wall(), state,
                      opens or new_failure, new_failure, close_if, dict(counts or {}), instance,
-                     incident)
+                     incident, new_id)
         with self._lock:
             if not self._ready():
                 if len(self._early) >= self.max_queue:
@@ -178,8 +181,20 @@ class IncidentJournal:
         self.term(token)
         if not self._ready():
             self.load()
-        incident = self.record(host, kind, text, new_failure=True, **kwargs)
-        return incident if incident is not None else f"{host}-{token}"
+        # the store is unread (it failed): the id this failure gets is said now
+        # (the notifications carry it), and the entry opens the incident under
+        # it once the store reads. Never "<host>-<token>" itself: a closed
+        # incident of this term may have it, and a consumer that de-duplicates
+        # on its keys would drop this failure's events as that one's
+        guess = None
+        if not self._ready():
+            guess = f"{host}-{token}.{int(self.clock.wall() * 1000)}"
+            with self._lock:  # an entry buffered before (the decision) opens it under it
+                self._early = [dataclasses.replace(e, new_id=guess)
+                               if e.host == host and e.instance is None and e.opens
+                               and e.new_id is None else e for e in self._early]
+        incident = self.record(host, kind, text, new_failure=True, new_id=guess, **kwargs)
+        return incident if incident is not None else str(guess)
 
     def open_in(self, state: IncidentState) -> dict[str, str] | None:
         """host -> its open host incident in ``state``; None while the store is

@@ -209,3 +209,34 @@ def test_a_new_term_with_writes_still_queued_keeps_them(store):
     store.journal_down = False
     assert j.flush()
     assert kinds(store, incident) == ["fence_start", "forced_down"]
+
+
+def test_a_failure_opened_while_the_store_is_unreadable_never_takes_a_closed_ones_id():
+    """A closed incident ``compute1-5`` (this term); the host fails again while
+    the store cannot be read: the id said at once (its notifications carry it,
+    and consumers de-duplicate on their keys) is not ``compute1-5``, and the
+    incident is stored under that very id once the store reads."""
+
+    class Store(FakeCoordinator):
+        unreadable = False
+
+        def incidents(self):
+            if self.unreadable:
+                from instanceha import exceptions
+                raise exceptions.CoordinatorUnavailable(where="fake", reason="reads time out")
+            return super().incidents()
+
+    store = Store(FakeClock())
+    j = journal(store)
+    first = j.open("compute1", 5, "fence_start", "fencing")
+    j.record("compute1", "restored", "back in service", state=IncidentState.CLOSED)
+    assert j.flush()
+    store.unreadable = True
+    later = journal(store, name="ctl-b")  # a controller that could not read it yet
+    second = later.open("compute1", 5, "fence_start", "fencing again")
+    assert first == "compute1-5" and second.startswith("compute1-5.") and second != first
+    store.unreadable = False
+    assert later.flush()
+    assert set(store.incidents()) == {first, second}
+    assert store.incidents()[second]["state"] == "detected"
+    assert kinds(store, second) == ["fence_start"]

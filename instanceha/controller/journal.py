@@ -233,13 +233,14 @@ class IncidentJournal:
             return float(at) if isinstance(at, (int, float)) else None
 
     # -- the notifications an incident has sent -------------------------------
-    def delivered(self, incident: str, key: str) -> bool:
-        """Was the notification of this step (its idempotency ``key``) delivered,
-        by this controller or an earlier leader? (Job threads: may read the store.)"""
+    def told(self, incident: str, key: str) -> bool:
+        """Is the notification of this step (its idempotency ``key``) delivered,
+        by this controller or an earlier leader, or on its way from here?
+        (Job threads: may read the store.)"""
         if not self._ready():
             self.load()
         with self._lock:
-            if (incident, key) in self._unrecorded:
+            if (incident, key) in self._unrecorded or (incident, key) in self._claimed:
                 return True
             summary = self._index.get(incident) if self._index is not None else None
             return summary is not None and key in summary.get(SENT, ())

@@ -58,7 +58,8 @@ def run(ctx: StageContext, host: str, svc, verify, plan: Plan | None = None,
                 marking = calls.submit(side, nova.disable, host, recovering)
         if plan is None:
             plan = read_plan(ctx.nova, host, ctx.settings.default_recovery)
-            if m is not None:  # resumed: what an earlier leader moved and did not report
+            if m is not None and ctx.report.tells:
+                # resumed: consumers told of a start an earlier leader did not end
                 plan = _with_moved(ctx, host, plan, m, incident)
         relisted = calls.submit(side, read_plan, ctx.nova, host,
                                 ctx.settings.default_recovery) if early else None
@@ -206,7 +207,7 @@ def _with_moved(ctx: StageContext, host, plan: Plan, m: mk.Marker, incident) -> 
         return plan
     since = began - datetime.timedelta(seconds=MOVED_MARGIN)
     fuller = with_moved(plan, ctx.nova, since, ctx.settings.default_recovery,
-                        lambda sid: ctx.report.delivered(events.EVACUATE_END, incident, sid))
+                        lambda sid: ctx.report.told(events.EVACUATE_END, incident, sid))
     if len(fuller.servers) > len(plan.servers):
         LOG.warning("host=%s %d server(s) moved by an earlier evacuation whose end was not "
                     "reported: verified, then reported", host,

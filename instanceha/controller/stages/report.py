@@ -53,14 +53,20 @@ class Reporter:
         """When the incident opened (wall seconds; None without a journal)."""
         return self.journal.opened_at(incident) if self.journal is not None else None
 
-    def delivered(self, event_type: str, incident: str, instance_id: str | None = None) -> bool:
+    @property
+    def tells(self) -> bool:
+        """Notifications go out, and the journal records which were (``told``)."""
+        return self.notifier is not None and self.events is not None \
+            and self.journal is not None and self.notifier.enabled
+
+    def told(self, event_type: str, incident: str, instance_id: str | None = None) -> bool:
         """Was the notification ``event_type`` of this incident (and instance)
-        delivered, by this controller or a leader before it? False without a
-        journal: nothing says it was."""
+        delivered, by this controller or a leader before it, or is it on its
+        way? False without a journal: nothing says it was."""
         if self.journal is None:
             return False
-        return self.journal.delivered(incident,
-                                      events.idempotency_key(incident, event_type, instance_id))
+        return self.journal.told(incident,
+                                 events.idempotency_key(incident, event_type, instance_id))
 
     def attempt(self, incident: str) -> int:
         """The number of the fencing attempt under way (counted in the journal

@@ -51,6 +51,8 @@ class Notifier:
     def __init__(self):
         self.events = []
 
+    enabled = True
+
     def emit(self, event, on_done=None):  # delivered at once
         self.events.append(event)
         if on_done is not None:

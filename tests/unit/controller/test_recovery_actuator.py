@@ -79,6 +79,8 @@ class Bus:
     def __init__(self):
         self.sent = []
 
+    enabled = True
+
     def emit(self, event, on_done=None):  # delivered at once
         self.sent.append(event)
         if on_done is not None:

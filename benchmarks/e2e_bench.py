@@ -9,7 +9,8 @@ on). Figures come from outside instanceha:
 * the BMC's own record of when its power bit went off (ipmi_sim's chassis
   control program), and the controller's "power-off read back" line;
 * nova-api's request log: when the first and last evacuate POST were
-  accepted (200);
+  accepted (200), and when the first reached nova-api (the line's time less
+  nova-api's own time for the request: the part of "first POST" that is ours);
 * Nova's API, one server list every 0.5 s (it was 20 GETs every 0.2 s
   until 2026-12-06, which loaded nova-api during the window it measured):
   when every server is ACTIVE, idle, on another host.
@@ -276,6 +277,8 @@ class Bench:
         fence_start = log_times(log, rf"host={victim} fencing")[0]
         read_back = log_times(log, rf"host={victim} fenced:")[0]
         posts = sorted(t for ts in nova_accepted(st.cloud, ids, failed_at).values() for t in ts)
+        sent = min(t for ts in nova_accepted(st.cloud, ids, failed_at, arrived=True).values()
+                   for t in ts)
         off = bmc_off_at(st.bmcs[victim], failed_at)
         refence = victim in self.fenced_before
         self.fenced_before.add(victim)
@@ -290,6 +293,7 @@ class Bench:
              "read_back": seconds(failed_at, read_back),
              "first_post": seconds(failed_at, posts[0]),
              "first_post_after_read_back": seconds(read_back, posts[0]),
+             "first_post_arrived_after_read_back": seconds(read_back, sent),
              "last_post": seconds(failed_at, posts[-1]),
              "all_active": seconds(failed_at, all_active),
              "ours": seconds(read_back, all_active), "cpu": cpu,
@@ -298,7 +302,8 @@ class Bench:
         print(f"  {tag}: {fault} host {victim}, {n} servers: FAILED +{r['failed']:.2f}s, "
               f"fence {r['fence']:.2f}s{' (re-fence)' if refence else ''}, read back "
               f"+{r['read_back']:.2f}s, first POST +{r['first_post']:.2f}s "
-              f"({r['first_post_after_read_back']:.2f}s after the read-back), all ACTIVE "
+              f"({r['first_post_after_read_back']:.2f}s after the read-back; it reached "
+              f"nova-api {r['first_post_arrived_after_read_back']:.2f}s after), all ACTIVE "
               f"+{r['all_active']:.2f}s; {r['api_calls']} API requests; instanceha used "
               f"{cpu:.2f} CPU s meanwhile; plan read ahead "
               f"{'used' if ahead else 'not used'}; load average {r['loadavg']:.1f}"
@@ -403,6 +408,8 @@ class Bench:
                                   ("first_post", "first evacuate accepted by Nova"),
                                   ("first_post_after_read_back",
                                    "  ... after the power-off read back"),
+                                  ("first_post_arrived_after_read_back",
+                                   "  ... reached nova-api, after the read back"),
                                   ("last_post", "last evacuate accepted by Nova"),
                                   ("all_active", "all servers ACTIVE elsewhere"),
                                   ("ours", "  ... after the power-off read back")):

@@ -265,16 +265,23 @@ def seconds(a: datetime.datetime, b: datetime.datetime) -> float:
 ACTION = re.compile(r'"POST /v2\.1/servers/([0-9a-f-]{36})/action" status: 20[02]')
 
 
-def nova_accepted(cloud: MiniCloud, server_ids, since: datetime.datetime
-                  ) -> dict[str, list[datetime.datetime]]:
+REQUEST_TIME = re.compile(r" time: ([0-9.]+)")
+
+
+def nova_accepted(cloud: MiniCloud, server_ids, since: datetime.datetime,
+                  arrived: bool = False) -> dict[str, list[datetime.datetime]]:
     """When nova-api accepted (200/202) an action POST for each server, after ``since``,
-    from nova-api's own request log."""
+    from nova-api's own request log (``arrived``: when the request reached it,
+    the line's time less nova-api's own time for it)."""
     wanted = set(server_ids)
     found: dict[str, list[datetime.datetime]] = {}
     for line in cloud.log("nova-api").splitlines():
         m, a = STAMP.match(line), ACTION.search(line)
         if m and a and a.group(1) in wanted:
             at = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+            took = REQUEST_TIME.search(line)
+            if arrived and took:
+                at -= datetime.timedelta(seconds=float(took.group(1)))
             if at >= since:
                 found.setdefault(a.group(1), []).append(at)
     return found

@@ -77,12 +77,13 @@ class StatsSnapshot:
 class Stats:
     """Counters the metrics endpoint can read (``snapshot()`` is consistent)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pending: Callable[[], int] = lambda: 0) -> None:
+        """``pending``: how many are queued now (the outbox's own count)."""
         self._lock = threading.Lock()
         self._values = dict.fromkeys(
             ("emitted", "delivered", "failed_attempts", "lost_deadline", "lost_overflow",
              "lost_shutdown"), 0)
-        self._pending = lambda: 0
+        self._pending = pending
 
     def incr(self, name: str, by: int = 1) -> None:
         with self._lock:
@@ -147,8 +148,7 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._next_attempt_at = 0.0
-        self.stats = Stats()
-        self.stats._pending = self.pending
+        self.stats = Stats(self.pending)
 
     def pending(self) -> int:
         with self._lock:

@@ -22,8 +22,8 @@ lint-imports
 say "mypy (the engine strict, the rest checked)"
 mypy
 say "shellcheck"
-mapfile -t SCRIPTS < <(find tools devstack -name '*.sh' 2> /dev/null | sort -u)
-shellcheck -x .ci/run "${SCRIPTS[@]}"
+mapfile -t SCRIPTS < <(find tools devstack tests -name '*.sh' 2> /dev/null | sort -u)
+shellcheck -x .ci/run "${SCRIPTS[@]}" tests/unit/devstack/bin/*
 shellcheck -s bash devstack/settings
 say "pytest"
 # the daemons' logs of every test stay in this checkout's own tmp dir (pytest

@@ -228,6 +228,11 @@ function instanceha_configure {
         # directory only STACK_USER enters, on tmpfs, as systemd's
         # RuntimeDirectory makes it for the packaged unit)
         sudo install -d -o "$STACK_USER" -m 0700 "$INSTANCEHA_AGENT_SESSION_DIR"
+        # and again at each boot (/run is a tmpfs): else the agent runs after a
+        # reboot without the file, and its next restart opens a new session
+        sudo install -d -m 0755 "$INSTANCEHA_TMPFILES_DIR"
+        echo "d $INSTANCEHA_AGENT_SESSION_DIR 0700 $STACK_USER - -" |
+            sudo tee "$INSTANCEHA_TMPFILES_DIR/instanceha.conf" > /dev/null
         iniset "$INSTANCEHA_CONF" agent session_file "$INSTANCEHA_AGENT_SESSION_DIR/agent-session.json"
     fi
     if [[ "$INSTANCEHA_NOVA_NOTIFICATIONS" == True ]] && is_service_enabled nova &&

@@ -37,6 +37,7 @@ class Run:
                 "INSTANCEHA_CONF_DIR": str(self.conf_dir), "STUB_DISTRO": "ubuntu",
                 "INSTANCEHA_READY_TIMEOUT": "3", "SERVICE_HOST": "127.0.0.1",
                 "INSTANCEHA_AGENT_SESSION_DIR": str(tmp_path / "run"),
+                "INSTANCEHA_TMPFILES_DIR": str(tmp_path / "tmpfiles.d"),
                 "STUB_COMPUTE_HOSTS": "compute1 compute2", "STUB_PYTHON_PREFIX": BIN,
                 "STUB_REAL_PREFIX": os.path.dirname(sys.executable),
                 "STUB_COORDINATION_CHECK": "ok"}

@@ -17,6 +17,7 @@ that check included, against the ZooKeeper and daemons it starts.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -182,6 +183,9 @@ def test_the_phases_write_what_the_controller_needs(aio):
     assert c[("agent", "watched_processes")].startswith("nova-compute:")
     assert c[("agent", "session_file")] == str(run.tmp / "run" / "agent-session.json")
     assert stat.S_IMODE(os.stat(run.tmp / "run").st_mode) == 0o700
+    # made again at each boot by systemd-tmpfiles, private to the stack user
+    tmpfiles = (run.tmp / "tmpfiles.d" / "instanceha.conf").read_text().split()
+    assert tmpfiles == ["d", str(run.tmp / "run"), "0700", getpass.getuser(), "-", "-"]
     # Nova's versioned notifications, without dropping the unversioned ones
     assert ["/etc/nova/nova.conf", "notifications", "notification_format", "both"] in \
         run.of("iniset")

@@ -23,7 +23,6 @@ import sys
 
 from instanceha import exceptions
 from instanceha.cmd import common, ops_cli
-from instanceha.conf import policy
 from instanceha.coordination import credentials as cr
 
 
@@ -75,12 +74,6 @@ def _credentials(args, conf) -> int:
     return 0
 
 
-def _connect(conf, role: str):
-    coord = policy.coordinator(conf, role=role)
-    coord.start()
-    return coord
-
-
 def _check(args, conf) -> int:
     from instanceha.coordination.zk_audit import audit_tree
 
@@ -102,19 +95,19 @@ def _report(args, findings, walked: int) -> int:
 
 
 def _provision(args, conf) -> int:
-    coord = None
-    try:
-        coord = _connect(conf, cr.CONTROLLER)
-        for host in args.hosts:
-            made = coord.provision_host(cr.check_host(host))
-            print(f"{host}: {'provisioned' if made else 'already provisioned'}")
-    except (exceptions.InstanceHAError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    try:  # every name checked before any is made
+        hosts = [cr.check_host(host) for host in args.hosts]
+    except ValueError as e:
+        print(f"error: {e}; nothing provisioned", file=sys.stderr)
         return 2
-    finally:
-        if coord is not None:
-            coord.stop()
-    return 0
+
+    def body(coord) -> int:
+        for host in hosts:
+            made = coord.provision_host(host)
+            print(f"{host}: {'provisioned' if made else 'already provisioned'}")
+        return 0
+
+    return ops_cli.run_connected(conf, body, role=cr.CONTROLLER)
 
 
 def register(sub) -> None:

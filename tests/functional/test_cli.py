@@ -140,3 +140,25 @@ def test_config_check_checks_what_a_daemon_checks_at_start(tmp_path, zookeeper):
     r = subprocess.run([CLI, "--config-file", str(open_conf), "config", "check"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "config check: OK as agent" in r.stdout, r.stderr
+
+
+def test_host_provision_makes_slots_with_the_controllers_credentials(tmp_path, zookeeper,
+                                                                     root_path):
+    zookeeper.provision(root_path, [])
+    conf = daemons.write_conf(str(tmp_path / "ctl.conf"), {"coordination": dict(
+        zookeeper.section("controller"), root_path=root_path)})
+
+    def provision(*hosts):
+        return subprocess.run([CLI, "--config-file", conf, "host", "provision", *hosts],
+                              capture_output=True, text=True, timeout=60)
+
+    r = provision("compute7")
+    assert (r.returncode, r.stdout) == (0, "compute7: provisioned\n"), r.stderr
+    r = provision("compute7", "compute8")
+    assert (r.returncode, r.stdout) == (0, "compute7: already provisioned\n"
+                                            "compute8: provisioned\n"), r.stderr
+    r = provision("compute9", "not/a-host")  # one bad name: none made
+    assert r.returncode == 2 and "'not/a-host'" in r.stderr and "nothing provisioned" in r.stderr
+    assert r.stdout == ""
+    r = provision("compute9")
+    assert (r.returncode, r.stdout) == (0, "compute9: provisioned\n"), r.stderr

@@ -240,10 +240,7 @@ class IncidentJournal:
         if not self._ready():
             self.load()
         with self._lock:
-            if (incident, key) in self._unrecorded or (incident, key) in self._claimed:
-                return True
-            summary = self._index.get(incident) if self._index is not None else None
-            return summary is not None and key in summary.get(SENT, ())
+            return self._told(incident, key)
 
     def claim(self, incident: str, key: str) -> bool:
         """May the notification of this step (its idempotency ``key``) be sent?
@@ -255,10 +252,7 @@ class IncidentJournal:
         if not self._ready():
             self.load()
         with self._lock:
-            if (incident, key) in self._claimed or (incident, key) in self._unrecorded:
-                return False
-            summary = self._index.get(incident) if self._index is not None else None
-            if summary is not None and key in summary.get(SENT, ()):
+            if self._told(incident, key):
                 return False
             self._claimed.add((incident, key))
             return True
@@ -278,6 +272,12 @@ class IncidentJournal:
                 del self._unrecorded[next(iter(self._unrecorded))]
 
     # -- in memory, lock held --------------------------------------------------
+    def _told(self, incident: str, key: str) -> bool:
+        if (incident, key) in self._claimed or (incident, key) in self._unrecorded:
+            return True
+        summary = self._index.get(incident) if self._index is not None else None
+        return summary is not None and key in summary.get(SENT, ())
+
     @property
     def _loaded(self) -> IncidentIndex:
         """The index, once loaded (only after ``_ready``)."""

@@ -211,8 +211,9 @@ class FakeCoordinator(base.Coordinator):
     def leadership(self, candidate_id):
         return self.leadership_obj
 
-    # incident journal: in memory, with a switch to make writes fail
+    # incident journal: in memory, with switches to make writes, or reads, fail
     journal_down = False
+    journal_unreadable = False
 
     def _journal(self):
         if not hasattr(self, "_incidents"):
@@ -228,6 +229,9 @@ class FakeCoordinator(base.Coordinator):
         record["entries"].extend(dict(e) for e in entries)
 
     def incidents(self):
+        if self.journal_unreadable:
+            from instanceha import exceptions
+            raise exceptions.CoordinatorUnavailable(where="fake", reason="reads time out")
         return {i: dict(r["summary"]) for i, r in self._journal().items()}
 
     def incident_entries(self, incident_id):

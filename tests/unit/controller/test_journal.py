@@ -217,25 +217,16 @@ def test_a_failure_opened_while_the_store_is_unreadable_never_takes_a_closed_one
     and consumers de-duplicate on their keys) is not ``compute1-5``, and the
     incident is stored under that very id once the store reads."""
 
-    class Store(FakeCoordinator):
-        unreadable = False
-
-        def incidents(self):
-            if self.unreadable:
-                from instanceha import exceptions
-                raise exceptions.CoordinatorUnavailable(where="fake", reason="reads time out")
-            return super().incidents()
-
-    store = Store(FakeClock())
+    store = FakeCoordinator(FakeClock())
     j = journal(store)
     first = j.open("compute1", 5, "fence_start", "fencing")
     j.record("compute1", "restored", "back in service", state=IncidentState.CLOSED)
     assert j.flush()
-    store.unreadable = True
+    store.journal_unreadable = True
     later = journal(store, name="ctl-b")  # a controller that could not read it yet
     second = later.open("compute1", 5, "fence_start", "fencing again")
     assert first == "compute1-5" and second.startswith("compute1-5.") and second != first
-    store.unreadable = False
+    store.journal_unreadable = False
     assert later.flush()
     assert set(store.incidents()) == {first, second}
     assert store.incidents()[second]["state"] == "detected"

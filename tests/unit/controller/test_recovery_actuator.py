@@ -892,16 +892,9 @@ def test_a_fence_retry_after_the_journal_was_unreadable_says_host_failed_once():
     from instanceha.controller.journal import IncidentJournal
     from tests.unit.fakes import FakeCoordinator
 
-    class Store(FakeCoordinator):
-        unreadable = True
-
-        def incidents(self):
-            if self.unreadable:
-                raise exceptions.CoordinatorUnavailable(where="fake", reason="reads time out")
-            return super().incidents()
-
     log = Log()
-    store = Store(FakeClock())
+    store = FakeCoordinator(FakeClock())
+    store.journal_unreadable = True
     journal = IncidentJournal(store, "ctl-a", clock=at_now(), background=False)
     err = fexc.BMCUnreachable(host="compute1", driver="ipmi", address="127.0.0.1",
                               reason="timeout")
@@ -910,7 +903,7 @@ def test_a_fence_retry_after_the_journal_was_unreadable_says_host_failed_once():
     run(act, views, ["compute1"], Verify(log))
     assert [e.event_type for e in bus.sent] == [events.HOST_FAILED, events.FENCE_START,
                                                events.FENCE_ERROR]
-    store.unreadable = False
+    store.journal_unreadable = False
     act.clock.advance(act.settings.retry_backoff_max)
     act.fencer.error = None
     run(act, views, ["compute1"], Verify(log))
@@ -925,11 +918,21 @@ def test_a_fence_retry_after_the_journal_was_unreadable_says_host_failed_once():
     act.close()
 
 
+def _leader(name, evacuator, store, nova, log, bus):
+    """A leader's actuator and journal on the shared ``store`` (a term of its own)."""
+    from instanceha.controller.journal import IncidentJournal
+
+    journal = IncidentJournal(store, name, clock=at_now(), background=False)
+    act = RecoveryActuator(ActuatorSettings(name=name), FakeFencer(log), nova, evacuator,
+                           notifier=bus, events=events, clock=at_now(), journal=journal)
+    act.nova_view.refresh()
+    return act, journal
+
+
 def test_a_new_leader_resuming_an_incident_does_not_send_its_steps_again():
     """Leader A fences, starts the recovery and evacuates one server of two,
     then is deposed; B (a new term, its own journal on the same store) resumes
     from the RECOVERING marker: the consumer gets each step once."""
-    from instanceha.controller.journal import IncidentJournal
     from tests.unit.fakes import FakeCoordinator
 
     class DyingEvacuator:
@@ -949,21 +952,15 @@ def test_a_new_leader_resuming_an_incident_does_not_send_its_steps_again():
     store = FakeCoordinator(FakeClock())
     nova = FakeNova(log, [svc("compute1")], [server("a", "evacuate"), server("b", "evacuate")])
 
-    def leader(name, evacuator):
-        journal = IncidentJournal(store, name, clock=at_now(), background=False)
-        act = RecoveryActuator(ActuatorSettings(name=name), FakeFencer(log), nova, evacuator,
-                               notifier=bus, events=events, clock=at_now(), journal=journal)
-        act.nova_view.refresh()
-        return act, journal
-
-    a, journal_a = leader("ctl-a", DyingEvacuator)
+    a, journal_a = _leader("ctl-a", DyingEvacuator, store, nova, log, bus)
     failed = {"compute1": view("compute1", Phase.FAILED)}
     run(a, failed, ["compute1"], Verify(log, token=42))
     assert journal_a.flush()
     assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.RECOVERING
     a.close()
     sent_by_a = len(bus.sent)
-    b, journal_b = leader("ctl-b", lambda guarded: FakeEvacuator(log, guarded))
+    b, journal_b = _leader("ctl-b", lambda guarded: FakeEvacuator(log, guarded), store, nova,
+                           log, bus)
     run(b, failed, [], Verify(log, token=43))
     assert journal_b.flush()
     assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.RECOVERED
@@ -982,7 +979,6 @@ def test_a_new_leader_reports_the_end_of_an_evacuation_its_predecessor_sent_and_
     reporting only the first. B resumes: the second is no longer on the host,
     yet B finds its evacuation record, verifies it and reports its end: the
     consumer told of both starts is told of both ends, each once."""
-    from instanceha.controller.journal import IncidentJournal
     from tests.unit.fakes import FakeCoordinator
 
     log, bus = Log(), Bus()
@@ -1011,14 +1007,7 @@ def test_a_new_leader_reports_the_end_of_an_evacuation_its_predecessor_sent_and_
                                             2.0, dest_host="compute2", status="ACTIVE"))
             raise exceptions.NotLeader(reason="deposed mid-batch")
 
-    def leader(name, evacuator):
-        journal = IncidentJournal(store, name, clock=at_now(), background=False)
-        act = RecoveryActuator(ActuatorSettings(name=name), FakeFencer(log), nova, evacuator,
-                               notifier=bus, events=events, clock=at_now(), journal=journal)
-        act.nova_view.refresh()
-        return act, journal
-
-    a, journal_a = leader("ctl-a", DyingEvacuator)
+    a, journal_a = _leader("ctl-a", DyingEvacuator, store, nova, log, bus)
     failed = {"compute1": view("compute1", Phase.FAILED)}
     run(a, failed, ["compute1"], Verify(log, token=42))
     assert journal_a.flush()
@@ -1031,7 +1020,7 @@ def test_a_new_leader_reports_the_end_of_an_evacuation_its_predecessor_sent_and_
             evacuated_by_b.extend(s.id for s in servers)
             return super().evacuate_host(host, servers, target_host)
 
-    b, journal_b = leader("ctl-b", lambda guarded: Evacuator(log, guarded))
+    b, journal_b = _leader("ctl-b", lambda guarded: Evacuator(log, guarded), store, nova, log, bus)
     run(b, failed, [], Verify(log, token=43))
     assert journal_b.flush()
     assert mk.decode(nova.svc["compute1"].disabled_reason).state is mk.MarkerState.RECOVERED

@@ -138,6 +138,11 @@ class GuardState:
     """The HEALTHY/DEGRADED hosts at this evaluation (what can vanish next)."""
     aggregates_known: bool = True
     """False when the evaluation had no grouping (worst case assumed)."""
+    blind: bool = False
+    """While held: only the worst case assumed of an unknown grouping raised it
+    (no limit that the known facts show). Once the grouping is known and no
+    limit is exceeded, it lifts at once: it waited for knowledge, not for the
+    picture to settle."""
 
     @property
     def rules(self) -> tuple[str, ...]:
@@ -249,12 +254,12 @@ def evaluate(
     left = {h: t for h, t in previous.left.items()
             if h in dead and now - t <= policy.vanish_window}
     left.update({h: now for h in previous.alive & dead})
-    breaches = _overall(len(dead), len(monitored), policy)
-    if aggregates is None:
-        breaches += _unknown_aggregates(len(dead), policy)
-    else:
-        breaches += _per_aggregate(aggregates, monitored, dead, policy)
-    breaches += _vanished(left, policy)
+    overall, vanished = _overall(len(dead), len(monitored), policy), _vanished(left, policy)
+    grouped = _unknown_aggregates(len(dead), policy) if aggregates is None \
+        else _per_aggregate(aggregates, monitored, dead, policy)
+    breaches = overall + grouped + vanished
+    # a limit the facts show, not only the worst case of an unknown grouping
+    known = bool(overall or vanished or (aggregates is not None and grouped))
     common = GuardState(dead=dead, dead_changed_at=changed_at, breaches=tuple(breaches),
                         left=left, alive=alive, aggregates_known=aggregates is not None)
     if released:
@@ -262,7 +267,11 @@ def evaluate(
     if breaches:
         cause = _reason(breaches)
         since = previous.since if previous.held else now
-        return dataclasses.replace(common, held=True, reason=cause, since=since, cause=cause)
+        blind = not known and (previous.blind or not previous.held)
+        return dataclasses.replace(common, held=True, reason=cause, since=since, cause=cause,
+                                   blind=blind)
+    if previous.held and previous.blind and aggregates is not None:
+        return common  # held for want of the grouping: known now, and nothing exceeded
     if previous.held and now - changed_at < policy.stable_after:
         return dataclasses.replace(
             common, held=True,

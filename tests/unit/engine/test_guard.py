@@ -207,6 +207,39 @@ def test_unknown_aggregates_assume_the_worst_grouping(n_dead, policy, held):
         assert all(b.aggregate is None for b in state.breaches)
 
 
+def test_a_hold_for_want_of_the_grouping_lifts_once_it_is_known_and_nothing_exceeds():
+    """A controller just started: 3 hosts die before it has read the aggregates.
+    Held (they may be 75% of one aggregate); read the next moment: none are in
+    one, nothing is exceeded, the hold lifts at once instead of after
+    stable_after (it waited for knowledge, not for the picture to settle)."""
+    dead = ("x1", "x2", "x3")
+    held = guard.evaluate(cloud(dead), GuardState(), AGG, 0.0, aggregates=None)
+    assert held.held and held.blind
+    lifted = guard.evaluate(cloud(dead), held, AGG, 1.0, aggregates={})
+    assert not lifted.held and lifted.aggregates_known
+    # still unknown a tick later: still held, still blind
+    again = guard.evaluate(cloud(dead), held, AGG, 1.0, aggregates=None)
+    assert again.held and again.blind
+
+
+def test_a_hold_the_known_grouping_confirms_or_a_real_limit_raised_waits_to_settle():
+    dead = ("a1", "a2", "a3")
+    held = guard.evaluate(cloud(dead), GuardState(), AGG, 0.0, aggregates=None)
+    # the grouping, once read, shows the breach: held, no longer blind
+    grouped = {"rack": frozenset({"a1", "a2", "a3", "a4"})}
+    confirmed = guard.evaluate(cloud(dead), held, AGG, 1.0, aggregates=grouped)
+    assert confirmed.held and not confirmed.blind
+    # back under the limits: the usual wait for a stable picture
+    waiting = guard.evaluate(cloud(("a1",)), confirmed, AGG, 2.0, aggregates=grouped)
+    assert waiting.held and "waiting for" in waiting.reason
+    # a cluster-wide limit with unknown aggregates: not blind either
+    policy = dataclasses.replace(AGG, max_failed_hosts=2)
+    real = guard.evaluate(cloud(dead), GuardState(), policy, 0.0, aggregates=None)
+    assert real.held and not real.blind
+    under = guard.evaluate(cloud(("a1",)), real, policy, 1.0, aggregates={})
+    assert under.held and "waiting for" in under.reason
+
+
 def test_unknown_aggregates_keep_the_cluster_wide_limits():
     policy = dataclasses.replace(AGG, max_failed_hosts=1, max_failed_percent_per_aggregate=100)
     state = guard.evaluate(cloud(("x1", "x2")), GuardState(), policy, 0.0, aggregates=None)

@@ -271,7 +271,9 @@ def evaluate(
         return dataclasses.replace(common, held=True, reason=cause, since=since, cause=cause,
                                    blind=blind)
     if previous.held and previous.blind and aggregates is not None:
-        return common  # held for want of the grouping: known now, and nothing exceeded
+        # held for want of the grouping: known now, and nothing exceeded
+        return dataclasses.replace(common, reason="the host aggregates, read now, exceed "
+                                   "no limit (held only while they were unknown)")
     if previous.held and now - changed_at < policy.stable_after:
         return dataclasses.replace(
             common, held=True,

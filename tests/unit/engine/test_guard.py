@@ -217,6 +217,7 @@ def test_a_hold_for_want_of_the_grouping_lifts_once_it_is_known_and_nothing_exce
     assert held.held and held.blind
     lifted = guard.evaluate(cloud(dead), held, AGG, 1.0, aggregates={})
     assert not lifted.held and lifted.aggregates_known
+    assert "held only while they were unknown" in lifted.reason
     # still unknown a tick later: still held, still blind
     again = guard.evaluate(cloud(dead), held, AGG, 1.0, aggregates=None)
     assert again.held and again.blind

@@ -173,6 +173,17 @@ def build_actuator(conf, coordinator: Coordinator, records,
     return actuator, [actuator.close, fencer.close, notifier.close]
 
 
+def _names_a_broker(url: str | None) -> bool:
+    """Does this transport URL name a host? (oslo.messaging's default,
+    ``rabbit://``, names none: it means guest@localhost.)"""
+    from urllib.parse import urlsplit
+
+    if not url:
+        return False
+    netloc = urlsplit(url).netloc
+    return bool(netloc.rpartition("@")[2].strip(","))
+
+
 def _nova_events(conf, watch):
     """The feed of Nova's versioned notifications ([nova_notifications]), or None."""
     from instanceha.conf import notifications as notifications_conf
@@ -186,6 +197,13 @@ def _nova_events(conf, watch):
     from instanceha.conf import nova_notifications
 
     bus = nova_notifications.listener_conf(conf)
+    if not _names_a_broker(c.transport_url or bus.transport_url):
+        # oslo.messaging would try rabbit://guest@localhost:5672 for ever, and a
+        # listener that never connects also kept the controller from stopping
+        LOG.warning("[nova_notifications] enabled but no bus configured (neither its "
+                    "transport_url nor [DEFAULT] transport_url): not listening; evacuations "
+                    "are checked by reading Nova")
+        return None
 
     def make_listener(on_event):
         from instanceha.notify.listener import Listener

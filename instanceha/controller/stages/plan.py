@@ -72,7 +72,12 @@ class Plan:
 
 def read_plan(nova, host: str, default: Recovery) -> Plan:
     """Read the host's servers and their policy facts; decide each (no write)."""
-    servers = tuple(nova.servers_on_host(host))
+    return _decided(nova, host, tuple(nova.servers_on_host(host)), default)
+
+
+def _decided(nova, host: str, servers: tuple[Server, ...], default: Recovery) -> Plan:
+    """The plan of ``servers`` of ``host``: their policy facts, read, and the
+    engine's decision for each."""
     facts = nova.instance_facts(servers, host, enough=decided_by_server_or_flavor) \
         if servers else {}
     return Plan(host, servers, {s.id: decide_instance(facts[s.id], default) for s in servers},
@@ -102,9 +107,8 @@ def with_moved(plan: Plan, nova, since: datetime.datetime, default: Recovery,
             continue
     if not moved:
         return plan
-    facts = nova.instance_facts(moved, plan.host, enough=decided_by_server_or_flavor)
-    decisions = {s.id: decide_instance(facts[s.id], default) for s in moved}
-    kept = tuple(s for s in moved if decisions[s.id].recovery is Recovery.EVACUATE)
+    more = _decided(nova, plan.host, tuple(moved), default)
+    kept = tuple(more.evacuate)
     return Plan(plan.host, plan.servers + kept,
-                {**plan.decisions, **{s.id: decisions[s.id] for s in kept}},
-                {**plan.facts, **{s.id: facts[s.id] for s in kept}})
+                {**plan.decisions, **{s.id: more.decisions[s.id] for s in kept}},
+                {**plan.facts, **{s.id: more.facts[s.id] for s in kept}})

@@ -258,7 +258,8 @@ class ModelReader:
         # servers alike decide alike: the key is cheap (no sorting; two equal
         # dicts in another order only miss the memo), its parts exact
         key = (tuple(meta.items()) if meta else None,
-               tuple(specs.items()) if isinstance(specs, Mapping) and specs else None,
+               tuple(specs.items()) if specs and (type(specs) is dict  # noqa: E721
+                                                  or isinstance(specs, Mapping)) else None,
                flavor.get("vcpus"), flavor.get("ram"), flavor.get("disk"),
                flavor.get("ephemeral"), flavor.get("swap"), rec.image_id is None,
                id(image), id(aggs))

@@ -213,9 +213,8 @@ class CoverageTracker:
         if old is not None:
             for target in {p.target for p in old.placed}:
                 self.uses.get(target, set()).discard(key)
-            for group in {p.server.group for p in old.placed + old.unplaced}:
-                if group is not None:
-                    self.group_uses.get(group, set()).discard(key)
+            for group in old.groups:
+                self.group_uses.get(group, set()).discard(key)
         failed: frozenset[str] | None
         if kind == "host":
             if name not in self.model.hosts:
@@ -232,9 +231,8 @@ class CoverageTracker:
         self.plans[key] = self._kind[kind][name] = new
         for target in {p.target for p in new.placed}:
             self.uses.setdefault(target, set()).add(key)
-        for group in {p.server.group for p in new.placed + new.unplaced}:
-            if group is not None:
-                self.group_uses.setdefault(group, set()).add(key)
+        for group in new.groups:
+            self.group_uses.setdefault(group, set()).add(key)
 
     # -- k hosts --------------------------------------------------------------
     def _worst(self) -> FailurePlan:

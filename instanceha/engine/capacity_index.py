@@ -45,17 +45,28 @@ def score(host: Host) -> float:
 class Row:
     """One host as the placer reads it: free amount and ``max_unit`` per class."""
 
-    __slots__ = ("name", "free", "max_unit", "zone", "room", "capacity")
+    __slots__ = ("name", "free", "max_unit", "zone", "room", "capacity", "base")
 
     def __init__(self, host: Host) -> None:
         self.name = host.name
         self.zone = host.zone
-        self.capacity = {rc: inv.capacity for rc, inv in host.inventory.items()
-                         if rc in SCORED and inv.capacity > 0}
-        self.free = {rc: host.free(rc) for rc in host.inventory}
-        self.max_unit = {rc: host.max_unit(rc) for rc in host.inventory}
-        self.room = {rc: min(f, self.max_unit[rc]) for rc, f in self.free.items()}
+        used = host.used
+        capacity: dict[str, int] = {}
+        free: dict[str, int] = {}
+        max_unit: dict[str, int] = {}
+        room: dict[str, int] = {}
+        for rc, inv in host.inventory.items():  # one pass: 5,000 hosts per full read
+            c = inv.capacity
+            f = free[rc] = c - used.get(rc, 0)
+            m = max_unit[rc] = inv.max_unit if inv.max_unit is not None else c
+            room[rc] = f if f < m else m
+            if c > 0 and rc in SCORED:
+                capacity[rc] = c
+        self.capacity, self.free, self.max_unit = capacity, free, max_unit
+        self.room = room
         """What one server may take of each class while nothing is planned here."""
+        self.base = min([free[rc] / c for rc, c in capacity.items()], default=0.0)
+        """``score()`` of the host: nothing planned here."""
 
     def score(self, load: Mapping[str, int]) -> float:
         """``score()`` of the host once ``load`` is added."""
@@ -84,6 +95,7 @@ class Pool:
         self.order: list[tuple[float, str]] = []
         self.by_rc: dict[str, list[tuple[int, str]]] = {}
         self._keys: dict[str, tuple[float, dict[str, int]]] = {}
+        self._names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -93,8 +105,9 @@ class Pool:
 
     def add(self, host: Host, row: Row) -> None:
         self.discard(host.name)
-        key = -score(host)
+        key = -row.base
         bisect.insort(self.order, (key, host.name))
+        self._names = None
         for rc, free in row.free.items():
             bisect.insort(self.by_rc.setdefault(rc, []), (-free, host.name))
         self._keys[host.name] = (key, dict(row.free))
@@ -105,6 +118,7 @@ class Pool:
             return
         key, frees = known
         _remove(self.order, (key, name))
+        self._names = None
         for rc, free in frees.items():
             _remove(self.by_rc[rc], (-free, name))
 
@@ -115,20 +129,28 @@ class Pool:
         """The host's sort key in ``order`` (minus its score when indexed)."""
         return self._keys[name][0]
 
+    def names_in_order(self) -> list[str]:
+        """The hosts' names as ``order`` sorts them (kept until it changes)."""
+        if self._names is None:
+            self._names = [name for _, name in self.order]
+        return self._names
+
     def names(self) -> Iterable[str]:
         """The hosts of the pool (in no particular order)."""
         return self._keys.keys()
 
     def append(self, host: Host, row: Row) -> None:
         """Add without keeping the order: ``sort()`` once after the last."""
-        key = -score(host)
+        key = -row.base
         self.order.append((key, host.name))
+        self._names = None
         for rc, free in row.free.items():
             self.by_rc.setdefault(rc, []).append((-free, host.name))
         self._keys[host.name] = (key, dict(row.free))
 
     def sort(self) -> None:
         self.order.sort()
+        self._names = None
         for items in self.by_rc.values():
             items.sort()
 

@@ -78,6 +78,8 @@ class FailurePlan:
     unplaced: tuple[NoRoom, ...] = ()
     spares: tuple[str, ...] = ()
     """Reserved spares this plan enables, in the order used."""
+    groups: frozenset[str] = frozenset()
+    """The server groups of its servers (placed or not)."""
 
     @property
     def covered(self) -> bool:
@@ -162,7 +164,10 @@ class _Placer:
         unplaced: list[NoRoom] = []
         spares_used: list[str] = []
         remaining = servers
+        groups: set[str] = set()
+        """Those of servers off the fast path (a server of a group never takes it)."""
         if self.policy.spares:
+            groups.update(s.group for s in servers if s.group is not None)
             by_failed: dict[str, list[Server]] = {}
             for s in servers:
                 by_failed.setdefault(s.host, []).append(s)
@@ -180,47 +185,52 @@ class _Placer:
         loads = self.ledger.load
         nxt = self.next
         fast = not self.most_room and not self.avoid
+        in_order: dict[str | None, list[str]] = {}
         for s in remaining:
             target = None
             if fast and s.group is None:
                 zone = s.zone
-                pool = pools.get(zone) if zone is not None else pools[None]
-                entries = pool.order if pool is not None else ()
-                n = len(entries)
+                names = in_order.get(zone)
+                if names is None:
+                    pool = pools.get(zone) if zone is not None else pools[None]
+                    names = in_order[zone] = pool.names_in_order() if pool is not None else []
+                n = len(names)
                 need = s.need.items()
-                start = nxt.get(zone, 0)
-                for step in range(min(n, FAST_TRIES)):
-                    at = (start + step) % n
-                    name = entries[at][1]
+                at = nxt.get(zone, 0)
+                for _ in range(n if n < FAST_TRIES else FAST_TRIES):
+                    if at >= n:  # wrap (at < 2n: one step past the end at most)
+                        at -= n
+                    name = names[at]
+                    at += 1
                     if name in failed:
                         continue
-                    row = rows[name]
                     load = loads.get(name)
                     if load is None:
-                        room = row.room
+                        room = rows[name].room
                         for rc, q in need:
                             if room.get(rc, 0) < q:
                                 break
                         else:
+                            loads[name] = dict(s.need)
                             target = name
+                            break
                     else:
+                        row = rows[name]
                         free, max_unit = row.free, row.max_unit
                         for rc, q in need:
                             if free.get(rc, 0) - load.get(rc, 0) < q or max_unit.get(rc, 0) < q:
                                 break
                         else:
-                            target = name
-                    if target is not None:
-                        nxt[zone] = at + 1
-                        if load is None:
-                            loads[name] = dict(s.need)
-                        else:
                             for rc, q in need:
                                 load[rc] = load.get(rc, 0) + q
-                        placed.append(Placed(s, target))
-                        break
+                            target = name
+                            break
                 if target is not None:
+                    nxt[zone] = at
+                    placed.append(Placed(s, target))
                     continue
+            if s.group is not None:
+                groups.add(s.group)
             target = self._choose(s)
             if target is None:
                 unplaced.append(self.ledger.no_room(s, self.avoid.get(s.id, ())))
@@ -229,7 +239,8 @@ class _Placer:
                 placed.append(Placed(s, target))
         if self.policy.spares:
             placed.sort(key=lambda p: rank(p.server))
-        return FailurePlan(self.failed, tuple(placed), tuple(unplaced), tuple(spares_used))
+        return FailurePlan(self.failed, tuple(placed), tuple(unplaced), tuple(spares_used),
+                           frozenset(groups))
 
     def _spares(self, by_failed: dict[str, list[Server]], placed: list[Placed],
                 used: list[str]) -> list[Server]:

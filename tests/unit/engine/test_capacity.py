@@ -424,3 +424,35 @@ def test_a_recovery_plan_counts_the_others_in_flight_and_spreads():
     for _, t in pending:
         per_target[t] = per_target.get(t, 0) + 1
     assert set(per_target) == {f"t{i}" for i in range(6)} and max(per_target.values()) == 2
+
+
+def test_the_index_order_the_fast_path_reads_follows_every_change():
+    """The placer reads a pool's names in score order from a list kept until
+    the pool changes: a host that filled up or left is seen at once."""
+    m = cloud([host("c1", 6), host("c2", 1), host("c3", 3), host("f", 2)],
+              [server("a", "f"), server("b", "f")])
+    tracker = CoverageTracker(m)
+    tracker.refresh()
+    pool = tracker.index.pool_of("az1")
+    assert pool.names_in_order() == ["c2", "f", "c3", "c1"]
+    assert [x.target for x in tracker.coverage().hosts["f"].placed] == ["c2", "c3"]
+    m.set_host(host("c2", 8))  # c2 full: the plan that used it is made again
+    tracker.refresh()
+    assert pool.names_in_order() == ["f", "c3", "c1", "c2"]
+    assert [x.target for x in tracker.coverage().hosts["f"].placed] == ["c3", "c1"]
+    m.remove_host("c3")
+    tracker.refresh()
+    assert pool.names_in_order() == ["f", "c1", "c2"]
+    assert [x.target for x in tracker.coverage().hosts["f"].placed] == ["c1", "c1"]  # c2 full
+
+
+def test_a_plan_names_the_server_groups_it_touches():
+    m = cloud([host("c1"), host("c2"), host("c3"), host("s", role=Role.SPARE)],
+              [server("a", "c1", group="g1"), server("b", "c1"), server("c", "c2", group="g2")],
+              [Group("g1", "g1", GroupPolicy.ANTI_AFFINITY), Group("g2", "g2",
+                                                                    GroupPolicy.AFFINITY)])
+    assert plan_of(m, {"c1"}).groups == {"g1"}
+    assert plan_of(m, {"c1", "c2"}).groups == {"g1", "g2"}
+    assert plan_of(m, {"c3"}).groups == frozenset()
+    spares = PlanPolicy(spares=True, spare_match=Match.NONE)
+    assert plan_of(m, {"c1"}, spares).groups == {"g1"}

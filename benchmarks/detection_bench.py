@@ -264,7 +264,7 @@ class Controller:
             dt = time.monotonic() - t0
             self.tick_ms.append(dt * 1000)
             self.tick_cpu_ms.append((time.thread_time() - c0) * 1000)
-            self.stop.wait(max(0.0, self.tick - dt))
+            self.service.pause(self.tick - dt)  # as the real loop: at once on a reconnection
 
     def phase(self, host):
         v = self.rec.views.get(host)

@@ -23,7 +23,7 @@ from instanceha.controller.alerts import AlertJournal
 from instanceha.controller.executor import Actuator, Executor
 from instanceha.controller.provision import Provisioner
 from instanceha.controller.reconciler import Reconciler, SecondSourcePort
-from instanceha.coordination import Coordinator, Leadership
+from instanceha.coordination import ConnectionState, Coordinator, Leadership
 from instanceha.engine.guard import GuardPolicy
 from instanceha.engine.model import DetectionPolicy
 
@@ -69,6 +69,19 @@ class LeaderDuties:
     capacity: typing.Any = None
 
 
+class _Stopping(threading.Event):
+    """The service's ``stopping`` event: also wakes a loop that waits for its
+    next tick (whoever sets it: a signal handler, a crashed thread)."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def set(self) -> None:
+        super().set()
+        self._wake.set()
+
+
 class ControllerService:
     def __init__(
         self,
@@ -101,7 +114,10 @@ class ControllerService:
         self.coordinator = coordinator
         self.settings = settings
         self.clock = clock
-        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        """Set when the next tick is due at once: stopping, or the coordinator
+        connected again (see ``pause``)."""
+        self.stopping: threading.Event = _Stopping(self._wake)
         self.leadership: Leadership | None = None
         self.handler = handler
         self.last_iteration: float | None = None
@@ -129,6 +145,7 @@ class ControllerService:
                 wait = retries.next()
                 LOG.warning("%s; %s, next try in %.1f s", e, e.action.value, wait)
                 self.clock.wait(wait, self.stopping)
+        self.coordinator.add_state_listener(self._on_state)
         self.leadership = self.coordinator.leadership(self.settings.name)
         h = self.hooks
         executor = Executor(self.leadership, self.handler, self.settings.guard,
@@ -229,7 +246,20 @@ class ControllerService:
             if on_iteration is not None:
                 on_iteration()
             elapsed = self.clock.monotonic() - started
-            self.clock.wait(max(0.0, self.settings.tick_interval - elapsed), self.stopping)
+            self.pause(self.settings.tick_interval - elapsed)
+
+    def pause(self, seconds: float) -> None:
+        """Wait for the next tick: ``seconds``, or less when the coordinator
+        connected again meanwhile (the view re-lists at the next tick, so it
+        is current one refresh after the reconnection instead of up to one
+        interval later) or the service is stopping."""
+        if seconds > 0 and not self._wake.is_set():
+            self.clock.wait(seconds, self._wake)
+        self._wake.clear()
+
+    def _on_state(self, state: ConnectionState) -> None:
+        if state is ConnectionState.CONNECTED:  # kazoo's thread: must not block
+            self._wake.set()
 
     def shutdown(self) -> None:
         self.stopping.set()

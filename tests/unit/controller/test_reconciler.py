@@ -258,3 +258,31 @@ def test_health_counts_a_first_step_under_way_as_running_and_a_hung_one_as_stall
     svc.run()
     assert seen == [True, (False, "main loop stalled for 11.0 s")]
     assert healthy()[0]  # the step ended
+
+
+def test_the_tick_after_a_reconnection_is_not_kept_waiting(world):
+    """The view re-lists at the next tick after the coordinator connected
+    again: that tick comes at once, not one interval later; stopping also ends
+    the wait, whoever sets it."""
+    clock, coord = world
+    listeners = []
+    coord.add_state_listener = listeners.append
+    svc = ControllerService(coord, ControllerSettings(name="c", policy=POLICY,
+                                                      tick_interval=0.2), Recorder(),
+                            clock=clock)
+    svc.start()
+    assert len(listeners) == 1
+    t0 = clock()
+    svc.pause(0.2)
+    assert clock() - t0 == pytest.approx(0.2)  # nothing happened: the whole interval
+    listeners[0](ConnectionState.SUSPENDED)
+    svc.pause(0.2)
+    assert clock() - t0 == pytest.approx(0.4)
+    listeners[0](ConnectionState.CONNECTED)
+    svc.pause(0.2)
+    assert clock() - t0 == pytest.approx(0.4)  # at once
+    svc.pause(0.2)
+    assert clock() - t0 == pytest.approx(0.6)  # once only
+    svc.stopping.set()
+    svc.pause(0.2)
+    assert clock() - t0 == pytest.approx(0.6) and svc.stopping.is_set()

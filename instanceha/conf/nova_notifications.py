@@ -28,8 +28,10 @@ opts = [
         "enabled",
         default=True,
         help="Listen to Nova's versioned notifications while leading, to check an "
-        "evacuation as soon as Nova reports it ended. Harmless when Nova does not "
-        "emit them.",
+        "evacuation as soon as Nova reports it ended. Without them (Nova does not emit "
+        "them, or the bus is unreachable) evacuations are checked by reading Nova; "
+        "with no bus configured at all (neither transport_url here nor [DEFAULT] "
+        "transport_url) nothing is started.",
     ),
     cfg.StrOpt(
         "transport_url",

@@ -7,12 +7,19 @@ schedule whether or not a notification comes. Only the leader listens (one
 queue for all controllers, see ``[nova_notifications]``); starting and
 stopping happen in a background thread, so a broker that is down never stalls
 a tick, and a failed start is tried again ``retry`` seconds later.
+
+That thread is a daemon of its own, not a ``ThreadPoolExecutor``'s: with the
+broker down, oslo.messaging's ``start()`` keeps trying to connect for ever,
+and the interpreter joins an executor's threads at exit, so a controller told
+to stop never exited. ``close()`` waits for it at most ``close_timeout``
+seconds.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import queue
 import threading
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -22,6 +29,7 @@ from instanceha.clock import SYSTEM, Clock
 LOG = logging.getLogger(__name__)
 
 RETRY = 10.0  # seconds between two tries to start listening
+CLOSE_TIMEOUT = 5.0  # seconds close() waits for a start or stop in flight
 # the notifications that end an action (instance.rebuild.end, ...error): each
 # one read of Nova; the many progress notifications of an evacuation wake
 # nothing (each would cost a read and restart the short waits)
@@ -46,10 +54,50 @@ class Listener(Protocol):
     def stop(self) -> object: ...
 
 
+class _Worker:
+    """One daemon thread running what is submitted, in order (started with the
+    first submission)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[[], None]) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+        self._queue.put((future, fn))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # handed to whoever waits on the future
+                future.set_exception(e)
+
+    def shutdown(self, timeout: float) -> bool:
+        """Stop once what was submitted has run; True when it did within
+        ``timeout`` seconds."""
+        if self._thread is None:
+            return True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
 class NovaEventFeed:
     def __init__(self, make_listener: Callable[[Callable[[str, object], None]], Listener],
                  watch, clock: Clock = SYSTEM,
-                 retry: float = RETRY) -> None:
+                 retry: float = RETRY, close_timeout: float = CLOSE_TIMEOUT) -> None:
         """``make_listener(on_event)``: a stopped listener that calls
         ``on_event(event_type, payload)`` for each notification; ``watch``: the
         evacuations' ``CompletionWatch``."""
@@ -57,7 +105,8 @@ class NovaEventFeed:
         self.watch = watch
         self.clock = clock
         self.retry = retry
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, "nova-events")
+        self.close_timeout = close_timeout
+        self._worker = _Worker("nova-events")
         self._lock = threading.Lock()
         self._want = False
         self._listener: Listener | None = None
@@ -151,7 +200,13 @@ class NovaEventFeed:
         LOG.info("stopped listening to Nova's notifications (not leading)")
 
     def close(self) -> None:
+        """Stop listening and end the background thread; a start still trying
+        to reach the broker after ``close_timeout`` seconds is left behind (a
+        daemon thread: it does not keep the process alive)."""
         with self._lock:
             self._want = False
         self._worker.submit(self._stop)
-        self._worker.shutdown(wait=True, cancel_futures=False)
+        if not self._worker.shutdown(self.close_timeout):
+            LOG.warning("the Nova notification listener did not stop within %.0f s (is its "
+                        "broker reachable?); going on without waiting for it",
+                        self.close_timeout)

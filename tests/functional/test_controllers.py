@@ -1,10 +1,14 @@
 """Controllers as real processes: election, fail-over, a frozen leader, a
 coordinator restart. Decisions are read from the daemons' own logs."""
 
+import os
 import re
+import signal
+import socket
 import time
 
 import pytest
+import yaml
 from harness import daemons
 
 pytestmark = pytest.mark.functional
@@ -122,3 +126,39 @@ def test_hung_after_a_cut_off_leader_reaches_first_refuses_to_start(kind, daemon
     assert "refusing to start" in out
     assert "[detection] hung_after" in out and "[coordination] session_timeout" in out
     assert str(tmp_path / f"{kind}-x.conf") in out
+
+
+@pytest.mark.fault("Nova's notification broker unreachable while the controller stops",
+                   component="controller",
+                   expect="the leader goes on without the notifications (evacuations are "
+                          "checked by reading Nova) and still stops on SIGTERM")
+def test_a_leader_whose_nova_bus_is_unreachable_stops_on_sigterm(daemon_factory, tmp_path,
+                                                                  fault):
+    """oslo.messaging's listener start() tries a broker that refuses for ever;
+    it ran on a ThreadPoolExecutor thread, which the interpreter joins at exit:
+    the controller logged its stop and never exited."""
+    closed = []
+    for _ in range(2):  # two ports nothing listens on: the broker and keystone
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed.append(s.getsockname()[1])
+    inv = tmp_path / "fencing-inventory.yaml"
+    inv.write_text(yaml.safe_dump({"hosts": {"compute1": {"driver": "fake",
+                                                          "address": "fake-compute1"}}}))
+    os.chmod(inv, 0o600)
+    ctl = daemon_factory("controller", "ctl-a", extra={
+        "fencing": {"inventory_file": str(inv), "test_only_allow_fake_driver": True},
+        "nova": {"auth_type": "password", "auth_url": f"http://127.0.0.1:{closed[1]}/v3",
+                 "username": "ih", "password": "not-used", "project_name": "service",
+                 "user_domain_name": "Default", "project_domain_name": "Default"},
+        "nova_notifications": {"transport_url": f"rabbit://ih:not-used@127.0.0.1:{closed[0]}/"},
+    })
+    ctl.wait_log(GAINED.format(name="ctl-a"))
+    ctl.wait_log(r"impl_rabbit .*Connection failed")  # oslo.messaging tries the broker
+    stopped = time.monotonic()
+    ctl.signal(signal.SIGTERM)
+    assert ctl.proc.wait(60) == 0, ctl.output()[-2000:]
+    assert "did not stop within" in ctl.read_log()
+    assert "not-used" not in ctl.read_log() + ctl.output()
+    fault.observed(f"exited {time.monotonic() - stopped:.1f} s after SIGTERM, the listener's "
+                   f"start still trying the broker")

@@ -2,6 +2,8 @@
 in the background, a failed start tried again later, each notification waking
 the evacuation of its instance."""
 
+import threading
+
 from instanceha.compute.waiting import CompletionWatch, Waker
 from instanceha.controller.executor import BaseActuator, Executor
 from instanceha.controller.nova_events import NovaEventFeed, instance_uuid
@@ -133,3 +135,31 @@ def test_the_nova_listener_has_its_own_queue_durability_and_the_rest_of_the_bus(
     assert bus.oslo_messaging_rabbit.heartbeat_timeout_threshold == 17
     assert bus.transport_url == "rabbit://u:secret@127.0.0.1:5672/"
     assert conf.oslo_messaging_rabbit.amqp_durable_queues is True  # ours untouched
+
+
+def test_a_start_that_never_reaches_its_broker_does_not_keep_the_controller_alive():
+    """oslo.messaging's start() keeps trying a broker that is down: close()
+    waits at most close_timeout, and the thread left behind is a daemon (the
+    interpreter joins a ThreadPoolExecutor's threads at exit: the controller
+    never exited on SIGTERM)."""
+    release = threading.Event()
+
+    class Connecting(FakeListener):
+        def start(self):
+            release.wait()
+            super().start()
+
+    made = []
+    feed = NovaEventFeed(lambda on_event: made.append(Connecting(on_event)) or made[-1],
+                         CompletionWatch(), clock=FakeClock(), close_timeout=0.0)
+    feed.ensure()
+    assert feed.settle(timeout=0.0) is False  # still connecting
+    worker = feed._worker._thread
+    assert worker is not None and worker.daemon
+    feed.close()  # returns at once
+    assert worker.is_alive()
+    release.set()  # the broker answers after all: started, then stopped at once
+    worker.join(10)
+    assert not worker.is_alive()
+    assert made[0].started == 1 and made[0].stopped == 1 and not feed.listening
+

@@ -258,8 +258,7 @@ class ModelReader:
         # servers alike decide alike: the key is cheap (no sorting; two equal
         # dicts in another order only miss the memo), its parts exact
         key = (tuple(meta.items()) if meta else None,
-               tuple(specs.items()) if specs and (type(specs) is dict  # noqa: E721
-                                                  or isinstance(specs, Mapping)) else None,
+               tuple(specs.items()) if specs and isinstance(specs, Mapping) else None,
                flavor.get("vcpus"), flavor.get("ram"), flavor.get("disk"),
                flavor.get("ephemeral"), flavor.get("swap"), rec.image_id is None,
                id(image), id(aggs))

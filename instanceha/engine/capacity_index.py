@@ -30,18 +30,6 @@ SCORED = (VCPU, PCPU, MEMORY_MB, DISK_GB)
 """The resource classes a host's score (its room left) is judged on."""
 
 
-def score(host: Host) -> float:
-    """The smallest share of capacity left free over the host's resource classes."""
-    best = None
-    for rc in SCORED:
-        inv = host.inventory.get(rc)
-        if inv is None or inv.capacity <= 0:
-            continue
-        share = host.free(rc) / inv.capacity
-        best = share if best is None or share < best else best
-    return best if best is not None else 0.0
-
-
 class Row:
     """One host as the placer reads it: free amount and ``max_unit`` per class."""
 
@@ -65,11 +53,12 @@ class Row:
         self.capacity, self.free, self.max_unit = capacity, free, max_unit
         self.room = room
         """What one server may take of each class while nothing is planned here."""
-        self.base = min([free[rc] / c for rc, c in capacity.items()], default=0.0)
-        """``score()`` of the host: nothing planned here."""
+        self.base = self.score({})
+        """The host's score while nothing is planned here (its key in a pool)."""
 
     def score(self, load: Mapping[str, int]) -> float:
-        """``score()`` of the host once ``load`` is added."""
+        """The host's score once ``load`` is added: the smallest share of
+        capacity left free over its resource classes."""
         shares = [(self.free.get(rc, 0) - load.get(rc, 0)) / c for rc, c in self.capacity.items()]
         return min(shares) if shares else 0.0
 
@@ -221,4 +210,4 @@ def typical(pool: Pool, rc: str) -> float:
     return float(max(1, -items[0][0])) if items else 1.0
 
 
-__all__ = ["SCORED", "Index", "Pool", "Row", "score", "typical"]
+__all__ = ["SCORED", "Index", "Pool", "Row", "typical"]

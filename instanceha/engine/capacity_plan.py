@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from instanceha.engine.capacity import Host, Model, Server, rank
-from instanceha.engine.capacity_index import Index, Pool, score, typical
+from instanceha.engine.capacity_index import Index, Pool, typical
 from instanceha.engine.capacity_ledger import Ledger, NoRoom
 from instanceha.engine.reserved import Match
 
@@ -78,8 +79,12 @@ class FailurePlan:
     unplaced: tuple[NoRoom, ...] = ()
     spares: tuple[str, ...] = ()
     """Reserved spares this plan enables, in the order used."""
-    groups: frozenset[str] = frozenset()
-    """The server groups of its servers (placed or not)."""
+    @property
+    def groups(self) -> frozenset[str]:
+        """The server groups of its servers (placed or not)."""
+        return frozenset(s.group for s in itertools.chain(
+            (p.server for p in self.placed), (u.server for u in self.unplaced))
+            if s.group is not None)
 
     @property
     def covered(self) -> bool:
@@ -164,10 +169,7 @@ class _Placer:
         unplaced: list[NoRoom] = []
         spares_used: list[str] = []
         remaining = servers
-        groups: set[str] = set()
-        """Those of servers off the fast path (a server of a group never takes it)."""
         if self.policy.spares:
-            groups.update(s.group for s in servers if s.group is not None)
             by_failed: dict[str, list[Server]] = {}
             for s in servers:
                 by_failed.setdefault(s.host, []).append(s)
@@ -229,8 +231,6 @@ class _Placer:
                     nxt[zone] = at
                     placed.append(Placed(s, target))
                     continue
-            if s.group is not None:
-                groups.add(s.group)
             target = self._choose(s)
             if target is None:
                 unplaced.append(self.ledger.no_room(s, self.avoid.get(s.id, ())))
@@ -239,8 +239,7 @@ class _Placer:
                 placed.append(Placed(s, target))
         if self.policy.spares:
             placed.sort(key=lambda p: rank(p.server))
-        return FailurePlan(self.failed, tuple(placed), tuple(unplaced), tuple(spares_used),
-                           frozenset(groups))
+        return FailurePlan(self.failed, tuple(placed), tuple(unplaced), tuple(spares_used))
 
     def _spares(self, by_failed: dict[str, list[Server]], placed: list[Placed],
                 used: list[str]) -> list[Server]:
@@ -383,5 +382,4 @@ class _Placer:
         return best[1] if best is not None else None
 
 
-__all__ = ["FailurePlan", "Index", "NoRoom", "PlanPolicy", "Placed", "Pool", "order", "plan",
-           "score"]
+__all__ = ["FailurePlan", "Index", "NoRoom", "PlanPolicy", "Placed", "Pool", "order", "plan"]

@@ -7,6 +7,11 @@ view keeps which hosts' records changed in what a recovery decision reads
 (``take_moved``), Nova's own liveness per host for the detector's DEGRADED
 phase (``nova_up``), and a revision that grows when a host's record changes
 (so that the leader's status is rebuilt only then).
+
+A read that fails is tried again under the one back-off (``interval``, then
+twice as long each time, at most ``RETRY_MAX`` seconds), not at every tick,
+and the log says so once: a warning at the first failure and whenever the
+error changes, a line when Nova answers again.
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ import types
 from collections.abc import Mapping
 
 from instanceha import exceptions
+from instanceha.backoff import Backoff
 from instanceha.clock import SYSTEM, Clock
 from instanceha.compute.model import ComputeService
 
 LOG = logging.getLogger(__name__)
+
+RETRY_MAX = 10.0
+"""Seconds, at most, between two reads while Nova does not answer: how late
+the view can be once Nova is back (a write of ours re-reads at once)."""
 
 
 def decided_by(svc) -> tuple | None:
@@ -48,6 +58,9 @@ class NovaView:
         self._lock = threading.Lock()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "nova-refresh")
         self._reading: concurrent.futures.Future | None = None
+        self._retries = Backoff(interval, max(interval, RETRY_MAX)).start()
+        self._retry_at: float | None = None
+        """While reads fail: not before this (monotonic); None: as ``read_at`` says."""
 
     def refresh(self) -> None:
         """Read Nova's services now (the background thread calls this)."""
@@ -55,8 +68,7 @@ class NovaView:
         try:
             services = {s.host: s for s in self.nova.services()}
         except exceptions.InstanceHAError as e:
-            self.error = str(e)
-            LOG.warning("nova services not refreshed: %s (%s)", e, e.action.value)
+            self._failed(started, e)
             return
         nova_up = types.MappingProxyType(
             {h: s.up for h, s in services.items() if not s.forced_down})
@@ -71,12 +83,34 @@ class NovaView:
                 self.revision += 1
             # when the read *started*: a read begun before a job ended may miss its write
             self.read_at = started
+            failures, self._retry_at = self._retries.failures, None
+            self._retries.reset()
             self.error = None
+        if failures:
+            LOG.info("nova services read again, after %d failed reads", failures)
+
+    def _failed(self, started: float, e: exceptions.InstanceHAError) -> None:
+        error = str(e)
+        with self._lock:
+            wait = self._retries.next()
+            self._retry_at = started + wait
+            changed, self.error = error != self.error, error
+            failures = self._retries.failures
+        if changed:
+            LOG.warning("nova services not refreshed: %s (%s; next read in %.1f s, "
+                        "then less often while this lasts)", e, e.action.value, wait)
+        else:
+            LOG.debug("nova services not refreshed, %d reads in a row: %s (next in %.1f s)",
+                      failures, e, wait)
 
     def maybe_refresh(self) -> concurrent.futures.Future | None:
         """Start a background read if one is due and none runs; returns it."""
         busy = self._reading is not None and not self._reading.done()
-        due = self.read_at is None or self.clock.monotonic() - self.read_at >= self.interval
+        now = self.clock.monotonic()
+        if self._retry_at is not None:
+            due = now >= self._retry_at
+        else:
+            due = self.read_at is None or now - self.read_at >= self.interval
         if due and not busy:
             self._reading = self._thread.submit(self.refresh)
             return self._reading
@@ -86,6 +120,7 @@ class NovaView:
         """A step wrote to Nova: read its new state at once."""
         with self._lock:
             self.read_at = None
+            self._retry_at = None  # Nova took a write: it answers again
 
     def read_after(self, t: float | None) -> bool:
         """The last read started after ``t`` (None: nothing to wait for)."""

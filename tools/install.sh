@@ -30,7 +30,6 @@ APT_PKGS=(
   python3 python3-venv python3-dev gcc                           # the venv
   openssl procps iproute2 ca-certificates curl shellcheck
   iptables                                                       # a simulated host's address silenced (dead host)
-  stress-ng                                                      # foreign CPU load in the benchmarks
 )
 
 if [ "${INSTANCEHA_SKIP_APT:-0}" != 1 ]; then

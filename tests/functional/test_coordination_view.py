@@ -4,6 +4,8 @@
   (counted by the view's own read counter: its requests, not time), and the
   re-listed view is published before the capabilities' watches are re-armed;
 * a membership lost while the controller was cut off is found by the re-list;
+* the controller's loop re-lists on the reconnection itself, not at its next
+  tick (a real ``ControllerService.run()`` with a 60 s tick);
 * an index entry or a stall report of another host's session is ignored and
   reported as an alert; an entry whose session ended while it was being
   verified is not;
@@ -14,12 +16,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from harness import daemons
 from harness.tcpproxy import TcpProxy
 
+from instanceha.controller.recovery import ActuatorSettings, RecoveryActuator
+from instanceha.controller.service import ControllerService, ControllerSettings
 from instanceha.coordination.base import ALIVE_NOW, ConnectionState
 from instanceha.coordination.zk_codec import dumps
+from instanceha.engine.model import DetectionPolicy
 
 pytestmark = pytest.mark.functional
 N = 40
@@ -93,6 +101,62 @@ def test_a_reconnection_costs_a_re_list_not_a_read_per_host(zookeeper, root_path
         assert ctl.stats()["rearm_reads"] == N - 1
     finally:
         ctl.stop()
+
+
+class _NoNova:
+    """A Nova with no compute service: the actuator has nothing to decide
+    (dry-run); the test watches the view only."""
+
+    def services(self, host=None):
+        return []
+
+
+def test_the_loop_re_lists_on_the_reconnection_not_a_tick_later(zookeeper, root_path,
+                                                                 agents, proxy):
+    """The real run loop, its tick 60 s: after a cut of the controller's
+    link, the loop wakes on the reconnection and its next look (the
+    re-list) already misses the host whose session ended meanwhile. Before
+    ``95f29bd`` it waited out the tick."""
+    coord = zookeeper.coordinator("controller", url=f"zookeeper://{proxy.address}",
+                                  root_path=root_path, consistency_interval=0)
+    looks: list[tuple[float, frozenset[str]]] = []
+    snapshot = coord.snapshot
+
+    def look():  # the loop's one way in to the view: recorded, not changed
+        snap = snapshot()
+        looks.append((time.monotonic(), frozenset(snap.members)))
+        return snap
+
+    coord.snapshot = look
+    actuator = RecoveryActuator(ActuatorSettings(name="ctl", dry_run=True), fencer=None,
+                                nova=_NoNova(), evacuator_factory=None)
+    service = ControllerService(
+        coord, ControllerSettings(name="ctl", policy=DetectionPolicy(), tick_interval=60.0),
+        actuator, nova_states=actuator.nova_up)
+    loop = threading.Thread(target=service.run, daemon=True, name="controller-loop")
+    loop.start()
+    try:
+        daemons.wait_until(lambda: any(len(m) == N for _, m in looks), 20,
+                           f"a first look at {N} members")
+        before = len(looks)
+        dead = agents.pop("h007")
+        proxy.reset()  # the controller's connection dropped (the session survives)
+        daemons.wait_until(lambda: coord.state is not ConnectionState.CONNECTED, 10,
+                           "the controller to notice the cut")
+        dead.stop()  # meanwhile a host's session ends
+        restored = time.monotonic()
+        proxy.restore()
+        # 20 s is a third of the tick: only the wake can bring a look this soon
+        current = daemons.wait_until(
+            lambda: next((m for t, m in looks[before:] if t > restored and "h007" not in m),
+                         None), 20, "a look without h007 after the restore")
+        assert current == frozenset(agents)
+        assert coord.state is ConnectionState.CONNECTED
+    finally:
+        service.shutdown()  # sets stopping (wakes the loop), stops the coordinator
+        loop.join(10)
+        actuator.close()
+    assert not loop.is_alive(), "the loop did not stop"
 
 
 def test_forged_entries_are_ignored_and_reported(zookeeper, root_path, agents):

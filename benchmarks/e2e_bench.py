@@ -456,6 +456,19 @@ class Bench:
         return measured
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_like_ctrl_c() -> None:
+    """SIGTERM and SIGINT end a run as Ctrl-C does: the cloud and the load are
+    taken down and the rounds so far reported and written. (A shell starts a
+    background job with SIGINT ignored, and Python keeps that; SIGTERM would
+    otherwise leave the mini-cloud running and write nothing.)"""
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _interrupted)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -481,6 +494,7 @@ def main(argv=None) -> int:
         if kind == "cpu" and shutil.which("stress-ng") is None:
             p.error("--load cpu:N needs Debian's stress-ng (tools/install.sh installs it)")
     args.loads = ["none"] + ([args.load] if args.load != "none" else [])
+    _stop_like_ctrl_c()
     path = args.json or os.path.join(TOP, "benchmarks", "results",
                                      f"e2e-{datetime.date.today().isoformat()}.json")
     bench = Bench(args)

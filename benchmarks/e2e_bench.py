@@ -33,7 +33,9 @@ cores), ``api:R`` is R read requests a second on nova-api from another process
 (``benchmarks/nova_load.py``); ``cpu:6+api:10`` both, the default: on this
 2-core machine kind ``cpu:6`` alone keeps the run queue at about 3x the
 cores but slowed Nova's floor only 1.33x (2026-12-06), ``cpu:6+api:10``
-1.51x (2026-12-07, p50 / p50; paired by round 0.92-2.04x). The report states
+1.51x (2026-12-07, p50 / p50; paired by round 0.92-2.04x), and 1.88x once the
+mini-cloud's keystone cached (paired 1.33-2.34x: without the cache keystone
+kept the "idle" cloud CPU-bound). The report states
 how much the load slowed Nova's own floor: a load that does not slow it
 shows nothing, and that is a target of its own (>= 1.5x). The API requests
 instanceha made for each recovery are read from its incident line (``N API

@@ -59,8 +59,9 @@ class NovaView:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "nova-refresh")
         self._reading: concurrent.futures.Future | None = None
         self._retries = Backoff(interval, max(interval, RETRY_MAX)).start()
-        self._retry_at: float | None = None
-        """While reads fail: not before this (monotonic); None: as ``read_at`` says."""
+        self._due_at: float | None = None
+        """When the next read is due (monotonic): ``interval`` after a good read
+        started, the back-off's wait after a failed one; None: at once."""
 
     def refresh(self) -> None:
         """Read Nova's services now (the background thread calls this)."""
@@ -83,7 +84,8 @@ class NovaView:
                 self.revision += 1
             # when the read *started*: a read begun before a job ended may miss its write
             self.read_at = started
-            failures, self._retry_at = self._retries.failures, None
+            self._due_at = started + self.interval
+            failures = self._retries.failures
             self._retries.reset()
             self.error = None
         if failures:
@@ -93,7 +95,7 @@ class NovaView:
         error = str(e)
         with self._lock:
             wait = self._retries.next()
-            self._retry_at = started + wait
+            self._due_at = started + wait
             changed, self.error = error != self.error, error
             failures = self._retries.failures
         if changed:
@@ -106,11 +108,7 @@ class NovaView:
     def maybe_refresh(self) -> concurrent.futures.Future | None:
         """Start a background read if one is due and none runs; returns it."""
         busy = self._reading is not None and not self._reading.done()
-        now = self.clock.monotonic()
-        if self._retry_at is not None:
-            due = now >= self._retry_at
-        else:
-            due = self.read_at is None or now - self.read_at >= self.interval
+        due = self._due_at is None or self.clock.monotonic() >= self._due_at
         if due and not busy:
             self._reading = self._thread.submit(self.refresh)
             return self._reading
@@ -120,7 +118,7 @@ class NovaView:
         """A step wrote to Nova: read its new state at once."""
         with self._lock:
             self.read_at = None
-            self._retry_at = None  # Nova took a write: it answers again
+            self._due_at = None  # even while backing off: Nova took a write, it answers
 
     def read_after(self, t: float | None) -> bool:
         """The last read started after ``t`` (None: nothing to wait for)."""
